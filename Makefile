@@ -1,0 +1,52 @@
+# regserve: every target creates what it needs (virtual environment, stubs, tools).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BUF := node_modules/.bin/buf
+PROTOS := $(wildcard proto/regserve/v1/*.proto)
+
+HOST ?= 127.0.0.1
+PORT ?= 50051
+MODEL_DIR ?= var/models
+
+.PHONY: serve test lint generate check-generated bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --silent
+	touch $(BUF)
+
+## serve: start the gRPC server on 127.0.0.1:50051 with a local model directory.
+serve: $(STAMP)
+	$(VENV)/bin/regserve serve --host $(HOST) --port $(PORT) --model-dir $(MODEL_DIR)
+
+## test: run the test suite against real servers on loopback.
+test: $(STAMP)
+	$(PY) -m pytest
+
+## lint: buf lint on the contract, ruff on the Python code.
+lint: $(STAMP) $(BUF)
+	$(BUF) lint
+	$(VENV)/bin/ruff check server client tests bench
+
+## generate: compile the contract into generated/ (stubs and .pyi files).
+generate: $(STAMP)
+	$(PY) scripts/generate_stubs.py generated
+
+## check-generated: fail when the committed stubs differ from a fresh generation.
+check-generated: $(STAMP)
+	$(PY) scripts/generate_stubs.py --check generated
+
+## bench: run the benchmarks and print their tables.
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules build *.egg-info
