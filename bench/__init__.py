@@ -1,0 +1,1 @@
+"""regserve's benchmarks: ``python -m bench`` (``make bench``) prints the tables."""

@@ -1,0 +1,96 @@
+"""The baseline: a bare grpcio server doing Predict's arithmetic with no framework around it.
+
+It speaks regserve.v1's Predict and BatchPredict messages on the raw float64
+path (``np.frombuffer``, one matmul, ``tobytes``) and nothing else: no model
+store, no validation, no error mapping, no health, no reflection.
+
+    python -m bench.bare_server --mode sync|aio --port 0 --features 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from concurrent import futures
+
+import grpc
+import numpy as np
+
+from regserve.v1 import regression_service_pb2 as pb
+from regserve.v1 import regression_service_pb2_grpc as pb_grpc
+from regserve.v1 import types_pb2
+
+F8 = np.dtype("<f8")
+
+
+def _weights(features: int) -> tuple[np.ndarray, float]:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=features), 0.5
+
+
+def _answer(weights, intercept, inputs):
+    X = np.frombuffer(inputs.raw, dtype=F8).reshape(-1, inputs.num_columns)
+    return types_pb2.Vector(raw=(X @ weights + intercept).tobytes())
+
+
+class SyncServicer(pb_grpc.RegressionServiceServicer):
+    def __init__(self, features: int) -> None:
+        self.w, self.b = _weights(features)
+
+    def Predict(self, request, context):
+        return pb.PredictResponse(model=request.model, version="v1", predictions=_answer(self.w, self.b, request.inputs))
+
+    def BatchPredict(self, request_iterator, context):
+        for index, request in enumerate(request_iterator):
+            yield pb.BatchPredictResponse(chunk_index=index, predictions=_answer(self.w, self.b, request.inputs))
+
+
+class AioServicer(SyncServicer):
+    async def Predict(self, request, context):
+        return super().Predict(request, context)
+
+    async def BatchPredict(self, request_iterator, context):
+        index = 0
+        async for request in request_iterator:
+            yield pb.BatchPredictResponse(chunk_index=index, predictions=_answer(self.w, self.b, request.inputs))
+            index += 1
+
+
+OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+
+
+def run_sync(port: int, features: int, workers: int) -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=OPTIONS)
+    pb_grpc.add_RegressionServiceServicer_to_server(SyncServicer(features), server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    print(bound, flush=True)
+    server.wait_for_termination()
+
+
+async def run_aio(port: int, features: int) -> None:
+    server = grpc.aio.server(options=OPTIONS)
+    pb_grpc.add_RegressionServiceServicer_to_server(AioServicer(features), server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print(bound, flush=True)
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("sync", "aio"), default="sync")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--features", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=16)
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
+    if args.mode == "sync":
+        run_sync(args.port, args.features, args.workers)
+    else:
+        asyncio.run(run_aio(args.port, args.features))
+
+
+if __name__ == "__main__":
+    main()

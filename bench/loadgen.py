@@ -1,0 +1,112 @@
+"""The load generator: runs in its own process, prints one JSON result line.
+
+    python -m bench.loadgen --target 127.0.0.1:50051 --model bench --scenario unary --concurrency 8
+
+Scenarios: ``unary`` (Predict with --rows rows per request, --concurrency calls in
+flight, for --duration seconds) and ``stream`` (BatchPredict of --chunks chunks of
+--rows x --features).  It reports its own CPU time, so a reader can tell when
+the client rather than the server was the bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import time
+
+import grpc
+import numpy as np
+
+from regserve.v1 import regression_service_pb2 as pb
+from regserve.v1 import regression_service_pb2_grpc as pb_grpc
+from regserve.v1 import types_pb2
+
+OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def unary(args) -> dict:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(args.rows, args.features))
+    request = pb.PredictRequest(
+        model=args.model, inputs=types_pb2.Matrix(num_columns=args.features, raw=X.tobytes())
+    )
+    async with grpc.aio.insecure_channel(args.target, options=OPTIONS) as channel:
+        stub = pb_grpc.RegressionServiceStub(channel)
+        for _ in range(50):  # warm-up
+            await stub.Predict(request)
+        latencies: list[float] = []
+        deadline = time.perf_counter() + args.duration
+        failures = 0
+
+        async def worker():
+            nonlocal failures
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                try:
+                    await stub.Predict(request)
+                except grpc.RpcError:
+                    failures += 1
+                    continue
+                latencies.append(time.perf_counter() - start)
+
+        cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        wall = time.perf_counter() - wall0
+        cpu = _cpu_seconds() - cpu0
+    lat = np.array(latencies) * 1e3
+    return {
+        "requests": len(latencies),
+        "failures": failures,
+        "rps": len(latencies) / wall,
+        "rows_per_s": len(latencies) * args.rows / wall,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "client_cpu": cpu / wall,
+    }
+
+
+def stream(args) -> dict:
+    rng = np.random.default_rng(0)
+    chunk = rng.normal(size=(args.rows, args.features)).tobytes()
+    matrix = types_pb2.Matrix(num_columns=args.features, raw=chunk)
+
+    def requests():
+        yield pb.BatchPredictRequest(model=args.model, inputs=matrix)
+        for _ in range(args.chunks - 1):
+            yield pb.BatchPredictRequest(inputs=matrix)
+
+    with grpc.insecure_channel(args.target, options=OPTIONS) as channel:
+        stub = pb_grpc.RegressionServiceStub(channel)
+        for _ in stub.BatchPredict(iter([pb.BatchPredictRequest(model=args.model, inputs=matrix)])):
+            pass
+        cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+        rows = sum(len(r.predictions.raw) // 8 for r in stub.BatchPredict(requests()))
+        wall = time.perf_counter() - wall0
+        cpu = _cpu_seconds() - cpu0
+    return {"rows": rows, "rows_per_s": rows / wall, "seconds": wall, "client_cpu": cpu / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--model", default="bench")
+    parser.add_argument("--scenario", choices=("unary", "stream"), default="unary")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rows", type=int, default=1)
+    parser.add_argument("--features", type=int, default=10)
+    parser.add_argument("--chunks", type=int, default=100)
+    args = parser.parse_args()
+    result = asyncio.run(unary(args)) if args.scenario == "unary" else stream(args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Building and running the gRPC server.
+
+``create_server`` wires the servicers, health and reflection onto a server bound
+to ``settings.address`` and returns it unstarted, so tests can bind port 0 and
+open a real channel; ``serve`` runs it until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from regserve.server.config import Settings
+from regserve.server.registry import ModelRegistry
+from regserve.server.servicer import RegressionServicer
+from regserve.server.store import ModelStore
+from regserve.v1 import regression_service_pb2, regression_service_pb2_grpc
+
+__all__ = ["Application", "create_server", "serve"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = (regression_service_pb2.DESCRIPTOR.services_by_name["RegressionService"].full_name,)
+
+
+@dataclass
+class Application:
+    """A wired, bound server and the state it serves from."""
+
+    server: grpc.Server
+    port: int
+    store: ModelStore
+    health: health.HealthServicer
+
+    def update_health(self) -> None:
+        """SERVING once any model has a serving version, NOT_SERVING before."""
+        ready = self.store.has_serving_model()
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, status)
+
+    def start(self) -> None:
+        self.server.start()
+        self.store.start(on_change=self.update_health)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let calls in flight finish within ``grace`` seconds, then stop."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.store.stop()
+
+
+def create_server(settings: Settings, store: ModelStore | None = None) -> Application:
+    """Build the server for ``settings``, bound but not started.
+
+    The store is loaded from ``settings.model_dir`` unless one is given.  Health
+    starts NOT_SERVING and turns SERVING once a model is loaded.
+    """
+    if store is None:
+        store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
+        store.load_all()
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.max_workers), options=options)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    app = Application(server, 0, store, health_servicer)
+    regression_service_pb2_grpc.add_RegressionServiceServicer_to_server(
+        RegressionServicer(store, on_change=app.update_health), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    app.port = server.add_insecure_port(settings.address)
+    if app.port == 0:
+        raise OSError(f"could not bind {settings.address}")
+    app.update_health()
+    return app
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGTERM or SIGINT; returns the process exit code."""
+    from regserve.server.demo import ensure_demo_models
+
+    store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
+    store.load_all()
+    if settings.demo_models:
+        ensure_demo_models(store)
+    app = create_server(settings, store)
+    app.start()
+    logger.info(
+        "regserve listening on %s:%d (models: %s)", settings.host, app.port, ", ".join(store.model_names()) or "none"
+    )
+    stopping = threading.Event()
+
+    def _on_signal(signum, frame):
+        logger.info("received %s; draining for up to %.1f s", signal.Signals(signum).name, settings.grace_period)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    stopping.wait()
+    app.stop(settings.grace_period)
+    logger.info("regserve stopped")
+    return 0

@@ -1,0 +1,86 @@
+"""Server settings: one object, fed from command-line flags with REGSERVE_* environment defaults.
+
+Each setting is declared once, in ``_OPTIONS``, with its type, default and help;
+``add_arguments`` turns the table into argparse flags whose defaults come from
+the environment (``--model-dir`` reads ``REGSERVE_MODEL_DIR``), and
+``Settings.from_args`` builds the settings object from the parsed flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+__all__ = ["Settings", "add_arguments"]
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to start.  Defaults are the embedded local start."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    model_dir: Path = Path("var/models")
+    max_workers: int = 16
+    max_message_mb: int = 64
+    grace_period: float = 10.0
+    poll_interval: float = 2.0
+    demo_models: bool = True
+    log_level: str = "INFO"
+
+    @property
+    def address(self) -> str:
+        """The ``host:port`` the gRPC server binds, with IPv6 hosts bracketed."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.max_message_mb * MIB
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        """Build settings from flags parsed by a parser set up with ``add_arguments``."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        values["model_dir"] = Path(values.get("model_dir", cls.model_dir))
+        return cls(**values)
+
+
+_HELP = {
+    "host": "address to bind (use 0.0.0.0 or :: to listen beyond loopback)",
+    "port": "gRPC port; 0 picks a free one",
+    "model_dir": "registry directory holding the model versions",
+    "max_workers": "threads answering RPCs",
+    "max_message_mb": "largest request or response message, in MiB",
+    "grace_period": "seconds calls in flight get to finish on SIGTERM",
+    "poll_interval": "seconds between checks of the registry for changes made by other replicas",
+    "demo_models": "train the demo models when the registry is empty",
+    "log_level": "logging level (DEBUG, INFO, WARNING, ERROR)",
+}
+
+
+def _env_default(name: str, default):
+    raw = os.environ.get(f"REGSERVE_{name.upper()}")
+    if raw is None:
+        return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return type(default)(raw)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; each flag's default is its REGSERVE_* variable, else the built-in default."""
+    defaults = Settings()
+    for f in fields(Settings):
+        default = _env_default(f.name, getattr(defaults, f.name))
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{_HELP[f.name]} (env REGSERVE_{f.name.upper()}; default: %(default)s)"
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            kind = str if isinstance(default, Path) else type(default)
+            parser.add_argument(flag, dest=f.name, default=default, type=kind, help=help_text)

@@ -1,0 +1,345 @@
+"""Pure converters between regserve.v1 protobuf messages and NumPy / domain objects.
+
+Every function here is free of I/O and of gRPC: it takes messages or arrays and
+returns arrays or messages, raising ``InvalidInput`` for malformed data with the
+offending field named, so the servicers stay "convert, call, convert back".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+import numpy as np
+
+from regserve.server.errors import InvalidInput
+from regserve.server.estimators import LinearModel
+from regserve.server.training import TrainSpec
+from regserve.v1 import types_pb2
+
+__all__ = [
+    "check_finite",
+    "labels_to_array",
+    "matrix_to_ndarray",
+    "model_version_to_proto",
+    "named_rows_to_ndarray",
+    "ndarray_to_matrix",
+    "ndarray_to_vector",
+    "spec_from_proto",
+    "train_chunk",
+    "vector_to_ndarray",
+]
+
+_FLOAT64_LE = np.dtype("<f8")
+
+KIND_NAMES = {
+    types_pb2.MODEL_KIND_LINEAR: "linear",
+    types_pb2.MODEL_KIND_RIDGE: "ridge",
+    types_pb2.MODEL_KIND_LOGISTIC: "logistic",
+}
+KIND_VALUES = {name: value for value, name in KIND_NAMES.items()}
+
+SOLVER_NAMES = {
+    types_pb2.SOLVER_UNSPECIFIED: "auto",
+    types_pb2.SOLVER_CLOSED_FORM: "closed_form",
+    types_pb2.SOLVER_GRADIENT_DESCENT: "gd",
+    types_pb2.SOLVER_SGD: "sgd",
+    types_pb2.SOLVER_NEWTON: "newton",
+}
+SOLVER_VALUES = {name: value for value, name in SOLVER_NAMES.items()}
+
+SERVING_STATES = {
+    "serving": types_pb2.SERVING_STATE_SERVING,
+    "available": types_pb2.SERVING_STATE_AVAILABLE,
+    "in_split": types_pb2.SERVING_STATE_IN_SPLIT,
+    "frozen": types_pb2.SERVING_STATE_FROZEN,
+}
+
+
+def matrix_to_ndarray(matrix: types_pb2.Matrix, field: str) -> np.ndarray:
+    """Turn a Matrix into an array of shape (n_rows, num_columns), float64.
+
+    Raw bytes become a read-only view with ``np.frombuffer`` (no per-element
+    work); typed values are copied once.  A matrix with ``num_columns == 0``
+    is read as a single row.  An empty matrix gives shape (0, num_columns).
+    """
+    raw = matrix.raw
+    if raw and len(matrix.values):
+        raise InvalidInput(
+            f"{field} sets both values and raw; send one of them",
+            reason="AMBIGUOUS_MATRIX",
+            violations=[(field, "set either values or raw, not both")],
+        )
+    if raw:
+        if len(raw) % 8:
+            raise InvalidInput(
+                f"{field}.raw holds {len(raw)} bytes, not a whole number of float64 values",
+                reason="MALFORMED_MATRIX",
+                violations=[(f"{field}.raw", "length must be a multiple of 8 bytes")],
+            )
+        flat = np.frombuffer(raw, dtype=_FLOAT64_LE)
+    else:
+        flat = np.array(matrix.values, dtype=np.float64)
+    cols = matrix.num_columns or flat.size
+    if cols == 0:
+        return flat.reshape(0, 0)
+    if flat.size % cols:
+        raise InvalidInput(
+            f"{field} holds {flat.size} values, not a whole number of rows of {cols} columns",
+            reason="MALFORMED_MATRIX",
+            violations=[(f"{field}.num_columns", f"{flat.size} values do not fill rows of {cols}")],
+        )
+    return flat.reshape(-1, cols)
+
+
+def vector_to_ndarray(vector: types_pb2.Vector, field: str) -> np.ndarray:
+    """Turn a Vector into a float64 array of shape (n,)."""
+    if vector.raw and len(vector.values):
+        raise InvalidInput(
+            f"{field} sets both values and raw; send one of them",
+            reason="AMBIGUOUS_VECTOR",
+            violations=[(field, "set either values or raw, not both")],
+        )
+    if vector.raw:
+        if len(vector.raw) % 8:
+            raise InvalidInput(
+                f"{field}.raw holds {len(vector.raw)} bytes, not a whole number of float64 values",
+                reason="MALFORMED_VECTOR",
+                violations=[(f"{field}.raw", "length must be a multiple of 8 bytes")],
+            )
+        return np.frombuffer(vector.raw, dtype=_FLOAT64_LE)
+    return np.array(vector.values, dtype=np.float64)
+
+
+def ndarray_to_vector(values: np.ndarray, raw: bool) -> types_pb2.Vector:
+    """Wrap a 1-D float64 array as a Vector, as raw bytes or typed values."""
+    if raw:
+        return types_pb2.Vector(raw=np.ascontiguousarray(values, dtype=_FLOAT64_LE).tobytes())
+    return types_pb2.Vector(values=values.tolist())
+
+
+def ndarray_to_matrix(values: np.ndarray, raw: bool) -> types_pb2.Matrix:
+    """Wrap a 2-D float64 array as a Matrix, as raw bytes or typed values."""
+    cols = values.shape[1]
+    if raw:
+        data = np.ascontiguousarray(values, dtype=_FLOAT64_LE).tobytes()
+        return types_pb2.Matrix(num_columns=cols, raw=data)
+    return types_pb2.Matrix(num_columns=cols, values=values.ravel().tolist())
+
+
+def named_rows_to_ndarray(
+    rows: Sequence[types_pb2.NamedRow], feature_index: Mapping[str, int], field: str
+) -> np.ndarray:
+    """Build an (n_rows, n_features) array from rows whose features are keyed by name.
+
+    Every feature of the model must be present in every row, and no unknown
+    name may appear; the violation names the row and the feature.
+    """
+    out = np.empty((len(rows), len(feature_index)), dtype=np.float64)
+    for i, row in enumerate(rows):
+        features = row.features
+        unknown = [name for name in features if name not in feature_index]
+        if unknown:
+            raise InvalidInput(
+                f"unknown feature {unknown[0]!r} in {field}[{i}]; "
+                f"the model's features are {', '.join(feature_index)}",
+                reason="UNKNOWN_FEATURE",
+                violations=[(f"{field}[{i}].features[{name}]", "not a feature of the model") for name in unknown],
+                metadata={"row": i, "feature": unknown[0]},
+            )
+        missing = [name for name in feature_index if name not in features]
+        if missing:
+            raise InvalidInput(
+                f"{field}[{i}] lacks feature {missing[0]!r}",
+                reason="MISSING_FEATURE",
+                violations=[(f"{field}[{i}].features[{name}]", "required feature is missing") for name in missing],
+                metadata={"row": i, "feature": missing[0]},
+            )
+        for name, column in feature_index.items():
+            out[i, column] = features[name]
+    return out
+
+
+def check_finite(values: np.ndarray, field: str) -> None:
+    """Raise InvalidInput naming the first NaN or infinite element of ``values``.
+
+    The common case costs one vectorised sum: only when the sum is not finite
+    is the array scanned for the offender (a finite array whose sum overflows
+    passes the scan).
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(values.sum()):
+            return
+    bad = np.argwhere(~np.isfinite(values))
+    if bad.size == 0:
+        return
+    position = tuple(int(i) for i in bad[0])
+    where = f"row {position[0]}" + (f", column {position[1]}" if len(position) > 1 else "")
+    raise InvalidInput(
+        f"{field} holds {values[position]} at {where}; only finite numbers are accepted",
+        reason="NON_FINITE_VALUE",
+        violations=[(field, f"non-finite value at {where}")],
+        metadata={"row": position[0], **({"column": position[1]} if len(position) > 1 else {})},
+    )
+
+
+def labels_to_array(labels: Sequence[str]) -> np.ndarray:
+    """Class labels as a NumPy unicode array of shape (n,)."""
+    return np.array(list(labels), dtype=np.str_)
+
+
+def train_chunk(chunk: types_pb2.TrainChunk, classifier: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A Train chunk as (X of shape (n, d), y of shape (n,)).
+
+    Classifiers take string labels from ``labels`` or integer labels from
+    ``targets``; regressors take numeric ``targets`` only.
+    """
+    X = matrix_to_ndarray(chunk.features, "chunk.features")
+    if chunk.labels:
+        if not classifier:
+            raise InvalidInput(
+                "string labels were sent for a regression model; send numeric targets",
+                reason="LABELS_FOR_REGRESSOR",
+                violations=[("chunk.labels", "only classifiers take string labels")],
+            )
+        if chunk.targets.raw or len(chunk.targets.values):
+            raise InvalidInput(
+                "a chunk sets both targets and labels; send one of them",
+                reason="AMBIGUOUS_TARGETS",
+                violations=[("chunk.labels", "set either targets or labels, not both")],
+            )
+        return X, labels_to_array(chunk.labels)
+    return X, vector_to_ndarray(chunk.targets, "chunk.targets")
+
+
+def spec_from_proto(spec: types_pb2.TrainSpec) -> TrainSpec:
+    """Translate the wire TrainSpec into the domain TrainSpec, applying defaults for unset fields."""
+    if spec.kind not in KIND_NAMES:
+        raise InvalidInput(
+            "spec.kind must name a model kind (MODEL_KIND_LINEAR, MODEL_KIND_RIDGE or MODEL_KIND_LOGISTIC)",
+            reason="INVALID_HYPERPARAMETER",
+            violations=[("spec.kind", "a model kind is required")],
+        )
+    if spec.solver not in SOLVER_NAMES:
+        raise InvalidInput(
+            f"spec.solver {spec.solver} is not a known solver",
+            reason="INVALID_HYPERPARAMETER",
+            violations=[("spec.solver", "unknown solver")],
+        )
+    defaults = TrainSpec()
+    optional = {
+        "alpha": "alpha",
+        "fit_intercept": "fit_intercept",
+        "standardize": "standardize",
+        "learning_rate": "learning_rate",
+        "epochs": "epochs",
+        "batch_size": "batch_size",
+        "tolerance": "tolerance",
+        "max_iterations": "max_iterations",
+        "validation_fraction": "validation_fraction",
+        "cv_folds": "cv_folds",
+        "seed": "seed",
+    }
+    values = {
+        attr: getattr(spec, field) if spec.HasField(field) else getattr(defaults, attr)
+        for field, attr in optional.items()
+    }
+    return TrainSpec(
+        kind=KIND_NAMES[spec.kind],
+        solver=SOLVER_NAMES[spec.solver],
+        feature_names=tuple(spec.feature_names),
+        class_labels=tuple(spec.class_labels),
+        **values,
+    )
+
+
+def spec_to_proto(spec: Mapping[str, object], model: str) -> types_pb2.TrainSpec:
+    """Rebuild a wire TrainSpec from the spec dictionary stored with a version."""
+    message = types_pb2.TrainSpec(
+        model=model,
+        kind=KIND_VALUES.get(str(spec.get("kind")), types_pb2.MODEL_KIND_UNSPECIFIED),
+        solver=SOLVER_VALUES.get(str(spec.get("solver")), types_pb2.SOLVER_UNSPECIFIED),
+        feature_names=list(spec.get("feature_names") or ()),
+        class_labels=list(spec.get("class_labels") or ()),
+    )
+    for field in (
+        "alpha", "fit_intercept", "standardize", "learning_rate", "epochs", "batch_size",
+        "tolerance", "max_iterations", "validation_fraction", "cv_folds", "seed",
+    ):
+        if spec.get(field) is not None:
+            setattr(message, field, spec[field])
+    return message
+
+
+def _evaluation(metrics: Mapping[str, object] | None) -> types_pb2.Evaluation | None:
+    if not metrics:
+        return None
+    evaluation = types_pb2.Evaluation(
+        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
+    )
+    for row in metrics.get("per_class") or ():
+        evaluation.per_class.add(
+            label=str(row["label"]),
+            precision=float(row["precision"] or 0.0),
+            recall=float(row["recall"] or 0.0),
+            f1=float(row["f1"] or 0.0),
+            support=int(row["support"]),
+        )
+    confusion = metrics.get("confusion_matrix")
+    if confusion:
+        evaluation.confusion_matrix.CopyFrom(ndarray_to_matrix(np.asarray(confusion, dtype=np.float64), raw=False))
+    return evaluation
+
+
+def model_version_to_proto(
+    metadata: Mapping[str, object], estimator: LinearModel | None, serving_state: str
+) -> types_pb2.ModelVersion:
+    """Describe a stored version: ``metadata`` as stored by the registry, ``estimator`` its weights."""
+    model = str(metadata.get("model", ""))
+    message = types_pb2.ModelVersion(
+        model=model,
+        version=str(metadata.get("version", "")),
+        kind=KIND_VALUES.get(str(metadata.get("kind")), types_pb2.MODEL_KIND_UNSPECIFIED),
+        feature_names=list(metadata.get("feature_names") or ()),
+        classes=[str(c) for c in metadata.get("classes") or ()],
+        spec=spec_to_proto(metadata.get("spec") or {}, model),
+        num_samples=int(metadata.get("n_samples") or 0),
+        num_train=int(metadata.get("n_train") or 0),
+        num_validation=int(metadata.get("n_validation") or 0),
+        data_fingerprint=str(metadata.get("fingerprint") or ""),
+        checksum=str(metadata.get("sha256") or ""),
+        regserve_version=str(metadata.get("regserve_version") or ""),
+        serving_state=SERVING_STATES.get(serving_state, types_pb2.SERVING_STATE_UNSPECIFIED),
+        training_seconds=float(metadata.get("duration_seconds") or 0.0),
+    )
+    if estimator is not None:
+        message.coefficients.CopyFrom(ndarray_to_matrix(np.atleast_2d(estimator.coef_), raw=False))
+        message.intercepts.extend(np.ravel(estimator.intercept_).tolist())
+        if estimator.mean_ is not None:
+            message.standardization.enabled = True
+            message.standardization.means.extend(estimator.mean_.tolist())
+            message.standardization.scales.extend(estimator.scale_.tolist())
+    for stats in metadata.get("feature_stats") or ():
+        message.feature_statistics.add(**{k: stats[k] for k in ("name", "mean", "std", "min", "max")})
+    for name, target in (("training_metrics", message.training), ("validation_metrics", message.validation)):
+        evaluation = _evaluation(metadata.get(name))  # type: ignore[arg-type]
+        if evaluation is not None:
+            target.CopyFrom(evaluation)
+    cv = metadata.get("cv_metrics")
+    if cv:
+        message.cross_validation.folds = int(cv["folds"])
+        message.cross_validation.mean.update({k: float(v) for k, v in cv["mean"].items() if v is not None})
+        message.cross_validation.std.update({k: float(v) for k, v in cv["std"].items() if v is not None})
+    info = metadata.get("solver_info") or {}
+    report = message.solver_report
+    report.solver = SOLVER_VALUES.get(str(metadata.get("solver")), types_pb2.SOLVER_UNSPECIFIED)
+    report.rank = int(info.get("rank") or 0)
+    report.condition_number = float(info.get("condition_number") or 0.0)
+    report.least_squares_fallback = info.get("fallback") is not None
+    report.iterations = int(info.get("iterations") or 0)
+    report.converged = bool(info.get("converged"))
+    report.final_loss = float(info.get("final_loss") or 0.0)
+    created = metadata.get("created_at")
+    if created:
+        message.create_time.FromDatetime(datetime.fromisoformat(str(created)))
+    return message

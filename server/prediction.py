@@ -1,0 +1,48 @@
+"""Predictions from a served model: the domain step of Predict and BatchPredict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from regserve.server.errors import InvalidInput
+
+__all__ = ["Prediction", "predict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The answer for a block of rows.
+
+    values : ndarray of shape (n_rows,)
+        Regression values, or the class index for classifiers.
+    labels : list of str, or None
+        The predicted class label per row, for classifiers.
+    probabilities : ndarray of shape (n_rows, n_classes), or None
+        The probability of each class, for classifiers.
+    """
+
+    values: np.ndarray
+    labels: list[str] | None = None
+    probabilities: np.ndarray | None = None
+
+
+def predict(estimator, X: np.ndarray) -> Prediction:
+    """Predict for X, of shape (n_rows, n_features), with a fitted ``LinearModel``.
+
+    Classifiers compute the probabilities once and take their arg-max, rather
+    than running the linear map twice.
+    """
+    if X.shape[0] == 0:
+        raise InvalidInput(
+            "the request holds no rows",
+            reason="EMPTY_REQUEST",
+            violations=[("inputs", "at least one row is required")],
+        )
+    if not estimator.is_classifier:
+        return Prediction(estimator.predict(X))
+    probabilities = estimator.predict_proba(X)
+    index = probabilities.argmax(axis=1)
+    labels = np.asarray(estimator.classes_)[index].tolist()
+    return Prediction(index.astype(np.float64), labels, probabilities)

@@ -1,0 +1,155 @@
+"""The RegressionService servicer: convert the request, call the domain, convert the reply."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from regserve.server import __version__, convert
+from regserve.server.errors import DeadlineExceeded, InvalidInput
+from regserve.server.prediction import predict
+from regserve.server.status import maps_errors
+from regserve.server.store import ModelStore, ServedModel
+from regserve.server.training import Trainer
+from regserve.v1 import regression_service_pb2 as pb
+from regserve.v1 import regression_service_pb2_grpc as pb_grpc
+
+__all__ = ["RegressionServicer"]
+
+logger = logging.getLogger(__name__)
+
+
+def _require_model(name: str, field: str = "model") -> str:
+    if not name:
+        raise InvalidInput(f"{field} is required", reason="MISSING_MODEL", violations=[(field, "name a model")])
+    return name
+
+
+def _inputs(request: pb.PredictRequest, served: ServedModel) -> tuple:
+    """The request's rows as an array, and whether the reply should be raw bytes."""
+    if request.named_inputs:
+        if request.HasField("inputs"):
+            raise InvalidInput(
+                "set inputs or named_inputs, not both",
+                reason="AMBIGUOUS_INPUTS",
+                violations=[("named_inputs", "send rows either by position or by name")],
+            )
+        X = convert.named_rows_to_ndarray(request.named_inputs, served.feature_index, "named_inputs")
+        raw = False
+    else:
+        X = convert.matrix_to_ndarray(request.inputs, "inputs")
+        raw = bool(request.inputs.raw)
+    convert.check_finite(X, "inputs")
+    return X, raw
+
+
+def _check_deadline(context: grpc.ServicerContext) -> None:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceeded("the deadline passed before training finished; nothing was stored")
+
+
+@maps_errors("regserve.v1.RegressionService")
+class RegressionServicer(pb_grpc.RegressionServiceServicer):
+    """Answers RegressionService calls from the models held in a ``ModelStore``.
+
+    ``on_change`` is called after a Train stores a version, so the server can
+    update its health status.
+    """
+
+    def __init__(self, store: ModelStore, on_change: Callable[[], None] = lambda: None) -> None:
+        self._store = store
+        self._on_change = on_change
+
+    def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
+        served = self._store.resolve(_require_model(request.model), request.version, request.routing_key)
+        X, raw = _inputs(request, served)
+        result = predict(served.estimator, X)
+        response = pb.PredictResponse(
+            model=served.name,
+            version=served.version,
+            predictions=convert.ndarray_to_vector(result.values, raw),
+        )
+        if result.labels is not None:
+            response.labels.extend(result.labels)
+            response.probabilities.CopyFrom(convert.ndarray_to_matrix(result.probabilities, raw))
+            response.classes.extend(served.estimator.classes_)
+        return response
+
+    def BatchPredict(
+        self, request_iterator: Iterator[pb.BatchPredictRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.BatchPredictResponse]:
+        served = None
+        offset = 0
+        for index, request in enumerate(request_iterator):
+            if served is None:
+                served = self._store.resolve(_require_model(request.model), request.version, request.routing_key)
+            elif request.model and request.model != served.name:
+                raise InvalidInput(
+                    f"chunk {index} names model {request.model!r}, but the stream is for {served.name!r}",
+                    reason="MODEL_CHANGED_IN_STREAM",
+                    violations=[("model", "must be empty or the same in every message of a stream")],
+                    metadata={"chunk": index},
+                )
+            X = convert.matrix_to_ndarray(request.inputs, "inputs")
+            convert.check_finite(X, "inputs")
+            result = predict(served.estimator, X)
+            raw = bool(request.inputs.raw)
+            response = pb.BatchPredictResponse(
+                model=served.name,
+                version=served.version,
+                chunk_index=index,
+                row_offset=offset,
+                predictions=convert.ndarray_to_vector(result.values, raw),
+            )
+            if result.labels is not None:
+                response.labels.extend(result.labels)
+                response.probabilities.CopyFrom(convert.ndarray_to_matrix(result.probabilities, raw))
+            offset += X.shape[0]
+            yield response
+
+    def Train(self, request_iterator: Iterator[pb.TrainRequest], context: grpc.ServicerContext) -> pb.TrainResponse:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("payload") != "spec":
+            raise InvalidInput(
+                "the first message of a Train stream must carry the spec",
+                reason="MISSING_SPEC",
+                violations=[("spec", "send a TrainSpec before any chunk")],
+            )
+        model = _require_model(first.spec.model, "spec.model")
+        spec = convert.spec_from_proto(first.spec)
+        self._store.check_model_name(model)
+        with Trainer(spec) as trainer:
+            for index, request in enumerate(request_iterator, start=1):
+                if request.WhichOneof("payload") != "chunk":
+                    raise InvalidInput(
+                        f"message {index} of the Train stream repeats the spec",
+                        reason="UNEXPECTED_SPEC",
+                        violations=[("spec", "only the first message carries the spec")],
+                        metadata={"message": index},
+                    )
+                trainer.add_chunk(*convert.train_chunk(request.chunk, spec.kind == "logistic"))
+                _check_deadline(context)
+            result = trainer.finish()
+        _check_deadline(context)
+        metadata = {**result.metadata, "regserve_version": __version__}
+        promote = first.spec.promote if first.spec.HasField("promote") else True
+        stored, promoted, reason = self._store.add_version(
+            model, result.model, metadata, promote=promote, gate=first.spec.promotion_gate
+        )
+        self._on_change()
+        state = self._store.serving_state(model, stored["version"])
+        return pb.TrainResponse(
+            model_version=convert.model_version_to_proto(stored, result.model, state),
+            promoted=promoted,
+            promotion_reason=reason,
+        )
+
+    def ModelInfo(self, request: pb.ModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfoResponse:
+        served = self._store.resolve(_require_model(request.model), request.version, allow_frozen=True)
+        state = self._store.serving_state(served.name, served.version)
+        return pb.ModelInfoResponse(
+            model_version=convert.model_version_to_proto(served.metadata, served.estimator, state)
+        )

@@ -1,0 +1,72 @@
+"""The regserve command line against a real server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regserve.server.cli import main
+
+
+@pytest.fixture
+def csv_file(tmp_path, linear_data):
+    X, y = linear_data
+    path = tmp_path / "house.csv"
+    header = "a,b,c,d,e,price"
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", header=header, comments="", fmt="%.17g")
+    return path
+
+
+def test_train_predict_info(target, csv_file, linear_data, capsys, tmp_path):
+    X, y = linear_data
+    assert main(["train", str(csv_file), "--server", target, "--model", "house", "--target", "price",
+                 "--chunk-rows", "64", "--validation-fraction", "0.2", "--seed", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "house v1: 400 rows, serving" in out
+    assert "validation" in out and "r2" in out
+
+    assert main(["predict", "--server", target, "--model", "house", "--features", ",".join(map(str, X[0]))]) == 0
+    single = float(capsys.readouterr().out)
+
+    rows = tmp_path / "rows.csv"
+    np.savetxt(rows, X[:25], delimiter=",", header="a,b,c,d,e", comments="", fmt="%.17g")
+    assert main(["predict", "--server", target, "--model", "house", "--csv", str(rows), "--chunk-rows", "10"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 25
+    assert float(lines[0]) == pytest.approx(single, rel=1e-12)
+
+    assert main(["info", "--server", target, "--model", "house"]) == 0
+    info = capsys.readouterr().out
+    assert "house v1 (linear, serving)" in info
+    assert "a, b, c, d, e" in info
+
+
+def test_errors_are_reported_without_a_traceback(target, csv_file, capsys):
+    assert main(["train", str(csv_file), "--server", target, "--model", "house", "--target", "nope"]) == 1
+    assert "no column 'nope'" in capsys.readouterr().err
+    assert main(["predict", "--server", target, "--model", "missing", "--features", "1,2"]) == 1
+    err = capsys.readouterr().err
+    assert "NOT_FOUND" in err and "UNKNOWN_MODEL" in err
+
+
+def test_classifier_prints_labels(target, tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    X = np.vstack([rng.normal(-2, 1, size=(50, 2)), rng.normal(2, 1, size=(50, 2))])
+    labels = ["cold"] * 50 + ["hot"] * 50
+    path = tmp_path / "weather.csv"
+    path.write_text("t1,t2,kind\n" + "".join(f"{float(a)!r},{float(b)!r},{k}\n" for (a, b), k in zip(X, labels, strict=True)))
+    assert main(["train", str(path), "--server", target, "--model", "weather", "--target", "kind", "--kind", "logistic"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--server", target, "--model", "weather", "--features", "3,3"]) == 0
+    assert capsys.readouterr().out.strip() == "hot"
+
+
+def test_a_bad_row_mid_file_stores_nothing(target, tmp_path, capsys, model_dir):
+    path = tmp_path / "broken.csv"
+    good = "".join(f"{i},{2 * i}\n" for i in range(100))
+    path.write_text("x,y\n" + good + "oops,1\n" + good)
+    assert main(["train", str(path), "--server", target, "--model", "broken", "--target", "y", "--chunk-rows", "50"]) == 1
+    assert "non-numeric feature" in capsys.readouterr().err
+    from regserve.server.registry import ModelRegistry
+
+    assert "broken" not in ModelRegistry(model_dir).list_models()
