@@ -48,8 +48,19 @@ def _wait_ready(target: str, timeout: float = 60.0) -> None:
 
 def start_regserve(model_dir: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port),
-               "--model-dir", model_dir, "--no-demo-models", "--log-level", "WARNING"]
+    command = [
+        sys.executable,
+        "-m",
+        "regserve.server.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--model-dir",
+        model_dir,
+        "--no-demo-models",
+        "--log-level",
+        "WARNING",
+    ]
     process = subprocess.Popen(command)
     target = f"127.0.0.1:{port}"
     _wait_ready(target)
@@ -62,8 +73,9 @@ def start_regserve(model_dir: str) -> tuple[subprocess.Popen, str]:
 
 def start_bare(mode: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "bench.bare_server", "--mode", mode, "--port", str(port)],
-                               stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare_server", "--mode", mode, "--port", str(port)], stdout=subprocess.DEVNULL
+    )
     target = f"127.0.0.1:{port}"
     _wait_ready(target)
     return process, target
@@ -108,8 +120,10 @@ def run(duration: float) -> dict:
 
 
 def table(results: dict) -> str:
-    head = f"{'scenario':24s} {'server':10s} {'req/s':>9s} {'rows/s':>12s} {'p50 ms':>8s} {'p99 ms':>8s} " \
-           f"{'client CPU':>10s} {'srv RSS MB':>10s} {'vs bare sync':>12s}"
+    head = (
+        f"{'scenario':24s} {'server':10s} {'req/s':>9s} {'rows/s':>12s} {'p50 ms':>8s} {'p99 ms':>8s} "
+        f"{'client CPU':>10s} {'srv RSS MB':>10s} {'vs bare sync':>12s}"
+    )
     lines = [head, "-" * len(head)]
     for scenario, by_server in results.items():
         bare = by_server.get("bare sync", {})
@@ -128,9 +142,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="regserve benchmarks")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per unary scenario")
     args = parser.parse_args()
-    header = (f"regserve bench, {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores, Python {platform.python_version()}, grpcio {grpc.__version__}, "
-              f"numpy {np.__version__}")
+    header = (
+        f"regserve bench, {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, grpcio {grpc.__version__}, "
+        f"numpy {np.__version__}"
+    )
     print(header, file=sys.stderr)
     results = run(args.duration)
     print(header)

@@ -39,7 +39,9 @@ class SyncServicer(pb_grpc.RegressionServiceServicer):
         self.w, self.b = _weights(features)
 
     def Predict(self, request, context):
-        return pb.PredictResponse(model=request.model, version="v1", predictions=_answer(self.w, self.b, request.inputs))
+        return pb.PredictResponse(
+            model=request.model, version="v1", predictions=_answer(self.w, self.b, request.inputs)
+        )
 
     def BatchPredict(self, request_iterator, context):
         for index, request in enumerate(request_iterator):

@@ -34,9 +34,7 @@ def _cpu_seconds() -> float:
 async def unary(args) -> dict:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(args.rows, args.features))
-    request = pb.PredictRequest(
-        model=args.model, inputs=types_pb2.Matrix(num_columns=args.features, raw=X.tobytes())
-    )
+    request = pb.PredictRequest(model=args.model, inputs=types_pb2.Matrix(num_columns=args.features, raw=X.tobytes()))
     async with grpc.aio.insecure_channel(args.target, options=OPTIONS) as channel:
         stub = pb_grpc.RegressionServiceStub(channel)
         for _ in range(50):  # warm-up

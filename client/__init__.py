@@ -1,10 +1,10 @@
 """The regserve client library: NumPy in, NumPy out, typed exceptions.
 
-    from regserve.client import RegressionClient
+from regserve.client import RegressionClient
 
-    with RegressionClient("127.0.0.1:50051") as client:
-        prediction = client.predict("diabetes", X)   # X: ndarray (n_rows, 10)
-        prediction.values                            # ndarray (n_rows,)
+with RegressionClient("127.0.0.1:50051") as client:
+    prediction = client.predict("diabetes", X)   # X: ndarray (n_rows, 10)
+    prediction.values                            # ndarray (n_rows,)
 """
 
 from regserve.client._client import Prediction, RegressionClient

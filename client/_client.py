@@ -18,7 +18,11 @@ from regserve.v1 import types_pb2
 __all__ = ["Prediction", "RegressionClient"]
 
 _F8 = np.dtype("<f8")
-_KINDS = {"linear": types_pb2.MODEL_KIND_LINEAR, "ridge": types_pb2.MODEL_KIND_RIDGE, "logistic": types_pb2.MODEL_KIND_LOGISTIC}
+_KINDS = {
+    "linear": types_pb2.MODEL_KIND_LINEAR,
+    "ridge": types_pb2.MODEL_KIND_RIDGE,
+    "logistic": types_pb2.MODEL_KIND_LOGISTIC,
+}
 _SOLVERS = {
     "auto": types_pb2.SOLVER_UNSPECIFIED,
     "closed_form": types_pb2.SOLVER_CLOSED_FORM,
@@ -192,8 +196,11 @@ class RegressionClient:
             for response in self._stub.BatchPredict(requests(), timeout=self.timeout, metadata=self.metadata):
                 probabilities = _matrix(response.probabilities) if response.labels else None
                 yield Prediction(
-                    response.model, response.version, _vector(response.predictions),
-                    list(response.labels) or None, probabilities,
+                    response.model,
+                    response.version,
+                    _vector(response.predictions),
+                    list(response.labels) or None,
+                    probabilities,
                 )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc

@@ -71,13 +71,20 @@ def cmd_train(args) -> int:
 
         with bar:
             response = client.train(
-                args.model, chunks=pairs(), kind=args.kind, solver=args.solver, feature_names=names,
-                promotion_gate=args.promotion_gate, **_train_options(args),
+                args.model,
+                chunks=pairs(),
+                kind=args.kind,
+                solver=args.solver,
+                feature_names=names,
+                promotion_gate=args.promotion_gate,
+                **_train_options(args),
             )
     version = response.model_version
     state = "serving" if response.promoted else "not promoted"
-    print(f"{version.model} {version.version}: {version.num_samples} rows, {state}"
-          + (f" ({response.promotion_reason})" if response.promotion_reason else ""))
+    print(
+        f"{version.model} {version.version}: {version.num_samples} rows, {state}"
+        + (f" ({response.promotion_reason})" if response.promotion_reason else "")
+    )
     _print_metrics(version)
     return 0
 
@@ -92,7 +99,9 @@ def cmd_predict(args) -> int:
 
             with open(args.csv, newline="", encoding="utf-8") as stream:
                 _, chunks = read_csv_chunks(stream, None, args.chunk_rows)
-                predictions = list(client.iter_batch_predict(args.model, (c.features for c in chunks), version=args.version))
+                predictions = list(
+                    client.iter_batch_predict(args.model, (c.features for c in chunks), version=args.version)
+                )
     out = sys.stdout
     for prediction in predictions:
         values = prediction.labels if prediction.labels is not None else prediction.values.tolist()
@@ -106,8 +115,13 @@ def _print_metrics(version) -> None:
         for name, value in sorted(evaluation.metrics.items()):
             rows.append((split, name, f"{value:.6g}"))
     for name, value in sorted(version.cross_validation.mean.items()):
-        rows.append((f"cv ({version.cross_validation.folds} folds)", name,
-                     f"{value:.6g} ± {version.cross_validation.std[name]:.2g}"))
+        rows.append(
+            (
+                f"cv ({version.cross_validation.folds} folds)",
+                name,
+                f"{value:.6g} ± {version.cross_validation.std[name]:.2g}",
+            )
+        )
     if not rows:
         return
     widths = [max(len(r[i]) for r in [("split", "metric", "value"), *rows]) for i in range(3)]
@@ -148,7 +162,9 @@ def cmd_health(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="regserve", description="Train, version and serve NumPy linear models over gRPC.")
+    parser = argparse.ArgumentParser(
+        prog="regserve", description="Train, version and serve NumPy linear models over gRPC."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gRPC server")
@@ -176,10 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-fraction", type=float)
     train.add_argument("--cv", type=int, help="number of cross-validation folds")
     train.add_argument("--seed", type=int)
-    train.add_argument("--promote", action=argparse.BooleanOptionalAction, default=None,
-                       help="serve the new version at once (default: yes)")
-    train.add_argument("--promotion-gate", action="store_true",
-                       help="promote only if the validation metric is no worse than the serving version's")
+    train.add_argument(
+        "--promote",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the new version at once (default: yes)",
+    )
+    train.add_argument(
+        "--promotion-gate",
+        action="store_true",
+        help="promote only if the validation metric is no worse than the serving version's",
+    )
     train.add_argument("--chunk-rows", type=int, default=65536, help="rows per streamed chunk")
     train.set_defaults(func=cmd_train)
 
@@ -196,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the ModelVersion as JSON")
     info.set_defaults(func=cmd_info)
 
-    check = client_command("health", "exit 0 when the server reports SERVING (for container health checks)", model=False)
+    check = client_command(
+        "health", "exit 0 when the server reports SERVING (for container health checks)", model=False
+    )
     check.add_argument("--service", default="", help="a service name; the whole server when empty")
     check.set_defaults(func=cmd_health, timeout=3.0)
     return parser

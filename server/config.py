@@ -80,7 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{_HELP[f.name]} (env REGSERVE_{f.name.upper()}; default: %(default)s)"
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction, help=help_text)
+            parser.add_argument(
+                flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction, help=help_text
+            )
         else:
             kind = str if isinstance(default, Path) else type(default)
             parser.add_argument(flag, dest=f.name, default=default, type=kind, help=help_text)

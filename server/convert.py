@@ -141,8 +141,7 @@ def named_rows_to_ndarray(
         unknown = [name for name in features if name not in feature_index]
         if unknown:
             raise InvalidInput(
-                f"unknown feature {unknown[0]!r} in {field}[{i}]; "
-                f"the model's features are {', '.join(feature_index)}",
+                f"unknown feature {unknown[0]!r} in {field}[{i}]; the model's features are {', '.join(feature_index)}",
                 reason="UNKNOWN_FEATURE",
                 violations=[(f"{field}[{i}].features[{name}]", "not a feature of the model") for name in unknown],
                 metadata={"row": i, "feature": unknown[0]},
@@ -263,8 +262,17 @@ def spec_to_proto(spec: Mapping[str, object], model: str) -> types_pb2.TrainSpec
         class_labels=list(spec.get("class_labels") or ()),
     )
     for field in (
-        "alpha", "fit_intercept", "standardize", "learning_rate", "epochs", "batch_size",
-        "tolerance", "max_iterations", "validation_fraction", "cv_folds", "seed",
+        "alpha",
+        "fit_intercept",
+        "standardize",
+        "learning_rate",
+        "epochs",
+        "batch_size",
+        "tolerance",
+        "max_iterations",
+        "validation_fraction",
+        "cv_folds",
+        "seed",
     ):
         if spec.get(field) is not None:
             setattr(message, field, spec[field])

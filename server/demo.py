@@ -24,7 +24,11 @@ logger = logging.getLogger(__name__)
 
 DEMO_MODELS = {
     "diabetes": ("diabetes.csv", "progression", dict(kind="linear", validation_fraction=0.2, seed=7)),
-    "iris": ("iris.csv", "species", dict(kind="logistic", standardize=True, alpha=0.01, validation_fraction=0.2, seed=7)),
+    "iris": (
+        "iris.csv",
+        "species",
+        dict(kind="logistic", standardize=True, alpha=0.01, validation_fraction=0.2, seed=7),
+    ),
 }
 
 

@@ -19,8 +19,27 @@ def csv_file(tmp_path, linear_data):
 
 def test_train_predict_info(target, csv_file, linear_data, capsys, tmp_path):
     X, y = linear_data
-    assert main(["train", str(csv_file), "--server", target, "--model", "house", "--target", "price",
-                 "--chunk-rows", "64", "--validation-fraction", "0.2", "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(csv_file),
+                "--server",
+                target,
+                "--model",
+                "house",
+                "--target",
+                "price",
+                "--chunk-rows",
+                "64",
+                "--validation-fraction",
+                "0.2",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "house v1: 400 rows, serving" in out
     assert "validation" in out and "r2" in out
@@ -54,8 +73,13 @@ def test_classifier_prints_labels(target, tmp_path, capsys):
     X = np.vstack([rng.normal(-2, 1, size=(50, 2)), rng.normal(2, 1, size=(50, 2))])
     labels = ["cold"] * 50 + ["hot"] * 50
     path = tmp_path / "weather.csv"
-    path.write_text("t1,t2,kind\n" + "".join(f"{float(a)!r},{float(b)!r},{k}\n" for (a, b), k in zip(X, labels, strict=True)))
-    assert main(["train", str(path), "--server", target, "--model", "weather", "--target", "kind", "--kind", "logistic"]) == 0
+    path.write_text(
+        "t1,t2,kind\n" + "".join(f"{float(a)!r},{float(b)!r},{k}\n" for (a, b), k in zip(X, labels, strict=True))
+    )
+    assert (
+        main(["train", str(path), "--server", target, "--model", "weather", "--target", "kind", "--kind", "logistic"])
+        == 0
+    )
     capsys.readouterr()
     assert main(["predict", "--server", target, "--model", "weather", "--features", "3,3"]) == 0
     assert capsys.readouterr().out.strip() == "hot"
@@ -65,7 +89,9 @@ def test_a_bad_row_mid_file_stores_nothing(target, tmp_path, capsys, model_dir):
     path = tmp_path / "broken.csv"
     good = "".join(f"{i},{2 * i}\n" for i in range(100))
     path.write_text("x,y\n" + good + "oops,1\n" + good)
-    assert main(["train", str(path), "--server", target, "--model", "broken", "--target", "y", "--chunk-rows", "50"]) == 1
+    assert (
+        main(["train", str(path), "--server", target, "--model", "broken", "--target", "y", "--chunk-rows", "50"]) == 1
+    )
     assert "non-numeric feature" in capsys.readouterr().err
     from regserve.server.registry import ModelRegistry
 

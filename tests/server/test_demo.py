@@ -22,8 +22,21 @@ def test_demo_models_serve_regression_and_classification(tmp_path):
         with RegressionClient(f"127.0.0.1:{app.port}") as client:
             assert client.health() == "SERVING"
             diabetes = client.predict_named(
-                "diabetes", [{"age": 50, "sex": 1, "bmi": 25, "bp": 90, "s1": 190, "s2": 115,
-                              "s3": 50, "s4": 4, "s5": 4.6, "s6": 90}]
+                "diabetes",
+                [
+                    {
+                        "age": 50,
+                        "sex": 1,
+                        "bmi": 25,
+                        "bp": 90,
+                        "s1": 190,
+                        "s2": 115,
+                        "s3": 50,
+                        "s4": 4,
+                        "s5": 4.6,
+                        "s6": 90,
+                    }
+                ],
             )
             assert 25 < diabetes.values[0] < 346  # inside the range of the training targets
             iris = client.predict("iris", np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]))

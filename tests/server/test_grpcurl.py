@@ -61,13 +61,17 @@ def test_predict_by_feature_name(trained_target, client, linear_data):
     body = {"model": "house", "namedInputs": [{"features": dict(zip("abcde", X[0].tolist(), strict=True))}]}
     result = grpcurl(trained_target, "regserve.v1.RegressionService/Predict", data=body)
     assert result.returncode == 0, result.stderr
-    np.testing.assert_allclose(json.loads(result.stdout)["predictions"]["values"], client.predict("house", X[:1]).values)
+    np.testing.assert_allclose(
+        json.loads(result.stdout)["predictions"]["values"], client.predict("house", X[:1]).values
+    )
 
 
 def test_bad_input_reports_code_and_reason(trained_target):
     result = grpcurl(
-        trained_target, "regserve.v1.RegressionService/Predict",
-        data={"model": "house", "inputs": {"values": [1, 2]}}, flags=["-format-error"],
+        trained_target,
+        "regserve.v1.RegressionService/Predict",
+        data={"model": "house", "inputs": {"values": [1, 2]}},
+        flags=["-format-error"],
     )
     assert result.returncode != 0
     error = json.loads(result.stdout or result.stderr)

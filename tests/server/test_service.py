@@ -207,7 +207,9 @@ def test_train_with_nan_names_the_row(client, model_dir, linear_data):
 
 def test_train_without_spec_or_kind(channel, model_dir):
     stub = pb_grpc.RegressionServiceStub(channel)
-    chunk = pb.TrainRequest(chunk=types_pb2.TrainChunk(features=types_pb2.Matrix(values=[1.0]), targets=types_pb2.Vector(values=[1.0])))
+    chunk = pb.TrainRequest(
+        chunk=types_pb2.TrainChunk(features=types_pb2.Matrix(values=[1.0]), targets=types_pb2.Vector(values=[1.0]))
+    )
     with pytest.raises(grpc.RpcError) as info:
         stub.Train(iter([chunk]))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -229,8 +231,11 @@ def test_a_cut_train_stream_stores_nothing(target, model_dir, linear_data):
 
     def requests():
         yield pb.TrainRequest(spec=types_pb2.TrainSpec(model="cut", kind=types_pb2.MODEL_KIND_LINEAR))
-        yield pb.TrainRequest(chunk=types_pb2.TrainChunk(
-            features=types_pb2.Matrix(num_columns=5, raw=X.tobytes()), targets=types_pb2.Vector(raw=y.tobytes())))
+        yield pb.TrainRequest(
+            chunk=types_pb2.TrainChunk(
+                features=types_pb2.Matrix(num_columns=5, raw=X.tobytes()), targets=types_pb2.Vector(raw=y.tobytes())
+            )
+        )
         sent.set()
         release.wait(10)
 
@@ -254,4 +259,3 @@ def test_predict_before_any_train_is_not_found(client):
 
 def test_invalid_model_name_is_refused(client, linear_data):
     expect(InvalidArgument, "INVALID_MODEL_NAME", client.train, "../etc", *linear_data)
-
