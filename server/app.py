@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from regserve.server.config import Settings
 from regserve.server.registry import ModelRegistry
 from regserve.server.servicer import RegressionServicer
+from regserve.server.stats import ServingStats
 from regserve.server.store import ModelStore
 from regserve.v1 import regression_service_pb2, regression_service_pb2_grpc
 
@@ -38,6 +39,7 @@ class Application:
     port: int
     store: ModelStore
     health: health.HealthServicer
+    stats: ServingStats
 
     def update_health(self) -> None:
         """SERVING once any model has a serving version, NOT_SERVING before."""
@@ -73,9 +75,9 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.max_workers), options=options)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    app = Application(server, 0, store, health_servicer)
+    app = Application(server, 0, store, health_servicer, ServingStats())
     regression_service_pb2_grpc.add_RegressionServiceServicer_to_server(
-        RegressionServicer(store, on_change=app.update_health), server
+        RegressionServicer(store, app.stats, on_change=app.update_health), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

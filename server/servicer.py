@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -10,6 +11,7 @@ import grpc
 from regserve.server import __version__, convert
 from regserve.server.errors import DeadlineExceeded, InvalidInput
 from regserve.server.prediction import predict
+from regserve.server.stats import ServingStats
 from regserve.server.status import maps_errors
 from regserve.server.store import ModelStore, ServedModel
 from regserve.server.training import Trainer
@@ -55,27 +57,32 @@ def _check_deadline(context: grpc.ServicerContext) -> None:
 class RegressionServicer(pb_grpc.RegressionServiceServicer):
     """Answers RegressionService calls from the models held in a ``ModelStore``.
 
-    ``on_change`` is called after a Train stores a version, so the server can
-    update its health status.
+    Each answered Predict and BatchPredict is counted in ``stats`` against the
+    version that answered.  ``on_change`` is called after a Train stores a
+    version, so the server can update its health status.
     """
 
-    def __init__(self, store: ModelStore, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, store: ModelStore, stats: ServingStats, on_change: Callable[[], None] = lambda: None) -> None:
         self._store = store
+        self._stats = stats
         self._on_change = on_change
 
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
+        started = time.perf_counter()
         served = self._store.resolve(_require_model(request.model), request.version, request.routing_key)
-        X, raw = _inputs(request, served)
-        result = predict(served.estimator, X)
-        response = pb.PredictResponse(
-            model=served.name,
-            version=served.version,
-            predictions=convert.ndarray_to_vector(result.values, raw),
-        )
-        if result.labels is not None:
-            response.labels.extend(result.labels)
-            response.probabilities.CopyFrom(convert.ndarray_to_matrix(result.probabilities, raw))
-            response.classes.extend(served.estimator.classes_)
+        with self._stats.track(served.name, served.version).timing(started) as timing:
+            X, raw = _inputs(request, served)
+            result = predict(served.estimator, X)
+            timing.rows = X.shape[0]
+            response = pb.PredictResponse(
+                model=served.name,
+                version=served.version,
+                predictions=convert.ndarray_to_vector(result.values, raw),
+            )
+            if result.labels is not None:
+                response.labels.extend(result.labels)
+                response.probabilities.CopyFrom(convert.ndarray_to_matrix(result.probabilities, raw))
+                response.classes.extend(served.estimator.classes_)
         return response
 
     def BatchPredict(
@@ -93,20 +100,22 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                     violations=[("model", "must be empty or the same in every message of a stream")],
                     metadata={"chunk": index},
                 )
-            X = convert.matrix_to_ndarray(request.inputs, "inputs")
-            convert.check_finite(X, "inputs")
-            result = predict(served.estimator, X)
-            raw = bool(request.inputs.raw)
-            response = pb.BatchPredictResponse(
-                model=served.name,
-                version=served.version,
-                chunk_index=index,
-                row_offset=offset,
-                predictions=convert.ndarray_to_vector(result.values, raw),
-            )
-            if result.labels is not None:
-                response.labels.extend(result.labels)
-                response.probabilities.CopyFrom(convert.ndarray_to_matrix(result.probabilities, raw))
+            with self._stats.track(served.name, served.version).timing(time.perf_counter()) as timing:
+                X = convert.matrix_to_ndarray(request.inputs, "inputs")
+                convert.check_finite(X, "inputs")
+                result = predict(served.estimator, X)
+                timing.rows = X.shape[0]
+                raw = bool(request.inputs.raw)
+                response = pb.BatchPredictResponse(
+                    model=served.name,
+                    version=served.version,
+                    chunk_index=index,
+                    row_offset=offset,
+                    predictions=convert.ndarray_to_vector(result.values, raw),
+                )
+                if result.labels is not None:
+                    response.labels.extend(result.labels)
+                    response.probabilities.CopyFrom(convert.ndarray_to_matrix(result.probabilities, raw))
             offset += X.shape[0]
             yield response
 

@@ -1,0 +1,108 @@
+"""Per-version serving statistics: request and error counts, rows, latency.
+
+``ServingStats.track(model, version)`` returns the ``VersionStats`` of one
+version (created on first use); its ``record`` is called once per answered
+call on the request path, so it does a few additions and one store into a
+ring buffer of recent latencies, under a lock held for well under a
+microsecond.  Percentiles are computed only when someone asks (``summary``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ServingStats", "VersionStats", "VersionSummary"]
+
+WINDOW = 2048
+"""How many recent latencies each version keeps for its percentiles."""
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    """What ``GetStatus`` reports for one version; latencies in milliseconds."""
+
+    requests: int
+    errors: int
+    rows: int
+    latency_mean_ms: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+
+
+class VersionStats:
+    """Counters and a ring of recent latencies (seconds) for one model version."""
+
+    __slots__ = ("_lock", "_recent", "errors", "requests", "rows", "total_seconds")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._recent = np.zeros(WINDOW)
+        self.requests = 0
+        self.errors = 0
+        self.rows = 0
+        self.total_seconds = 0.0
+
+    def record(self, seconds: float, rows: int, failed: bool = False) -> None:
+        """Count one call that took ``seconds`` and answered ``rows`` rows."""
+        with self._lock:
+            self._recent[self.requests % WINDOW] = seconds
+            self.requests += 1
+            self.errors += failed
+            self.rows += rows
+            self.total_seconds += seconds
+
+    def timing(self, started: float) -> _Timing:
+        """A context manager that records the call begun at ``started`` (``time.perf_counter()``) on exit.
+
+        Set ``rows`` on it before leaving; a call that leaves by an exception counts as an error.
+        """
+        return _Timing(self, started)
+
+    def summary(self) -> VersionSummary:
+        with self._lock:
+            count = self.requests
+            recent = self._recent[: min(count, WINDOW)].copy()
+            mean = self.total_seconds / count if count else 0.0
+            errors, rows = self.errors, self.rows
+        p50, p99 = np.percentile(recent, [50, 99]) if recent.size else (0.0, 0.0)
+        return VersionSummary(count, errors, rows, mean * 1e3, float(p50) * 1e3, float(p99) * 1e3)
+
+
+class _Timing:
+    __slots__ = ("rows", "started", "stats")
+
+    def __init__(self, stats: VersionStats, started: float) -> None:
+        self.stats = stats
+        self.started = started
+        self.rows = 0
+
+    def __enter__(self) -> _Timing:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.stats.record(time.perf_counter() - self.started, self.rows, exc_type is not None)
+
+
+class ServingStats:
+    """The ``VersionStats`` of every (model, version) this process has served."""
+
+    def __init__(self) -> None:
+        self._by_version: dict[tuple[str, str], VersionStats] = {}
+        self._lock = threading.Lock()
+
+    def track(self, model: str, version: str) -> VersionStats:
+        """The statistics of one version, created on first use."""
+        stats = self._by_version.get((model, version))
+        if stats is None:
+            with self._lock:
+                stats = self._by_version.setdefault((model, version), VersionStats())
+        return stats
+
+    def summary(self, model: str, version: str) -> VersionSummary:
+        """The summary of one version; zeros when it has not served yet."""
+        stats = self._by_version.get((model, version))
+        return stats.summary() if stats is not None else VersionSummary(0, 0, 0, 0.0, 0.0, 0.0)
