@@ -9,25 +9,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from regserve.server.errors import InvalidInput
 from regserve.server.estimators import LinearModel
 from regserve.server.training import TrainSpec
-from regserve.v1 import types_pb2
+from regserve.v1 import model_service_pb2, types_pb2
+
+if TYPE_CHECKING:
+    from regserve.server.stats import VersionSummary
 
 __all__ = [
     "check_finite",
     "labels_to_array",
     "matrix_to_ndarray",
+    "model_state_to_proto",
+    "model_status_to_proto",
     "model_version_to_proto",
     "named_rows_to_ndarray",
     "ndarray_to_matrix",
     "ndarray_to_vector",
     "spec_from_proto",
+    "switch_to_proto",
     "train_chunk",
     "vector_to_ndarray",
+    "version_serving_state",
+    "version_status_to_proto",
 ]
 
 _FLOAT64_LE = np.dtype("<f8")
@@ -351,3 +360,83 @@ def model_version_to_proto(
     if created:
         message.create_time.FromDatetime(datetime.fromisoformat(str(created)))
     return message
+
+
+def version_serving_state(state: Mapping[str, Any], version: str) -> str:
+    """How ``version`` takes part in routing under a stored model ``state`` (``ModelRegistry.read_state``).
+
+    One of ``"in_split"``, ``"serving"``, ``"frozen"``, ``"available"``: the names
+    ``model_version_to_proto`` takes, decided in the same order as ``ModelStore.serving_state``.
+    """
+    if version in (state.get("split") or {}):
+        return "in_split"
+    if state.get("serving") == version:
+        return "serving"
+    return "frozen" if version in (state.get("frozen") or ()) else "available"
+
+
+def model_state_to_proto(model: str, state: Mapping[str, Any], versions: Sequence[str]) -> model_service_pb2.ModelState:
+    """The routing state of ``model``: ``state`` as stored by the registry, ``versions`` its stored versions."""
+    return model_service_pb2.ModelState(
+        model=model,
+        serving_version=str(state.get("serving") or ""),
+        previous_versions=[str(v) for v in state.get("previous") or ()],
+        frozen_versions=[str(v) for v in state.get("frozen") or ()],
+        traffic_split={str(v): float(w) for v, w in (state.get("split") or {}).items()},
+        generation=int(state.get("generation") or 0),
+        versions=list(versions),
+    )
+
+
+def _split_text(split: Mapping[str, float]) -> str:
+    return ",".join(f"{version}={weight:g}" for version, weight in split.items())
+
+
+def switch_to_proto(entry: Mapping[str, Any]) -> model_service_pb2.Switch:
+    """One entry of a stored state's ``history`` as a Switch.
+
+    A split entry concerns several versions, so its ``to_version`` lists the arms with
+    their weights (``"v1=90,v2=10"``); it is empty when the split was cleared.
+    """
+    target = entry.get("to")
+    if target is None and entry.get("action") == "split":
+        target = _split_text(entry.get("split") or {})
+    message = model_service_pb2.Switch(
+        action=str(entry.get("action") or ""),
+        from_version=str(entry.get("from") or ""),
+        to_version=str(target or ""),
+        reason=str(entry.get("reason") or ""),
+    )
+    if entry.get("at"):
+        message.time.FromJsonString(str(entry["at"]))
+    return message
+
+
+def version_status_to_proto(
+    version: str, serving_state: str, summary: VersionSummary
+) -> model_service_pb2.VersionStatus:
+    """The serving statistics of one version; ``serving_state`` as ``version_serving_state`` names it."""
+    return model_service_pb2.VersionStatus(
+        version=version,
+        serving_state=SERVING_STATES.get(serving_state, types_pb2.SERVING_STATE_UNSPECIFIED),
+        requests=summary.requests,
+        errors=summary.errors,
+        rows=summary.rows,
+        latency_mean_ms=summary.latency_mean_ms,
+        latency_p50_ms=summary.latency_p50_ms,
+        latency_p99_ms=summary.latency_p99_ms,
+    )
+
+
+def model_status_to_proto(
+    model: str,
+    state: Mapping[str, Any],
+    versions: Sequence[str],
+    summaries: Mapping[str, VersionSummary],
+) -> model_service_pb2.ModelStatus:
+    """State, per-version statistics (``summaries`` by version) and switch history of one model."""
+    return model_service_pb2.ModelStatus(
+        state=model_state_to_proto(model, state, versions),
+        versions=[version_status_to_proto(v, version_serving_state(state, v), summaries[v]) for v in versions],
+        history=[switch_to_proto(entry) for entry in state.get("history") or ()],
+    )
