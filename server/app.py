@@ -18,17 +18,21 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from regserve.server.config import Settings
+from regserve.server.model_servicer import ModelServicer
 from regserve.server.registry import ModelRegistry
 from regserve.server.servicer import RegressionServicer
 from regserve.server.stats import ServingStats
 from regserve.server.store import ModelStore
-from regserve.v1 import regression_service_pb2, regression_service_pb2_grpc
+from regserve.v1 import model_service_pb2, model_service_pb2_grpc, regression_service_pb2, regression_service_pb2_grpc
 
 __all__ = ["Application", "create_server", "serve"]
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAMES = (regression_service_pb2.DESCRIPTOR.services_by_name["RegressionService"].full_name,)
+SERVICE_NAMES = (
+    regression_service_pb2.DESCRIPTOR.services_by_name["RegressionService"].full_name,
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+)
 
 
 @dataclass
@@ -79,6 +83,7 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     regression_service_pb2_grpc.add_RegressionServiceServicer_to_server(
         RegressionServicer(store, app.stats, on_change=app.update_health), server
     )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, app.stats), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     app.port = server.add_insecure_port(settings.address)
