@@ -5,8 +5,12 @@ from regserve.client import RegressionClient
 with RegressionClient("127.0.0.1:50051") as client:
     prediction = client.predict("diabetes", X)   # X: ndarray (n_rows, 10)
     prediction.values                            # ndarray (n_rows,)
+
+with ModelAdminClient("127.0.0.1:50051") as admin:
+    admin.promote("diabetes", "v2", reason="better validation mse")
 """
 
+from regserve.client._admin import ModelAdminClient
 from regserve.client._client import Prediction, RegressionClient
 from regserve.client._exceptions import (
     AlreadyExists,
@@ -29,6 +33,7 @@ __all__ = [
     "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",
+    "ModelAdminClient",
     "NotFound",
     "PermissionDenied",
     "Prediction",
