@@ -396,14 +396,18 @@ def switch_to_proto(entry: Mapping[str, Any]) -> model_service_pb2.Switch:
     """One entry of a stored state's ``history`` as a Switch.
 
     A split entry concerns several versions, so its ``to_version`` lists the arms with
-    their weights (``"v1=90,v2=10"``); it is empty when the split was cleared.
+    their weights (``"v1=90,v2=10"``); it is empty when the split was cleared.  The
+    registry records a deleted version as ``from``; here it is the ``to_version``, the
+    version the change concerns, as for freeze and unfreeze.
     """
-    target = entry.get("to")
-    if target is None and entry.get("action") == "split":
+    action, source, target = entry.get("action"), entry.get("from"), entry.get("to")
+    if target is None and action == "split":
         target = _split_text(entry.get("split") or {})
+    elif target is None and action == "delete":
+        source, target = None, source
     message = model_service_pb2.Switch(
-        action=str(entry.get("action") or ""),
-        from_version=str(entry.get("from") or ""),
+        action=str(action or ""),
+        from_version=str(source or ""),
         to_version=str(target or ""),
         reason=str(entry.get("reason") or ""),
     )

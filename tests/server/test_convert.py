@@ -151,6 +151,12 @@ def test_split_switch_lists_its_arms_and_a_cleared_split_none():
     assert convert.switch_to_proto({**entry, "split": {}}).to_version == ""
 
 
+def test_a_delete_switch_names_the_deleted_version_as_its_target():
+    entry = {"at": "2026-01-02T03:04:05Z", "action": "delete", "from": "v3", "to": None, "reason": "unused"}
+    message = convert.switch_to_proto(entry)
+    assert (message.from_version, message.to_version) == ("", "v3")
+
+
 def test_model_status_to_proto_pairs_versions_with_their_statistics():
     history = [{"at": "2026-01-02T03:04:05Z", "action": "promote", "from": "v1", "to": "v2", "reason": "better"}]
     summaries = {
