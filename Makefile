@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BUF := node_modules/.bin/buf
 PROTOS := $(wildcard proto/regserve/v1/*.proto)
+# google/api/*.proto staged from the installed googleapis-common-protos (never committed).
+GOOGLEAPIS := build/googleapis/google/api/annotations.proto
 
 HOST ?= 127.0.0.1
 PORT ?= 50051
@@ -18,6 +20,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+$(GOOGLEAPIS): $(STAMP)
+	$(PY) scripts/generate_stubs.py --stage-googleapis
 
 $(BUF): package.json
 	npm install --no-audit --no-fund --silent
@@ -32,16 +37,16 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 ## lint: buf lint on the contract, ruff on the Python code.
-lint: $(STAMP) $(BUF)
+lint: $(STAMP) $(BUF) $(GOOGLEAPIS)
 	$(BUF) lint
 	$(VENV)/bin/ruff check server client tests bench
 
 ## generate: compile the contract into generated/ (stubs and .pyi files).
-generate: $(STAMP)
+generate: $(STAMP) $(GOOGLEAPIS)
 	$(PY) scripts/generate_stubs.py generated
 
 ## check-generated: fail when the committed stubs differ from a fresh generation.
-check-generated: $(STAMP)
+check-generated: $(STAMP) $(GOOGLEAPIS)
 	$(PY) scripts/generate_stubs.py --check generated
 
 ## bench: run the benchmarks and print their tables.

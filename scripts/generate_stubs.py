@@ -1,9 +1,18 @@
-"""Compile proto/regserve/v1/*.proto into generated/regserve/v1 (stubs and .pyi files).
+"""Compile proto/regserve/v1/*.proto into generated/regserve/v1 (stubs, .pyi files, descriptor set).
 
-Usage: python scripts/generate_stubs.py [--check] [OUT_DIR]
+Usage: python scripts/generate_stubs.py [--check | --stage-googleapis] [OUT_DIR]
 
 With --check nothing is written: the script exits 1 when the files in OUT_DIR
 differ from a fresh generation, so CI can tell stale stubs from fresh ones.
+
+The contract imports ``google/api/annotations.proto``.  Those files come from the
+installed googleapis-common-protos package, never from a committed copy: they are
+staged into build/googleapis (git-ignored), which is both protoc's include
+directory here and the second module of buf.yaml; --stage-googleapis does only that.
+
+Beside the stubs the script writes ``regserve_v1.binpb``, a FileDescriptorSet of
+the contract with its source info, so the REST gateway can read the proto comments
+(the descriptors embedded in the ``_pb2`` modules carry none).
 """
 
 from __future__ import annotations
@@ -16,17 +25,33 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+import google.api.annotations_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 PACKAGE = Path("regserve") / "v1"
+GOOGLEAPIS_DIR = ROOT / "build" / "googleapis"
+GOOGLEAPIS_PROTOS = ("google/api/annotations.proto", "google/api/http.proto")
+DESCRIPTOR_SET = "regserve_v1.binpb"
 INIT_TEXT = '"""Stubs generated from proto/regserve/v1 by scripts/generate_stubs.py; do not edit."""\n'
 
 
+def stage_googleapis(dest: Path = GOOGLEAPIS_DIR) -> Path:
+    """Copy the google/api protos the contract imports from googleapis-common-protos into ``dest``."""
+    installed = Path(google.api.annotations_pb2.__file__).resolve().parent.parent.parent
+    for name in GOOGLEAPIS_PROTOS:
+        target = dest / name
+        source = (installed / name).read_bytes()
+        if not target.exists() or target.read_bytes() != source:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source)
+    return dest
+
+
 def _include_dirs() -> list[str]:
-    """The include path: our protos and protobuf's well-known types."""
-    return [str(PROTO_ROOT), str(resources.files("grpc_tools") / "_proto")]
+    """The include path: our protos, the staged google/api protos and protobuf's well-known types."""
+    return [str(PROTO_ROOT), str(stage_googleapis()), str(resources.files("grpc_tools") / "_proto")]
 
 
 def generate(out_dir: Path) -> None:
@@ -34,7 +59,9 @@ def generate(out_dir: Path) -> None:
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE).glob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         args = ["protoc", *(f"-I{d}" for d in _include_dirs())]
-        args += [f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}", *protos]
+        args += [f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}"]
+        args += [f"--descriptor_set_out={Path(tmp) / PACKAGE / DESCRIPTOR_SET}", "--include_source_info", *protos]
+        (Path(tmp) / PACKAGE).mkdir(parents=True)
         if protoc.main(args) != 0:
             raise SystemExit("protoc failed")
         target = out_dir / PACKAGE
@@ -56,8 +83,15 @@ def differences(committed: Path, fresh: Path) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", default=str(ROOT / "generated"))
-    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="compare instead of writing")
+    mode.add_argument(
+        "--stage-googleapis", action="store_true", help=f"only stage the google/api protos in {GOOGLEAPIS_DIR}"
+    )
     args = parser.parse_args()
+    if args.stage_googleapis:
+        stage_googleapis()
+        return 0
     out_dir = Path(args.out_dir)
     if not args.check:
         generate(out_dir)

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from regserve.v1 import types_pb2 as regserve_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fregserve/v1/model_service.proto\x12\x0bregserve.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17regserve/v1/types.proto\"|\n\x06Switch\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x03 \x01(\t\x12\x12\n\nto_version\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x85\x02\n\nModelState\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12\x19\n\x11previous_versions\x18\x03 \x03(\t\x12\x17\n\x0f\x66rozen_versions\x18\x04 \x03(\t\x12@\n\rtraffic_split\x18\x05 \x03(\x0b\x32).regserve.v1.ModelState.TrafficSplitEntry\x12\x12\n\ngeneration\x18\x06 \x01(\x04\x12\x10\n\x08versions\x18\x07 \x03(\t\x1a\x33\n\x11TrafficSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.regserve.v1.ModelState\"$\n\x13ListVersionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"C\n\x14ListVersionsResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.regserve.v1.ModelVersion\"3\n\x11GetVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"F\n\x12GetVersionResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.regserve.v1.ModelVersion\"G\n\x15PromoteVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"@\n\x16PromoteVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"5\n\x14RollbackModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x15RollbackModelResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"F\n\x14\x46reezeVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x15\x46reezeVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"H\n\x16UnfreezeVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x17UnfreezeVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"\xaa\x01\n\x16SetTrafficSplitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x41\n\x07weights\x18\x02 \x03(\x0b\x32\x30.regserve.v1.SetTrafficSplitRequest.WeightsEntry\x12\x0e\n\x06reason\x18\x03 \x01(\t\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x17SetTrafficSplitResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"F\n\x14\x44\x65leteVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x15\x44\x65leteVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"!\n\x10GetStatusRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xcb\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x30\n\rserving_state\x18\x02 \x01(\x0e\x32\x19.regserve.v1.ServingState\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\x12\x0c\n\x04rows\x18\x05 \x01(\x04\x12\x17\n\x0flatency_mean_ms\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x07 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x08 \x01(\x01\"\x89\x01\n\x0bModelStatus\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\x12,\n\x08versions\x18\x02 \x03(\x0b\x32\x1a.regserve.v1.VersionStatus\x12$\n\x07history\x18\x03 \x03(\x0b\x32\x13.regserve.v1.Switch\"=\n\x11GetStatusResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.regserve.v1.ModelStatus2\xec\x06\n\x0cModelService\x12M\n\nListModels\x12\x1e.regserve.v1.ListModelsRequest\x1a\x1f.regserve.v1.ListModelsResponse\x12S\n\x0cListVersions\x12 .regserve.v1.ListVersionsRequest\x1a!.regserve.v1.ListVersionsResponse\x12M\n\nGetVersion\x12\x1e.regserve.v1.GetVersionRequest\x1a\x1f.regserve.v1.GetVersionResponse\x12Y\n\x0ePromoteVersion\x12\".regserve.v1.PromoteVersionRequest\x1a#.regserve.v1.PromoteVersionResponse\x12V\n\rRollbackModel\x12!.regserve.v1.RollbackModelRequest\x1a\".regserve.v1.RollbackModelResponse\x12V\n\rFreezeVersion\x12!.regserve.v1.FreezeVersionRequest\x1a\".regserve.v1.FreezeVersionResponse\x12\\\n\x0fUnfreezeVersion\x12#.regserve.v1.UnfreezeVersionRequest\x1a$.regserve.v1.UnfreezeVersionResponse\x12\\\n\x0fSetTrafficSplit\x12#.regserve.v1.SetTrafficSplitRequest\x1a$.regserve.v1.SetTrafficSplitResponse\x12V\n\rDeleteVersion\x12!.regserve.v1.DeleteVersionRequest\x1a\".regserve.v1.DeleteVersionResponse\x12J\n\tGetStatus\x12\x1d.regserve.v1.GetStatusRequest\x1a\x1e.regserve.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fregserve/v1/model_service.proto\x12\x0bregserve.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17regserve/v1/types.proto\"|\n\x06Switch\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x03 \x01(\t\x12\x12\n\nto_version\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x85\x02\n\nModelState\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12\x19\n\x11previous_versions\x18\x03 \x03(\t\x12\x17\n\x0f\x66rozen_versions\x18\x04 \x03(\t\x12@\n\rtraffic_split\x18\x05 \x03(\x0b\x32).regserve.v1.ModelState.TrafficSplitEntry\x12\x12\n\ngeneration\x18\x06 \x01(\x04\x12\x10\n\x08versions\x18\x07 \x03(\t\x1a\x33\n\x11TrafficSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.regserve.v1.ModelState\"$\n\x13ListVersionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"C\n\x14ListVersionsResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.regserve.v1.ModelVersion\"3\n\x11GetVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"F\n\x12GetVersionResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.regserve.v1.ModelVersion\"G\n\x15PromoteVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"@\n\x16PromoteVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"5\n\x14RollbackModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x15RollbackModelResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"F\n\x14\x46reezeVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x15\x46reezeVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"H\n\x16UnfreezeVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x17UnfreezeVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"\xaa\x01\n\x16SetTrafficSplitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x41\n\x07weights\x18\x02 \x03(\x0b\x32\x30.regserve.v1.SetTrafficSplitRequest.WeightsEntry\x12\x0e\n\x06reason\x18\x03 \x01(\t\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x17SetTrafficSplitResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"F\n\x14\x44\x65leteVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x15\x44\x65leteVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"!\n\x10GetStatusRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xcb\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x30\n\rserving_state\x18\x02 \x01(\x0e\x32\x19.regserve.v1.ServingState\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\x12\x0c\n\x04rows\x18\x05 \x01(\x04\x12\x17\n\x0flatency_mean_ms\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x07 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x08 \x01(\x01\"\x89\x01\n\x0bModelStatus\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\x12,\n\x08versions\x18\x02 \x03(\x0b\x32\x1a.regserve.v1.VersionStatus\x12$\n\x07history\x18\x03 \x03(\x0b\x32\x13.regserve.v1.Switch\"=\n\x11GetStatusResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.regserve.v1.ModelStatus2\xbe\n\n\x0cModelService\x12\x61\n\nListModels\x12\x1e.regserve.v1.ListModelsRequest\x1a\x1f.regserve.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12x\n\x0cListVersions\x12 .regserve.v1.ListVersionsRequest\x1a!.regserve.v1.ListVersionsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/models/{model}/versions\x12|\n\nGetVersion\x12\x1e.regserve.v1.GetVersionRequest\x1a\x1f.regserve.v1.GetVersionResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/v1/models/{model}/versions/{version}\x12\x93\x01\n\x0ePromoteVersion\x12\".regserve.v1.PromoteVersionRequest\x1a#.regserve.v1.PromoteVersionResponse\"8\x82\xd3\xe4\x93\x02\x32\"-/v1/models/{model}/versions/{version}:promote:\x01*\x12~\n\rRollbackModel\x12!.regserve.v1.RollbackModelRequest\x1a\".regserve.v1.RollbackModelResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/models/{model}:rollback:\x01*\x12\x8f\x01\n\rFreezeVersion\x12!.regserve.v1.FreezeVersionRequest\x1a\".regserve.v1.FreezeVersionResponse\"7\x82\xd3\xe4\x93\x02\x31\",/v1/models/{model}/versions/{version}:freeze:\x01*\x12\x97\x01\n\x0fUnfreezeVersion\x12#.regserve.v1.UnfreezeVersionRequest\x1a$.regserve.v1.UnfreezeVersionResponse\"9\x82\xd3\xe4\x93\x02\x33\"./v1/models/{model}/versions/{version}:unfreeze:\x01*\x12\x8b\x01\n\x0fSetTrafficSplit\x12#.regserve.v1.SetTrafficSplitRequest\x1a$.regserve.v1.SetTrafficSplitResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/models/{model}:setTrafficSplit:\x01*\x12\x85\x01\n\rDeleteVersion\x12!.regserve.v1.DeleteVersionRequest\x1a\".regserve.v1.DeleteVersionResponse\"-\x82\xd3\xe4\x93\x02\'*%/v1/models/{model}/versions/{version}\x12{\n\tGetStatus\x12\x1d.regserve.v1.GetStatusRequest\x1a\x1e.regserve.v1.GetStatusResponse\"/\x82\xd3\xe4\x93\x02)\x12\n/v1/statusZ\x1b\x12\x19/v1/models/{model}/statusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,58 +38,78 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSTATE_TRAFFICSPLITENTRY']._serialized_options = b'8\001'
   _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._loaded_options = None
   _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_options = b'8\001'
-  _globals['_SWITCH']._serialized_start=106
-  _globals['_SWITCH']._serialized_end=230
-  _globals['_MODELSTATE']._serialized_start=233
-  _globals['_MODELSTATE']._serialized_end=494
-  _globals['_MODELSTATE_TRAFFICSPLITENTRY']._serialized_start=443
-  _globals['_MODELSTATE_TRAFFICSPLITENTRY']._serialized_end=494
-  _globals['_LISTMODELSREQUEST']._serialized_start=496
-  _globals['_LISTMODELSREQUEST']._serialized_end=515
-  _globals['_LISTMODELSRESPONSE']._serialized_start=517
-  _globals['_LISTMODELSRESPONSE']._serialized_end=578
-  _globals['_LISTVERSIONSREQUEST']._serialized_start=580
-  _globals['_LISTVERSIONSREQUEST']._serialized_end=616
-  _globals['_LISTVERSIONSRESPONSE']._serialized_start=618
-  _globals['_LISTVERSIONSRESPONSE']._serialized_end=685
-  _globals['_GETVERSIONREQUEST']._serialized_start=687
-  _globals['_GETVERSIONREQUEST']._serialized_end=738
-  _globals['_GETVERSIONRESPONSE']._serialized_start=740
-  _globals['_GETVERSIONRESPONSE']._serialized_end=810
-  _globals['_PROMOTEVERSIONREQUEST']._serialized_start=812
-  _globals['_PROMOTEVERSIONREQUEST']._serialized_end=883
-  _globals['_PROMOTEVERSIONRESPONSE']._serialized_start=885
-  _globals['_PROMOTEVERSIONRESPONSE']._serialized_end=949
-  _globals['_ROLLBACKMODELREQUEST']._serialized_start=951
-  _globals['_ROLLBACKMODELREQUEST']._serialized_end=1004
-  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=1006
-  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=1069
-  _globals['_FREEZEVERSIONREQUEST']._serialized_start=1071
-  _globals['_FREEZEVERSIONREQUEST']._serialized_end=1141
-  _globals['_FREEZEVERSIONRESPONSE']._serialized_start=1143
-  _globals['_FREEZEVERSIONRESPONSE']._serialized_end=1206
-  _globals['_UNFREEZEVERSIONREQUEST']._serialized_start=1208
-  _globals['_UNFREEZEVERSIONREQUEST']._serialized_end=1280
-  _globals['_UNFREEZEVERSIONRESPONSE']._serialized_start=1282
-  _globals['_UNFREEZEVERSIONRESPONSE']._serialized_end=1347
-  _globals['_SETTRAFFICSPLITREQUEST']._serialized_start=1350
-  _globals['_SETTRAFFICSPLITREQUEST']._serialized_end=1520
-  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_start=1474
-  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_end=1520
-  _globals['_SETTRAFFICSPLITRESPONSE']._serialized_start=1522
-  _globals['_SETTRAFFICSPLITRESPONSE']._serialized_end=1587
-  _globals['_DELETEVERSIONREQUEST']._serialized_start=1589
-  _globals['_DELETEVERSIONREQUEST']._serialized_end=1659
-  _globals['_DELETEVERSIONRESPONSE']._serialized_start=1661
-  _globals['_DELETEVERSIONRESPONSE']._serialized_end=1724
-  _globals['_GETSTATUSREQUEST']._serialized_start=1726
-  _globals['_GETSTATUSREQUEST']._serialized_end=1759
-  _globals['_VERSIONSTATUS']._serialized_start=1762
-  _globals['_VERSIONSTATUS']._serialized_end=1965
-  _globals['_MODELSTATUS']._serialized_start=1968
-  _globals['_MODELSTATUS']._serialized_end=2105
-  _globals['_GETSTATUSRESPONSE']._serialized_start=2107
-  _globals['_GETSTATUSRESPONSE']._serialized_end=2168
-  _globals['_MODELSERVICE']._serialized_start=2171
-  _globals['_MODELSERVICE']._serialized_end=3047
+  _globals['_MODELSERVICE'].methods_by_name['ListModels']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/models'
+  _globals['_MODELSERVICE'].methods_by_name['ListVersions']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['ListVersions']._serialized_options = b'\202\323\344\223\002\035\022\033/v1/models/{model}/versions'
+  _globals['_MODELSERVICE'].methods_by_name['GetVersion']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['GetVersion']._serialized_options = b'\202\323\344\223\002\'\022%/v1/models/{model}/versions/{version}'
+  _globals['_MODELSERVICE'].methods_by_name['PromoteVersion']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['PromoteVersion']._serialized_options = b'\202\323\344\223\0022\"-/v1/models/{model}/versions/{version}:promote:\001*'
+  _globals['_MODELSERVICE'].methods_by_name['RollbackModel']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['RollbackModel']._serialized_options = b'\202\323\344\223\002 \"\033/v1/models/{model}:rollback:\001*'
+  _globals['_MODELSERVICE'].methods_by_name['FreezeVersion']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['FreezeVersion']._serialized_options = b'\202\323\344\223\0021\",/v1/models/{model}/versions/{version}:freeze:\001*'
+  _globals['_MODELSERVICE'].methods_by_name['UnfreezeVersion']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['UnfreezeVersion']._serialized_options = b'\202\323\344\223\0023\"./v1/models/{model}/versions/{version}:unfreeze:\001*'
+  _globals['_MODELSERVICE'].methods_by_name['SetTrafficSplit']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['SetTrafficSplit']._serialized_options = b'\202\323\344\223\002\'\"\"/v1/models/{model}:setTrafficSplit:\001*'
+  _globals['_MODELSERVICE'].methods_by_name['DeleteVersion']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['DeleteVersion']._serialized_options = b'\202\323\344\223\002\'*%/v1/models/{model}/versions/{version}'
+  _globals['_MODELSERVICE'].methods_by_name['GetStatus']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['GetStatus']._serialized_options = b'\202\323\344\223\002)\022\n/v1/statusZ\033\022\031/v1/models/{model}/status'
+  _globals['_SWITCH']._serialized_start=136
+  _globals['_SWITCH']._serialized_end=260
+  _globals['_MODELSTATE']._serialized_start=263
+  _globals['_MODELSTATE']._serialized_end=524
+  _globals['_MODELSTATE_TRAFFICSPLITENTRY']._serialized_start=473
+  _globals['_MODELSTATE_TRAFFICSPLITENTRY']._serialized_end=524
+  _globals['_LISTMODELSREQUEST']._serialized_start=526
+  _globals['_LISTMODELSREQUEST']._serialized_end=545
+  _globals['_LISTMODELSRESPONSE']._serialized_start=547
+  _globals['_LISTMODELSRESPONSE']._serialized_end=608
+  _globals['_LISTVERSIONSREQUEST']._serialized_start=610
+  _globals['_LISTVERSIONSREQUEST']._serialized_end=646
+  _globals['_LISTVERSIONSRESPONSE']._serialized_start=648
+  _globals['_LISTVERSIONSRESPONSE']._serialized_end=715
+  _globals['_GETVERSIONREQUEST']._serialized_start=717
+  _globals['_GETVERSIONREQUEST']._serialized_end=768
+  _globals['_GETVERSIONRESPONSE']._serialized_start=770
+  _globals['_GETVERSIONRESPONSE']._serialized_end=840
+  _globals['_PROMOTEVERSIONREQUEST']._serialized_start=842
+  _globals['_PROMOTEVERSIONREQUEST']._serialized_end=913
+  _globals['_PROMOTEVERSIONRESPONSE']._serialized_start=915
+  _globals['_PROMOTEVERSIONRESPONSE']._serialized_end=979
+  _globals['_ROLLBACKMODELREQUEST']._serialized_start=981
+  _globals['_ROLLBACKMODELREQUEST']._serialized_end=1034
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=1036
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=1099
+  _globals['_FREEZEVERSIONREQUEST']._serialized_start=1101
+  _globals['_FREEZEVERSIONREQUEST']._serialized_end=1171
+  _globals['_FREEZEVERSIONRESPONSE']._serialized_start=1173
+  _globals['_FREEZEVERSIONRESPONSE']._serialized_end=1236
+  _globals['_UNFREEZEVERSIONREQUEST']._serialized_start=1238
+  _globals['_UNFREEZEVERSIONREQUEST']._serialized_end=1310
+  _globals['_UNFREEZEVERSIONRESPONSE']._serialized_start=1312
+  _globals['_UNFREEZEVERSIONRESPONSE']._serialized_end=1377
+  _globals['_SETTRAFFICSPLITREQUEST']._serialized_start=1380
+  _globals['_SETTRAFFICSPLITREQUEST']._serialized_end=1550
+  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_start=1504
+  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_end=1550
+  _globals['_SETTRAFFICSPLITRESPONSE']._serialized_start=1552
+  _globals['_SETTRAFFICSPLITRESPONSE']._serialized_end=1617
+  _globals['_DELETEVERSIONREQUEST']._serialized_start=1619
+  _globals['_DELETEVERSIONREQUEST']._serialized_end=1689
+  _globals['_DELETEVERSIONRESPONSE']._serialized_start=1691
+  _globals['_DELETEVERSIONRESPONSE']._serialized_end=1754
+  _globals['_GETSTATUSREQUEST']._serialized_start=1756
+  _globals['_GETSTATUSREQUEST']._serialized_end=1789
+  _globals['_VERSIONSTATUS']._serialized_start=1792
+  _globals['_VERSIONSTATUS']._serialized_end=1995
+  _globals['_MODELSTATUS']._serialized_start=1998
+  _globals['_MODELSTATUS']._serialized_end=2135
+  _globals['_GETSTATUSRESPONSE']._serialized_start=2137
+  _globals['_GETSTATUSRESPONSE']._serialized_end=2198
+  _globals['_MODELSERVICE']._serialized_start=2201
+  _globals['_MODELSERVICE']._serialized_end=3543
 # @@protoc_insertion_point(module_scope)
