@@ -1,4 +1,8 @@
-"""The ``regserve`` command line: serve, train, predict, info."""
+"""The ``regserve`` command line: serve, train, predict, info, and the model lifecycle.
+
+Lifecycle commands: models, versions, promote, rollback, freeze, unfreeze, split,
+delete, status; each prints a readable table of the model's state after the call.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,19 @@ def _client(args):
     from regserve.client import RegressionClient
 
     return RegressionClient(args.server, timeout=args.timeout)
+
+
+def _admin_client(args):
+    from regserve.client import ModelAdminClient
+
+    return ModelAdminClient(args.server, timeout=args.timeout)
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Print ``rows`` under ``header`` in left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def cmd_serve(args) -> int:
@@ -122,11 +139,8 @@ def _print_metrics(version) -> None:
                 f"{value:.6g} ± {version.cross_validation.std[name]:.2g}",
             )
         )
-    if not rows:
-        return
-    widths = [max(len(r[i]) for r in [("split", "metric", "value"), *rows]) for i in range(3)]
-    for row in [("split", "metric", "value"), *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if rows:
+        _print_table(("split", "metric", "value"), rows)
 
 
 def cmd_info(args) -> int:
@@ -159,6 +173,141 @@ def cmd_health(args) -> int:
         status = client.health(args.service)
     print(status)
     return 0 if status == "SERVING" else 1
+
+
+def _state_name(value: int) -> str:
+    from regserve.v1 import types_pb2
+
+    return types_pb2.ServingState.Name(value).removeprefix("SERVING_STATE_").lower()
+
+
+def _split_text(split) -> str:
+    from regserve.server.registry import version_number
+
+    return ", ".join(f"{v}={w:g}" for v, w in sorted(split.items(), key=lambda item: version_number(item[0])))
+
+
+def _print_states(states) -> None:
+    rows = [
+        (
+            s.model,
+            s.serving_version or "-",
+            _split_text(s.traffic_split) or "-",
+            ", ".join(s.frozen_versions) or "-",
+            ", ".join(s.versions),
+            str(s.generation),
+        )
+        for s in states
+    ]
+    _print_table(("model", "serving", "split", "frozen", "versions", "generation"), rows)
+
+
+def cmd_models(args) -> int:
+    with _admin_client(args) as admin:
+        _print_states(admin.list_models())
+    return 0
+
+
+def cmd_versions(args) -> int:
+    with _admin_client(args) as admin:
+        versions = admin.list_versions(args.model)
+    rows = []
+    for v in versions:
+        validation = ", ".join(
+            f"{k}={val:.4g}" for k, val in sorted(v.validation.metrics.items()) if k in ("mse", "accuracy")
+        )
+        created = v.create_time.ToJsonString() if v.create_time.seconds else "-"
+        rows.append(
+            (v.version, _state_name(v.serving_state), str(v.num_samples), validation or "-", created, v.checksum[:12])
+        )
+    _print_table(("version", "state", "rows", "validation", "created", "sha256"), rows)
+    return 0
+
+
+def _change(args, call) -> int:
+    """Run one lifecycle change and print the model's state after it."""
+    with _admin_client(args) as admin:
+        _print_states([call(admin)])
+    return 0
+
+
+def cmd_promote(args) -> int:
+    return _change(args, lambda admin: admin.promote(args.model, args.version, args.reason))
+
+
+def cmd_rollback(args) -> int:
+    return _change(args, lambda admin: admin.rollback(args.model, args.reason))
+
+
+def cmd_freeze(args) -> int:
+    return _change(args, lambda admin: admin.freeze(args.model, args.version, args.reason))
+
+
+def cmd_unfreeze(args) -> int:
+    return _change(args, lambda admin: admin.unfreeze(args.model, args.version, args.reason))
+
+
+def cmd_delete(args) -> int:
+    return _change(args, lambda admin: admin.delete_version(args.model, args.version, args.reason))
+
+
+def _weights(pairs: list[str]) -> dict[str, float]:
+    weights = {}
+    for pair in pairs:
+        version, _, weight = pair.partition("=")
+        try:
+            weights[version] = float(weight)
+        except ValueError:
+            version = ""
+        if not version:
+            raise argparse.ArgumentTypeError(f"{pair!r} is not VERSION=WEIGHT")
+    return weights
+
+
+def cmd_split(args) -> int:
+    if args.clear == bool(args.weights):
+        print("regserve: give VERSION=WEIGHT pairs or --clear, not both nor neither", file=sys.stderr)
+        return 2
+    try:
+        weights = {} if args.clear else _weights(args.weights)
+    except argparse.ArgumentTypeError as exc:
+        print(f"regserve: {exc}", file=sys.stderr)
+        return 2
+    return _change(args, lambda admin: admin.set_split(args.model, weights, args.reason))
+
+
+def cmd_status(args) -> int:
+    with _admin_client(args) as admin:
+        statuses = admin.status(args.model)
+    for index, status in enumerate(statuses):
+        if index:
+            print()
+        state = status.state
+        print(f"model {state.model}: serving {state.serving_version or '-'}, generation {state.generation}")
+        if state.traffic_split:
+            print(f"split {_split_text(state.traffic_split)}")
+        rows = [
+            (
+                v.version,
+                _state_name(v.serving_state),
+                str(v.requests),
+                str(v.errors),
+                str(v.rows),
+                f"{v.latency_mean_ms:.3f}",
+                f"{v.latency_p50_ms:.3f}",
+                f"{v.latency_p99_ms:.3f}",
+            )
+            for v in status.versions
+        ]
+        _print_table(("version", "state", "requests", "errors", "rows", "mean ms", "p50 ms", "p99 ms"), rows)
+        if status.history:
+            print("history")
+            history = [
+                (s.time.ToJsonString(), s.action, s.from_version or "-", s.to_version or "-", s.reason)
+                for s in status.history
+            ]
+            _print_table(("when", "action", "from", "to", "reason"), history)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,7 +373,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--service", default="", help="a service name; the whole server when empty")
     check.set_defaults(func=cmd_health, timeout=3.0)
+
+    _add_lifecycle_commands(client_command)
     return parser
+
+
+def _add_lifecycle_commands(client_command) -> None:
+    client_command("models", "list the models with their serving state", model=False).set_defaults(func=cmd_models)
+    client_command("versions", "list the versions of a model").set_defaults(func=cmd_versions)
+
+    def change(name: str, help_text: str, func, version: bool = True) -> argparse.ArgumentParser:
+        sub = client_command(name, help_text)
+        if version:
+            sub.add_argument("version", help="the version, such as v2")
+        sub.add_argument("--reason", default="", help="why, recorded in the switch history")
+        sub.set_defaults(func=func)
+        return sub
+
+    change("promote", "serve a version, after checking its checksum and probe", cmd_promote)
+    change("rollback", "serve the previous version again", cmd_rollback, version=False)
+    change("freeze", "exclude a version from routing and refuse requests naming it", cmd_freeze)
+    change("unfreeze", "make a frozen version usable again", cmd_unfreeze)
+    change("delete", "delete a version that is neither serving nor in the split", cmd_delete)
+    split = change("split", "route traffic between versions by weight", cmd_split, version=False)
+    split.add_argument("weights", nargs="*", metavar="VERSION=WEIGHT", help="relative weights, such as v1=90 v2=10")
+    split.add_argument("--clear", action="store_true", help="end the split; the serving version answers again")
+
+    status = client_command("status", "traffic, errors, latency and switch history per model and version", model=False)
+    status.add_argument("--model", default="", help="one model; every model when omitted")
+    status.set_defaults(func=cmd_status)
 
 
 def main(argv: list[str] | None = None) -> int:
