@@ -14,6 +14,8 @@ Exception tree::
     ├── FailedPrecondition    the registry's state forbids it (FAILED_PRECONDITION)
     │   └── IntegrityError    a stored version fails its checksum or probe
     ├── ResourceExhausted     a size or rate limit was hit (RESOURCE_EXHAUSTED)
+    ├── Unauthenticated       no valid credentials came with the call (UNAUTHENTICATED)
+    ├── PermissionDenied      the caller's role may not make this call (PERMISSION_DENIED)
     ├── DeadlineExceeded      the caller's deadline ran out (DEADLINE_EXCEEDED)
     ├── Cancelled             the caller went away or cut the stream (CANCELLED)
     └── Unavailable           nothing can answer yet (UNAVAILABLE)
@@ -32,8 +34,10 @@ __all__ = [
     "IntegrityError",
     "InvalidInput",
     "NotFound",
+    "PermissionDenied",
     "RegserveError",
     "ResourceExhausted",
+    "Unauthenticated",
     "Unavailable",
 ]
 
@@ -114,6 +118,18 @@ class ResourceExhausted(RegserveError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+
+
+class Unauthenticated(RegserveError):
+    """The call carries no credentials, or credentials the server does not know."""
+
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(RegserveError):
+    """The caller is known, but its role does not allow this call."""
+
+    default_reason = "PERMISSION_DENIED"
 
 
 class DeadlineExceeded(RegserveError):

@@ -37,6 +37,8 @@ _CODES: tuple[tuple[type[errors.RegserveError], int], ...] = (
     (errors.AlreadyExists, code_pb2.ALREADY_EXISTS),
     (errors.FailedPrecondition, code_pb2.FAILED_PRECONDITION),
     (errors.ResourceExhausted, code_pb2.RESOURCE_EXHAUSTED),
+    (errors.Unauthenticated, code_pb2.UNAUTHENTICATED),
+    (errors.PermissionDenied, code_pb2.PERMISSION_DENIED),
     (errors.DeadlineExceeded, code_pb2.DEADLINE_EXCEEDED),
     (errors.Cancelled, code_pb2.CANCELLED),
     (errors.Unavailable, code_pb2.UNAVAILABLE),
