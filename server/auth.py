@@ -1,0 +1,155 @@
+"""Bearer tokens with roles: who is calling, and may that role make this call.
+
+Tokens come from a file (``--tokens-file``: one ``role:token`` per line, ``#``
+comments allowed, or a JSON object ``{"token": "role"}`` / list of
+``{"role": ..., "token": ...}``) or from ``REGSERVE_TOKENS`` (``"admin:abc,predict:def"``).
+Only their SHA-256 digests are kept, and a presented token is checked against every
+digest with ``hmac.compare_digest``, so neither the table nor the timing tells a token.
+
+Roles: ``predict`` may call the read-only methods in ``PREDICT_METHODS``; ``admin``
+may call everything.  Health and reflection never reach this module (they are left
+open for probes at the edge).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from regserve.server.errors import PermissionDenied, Unauthenticated
+
+__all__ = ["ADMIN", "ANONYMOUS", "PREDICT", "PREDICT_METHODS", "Principal", "TokenTable", "authorize", "role_allows"]
+
+PREDICT = "predict"
+ADMIN = "admin"
+ROLES = (PREDICT, ADMIN)
+
+PREDICT_METHODS = frozenset(
+    {
+        "/regserve.v1.RegressionService/Predict",
+        "/regserve.v1.RegressionService/BatchPredict",
+        "/regserve.v1.RegressionService/ModelInfo",
+        "/regserve.v1.ModelService/ListModels",
+        "/regserve.v1.ModelService/ListVersions",
+        "/regserve.v1.ModelService/GetVersion",
+        "/regserve.v1.ModelService/GetStatus",
+    }
+)
+"""Methods the ``predict`` role may call; every other regserve method needs ``admin``."""
+
+_BEARER = "bearer "
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: its role and a short, non-secret id (a prefix of its token's digest)."""
+
+    role: str
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.role}:{self.id}"
+
+
+ANONYMOUS = Principal("anonymous", "-")
+"""The caller when authentication is off."""
+
+
+def role_allows(role: str, method: str) -> bool:
+    """True when ``role`` may call the full ``method`` name (``/package.Service/Method``)."""
+    return role == ADMIN or (role == PREDICT and method in PREDICT_METHODS)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+class TokenTable:
+    """The known tokens, by digest, each with its role.
+
+    Parameters
+    ----------
+    entries : iterable of (role, token)
+    """
+
+    def __init__(self, entries: Iterable[tuple[str, str]]) -> None:
+        self._entries: list[tuple[bytes, Principal]] = []
+        for role, token in entries:
+            role, token = role.strip(), token.strip()
+            if role not in ROLES:
+                raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+            if not token:
+                raise ValueError(f"empty token for role {role!r}")
+            digest = _digest(token)
+            self._entries.append((digest, Principal(role, digest.hex()[:8])))
+        if not self._entries:
+            raise ValueError("authentication is on but no tokens were given")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @classmethod
+    def parse(cls, text: str) -> TokenTable:
+        """Read ``role:token`` pairs separated by commas or newlines, or the JSON forms described above."""
+        stripped = text.strip()
+        if stripped.startswith(("{", "[")):
+            data = json.loads(stripped)
+            if isinstance(data, dict):
+                return cls((role, token) for token, role in data.items())
+            return cls((item["role"], item["token"]) for item in data)
+        pairs = []
+        for line in stripped.replace(",", "\n").splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            role, sep, token = line.partition(":")
+            if not sep:
+                raise ValueError("each token entry must read role:token")
+            pairs.append((role, token))
+        return cls(pairs)
+
+    @classmethod
+    def load(cls, tokens_file: str = "", tokens: str = "") -> TokenTable | None:
+        """The tokens of ``tokens_file`` and of the ``tokens`` string together; None when both are empty."""
+        texts = [Path(tokens_file).read_text(encoding="utf-8")] if tokens_file else []
+        if tokens.strip():
+            texts.append(tokens)
+        if not texts:
+            return None
+        tables = [cls.parse(text) for text in texts]
+        table = tables[0]
+        for other in tables[1:]:
+            table._entries.extend(other._entries)
+        return table
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The principal of an ``authorization`` header value; raises Unauthenticated."""
+        if not authorization:
+            raise Unauthenticated(
+                "This call needs a bearer token in the authorization metadata.", reason="MISSING_TOKEN"
+            )
+        if authorization[:7].lower() != _BEARER:
+            raise Unauthenticated("The authorization metadata must read 'Bearer <token>'.", reason="MALFORMED_TOKEN")
+        digest = _digest(authorization[7:].strip())
+        found = None
+        for known, principal in self._entries:
+            # Compare with every entry, whatever matched before, so timing does not tell which one did.
+            if hmac.compare_digest(known, digest):
+                found = principal
+        if found is None:
+            raise Unauthenticated("The bearer token is not known to this server.", reason="UNKNOWN_TOKEN")
+        return found
+
+
+def authorize(principal: Principal, method: str) -> None:
+    """Raise PermissionDenied unless ``principal`` may call ``method``."""
+    if not role_allows(principal.role, method):
+        raise PermissionDenied(
+            f"The {principal.role} role may not call {method}.",
+            reason="ROLE_NOT_ALLOWED",
+            metadata={"role": principal.role, "method": method},
+        )
