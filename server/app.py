@@ -17,12 +17,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from regserve.server.auth import TokenTable
 from regserve.server.config import Settings
+from regserve.server.interceptors import EdgeInterceptor, EdgePolicy
 from regserve.server.model_servicer import ModelServicer
+from regserve.server.observability import ACCESS_LOGGER, Metrics, configure_access_log, start_metrics_server
+from regserve.server.ratelimit import TokenBuckets
 from regserve.server.registry import ModelRegistry
 from regserve.server.servicer import RegressionServicer
 from regserve.server.stats import ServingStats
 from regserve.server.store import ModelStore
+from regserve.server.tls import server_credentials
 from regserve.v1 import model_service_pb2, model_service_pb2_grpc, regression_service_pb2, regression_service_pb2_grpc
 
 __all__ = ["Application", "create_server", "serve"]
@@ -44,6 +49,11 @@ class Application:
     store: ModelStore
     health: health.HealthServicer
     stats: ServingStats
+    metrics: Metrics | None = None
+    metrics_port: int = -1
+    """Port of the /metrics HTTP endpoint once started; -1 when metrics are off."""
+    _metrics_host: str = "127.0.0.1"
+    _metrics_server: object = None
 
     def update_health(self) -> None:
         """SERVING once any model has a serving version, NOT_SERVING before."""
@@ -53,6 +63,10 @@ class Application:
             self.health.set(name, status)
 
     def start(self) -> None:
+        if self.metrics is not None and self.metrics_port >= 0:
+            self._metrics_server, self.metrics_port = start_metrics_server(
+                self.metrics, self._metrics_host, self.metrics_port
+            )
         self.server.start()
         self.store.start(on_change=self.update_health)
 
@@ -61,6 +75,10 @@ class Application:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.store.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
 
 
 def create_server(settings: Settings, store: ModelStore | None = None) -> Application:
@@ -77,20 +95,48 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.max_workers), options=options)
+    if settings.max_concurrent_streams > 0:
+        options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
+    stats = ServingStats()
+    metrics = Metrics(stats)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.max_workers),
+        interceptors=[EdgeInterceptor(metrics, _edge_policy(settings))],
+        options=options,
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
+    )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    app = Application(server, 0, store, health_servicer, ServingStats())
+    app = Application(server, 0, store, health_servicer, stats, metrics, settings.metrics_port, settings.host)
     regression_service_pb2_grpc.add_RegressionServiceServicer_to_server(
         RegressionServicer(store, app.stats, on_change=app.update_health), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, app.stats), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    app.port = server.add_insecure_port(settings.address)
+    if settings.tls:
+        credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        app.port = server.add_secure_port(settings.address, credentials)
+    else:
+        app.port = server.add_insecure_port(settings.address)
     if app.port == 0:
         raise OSError(f"could not bind {settings.address}")
     app.update_health()
     return app
+
+
+def _edge_policy(settings: Settings) -> EdgePolicy:
+    """What the edge enforces, from the settings; says loudly when authentication is off."""
+    tokens = TokenTable.load(settings.tokens_file, settings.tokens) if settings.auth_enabled else None
+    if settings.auth and tokens is None:
+        raise ValueError("--auth needs tokens: pass --tokens-file or set REGSERVE_TOKENS")
+    if tokens is None:
+        logger.warning("authentication is OFF: any caller may predict, train and change the registry")
+    else:
+        logger.info("authentication is on with %d tokens", len(tokens))
+    if settings.tls_client_ca and not settings.tls:
+        raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+    limiter = TokenBuckets(settings.rate_limit, settings.rate_burst) if settings.rate_limit > 0 else None
+    return EdgePolicy(tokens=tokens, limiter=limiter, max_predict_rows=settings.max_predict_rows)
 
 
 def serve(settings: Settings) -> int:
@@ -101,20 +147,31 @@ def serve(settings: Settings) -> int:
     store.load_all()
     if settings.demo_models:
         ensure_demo_models(store)
+    if settings.access_log:
+        configure_access_log()
+    else:
+        logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
     app = create_server(settings, store)
-    app.start()
-    logger.info(
-        "regserve listening on %s:%d (models: %s)", settings.host, app.port, ", ".join(store.model_names()) or "none"
-    )
     stopping = threading.Event()
 
     def _on_signal(signum, frame):
         logger.info("received %s; draining for up to %.1f s", signal.Signals(signum).name, settings.grace_period)
         stopping.set()
 
+    # Handlers go in before the port opens, so a SIGTERM is never met by Python's default (death by signal).
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    stopping.wait()
+    app.start()
+    logger.info(
+        "regserve listening on %s:%d%s (models: %s; metrics: %s)",
+        settings.host,
+        app.port,
+        " with TLS" + (" and client certificates" if settings.tls_client_ca else "") if settings.tls else "",
+        ", ".join(store.model_names()) or "none",
+        f"http://{settings.host}:{app.metrics_port}/metrics" if app.metrics_port >= 0 else "off",
+    )
+    while not stopping.wait(1.0):
+        pass
     app.stop(settings.grace_period)
     logger.info("regserve stopped")
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 __all__ = ["Settings", "add_arguments"]
@@ -31,6 +31,19 @@ class Settings:
     poll_interval: float = 2.0
     demo_models: bool = True
     log_level: str = "INFO"
+    access_log: bool = True
+    metrics_port: int = -1
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    auth: bool = False
+    tokens_file: str = ""
+    tokens: str = field(default="", repr=False)
+    rate_limit: float = 0.0
+    rate_burst: int = 20
+    max_predict_rows: int = 1_000_000
+    max_concurrent_streams: int = 0
+    max_concurrent_rpcs: int = 0
 
     @property
     def address(self) -> str:
@@ -41,6 +54,16 @@ class Settings:
     @property
     def max_message_bytes(self) -> int:
         return self.max_message_mb * MIB
+
+    @property
+    def tls(self) -> bool:
+        """True when the gRPC port speaks TLS."""
+        return bool(self.tls_cert or self.tls_key)
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when calls must carry a bearer token."""
+        return self.auth or bool(self.tokens_file) or bool(self.tokens.strip())
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -60,7 +83,23 @@ _HELP = {
     "poll_interval": "seconds between checks of the registry for changes made by other replicas",
     "demo_models": "train the demo models when the registry is empty",
     "log_level": "logging level (DEBUG, INFO, WARNING, ERROR)",
+    "access_log": "write one JSON line per request to stderr",
+    "metrics_port": "HTTP port of the Prometheus /metrics endpoint; 0 picks a free one, -1 turns it off",
+    "tls_cert": "PEM certificate chain of the server; with --tls-key, the gRPC port speaks only TLS",
+    "tls_key": "PEM private key of the server",
+    "tls_client_ca": "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)",
+    "auth": "require bearer tokens (implied by --tokens-file or REGSERVE_TOKENS)",
+    "tokens_file": "file of role:token lines (roles: predict, admin) or JSON",
+    "tokens": "role:token pairs separated by commas; environment only, so tokens stay out of ps",
+    "rate_limit": "calls per second allowed to each client (token, else peer address); 0 turns limits off",
+    "rate_burst": "calls a client may make at once before the rate limit applies",
+    "max_predict_rows": "most rows in one Predict request or BatchPredict message",
+    "max_concurrent_streams": "HTTP/2 streams per connection (grpc.max_concurrent_streams); 0 keeps grpc's default",
+    "max_concurrent_rpcs": "calls in progress before new ones get RESOURCE_EXHAUSTED; 0 means no limit",
 }
+
+_ENV_ONLY = frozenset({"tokens"})
+"""Settings read from their REGSERVE_* variable only: secrets must not show in the process list."""
 
 
 def _env_default(name: str, default):
@@ -77,6 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Settings()
     for f in fields(Settings):
         default = _env_default(f.name, getattr(defaults, f.name))
+        if f.name in _ENV_ONLY:
+            parser.set_defaults(**{f.name: default})
+            continue
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{_HELP[f.name]} (env REGSERVE_{f.name.upper()}; default: %(default)s)"
         if isinstance(default, bool):
