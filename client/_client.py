@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -15,7 +16,7 @@ from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import regression_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
 
-__all__ = ["Prediction", "RegressionClient"]
+__all__ = ["Prediction", "RegressionClient", "bearer_metadata", "tls_credentials"]
 
 _F8 = np.dtype("<f8")
 _KINDS = {
@@ -51,6 +52,26 @@ class Prediction:
     labels: list[str] | None = None
     probabilities: np.ndarray | None = None
     classes: list[str] | None = None
+
+
+def tls_credentials(ca: str | None = None, cert: str | None = None, key: str | None = None) -> grpc.ChannelCredentials:
+    """TLS channel credentials from PEM files.
+
+    ``ca`` is the CA bundle that signed the server's certificate (the system roots when
+    omitted); ``cert`` and ``key`` are this client's certificate and key, for mutual TLS.
+    """
+    if (cert is None) != (key is None):
+        raise ValueError("give both cert and key for a client certificate, or neither")
+
+    def read(path):
+        return Path(path).read_bytes() if path else None
+
+    return grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert))
+
+
+def bearer_metadata(token: str) -> tuple[str, str]:
+    """The ``authorization`` metadata entry that presents ``token`` to the server."""
+    return ("authorization", f"Bearer {token}")
 
 
 def _raw_matrix(X) -> types_pb2.Matrix:
@@ -111,6 +132,12 @@ class RegressionClient:
         Sent with every call (for example ``("authorization", "Bearer ...")``).
     max_message_mb : int
         Largest message sent or received, in MiB.
+    tls_ca, tls_cert, tls_key : str, optional
+        PEM files: the CA that signed the server's certificate, and this client's
+        certificate and key for mutual TLS.  Any of them turns TLS on (see ``tls_credentials``);
+        ignored when ``credentials`` is given.
+    token : str, optional
+        A bearer token, sent as ``authorization: Bearer <token>`` with every call.
     """
 
     def __init__(
@@ -121,7 +148,15 @@ class RegressionClient:
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         max_message_mb: int = 64,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        token: str | None = None,
     ) -> None:
+        if credentials is None and (tls_ca or tls_cert or tls_key):
+            credentials = tls_credentials(tls_ca, tls_cert, tls_key)
+        if token:
+            metadata = (*metadata, bearer_metadata(token))
         options = [
             ("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
             ("grpc.max_send_message_length", max_message_mb * 1024 * 1024),
