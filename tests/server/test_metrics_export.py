@@ -1,0 +1,119 @@
+"""Prometheus metrics scraped over HTTP from a real server: each one moves when its event happens."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from regserve.client import InvalidArgument, ModelAdminClient, NotFound, RegressionClient
+from tests.conftest import start_server
+
+R = "regserve.v1.RegressionService"
+M = "regserve.v1.ModelService"
+
+
+@pytest.fixture
+def served(tmp_path):
+    app = start_server(tmp_path / "models", metrics_port=0)
+    yield app
+    app.stop(0)
+
+
+def scrape(app) -> dict[tuple[str, frozenset], float]:
+    """Every sample of the server's /metrics page, by (sample name, labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{app.metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples, name, **labels) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_request_latency_prediction_training_and_registry_metrics_move(served, linear_data):
+    X, y = linear_data
+    target = f"127.0.0.1:{served.port}"
+    before = scrape(served)
+    assert value(before, "regserve_requests_total", service=R, method="Predict", code="OK") == 0
+    with RegressionClient(target, timeout=30) as client, ModelAdminClient(target, timeout=30) as admin:
+        client.train("house", X, y)
+        client.train("house", X, y)
+        client.predict("house", X[:7])
+        client.predict("house", X[:5], version="v1")
+        with pytest.raises(NotFound):
+            client.predict("nowhere", X[:1])
+        list(client.iter_batch_predict("house", [X[:3], X[:4]]))
+        admin.promote("house", "v1")
+        admin.rollback("house")
+        admin.freeze("house", "v1")
+        admin.unfreeze("house", "v1")
+        admin.set_split("house", {"v1": 1.0, "v2": 1.0})
+        client.train("house", X, y, promote=False)
+        admin.delete_version("house", "v3")
+    after = scrape(served)
+
+    assert value(after, "regserve_requests_total", service=R, method="Predict", code="OK") == 2
+    assert value(after, "regserve_requests_total", service=R, method="Predict", code="NOT_FOUND") == 1
+    assert value(after, "regserve_requests_total", service=R, method="BatchPredict", code="OK") == 1
+    assert value(after, "regserve_requests_total", service=M, method="PromoteVersion", code="OK") == 1
+    assert value(after, "regserve_request_duration_seconds_count", service=R, method="Predict") == 3
+    assert value(after, "regserve_request_duration_seconds_sum", service=R, method="Predict") > 0
+
+    assert value(after, "regserve_predicted_rows_total", model="house", version="v2") == 7 + 3 + 4
+    assert value(after, "regserve_predicted_rows_total", model="house", version="v1") == 5
+    assert value(after, "regserve_predictions_total", model="house", version="v2") == 3
+
+    assert value(after, "regserve_training_runs_total", model="house", code="OK") == 3
+    assert value(after, "regserve_training_duration_seconds_count", model="house") == 3
+    events = {
+        e: value(after, "regserve_registry_events_total", model="house", event=e)
+        for e in ("create", "promote", "rollback", "freeze", "unfreeze", "split", "delete")
+    }
+    assert events == {"create": 3, "promote": 3, "rollback": 1, "freeze": 1, "unfreeze": 1, "split": 1, "delete": 1}
+
+
+def test_failed_training_is_counted_by_code(served):
+    with RegressionClient(f"127.0.0.1:{served.port}", timeout=30) as client, pytest.raises(InvalidArgument):
+        client.train("bad name!", np.eye(3), np.ones(3))
+    assert value(scrape(served), "regserve_training_runs_total", model="", code="INVALID_ARGUMENT") == 1
+
+
+def test_in_flight_gauge_counts_an_open_stream(served, linear_data):
+    X, y = linear_data
+    target = f"127.0.0.1:{served.port}"
+    release, opened = threading.Event(), threading.Event()
+
+    def chunks():
+        yield X[:2]
+        opened.set()
+        release.wait(10)
+        yield X[2:4]
+
+    with RegressionClient(target, timeout=30) as client:
+        client.train("house", X, y)
+        results = []
+        worker = threading.Thread(target=lambda: results.extend(client.iter_batch_predict("house", chunks())))
+        worker.start()
+        assert opened.wait(10)
+        during = scrape(served)
+        release.set()
+        worker.join(10)
+    assert len(results) == 2
+    assert value(during, "regserve_requests_in_flight", service=R, method="BatchPredict") == 1
+    assert value(scrape(served), "regserve_requests_in_flight", service=R, method="BatchPredict") == 0
+
+
+def test_metrics_can_be_turned_off(tmp_path):
+    app = start_server(tmp_path / "models", metrics_port=-1)
+    try:
+        assert app.metrics_port == -1 and app._metrics_server is None
+    finally:
+        app.stop(0)
