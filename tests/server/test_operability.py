@@ -1,0 +1,222 @@
+"""Operating a real server: rate limits, request ids and the access log, row limits, deadlines, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from regserve.client import DeadlineExceeded, RegressionClient, RegserveError, ResourceExhausted
+from regserve.server.ratelimit import TokenBuckets
+from regserve.server.registry import ModelRegistry
+from regserve.v1 import model_service_pb2 as mpb
+from regserve.v1 import model_service_pb2_grpc as mpb_grpc
+from regserve.v1 import regression_service_pb2 as pb
+from regserve.v1 import regression_service_pb2_grpc as pb_grpc
+from regserve.v1 import types_pb2
+from tests.conftest import start_server
+from tests.server.edge_helpers import details_of
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def limited(tmp_path):
+    app = start_server(tmp_path / "models", rate_limit=2.0, rate_burst=3)
+    with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        yield channel
+    app.stop(0)
+
+
+def test_a_burst_over_the_rate_limit_is_refused_with_retry_info_then_served_again(limited):
+    models = mpb_grpc.ModelServiceStub(limited)
+    for _ in range(3):
+        models.ListModels(mpb.ListModelsRequest(), timeout=5)
+    with pytest.raises(grpc.RpcError) as caught:
+        models.ListModels(mpb.ListModelsRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason, delay = details_of(caught.value)
+    assert reason == "RATE_LIMITED" and 0 < delay <= 0.5
+    health = health_pb2_grpc.HealthStub(limited)
+    for _ in range(10):  # probes are never limited
+        health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    time.sleep(delay)
+    models.ListModels(mpb.ListModelsRequest(), timeout=5)
+
+
+def test_token_bucket_refills_at_its_rate():
+    now = [0.0]
+    buckets = TokenBuckets(rate=4.0, burst=2, clock=lambda: now[0])
+    assert buckets.acquire("a") == 0 and buckets.acquire("a") == 0
+    assert buckets.acquire("a") == pytest.approx(0.25)
+    assert buckets.acquire("b") == 0  # another client has its own bucket
+    now[0] = 0.25
+    assert buckets.acquire("a") == 0
+
+
+def test_request_id_is_echoed_or_generated_and_logged(channel, caplog):
+    caplog.set_level(logging.INFO, logger="regserve.access")
+    models = mpb_grpc.ModelServiceStub(channel)
+    _, call = models.ListModels.with_call(mpb.ListModelsRequest(), metadata=(("x-request-id", "abc-123"),), timeout=5)
+    assert dict(call.initial_metadata())["x-request-id"] == "abc-123"
+    with pytest.raises(grpc.RpcError) as caught:
+        pb_grpc.RegressionServiceStub(channel).ModelInfo(pb.ModelInfoRequest(model="nowhere"), timeout=5)
+    generated = dict(caught.value.initial_metadata())["x-request-id"]
+    assert len(generated) == 32 and int(generated, 16) >= 0
+
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "regserve.access"]
+    by_id = {line["request_id"]: line for line in lines}
+    given, failed = by_id["abc-123"], by_id[generated]
+    assert given["method"] == "/regserve.v1.ModelService/ListModels" and given["code"] == "OK"
+    assert failed["method"] == "/regserve.v1.RegressionService/ModelInfo" and failed["code"] == "NOT_FOUND"
+    for line in (given, failed):
+        assert line["duration_ms"] >= 0 and line["peer"].startswith("ipv4:127.0.0.1:")
+        assert line["principal"] == "anonymous:-"
+
+
+def test_rows_over_the_limit_are_refused_in_predict_and_batch_predict(tmp_path):
+    app = start_server(tmp_path / "models", max_predict_rows=10)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = pb_grpc.RegressionServiceStub(channel)
+            many = types_pb2.Matrix(num_columns=2, raw=np.zeros((11, 2)).tobytes())
+            for request in (
+                pb.PredictRequest(model="m", inputs=many),
+                pb.PredictRequest(model="m", inputs=types_pb2.Matrix(num_columns=1, values=[0.0] * 11)),
+                pb.PredictRequest(model="m", named_inputs=[types_pb2.NamedRow(features={"a": 1.0})] * 11),
+            ):
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.Predict(request, timeout=5)
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert details_of(caught.value)[0] == "TOO_MANY_ROWS"
+            with pytest.raises(grpc.RpcError) as caught:
+                list(stub.BatchPredict(iter([pb.BatchPredictRequest(model="m", inputs=many)]), timeout=5))
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert details_of(caught.value)[0] == "TOO_MANY_ROWS"
+            # Ten rows pass the edge and reach the servicer, which knows no model "m".
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Predict(pb.PredictRequest(model="m", inputs=types_pb2.Matrix(num_columns=1, values=[0.0] * 10)))
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        app.stop(0)
+
+
+def test_a_train_past_its_deadline_ends_deadline_exceeded_and_stores_nothing(app, model_dir, linear_data):
+    X, y = linear_data
+
+    def slow_chunks():
+        for start in range(0, 400, 50):
+            time.sleep(0.1)
+            yield X[start : start + 50], y[start : start + 50]
+
+    with RegressionClient(f"127.0.0.1:{app.port}", timeout=0.35) as client, pytest.raises(DeadlineExceeded):
+        client.train("house", chunks=slow_chunks())
+    in_flight = {"service": "regserve.v1.RegressionService", "method": "Train"}
+    for _ in range(100):  # the server's side of the call ends soon after the client's
+        if app.metrics.registry.get_sample_value("regserve_requests_in_flight", in_flight) == 0:
+            break
+        time.sleep(0.05)
+    assert app.metrics.registry.get_sample_value("regserve_requests_in_flight", in_flight) == 0
+    assert ModelRegistry(model_dir).list_models() == []
+    assert app.store.model_names() == []
+
+
+def test_max_concurrent_rpcs_refuses_the_call_over_the_limit(tmp_path, linear_data):
+    X, y = linear_data
+    app = start_server(tmp_path / "models", max_concurrent_rpcs=1)
+    release = threading.Event()
+
+    def held_chunks():
+        yield X[:2]
+        release.wait(10)
+
+    try:
+        target = f"127.0.0.1:{app.port}"
+        with RegressionClient(target, timeout=30) as client, RegressionClient(target, timeout=5) as other:
+            client.train("house", X, y)
+            stream = client.iter_batch_predict("house", held_chunks())
+            next(stream)
+            with pytest.raises(ResourceExhausted):
+                other.predict("house", X[:1])
+            release.set()
+            list(stream)
+    finally:
+        release.set()
+        app.stop(0)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_sigterm_drains_calls_in_flight_refuses_new_ones_and_exits_zero(tmp_path, linear_data):
+    X, y = linear_data
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+    command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port)]
+    command += ["--model-dir", str(tmp_path / "models"), "--no-demo-models", "--grace-period", "20"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        with RegressionClient(target, timeout=30) as client:
+            for _ in range(200):
+                try:
+                    client.health()
+                    break
+                except RegserveError:
+                    time.sleep(0.05)
+            client.train("house", X, y)
+            opened = threading.Barrier(5)
+            results: dict[int, object] = {}
+
+            def stream(index: int) -> None:
+                def chunks():
+                    yield X[:4]
+                    opened.wait(10)
+                    for _ in range(8):
+                        time.sleep(0.25)
+                        yield X[:4]
+
+                try:
+                    results[index] = len(list(client.iter_batch_predict("house", chunks())))
+                except RegserveError as exc:  # reported below
+                    results[index] = exc
+
+            workers = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
+            for worker in workers:
+                worker.start()
+            opened.wait(10)
+            server.send_signal(signal.SIGTERM)
+            refused = None
+            deadline = time.monotonic() + 1.5
+            while refused is None and time.monotonic() < deadline:
+                with RegressionClient(target, timeout=2) as late:
+                    try:
+                        late.predict("house", X[:1])
+                    except RegserveError as exc:
+                        refused = exc
+                time.sleep(0.05)
+            for worker in workers:
+                worker.join(30)
+        assert results == {i: 9 for i in range(4)}
+        assert refused is not None and refused.code == grpc.StatusCode.UNAVAILABLE
+        assert server.wait(30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+        _, log = server.communicate(timeout=10)
+    assert "draining" in log and "regserve stopped" in log
