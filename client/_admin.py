@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
-from regserve.client._client import _translating_errors
+from regserve.client._client import _translating_errors, bearer_metadata, tls_credentials
 from regserve.v1 import model_service_pb2 as pb
 from regserve.v1 import model_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
@@ -19,8 +19,10 @@ class ModelAdminClient:
 
     Parameters are those of ``RegressionClient``: ``target`` (``host:port``),
     ``timeout`` (seconds per call, ``None`` waits forever), ``credentials`` (TLS;
-    plaintext when omitted), ``metadata`` (sent with every call) and
-    ``max_message_mb``.  Failed calls raise the typed exceptions of
+    plaintext when omitted), ``metadata`` (sent with every call), ``max_message_mb``,
+    ``tls_ca``/``tls_cert``/``tls_key`` (PEM files, used when ``credentials`` is not
+    given) and ``token`` (sent as ``authorization: Bearer <token>``; the server's
+    lifecycle calls need the ``admin`` role when it checks tokens).  Failed calls raise the typed exceptions of
     ``regserve.client`` (``NotFound``, ``FailedPrecondition``, ...), whose
     ``reason`` is the server's ``ErrorInfo`` reason.
 
@@ -35,7 +37,15 @@ class ModelAdminClient:
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         max_message_mb: int = 64,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        token: str | None = None,
     ) -> None:
+        if credentials is None and (tls_ca or tls_cert or tls_key):
+            credentials = tls_credentials(tls_ca, tls_cert, tls_key)
+        if token:
+            metadata = (*metadata, bearer_metadata(token))
         options = [
             ("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
             ("grpc.max_send_message_length", max_message_mb * 1024 * 1024),

@@ -27,16 +27,27 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _connection(args) -> dict:
+    """The connection options shared by every client command."""
+    return {
+        "timeout": args.timeout,
+        "tls_ca": args.tls_ca,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "token": args.token,
+    }
+
+
 def _client(args):
     from regserve.client import RegressionClient
 
-    return RegressionClient(args.server, timeout=args.timeout)
+    return RegressionClient(args.server, **_connection(args))
 
 
 def _admin_client(args):
     from regserve.client import ModelAdminClient
 
-    return ModelAdminClient(args.server, timeout=args.timeout)
+    return ModelAdminClient(args.server, **_connection(args))
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -324,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--server", default=DEFAULT_SERVER, help="host:port of the server (env REGSERVE_SERVER)")
         sub.add_argument("--timeout", type=float, default=600.0, help="deadline of the call in seconds")
+        sub.add_argument(
+            "--token",
+            default=os.environ.get("REGSERVE_TOKEN") or None,
+            help="bearer token for a server that checks tokens (env REGSERVE_TOKEN)",
+        )
+        sub.add_argument("--tls-ca", help="PEM file of the CA that signed the server's certificate (turns TLS on)")
+        sub.add_argument("--tls-cert", help="PEM certificate of this client, for mutual TLS")
+        sub.add_argument("--tls-key", help="PEM private key of this client, for mutual TLS")
         if model:
             sub.add_argument("--model", required=True, help="model name")
         return sub

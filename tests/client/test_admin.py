@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent import futures
+
 import grpc
 import pytest
 
@@ -11,10 +13,14 @@ from regserve.client import (
     InvalidArgument,
     ModelAdminClient,
     NotFound,
+    PermissionDenied,
+    RegressionClient,
     RegserveError,
+    Unauthenticated,
     Unavailable,
 )
-from regserve.v1 import model_service_pb2, types_pb2
+from regserve.v1 import model_service_pb2, model_service_pb2_grpc, types_pb2
+from tests.conftest import start_server
 
 
 @pytest.fixture
@@ -104,10 +110,6 @@ def test_credentials_give_a_secure_channel_that_a_plaintext_server_refuses(targe
 
 
 def test_metadata_is_sent_with_every_call():
-    from concurrent import futures
-
-    from regserve.v1 import model_service_pb2_grpc
-
     seen = []
 
     class Recorder(model_service_pb2_grpc.ModelServiceServicer):
@@ -125,3 +127,19 @@ def test_metadata_is_sent_with_every_call():
     finally:
         server.stop(0)
     assert [m.get("authorization") for m in seen] == ["Bearer t0ken", "Bearer t0ken"]
+
+
+def test_token_and_roles_on_a_server_that_checks_tokens(tmp_path, linear_data):
+    app = start_server(tmp_path / "models", tokens="admin:admin-secret,predict:predict-secret")
+    target = f"127.0.0.1:{app.port}"
+    try:
+        with RegressionClient(target, token="admin-secret") as client:
+            client.train("house", *linear_data)
+        with ModelAdminClient(target, token="admin-secret") as admin:
+            assert [s.model for s in admin.list_models()] == ["house"]
+        with ModelAdminClient(target, token="predict-secret") as admin, pytest.raises(PermissionDenied):
+            admin.promote("house", "v1")
+        with ModelAdminClient(target) as admin, pytest.raises(Unauthenticated):
+            admin.list_models()
+    finally:
+        app.stop(0)

@@ -25,6 +25,7 @@ from regserve.client import FailedPrecondition, ModelAdminClient, NotFound, Regr
 from regserve.server.cli import main
 from regserve.server.registry import ModelRegistry
 from regserve.server.routing import choose_arm
+from tests.conftest import start_server
 
 # ----------------------------------------------------------------- helpers
 
@@ -398,3 +399,20 @@ def test_cli_split_needs_weights_or_clear(target, capsys):
 def test_grpc_status_codes_match_the_cli_names():
     # The CLI prints grpc.StatusCode names; the tests above rely on them.
     assert grpc.StatusCode.FAILED_PRECONDITION.name == "FAILED_PRECONDITION"
+
+
+def test_cli_sends_the_token_from_flag_or_environment(tmp_path, linear_data, capsys, monkeypatch):
+    app = start_server(tmp_path / "models", tokens="admin:admin-secret")
+    target = f"127.0.0.1:{app.port}"
+    try:
+        with RegressionClient(target, token="admin-secret") as client:
+            client.train("house", *linear_data)
+        assert main(["models", "--server", target]) == 1
+        assert "UNAUTHENTICATED" in capsys.readouterr().err
+        assert main(["models", "--server", target, "--token", "admin-secret"]) == 0
+        assert _table(capsys.readouterr().out, "house")[1] == "v1"
+        monkeypatch.setenv("REGSERVE_TOKEN", "admin-secret")
+        assert main(["versions", "--server", target, "--model", "house"]) == 0
+        assert _table(capsys.readouterr().out, "v1")[1] == "serving"
+    finally:
+        app.stop(0)
