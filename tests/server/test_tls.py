@@ -78,3 +78,14 @@ def test_mutual_tls_needs_a_client_certificate(mtls_app, pki):
 def test_client_ca_without_a_server_certificate_is_a_configuration_error(tmp_path, pki):
     with pytest.raises(ValueError, match="tls-client-ca"):
         start_server(tmp_path / "models", tls_client_ca=pki["ca"])
+
+
+def test_cli_speaks_mutual_tls(mtls_app, pki, capsys):
+    from regserve.server.cli import main
+
+    target = f"127.0.0.1:{mtls_app.port}"
+    files = ["--tls-ca", pki["ca"], "--tls-cert", pki["client_cert"], "--tls-key", pki["client_key"]]
+    assert main(["health", "--server", target, *files]) == 1  # answered: NOT_SERVING, no model yet
+    assert capsys.readouterr().out.strip() == "NOT_SERVING"
+    assert main(["health", "--server", target, "--tls-ca", pki["ca"], "--timeout", "2"]) == 1
+    assert "UNAVAILABLE" in capsys.readouterr().err
