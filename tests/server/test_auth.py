@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import numpy as np
 import pytest
@@ -141,3 +143,52 @@ def test_tokens_from_the_environment_turn_auth_on(tmp_path, monkeypatch):
     settings = Settings.from_args(parser.parse_args([]))
     assert settings.auth_enabled and "from-env" not in repr(settings)
     assert "--tokens " not in parser.format_help()
+
+
+def _error_reason(body: dict) -> str:
+    return next((d.get("reason", "") for d in body.get("details", ()) if d.get("@type", "").endswith("ErrorInfo")), "")
+
+
+def test_the_rest_gateway_carries_tokens_and_refusals(secured_target):
+    gateway = pytest.importorskip("regserve.server.gateway")
+    httpx = pytest.importorskip("httpx")
+    uvicorn = pytest.importorskip("uvicorn")
+    import threading
+    import time
+
+    config = uvicorn.Config(
+        gateway.create_gateway_app(secured_target), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    train_body = json.dumps({"spec": {"model": "rest", "kind": "MODEL_KIND_LINEAR"}}) + "\n"
+    train_body += (
+        json.dumps({"chunk": {"features": {"numColumns": 1, "values": [1, 2, 3]}, "targets": {"values": [2, 4, 6]}}})
+        + "\n"
+    )
+    ndjson = {"content-type": "application/x-ndjson"}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            cases = [
+                ({}, 401, "MISSING_TOKEN"),
+                ({"authorization": "Bearer wrong"}, 401, "UNKNOWN_TOKEN"),
+                ({"authorization": f"Bearer {PREDICT_TOKEN}"}, 403, "ROLE_NOT_ALLOWED"),
+            ]
+            for headers, status, reason in cases:
+                response = http.post("/v1/models:train", content=train_body, headers={**ndjson, **headers})
+                assert response.status_code == status, response.text
+                assert _error_reason(response.json()) == reason
+            admin = {**ndjson, "authorization": f"Bearer {ADMIN_TOKEN}"}
+            response = http.post("/v1/models:train", content=train_body, headers=admin)
+            assert response.status_code == 200, response.text
+            listed = http.get("/v1/models", headers={"authorization": f"Bearer {PREDICT_TOKEN}"})
+            assert listed.status_code == 200 and [m["model"] for m in listed.json()["models"]] == ["rest"]
+    finally:
+        server.should_exit = True
+        thread.join(10)
