@@ -218,6 +218,30 @@ def _label_order(labels: list[str]) -> list[str]:
     return sorted(labels)
 
 
+class _SpoolFile:
+    """The spool file as a read-only array of shape (n_rows, n_columns), mapped a window at a time.
+
+    Each slice maps only the rows it asks for and copies them out, so the pages
+    of one block are released before the next is read: one map of the whole
+    file would keep every page it touched resident until the end.
+    """
+
+    def __init__(self, path: str, shape: tuple[int, int]) -> None:
+        self.path, self.shape = path, shape
+        self._row_bytes = shape[1] * 8
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        if stop <= start:
+            return np.empty((0, self.shape[1]))
+        window = np.memmap(
+            self.path, dtype="<f8", mode="r", offset=start * self._row_bytes, shape=(stop - start, self.shape[1])
+        )
+        block = np.array(window)
+        del window
+        return block
+
+
 class _SpoolView:
     """The spooled rows of some groups, as the ``BlockSource`` the solvers read.
 
@@ -500,7 +524,7 @@ class Trainer:
         self._spool.close()
         self._spool = None
         d = self._d
-        spool = np.memmap(self._spool_path, dtype="<f8", mode="r", shape=(self._n, d + 2))
+        spool = _SpoolFile(self._spool_path, (self._n, d + 2))
         try:
             folds = list(range(self._n_folds))
             model, info = self._fit(spool, folds, classes, label_map)
