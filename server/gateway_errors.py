@@ -1,0 +1,163 @@
+"""Errors of the REST gateway: one table from gRPC status code to HTTP status, bodies as google.rpc.Status JSON.
+
+Every error the gateway answers, whether the upstream server's or its own (bad JSON,
+an unknown route), is a ``google.rpc.Status`` rendered in protobuf's JSON mapping:
+``{"code": 3, "message": "...", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", ...}]}``.
+The HTTP status follows grpc-gateway's ``HTTPStatusFromCode``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import grpc
+from google.protobuf import any_pb2, json_format
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = [
+    "DOMAIN",
+    "GatewayError",
+    "http_status_for",
+    "status_from_rpc_error",
+    "status_json",
+    "status_response",
+]
+
+logger = logging.getLogger(__name__)
+
+DOMAIN = "regserve.v1"
+"""The ``ErrorInfo.domain`` of the errors the gateway itself reports."""
+
+# grpc-gateway's runtime/errors.go HTTPStatusFromCode, plus CANCELLED as 499 (client closed request).
+_HTTP_STATUS = {
+    code_pb2.OK: 200,
+    code_pb2.CANCELLED: 499,
+    code_pb2.UNKNOWN: 500,
+    code_pb2.INVALID_ARGUMENT: 400,
+    code_pb2.DEADLINE_EXCEEDED: 504,
+    code_pb2.NOT_FOUND: 404,
+    code_pb2.ALREADY_EXISTS: 409,
+    code_pb2.PERMISSION_DENIED: 403,
+    code_pb2.UNAUTHENTICATED: 401,
+    code_pb2.RESOURCE_EXHAUSTED: 429,
+    code_pb2.FAILED_PRECONDITION: 400,
+    code_pb2.ABORTED: 409,
+    code_pb2.OUT_OF_RANGE: 400,
+    code_pb2.UNIMPLEMENTED: 501,
+    code_pb2.INTERNAL: 500,
+    code_pb2.UNAVAILABLE: 503,
+    code_pb2.DATA_LOSS: 500,
+}
+
+# The gateway's own 4xx answers: the gRPC code and ErrorInfo reason each HTTP status reports.
+_OWN_ERRORS = {
+    404: (code_pb2.NOT_FOUND, "ROUTE_NOT_FOUND"),
+    405: (code_pb2.UNIMPLEMENTED, "METHOD_NOT_ALLOWED"),
+    413: (code_pb2.RESOURCE_EXHAUSTED, "BODY_TOO_LARGE"),
+    415: (code_pb2.INVALID_ARGUMENT, "UNSUPPORTED_MEDIA_TYPE"),
+}
+
+# The descriptors of the rich error details must be in the default pool for their Any to print as JSON.
+_DETAIL_TYPES = (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, error_details_pb2.RetryInfo)
+
+
+def http_status_for(code: int) -> int:
+    """The HTTP status that reports a ``google.rpc.Code``; 500 for codes outside the table."""
+    return _HTTP_STATUS.get(code, 500)
+
+
+class GatewayError(Exception):
+    """An error the gateway answers itself, before or instead of calling upstream."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        reason: str,
+        *,
+        http_status: int | None = None,
+        violations: tuple[tuple[str, str], ...] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))]
+        if violations:
+            bad_request = error_details_pb2.BadRequest()
+            for field, description in violations:
+                bad_request.field_violations.add(field=field, description=description)
+            details.append(_pack(bad_request))
+        self.status = status_pb2.Status(code=code, message=message, details=details)
+        self.http_status = http_status or http_status_for(code)
+        self.headers = headers or {}
+
+
+def _pack(message) -> any_pb2.Any:
+    detail = any_pb2.Any()
+    detail.Pack(message)
+    return detail
+
+
+def status_from_rpc_error(error: grpc.RpcError) -> status_pb2.Status:
+    """The rich status of a failed call: its ``grpc-status-details-bin``, else its code and details."""
+    try:
+        rich = rpc_status.from_call(error)
+    except ValueError:  # the details disagree with the code or message; trust the call itself
+        rich = None
+    if rich is not None:
+        return rich
+    return status_pb2.Status(code=error.code().value[0], message=error.details() or "")
+
+
+def status_json(status: status_pb2.Status) -> dict:
+    """``status`` in protobuf's JSON mapping; details of types unknown to the gateway are dropped."""
+    try:
+        return json_format.MessageToDict(status, preserving_proto_field_name=False)
+    except (TypeError, KeyError, json_format.Error):
+        logger.warning("dropping error details of unknown types: %s", [d.type_url for d in status.details])
+        return json_format.MessageToDict(status_pb2.Status(code=status.code, message=status.message))
+
+
+def status_response(
+    status: status_pb2.Status, *, http_status: int | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    """An HTTP response whose body is ``status`` as JSON."""
+    body = json.dumps(status_json(status), separators=(",", ":"), ensure_ascii=False)
+    return Response(
+        body, status_code=http_status or http_status_for(status.code), media_type="application/json", headers=headers
+    )
+
+
+async def gateway_error_handler(request: Request, exc: GatewayError) -> Response:
+    return status_response(exc.status, http_status=exc.http_status, headers=exc.headers)
+
+
+async def http_exception_handler(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own 404 and 405 (and any other HTTPException) as google.rpc.Status JSON."""
+    code, reason = _OWN_ERRORS.get(exc.status_code, (code_pb2.INVALID_ARGUMENT, "BAD_REQUEST"))
+    if exc.status_code == 404:
+        message = f"no route for {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}; allowed: {exc.headers.get('Allow', '')}"
+    else:
+        message = exc.detail
+    error = GatewayError(code, message, reason, http_status=exc.status_code, headers=dict(exc.headers or {}))
+    return await gateway_error_handler(request, error)
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """An unexpected failure: logged with its traceback, answered as INTERNAL with a generic message."""
+    logger.exception("gateway failure on %s %s", request.method, request.url.path)
+    error = GatewayError(code_pb2.INTERNAL, "internal error; the gateway logged the details", "INTERNAL")
+    return await gateway_error_handler(request, error)
+
+
+EXCEPTION_HANDLERS = {
+    GatewayError: gateway_error_handler,
+    HTTPException: http_exception_handler,
+    Exception: internal_error_handler,
+}

@@ -1,0 +1,282 @@
+"""Calls from HTTP to the upstream gRPC server, one generic handler per call shape.
+
+Each route's RPC is called through a generic multi-callable on one ``grpc.aio``
+channel, with serializers taken from the method's message classes: unary calls
+answer JSON; client-streaming calls read an NDJSON body (one request message per
+line); server-streaming calls answer NDJSON, one ``{"result": ...}`` per response
+message, and, if the stream fails after it started, a last ``{"error": <Status>}``
+line (grpc-gateway's stream format).  A stream that fails before its first message
+gets the same status code and body as a failed unary call.
+
+The ``authorization`` and ``x-request-id`` headers, and every ``Grpc-Metadata-<key>``
+header as ``<key>``, travel as call metadata; ``X-Timeout-Seconds`` sets the deadline;
+the server's ``x-request-id`` comes back as a response header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+from google.protobuf import message_factory
+from google.rpc import code_pb2
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from regserve.server.gateway_codec import build_request, response_json
+from regserve.server.gateway_errors import GatewayError, status_from_rpc_error, status_json, status_response
+from regserve.server.gateway_rules import HttpRoute
+
+__all__ = ["Upstream", "endpoint_for"]
+
+NDJSON = "application/x-ndjson"
+_JSON_TYPES = ("application/json",)
+_STREAM_TYPES = (NDJSON, "application/jsonl", "application/json-seq", "application/json")
+_FORWARDED = ("authorization", "x-request-id")
+_METADATA_PREFIX = "grpc-metadata-"
+_ECHOED = ("x-request-id",)
+
+
+class Upstream:
+    """The channel to the gRPC server, opened on first use by the event loop that serves requests."""
+
+    def __init__(self, target: str, credentials: grpc.ChannelCredentials | None, max_message_bytes: int) -> None:
+        self.target = target
+        self.credentials = credentials
+        self.options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        self._channel: grpc.aio.Channel | None = None
+        self._callables: dict[str, object] = {}
+
+    def callable_for(self, route: HttpRoute, request_class, response_class):
+        """The generic multi-callable of ``route``'s method, made once per channel."""
+        if self._channel is None:
+            if self.credentials is None:
+                self._channel = grpc.aio.insecure_channel(self.target, options=self.options)
+            else:
+                self._channel = grpc.aio.secure_channel(self.target, self.credentials, options=self.options)
+        found = self._callables.get(route.grpc_path)
+        if found is None:
+            kind = (
+                ("unary" if not route.client_streaming else "stream")
+                + "_"
+                + ("unary" if not route.server_streaming else "stream")
+            )
+            found = getattr(self._channel, kind)(
+                route.grpc_path,
+                request_serializer=request_class.SerializeToString,
+                response_deserializer=response_class.FromString,
+            )
+            self._callables[route.grpc_path] = found
+        return found
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._callables.clear()
+
+
+def _check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media not in accepted and not (accepted == _JSON_TYPES and media.endswith("+json")):
+        raise GatewayError(
+            code_pb2.INVALID_ARGUMENT,
+            f"unsupported content type {media!r}; send {' or '.join(accepted)}",
+            "UNSUPPORTED_MEDIA_TYPE",
+            http_status=415,
+        )
+
+
+def _call_options(request: Request) -> dict:
+    """The metadata and deadline of the upstream call, from the HTTP request headers."""
+    metadata = []
+    for name, value in request.headers.items():
+        if name in _FORWARDED:
+            metadata.append((name, value))
+        elif name.startswith(_METADATA_PREFIX) and len(name) > len(_METADATA_PREFIX):
+            metadata.append((name[len(_METADATA_PREFIX) :], value))
+    timeout = None
+    raw = request.headers.get("x-timeout-seconds")
+    if raw is not None:
+        try:
+            timeout = float(raw)
+            if not timeout > 0:
+                raise ValueError
+        except ValueError:
+            raise GatewayError(
+                code_pb2.INVALID_ARGUMENT,
+                f"X-Timeout-Seconds must be a positive number of seconds, got {raw!r}",
+                "INVALID_TIMEOUT",
+            ) from None
+    return {"metadata": tuple(metadata), "timeout": timeout}
+
+
+def _echoed_headers(metadata) -> dict[str, str]:
+    if not metadata:
+        return {}
+    return {key: value for key, value in metadata if key in _ECHOED and isinstance(value, str)}
+
+
+async def _upstream_error(call_or_error) -> Response:
+    """The HTTP answer to a failed call (an ``AioRpcError``)."""
+    headers = _echoed_headers(call_or_error.initial_metadata())
+    return status_response(status_from_rpc_error(call_or_error), headers=headers)
+
+
+def _line(value: dict) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+class _StreamingAnswer(StreamingResponse):
+    """A streamed answer that leaves the request body to the client stream until it is read.
+
+    Starlette's StreamingResponse listens for a disconnect by reading the request's
+    ASGI messages while it streams, which would swallow the body chunks a client
+    stream has not read yet; this one starts listening only once the body is read.
+    """
+
+    def __init__(self, content, *, body_read: asyncio.Event | None, headers: dict[str, str]) -> None:
+        super().__init__(content, media_type=NDJSON, headers=headers)
+        self.body_read = body_read
+
+    async def listen_for_disconnect(self, receive) -> None:
+        if self.body_read is not None:
+            await self.body_read.wait()
+        await super().listen_for_disconnect(receive)
+
+
+class _NdjsonRequests:
+    """The request messages of a client stream, parsed from the body line by line as it arrives.
+
+    A line that is not a request message cancels the call and is kept in ``error``,
+    so the answer reports it rather than the cancellation.
+    """
+
+    def __init__(self, request: Request, route: HttpRoute, request_class, path_values: dict[str, str]) -> None:
+        self.request, self.route, self.request_class, self.path_values = request, route, request_class, path_values
+        self.error: GatewayError | None = None
+        self.call = None
+        self.body_read = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator:
+        try:
+            buffer = b""
+            line_number = 0
+            async for chunk in self.request.stream():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    line_number += 1
+                    message = self._parse(line, line_number)
+                    if message is not None:
+                        yield message
+                    elif self.error is not None:
+                        return
+            message = self._parse(buffer, line_number + 1)
+            if message is not None:
+                yield message
+        finally:
+            self.body_read.set()
+
+    def _parse(self, line: bytes, line_number: int):
+        if not line.strip():
+            return None
+        try:
+            return build_request(self.route, self.request_class, self.path_values, [], line)
+        except GatewayError as exc:
+            exc.status.message = f"line {line_number}: {exc.status.message}"
+            self.error = exc
+            if self.call is not None:
+                self.call.cancel()
+            return None
+
+
+def endpoint_for(route: HttpRoute, upstream: Upstream) -> Callable[[Request, dict[str, str]], Awaitable[Response]]:
+    """The handler of ``route``: build the request, call upstream, render the answer."""
+    request_class = message_factory.GetMessageClass(route.method.input_type)
+    response_class = message_factory.GetMessageClass(route.method.output_type)
+
+    async def handle(request: Request, path_values: dict[str, str]) -> Response:
+        options = _call_options(request)
+        multi_callable = upstream.callable_for(route, request_class, response_class)
+        if route.client_streaming:
+            _check_content_type(request, _STREAM_TYPES)
+            if request.query_params:
+                raise GatewayError(
+                    code_pb2.INVALID_ARGUMENT, "streaming routes take no query parameters", "UNEXPECTED_QUERY_PARAMETER"
+                )
+            requests = _NdjsonRequests(request, route, request_class, path_values)
+            call = multi_callable(requests.__aiter__(), **options)
+            requests.call = call
+        else:
+            body = None
+            if route.body:
+                _check_content_type(request, _JSON_TYPES)
+                body = await request.body()
+            message = build_request(route, request_class, path_values, request.query_params.multi_items(), body)
+            requests = None
+            call = multi_callable(message, **options)
+        if route.server_streaming:
+            return await _stream_answer(route, call, requests)
+        return await _unary_answer(route, call, requests)
+
+    return handle
+
+
+def _bad_line(requests: _NdjsonRequests | None) -> GatewayError | None:
+    """The parse error that made the gateway cancel a client stream, if that is why it ended."""
+    return requests.error if requests is not None else None
+
+
+async def _unary_answer(route: HttpRoute, call, requests: _NdjsonRequests | None) -> Response:
+    try:
+        response = await call
+    except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+        if _bad_line(requests) is not None:
+            raise _bad_line(requests) from None
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return await _upstream_error(exc)
+    headers = _echoed_headers(await call.initial_metadata())
+    body = json.dumps(response_json(route, response), separators=(",", ":"), ensure_ascii=False)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def _stream_answer(route: HttpRoute, call, requests: _NdjsonRequests | None) -> Response:
+    responses = call.__aiter__()
+    try:
+        first = await anext(responses, None)
+    except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+        if _bad_line(requests) is not None:
+            raise _bad_line(requests) from None
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return await _upstream_error(exc)
+    headers = _echoed_headers(await call.initial_metadata())
+
+    async def lines() -> AsyncIterator[bytes]:
+        try:
+            if first is None:
+                return
+            yield _line({"result": response_json(route, first)})
+            async for message in responses:
+                yield _line({"result": response_json(route, message)})
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            if _bad_line(requests) is not None:
+                yield _line({"error": status_json(_bad_line(requests).status)})
+            elif isinstance(exc, asyncio.CancelledError):
+                raise
+            else:
+                yield _line({"error": status_json(status_from_rpc_error(exc))})
+        finally:
+            call.cancel()
+
+    return _StreamingAnswer(lines(), body_read=requests.body_read if requests else None, headers=headers)
