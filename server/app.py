@@ -136,7 +136,7 @@ def _edge_policy(settings: Settings) -> EdgePolicy:
     if settings.tls_client_ca and not settings.tls:
         raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
     limiter = TokenBuckets(settings.rate_limit, settings.rate_burst) if settings.rate_limit > 0 else None
-    return EdgePolicy(tokens=tokens, limiter=limiter, max_predict_rows=settings.max_predict_rows)
+    return EdgePolicy(tokens, limiter, settings.max_predict_rows, settings.echo_request_id)
 
 
 def serve(settings: Settings) -> int:

@@ -32,6 +32,7 @@ class Settings:
     demo_models: bool = True
     log_level: str = "INFO"
     access_log: bool = True
+    echo_request_id: bool = True
     metrics_port: int = -1
     tls_cert: str = ""
     tls_key: str = ""
@@ -84,6 +85,7 @@ _HELP = {
     "demo_models": "train the demo models when the registry is empty",
     "log_level": "logging level (DEBUG, INFO, WARNING, ERROR)",
     "access_log": "write one JSON line per request to stderr",
+    "echo_request_id": "return x-request-id in the response headers (costs grpcio an extra write per call)",
     "metrics_port": "HTTP port of the Prometheus /metrics endpoint; 0 picks a free one, -1 turns it off",
     "tls_cert": "PEM certificate chain of the server; with --tls-key, the gRPC port speaks only TLS",
     "tls_key": "PEM private key of the server",

@@ -54,6 +54,8 @@ class EdgePolicy:
     tokens: auth.TokenTable | None = None
     limiter: TokenBuckets | None = None
     max_predict_rows: int = 0
+    echo_request_id: bool = True
+    """Send the request id back in the initial metadata: a separate batch in grpcio, about 80 us a call."""
 
 
 def _peer_host(peer: str) -> str:
@@ -145,7 +147,8 @@ class EdgeInterceptor(grpc.ServerInterceptor):
         call.request_id = request_id or uuid.uuid4().hex
         call.authorization = authorization
         call.peer = context.peer()
-        context.send_initial_metadata(((REQUEST_ID, call.request_id),))
+        if self._policy.echo_request_id:
+            context.send_initial_metadata(((REQUEST_ID, call.request_id),))
         route.in_flight.inc()
         return call
 
