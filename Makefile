@@ -12,6 +12,8 @@ GOOGLEAPIS := build/googleapis/google/api/annotations.proto
 HOST ?= 127.0.0.1
 PORT ?= 50051
 MODEL_DIR ?= var/models
+GATEWAY_PORT ?= 8080
+METRICS_PORT ?= 9090
 
 .PHONY: serve test lint generate check-generated bench clean
 
@@ -28,9 +30,10 @@ $(BUF): package.json
 	npm install --no-audit --no-fund --silent
 	touch $(BUF)
 
-## serve: start the gRPC server on 127.0.0.1:50051 with a local model directory.
+## serve: gRPC on 127.0.0.1:50051, REST gateway on :8080, metrics on :9090, models in var/models.
 serve: $(STAMP)
-	$(VENV)/bin/regserve serve --host $(HOST) --port $(PORT) --model-dir $(MODEL_DIR)
+	$(VENV)/bin/regserve serve --host $(HOST) --port $(PORT) --model-dir $(MODEL_DIR) \
+		--gateway-port $(GATEWAY_PORT) --metrics-port $(METRICS_PORT)
 
 ## test: run the test suite against real servers on loopback.
 test: $(STAMP)
@@ -39,7 +42,7 @@ test: $(STAMP)
 ## lint: buf lint on the contract, ruff on the Python code.
 lint: $(STAMP) $(BUF) $(GOOGLEAPIS)
 	$(BUF) lint
-	$(VENV)/bin/ruff check server client tests bench
+	$(VENV)/bin/ruff check server client tests bench scripts
 
 ## generate: compile the contract into generated/ (stubs and .pyi files).
 generate: $(STAMP) $(GOOGLEAPIS)

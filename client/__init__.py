@@ -11,6 +11,7 @@ with ModelAdminClient("127.0.0.1:50051") as admin:
 """
 
 from regserve.client._admin import ModelAdminClient
+from regserve.client._channel import bearer_metadata, tls_credentials
 from regserve.client._client import Prediction, RegressionClient
 from regserve.client._exceptions import (
     AlreadyExists,
@@ -43,4 +44,6 @@ __all__ = [
     "ServerError",
     "Unauthenticated",
     "Unavailable",
+    "bearer_metadata",
+    "tls_credentials",
 ]

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
-from regserve.client._client import _translating_errors, bearer_metadata, tls_credentials
+from regserve.client._channel import Connection, translating_errors
 from regserve.v1 import model_service_pb2 as pb
 from regserve.v1 import model_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
@@ -14,7 +14,7 @@ from regserve.v1 import types_pb2
 __all__ = ["ModelAdminClient"]
 
 
-class ModelAdminClient:
+class ModelAdminClient(Connection):
     """A client of regserve's ModelService.
 
     Parameters are those of ``RegressionClient``: ``target`` (``host:port``),
@@ -42,86 +42,73 @@ class ModelAdminClient:
         tls_key: str | None = None,
         token: str | None = None,
     ) -> None:
-        if credentials is None and (tls_ca or tls_cert or tls_key):
-            credentials = tls_credentials(tls_ca, tls_cert, tls_key)
-        if token:
-            metadata = (*metadata, bearer_metadata(token))
-        options = [
-            ("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
-            ("grpc.max_send_message_length", max_message_mb * 1024 * 1024),
-        ]
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
+        super().__init__(
+            target,
+            timeout=timeout,
+            credentials=credentials,
+            metadata=metadata,
+            max_message_mb=max_message_mb,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            token=token,
+        )
         self._stub = pb_grpc.ModelServiceStub(self._channel)
-        self.timeout = timeout
-        self.metadata = tuple(metadata)
-
-    def __enter__(self) -> ModelAdminClient:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
 
     def _call(self, method: str, request):
         return getattr(self._stub, method)(request, timeout=self.timeout, metadata=self.metadata)
 
-    @_translating_errors
+    @translating_errors
     def list_models(self) -> list[pb.ModelState]:
         """The routing state of every model, by name."""
         return list(self._call("ListModels", pb.ListModelsRequest()).models)
 
-    @_translating_errors
+    @translating_errors
     def list_versions(self, model: str) -> list[types_pb2.ModelVersion]:
         """The stored versions of ``model``, oldest first (without their coefficients)."""
         return list(self._call("ListVersions", pb.ListVersionsRequest(model=model)).versions)
 
-    @_translating_errors
+    @translating_errors
     def get_version(self, model: str, version: str) -> types_pb2.ModelVersion:
         """The full description of one version, coefficients included."""
         return self._call("GetVersion", pb.GetVersionRequest(model=model, version=version)).model_version
 
-    @_translating_errors
+    @translating_errors
     def promote(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Make ``version`` serve requests naming no version, once it passed its checks; ends any split."""
         request = pb.PromoteVersionRequest(model=model, version=version, reason=reason)
         return self._call("PromoteVersion", request).state
 
-    @_translating_errors
+    @translating_errors
     def rollback(self, model: str, reason: str = "") -> pb.ModelState:
         """Serve the version that served before the current one again."""
         return self._call("RollbackModel", pb.RollbackModelRequest(model=model, reason=reason)).state
 
-    @_translating_errors
+    @translating_errors
     def freeze(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Exclude ``version`` from routing and refuse requests naming it."""
         request = pb.FreezeVersionRequest(model=model, version=version, reason=reason)
         return self._call("FreezeVersion", request).state
 
-    @_translating_errors
+    @translating_errors
     def unfreeze(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Make a frozen version usable again."""
         request = pb.UnfreezeVersionRequest(model=model, version=version, reason=reason)
         return self._call("UnfreezeVersion", request).state
 
-    @_translating_errors
+    @translating_errors
     def set_split(self, model: str, weights: Mapping[str, float], reason: str = "") -> pb.ModelState:
         """Route requests between versions by relative weight, e.g. ``{"v1": 90, "v2": 10}``; ``{}`` ends the split."""
         request = pb.SetTrafficSplitRequest(model=model, weights=dict(weights), reason=reason)
         return self._call("SetTrafficSplit", request).state
 
-    @_translating_errors
+    @translating_errors
     def delete_version(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Delete a version that is neither serving nor in the split."""
         request = pb.DeleteVersionRequest(model=model, version=version, reason=reason)
         return self._call("DeleteVersion", request).state
 
-    @_translating_errors
+    @translating_errors
     def status(self, model: str = "") -> list[pb.ModelStatus]:
         """State, per-version traffic, errors and latency, and switch history of ``model`` (every model when "")."""
         return list(self._call("GetStatus", pb.GetStatusRequest(model=model)).models)

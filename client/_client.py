@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from regserve.client._channel import Connection, translating_errors
 from regserve.client._exceptions import from_rpc_error
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import regression_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
 
-__all__ = ["Prediction", "RegressionClient", "bearer_metadata", "tls_credentials"]
+__all__ = ["Prediction", "RegressionClient"]
 
 _F8 = np.dtype("<f8")
 _KINDS = {
@@ -54,26 +53,6 @@ class Prediction:
     classes: list[str] | None = None
 
 
-def tls_credentials(ca: str | None = None, cert: str | None = None, key: str | None = None) -> grpc.ChannelCredentials:
-    """TLS channel credentials from PEM files.
-
-    ``ca`` is the CA bundle that signed the server's certificate (the system roots when
-    omitted); ``cert`` and ``key`` are this client's certificate and key, for mutual TLS.
-    """
-    if (cert is None) != (key is None):
-        raise ValueError("give both cert and key for a client certificate, or neither")
-
-    def read(path):
-        return Path(path).read_bytes() if path else None
-
-    return grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert))
-
-
-def bearer_metadata(token: str) -> tuple[str, str]:
-    """The ``authorization`` metadata entry that presents ``token`` to the server."""
-    return ("authorization", f"Bearer {token}")
-
-
 def _raw_matrix(X) -> types_pb2.Matrix:
     X = np.asarray(X, dtype=_F8)
     if X.ndim == 1:
@@ -104,20 +83,7 @@ def _train_chunk(X, y) -> types_pb2.TrainChunk:
     return chunk
 
 
-def _translating_errors(method):
-    """Re-raise grpc.RpcError as the client's typed exceptions (the one mapping point)."""
-
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        try:
-            return method(*args, **kwargs)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
-
-    return wrapper
-
-
-class RegressionClient:
+class RegressionClient(Connection):
     """A client of regserve's RegressionService.
 
     Parameters
@@ -153,40 +119,27 @@ class RegressionClient:
         tls_key: str | None = None,
         token: str | None = None,
     ) -> None:
-        if credentials is None and (tls_ca or tls_cert or tls_key):
-            credentials = tls_credentials(tls_ca, tls_cert, tls_key)
-        if token:
-            metadata = (*metadata, bearer_metadata(token))
-        options = [
-            ("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
-            ("grpc.max_send_message_length", max_message_mb * 1024 * 1024),
-        ]
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
+        super().__init__(
+            target,
+            timeout=timeout,
+            credentials=credentials,
+            metadata=metadata,
+            max_message_mb=max_message_mb,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            token=token,
+        )
         self._stub = pb_grpc.RegressionServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
-        self.timeout = timeout
-        self.metadata = tuple(metadata)
 
-    def __enter__(self) -> RegressionClient:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
-
-    @_translating_errors
+    @translating_errors
     def predict(self, model: str, X, *, version: str = "", routing_key: str = "") -> Prediction:
         """Predict for X, of shape (n_rows, n_features) or (n_features,) for one row."""
         request = pb.PredictRequest(model=model, version=version, inputs=_raw_matrix(X), routing_key=routing_key)
         return self._prediction(self._stub.Predict(request, timeout=self.timeout, metadata=self.metadata))
 
-    @_translating_errors
+    @translating_errors
     def predict_named(
         self, model: str, rows: Sequence[Mapping[str, float]], *, version: str = "", routing_key: str = ""
     ) -> Prediction:
@@ -303,13 +256,13 @@ class RegressionClient:
                 raise failures[0] from None
             raise from_rpc_error(exc) from exc
 
-    @_translating_errors
+    @translating_errors
     def model_info(self, model: str, version: str = "") -> types_pb2.ModelVersion:
         """Describe a version of ``model`` (the serving one when ``version`` is empty)."""
         request = pb.ModelInfoRequest(model=model, version=version)
         return self._stub.ModelInfo(request, timeout=self.timeout, metadata=self.metadata).model_version
 
-    @_translating_errors
+    @translating_errors
     def health(self, service: str = "") -> str:
         """The health status name (``SERVING``, ``NOT_SERVING``, ...) of the server or one service."""
         response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)

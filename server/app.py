@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from threadpoolctl import threadpool_limits
 
 from regserve.server.auth import TokenTable
 from regserve.server.config import Settings
@@ -139,10 +140,32 @@ def _edge_policy(settings: Settings) -> EdgePolicy:
     return EdgePolicy(tokens, limiter, settings.max_predict_rows, settings.echo_request_id)
 
 
+def _start_gateway(settings: Settings, grpc_port: int):
+    """Start the REST gateway in this process when ``settings.gateway_port`` asks for it."""
+    if settings.gateway_port < 0:
+        return None
+    if settings.tls:
+        raise ValueError(
+            "the embedded REST gateway speaks plaintext to the gRPC port; with TLS on, run "
+            "`regserve gateway --upstream HOST:PORT --tls-ca ...` as its own process"
+        )
+    from regserve.server.gateway import GatewayThread
+
+    wildcard = settings.host in {"0.0.0.0", "::", "[::]", ""}
+    upstream = f"127.0.0.1:{grpc_port}" if wildcard else f"{settings.address.rsplit(':', 1)[0]}:{grpc_port}"
+    gateway = GatewayThread(settings.host, settings.gateway_port, upstream)
+    gateway.start()
+    return gateway
+
+
 def serve(settings: Settings) -> int:
     """Run the server until SIGTERM or SIGINT; returns the process exit code."""
     from regserve.server.demo import ensure_demo_models
 
+    if settings.blas_threads > 0:
+        # On a small machine BLAS worker threads compete with the RPC threads for the
+        # same cores; one BLAS thread trains faster here and leaves Predict alone.
+        threadpool_limits(limits=settings.blas_threads, user_api="blas")
     store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
     store.load_all()
     if settings.demo_models:
@@ -162,16 +185,20 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     app.start()
+    gateway = _start_gateway(settings, app.port)
     logger.info(
-        "regserve listening on %s:%d%s (models: %s; metrics: %s)",
+        "regserve listening on %s:%d%s (models: %s; metrics: %s; REST gateway: %s)",
         settings.host,
         app.port,
         " with TLS" + (" and client certificates" if settings.tls_client_ca else "") if settings.tls else "",
         ", ".join(store.model_names()) or "none",
         f"http://{settings.host}:{app.metrics_port}/metrics" if app.metrics_port >= 0 else "off",
+        f"http://{settings.host}:{gateway.port}/docs" if gateway is not None else "off",
     )
     while not stopping.wait(1.0):
         pass
+    if gateway is not None:
+        gateway.stop()
     app.stop(settings.grace_period)
     logger.info("regserve stopped")
     return 0

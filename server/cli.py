@@ -44,6 +44,16 @@ def _client(args):
     return RegressionClient(args.server, **_connection(args))
 
 
+def cmd_gateway(args) -> int:
+    from regserve.client import tls_credentials
+    from regserve.server.gateway import run_gateway
+
+    _configure_logging(args.log_level)
+    credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca or args.tls_cert else None
+    run_gateway(args.host, args.port, args.server, credentials=credentials, log_level=args.log_level)
+    return 0
+
+
 def _admin_client(args):
     from regserve.client import ModelAdminClient
 
@@ -346,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
         if model:
             sub.add_argument("--model", required=True, help="model name")
         return sub
+
+    gateway = client_command("gateway", "serve the REST/JSON gateway in front of a regserve gRPC server", model=False)
+    gateway.add_argument("--upstream", dest="server", default=DEFAULT_SERVER, help="host:port of the gRPC server")
+    gateway.add_argument("--host", default="127.0.0.1", help="address to bind")
+    gateway.add_argument("--port", type=int, default=8080, help="HTTP port")
+    gateway.add_argument("--log-level", default="INFO")
+    gateway.set_defaults(func=cmd_gateway)
 
     train = client_command("train", "train a new version of a model from a CSV file")
     train.add_argument("file", help="CSV file with a header line")

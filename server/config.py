@@ -34,6 +34,8 @@ class Settings:
     access_log: bool = True
     echo_request_id: bool = True
     metrics_port: int = -1
+    gateway_port: int = -1
+    blas_threads: int = 1
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
@@ -87,6 +89,8 @@ _HELP = {
     "access_log": "write one JSON line per request to stderr",
     "echo_request_id": "return x-request-id in the response headers (costs grpcio an extra write per call)",
     "metrics_port": "HTTP port of the Prometheus /metrics endpoint; 0 picks a free one, -1 turns it off",
+    "gateway_port": "HTTP port of the REST/JSON gateway beside the gRPC server; 0 picks a free one, -1 turns it off",
+    "blas_threads": "threads NumPy's BLAS may use (0 keeps its default); one leaves the cores to the RPC threads",
     "tls_cert": "PEM certificate chain of the server; with --tls-key, the gRPC port speaks only TLS",
     "tls_key": "PEM private key of the server",
     "tls_client_ca": "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)",

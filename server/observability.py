@@ -35,19 +35,20 @@ class _ServingStatsCollector(Collector):
         self._stats = stats
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        labels = ["model", "version"]
+        # The arm is "serving", "explicit" (the request named the version) or, under a
+        # traffic split, the version the split chose.
+        labels = ["model", "version", "arm"]
         calls = CounterMetricFamily(
-            "regserve_predictions", "Predict calls and BatchPredict chunks answered, by version.", labels=labels
+            "regserve_predictions", "Predict calls and BatchPredict chunks answered, by version and arm.", labels=labels
         )
-        rows = CounterMetricFamily("regserve_predicted_rows", "Rows predicted, by model version.", labels=labels)
+        rows = CounterMetricFamily("regserve_predicted_rows", "Rows predicted, by version and arm.", labels=labels)
         failed = CounterMetricFamily(
             "regserve_prediction_errors", "Predictions that failed after their version was chosen.", labels=labels
         )
-        # ServingStats has no public listing of its versions yet; a copy of its dict is safe to iterate.
-        for (model, version), version_stats in list(self._stats._by_version.items()):
-            calls.add_metric([model, version], version_stats.requests)
-            rows.add_metric([model, version], version_stats.rows)
-            failed.add_metric([model, version], version_stats.errors)
+        for key, version_stats in self._stats.items():
+            calls.add_metric(list(key), version_stats.requests)
+            rows.add_metric(list(key), version_stats.rows)
+            failed.add_metric(list(key), version_stats.errors)
         yield calls
         yield rows
         yield failed
@@ -100,18 +101,8 @@ class Metrics:
         self.rate_limited = Counter(
             "regserve_rate_limited", "Calls refused by the per-client rate limit.", registry=self.registry
         )
-        self.routed_rows = Counter(
-            "regserve_routed_rows",
-            "Rows predicted by model, version and traffic arm (the version under a split, else serving or explicit).",
-            ["model", "version", "arm"],
-            registry=self.registry,
-        )
         if stats is not None:
             self.registry.register(_ServingStatsCollector(stats))
-
-    def observe_prediction(self, model: str, version: str, arm: str, rows: int) -> None:
-        """Count ``rows`` predicted by ``version`` of ``model`` through ``arm`` (a hook for the servicer)."""
-        self.routed_rows.labels(model, version, arm).inc(rows)
 
 
 def start_metrics_server(metrics: Metrics, host: str, port: int):

@@ -69,8 +69,8 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
 
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
         started = time.perf_counter()
-        served = self._store.resolve(_require_model(request.model), request.version, request.routing_key)
-        with self._stats.track(served.name, served.version).timing(started) as timing:
+        served, arm = self._store.route(_require_model(request.model), request.version, request.routing_key)
+        with self._stats.track(served.name, served.version, arm).timing(started) as timing:
             X, raw = _inputs(request, served)
             result = predict(served.estimator, X)
             timing.rows = X.shape[0]
@@ -88,11 +88,11 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
     def BatchPredict(
         self, request_iterator: Iterator[pb.BatchPredictRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.BatchPredictResponse]:
-        served = None
+        served = arm = None
         offset = 0
         for index, request in enumerate(request_iterator):
             if served is None:
-                served = self._store.resolve(_require_model(request.model), request.version, request.routing_key)
+                served, arm = self._store.route(_require_model(request.model), request.version, request.routing_key)
             elif request.model and request.model != served.name:
                 raise InvalidInput(
                     f"chunk {index} names model {request.model!r}, but the stream is for {served.name!r}",
@@ -100,7 +100,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                     violations=[("model", "must be empty or the same in every message of a stream")],
                     metadata={"chunk": index},
                 )
-            with self._stats.track(served.name, served.version).timing(time.perf_counter()) as timing:
+            with self._stats.track(served.name, served.version, arm).timing(time.perf_counter()) as timing:
                 X = convert.matrix_to_ndarray(request.inputs, "inputs")
                 convert.check_finite(X, "inputs")
                 result = predict(served.estimator, X)

@@ -88,21 +88,44 @@ class _Timing:
 
 
 class ServingStats:
-    """The ``VersionStats`` of every (model, version) this process has served."""
+    """The ``VersionStats`` of every (model, version, traffic arm) this process has served.
+
+    The arm says how the version was chosen: ``"serving"``, ``"explicit"`` (named
+    by the request) or the version itself when a traffic split picked it.
+    """
 
     def __init__(self) -> None:
-        self._by_version: dict[tuple[str, str], VersionStats] = {}
+        self._by_arm: dict[tuple[str, str, str], VersionStats] = {}
         self._lock = threading.Lock()
 
-    def track(self, model: str, version: str) -> VersionStats:
-        """The statistics of one version, created on first use."""
-        stats = self._by_version.get((model, version))
+    def track(self, model: str, version: str, arm: str = "serving") -> VersionStats:
+        """The statistics of one version reached through one arm, created on first use."""
+        stats = self._by_arm.get((model, version, arm))
         if stats is None:
             with self._lock:
-                stats = self._by_version.setdefault((model, version), VersionStats())
+                stats = self._by_arm.setdefault((model, version, arm), VersionStats())
         return stats
 
+    def items(self) -> list[tuple[tuple[str, str, str], VersionStats]]:
+        """Every ((model, version, arm), stats) pair, for exporters."""
+        return list(self._by_arm.items())
+
     def summary(self, model: str, version: str) -> VersionSummary:
-        """The summary of one version; zeros when it has not served yet."""
-        stats = self._by_version.get((model, version))
-        return stats.summary() if stats is not None else VersionSummary(0, 0, 0, 0.0, 0.0, 0.0)
+        """The summary of one version over all its arms; zeros when it has not served yet."""
+        parts = [stats.summary() for (m, v, _), stats in self.items() if (m, v) == (model, version)]
+        if not parts:
+            return VersionSummary(0, 0, 0, 0.0, 0.0, 0.0)
+        if len(parts) == 1:
+            return parts[0]
+        requests = sum(p.requests for p in parts)
+        # Percentiles of different arms cannot be merged exactly; the busiest arm's stand in.
+        busiest = max(parts, key=lambda p: p.requests)
+        mean = sum(p.latency_mean_ms * p.requests for p in parts) / requests if requests else 0.0
+        return VersionSummary(
+            requests,
+            sum(p.errors for p in parts),
+            sum(p.rows for p in parts),
+            mean,
+            busiest.latency_p50_ms,
+            busiest.latency_p99_ms,
+        )

@@ -111,6 +111,16 @@ class ModelStore:
         the split's arm for ``routing_key`` when a split is set, else the serving version.
         A version made by another process is known once ``refresh`` has seen it.
         """
+        return self.route(model, version, routing_key, allow_frozen=allow_frozen)[0]
+
+    def route(
+        self, model: str, version: str = "", routing_key: str = "", *, allow_frozen: bool = False
+    ) -> tuple[ServedModel, str]:
+        """Like ``resolve``, and also how the version was chosen: its traffic arm.
+
+        The arm is ``"explicit"`` when the request named the version, the version
+        itself when a traffic split chose it, and ``"serving"`` otherwise.
+        """
         route = self._snapshot.get(model)
         if route is None:
             raise NotFound(
@@ -120,16 +130,17 @@ class ModelStore:
                 metadata={"model": model},
             )
         if version:
-            return self._resolve_version(route, model, version, allow_frozen)
+            return self._resolve_version(route, model, version, allow_frozen), "explicit"
         if route.split is not None:
-            return route.arms[route.split.choose(routing_key)]
+            arm = route.split.choose(routing_key)
+            return route.arms[arm], arm
         if route.serving is None:
             raise Unavailable(
                 f"Model {model!r} has no serving version.",
                 reason="NO_SERVING_VERSION",
                 metadata={"model": model},
             )
-        return route.serving
+        return route.serving, "serving"
 
     def _resolve_version(self, route: _ModelRoute, model: str, version: str, allow_frozen: bool) -> ServedModel:
         if version in route.frozen and not allow_frozen:

@@ -56,20 +56,23 @@ def test_request_latency_prediction_training_and_registry_metrics_move(served, l
         admin.freeze("house", "v1")
         admin.unfreeze("house", "v1")
         admin.set_split("house", {"v1": 1.0, "v2": 1.0})
+        split_arm = client.predict("house", X[:2], routing_key="caller-1").version
         client.train("house", X, y, promote=False)
         admin.delete_version("house", "v3")
     after = scrape(served)
 
-    assert value(after, "regserve_requests_total", service=R, method="Predict", code="OK") == 2
+    assert value(after, "regserve_requests_total", service=R, method="Predict", code="OK") == 3
     assert value(after, "regserve_requests_total", service=R, method="Predict", code="NOT_FOUND") == 1
     assert value(after, "regserve_requests_total", service=R, method="BatchPredict", code="OK") == 1
     assert value(after, "regserve_requests_total", service=M, method="PromoteVersion", code="OK") == 1
-    assert value(after, "regserve_request_duration_seconds_count", service=R, method="Predict") == 3
+    assert value(after, "regserve_request_duration_seconds_count", service=R, method="Predict") == 4
     assert value(after, "regserve_request_duration_seconds_sum", service=R, method="Predict") > 0
 
-    assert value(after, "regserve_predicted_rows_total", model="house", version="v2") == 7 + 3 + 4
-    assert value(after, "regserve_predicted_rows_total", model="house", version="v1") == 5
-    assert value(after, "regserve_predictions_total", model="house", version="v2") == 3
+    assert value(after, "regserve_predicted_rows_total", model="house", version="v2", arm="serving") == 7 + 3 + 4
+    assert value(after, "regserve_predicted_rows_total", model="house", version="v1", arm="explicit") == 5
+    assert value(after, "regserve_predictions_total", model="house", version="v2", arm="serving") == 3
+
+    assert value(after, "regserve_predicted_rows_total", model="house", version=split_arm, arm=split_arm) == 2
 
     assert value(after, "regserve_training_runs_total", model="house", code="OK") == 3
     assert value(after, "regserve_training_duration_seconds_count", model="house") == 3

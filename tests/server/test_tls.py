@@ -7,8 +7,7 @@ import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from regserve.client import RegressionClient
-from regserve.client._client import tls_credentials
+from regserve.client import RegressionClient, tls_credentials
 from tests.conftest import start_server
 
 
