@@ -55,6 +55,7 @@ check-generated: $(STAMP) $(GOOGLEAPIS)
 ## bench: run the benchmarks and print their tables.
 bench: $(STAMP)
 	$(PY) -m bench
+	$(PY) -m bench.training
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info

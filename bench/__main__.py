@@ -46,39 +46,31 @@ def _wait_ready(target: str, timeout: float = 60.0) -> None:
         grpc.channel_ready_future(channel).result(timeout=timeout)
 
 
-def start_regserve(model_dir: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "regserve.server.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--model-dir",
-        model_dir,
-        "--no-demo-models",
-        "--log-level",
-        "WARNING",
-    ]
-    process = subprocess.Popen(command)
+def start_regserve(model_dir: str) -> tuple[subprocess.Popen, str, str]:
+    """regserve with metrics, the JSON access log and the REST gateway on, authentication off."""
+    port, gateway, metrics = _free_port(), _free_port(), _free_port()
+    command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port), "--model-dir", model_dir]
+    command += ["--no-demo-models", "--access-log", "--metrics-port", str(metrics), "--gateway-port", str(gateway)]
+    # The access log goes to stderr: one JSON line per request is written, and dropped here.
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     target = f"127.0.0.1:{port}"
     _wait_ready(target)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(10_000, FEATURES))
     with RegressionClient(target) as client:
         client.train("bench", X, X @ rng.normal(size=FEATURES) + 0.5)
-    return process, target
+    return process, target, f"127.0.0.1:{gateway}"
 
 
-def start_bare(mode: str) -> tuple[subprocess.Popen, str]:
+def start_bare(mode: str) -> tuple[subprocess.Popen, str, str]:
+    """The bare grpcio baseline; it has no REST gateway (the third value is empty)."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.bare_server", "--mode", mode, "--port", str(port)], stdout=subprocess.DEVNULL
     )
     target = f"127.0.0.1:{port}"
     _wait_ready(target)
-    return process, target
+    return process, target, ""
 
 
 def load(target: str, **options) -> dict:
@@ -95,6 +87,8 @@ SCENARIOS = [
     ("unary c=64", dict(scenario="unary", concurrency=64)),
     ("unary 1,000 rows c=8", dict(scenario="unary", concurrency=8, rows=1000)),
     ("BatchPredict 10,000x10", dict(scenario="stream", rows=10_000, chunks=200)),
+    ("REST Predict c=1", dict(scenario="http", concurrency=1)),
+    ("REST Predict c=8", dict(scenario="http", concurrency=8)),
 ]
 
 
@@ -103,13 +97,15 @@ def run(duration: float) -> dict:
     servers = {"regserve": None, "bare sync": "sync", "bare aio": "aio"}
     with tempfile.TemporaryDirectory() as model_dir:
         for name, mode in servers.items():
-            process, target = start_regserve(model_dir) if mode is None else start_bare(mode)
+            process, target, gateway = start_regserve(model_dir) if mode is None else start_bare(mode)
             try:
                 for scenario, options in SCENARIOS:
                     options = dict(options, features=FEATURES)
-                    if options["scenario"] == "unary":
+                    if options["scenario"] == "http" and not gateway:
+                        continue
+                    if options["scenario"] in ("unary", "http"):
                         options["duration"] = duration
-                    result = load(target, **options)
+                    result = load(gateway if options["scenario"] == "http" else target, **options)
                     result["server_peak_rss_mb"] = _peak_rss_mb(process.pid)
                     results.setdefault(scenario, {})[name] = result
                     print(f"  {name:10s} {scenario:24s} done", file=sys.stderr)
@@ -122,19 +118,24 @@ def run(duration: float) -> dict:
 def table(results: dict) -> str:
     head = (
         f"{'scenario':24s} {'server':10s} {'req/s':>9s} {'rows/s':>12s} {'p50 ms':>8s} {'p99 ms':>8s} "
-        f"{'client CPU':>10s} {'srv RSS MB':>10s} {'vs bare sync':>12s}"
+        f"{'client CPU':>10s} {'srv RSS MB':>10s} {'ratio':>6s}"
     )
     lines = [head, "-" * len(head)]
     for scenario, by_server in results.items():
-        bare = by_server.get("bare sync", {})
+        bare = by_server.get("bare sync") or results.get(scenario.replace("REST Predict", "unary"), {}).get(
+            "regserve", {}
+        )
         for server, r in by_server.items():
             key = "rows_per_s"
             ratio = r[key] / bare[key] if bare.get(key) else float("nan")
             lines.append(
                 f"{scenario:24s} {server:10s} {r.get('rps', float('nan')):9.0f} {r[key]:12.0f} "
                 f"{r.get('p50_ms', float('nan')):8.3f} {r.get('p99_ms', float('nan')):8.3f} "
-                f"{r['client_cpu']:10.0%} {r['server_peak_rss_mb']:10.0f} {ratio:12.2f}"
+                f"{r['client_cpu']:10.0%} {r['server_peak_rss_mb']:10.0f} {ratio:6.2f}"
             )
+    lines.append("ratio: rows/s against the bare sync grpcio server in the same scenario; for REST rows, against")
+    lines.append("regserve's own gRPC Predict at the same concurrency.  The regserve server runs with metrics,")
+    lines.append("the JSON access log and the gateway on, authentication off.")
     return "\n".join(lines)
 
 

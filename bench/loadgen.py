@@ -3,9 +3,11 @@
     python -m bench.loadgen --target 127.0.0.1:50051 --model bench --scenario unary --concurrency 8
 
 Scenarios: ``unary`` (Predict with --rows rows per request, --concurrency calls in
-flight, for --duration seconds) and ``stream`` (BatchPredict of --chunks chunks of
---rows x --features).  It reports its own CPU time, so a reader can tell when
-the client rather than the server was the bottleneck.
+flight, for --duration seconds), ``stream`` (BatchPredict of --chunks chunks of
+--rows x --features) and ``http`` (one-row Predict as JSON through the REST gateway,
+--concurrency keep-alive connections; --target is then the gateway's host:port).
+It reports its own CPU time, so a reader can tell when the client rather than the
+server was the bottleneck.
 """
 
 from __future__ import annotations
@@ -70,6 +72,66 @@ async def unary(args) -> dict:
     }
 
 
+async def http(args) -> dict:
+    """POST /v1/models/{model}:predict with a JSON body over keep-alive HTTP/1.1 connections."""
+    host, port = args.target.rsplit(":", 1)
+    rng = np.random.default_rng(0)
+    row = rng.normal(size=args.features).tolist()
+    body = json.dumps({"inputs": {"values": row}}).encode()
+    head = (
+        f"POST /v1/models/{args.model}:predict HTTP/1.1\r\nHost: {args.target}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    request = head + body
+
+    async def call(reader, writer) -> None:
+        writer.write(request)
+        status = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        if b" 200 " not in status:
+            raise RuntimeError(status.decode().strip())
+
+    latencies: list[float] = []
+    failures = 0
+    connections = [await asyncio.open_connection(host, int(port)) for _ in range(args.concurrency)]
+    for reader, writer in connections:
+        for _ in range(20):  # warm-up
+            await call(reader, writer)
+    deadline = time.perf_counter() + args.duration
+
+    async def worker(reader, writer):
+        nonlocal failures
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            try:
+                await call(reader, writer)
+            except RuntimeError:
+                failures += 1
+                continue
+            latencies.append(time.perf_counter() - start)
+
+    cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+    await asyncio.gather(*(worker(r, w) for r, w in connections))
+    wall = time.perf_counter() - wall0
+    cpu = _cpu_seconds() - cpu0
+    for _, writer in connections:
+        writer.close()
+    lat = np.array(latencies) * 1e3
+    return {
+        "requests": len(latencies),
+        "failures": failures,
+        "rps": len(latencies) / wall,
+        "rows_per_s": len(latencies) / wall,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "client_cpu": cpu / wall,
+    }
+
+
 def stream(args) -> dict:
     rng = np.random.default_rng(0)
     chunk = rng.normal(size=(args.rows, args.features)).tobytes()
@@ -95,14 +157,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True)
     parser.add_argument("--model", default="bench")
-    parser.add_argument("--scenario", choices=("unary", "stream"), default="unary")
+    parser.add_argument("--scenario", choices=("unary", "stream", "http"), default="unary")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rows", type=int, default=1)
     parser.add_argument("--features", type=int, default=10)
     parser.add_argument("--chunks", type=int, default=100)
     args = parser.parse_args()
-    result = asyncio.run(unary(args)) if args.scenario == "unary" else stream(args)
+    if args.scenario == "stream":
+        result = stream(args)
+    else:
+        result = asyncio.run(unary(args) if args.scenario == "unary" else http(args))
     print(json.dumps(result))
 
 
