@@ -9,7 +9,7 @@ COPY server server
 COPY client client
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-# Runtime stage: the wheels only, a non-root user, the gRPC port.
+# Runtime stage: the wheels only, a non-root user, the service ports.
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 regserve
 COPY --from=build /wheels /wheels
@@ -18,8 +18,11 @@ USER regserve
 WORKDIR /home/regserve
 ENV REGSERVE_HOST=0.0.0.0 \
     REGSERVE_PORT=50051 \
+    REGSERVE_GATEWAY_PORT=8080 \
+    REGSERVE_METRICS_PORT=9090 \
     REGSERVE_MODEL_DIR=/home/regserve/models
-EXPOSE 50051
+# gRPC, the REST/JSON gateway, Prometheus metrics.
+EXPOSE 50051 8080 9090
 # The health check speaks grpc.health.v1 through the client library.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["regserve", "health", "--server", "127.0.0.1:50051"]

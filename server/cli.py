@@ -454,10 +454,10 @@ def main(argv: list[str] | None = None) -> int:
         for field, description in exc.field_violations:
             print(f"  {field}: {description}", file=sys.stderr)
         return 1
-    except Exception as exc:  # the domain's InvalidInput from reading a CSV, OSError, ...
+    except Exception as exc:  # the domain's InvalidInput from reading a CSV, OSError, bad settings
         from regserve.server.errors import RegserveError as DomainError
 
-        if isinstance(exc, DomainError | OSError):
+        if isinstance(exc, DomainError | OSError | ValueError):
             print(f"regserve: {exc}", file=sys.stderr)
             return 1
         raise

@@ -396,15 +396,11 @@ def switch_to_proto(entry: Mapping[str, Any]) -> model_service_pb2.Switch:
     """One entry of a stored state's ``history`` as a Switch.
 
     A split entry concerns several versions, so its ``to_version`` lists the arms with
-    their weights (``"v1=90,v2=10"``); it is empty when the split was cleared.  The
-    registry records a deleted version as ``from``; here it is the ``to_version``, the
-    version the change concerns, as for freeze and unfreeze.
+    their weights (``"v1=90,v2=10"``); it is empty when the split was cleared.
     """
     action, source, target = entry.get("action"), entry.get("from"), entry.get("to")
     if target is None and action == "split":
         target = _split_text(entry.get("split") or {})
-    elif target is None and action == "delete":
-        source, target = None, source
     message = model_service_pb2.Switch(
         action=str(action or ""),
         from_version=str(source or ""),

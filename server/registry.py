@@ -329,7 +329,7 @@ class ModelRegistry:
             shutil.rmtree(tmp, ignore_errors=True)
             state["previous"] = [v for v in state["previous"] if v != version]
             state["frozen"] = [v for v in state["frozen"] if v != version]
-            _add_history(state, "delete", version, None, reason)
+            _add_history(state, "delete", None, version, reason)
             self._write_state(model, state)
         logger.info("deleted model %s version %s", model, version)
         return state

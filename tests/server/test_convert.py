@@ -152,7 +152,7 @@ def test_split_switch_lists_its_arms_and_a_cleared_split_none():
 
 
 def test_a_delete_switch_names_the_deleted_version_as_its_target():
-    entry = {"at": "2026-01-02T03:04:05Z", "action": "delete", "from": "v3", "to": None, "reason": "unused"}
+    entry = {"at": "2026-01-02T03:04:05Z", "action": "delete", "from": None, "to": "v3", "reason": "unused"}
     message = convert.switch_to_proto(entry)
     assert (message.from_version, message.to_version) == ("", "v3")
 

@@ -361,8 +361,8 @@ def test_delete_version(registry):
     assert state["history"][-1] == {
         **state["history"][-1],
         "action": "delete",
-        "from": "v4",
-        "to": None,
+        "from": None,
+        "to": "v4",
         "reason": "cleanup",
     }
     assert not os.path.exists(os.path.join(registry.root, "models", "m", "versions", "v2"))
