@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
-import grpc
+from collections.abc import Mapping
 
 from regserve.client._channel import Connection, translating_errors
 from regserve.v1 import model_service_pb2 as pb
@@ -17,7 +15,7 @@ __all__ = ["ModelAdminClient"]
 class ModelAdminClient(Connection):
     """A client of regserve's ModelService.
 
-    Parameters are those of ``RegressionClient``: ``target`` (``host:port``),
+    Parameters are those of ``Connection``: ``target`` (``host:port``),
     ``timeout`` (seconds per call, ``None`` waits forever), ``credentials`` (TLS;
     plaintext when omitted), ``metadata`` (sent with every call), ``max_message_mb``,
     ``tls_ca``/``tls_cert``/``tls_key`` (PEM files, used when ``credentials`` is not
@@ -29,30 +27,8 @@ class ModelAdminClient(Connection):
     The methods that change a model return its ``ModelState`` after the change.
     """
 
-    def __init__(
-        self,
-        target: str = "127.0.0.1:50051",
-        *,
-        timeout: float | None = 30.0,
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-        max_message_mb: int = 64,
-        tls_ca: str | None = None,
-        tls_cert: str | None = None,
-        tls_key: str | None = None,
-        token: str | None = None,
-    ) -> None:
-        super().__init__(
-            target,
-            timeout=timeout,
-            credentials=credentials,
-            metadata=metadata,
-            max_message_mb=max_message_mb,
-            tls_ca=tls_ca,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            token=token,
-        )
+    def __init__(self, target: str = "127.0.0.1:50051", **options) -> None:
+        super().__init__(target, **options)
         self._stub = pb_grpc.ModelServiceStub(self._channel)
 
     def _call(self, method: str, request):

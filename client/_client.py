@@ -86,50 +86,15 @@ def _train_chunk(X, y) -> types_pb2.TrainChunk:
 class RegressionClient(Connection):
     """A client of regserve's RegressionService.
 
-    Parameters
-    ----------
-    target : str
-        ``host:port`` of the server.
-    timeout : float
-        Deadline of each call, in seconds; ``None`` waits forever.
-    credentials : grpc.ChannelCredentials, optional
-        TLS credentials; plaintext when omitted.
-    metadata : sequence of (key, value), optional
-        Sent with every call (for example ``("authorization", "Bearer ...")``).
-    max_message_mb : int
-        Largest message sent or received, in MiB.
-    tls_ca, tls_cert, tls_key : str, optional
-        PEM files: the CA that signed the server's certificate, and this client's
-        certificate and key for mutual TLS.  Any of them turns TLS on (see ``tls_credentials``);
-        ignored when ``credentials`` is given.
-    token : str, optional
-        A bearer token, sent as ``authorization: Bearer <token>`` with every call.
+    Parameters are those of ``Connection``: ``target`` (``host:port``), ``timeout``
+    (seconds per call, ``None`` waits forever), ``credentials`` (TLS; plaintext when
+    omitted), ``metadata`` (sent with every call), ``max_message_mb``,
+    ``tls_ca``/``tls_cert``/``tls_key`` (PEM files, used when ``credentials`` is not
+    given) and ``token`` (sent as ``authorization: Bearer <token>``).
     """
 
-    def __init__(
-        self,
-        target: str = "127.0.0.1:50051",
-        *,
-        timeout: float | None = 30.0,
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-        max_message_mb: int = 64,
-        tls_ca: str | None = None,
-        tls_cert: str | None = None,
-        tls_key: str | None = None,
-        token: str | None = None,
-    ) -> None:
-        super().__init__(
-            target,
-            timeout=timeout,
-            credentials=credentials,
-            metadata=metadata,
-            max_message_mb=max_message_mb,
-            tls_ca=tls_ca,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            token=token,
-        )
+    def __init__(self, target: str = "127.0.0.1:50051", **options) -> None:
+        super().__init__(target, **options)
         self._stub = pb_grpc.RegressionServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
