@@ -514,3 +514,36 @@ def test_docs_page_uses_only_local_assets(http):
     for ref in references:
         assert http.get(ref).status_code == 200, ref
     assert '"/openapi.json"' in response.text
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_regserve_gateway_command_proxies_to_an_upstream(target, client, linear_data):
+    """`regserve gateway --upstream` as its own process in front of a running server."""
+    import subprocess
+    import sys
+
+    client.train("house", *linear_data)
+    port = _free_port()
+    command = [sys.executable, "-m", "regserve.server.cli", "gateway", "--upstream", target, "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/v1/models/house", timeout=5)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, "the gateway did not start"
+                time.sleep(0.1)
+        assert response.status_code == 200
+        assert response.json()["modelVersion"]["version"] == "v1"
+        missing = httpx.get(f"http://127.0.0.1:{port}/v1/models/nowhere", timeout=5)
+        assert missing.status_code == 404 and reason(missing.json()) == "UNKNOWN_MODEL"
+    finally:
+        process.terminate()
+        process.wait(10)
