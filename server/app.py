@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -140,8 +143,12 @@ def _edge_policy(settings: Settings) -> EdgePolicy:
     return EdgePolicy(tokens, limiter, settings.max_predict_rows, settings.echo_request_id)
 
 
-def _start_gateway(settings: Settings, grpc_port: int):
-    """Start the REST gateway in this process when ``settings.gateway_port`` asks for it."""
+def _start_gateway(settings: Settings, grpc_port: int) -> tuple[subprocess.Popen, int] | None:
+    """Start the REST gateway beside the server when ``settings.gateway_port`` asks for it.
+
+    It runs as a child process (``regserve gateway``) rather than a thread: its event
+    loop and gRPC client then never compete with the RPC threads for this process's GIL.
+    """
     if settings.gateway_port < 0:
         return None
     if settings.tls:
@@ -149,13 +156,18 @@ def _start_gateway(settings: Settings, grpc_port: int):
             "the embedded REST gateway speaks plaintext to the gRPC port; with TLS on, run "
             "`regserve gateway --upstream HOST:PORT --tls-ca ...` as its own process"
         )
-    from regserve.server.gateway import GatewayThread
-
+    port = settings.gateway_port or _free_port(settings.host)
     wildcard = settings.host in {"0.0.0.0", "::", "[::]", ""}
     upstream = f"127.0.0.1:{grpc_port}" if wildcard else f"{settings.address.rsplit(':', 1)[0]}:{grpc_port}"
-    gateway = GatewayThread(settings.host, settings.gateway_port, upstream)
-    gateway.start()
-    return gateway
+    command = [sys.executable, "-m", "regserve.server.cli", "gateway", "--upstream", upstream]
+    command += ["--host", settings.host, "--port", str(port), "--log-level", settings.log_level]
+    return subprocess.Popen(command), port
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host.strip("[]") or "127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def serve(settings: Settings) -> int:
@@ -193,12 +205,15 @@ def serve(settings: Settings) -> int:
         " with TLS" + (" and client certificates" if settings.tls_client_ca else "") if settings.tls else "",
         ", ".join(store.model_names()) or "none",
         f"http://{settings.host}:{app.metrics_port}/metrics" if app.metrics_port >= 0 else "off",
-        f"http://{settings.host}:{gateway.port}/docs" if gateway is not None else "off",
+        f"http://{settings.host}:{gateway[1]}/docs" if gateway is not None else "off",
     )
     while not stopping.wait(1.0):
-        pass
+        if gateway is not None and gateway[0].poll() is not None:
+            logger.error("the REST gateway exited with code %s; stopping", gateway[0].returncode)
+            break
     if gateway is not None:
-        gateway.stop()
+        gateway[0].terminate()
+        gateway[0].wait(10)
     app.stop(settings.grace_period)
     logger.info("regserve stopped")
     return 0

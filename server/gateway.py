@@ -21,8 +21,6 @@ import contextlib
 import html
 import json
 import logging
-import threading
-import time
 from collections.abc import Iterable
 from importlib import metadata
 
@@ -184,38 +182,3 @@ def run_gateway(
     app = create_gateway_app(target, credentials=credentials)
     # grpc.aio needs the standard asyncio loop; uvloop is not supported by it.
     uvicorn.run(app, host=host, port=port, loop="asyncio", log_level=log_level.lower())
-
-
-class GatewayThread:
-    """The gateway served by uvicorn in a daemon thread of the current process.
-
-    ``regserve serve --gateway-port`` runs it beside the gRPC server; ``port``
-    is the bound port once ``start`` returns.
-    """
-
-    def __init__(self, host: str, port: int, target: str, *, credentials: grpc.ChannelCredentials | None = None):
-        config = uvicorn.Config(
-            create_gateway_app(target, credentials=credentials),
-            host=host,
-            port=port,
-            loop="asyncio",
-            log_level="warning",
-            lifespan="off",
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="regserve-gateway", daemon=True)
-        self.port = port
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Start serving; raises ``OSError`` when the port cannot be bound."""
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not self._server.started:
-            raise OSError(f"the REST gateway could not start on port {self.port}")
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)

@@ -127,7 +127,7 @@ def _echoed_headers(metadata) -> dict[str, str]:
 
 async def _upstream_error(call_or_error) -> Response:
     """The HTTP answer to a failed call (an ``AioRpcError``)."""
-    headers = _echoed_headers(call_or_error.initial_metadata())
+    headers = _echoed_headers((*(call_or_error.initial_metadata() or ()), *(call_or_error.trailing_metadata() or ())))
     return status_response(status_from_rpc_error(call_or_error), headers=headers)
 
 
@@ -245,7 +245,8 @@ async def _unary_answer(route: HttpRoute, call, requests: _NdjsonRequests | None
         if isinstance(exc, asyncio.CancelledError):
             raise
         return await _upstream_error(exc)
-    headers = _echoed_headers(await call.initial_metadata())
+    # regserve echoes the request id of a unary call in its trailing metadata.
+    headers = _echoed_headers((*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ())))
     body = json.dumps(response_json(route, response), separators=(",", ":"), ensure_ascii=False)
     return Response(body, media_type="application/json", headers=headers)
 

@@ -12,6 +12,7 @@ each RPC method once, when the class is defined, so the request path pays one
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import logging
@@ -24,7 +25,7 @@ from grpc_status import rpc_status
 
 from regserve.server import errors
 
-__all__ = ["DOMAIN", "maps_errors", "status_for"]
+__all__ = ["DOMAIN", "abort", "maps_errors", "status_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +78,26 @@ _INTERNAL = rpc_status.to_status(
 )
 
 
+class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
+    pass
+
+
+def abort(context: grpc.ServicerContext, status: grpc.Status) -> None:
+    """End the call with ``status``, keeping trailing metadata set earlier (such as the request id)."""
+    kept = context.trailing_metadata()
+    if kept:
+        status = _Status(status.code, status.details, (*kept, *status.trailing_metadata))
+    context.abort_with_status(status)
+
+
 def _abort(context: grpc.ServicerContext, exc: BaseException, method: str):
     if isinstance(exc, errors.RegserveError):
-        context.abort_with_status(status_for(exc))
+        abort(context, status_for(exc))
     if isinstance(exc, grpc.RpcError):
         # Reading the request stream failed: the caller cancelled or the stream was cut.
-        context.abort_with_status(status_for(errors.Cancelled("the request stream ended abnormally")))
+        abort(context, status_for(errors.Cancelled("the request stream ended abnormally")))
     logger.exception("unexpected error in %s", method)
-    context.abort_with_status(_INTERNAL)
+    abort(context, _INTERNAL)
 
 
 def _wrap_unary(method: Callable, name: str) -> Callable:

@@ -70,11 +70,21 @@ def test_request_id_is_echoed_or_generated_and_logged(channel, caplog):
     caplog.set_level(logging.INFO, logger="regserve.access")
     models = mpb_grpc.ModelServiceStub(channel)
     _, call = models.ListModels.with_call(mpb.ListModelsRequest(), metadata=(("x-request-id", "abc-123"),), timeout=5)
-    assert dict(call.initial_metadata())["x-request-id"] == "abc-123"
+    # Unary calls echo the id in the trailing metadata, which travels with the status.
+    assert dict(call.trailing_metadata())["x-request-id"] == "abc-123"
     with pytest.raises(grpc.RpcError) as caught:
         pb_grpc.RegressionServiceStub(channel).ModelInfo(pb.ModelInfoRequest(model="nowhere"), timeout=5)
-    generated = dict(caught.value.initial_metadata())["x-request-id"]
+    trailing = dict(caught.value.trailing_metadata())
+    generated = trailing["x-request-id"]
     assert len(generated) == 32 and int(generated, 16) >= 0
+    assert "grpc-status-details-bin" in trailing  # the rich status survives beside the id
+    # Streaming calls echo it in the initial metadata, before their first message.
+    stream = pb_grpc.RegressionServiceStub(channel).BatchPredict(
+        iter([pb.BatchPredictRequest(model="nowhere")]), metadata=(("x-request-id", "stream-7"),), timeout=5
+    )
+    with pytest.raises(grpc.RpcError):
+        list(stream)
+    assert dict(stream.initial_metadata())["x-request-id"] == "stream-7"
 
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "regserve.access"]
     by_id = {line["request_id"]: line for line in lines}
@@ -95,6 +105,7 @@ def test_request_id_echo_can_be_turned_off_and_is_still_logged(tmp_path, caplog)
                 mpb.ListModelsRequest(), metadata=(("x-request-id", "quiet-1"),), timeout=5
             )
         assert "x-request-id" not in dict(call.initial_metadata())
+        assert "x-request-id" not in dict(call.trailing_metadata())
     finally:
         app.stop(0)
     assert any(
