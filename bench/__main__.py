@@ -52,7 +52,7 @@ def start_regserve(model_dir: str) -> tuple[subprocess.Popen, str, str]:
     command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port), "--model-dir", model_dir]
     command += ["--no-demo-models", "--access-log", "--metrics-port", str(metrics), "--gateway-port", str(gateway)]
     # The access log goes to stderr: one JSON line per request is written, and dropped here.
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = f"127.0.0.1:{port}"
     _wait_ready(target)
     rng = np.random.default_rng(0)

@@ -181,4 +181,6 @@ def run_gateway(
     """Serve the gateway on ``host:port`` with uvicorn until interrupted, proxying to ``target``."""
     app = create_gateway_app(target, credentials=credentials)
     # grpc.aio needs the standard asyncio loop; uvloop is not supported by it.
-    uvicorn.run(app, host=host, port=port, loop="asyncio", log_level=log_level.lower())
+    # Each call is logged once, as JSON, by the gRPC server behind the gateway; uvicorn's
+    # own access log would write a second line per request.
+    uvicorn.run(app, host=host, port=port, loop="asyncio", log_level=log_level.lower(), access_log=False)
