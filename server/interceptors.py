@@ -13,10 +13,11 @@ limited, counted or logged.  Refusals are domain errors turned into status by
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass
 
 import grpc
@@ -48,6 +49,25 @@ _EVENTS = {
     "/regserve.v1.ModelService/DeleteVersion": "delete",
 }
 _OK = grpc.StatusCode.OK
+
+
+class _RequestIds:
+    """Generated request ids: 32 hex digits, a random per-process prefix and a counter.
+
+    Unique within a process, and across processes as long as their random 64-bit
+    prefixes differ; much cheaper on the request path than ``uuid.uuid4()``, which
+    builds an object and reads the OS entropy pool on every call.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+_request_ids = _RequestIds()
 _access_log = logging.getLogger(ACCESS_LOGGER)
 
 
@@ -149,7 +169,7 @@ class EdgeInterceptor(grpc.ServerInterceptor):
                 request_id = value[:128]
             elif key == "authorization":
                 authorization = value
-        call.request_id = request_id or uuid.uuid4().hex
+        call.request_id = request_id or _request_ids.next()
         call.authorization = authorization
         call.peer = context.peer()
         if self._policy.echo_request_id:
