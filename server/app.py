@@ -8,6 +8,7 @@ open a real channel; ``serve`` runs it until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -161,6 +162,7 @@ def _start_gateway(settings: Settings, grpc_port: int) -> tuple[subprocess.Popen
     upstream = f"127.0.0.1:{grpc_port}" if wildcard else f"{settings.address.rsplit(':', 1)[0]}:{grpc_port}"
     command = [sys.executable, "-m", "regserve.server.cli", "gateway", "--upstream", upstream]
     command += ["--host", settings.host, "--port", str(port), "--log-level", settings.log_level]
+    command += ["--parent-pid", str(os.getpid())]  # the gateway stops when the server dies, even by SIGKILL
     return subprocess.Popen(command), port
 
 

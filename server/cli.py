@@ -49,9 +49,25 @@ def cmd_gateway(args) -> int:
     from regserve.server.gateway import run_gateway
 
     _configure_logging(args.log_level)
+    if args.parent_pid:
+        _exit_with_parent(args.parent_pid)
     credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca or args.tls_cert else None
     run_gateway(args.host, args.port, args.server, credentials=credentials, log_level=args.log_level)
     return 0
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Stop this process (SIGTERM to itself) once ``parent_pid`` is gone, even if it was killed."""
+    import signal
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="regserve-parent-watch", daemon=True).start()
 
 
 def _admin_client(args):
@@ -362,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", default="127.0.0.1", help="address to bind")
     gateway.add_argument("--port", type=int, default=8080, help="HTTP port")
     gateway.add_argument("--log-level", default="INFO")
+    gateway.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
     gateway.set_defaults(func=cmd_gateway)
 
     train = client_command("train", "train a new version of a model from a CSV file")
