@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -75,10 +76,17 @@ class Application:
         self.server.start()
         self.store.start(on_change=self.update_health)
 
-    def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, let calls in flight finish within ``grace`` seconds, then stop."""
+    def stop(self, grace: float | None = None, *, while_draining: Callable[[], None] | None = None) -> None:
+        """Turn health NOT_SERVING, refuse new calls, let calls in flight finish within ``grace`` seconds.
+
+        ``while_draining`` runs after new calls are refused and before the wait for
+        the calls in flight (``serve`` stops its gateway there).
+        """
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        stopped = self.server.stop(grace)
+        if while_draining is not None:
+            while_draining()
+        stopped.wait()
         self.store.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -162,6 +170,7 @@ def _start_gateway(settings: Settings, grpc_port: int) -> tuple[subprocess.Popen
     upstream = f"127.0.0.1:{grpc_port}" if wildcard else f"{settings.address.rsplit(':', 1)[0]}:{grpc_port}"
     command = [sys.executable, "-m", "regserve.server.cli", "gateway", "--upstream", upstream]
     command += ["--host", settings.host, "--port", str(port), "--log-level", settings.log_level]
+    command += ["--grace-period", str(settings.grace_period)]
     command += ["--parent-pid", str(os.getpid())]  # the gateway stops when the server dies, even by SIGKILL
     return subprocess.Popen(command), port
 
@@ -213,9 +222,18 @@ def serve(settings: Settings) -> int:
         if gateway is not None and gateway[0].poll() is not None:
             logger.error("the REST gateway exited with code %s; stopping", gateway[0].returncode)
             break
-    if gateway is not None:
-        gateway[0].terminate()
-        gateway[0].wait(10)
-    app.stop(settings.grace_period)
+
+    def stop_gateway() -> None:
+        # The gateway gets the same grace for its open HTTP calls, then is killed.
+        process = gateway[0]
+        process.terminate()
+        try:
+            process.wait(settings.grace_period + 5)
+        except subprocess.TimeoutExpired:
+            logger.warning("the REST gateway did not stop within the grace period; killing it")
+            process.kill()
+            process.wait()
+
+    app.stop(settings.grace_period, while_draining=stop_gateway if gateway is not None else None)
     logger.info("regserve stopped")
     return 0

@@ -52,7 +52,14 @@ def cmd_gateway(args) -> int:
     if args.parent_pid:
         _exit_with_parent(args.parent_pid)
     credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca or args.tls_cert else None
-    run_gateway(args.host, args.port, args.server, credentials=credentials, log_level=args.log_level)
+    run_gateway(
+        args.host,
+        args.port,
+        args.upstream,
+        credentials=credentials,
+        log_level=args.log_level,
+        grace_period=args.grace_period,
+    )
     return 0
 
 
@@ -373,10 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--model", required=True, help="model name")
         return sub
 
-    gateway = client_command("gateway", "serve the REST/JSON gateway in front of a regserve gRPC server", model=False)
-    gateway.add_argument("--upstream", dest="server", default=DEFAULT_SERVER, help="host:port of the gRPC server")
+    gateway = commands.add_parser("gateway", help="serve the REST/JSON gateway in front of a regserve gRPC server")
+    gateway.add_argument("--upstream", default=DEFAULT_SERVER, help="host:port of the gRPC server (REGSERVE_SERVER)")
     gateway.add_argument("--host", default="127.0.0.1", help="address to bind")
     gateway.add_argument("--port", type=int, default=8080, help="HTTP port")
+    gateway.add_argument("--tls-ca", help="PEM file of the CA that signed the upstream's certificate (turns TLS on)")
+    gateway.add_argument("--tls-cert", help="PEM certificate of the gateway, for mutual TLS to the upstream")
+    gateway.add_argument("--tls-key", help="PEM private key of the gateway, for mutual TLS to the upstream")
+    gateway.add_argument("--grace-period", type=float, default=10.0, help="seconds open HTTP calls get on SIGTERM")
     gateway.add_argument("--log-level", default="INFO")
     gateway.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
     gateway.set_defaults(func=cmd_gateway)

@@ -177,10 +177,22 @@ def run_gateway(
     *,
     credentials: grpc.ChannelCredentials | None = None,
     log_level: str = "info",
+    grace_period: float = 10.0,
 ) -> None:
-    """Serve the gateway on ``host:port`` with uvicorn until interrupted, proxying to ``target``."""
+    """Serve the gateway on ``host:port`` with uvicorn until interrupted, proxying to ``target``.
+
+    On SIGTERM or SIGINT, open HTTP calls get ``grace_period`` seconds to finish.
+    """
     app = create_gateway_app(target, credentials=credentials)
     # grpc.aio needs the standard asyncio loop; uvloop is not supported by it.
     # Each call is logged once, as JSON, by the gRPC server behind the gateway; uvicorn's
     # own access log would write a second line per request.
-    uvicorn.run(app, host=host, port=port, loop="asyncio", log_level=log_level.lower(), access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="asyncio",
+        log_level=log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=grace_period,
+    )

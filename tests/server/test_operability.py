@@ -249,3 +249,54 @@ def test_sigterm_drains_calls_in_flight_refuses_new_ones_and_exits_zero(tmp_path
             server.kill()
         _, log = server.communicate(timeout=10)
     assert "draining" in log and "regserve stopped" in log
+
+
+def test_sigterm_with_the_gateway_and_a_slow_http_upload_still_stops_and_exits_zero(tmp_path, linear_data):
+    """An HTTP call that never finishes must not hold the server past its grace period."""
+    X, y = linear_data
+    port, http_port = _free_port(), _free_port()
+    target = f"127.0.0.1:{port}"
+    command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port), "--gateway-port"]
+    command += [str(http_port), "--model-dir", str(tmp_path / "models"), "--no-demo-models", "--grace-period", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    upload = None
+    try:
+        with RegressionClient(target, timeout=30) as client:
+            for _ in range(200):
+                try:
+                    client.health()
+                    break
+                except RegserveError:
+                    time.sleep(0.05)
+        for _ in range(200):  # the gateway starts beside the server
+            try:
+                upload = socket.create_connection(("127.0.0.1", http_port), timeout=5)
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert upload is not None, "the gateway did not start"
+        spec = json.dumps({"spec": {"model": "slow", "kind": "MODEL_KIND_LINEAR"}}) + "\n"
+        upload.sendall(
+            b"POST /v1/models:train HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(spec):x}\r\n{spec}\r\n".encode()
+        )
+        time.sleep(0.5)  # the Train call is open upstream and waits for more chunks
+        server.send_signal(signal.SIGTERM)
+        with grpc.insecure_channel(target) as channel:
+            try:
+                status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            except grpc.RpcError as exc:  # the port may already refuse new calls: not serving either
+                assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        assert server.wait(30) == 0
+    finally:
+        if upload is not None:
+            upload.close()
+        if server.poll() is None:
+            server.kill()
+        _, log = server.communicate(timeout=10)
+    assert "regserve stopped" in log
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", http_port), timeout=2).close()
+    assert "slow" not in ModelRegistry(tmp_path / "models").list_models()
