@@ -28,6 +28,22 @@ class Prediction:
     probabilities: np.ndarray | None = None
 
 
+def _check_output(values: np.ndarray) -> None:
+    """Finite inputs so large that the linear map overflows must not come back as NaN with status OK."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(values.sum()):
+            return
+    if np.isfinite(values).all():
+        return
+    row = int(np.argmax(~np.isfinite(values).reshape(values.shape[0], -1).all(axis=1)))
+    raise InvalidInput(
+        f"The model's answer for row {row} overflows float64; the inputs are too large for it.",
+        reason="NON_FINITE_PREDICTION",
+        violations=[("inputs", f"row {row} gives a non-finite prediction")],
+        metadata={"row": row},
+    )
+
+
 def predict(estimator, X: np.ndarray) -> Prediction:
     """Predict for X, of shape (n_rows, n_features), with a fitted ``LinearModel``.
 
@@ -41,8 +57,11 @@ def predict(estimator, X: np.ndarray) -> Prediction:
             violations=[("inputs", "at least one row is required")],
         )
     if not estimator.is_classifier:
-        return Prediction(estimator.predict(X))
+        values = estimator.predict(X)
+        _check_output(values)
+        return Prediction(values)
     probabilities = estimator.predict_proba(X)
+    _check_output(probabilities)
     index = probabilities.argmax(axis=1)
     labels = np.asarray(estimator.classes_)[index].tolist()
     return Prediction(index.astype(np.float64), labels, probabilities)

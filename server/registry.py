@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from regserve.server.errors import FailedPrecondition, IntegrityError, InvalidInput, NotFound
+from regserve.server.errors import FailedPrecondition, IntegrityError, InvalidInput, NotFound, RegserveError
 
 __all__ = ["ModelRegistry", "check_model_name", "version_number"]
 
@@ -379,19 +379,19 @@ class ModelRegistry:
         return int(self.read_state(model)["generation"])
 
     def snapshot_token(self) -> tuple:
-        """A cheap fingerprint of the whole registry's serving state.
+        """A fingerprint of the whole registry's serving state, cheap enough to poll.
 
-        It changes whenever any process changes a state file (a new inode each time, as
-        writes are atomic replacements) or adds or removes a version.
+        It holds each model's state generation, which every state change increments,
+        and its number of versions.  File metadata alone is not enough: an atomic
+        replacement can reuse the inode, size and timestamp tick of the file it replaces.
         """
         token = []
         for model in self.list_models():
             try:
-                st = os.stat(self._state_path(model))
-                stat = (st.st_ino, st.st_mtime_ns, st.st_size)
-            except FileNotFoundError:
-                stat = None
-            token.append((model, stat, len(self._version_names(model))))
+                generation = int(self._read_state_file(model)["generation"])
+            except (OSError, ValueError, KeyError, RegserveError):
+                generation = None
+            token.append((model, generation, len(self._version_names(model))))
         return tuple(token)
 
     def _check_version(self, model: str, version: str, field: str = "version") -> None:
@@ -525,7 +525,14 @@ class ModelRegistry:
         with self._lock(model):
             state = self._read_state_file(model)
             for version in split:
-                self._check_version(model, version, f"weights[{version}]")
+                if not self._has_version(model, version):
+                    # A weight naming no version is a bad argument of this call, not a lookup.
+                    raise InvalidInput(
+                        f"The traffic split names version {version!r}, which model {model!r} does not have.",
+                        reason="UNKNOWN_VERSION",
+                        violations=[(f"weights[{version}]", f"no version {version!r} of model {model!r}")],
+                        metadata={"model": model, "version": version},
+                    )
             for version in split:
                 self._refuse_if_frozen(model, version, state, f"weights[{version}]")
             if split == state["split"]:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from regserve.server import __version__, convert
-from regserve.server.errors import DeadlineExceeded, InvalidInput
+from regserve.server.errors import Cancelled, DeadlineExceeded, InvalidInput
 from regserve.server.prediction import predict
 from regserve.server.stats import ServingStats
 from regserve.server.status import maps_errors
@@ -48,9 +48,12 @@ def _inputs(request: pb.PredictRequest, served: ServedModel) -> tuple:
 
 
 def _check_deadline(context: grpc.ServicerContext) -> None:
+    """Refuse to go on when the caller can no longer receive the answer: nothing is stored then."""
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0:
         raise DeadlineExceeded("the deadline passed before training finished; nothing was stored")
+    if not context.is_active():
+        raise Cancelled("the call was cancelled before training finished; nothing was stored")
 
 
 @maps_errors("regserve.v1.RegressionService")

@@ -50,6 +50,12 @@ _SOLVERS_FOR = {
 _SPLIT_BLOCK = 4096  # rows per seeded draw of the validation split
 _FOLD_WINDOWS = 1024  # windows of cv_folds training rows per seeded fold draw
 _READ_BLOCK = 65_536  # spooled rows read back at a time
+MAX_FEATURES = 4096
+"""Most features a model may have: the statistics hold a (d+1)² matrix per fold."""
+MAX_CV_FOLDS = 100
+"""Most cross-validation folds: each fold keeps its own statistics."""
+MAX_ABS_VALUE = 1e150
+"""Largest magnitude accepted in training data: the square of anything larger overflows float64."""
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
@@ -106,8 +112,13 @@ class TrainSpec:
             ),
             (
                 "spec.cv_folds",
-                _is_int(self.cv_folds) and (self.cv_folds == 0 or self.cv_folds >= 2),
-                "must be 0 (no cross-validation) or at least 2",
+                _is_int(self.cv_folds) and (self.cv_folds == 0 or 2 <= self.cv_folds <= MAX_CV_FOLDS),
+                f"must be 0 (no cross-validation) or from 2 to {MAX_CV_FOLDS}",
+            ),
+            (
+                "spec.feature_names",
+                len(self.feature_names) <= MAX_FEATURES and all(self.feature_names),
+                f"names must be non-empty, at most {MAX_FEATURES} of them",
             ),
             ("spec.epochs", _is_int(self.epochs) and self.epochs >= 1, "must be at least 1"),
             ("spec.batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "must be at least 1"),
@@ -291,6 +302,20 @@ class _SpoolView:
             yield (X - self._shift) / self._scale, y
 
 
+def _check_model_finite(model: LinearModel, spec: TrainSpec) -> None:
+    """Refuse a fit whose coefficients overflowed, so no unusable version is ever stored."""
+    if np.isfinite(model.coef_).all() and np.isfinite(model.intercept_).all():
+        return
+    iterative = spec.resolved_solver in ("gd", "sgd")
+    field = "spec.learning_rate" if iterative else "chunks"
+    hint = "lower the learning rate or standardize the features" if iterative else "scale the data"
+    raise InvalidInput(
+        f"Training diverged: the coefficients are not finite; {hint}.",
+        reason="TRAINING_DIVERGED",
+        violations=[(field, hint)],
+    )
+
+
 class Trainer:
     """Folds a stream of chunks into a model. Context manager; ``close()`` removes temp files.
 
@@ -392,6 +417,12 @@ class Trainer:
                 reason="FEATURE_COUNT_MISMATCH",
                 violations=[("chunk.features", f"expected {want}, got {got}")],
             )
+        if X.shape[1] > MAX_FEATURES:
+            raise InvalidInput(
+                f"Rows have {X.shape[1]} features; a model takes at most {MAX_FEATURES}.",
+                reason="TOO_MANY_FEATURES",
+                violations=[("chunk.features", f"at most {MAX_FEATURES} columns")],
+            )
         n = X.shape[0]
         if y.ndim != 1 or y.shape[0] != n:
             raise InvalidInput(
@@ -422,13 +453,23 @@ class Trainer:
         return X, None, self._labels_of(y)
 
     def _check_finite(self, A: np.ndarray, field: str) -> None:
-        bad = ~np.isfinite(A)
+        """Refuse NaN, infinity and magnitudes whose squares overflow, naming the first bad row."""
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(A) <= MAX_ABS_VALUE)
         if not bad.any():
             return
         row = int(np.argmax(bad.any(axis=1) if A.ndim == 2 else bad))
         metadata = {"row": self._n + row}
         if A.ndim == 2:
             metadata["column"] = int(np.argmax(bad[row]))
+        value = A[row, metadata["column"]] if A.ndim == 2 else A[row]
+        if np.isfinite(value):
+            raise InvalidInput(
+                f"Row {self._n + row} holds {float(value):g}; training takes magnitudes up to {MAX_ABS_VALUE:g}.",
+                reason="VALUE_TOO_LARGE",
+                violations=[(field, f"values must lie within ±{MAX_ABS_VALUE:g}")],
+                metadata=metadata,
+            )
         raise InvalidInput(
             f"Row {self._n + row} holds a NaN or infinite value.",
             reason="NON_FINITE_VALUE",
@@ -458,14 +499,23 @@ class Trainer:
                 reason="INVALID_DTYPE",
                 violations=[("chunk.targets", "labels must be str or integral float64")],
             )
+        empty = y == ""
+        if empty.any():
+            row = self._n + int(np.argmax(empty))
+            raise InvalidInput(
+                f"Row {row} has an empty class label.",
+                reason="EMPTY_LABEL",
+                violations=[("chunk.targets", "class labels must be non-empty")],
+                metadata={"row": row},
+            )
         if self._declared is not None:
             unknown = ~np.isin(y, np.array(sorted(self._declared), dtype=np.str_))
             if unknown.any():
                 row = int(np.argmax(unknown))
                 raise InvalidInput(
-                    f"Row {self._n + row} has label {y[row]!r} outside the declared classes.",
+                    f"Row {self._n + row} has label {str(y[row])!r} outside the declared classes.",
                     reason="UNKNOWN_LABEL",
-                    violations=[("chunk.targets", f"label {y[row]!r} is not declared")],
+                    violations=[("chunk.targets", f"label {str(y[row])!r} is not declared")],
                     metadata={"row": self._n + row},
                 )
         return y
@@ -528,13 +578,20 @@ class Trainer:
         try:
             folds = list(range(self._n_folds))
             model, info = self._fit(spool, folds, classes, label_map)
+            _check_model_finite(model, spec)
             training = self._evaluate(model, spool, folds, label_map)
-            if info.final_loss is None:
+            if info.final_loss is None and training.get("mse") is not None:
                 # The closed form's objective, ½·MSE + (alpha/n)/2·‖w‖², from the scoring pass.
                 l2 = spec.alpha / self._n_train
                 info.final_loss = 0.5 * training["mse"] + 0.5 * l2 * float((model.coef_**2).sum())
             validation = self._evaluate(model, spool, [-1], label_map) if self._n > self._n_train else None
             cv = self._cross_validate(spool, classes, label_map) if spec.cv_folds else None
+        except np.linalg.LinAlgError as exc:
+            raise InvalidInput(
+                f"The solver failed on this data ({exc}); scale the features or add a penalty.",
+                reason="NUMERICAL_FAILURE",
+                violations=[("chunks", "the data makes the problem numerically unsolvable")],
+            ) from exc
         finally:
             del spool
         names = list(spec.feature_names) or [f"x{j}" for j in range(d)]

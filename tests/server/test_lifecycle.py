@@ -17,7 +17,6 @@ import threading
 import time
 from collections import Counter
 
-import grpc
 import numpy as np
 import pytest
 
@@ -205,6 +204,12 @@ def _lifecycle_workload(target: str, rng: random.Random, errors: list) -> None:
                 client.train("crash", X, y, promote=rng.random() < 0.5)
                 versions = [v.version for v in admin.list_versions("crash")]
                 admin.promote("crash", rng.choice(versions), reason="workload")
+                if len(versions) >= 2 and rng.random() < 0.4:
+                    # A split change, then (sometimes) its end, also meets the SIGKILL.
+                    arms = rng.sample(versions, 2)
+                    admin.set_split("crash", {arms[0]: 90, arms[1]: 10}, reason="workload")
+                    if rng.random() < 0.5:
+                        admin.set_split("crash", {}, reason="workload")
                 if rng.random() < 0.3:
                     try:
                         admin.rollback("crash", reason="workload")
@@ -224,7 +229,10 @@ def _check_recovered(target: str, model_dir) -> None:
         listed = [v.version for v in admin.list_versions("crash")]
         assert state.serving_version in listed
         answer = client.predict("crash", np.zeros((1, 3)))
-        assert answer.version == state.serving_version
+        # A split that survived the kill routes to its arms; otherwise the serving version answers.
+        routed = {v for v, weight in state.traffic_split.items() if weight > 0} or {state.serving_version}
+        assert answer.version in routed
+        assert routed <= set(listed)
     registry = ModelRegistry(model_dir)
     assert [m["version"] for m in registry.list_versions("crash")] == listed
     for version in listed:
@@ -349,12 +357,9 @@ def test_cli_lifecycle_commands_print_the_state(target, linear_data, capsys):
     out = run("status", *server, "--model", "house")
     assert "model house: serving v1" in out
     row = _table(out, "v1")
-    assert row[1:5] == [
-        "serving",
-        "4",
-        "0",
-        "10",
-    ]  # 1 + 3 calls: train_two_versions predicted 4 rows and float(row[5]) > 0
+    # 1 + 3 calls: train_two_versions predicted 4 rows before, these 3 calls 6 more.
+    assert row[1:5] == ["serving", "4", "0", "10"]
+    assert float(row[5]) > 0
     history = [line for line in out.splitlines() if re.match(r"\d{4}-\d\d-\d\dT", line)]
     assert [line.split()[1:4] for line in history] == [
         ["promote", "-", "v1"],
@@ -394,11 +399,6 @@ def test_cli_split_needs_weights_or_clear(target, capsys):
     assert "not VERSION=WEIGHT" in capsys.readouterr().err
     assert main(["versions", "--server", target, "--model", "nope"]) == 1
     assert "UNKNOWN_MODEL" in capsys.readouterr().err
-
-
-def test_grpc_status_codes_match_the_cli_names():
-    # The CLI prints grpc.StatusCode names; the tests above rely on them.
-    assert grpc.StatusCode.FAILED_PRECONDITION.name == "FAILED_PRECONDITION"
 
 
 def test_cli_sends_the_token_from_flag_or_environment(tmp_path, linear_data, capsys, monkeypatch):

@@ -136,7 +136,7 @@ REFUSED = {
     ),
     "split names unknown version": (
         lambda a: a.set_split("house", {"v1": 90, "v9": 10}),
-        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
         "UNKNOWN_VERSION",
     ),
     "promote frozen version": (

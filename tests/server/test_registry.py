@@ -384,7 +384,7 @@ def _refusals():
         (lambda r: r.delete_version("m", "v1"), FailedPrecondition, "VERSION_SERVING", "version"),
         (lambda r: r.delete_version("m", "v3"), FailedPrecondition, "VERSION_IN_SPLIT", "version"),
         (lambda r: r.delete_version("m", "v9"), NotFound, "UNKNOWN_VERSION", "version"),
-        (lambda r: r.set_split("m", {"v2": 1, "v9": 1}), NotFound, "UNKNOWN_VERSION", "weights[v9]"),
+        (lambda r: r.set_split("m", {"v2": 1, "v9": 1}), InvalidInput, "UNKNOWN_VERSION", "weights[v9]"),
         (lambda r: r.set_split("m", {"v2": 1, "v4": 1}), FailedPrecondition, "VERSION_FROZEN", "weights[v4]"),
         (lambda r: r.set_split("m", {"v2": -1, "v3": 2}), InvalidInput, "INVALID_SPLIT", "weights"),
         (lambda r: r.set_split("m", {"v2": float("nan")}), InvalidInput, "INVALID_SPLIT", "weights"),

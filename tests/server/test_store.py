@@ -171,7 +171,7 @@ def test_split_refusals_leave_routing_alone(store, root):
     with pytest.raises(FailedPrecondition) as info:
         store.set_split("m", {"v1": 1, "v2": 1})
     assert info.value.reason == "VERSION_FROZEN"
-    with pytest.raises(NotFound) as info:
+    with pytest.raises(InvalidInput) as info:
         store.set_split("m", {"v7": 1})
     assert info.value.reason == "UNKNOWN_VERSION" and info.value.violations[0][0] == "weights[v7]"
     with pytest.raises(InvalidInput) as info:

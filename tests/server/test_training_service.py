@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from regserve.client import InvalidArgument
+from regserve.server.errors import InvalidInput
 from regserve.server.registry import ModelRegistry
 from regserve.v1 import types_pb2
 
@@ -107,3 +108,90 @@ def test_single_class_and_undeclared_labels_are_refused(client, model_dir):
     assert info.value.reason == "UNKNOWN_LABEL"
     assert info.value.metadata["row"] == "8"
     assert ModelRegistry(model_dir).list_models() == []
+
+
+@pytest.mark.parametrize(
+    ("options", "X_scale", "y_scale", "reason", "field"),
+    [
+        (dict(), 1e200, 1.0, "VALUE_TOO_LARGE", "chunk.features"),
+        (dict(), 1.0, 1e300, "VALUE_TOO_LARGE", "chunk.targets"),
+        (dict(cv_folds=4_294_967_295), 1.0, 1.0, "INVALID_HYPERPARAMETER", "spec.cv_folds"),
+    ],
+)
+def test_extreme_data_and_settings_are_bad_input_and_store_nothing(
+    client, model_dir, options, X_scale, y_scale, reason, field
+):
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(50, 3))
+    y = X @ np.array([1.0, 2.0, 3.0]) + 1.0
+    with pytest.raises(InvalidArgument) as info:
+        client.train("extreme", X * X_scale, y * y_scale, **options)
+    assert (info.value.reason, info.value.field_violations[0][0]) == (reason, field)
+    assert "extreme" not in ModelRegistry(model_dir).list_models()
+
+
+def test_too_many_features_and_empty_labels_are_refused(client, model_dir):
+    with pytest.raises(InvalidArgument) as info:
+        client.train("wide", np.ones((2, 5000)), np.ones(2))
+    assert info.value.reason == "TOO_MANY_FEATURES"
+    with pytest.raises(InvalidArgument) as info:
+        client.train("blank", np.arange(8.0).reshape(4, 2), np.array(["a", "", "b", "a"]), kind="logistic")
+    assert (info.value.reason, info.value.metadata["row"]) == ("EMPTY_LABEL", "1")
+    assert ModelRegistry(model_dir).list_models() == []
+
+
+def test_a_prediction_that_overflows_is_refused_not_answered_with_nan(client, linear_data):
+    client.train("house", *linear_data)
+    with pytest.raises(InvalidArgument) as info:
+        client.predict("house", np.full((2, 5), 1e308))
+    assert info.value.reason == "NON_FINITE_PREDICTION"
+
+
+def test_a_train_cancelled_after_its_data_arrived_stores_nothing(app, target, model_dir, caplog):
+    """The caller cancels while the server computes: the server must not store the version."""
+    import logging
+    import time
+
+    import grpc
+
+    from regserve.v1 import regression_service_pb2 as pb
+    from regserve.v1 import regression_service_pb2_grpc as pb_grpc
+
+    caplog.set_level(logging.INFO, logger="regserve.access")
+    rng = np.random.default_rng(13)
+    X = rng.normal(size=(20_000, 20))
+    y = X @ rng.normal(size=20)
+    spec = types_pb2.TrainSpec(
+        model="cancelled", kind=types_pb2.MODEL_KIND_LINEAR, solver=types_pb2.SOLVER_SGD, epochs=200, batch_size=8
+    )
+    chunk = types_pb2.TrainChunk(
+        features=types_pb2.Matrix(num_columns=20, raw=X.tobytes()), targets=types_pb2.Vector(raw=y.tobytes())
+    )
+    with grpc.insecure_channel(target) as channel:
+        future = pb_grpc.RegressionServiceStub(channel).Train.future(
+            iter([pb.TrainRequest(spec=spec), pb.TrainRequest(chunk=chunk)])
+        )
+        time.sleep(1.0)  # all data is sent; the server is running SGD
+        assert future.cancel()
+
+    def train_logged():
+        return [r for r in caplog.records if r.name == "regserve.access" and "/Train" in r.getMessage()]
+
+    deadline = time.monotonic() + 120
+    while not train_logged() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert train_logged(), "the server never finished the Train call"
+    assert '"code": "CANCELLED"' in train_logged()[0].getMessage()
+    assert "cancelled" not in ModelRegistry(model_dir).list_models()
+
+
+@pytest.mark.parametrize(("solver", "field"), [("gd", "spec.learning_rate"), ("closed_form", "chunks")])
+def test_a_fit_with_non_finite_coefficients_is_refused_before_anything_is_stored(solver, field):
+    from regserve.server.estimators import LinearModel
+    from regserve.server.training import TrainSpec, _check_model_finite
+
+    diverged = LinearModel("linear", np.array([[1.0, np.inf]]), np.array([0.0]))
+    with pytest.raises(InvalidInput) as info:
+        _check_model_finite(diverged, TrainSpec(solver=solver))
+    assert (info.value.reason, info.value.violations[0][0]) == ("TRAINING_DIVERGED", field)
+    _check_model_finite(LinearModel("linear", np.array([[1.0, 2.0]]), np.array([0.5])), TrainSpec(solver=solver))
