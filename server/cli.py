@@ -185,6 +185,27 @@ def _print_metrics(version) -> None:
         )
     if rows:
         _print_table(("split", "metric", "value"), rows)
+    for split, evaluation in (("training", version.training), ("validation", version.validation)):
+        if not evaluation.per_class:
+            continue
+        print(f"\n{split}: per class")
+        _print_table(
+            ("class", "precision", "recall", "f1", "support"),
+            [
+                (c.label, f"{c.precision:.4g}", f"{c.recall:.4g}", f"{c.f1:.4g}", str(c.support))
+                for c in evaluation.per_class
+            ],
+        )
+        matrix = evaluation.confusion_matrix
+        if matrix.num_columns:
+            labels = [c.label for c in evaluation.per_class]
+            counts = [int(v) for v in matrix.values]
+            width = matrix.num_columns
+            print(f"\n{split}: confusion matrix (rows: true class, columns: predicted)")
+            _print_table(
+                ("", *labels),
+                [(labels[i], *(str(n) for n in counts[i * width : (i + 1) * width])) for i in range(len(labels))],
+            )
 
 
 def cmd_info(args) -> int:

@@ -83,6 +83,14 @@ def test_classifier_prints_labels(target, tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", "--server", target, "--model", "weather", "--features", "3,3"]) == 0
     assert capsys.readouterr().out.strip() == "hot"
+    assert main(["info", "--server", target, "--model", "weather"]) == 0
+    info = capsys.readouterr().out
+    assert "training: per class" in info and "training: confusion matrix" in info
+    per_class = info.split("training: per class")[1]
+    assert [line.split()[0] for line in per_class.splitlines()[2:4]] == ["cold", "hot"]
+    # The confusion matrix counts every training row once.
+    matrix = info.split("training: confusion matrix")[1].splitlines()[2:4]
+    assert sum(int(n) for line in matrix for n in line.split()[1:]) == 100
 
 
 def test_a_bad_row_mid_file_stores_nothing(target, tmp_path, capsys, model_dir):

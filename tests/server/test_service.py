@@ -210,12 +210,17 @@ def test_train_without_spec_or_kind(channel, model_dir):
     chunk = pb.TrainRequest(
         chunk=types_pb2.TrainChunk(features=types_pb2.Matrix(values=[1.0]), targets=types_pb2.Vector(values=[1.0]))
     )
-    with pytest.raises(grpc.RpcError) as info:
-        stub.Train(iter([chunk]))
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    with pytest.raises(grpc.RpcError) as info:
-        stub.Train(iter([pb.TrainRequest(spec=types_pb2.TrainSpec(model="m")), chunk]))
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for requests, reason, field in [
+        ([chunk], "MISSING_SPEC", "spec"),
+        ([pb.TrainRequest(spec=types_pb2.TrainSpec(model="m")), chunk], "INVALID_HYPERPARAMETER", "spec.kind"),
+    ]:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Train(iter(requests))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        error_info, bad_request = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+        details = rpc_status.from_call(info.value).details
+        assert details[0].Unpack(error_info) and details[1].Unpack(bad_request)
+        assert (error_info.reason, bad_request.field_violations[0].field) == (reason, field)
     assert ModelRegistry(model_dir).list_models() == []
 
 

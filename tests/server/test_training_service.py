@@ -55,6 +55,7 @@ def test_classifier_with_string_labels_returns_labels_and_probabilities(client):
     assert prediction.values.tolist() == [2.0, 1.0, 0.0]
     streamed = list(client.iter_batch_predict("colours", [centers.astype(float)]))
     assert streamed[0].labels == prediction.labels
+    np.testing.assert_array_equal(streamed[0].probabilities, prediction.probabilities)
 
 
 def test_integer_labels_are_accepted_as_targets(client):
