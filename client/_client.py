@@ -145,8 +145,10 @@ class RegressionClient(Connection):
                 else:
                     yield pb.BatchPredictRequest(inputs=_raw_matrix(chunk))
 
+        classes = None  # sent with the first chunk's answer only
         try:
             for response in self._stub.BatchPredict(requests(), timeout=self.timeout, metadata=self.metadata):
+                classes = list(response.classes) or classes
                 probabilities = _matrix(response.probabilities) if response.labels else None
                 yield Prediction(
                     response.model,
@@ -154,6 +156,7 @@ class RegressionClient(Connection):
                     _vector(response.predictions),
                     list(response.labels) or None,
                     probabilities,
+                    classes if response.labels else None,
                 )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc

@@ -119,6 +119,8 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                 if result.labels is not None:
                     response.labels.extend(result.labels)
                     response.probabilities.CopyFrom(convert.ndarray_to_matrix(result.probabilities, raw))
+                    if index == 0:
+                        response.classes.extend(served.estimator.classes_)
             offset += X.shape[0]
             yield response
 

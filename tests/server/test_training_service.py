@@ -56,6 +56,8 @@ def test_classifier_with_string_labels_returns_labels_and_probabilities(client):
     streamed = list(client.iter_batch_predict("colours", [centers.astype(float)]))
     assert streamed[0].labels == prediction.labels
     np.testing.assert_array_equal(streamed[0].probabilities, prediction.probabilities)
+    two = list(client.iter_batch_predict("colours", [centers.astype(float)] * 2))
+    assert [p.classes for p in two] == [["blue", "green", "red"]] * 2
 
 
 def test_integer_labels_are_accepted_as_targets(client):

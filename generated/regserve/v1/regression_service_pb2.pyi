@@ -69,7 +69,7 @@ class BatchPredictRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., routing_key: _Optional[str] = ...) -> None: ...
 
 class BatchPredictResponse(_message.Message):
-    __slots__ = ("model", "version", "chunk_index", "row_offset", "predictions", "labels", "probabilities")
+    __slots__ = ("model", "version", "chunk_index", "row_offset", "predictions", "labels", "probabilities", "classes")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class BatchPredictResponse(_message.Message):
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     chunk_index: int
@@ -84,7 +85,8 @@ class BatchPredictResponse(_message.Message):
     predictions: _types_pb2.Vector
     labels: _containers.RepeatedScalarFieldContainer[str]
     probabilities: _types_pb2.Matrix
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., chunk_index: _Optional[int] = ..., row_offset: _Optional[int] = ..., predictions: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., probabilities: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ...) -> None: ...
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., chunk_index: _Optional[int] = ..., row_offset: _Optional[int] = ..., predictions: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., probabilities: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
     __slots__ = ("model", "version")
