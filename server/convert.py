@@ -7,6 +7,7 @@ offending field named, so the servicers stay "convert, call, convert back".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -351,7 +352,9 @@ def model_version_to_proto(
     report = message.solver_report
     report.solver = SOLVER_VALUES.get(str(metadata.get("solver")), types_pb2.SOLVER_UNSPECIFIED)
     report.rank = int(info.get("rank") or 0)
-    report.condition_number = float(info.get("condition_number") or 0.0)
+    condition = info.get("condition_number")
+    # The closed form stores no number for a singular system (JSON has no infinity): it is infinite.
+    report.condition_number = float(condition) if condition is not None else (math.inf if info.get("rank") else 0.0)
     report.least_squares_fallback = info.get("fallback") is not None
     report.iterations = int(info.get("iterations") or 0)
     report.converged = bool(info.get("converged"))

@@ -198,3 +198,26 @@ def test_a_fit_with_non_finite_coefficients_is_refused_before_anything_is_stored
         _check_model_finite(diverged, TrainSpec(solver=solver))
     assert (info.value.reason, info.value.violations[0][0]) == ("TRAINING_DIVERGED", field)
     _check_model_finite(LinearModel("linear", np.array([[1.0, 2.0]]), np.array([0.5])), TrainSpec(solver=solver))
+
+
+def test_a_singular_problem_falls_back_to_least_squares_and_says_so(client):
+    rng = np.random.default_rng(14)
+    a = rng.normal(size=(100, 1))
+    X = np.hstack([a, 2 * a, rng.normal(size=(100, 1))])  # the second column repeats the first
+    y = X @ np.array([1.0, 1.0, -1.0]) + 0.5
+    report = client.train("singular", X, y).model_version.solver_report
+    assert report.least_squares_fallback and report.rank == 2  # two independent feature columns
+    assert report.condition_number > 1e12
+    np.testing.assert_allclose(client.predict("singular", X[:5]).values, y[:5], rtol=1e-8, atol=1e-8)
+
+
+def test_an_exactly_singular_system_reports_an_infinite_condition_number():
+    from regserve.server import convert
+
+    metadata = {"model": "m", "version": "v1", "solver": "closed_form"}
+    singular = convert.model_version_to_proto(
+        {**metadata, "solver_info": {"rank": 1, "condition_number": None}}, None, ""
+    )
+    assert singular.solver_report.condition_number == float("inf")
+    iterative = convert.model_version_to_proto({**metadata, "solver_info": {"rank": None}}, None, "")
+    assert iterative.solver_report.condition_number == 0.0
