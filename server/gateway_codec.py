@@ -33,6 +33,12 @@ def parse_message(data: bytes | str | dict, message: Message, *, field: str = ""
         raise GatewayError(code_pb2.INVALID_ARGUMENT, f"malformed JSON: {exc}", "MALFORMED_JSON") from exc
     if field:
         value = {resolve_field_path(message.DESCRIPTOR, field)[-1].json_name: value}
+    if not isinstance(value, dict):
+        raise GatewayError(
+            code_pb2.INVALID_ARGUMENT,
+            f"the body must be a JSON object for {message.DESCRIPTOR.full_name}, not {type(value).__name__}",
+            "INVALID_JSON_MESSAGE",
+        )
     try:
         json_format.ParseDict(value, message)
     except json_format.ParseError as exc:

@@ -361,6 +361,9 @@ def test_the_gateway_answers_its_own_errors_as_status_json(http):
     assert malformed.json()["code"] == code_pb2.INVALID_ARGUMENT and reason(malformed.json()) == "MALFORMED_JSON"
     unknown_field = http.post("/v1/models/house:predict", json={"rows": [1]})
     assert unknown_field.status_code == 400 and reason(unknown_field.json()) == "INVALID_JSON_MESSAGE"
+    array = http.post("/v1/models/house:predict", json=[1, 2])
+    assert array.status_code == 400 and reason(array.json()) == "INVALID_JSON_MESSAGE"
+    assert "must be a JSON object" in array.json()["message"]
     wrong_type = http.post("/v1/models/house:predict", content=b"a=1", headers={"content-type": "text/plain"})
     assert wrong_type.status_code == 415 and reason(wrong_type.json()) == "UNSUPPORTED_MEDIA_TYPE"
     no_route = http.get("/v2/nothing")
