@@ -126,8 +126,7 @@ def cmd_train(args) -> int:
 
         def pairs():
             for chunk in chunks:
-                target = chunk.target if args.kind == "logistic" else chunk.target.astype(np.float64)
-                yield chunk.features, target
+                yield chunk.features, chunk.targets(classifier=args.kind == "logistic")
                 bar.update(raw.tell() - bar.n)
 
         with bar:
@@ -150,23 +149,24 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _write_predictions(prediction) -> None:
+    values = prediction.labels if prediction.labels is not None else prediction.values.tolist()
+    sys.stdout.write("".join(f"{v}\n" if isinstance(v, str) else f"{v!r}\n" for v in values))
+
+
 def cmd_predict(args) -> int:
     with _client(args) as client:
         if args.features is not None:
             X = np.array([[float(v) for v in args.features.split(",")]])
-            predictions = [client.predict(args.model, X, version=args.version)]
-        else:
-            from regserve.server.csvsource import read_csv_chunks
+            _write_predictions(client.predict(args.model, X, version=args.version))
+            return 0
+        from regserve.server.csvsource import read_csv_chunks
 
-            with open(args.csv, newline="", encoding="utf-8") as stream:
-                _, chunks = read_csv_chunks(stream, None, args.chunk_rows)
-                predictions = list(
-                    client.iter_batch_predict(args.model, (c.features for c in chunks), version=args.version)
-                )
-    out = sys.stdout
-    for prediction in predictions:
-        values = prediction.labels if prediction.labels is not None else prediction.values.tolist()
-        out.write("".join(f"{v}\n" if isinstance(v, str) else f"{v!r}\n" for v in values))
+        # Each chunk's answers are printed as they arrive, so a file of any size streams through.
+        with open(args.csv, newline="", encoding="utf-8") as stream:
+            _, chunks = read_csv_chunks(stream, None, args.chunk_rows)
+            for prediction in client.iter_batch_predict(args.model, (c.features for c in chunks), version=args.version):
+                _write_predictions(prediction)
     return 0
 
 

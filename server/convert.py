@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "check_finite",
+    "prediction_fields",
+    "require_name",
     "labels_to_array",
     "matrix_to_ndarray",
     "model_state_to_proto",
@@ -169,6 +171,22 @@ def named_rows_to_ndarray(
     return out
 
 
+def require_name(value: str, field: str, reason: str) -> str:
+    """``value`` if it is not empty, else InvalidInput ``reason`` naming ``field``."""
+    if not value:
+        raise InvalidInput(f"{field} is required", reason=reason, violations=[(field, f"give the {field}")])
+    return value
+
+
+def prediction_fields(prediction, raw: bool) -> dict:
+    """The response fields of a ``Prediction``, encoded like the request (raw bytes or typed)."""
+    fields = {"predictions": ndarray_to_vector(prediction.values, raw)}
+    if prediction.labels is not None:
+        fields["labels"] = prediction.labels
+        fields["probabilities"] = ndarray_to_matrix(prediction.probabilities, raw)
+    return fields
+
+
 def check_finite(values: np.ndarray, field: str) -> None:
     """Raise InvalidInput naming the first NaN or infinite element of ``values``.
 
@@ -221,6 +239,22 @@ def train_chunk(chunk: types_pb2.TrainChunk, classifier: bool) -> tuple[np.ndarr
     return X, vector_to_ndarray(chunk.targets, "chunk.targets")
 
 
+_OPTIONAL_SPEC_FIELDS = (
+    "alpha",
+    "fit_intercept",
+    "standardize",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "tolerance",
+    "max_iterations",
+    "validation_fraction",
+    "cv_folds",
+    "seed",
+)
+"""TrainSpec fields that are proto3 ``optional`` on the wire and share their name with the domain spec."""
+
+
 def spec_from_proto(spec: types_pb2.TrainSpec) -> TrainSpec:
     """Translate the wire TrainSpec into the domain TrainSpec, applying defaults for unset fields."""
     if spec.kind not in KIND_NAMES:
@@ -236,22 +270,8 @@ def spec_from_proto(spec: types_pb2.TrainSpec) -> TrainSpec:
             violations=[("spec.solver", "unknown solver")],
         )
     defaults = TrainSpec()
-    optional = {
-        "alpha": "alpha",
-        "fit_intercept": "fit_intercept",
-        "standardize": "standardize",
-        "learning_rate": "learning_rate",
-        "epochs": "epochs",
-        "batch_size": "batch_size",
-        "tolerance": "tolerance",
-        "max_iterations": "max_iterations",
-        "validation_fraction": "validation_fraction",
-        "cv_folds": "cv_folds",
-        "seed": "seed",
-    }
     values = {
-        attr: getattr(spec, field) if spec.HasField(field) else getattr(defaults, attr)
-        for field, attr in optional.items()
+        name: getattr(spec, name) if spec.HasField(name) else getattr(defaults, name) for name in _OPTIONAL_SPEC_FIELDS
     }
     return TrainSpec(
         kind=KIND_NAMES[spec.kind],
@@ -271,19 +291,7 @@ def spec_to_proto(spec: Mapping[str, object], model: str) -> types_pb2.TrainSpec
         feature_names=list(spec.get("feature_names") or ()),
         class_labels=list(spec.get("class_labels") or ()),
     )
-    for field in (
-        "alpha",
-        "fit_intercept",
-        "standardize",
-        "learning_rate",
-        "epochs",
-        "batch_size",
-        "tolerance",
-        "max_iterations",
-        "validation_fraction",
-        "cv_folds",
-        "seed",
-    ):
+    for field in _OPTIONAL_SPEC_FIELDS:
         if spec.get(field) is not None:
             setattr(message, field, spec[field])
     return message

@@ -27,6 +27,20 @@ class CsvChunk:
     features: np.ndarray
     target: np.ndarray | None
 
+    def targets(self, classifier: bool) -> np.ndarray:
+        """The target column as a classifier's string labels, or as a regressor's float64 values."""
+        if classifier:
+            return self.target
+        try:
+            return self.target.astype(np.float64)
+        except ValueError:
+            raise InvalidInput(
+                f"a non-numeric target in lines {self.first_line}-{self.first_line + len(self.target) - 1}; "
+                "a regression target must be a number (train a classifier with --kind logistic)",
+                reason="MALFORMED_CSV",
+                violations=[("csv", f"non-numeric target near line {self.first_line}")],
+            ) from None
+
 
 def read_csv_chunks(
     stream: TextIO, target: str | None = None, chunk_rows: int = 65536
@@ -69,9 +83,9 @@ def read_csv_chunks(
                 )
             try:
                 features = cells[:, feature_columns].astype(np.float64)
-            except ValueError as exc:
+            except ValueError:
                 raise InvalidInput(
-                    f"non-numeric feature value in lines {line}-{line + len(rows) - 1}: {exc}",
+                    f"non-numeric feature value in lines {line}-{line + len(rows) - 1}",
                     reason="MALFORMED_CSV",
                     violations=[("csv", f"non-numeric feature near line {line}")],
                 ) from None

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 from importlib import resources
 
-import numpy as np
-
 from regserve.server import __version__
 from regserve.server.csvsource import read_csv_chunks
 from regserve.server.store import ModelStore
@@ -40,8 +38,7 @@ def train_demo_model(store: ModelStore, name: str) -> None:
         spec = TrainSpec(feature_names=tuple(feature_names), **options)
         with Trainer(spec) as trainer:
             for chunk in chunks:
-                y = chunk.target if spec.kind == "logistic" else chunk.target.astype(np.float64)
-                trainer.add_chunk(chunk.features, y)
+                trainer.add_chunk(chunk.features, chunk.targets(classifier=spec.kind == "logistic"))
             result = trainer.finish()
     metadata = {**result.metadata, "regserve_version": __version__, "source": f"bundled dataset {filename}"}
     store.add_version(name, result.model, metadata, promote=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import grpc
 
 from regserve.server import convert
-from regserve.server.errors import InvalidInput
 from regserve.server.stats import ServingStats
 from regserve.server.status import maps_errors
 from regserve.server.store import ModelStore
@@ -21,10 +20,7 @@ __all__ = ["ModelServicer"]
 
 
 def _required(value: str, field: str) -> str:
-    if not value:
-        reason = f"MISSING_{field.upper()}"
-        raise InvalidInput(f"{field} is required", reason=reason, violations=[(field, f"name a {field}")])
-    return value
+    return convert.require_name(value, field, f"MISSING_{field.upper()}")
 
 
 @maps_errors("regserve.v1.ModelService")
@@ -55,7 +51,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     def GetVersion(self, request: pb.GetVersionRequest, context: grpc.ServicerContext) -> pb.GetVersionResponse:
         model, version = _required(request.model, "model"), _required(request.version, "version")
-        served = self._store.resolve(model, version, allow_frozen=True)
+        served = self._store.describe(model, version)
         state = convert.version_serving_state(self._registry.read_state(model), version)
         return pb.GetVersionResponse(
             model_version=convert.model_version_to_proto(served.metadata, served.estimator, state)

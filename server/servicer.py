@@ -24,9 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def _require_model(name: str, field: str = "model") -> str:
-    if not name:
-        raise InvalidInput(f"{field} is required", reason="MISSING_MODEL", violations=[(field, "name a model")])
-    return name
+    return convert.require_name(name, field, "MISSING_MODEL")
 
 
 def _inputs(request: pb.PredictRequest, served: ServedModel) -> tuple:
@@ -78,13 +76,9 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
             result = predict(served.estimator, X)
             timing.rows = X.shape[0]
             response = pb.PredictResponse(
-                model=served.name,
-                version=served.version,
-                predictions=convert.ndarray_to_vector(result.values, raw),
+                model=served.name, version=served.version, **convert.prediction_fields(result, raw)
             )
             if result.labels is not None:
-                response.labels.extend(result.labels)
-                response.probabilities.CopyFrom(convert.ndarray_to_matrix(result.probabilities, raw))
                 response.classes.extend(served.estimator.classes_)
         return response
 
@@ -108,19 +102,15 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                 convert.check_finite(X, "inputs")
                 result = predict(served.estimator, X)
                 timing.rows = X.shape[0]
-                raw = bool(request.inputs.raw)
                 response = pb.BatchPredictResponse(
                     model=served.name,
                     version=served.version,
                     chunk_index=index,
                     row_offset=offset,
-                    predictions=convert.ndarray_to_vector(result.values, raw),
+                    **convert.prediction_fields(result, bool(request.inputs.raw)),
                 )
-                if result.labels is not None:
-                    response.labels.extend(result.labels)
-                    response.probabilities.CopyFrom(convert.ndarray_to_matrix(result.probabilities, raw))
-                    if index == 0:
-                        response.classes.extend(served.estimator.classes_)
+                if result.labels is not None and index == 0:
+                    response.classes.extend(served.estimator.classes_)
             offset += X.shape[0]
             yield response
 
@@ -162,7 +152,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         )
 
     def ModelInfo(self, request: pb.ModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfoResponse:
-        served = self._store.resolve(_require_model(request.model), request.version, allow_frozen=True)
+        served = self._store.describe(_require_model(request.model), request.version)
         state = self._store.serving_state(served.name, served.version)
         return pb.ModelInfoResponse(
             model_version=convert.model_version_to_proto(served.metadata, served.estimator, state)

@@ -142,6 +142,22 @@ class ModelStore:
             )
         return route.serving, "serving"
 
+    def describe(self, model: str, version: str = "") -> ServedModel:
+        """The version ModelInfo describes: the named one (frozen ones too), else the serving one.
+
+        Without a serving version, a split's heaviest arm stands in; unlike ``resolve``,
+        the answer never depends on a random draw.
+        """
+        if version:
+            return self.resolve(model, version, allow_frozen=True)
+        route = self._snapshot.get(model)
+        if route is not None and route.serving is not None:
+            return route.serving
+        if route is not None and route.split is not None:
+            arm = max(zip(route.split.weights, route.split.arms, strict=True))[1]
+            return route.arms[arm]
+        return self.resolve(model)  # raises UNKNOWN_MODEL or NO_SERVING_VERSION
+
     def _resolve_version(self, route: _ModelRoute, model: str, version: str, allow_frozen: bool) -> ServedModel:
         if version in route.frozen and not allow_frozen:
             raise FailedPrecondition(

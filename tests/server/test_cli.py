@@ -104,3 +104,14 @@ def test_a_bad_row_mid_file_stores_nothing(target, tmp_path, capsys, model_dir):
     from regserve.server.registry import ModelRegistry
 
     assert "broken" not in ModelRegistry(model_dir).list_models()
+
+
+def test_a_non_numeric_regression_target_is_reported_plainly(target, tmp_path, capsys, model_dir):
+    path = tmp_path / "labels.csv"
+    path.write_text("x,y\n1,2\n2,hot\n")
+    assert main(["train", str(path), "--server", target, "--model", "typo", "--target", "y"]) == 1
+    err = capsys.readouterr().err
+    assert "non-numeric target in lines 2-3" in err and "np.str_" not in err
+    from regserve.server.registry import ModelRegistry
+
+    assert "typo" not in ModelRegistry(model_dir).list_models()

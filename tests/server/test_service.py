@@ -264,3 +264,27 @@ def test_predict_before_any_train_is_not_found(client):
 
 def test_invalid_model_name_is_refused(client, linear_data):
     expect(InvalidArgument, "INVALID_MODEL_NAME", client.train, "../etc", *linear_data)
+
+
+def test_model_info_under_a_split_describes_the_serving_version_every_time(client, target, linear_data):
+    from regserve.client import ModelAdminClient
+
+    X, y = linear_data
+    client.train("house", X, y)
+    client.train("house", X, y + 1.0)  # v2 serves
+    with ModelAdminClient(target) as admin:
+        admin.set_split("house", {"v1": 50, "v2": 50})
+    assert {client.model_info("house").version for _ in range(20)} == {"v2"}
+    assert {client.predict("house", X[:1], routing_key=f"k{i}").version for i in range(40)} == {"v1", "v2"}
+
+
+def test_prediction_fields_follow_the_request_encoding():
+    from regserve.server import convert
+    from regserve.server.prediction import Prediction
+
+    regression = convert.prediction_fields(Prediction(np.array([1.5, 2.5])), raw=True)
+    assert set(regression) == {"predictions"} and regression["predictions"].raw
+    proba = np.array([[0.25, 0.75]])
+    labelled = convert.prediction_fields(Prediction(np.array([1.0]), ["b"], proba), raw=False)
+    assert labelled["labels"] == ["b"] and list(labelled["probabilities"].values) == [0.25, 0.75]
+    assert list(labelled["predictions"].values) == [1.0]
