@@ -236,15 +236,21 @@ def _bad_line(requests: _NdjsonRequests | None) -> GatewayError | None:
     return requests.error if requests is not None else None
 
 
+async def _call_failed(exc: BaseException, requests: _NdjsonRequests | None) -> Response:
+    """The answer when the upstream call failed: a bad NDJSON line is the caller's fault first."""
+    bad_line = _bad_line(requests)
+    if bad_line is not None:
+        raise bad_line from None
+    if isinstance(exc, asyncio.CancelledError):
+        raise exc
+    return await _upstream_error(exc)
+
+
 async def _unary_answer(route: HttpRoute, call, requests: _NdjsonRequests | None) -> Response:
     try:
         response = await call
     except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
-        if _bad_line(requests) is not None:
-            raise _bad_line(requests) from None
-        if isinstance(exc, asyncio.CancelledError):
-            raise
-        return await _upstream_error(exc)
+        return await _call_failed(exc, requests)
     # regserve echoes the request id of a unary call in its trailing metadata.
     headers = _echoed_headers((*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ())))
     body = json.dumps(response_json(route, response), separators=(",", ":"), ensure_ascii=False)
@@ -256,11 +262,7 @@ async def _stream_answer(route: HttpRoute, call, requests: _NdjsonRequests | Non
     try:
         first = await anext(responses, None)
     except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
-        if _bad_line(requests) is not None:
-            raise _bad_line(requests) from None
-        if isinstance(exc, asyncio.CancelledError):
-            raise
-        return await _upstream_error(exc)
+        return await _call_failed(exc, requests)
     headers = _echoed_headers(await call.initial_metadata())
 
     async def lines() -> AsyncIterator[bytes]:
