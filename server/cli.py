@@ -498,6 +498,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (``regserve predict ... | head``): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except RegserveError as exc:
         print(f"regserve: {exc.message} [{exc.code.name}{', ' + exc.reason if exc.reason else ''}]", file=sys.stderr)
         for field, description in exc.field_violations:

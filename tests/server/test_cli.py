@@ -115,3 +115,21 @@ def test_a_non_numeric_regression_target_is_reported_plainly(target, tmp_path, c
     from regserve.server.registry import ModelRegistry
 
     assert "typo" not in ModelRegistry(model_dir).list_models()
+
+
+def test_output_cut_short_by_the_reader_ends_quietly(target, linear_data, tmp_path):
+    """`regserve predict --csv ... | head -1` must not end with a broken-pipe error."""
+    import subprocess
+    import sys
+
+    from regserve.client import RegressionClient
+
+    X, y = linear_data
+    with RegressionClient(target) as client:
+        client.train("house", X, y)
+    rows = tmp_path / "rows.csv"
+    np.savetxt(rows, np.tile(X, (50, 1)), delimiter=",", header="a,b,c,d,e", comments="", fmt="%.17g")
+    command = f"{sys.executable} -m regserve.server.cli predict --server {target} --model house --csv {rows} | head -1"
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1 and "Broken pipe" not in result.stderr
