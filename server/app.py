@@ -149,7 +149,13 @@ def _edge_policy(settings: Settings) -> EdgePolicy:
     if settings.tls_client_ca and not settings.tls:
         raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
     limiter = TokenBuckets(settings.rate_limit, settings.rate_burst) if settings.rate_limit > 0 else None
-    return EdgePolicy(tokens, limiter, settings.max_predict_rows, settings.echo_request_id)
+    return EdgePolicy(
+        tokens,
+        limiter,
+        settings.max_predict_rows,
+        settings.echo_request_id,
+        settings.access_log and settings.access_log_peer,
+    )
 
 
 def _start_gateway(settings: Settings, grpc_port: int) -> tuple[subprocess.Popen, int] | None:

@@ -32,6 +32,7 @@ class Settings:
     demo_models: bool = True
     log_level: str = "INFO"
     access_log: bool = True
+    access_log_peer: bool = False
     echo_request_id: bool = True
     metrics_port: int = -1
     gateway_port: int = -1
@@ -87,6 +88,7 @@ _HELP = {
     "demo_models": "train the demo models when the registry is empty",
     "log_level": "logging level (DEBUG, INFO, WARNING, ERROR)",
     "access_log": "write one JSON line per request to stderr",
+    "access_log_peer": "add the caller's address to each access-log line (grpcio drops the GIL twice to read it)",
     "echo_request_id": "return x-request-id in the response metadata (trailing for unary calls, initial for streams)",
     "metrics_port": "HTTP port of the Prometheus /metrics endpoint; 0 picks a free one, -1 turns it off",
     "gateway_port": "HTTP port of the REST/JSON gateway, a child process of the server; 0 picks a free one, -1: off",

@@ -9,8 +9,10 @@ scrapes, so the prediction path pays nothing for them.
 
 from __future__ import annotations
 
+import collections
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -19,10 +21,18 @@ from prometheus_client.registry import Collector
 
 from regserve.server.stats import ServingStats
 
-__all__ = ["ACCESS_LOGGER", "Metrics", "configure_access_log", "start_metrics_server"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "AccessLogWriter",
+    "Metrics",
+    "access_writer",
+    "configure_access_log",
+    "start_metrics_server",
+]
 
 ACCESS_LOGGER = "regserve.access"
 """The logger that writes one JSON line per request."""
+_ACCESS = logging.getLogger(ACCESS_LOGGER)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _TRAINING_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -111,19 +121,111 @@ def start_metrics_server(metrics: Metrics, host: str, port: int):
     return server, server.server_port
 
 
+class AccessLogWriter(logging.Handler):
+    """Writes access-log lines to a stream in batches, from a background thread.
+
+    The request path only appends a finished line to a deque (``write_line``, or
+    ``emit`` for records that come through the logging module); every ``interval``
+    seconds, or sooner when ``max_pending`` lines wait, the writer thread joins them
+    and writes them with one call.  A write per line would drop and retake the GIL
+    on every request, which on a busy sync server costs far more than the write.
+    ``flush`` and ``close`` (called by ``logging.shutdown`` at exit) write what is
+    pending; a process killed outright loses at most the last interval's lines.
+    """
+
+    def __init__(self, stream, interval: float = 0.1, max_pending: int = 10_000) -> None:
+        super().__init__()
+        self.stream = stream
+        self.interval = interval
+        self.max_pending = max_pending
+        self._pending: collections.deque[str] = collections.deque()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="regserve-access-log", daemon=True)
+        self._thread.start()
+
+    def write_line(self, line: str) -> None:
+        """Queue one finished line (without its newline)."""
+        pending = self._pending
+        pending.append(line)
+        if len(pending) >= self.max_pending:
+            self._wake.set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write_line(self.format(record))
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+
+    def flush(self) -> None:
+        pending = self._pending
+        with self._write_lock:
+            lines = []
+            try:
+                while True:  # popleft is atomic: a line appended meanwhile is taken now or next time
+                    lines.append(pending.popleft())
+            except IndexError:
+                pass
+            if lines:
+                lines.append("")
+                self.stream.write("\n".join(lines))
+                self.stream.flush()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except (OSError, ValueError):  # the stream went away (closed pipe, closed file)
+                self._pending.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+        try:
+            self.flush()
+        finally:
+            super().close()
+
+
+_access_writer: AccessLogWriter | None = None
+
+
+def access_writer() -> AccessLogWriter | None:
+    """The writer installed by ``configure_access_log``, when it is the access logger's only handler.
+
+    The edge interceptor then hands it finished lines directly, skipping the
+    logging module's record building; any other logging set-up gets records.
+    """
+    writer = _access_writer
+    if writer is None or _ACCESS.handlers != [writer]:
+        return None
+    return writer
+
+
 class _JsonLineFormatter(logging.Formatter):
     # The access logger's messages are JSON documents already; write them as they are, one per line.
     def format(self, record: logging.LogRecord) -> str:
         return record.getMessage()
 
 
-def configure_access_log(stream=None) -> None:
-    """Write the access log as bare JSON lines to ``stream`` (stderr), apart from the text log."""
+def configure_access_log(stream=None, interval: float = 0.1) -> AccessLogWriter:
+    """Write the access log as bare JSON lines to ``stream`` (stderr), apart from the text log.
+
+    Lines are written in batches by an ``AccessLogWriter``, at most ``interval``
+    seconds after their call ended.
+    """
+    global _access_writer
     access = logging.getLogger(ACCESS_LOGGER)
-    if any(getattr(h, "_regserve_access", False) for h in access.handlers):
-        return
-    handler = logging.StreamHandler(stream or sys.stderr)
+    if _access_writer is not None and _access_writer in access.handlers:
+        return _access_writer
+    handler = AccessLogWriter(stream or sys.stderr, interval)
     handler.setFormatter(_JsonLineFormatter())
-    handler._regserve_access = True
     access.addHandler(handler)
+    access.setLevel(logging.INFO)
     access.propagate = False
+    _access_writer = handler
+    return handler

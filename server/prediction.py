@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from regserve.server.convert import all_finite
 from regserve.server.errors import InvalidInput
 
 __all__ = ["Prediction", "predict"]
@@ -30,10 +31,7 @@ class Prediction:
 
 def _check_output(values: np.ndarray) -> None:
     """Finite inputs so large that the linear map overflows must not come back as NaN with status OK."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(values.sum()):
-            return
-    if np.isfinite(values).all():
+    if all_finite(values):
         return
     row = int(np.argmax(~np.isfinite(values).reshape(values.shape[0], -1).all(axis=1)))
     raise InvalidInput(

@@ -92,8 +92,23 @@ def test_request_id_is_echoed_or_generated_and_logged(channel, caplog):
     assert given["method"] == "/regserve.v1.ModelService/ListModels" and given["code"] == "OK"
     assert failed["method"] == "/regserve.v1.RegressionService/ModelInfo" and failed["code"] == "NOT_FOUND"
     for line in (given, failed):
-        assert line["duration_ms"] >= 0 and line["peer"].startswith("ipv4:127.0.0.1:")
-        assert line["principal"] == "anonymous:-"
+        assert line["duration_ms"] >= 0 and line["principal"] == "anonymous:-"
+        assert "peer" not in line  # read only on request: see the next test
+
+
+def test_the_access_log_names_the_peer_when_asked(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="regserve.access")
+    app = start_server(tmp_path / "models", access_log_peer=True)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            mpb_grpc.ModelServiceStub(channel).ListModels(
+                mpb.ListModelsRequest(), metadata=(("x-request-id", 'odd "id" \\ here'),), timeout=5
+            )
+    finally:
+        app.stop(0)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "regserve.access"]
+    (line,) = [line for line in lines if line["request_id"] == 'odd "id" \\ here']
+    assert line["peer"].startswith("ipv4:127.0.0.1:") and line["code"] == "OK"
 
 
 def test_request_id_echo_can_be_turned_off_and_is_still_logged(tmp_path, caplog):
@@ -249,6 +264,10 @@ def test_sigterm_drains_calls_in_flight_refuses_new_ones_and_exits_zero(tmp_path
             server.kill()
         _, log = server.communicate(timeout=10)
     assert "draining" in log and "regserve stopped" in log
+    # The access log is written in batches; the lines of every call are on stderr by the exit.
+    access = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert [a["code"] for a in access if a["method"].endswith("/BatchPredict")] == ["OK"] * 4
+    assert [a["code"] for a in access if a["method"].endswith("/Train")] == ["OK"]
 
 
 def test_sigterm_with_the_gateway_and_a_slow_http_upload_still_stops_and_exits_zero(tmp_path, linear_data):
