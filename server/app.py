@@ -106,7 +106,7 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
     ]
     if settings.max_concurrent_streams > 0:
         options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
@@ -158,7 +158,7 @@ def _edge_policy(settings: Settings) -> EdgePolicy:
     )
 
 
-def _start_gateway(settings: Settings, grpc_port: int) -> tuple[subprocess.Popen, int] | None:
+def start_gateway(settings: Settings, grpc_port: int) -> tuple[subprocess.Popen, int] | None:
     """Start the REST gateway beside the server when ``settings.gateway_port`` asks for it.
 
     It runs as a child process (``regserve gateway``) rather than a thread: its event
@@ -176,9 +176,20 @@ def _start_gateway(settings: Settings, grpc_port: int) -> tuple[subprocess.Popen
     upstream = f"127.0.0.1:{grpc_port}" if wildcard else f"{settings.address.rsplit(':', 1)[0]}:{grpc_port}"
     command = [sys.executable, "-m", "regserve.server.cli", "gateway", "--upstream", upstream]
     command += ["--host", settings.host, "--port", str(port), "--log-level", settings.log_level]
-    command += ["--grace-period", str(settings.grace_period)]
+    command += ["--grace-period", str(settings.grace_period), "--channels", str(settings.workers)]
     command += ["--parent-pid", str(os.getpid())]  # the gateway stops when the server dies, even by SIGKILL
     return subprocess.Popen(command), port
+
+
+def stop_gateway(process: subprocess.Popen, grace_period: float) -> None:
+    """Stop the gateway process: it gets the same grace for its open HTTP calls, then is killed."""
+    process.terminate()
+    try:
+        process.wait(grace_period + 5)
+    except subprocess.TimeoutExpired:
+        logger.warning("the REST gateway did not stop within the grace period; killing it")
+        process.kill()
+        process.wait()
 
 
 def _free_port(host: str) -> int:
@@ -188,8 +199,19 @@ def _free_port(host: str) -> int:
 
 
 def serve(settings: Settings) -> int:
-    """Run the server until SIGTERM or SIGINT; returns the process exit code."""
+    """Run the server until SIGTERM or SIGINT; returns the process exit code.
+
+    With ``settings.workers`` above 1, run that many server processes on the port instead.
+    """
     from regserve.server.demo import ensure_demo_models
+    from regserve.server.workers import exit_with_parent, serve_workers
+
+    if settings.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    if settings.workers > 1:
+        return serve_workers(settings)
+    if settings.parent_pid:
+        exit_with_parent(settings.parent_pid)
 
     if settings.blas_threads > 0:
         # On a small machine BLAS worker threads compete with the RPC threads for the
@@ -214,7 +236,7 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     app.start()
-    gateway = _start_gateway(settings, app.port)
+    gateway = start_gateway(settings, app.port)
     logger.info(
         "regserve listening on %s:%d%s (models: %s; metrics: %s; REST gateway: %s)",
         settings.host,
@@ -229,17 +251,9 @@ def serve(settings: Settings) -> int:
             logger.error("the REST gateway exited with code %s; stopping", gateway[0].returncode)
             break
 
-    def stop_gateway() -> None:
-        # The gateway gets the same grace for its open HTTP calls, then is killed.
-        process = gateway[0]
-        process.terminate()
-        try:
-            process.wait(settings.grace_period + 5)
-        except subprocess.TimeoutExpired:
-            logger.warning("the REST gateway did not stop within the grace period; killing it")
-            process.kill()
-            process.wait()
-
-    app.stop(settings.grace_period, while_draining=stop_gateway if gateway is not None else None)
+    app.stop(
+        settings.grace_period,
+        while_draining=(lambda: stop_gateway(gateway[0], settings.grace_period)) if gateway is not None else None,
+    )
     logger.info("regserve stopped")
     return 0

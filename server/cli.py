@@ -50,7 +50,9 @@ def cmd_gateway(args) -> int:
 
     _configure_logging(args.log_level)
     if args.parent_pid:
-        _exit_with_parent(args.parent_pid)
+        from regserve.server.workers import exit_with_parent
+
+        exit_with_parent(args.parent_pid)
     credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca or args.tls_cert else None
     run_gateway(
         args.host,
@@ -59,22 +61,9 @@ def cmd_gateway(args) -> int:
         credentials=credentials,
         log_level=args.log_level,
         grace_period=args.grace_period,
+        channels=args.channels,
     )
     return 0
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """Stop this process (SIGTERM to itself) once ``parent_pid`` is gone, even if it was killed."""
-    import signal
-    import threading
-    import time
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="regserve-parent-watch", daemon=True).start()
 
 
 def _admin_client(args):
@@ -409,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--tls-cert", help="PEM certificate of the gateway, for mutual TLS to the upstream")
     gateway.add_argument("--tls-key", help="PEM private key of the gateway, for mutual TLS to the upstream")
     gateway.add_argument("--grace-period", type=float, default=10.0, help="seconds open HTTP calls get on SIGTERM")
+    gateway.add_argument(
+        "--channels", type=int, default=1, help="connections to the upstream, used in turn (one per server worker)"
+    )
     gateway.add_argument("--log-level", default="INFO")
     gateway.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
     gateway.set_defaults(func=cmd_gateway)

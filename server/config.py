@@ -26,6 +26,8 @@ class Settings:
     port: int = 50051
     model_dir: Path = Path("var/models")
     max_workers: int = 16
+    workers: int = 1
+    reuse_port: bool = False
     max_message_mb: int = 64
     grace_period: float = 10.0
     poll_interval: float = 2.0
@@ -48,6 +50,7 @@ class Settings:
     max_predict_rows: int = 1_000_000
     max_concurrent_streams: int = 0
     max_concurrent_rpcs: int = 0
+    parent_pid: int = 0
 
     @property
     def address(self) -> str:
@@ -82,6 +85,8 @@ _HELP = {
     "port": "gRPC port; 0 picks a free one",
     "model_dir": "registry directory holding the model versions",
     "max_workers": "threads answering RPCs",
+    "workers": "server processes sharing the port (SO_REUSEPORT); each holds the models and follows the registry",
+    "reuse_port": "let other processes bind the same port (SO_REUSEPORT); --workers sets it for its workers",
     "max_message_mb": "largest request or response message, in MiB",
     "grace_period": "seconds calls in flight get to finish on SIGTERM",
     "poll_interval": "seconds between checks of the registry for changes made by other replicas",
@@ -104,6 +109,7 @@ _HELP = {
     "max_predict_rows": "most rows in one Predict request or BatchPredict message",
     "max_concurrent_streams": "HTTP/2 streams per connection (grpc.max_concurrent_streams); 0 keeps grpc's default",
     "max_concurrent_rpcs": "calls in progress before new ones get RESOURCE_EXHAUSTED; 0 means no limit",
+    "parent_pid": "stop when the process with this pid exits (set by --workers for its workers); 0: never",
 }
 
 _ENV_ONLY = frozenset({"tokens"})

@@ -133,14 +133,16 @@ def create_gateway_app(
     credentials: grpc.ChannelCredentials | None = None,
     services: Iterable[ServiceDescriptor] | None = None,
     max_message_bytes: int = 64 * MIB,
+    channels: int = 1,
 ) -> Starlette:
     """The ASGI app serving the REST routes of ``services`` (default: every regserve.v1 service) from ``target``.
 
     ``target`` is the gRPC server's ``host:port``; with ``credentials`` the channel
-    uses TLS.  The channel opens on the first request and closes at shutdown.
+    uses TLS.  The channel opens on the first request and closes at shutdown; with
+    ``channels`` above 1, that many connections are opened and used in turn.
     """
     routes = gateway_routes(services)
-    upstream = Upstream(target, credentials, max_message_bytes)
+    upstream = Upstream(target, credentials, max_message_bytes, channels)
     document = openapi_document(routes, title="regserve", version=_version(), comments=load_comments())
 
     async def openapi(request: Request) -> JSONResponse:
@@ -178,12 +180,13 @@ def run_gateway(
     credentials: grpc.ChannelCredentials | None = None,
     log_level: str = "info",
     grace_period: float = 10.0,
+    channels: int = 1,
 ) -> None:
     """Serve the gateway on ``host:port`` with uvicorn until interrupted, proxying to ``target``.
 
     On SIGTERM or SIGINT, open HTTP calls get ``grace_period`` seconds to finish.
     """
-    app = create_gateway_app(target, credentials=credentials)
+    app = create_gateway_app(target, credentials=credentials, channels=channels)
     # grpc.aio needs the standard asyncio loop; uvloop is not supported by it.
     # Each call is logged once, as JSON, by the gRPC server behind the gateway; uvicorn's
     # own access log would write a second line per request.

@@ -16,6 +16,7 @@ the server's ``x-request-id`` comes back as a response header.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -40,45 +41,62 @@ _ECHOED = ("x-request-id",)
 
 
 class Upstream:
-    """The channel to the gRPC server, opened on first use by the event loop that serves requests."""
+    """The channels to the gRPC server, opened on first use by the event loop that serves requests.
 
-    def __init__(self, target: str, credentials: grpc.ChannelCredentials | None, max_message_bytes: int) -> None:
+    With ``channels`` above 1, each channel has its own connection (a local subchannel
+    pool) and calls take them in turn: a server of several processes sharing one port
+    (``regserve serve --workers N``) spreads connections, not calls, over its workers.
+    """
+
+    def __init__(
+        self, target: str, credentials: grpc.ChannelCredentials | None, max_message_bytes: int, channels: int = 1
+    ) -> None:
         self.target = target
         self.credentials = credentials
         self.options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
-        self._channel: grpc.aio.Channel | None = None
-        self._callables: dict[str, object] = {}
+        if channels > 1:
+            self.options.append(("grpc.use_local_subchannel_pool", 1))
+        self.channels = max(1, channels)
+        self._open: list[tuple[grpc.aio.Channel, dict[str, object]]] = []
+        self._turn = itertools.count()
+
+    def _channel(self) -> tuple[grpc.aio.Channel, dict[str, object]]:
+        if not self._open:
+            for _ in range(self.channels):
+                if self.credentials is None:
+                    channel = grpc.aio.insecure_channel(self.target, options=self.options)
+                else:
+                    channel = grpc.aio.secure_channel(self.target, self.credentials, options=self.options)
+                self._open.append((channel, {}))
+        if self.channels == 1:
+            return self._open[0]
+        return self._open[next(self._turn) % self.channels]
 
     def callable_for(self, route: HttpRoute, request_class, response_class):
-        """The generic multi-callable of ``route``'s method, made once per channel."""
-        if self._channel is None:
-            if self.credentials is None:
-                self._channel = grpc.aio.insecure_channel(self.target, options=self.options)
-            else:
-                self._channel = grpc.aio.secure_channel(self.target, self.credentials, options=self.options)
-        found = self._callables.get(route.grpc_path)
+        """The generic multi-callable of ``route``'s method on the next channel, made once per channel."""
+        channel, callables = self._channel()
+        found = callables.get(route.grpc_path)
         if found is None:
             kind = (
                 ("unary" if not route.client_streaming else "stream")
                 + "_"
                 + ("unary" if not route.server_streaming else "stream")
             )
-            found = getattr(self._channel, kind)(
+            found = getattr(channel, kind)(
                 route.grpc_path,
                 request_serializer=request_class.SerializeToString,
                 response_deserializer=response_class.FromString,
             )
-            self._callables[route.grpc_path] = found
+            callables[route.grpc_path] = found
         return found
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
-            self._callables.clear()
+        opened, self._open = self._open, []
+        for channel, _ in opened:
+            await channel.close()
 
 
 def _check_content_type(request: Request, accepted: tuple[str, ...]) -> None:

@@ -127,8 +127,9 @@ class AccessLogWriter(logging.Handler):
     The request path only appends a finished line to a deque (``write_line``, or
     ``emit`` for records that come through the logging module); every ``interval``
     seconds, or sooner when ``max_pending`` lines wait, the writer thread joins them
-    and writes them with one call.  A write per line would drop and retake the GIL
-    on every request, which on a busy sync server costs far more than the write.
+    and writes them in pieces of at most 4 KiB (atomic on a pipe shared by workers).
+    A write per line would drop and retake the GIL on every request, which on a busy
+    sync server costs far more than the write.
     ``flush`` and ``close`` (called by ``logging.shutdown`` at exit) write what is
     pending; a process killed outright loses at most the last interval's lines.
     """
@@ -167,9 +168,8 @@ class AccessLogWriter(logging.Handler):
                     lines.append(pending.popleft())
             except IndexError:
                 pass
-            if lines:
-                lines.append("")
-                self.stream.write("\n".join(lines))
+            for chunk in _chunks(lines):
+                self.stream.write(chunk)
                 self.stream.flush()
 
     def _run(self) -> None:
@@ -189,6 +189,24 @@ class AccessLogWriter(logging.Handler):
             self.flush()
         finally:
             super().close()
+
+
+_PIPE_BUF = 4096
+"""Writes up to this size to a pipe are atomic: lines of workers sharing a stderr pipe never mix."""
+
+
+def _chunks(lines: list[str]) -> Iterator[str]:
+    """``lines`` joined with newlines into pieces of at most ``_PIPE_BUF`` characters (a longer line alone)."""
+    piece: list[str] = []
+    size = 0
+    for line in lines:
+        if piece and size + len(line) + 1 > _PIPE_BUF:
+            yield "".join(piece)
+            piece, size = [], 0
+        piece.append(line + "\n")
+        size += len(line) + 1
+    if piece:
+        yield "".join(piece)
 
 
 _access_writer: AccessLogWriter | None = None

@@ -1,0 +1,168 @@
+"""Several server processes on one port: ``regserve serve --workers N``.
+
+A sync grpcio server runs its Python code under one GIL, so one process uses about
+one core however many threads it has.  ``--workers N`` starts N ordinary server
+processes (``regserve serve`` with ``--reuse-port``) that all bind the same port with
+SO_REUSEPORT; the kernel spreads incoming connections over them.  Each worker loads
+the models itself and follows the registry like any replica (``--poll-interval``), so
+a version trained or promoted through one worker is served by the others after
+their next poll.
+
+The parent process serves nothing.  It trains the demo models once (so workers never
+race to create them), holds the port while the workers start when port 0 asked for a
+free one, runs the REST gateway, restarts a worker that dies, forwards SIGTERM and
+SIGINT and exits with 0 once every worker has drained and stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import fields, replace
+
+from regserve.server.config import Settings
+
+__all__ = ["exit_with_parent", "serve_workers"]
+
+logger = logging.getLogger(__name__)
+
+CRASH_LOOP_SECONDS = 10.0
+"""A worker that dies sooner than this after its start is not restarted: the server stops instead."""
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Stop this process (SIGTERM to itself) once ``parent_pid`` is gone, even if it was killed."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="regserve-parent-watch", daemon=True).start()
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    """The settings as REGSERVE_* variables, the way a worker process reads its defaults."""
+    env = dict(os.environ)
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        env[f"REGSERVE_{f.name.upper()}"] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return env
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` with SO_REUSEPORT, not listening.
+
+    It keeps a port chosen by the kernel (port 0) for the workers: they bind it too,
+    and only listening sockets receive connections, so this one never takes any.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]") or "0.0.0.0", port))
+    return sock
+
+
+class _Worker:
+    def __init__(self, index: int, settings: Settings) -> None:
+        self.index = index
+        self.settings = settings
+        self.process: subprocess.Popen | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "regserve.server.cli", "serve"]
+        self.process = subprocess.Popen(command, env=_environment(self.settings))
+        self.started = time.monotonic()
+        logger.info("worker %d started (pid %d)", self.index, self.process.pid)
+
+
+def _worker_settings(settings: Settings, index: int, port: int) -> Settings:
+    metrics = settings.metrics_port + index if settings.metrics_port > 0 else settings.metrics_port
+    return replace(
+        settings,
+        port=port,
+        workers=1,
+        reuse_port=True,
+        demo_models=False,
+        gateway_port=-1,
+        metrics_port=metrics,
+        parent_pid=os.getpid(),
+    )
+
+
+def serve_workers(settings: Settings) -> int:
+    """Run ``settings.workers`` server processes on one port until SIGTERM or SIGINT; returns the exit code."""
+    from regserve.server.app import start_gateway, stop_gateway
+    from regserve.server.demo import ensure_demo_models
+    from regserve.server.registry import ModelRegistry
+    from regserve.server.store import ModelStore
+
+    if settings.demo_models:
+        store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
+        store.load_all()
+        ensure_demo_models(store)
+        del store
+    reserved = _reserve_port(settings.host, settings.port)
+    port = reserved.getsockname()[1]
+    stopping = threading.Event()
+
+    def _on_signal(signum, frame):
+        logger.info("received %s; stopping %d workers", signal.Signals(signum).name, settings.workers)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    workers = [_Worker(i, _worker_settings(settings, i, port)) for i in range(settings.workers)]
+    for worker in workers:
+        worker.start()
+    gateway = start_gateway(settings, port)
+    logger.info(
+        "regserve: %d workers on %s:%d (REST gateway: %s)",
+        settings.workers,
+        settings.host,
+        port,
+        f"http://{settings.host}:{gateway[1]}/docs" if gateway is not None else "off",
+    )
+    code = 0
+    while not stopping.wait(0.5):
+        if gateway is not None and gateway[0].poll() is not None:
+            logger.error("the REST gateway exited with code %s; stopping", gateway[0].returncode)
+            code = 1
+            break
+        crashed = [w for w in workers if w.process.poll() is not None]
+        for worker in crashed:
+            status = worker.process.returncode
+            if time.monotonic() - worker.started < CRASH_LOOP_SECONDS:
+                logger.error("worker %d exited with code %s right after its start; stopping", worker.index, status)
+                code = 1
+                break
+            logger.error("worker %d exited with code %s; starting it again", worker.index, status)
+            worker.start()
+        if code:
+            break
+
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+    if gateway is not None:
+        stop_gateway(gateway[0], settings.grace_period)
+    for worker in workers:
+        try:
+            status = worker.process.wait(settings.grace_period + 10)
+        except subprocess.TimeoutExpired:
+            logger.warning("worker %d did not stop within the grace period; killing it", worker.index)
+            worker.process.kill()
+            status = worker.process.wait()
+        if status != 0 and not code:
+            logger.error("worker %d exited with code %s", worker.index, status)
+            code = 1
+    reserved.close()
+    logger.info("regserve stopped")
+    return code

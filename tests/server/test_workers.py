@@ -1,0 +1,152 @@
+"""``regserve serve --workers N``: N real server processes on one port, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from regserve.v1 import regression_service_pb2 as pb
+from regserve.v1 import regression_service_pb2_grpc as pb_grpc
+from regserve.v1 import types_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+CONNECTIONS = 24
+
+
+def _free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = probe.getsockname()[1]
+        if first + count > 65535:
+            continue
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError("no run of free ports")
+
+
+def _channels(target: str) -> list[grpc.Channel]:
+    # A local subchannel pool gives each channel its own TCP connection; SO_REUSEPORT
+    # spreads connections, not calls, over the workers.
+    return [grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(CONNECTIONS)]
+
+
+def _predict(channel: grpc.Channel, model: str, row: np.ndarray) -> pb.PredictResponse:
+    request = pb.PredictRequest(model=model, inputs=types_pb2.Matrix(num_columns=row.size, raw=row.tobytes()))
+    return pb_grpc.RegressionServiceStub(channel).Predict(request, timeout=10)
+
+
+def _requests_seen(metrics_port: int) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith("regserve_requests_total{") and 'method="Predict"' in line
+    )
+
+
+def _children(pid: int, command: str) -> list[int]:
+    """The child processes of ``pid`` running ``regserve <command>``."""
+    children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [child for child in children if command in Path(f"/proc/{child}/cmdline").read_text().split("\0")]
+
+
+def test_two_workers_share_the_port_follow_the_registry_and_stop_on_sigterm(tmp_path, linear_data):
+    X, y = linear_data
+    port, metrics, gateway = _free_ports(1), _free_ports(2), _free_ports(1)
+    target = f"127.0.0.1:{port}"
+    command = [sys.executable, "-m", "regserve.server.cli", "serve", "--workers", "2", "--port", str(port)]
+    command += ["--model-dir", str(tmp_path / "models"), "--metrics-port", str(metrics), "--poll-interval", "0.2"]
+    command += ["--gateway-port", str(gateway)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    channels = _channels(target)
+    try:
+        # The parent trains the demo models once; both workers load them and turn SERVING.
+        deadline = time.monotonic() + 60
+        serving = set()
+        while len(serving) < CONNECTIONS and time.monotonic() < deadline:
+            for index, channel in enumerate(channels):
+                try:
+                    answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                except grpc.RpcError:
+                    continue
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    serving.add(index)
+            time.sleep(0.1)
+        assert len(serving) == CONNECTIONS
+        workers = _children(server.pid, "serve")
+        assert len(workers) == 2 and len(_children(server.pid, "gateway")) == 1
+
+        row = np.zeros((1, 10))
+        answers = [_predict(channel, "diabetes", row) for channel in channels]
+        assert {a.version for a in answers} == {"v1"}
+        assert len({a.predictions.raw for a in answers}) == 1  # every worker holds the same model
+        # The kernel spread the connections over both workers: each one answered some.
+        seen = [_requests_seen(metrics), _requests_seen(metrics + 1)]
+        assert sum(seen) == CONNECTIONS and min(seen) > 0, seen
+
+        # A version trained through one connection reaches every worker through the registry.
+        from regserve.client import RegressionClient
+
+        with RegressionClient(target) as client:
+            client.train("house", X, y)
+        deadline = time.monotonic() + 10
+        pending = set(range(CONNECTIONS))
+        while pending and time.monotonic() < deadline:
+            for index in list(pending):
+                try:
+                    answer = _predict(channels[index], "house", X[:1])
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.NOT_FOUND  # this worker has not polled yet
+                    continue
+                assert answer.version == "v1"
+                pending.discard(index)
+            time.sleep(0.05)
+        assert not pending
+
+        # The REST gateway runs beside the workers, with one connection per worker.
+        for _ in range(4):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{gateway}/v1/models/house:predict",
+                data=json.dumps({"inputs": {"values": X[0].tolist()}}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            reply = json.loads(urllib.request.urlopen(request, timeout=10).read())
+            assert reply["version"] == "v1" and len(reply["predictions"]["values"]) == 1
+
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    finally:
+        for channel in channels:
+            channel.close()
+        if server.poll() is None:
+            server.kill()
+        _, log = server.communicate(timeout=10)
+    assert "2 workers on" in log and "regserve stopped" in log
+
+
+def test_workers_must_be_at_least_one(tmp_path):
+    command = [sys.executable, "-m", "regserve.server.cli", "serve", "--workers", "0", "--port", "0"]
+    command += ["--model-dir", str(tmp_path / "models")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "--workers must be at least 1" in done.stderr
