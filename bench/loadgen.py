@@ -37,29 +37,35 @@ async def unary(args) -> dict:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(args.rows, args.features))
     request = pb.PredictRequest(model=args.model, inputs=types_pb2.Matrix(num_columns=args.features, raw=X.tobytes()))
-    async with grpc.aio.insecure_channel(args.target, options=OPTIONS) as channel:
-        stub = pb_grpc.RegressionServiceStub(channel)
+    # Several channels get one connection each (a local subchannel pool), so a server
+    # of several processes sharing the port (SO_REUSEPORT) sees several connections.
+    options = OPTIONS + ([("grpc.use_local_subchannel_pool", 1)] if args.channels > 1 else [])
+    channels = [grpc.aio.insecure_channel(args.target, options=options) for _ in range(args.channels)]
+    stubs = [pb_grpc.RegressionServiceStub(channel) for channel in channels]
+    for stub in stubs:
         for _ in range(50):  # warm-up
             await stub.Predict(request)
-        latencies: list[float] = []
-        deadline = time.perf_counter() + args.duration
-        failures = 0
+    latencies: list[float] = []
+    deadline = time.perf_counter() + args.duration
+    failures = 0
 
-        async def worker():
-            nonlocal failures
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                try:
-                    await stub.Predict(request)
-                except grpc.RpcError:
-                    failures += 1
-                    continue
-                latencies.append(time.perf_counter() - start)
+    async def worker(stub):
+        nonlocal failures
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            try:
+                await stub.Predict(request)
+            except grpc.RpcError:
+                failures += 1
+                continue
+            latencies.append(time.perf_counter() - start)
 
-        cpu0, wall0 = _cpu_seconds(), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        wall = time.perf_counter() - wall0
-        cpu = _cpu_seconds() - cpu0
+    cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+    await asyncio.gather(*(worker(stubs[i % len(stubs)]) for i in range(args.concurrency)))
+    wall = time.perf_counter() - wall0
+    cpu = _cpu_seconds() - cpu0
+    for channel in channels:
+        await channel.close()
     lat = np.array(latencies) * 1e3
     return {
         "requests": len(latencies),
@@ -73,13 +79,20 @@ async def unary(args) -> dict:
 
 
 async def http(args) -> dict:
-    """POST /v1/models/{model}:predict with a JSON body over keep-alive HTTP/1.1 connections."""
+    """One-row Predict as JSON over keep-alive HTTP/1.1 connections.
+
+    ``--http-style regserve`` posts ``{"inputs": {"values": [...]}}`` to the gateway's
+    ``/v1/models/{model}:predict``; ``fastapi`` posts ``{"features": [...]}`` to ``/predict``.
+    """
     host, port = args.target.rsplit(":", 1)
     rng = np.random.default_rng(0)
     row = rng.normal(size=args.features).tolist()
-    body = json.dumps({"inputs": {"values": row}}).encode()
+    if args.http_style == "fastapi":
+        path, body = "/predict", json.dumps({"features": row}).encode()
+    else:
+        path, body = f"/v1/models/{args.model}:predict", json.dumps({"inputs": {"values": row}}).encode()
     head = (
-        f"POST /v1/models/{args.model}:predict HTTP/1.1\r\nHost: {args.target}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {args.target}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     request = head + body
@@ -163,6 +176,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1)
     parser.add_argument("--features", type=int, default=10)
     parser.add_argument("--chunks", type=int, default=100)
+    parser.add_argument("--http-style", choices=("regserve", "fastapi"), default="regserve")
+    parser.add_argument(
+        "--channels", type=int, default=1, help="gRPC connections the unary calls are spread over (in turn)"
+    )
     args = parser.parse_args()
     if args.scenario == "stream":
         result = stream(args)

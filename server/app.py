@@ -8,11 +8,8 @@ open a real channel; ``serve`` runs it until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -25,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from regserve.server.auth import TokenTable
 from regserve.server.config import Settings
+from regserve.server.gateway_local import LocalDispatch, RecordingServer
 from regserve.server.interceptors import EdgeInterceptor, EdgePolicy
 from regserve.server.model_servicer import ModelServicer
 from regserve.server.observability import ACCESS_LOGGER, Metrics, configure_access_log, start_metrics_server
@@ -58,6 +56,8 @@ class Application:
     metrics: Metrics | None = None
     metrics_port: int = -1
     """Port of the /metrics HTTP endpoint once started; -1 when metrics are off."""
+    local: LocalDispatch | None = None
+    """The servicers' handlers behind the edge interceptor, for in-process calls from the embedded gateway."""
     _metrics_host: str = "127.0.0.1"
     _metrics_server: object = None
 
@@ -112,18 +112,21 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
     stats = ServingStats()
     metrics = Metrics(stats)
+    edge = EdgeInterceptor(metrics, _edge_policy(settings))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        interceptors=[EdgeInterceptor(metrics, _edge_policy(settings))],
+        interceptors=[edge],
         options=options,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     app = Application(server, 0, store, health_servicer, stats, metrics, settings.metrics_port, settings.host)
+    recorder = RecordingServer(server)
     regression_service_pb2_grpc.add_RegressionServiceServicer_to_server(
-        RegressionServicer(store, app.stats, on_change=app.update_health), server
+        RegressionServicer(store, app.stats, on_change=app.update_health), recorder
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, app.stats), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, app.stats), recorder)
+    app.local = LocalDispatch(recorder.handlers, edge, settings.max_message_bytes)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     if settings.tls:
@@ -158,12 +161,31 @@ def _edge_policy(settings: Settings) -> EdgePolicy:
     )
 
 
-def start_gateway(settings: Settings, grpc_port: int) -> tuple[subprocess.Popen, int] | None:
-    """Start the REST gateway beside the server when ``settings.gateway_port`` asks for it.
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0 picks a free port), with SO_REUSEPORT when asked."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that name it,
+    # and without it a response written in two parts waits for the peer's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host.strip("[]") or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
-    It runs as a child process (``regserve gateway``) rather than a thread: its event
-    loop and gRPC client then never compete with the RPC threads for this process's GIL.
+
+def _start_gateway(settings: Settings, app: Application):
+    """Start the REST gateway inside this process when ``settings.gateway_port`` asks for it.
+
+    Unary routes call the servicers in process, through the edge interceptor; the
+    streaming routes call this server's own port over gRPC, in plaintext.
     """
+    from regserve.server.gateway import EmbeddedGateway
+
     if settings.gateway_port < 0:
         return None
     if settings.tls:
@@ -171,31 +193,14 @@ def start_gateway(settings: Settings, grpc_port: int) -> tuple[subprocess.Popen,
             "the embedded REST gateway speaks plaintext to the gRPC port; with TLS on, run "
             "`regserve gateway --upstream HOST:PORT --tls-ca ...` as its own process"
         )
-    port = settings.gateway_port or _free_port(settings.host)
     wildcard = settings.host in {"0.0.0.0", "::", "[::]", ""}
-    upstream = f"127.0.0.1:{grpc_port}" if wildcard else f"{settings.address.rsplit(':', 1)[0]}:{grpc_port}"
-    command = [sys.executable, "-m", "regserve.server.cli", "gateway", "--upstream", upstream]
-    command += ["--host", settings.host, "--port", str(port), "--log-level", settings.log_level]
-    command += ["--grace-period", str(settings.grace_period), "--channels", str(settings.workers)]
-    command += ["--parent-pid", str(os.getpid())]  # the gateway stops when the server dies, even by SIGKILL
-    return subprocess.Popen(command), port
-
-
-def stop_gateway(process: subprocess.Popen, grace_period: float) -> None:
-    """Stop the gateway process: it gets the same grace for its open HTTP calls, then is killed."""
-    process.terminate()
-    try:
-        process.wait(grace_period + 5)
-    except subprocess.TimeoutExpired:
-        logger.warning("the REST gateway did not stop within the grace period; killing it")
-        process.kill()
-        process.wait()
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host.strip("[]") or "127.0.0.1", 0))
-        return sock.getsockname()[1]
+    upstream = f"127.0.0.1:{app.port}" if wildcard else f"{settings.address.rsplit(':', 1)[0]}:{app.port}"
+    sock = bind_socket(settings.host, settings.gateway_port, reuse_port=settings.reuse_port)
+    gateway = EmbeddedGateway(
+        sock, upstream, app.local, log_level=settings.log_level, grace_period=settings.grace_period
+    )
+    gateway.start()
+    return gateway
 
 
 def serve(settings: Settings) -> int:
@@ -236,7 +241,7 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     app.start()
-    gateway = start_gateway(settings, app.port)
+    gateway = _start_gateway(settings, app)
     logger.info(
         "regserve listening on %s:%d%s (models: %s; metrics: %s; REST gateway: %s)",
         settings.host,
@@ -244,16 +249,13 @@ def serve(settings: Settings) -> int:
         " with TLS" + (" and client certificates" if settings.tls_client_ca else "") if settings.tls else "",
         ", ".join(store.model_names()) or "none",
         f"http://{settings.host}:{app.metrics_port}/metrics" if app.metrics_port >= 0 else "off",
-        f"http://{settings.host}:{gateway[1]}/docs" if gateway is not None else "off",
+        f"http://{settings.host}:{gateway.port}/docs" if gateway is not None else "off",
     )
     while not stopping.wait(1.0):
-        if gateway is not None and gateway[0].poll() is not None:
-            logger.error("the REST gateway exited with code %s; stopping", gateway[0].returncode)
+        if gateway is not None and not gateway.alive():
+            logger.error("the REST gateway stopped; stopping")
             break
 
-    app.stop(
-        settings.grace_period,
-        while_draining=(lambda: stop_gateway(gateway[0], settings.grace_period)) if gateway is not None else None,
-    )
+    app.stop(settings.grace_period, while_draining=gateway.stop if gateway is not None else None)
     logger.info("regserve stopped")
     return 0

@@ -49,10 +49,6 @@ def cmd_gateway(args) -> int:
     from regserve.server.gateway import run_gateway
 
     _configure_logging(args.log_level)
-    if args.parent_pid:
-        from regserve.server.workers import exit_with_parent
-
-        exit_with_parent(args.parent_pid)
     credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca or args.tls_cert else None
     run_gateway(
         args.host,
@@ -402,7 +398,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--channels", type=int, default=1, help="connections to the upstream, used in turn (one per server worker)"
     )
     gateway.add_argument("--log-level", default="INFO")
-    gateway.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
     gateway.set_defaults(func=cmd_gateway)
 
     train = client_command("train", "train a new version of a model from a CSV file")

@@ -21,6 +21,8 @@ import contextlib
 import html
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterable
 from importlib import metadata
 
@@ -37,11 +39,12 @@ from starlette.types import Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from regserve.server.gateway_errors import EXCEPTION_HANDLERS
+from regserve.server.gateway_local import LocalDispatch
 from regserve.server.gateway_openapi import load_comments, openapi_document
 from regserve.server.gateway_proxy import Upstream, endpoint_for
 from regserve.server.gateway_rules import HttpRoute, contract_services, http_routes
 
-__all__ = ["HttpRoute", "create_gateway_app", "gateway_routes", "run_gateway"]
+__all__ = ["EmbeddedGateway", "HttpRoute", "create_gateway_app", "gateway_routes", "run_gateway"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +65,11 @@ def _route_path(scope: Scope) -> str:
 class _RuleRoute(BaseRoute):
     """A Starlette route for one HTTP binding; a path match with another method is a 405."""
 
-    def __init__(self, route: HttpRoute, upstream: Upstream, siblings: list[_RuleRoute]) -> None:
+    def __init__(
+        self, route: HttpRoute, upstream: Upstream, siblings: list[_RuleRoute], local: LocalDispatch | None
+    ) -> None:
         self.route = route
-        self.endpoint = endpoint_for(route, upstream)
+        self.endpoint = endpoint_for(route, upstream, local)
         self.siblings = siblings
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
@@ -134,12 +139,14 @@ def create_gateway_app(
     services: Iterable[ServiceDescriptor] | None = None,
     max_message_bytes: int = 64 * MIB,
     channels: int = 1,
+    local: LocalDispatch | None = None,
 ) -> Starlette:
     """The ASGI app serving the REST routes of ``services`` (default: every regserve.v1 service) from ``target``.
 
     ``target`` is the gRPC server's ``host:port``; with ``credentials`` the channel
     uses TLS.  The channel opens on the first request and closes at shutdown; with
-    ``channels`` above 1, that many connections are opened and used in turn.
+    ``channels`` above 1, that many connections are opened and used in turn.  With
+    ``local``, the gateway runs inside the server and calls unary methods in process.
     """
     routes = gateway_routes(services)
     upstream = Upstream(target, credentials, max_message_bytes, channels)
@@ -155,7 +162,7 @@ def create_gateway_app(
         await upstream.close()
 
     rule_routes: list[_RuleRoute] = []
-    rule_routes.extend(_RuleRoute(route, upstream, rule_routes) for route in routes)
+    rule_routes.extend(_RuleRoute(route, upstream, rule_routes, local) for route in routes)
     app = Starlette(
         routes=[
             Route("/openapi.json", openapi, methods=["GET"]),
@@ -199,3 +206,46 @@ def run_gateway(
         access_log=False,
         timeout_graceful_shutdown=grace_period,
     )
+
+
+class EmbeddedGateway:
+    """The gateway served by uvicorn on a thread of the server process, on an already bound socket.
+
+    Unary routes call the server's handlers in process (``local``); streaming routes
+    call ``target`` over gRPC.  ``stop`` gives open HTTP calls ``grace_period`` seconds.
+    """
+
+    def __init__(
+        self, sock, target: str, local: LocalDispatch, *, log_level: str = "info", grace_period: float = 10.0
+    ) -> None:
+        app = create_gateway_app(target, local=local)
+        config = uvicorn.Config(
+            app,
+            loop="asyncio",
+            log_level=log_level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=grace_period,
+        )
+        self._sock = sock
+        self._grace_period = grace_period
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="regserve-gateway", daemon=True
+        )
+        self.port = sock.getsockname()[1]
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the REST gateway did not start")
+            time.sleep(0.01)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(self._grace_period + 5)
+        self._sock.close()

@@ -28,6 +28,7 @@ from starlette.responses import Response, StreamingResponse
 
 from regserve.server.gateway_codec import build_request, response_json
 from regserve.server.gateway_errors import GatewayError, status_from_rpc_error, status_json, status_response
+from regserve.server.gateway_local import LocalCallError, LocalDispatch, peer_of
 from regserve.server.gateway_rules import HttpRoute
 
 __all__ = ["Upstream", "endpoint_for"]
@@ -217,14 +218,20 @@ class _NdjsonRequests:
             return None
 
 
-def endpoint_for(route: HttpRoute, upstream: Upstream) -> Callable[[Request, dict[str, str]], Awaitable[Response]]:
-    """The handler of ``route``: build the request, call upstream, render the answer."""
+def endpoint_for(
+    route: HttpRoute, upstream: Upstream, local: LocalDispatch | None = None
+) -> Callable[[Request, dict[str, str]], Awaitable[Response]]:
+    """The handler of ``route``: build the request, call the method, render the answer.
+
+    With ``local`` (the gateway runs inside the server), unary methods are called in
+    process; everything else goes to ``upstream`` over gRPC.
+    """
     request_class = message_factory.GetMessageClass(route.method.input_type)
     response_class = message_factory.GetMessageClass(route.method.output_type)
+    in_process = local is not None and not route.server_streaming and local.serves(route.grpc_path)
 
     async def handle(request: Request, path_values: dict[str, str]) -> Response:
         options = _call_options(request)
-        multi_callable = upstream.callable_for(route, request_class, response_class)
         if route.client_streaming:
             _check_content_type(request, _STREAM_TYPES)
             if request.query_params:
@@ -232,7 +239,7 @@ def endpoint_for(route: HttpRoute, upstream: Upstream) -> Callable[[Request, dic
                     code_pb2.INVALID_ARGUMENT, "streaming routes take no query parameters", "UNEXPECTED_QUERY_PARAMETER"
                 )
             requests = _NdjsonRequests(request, route, request_class, path_values)
-            call = multi_callable(requests.__aiter__(), **options)
+            call = upstream.callable_for(route, request_class, response_class)(requests.__aiter__(), **options)
             requests.call = call
         else:
             body = None
@@ -240,13 +247,28 @@ def endpoint_for(route: HttpRoute, upstream: Upstream) -> Callable[[Request, dic
                 _check_content_type(request, _JSON_TYPES)
                 body = await request.body()
             message = build_request(route, request_class, path_values, request.query_params.multi_items(), body)
+            if in_process:
+                return await _local_answer(route, local, message, options, peer_of(request.client))
             requests = None
-            call = multi_callable(message, **options)
+            call = upstream.callable_for(route, request_class, response_class)(message, **options)
         if route.server_streaming:
             return await _stream_answer(route, call, requests)
         return await _unary_answer(route, call, requests)
 
     return handle
+
+
+async def _local_answer(route: HttpRoute, local: LocalDispatch, message, options: dict, peer: str) -> Response:
+    try:
+        response, sent = await local.call(route.grpc_path, message, peer=peer, **options)
+    except LocalCallError as exc:
+        return await _upstream_error(exc)
+    return _json_answer(route, response, _echoed_headers(sent))
+
+
+def _json_answer(route: HttpRoute, response, headers: dict[str, str]) -> Response:
+    body = json.dumps(response_json(route, response), separators=(",", ":"), ensure_ascii=False)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def _bad_line(requests: _NdjsonRequests | None) -> GatewayError | None:
@@ -271,8 +293,7 @@ async def _unary_answer(route: HttpRoute, call, requests: _NdjsonRequests | None
         return await _call_failed(exc, requests)
     # regserve echoes the request id of a unary call in its trailing metadata.
     headers = _echoed_headers((*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ())))
-    body = json.dumps(response_json(route, response), separators=(",", ":"), ensure_ascii=False)
-    return Response(body, media_type="application/json", headers=headers)
+    return _json_answer(route, response, headers)
 
 
 async def _stream_answer(route: HttpRoute, call, requests: _NdjsonRequests | None) -> Response:

@@ -8,10 +8,11 @@ the models itself and follows the registry like any replica (``--poll-interval``
 a version trained or promoted through one worker is served by the others after
 their next poll.
 
-The parent process serves nothing.  It trains the demo models once (so workers never
-race to create them), holds the port while the workers start when port 0 asked for a
-free one, runs the REST gateway, restarts a worker that dies, forwards SIGTERM and
-SIGINT and exits with 0 once every worker has drained and stopped.
+Each worker also runs the REST gateway, on one HTTP port shared the same way.  The
+parent process serves nothing.  It trains the demo models once (so workers never
+race to create them), holds the ports while the workers start when port 0 asked for
+a free one, restarts a worker that dies, forwards SIGTERM and SIGINT and exits with 0
+once every worker has drained and stopped.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -56,19 +56,6 @@ def _environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` with SO_REUSEPORT, not listening.
-
-    It keeps a port chosen by the kernel (port 0) for the workers: they bind it too,
-    and only listening sockets receive connections, so this one never takes any.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host.strip("[]") or "0.0.0.0", port))
-    return sock
-
-
 class _Worker:
     def __init__(self, index: int, settings: Settings) -> None:
         self.index = index
@@ -83,7 +70,7 @@ class _Worker:
         logger.info("worker %d started (pid %d)", self.index, self.process.pid)
 
 
-def _worker_settings(settings: Settings, index: int, port: int) -> Settings:
+def _worker_settings(settings: Settings, index: int, port: int, gateway_port: int) -> Settings:
     metrics = settings.metrics_port + index if settings.metrics_port > 0 else settings.metrics_port
     return replace(
         settings,
@@ -91,7 +78,7 @@ def _worker_settings(settings: Settings, index: int, port: int) -> Settings:
         workers=1,
         reuse_port=True,
         demo_models=False,
-        gateway_port=-1,
+        gateway_port=gateway_port,
         metrics_port=metrics,
         parent_pid=os.getpid(),
     )
@@ -99,7 +86,7 @@ def _worker_settings(settings: Settings, index: int, port: int) -> Settings:
 
 def serve_workers(settings: Settings) -> int:
     """Run ``settings.workers`` server processes on one port until SIGTERM or SIGINT; returns the exit code."""
-    from regserve.server.app import start_gateway, stop_gateway
+    from regserve.server.app import bind_socket
     from regserve.server.demo import ensure_demo_models
     from regserve.server.registry import ModelRegistry
     from regserve.server.store import ModelStore
@@ -109,8 +96,14 @@ def serve_workers(settings: Settings) -> int:
         store.load_all()
         ensure_demo_models(store)
         del store
-    reserved = _reserve_port(settings.host, settings.port)
-    port = reserved.getsockname()[1]
+    # The parent binds the ports without listening: a port chosen by the kernel (port 0)
+    # is kept for the workers, which bind it too; only listening sockets get connections.
+    reserved = [bind_socket(settings.host, settings.port, reuse_port=True)]
+    port = reserved[0].getsockname()[1]
+    gateway_port = -1
+    if settings.gateway_port >= 0:
+        reserved.append(bind_socket(settings.host, settings.gateway_port, reuse_port=True))
+        gateway_port = reserved[1].getsockname()[1]
     stopping = threading.Event()
 
     def _on_signal(signum, frame):
@@ -119,23 +112,18 @@ def serve_workers(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    workers = [_Worker(i, _worker_settings(settings, i, port)) for i in range(settings.workers)]
+    workers = [_Worker(i, _worker_settings(settings, i, port, gateway_port)) for i in range(settings.workers)]
     for worker in workers:
         worker.start()
-    gateway = start_gateway(settings, port)
     logger.info(
         "regserve: %d workers on %s:%d (REST gateway: %s)",
         settings.workers,
         settings.host,
         port,
-        f"http://{settings.host}:{gateway[1]}/docs" if gateway is not None else "off",
+        f"http://{settings.host}:{gateway_port}/docs in each worker" if gateway_port >= 0 else "off",
     )
     code = 0
     while not stopping.wait(0.5):
-        if gateway is not None and gateway[0].poll() is not None:
-            logger.error("the REST gateway exited with code %s; stopping", gateway[0].returncode)
-            code = 1
-            break
         crashed = [w for w in workers if w.process.poll() is not None]
         for worker in crashed:
             status = worker.process.returncode
@@ -151,8 +139,6 @@ def serve_workers(settings: Settings) -> int:
     for worker in workers:
         if worker.process.poll() is None:
             worker.process.send_signal(signal.SIGTERM)
-    if gateway is not None:
-        stop_gateway(gateway[0], settings.grace_period)
     for worker in workers:
         try:
             status = worker.process.wait(settings.grace_period + 10)
@@ -163,6 +149,7 @@ def serve_workers(settings: Settings) -> int:
         if status != 0 and not code:
             logger.error("worker %d exited with code %s", worker.index, status)
             code = 1
-    reserved.close()
+    for sock in reserved:
+        sock.close()
     logger.info("regserve stopped")
     return code

@@ -17,18 +17,24 @@ from regserve.v1 import regression_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
 from tests.conftest import start_server
 from tests.server.edge_helpers import details_of
+from tests.server.gateway_helpers import MODES, running_gateway
 
 ADMIN_TOKEN = "admin-secret-0123"
 PREDICT_TOKEN = "predict-secret-4567"
 
 
 @pytest.fixture
-def secured_target(tmp_path):
+def secured_app(tmp_path):
     tokens = tmp_path / "tokens.txt"
     tokens.write_text(f"# role:token\nadmin:{ADMIN_TOKEN}\npredict:{PREDICT_TOKEN}\n", encoding="utf-8")
     app = start_server(tmp_path / "models", tokens_file=str(tokens))
-    yield f"127.0.0.1:{app.port}"
+    yield app
     app.stop(0)
+
+
+@pytest.fixture
+def secured_target(secured_app):
+    return f"127.0.0.1:{secured_app.port}"
 
 
 @pytest.fixture
@@ -149,46 +155,38 @@ def _error_reason(body: dict) -> str:
     return next((d.get("reason", "") for d in body.get("details", ()) if d.get("@type", "").endswith("ErrorInfo")), "")
 
 
-def test_the_rest_gateway_carries_tokens_and_refusals(secured_target):
-    gateway = pytest.importorskip("regserve.server.gateway")
-    httpx = pytest.importorskip("httpx")
-    uvicorn = pytest.importorskip("uvicorn")
-    import threading
-    import time
-
-    config = uvicorn.Config(
-        gateway.create_gateway_app(secured_target), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+@pytest.mark.parametrize("mode", MODES)
+def test_the_rest_gateway_carries_tokens_and_refusals(secured_app, secured_target, mode):
+    """Over gRPC or in process (the gateway inside ``regserve serve``), the edge checks every call."""
     train_body = json.dumps({"spec": {"model": "rest", "kind": "MODEL_KIND_LINEAR"}}) + "\n"
     train_body += (
         json.dumps({"chunk": {"features": {"numColumns": 1, "values": [1, 2, 3]}, "targets": {"values": [2, 4, 6]}}})
         + "\n"
     )
     ndjson = {"content-type": "application/x-ndjson"}
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            cases = [
-                ({}, 401, "MISSING_TOKEN"),
-                ({"authorization": "Bearer wrong"}, 401, "UNKNOWN_TOKEN"),
-                ({"authorization": f"Bearer {PREDICT_TOKEN}"}, 403, "ROLE_NOT_ALLOWED"),
-            ]
-            for headers, status, reason in cases:
-                response = http.post("/v1/models:train", content=train_body, headers={**ndjson, **headers})
-                assert response.status_code == status, response.text
-                assert _error_reason(response.json()) == reason
-            admin = {**ndjson, "authorization": f"Bearer {ADMIN_TOKEN}"}
-            response = http.post("/v1/models:train", content=train_body, headers=admin)
-            assert response.status_code == 200, response.text
-            listed = http.get("/v1/models", headers={"authorization": f"Bearer {PREDICT_TOKEN}"})
-            assert listed.status_code == 200 and [m["model"] for m in listed.json()["models"]] == ["rest"]
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    predictor = {"authorization": f"Bearer {PREDICT_TOKEN}"}
+    local = secured_app.local if mode == "in_process" else None
+    with running_gateway(secured_target, local) as http:
+        cases = [
+            ({}, 401, "MISSING_TOKEN"),
+            ({"authorization": "Bearer wrong"}, 401, "UNKNOWN_TOKEN"),
+            (predictor, 403, "ROLE_NOT_ALLOWED"),
+        ]
+        for headers, status, reason in cases:
+            response = http.post("/v1/models:train", content=train_body, headers={**ndjson, **headers})
+            assert response.status_code == status, response.text
+            assert _error_reason(response.json()) == reason
+        admin = {**ndjson, "authorization": f"Bearer {ADMIN_TOKEN}"}
+        response = http.post("/v1/models:train", content=train_body, headers=admin)
+        assert response.status_code == 200, response.text
+        listed = http.get("/v1/models", headers=predictor)
+        assert listed.status_code == 200 and [m["model"] for m in listed.json()["models"]] == ["rest"]
+        # The unary routes, which the embedded gateway answers in process.
+        predict = {"inputs": {"numColumns": 1, "values": [4]}}
+        for headers, status, reason in cases[:2]:
+            response = http.post("/v1/models/rest:predict", json=predict, headers=headers)
+            assert response.status_code == status and _error_reason(response.json()) == reason
+        response = http.post("/v1/models/rest:predict", json=predict, headers=predictor)
+        assert response.status_code == 200 and response.json()["predictions"]["values"] == pytest.approx([8.0])
+        response = http.post("/v1/models/rest/versions/v1:promote", json={}, headers=predictor)
+        assert response.status_code == 403 and _error_reason(response.json()) == "ROLE_NOT_ALLOWED"

@@ -11,23 +11,20 @@ import json
 import os
 import re
 import socket
-import threading
 import time
 from concurrent import futures
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from google.protobuf import duration_pb2, json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from openapi_spec_validator import validate
 
-from regserve.server.gateway import create_gateway_app, gateway_routes
+from regserve.server.gateway import gateway_routes
 from regserve.server.gateway_errors import http_status_for
 from regserve.server.gateway_rules import PathTemplate, contract_services
 from regserve.v1 import model_service_pb2 as mpb
@@ -35,35 +32,14 @@ from regserve.v1 import model_service_pb2_grpc as mpb_grpc
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import regression_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
+from tests.server.gateway_helpers import MODES, running_gateway
 
 GOLDEN = Path(__file__).parent / "golden" / "routes.txt"
 
 
-@contextmanager
-def running_gateway(target: str):
-    """Serve the gateway for ``target`` with uvicorn on 127.0.0.1:0 in a thread; yield an httpx client on it."""
-    config = uvicorn.Config(
-        create_gateway_app(target), host="127.0.0.1", port=0, loop="asyncio", log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-@pytest.fixture
-def http(target):
-    with running_gateway(target) as client:
+@pytest.fixture(params=MODES)
+def http(request, app, target):
+    with running_gateway(target, app.local if request.param == "in_process" else None) as client:
         yield client
 
 

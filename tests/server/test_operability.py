@@ -28,6 +28,7 @@ from regserve.v1 import regression_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
 from tests.conftest import start_server
 from tests.server.edge_helpers import details_of
+from tests.server.gateway_helpers import running_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,6 +55,28 @@ def test_a_burst_over_the_rate_limit_is_refused_with_retry_info_then_served_agai
         health.Check(health_pb2.HealthCheckRequest(), timeout=5)
     time.sleep(delay)
     models.ListModels(mpb.ListModelsRequest(), timeout=5)
+
+
+def test_the_in_process_gateway_applies_rate_and_row_limits(tmp_path, linear_data):
+    """The gateway inside ``regserve serve`` calls the servicers in process: the limits still apply."""
+    X, y = linear_data
+    app = start_server(tmp_path / "models", rate_limit=2.0, rate_burst=3, max_predict_rows=10)
+    try:
+        with RegressionClient(f"127.0.0.1:{app.port}") as client:
+            client.train("house", X, y)
+        with running_gateway(f"127.0.0.1:{app.port}", app.local) as http:
+            body = {"inputs": {"numColumns": 5, "values": X[:11].ravel().tolist()}}
+            refused = http.post("/v1/models/house:predict", json=body)
+            assert refused.status_code == 400 and "TOO_MANY_ROWS" in refused.text
+            body = {"inputs": {"numColumns": 5, "values": X[:1].ravel().tolist()}}
+            answers = [http.post("/v1/models/house:predict", json=body) for _ in range(5)]
+            # The bucket of 127.0.0.1 (burst 3) also paid for the gRPC Train and the refused call.
+            codes = [a.status_code for a in answers]
+            served = codes.count(200)
+            assert 1 <= served <= 3 and codes == [200] * served + [429] * (5 - served)
+            assert "RATE_LIMITED" in answers[-1].text and "retryDelay" in answers[-1].text
+    finally:
+        app.stop(0)
 
 
 def test_token_bucket_refills_at_its_rate():

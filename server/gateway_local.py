@@ -1,0 +1,178 @@
+"""In-process calls for the gateway embedded in the server: unary RPCs without a second gRPC hop.
+
+When ``regserve serve --gateway-port`` runs the REST gateway inside the server
+process, a unary route hands its request message straight to the method handler
+the gRPC server itself runs, wrapped by the same ``EdgeInterceptor``: request ids,
+authentication, rate limits (per HTTP client address), row limits, validation,
+metrics and the access log all apply exactly as to a gRPC call.  What is skipped
+is the serialization and the round trip through a gRPC client, the HTTP/2 stack
+and the server's thread pool, which cost more CPU than the call itself.
+
+Streaming routes (Train and BatchPredict as NDJSON) still go over gRPC to the
+server's own port: they need flow control across the two ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+
+import grpc
+from google.rpc import code_pb2
+
+from regserve.server.gateway_errors import GatewayError
+
+__all__ = ["LocalCallError", "LocalDispatch", "RecordingServer"]
+
+_READ_ONLY_INLINE = frozenset({"/regserve.v1.RegressionService/Predict", "/regserve.v1.RegressionService/ModelInfo"})
+"""Methods answered on the event loop itself: pure computation on models held in memory.
+
+Every other unary method (registry changes, which write and fsync files) runs in a
+thread, so the event loop never waits on a disk.
+"""
+
+
+class RecordingServer:
+    """Stands in for a ``grpc.Server`` in the generated ``add_*_to_server`` functions.
+
+    It passes every registration on to ``server`` and keeps the method handlers, so
+    in-process calls run the very handler objects the gRPC server runs.
+    """
+
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
+        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Mapping) -> None:
+        self._server.add_registered_method_handlers(service_name, method_handlers)
+        for name, handler in method_handlers.items():
+            self.handlers[f"/{service_name}/{name}"] = handler
+
+
+class LocalCallError(grpc.RpcError):
+    """A failed in-process call; reads like the ``AioRpcError`` of a call over gRPC."""
+
+    def __init__(self, status: grpc.Status) -> None:
+        super().__init__(status.details)
+        self._status = status
+
+    def code(self) -> grpc.StatusCode:
+        return self._status.code
+
+    def details(self) -> str:
+        return self._status.details
+
+    def initial_metadata(self) -> tuple:
+        return ()
+
+    def trailing_metadata(self) -> tuple:
+        return tuple(self._status.trailing_metadata or ())
+
+
+class _Status(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata) -> None:
+        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
+
+
+class _Context:
+    """The part of ``grpc.ServicerContext`` regserve's handlers use, for one in-process call."""
+
+    __slots__ = ("_deadline", "_metadata", "_peer", "_trailing", "_code")
+
+    def __init__(self, metadata: tuple, peer: str, timeout: float | None) -> None:
+        self._metadata = metadata
+        self._peer = peer
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._trailing: tuple = ()
+        self._code: grpc.StatusCode | None = None
+
+    def invocation_metadata(self) -> tuple:
+        return self._metadata
+
+    def peer(self) -> str:
+        return self._peer
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def is_active(self) -> bool:
+        return self._deadline is None or time.monotonic() < self._deadline
+
+    def set_trailing_metadata(self, metadata) -> None:
+        self._trailing = tuple(metadata)
+
+    def trailing_metadata(self) -> tuple:
+        return self._trailing
+
+    def send_initial_metadata(self, metadata) -> None:
+        self._trailing = (*self._trailing, *metadata)
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def abort_with_status(self, status: grpc.Status):
+        self._code = status.code
+        raise LocalCallError(_Status(status.code, status.details, status.trailing_metadata))
+
+    def abort(self, code: grpc.StatusCode, details: str):
+        self.abort_with_status(_Status(code, details, self._trailing))
+
+
+class _CallDetails(grpc.HandlerCallDetails):
+    __slots__ = ("invocation_metadata", "method")
+
+    def __init__(self, method: str, invocation_metadata: tuple) -> None:
+        self.method = method
+        self.invocation_metadata = invocation_metadata
+
+
+class LocalDispatch:
+    """Calls unary methods in process, through ``interceptor`` like the gRPC server does.
+
+    ``handlers`` maps full method names to the server's handlers (``RecordingServer``);
+    ``max_message_bytes`` is the server's message size limit, applied to requests.
+    """
+
+    def __init__(
+        self, handlers: Mapping[str, grpc.RpcMethodHandler], interceptor, max_message_bytes: int
+    ) -> None:
+        self._handlers = dict(handlers)
+        self._interceptor = interceptor
+        self._max_message_bytes = max_message_bytes
+
+    def serves(self, method: str) -> bool:
+        handler = self._handlers.get(method)
+        return handler is not None and handler.unary_unary is not None
+
+    def _handler(self, method: str, metadata: tuple) -> Callable:
+        details = _CallDetails(method, metadata)
+        return self._interceptor.intercept_service(lambda d: self._handlers[d.method], details).unary_unary
+
+    async def call(self, method: str, request, *, metadata: tuple, timeout: float | None, peer: str):
+        """The response to ``request``, and the metadata the call sent back; raises ``LocalCallError``."""
+        size = request.ByteSize()
+        if size > self._max_message_bytes:
+            raise GatewayError(
+                code_pb2.RESOURCE_EXHAUSTED,
+                f"Received message larger than max ({size} vs. {self._max_message_bytes})",
+                "MESSAGE_TOO_LARGE",
+            )
+        handler = self._handler(method, metadata)
+        context = _Context(metadata, peer, timeout)
+        if method in _READ_ONLY_INLINE:
+            response = handler(request, context)
+        else:
+            response = await asyncio.to_thread(handler, request, context)
+        return response, context.trailing_metadata()
+
+
+def peer_of(client) -> str:
+    """A gRPC-style peer string (``ipv4:host:port``) for an HTTP client address, as rate limits key on it."""
+    if client is None:
+        return "unknown"
+    host, port = client
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
