@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+
 $(GOOGLEAPIS): $(STAMP)
 	$(PY) scripts/generate_stubs.py --stage-googleapis
 
@@ -52,8 +57,8 @@ generate: $(STAMP) $(GOOGLEAPIS)
 check-generated: $(STAMP) $(GOOGLEAPIS)
 	$(PY) scripts/generate_stubs.py --check generated
 
-## bench: run the benchmarks and print their tables.
-bench: $(STAMP)
+## bench: run the benchmark suite (table, bench/results/latest.json and latest.png), then the training table.
+bench: $(BENCH_STAMP)
 	$(PY) -m bench
 	$(PY) -m bench.training
 

@@ -1,9 +1,19 @@
-"""Run the benchmark suite and print its table: ``python -m bench`` (``make bench``).
+"""Run the benchmark suite: ``python -m bench`` (``make bench``).
 
-Each server runs in its own process and each load generator in another, all on
-127.0.0.1.  regserve runs as `regserve serve` with a 10-feature linear model;
-the baselines are bench/bare_server.py in sync and aio mode, doing the same
-arithmetic with no framework.  Results go to stdout and bench/results/latest.json.
+Every server runs in its own process and every load generator (``bench.loadgen``)
+in another, all on 127.0.0.1, with a 10-feature linear model:
+
+- ``regserve``: ``regserve serve`` with metrics, the JSON access log and the
+  embedded REST gateway on, authentication off, one process;
+- ``regserve x2``: the same with ``--workers 2``;
+- ``bare sync`` / ``bare aio``: ``bench/bare_server.py``, the same arithmetic on
+  the same messages with no framework, in grpcio's sync mode (regserve's) and aio;
+- ``fastapi``: ``bench/fastapi_server.py``, a FastAPI ``def /predict`` JSON endpoint.
+
+Before each scenario the server's peak resident memory (VmHWM) is reset, so the
+"srv MB" column is the peak of that scenario alone.  The table goes to stdout;
+the figures to bench/results/latest.json and a chart to bench/results/latest.png.
+The four targets of the suite are checked at the end, by ratio, from this run only.
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -25,7 +37,41 @@ import numpy as np
 from regserve.client import RegressionClient
 
 ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
 FEATURES = 10
+GRPC_BASELINES = ("bare sync", "bare aio")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    options: dict
+    servers: tuple[str, ...]
+    metric: str = "rps"  # the throughput the ratios compare: "rps" or "rows_per_s"
+    timed: bool = True  # runs for --duration seconds
+
+
+_UNARY = ("regserve", "bare sync", "bare aio")
+_CONNECTIONS = ("regserve", "regserve x2", "bare sync")
+SCENARIOS = [
+    Scenario("unary c=1", dict(scenario="unary", concurrency=1), _UNARY),
+    Scenario("unary c=8", dict(scenario="unary", concurrency=8), _UNARY),
+    Scenario("unary c=64", dict(scenario="unary", concurrency=64), _UNARY),
+    Scenario("Predict 1,000 rows c=8", dict(scenario="unary", concurrency=8, rows=1000), _UNARY, "rows_per_s"),
+    Scenario(
+        "BatchPredict 10,000x10", dict(scenario="stream", rows=10_000, chunks=200), _UNARY, "rows_per_s", False
+    ),
+    Scenario("REST c=1", dict(scenario="http", concurrency=1), ("regserve", "fastapi")),
+    Scenario("REST c=8", dict(scenario="http", concurrency=8), ("regserve", "regserve x2", "fastapi")),
+    Scenario(
+        "Train closed form", dict(scenario="train", rows=100_000, chunks=10), ("regserve",), "rows_per_s", False
+    ),
+    Scenario("unary c=8, 8 conns", dict(scenario="unary", concurrency=8, channels=8), _CONNECTIONS),
+    Scenario("unary c=64, 8 conns", dict(scenario="unary", concurrency=64, channels=8), _CONNECTIONS),
+]
+
+
+# ------------------------------------------------------------------ servers
 
 
 def _free_port() -> int:
@@ -34,43 +80,96 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _wait_ready(target: str, timeout: float = 60.0) -> None:
+def _wait_grpc(target: str, timeout: float = 60.0) -> None:
     with grpc.insecure_channel(target) as channel:
         grpc.channel_ready_future(channel).result(timeout=timeout)
 
 
-def start_regserve(model_dir: str) -> tuple[subprocess.Popen, str, str]:
+def _wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen
+    grpc_target: str = ""
+    http_target: str = ""
+    pids: list[int] = field(default_factory=list)
+
+    def serving_pids(self) -> list[int]:
+        """The processes that answer: the workers under ``--workers``, else the process itself."""
+        if self.name == "regserve x2":
+            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+            return [int(pid) for pid in children]
+        return [self.process.pid]
+
+    def reset_peak_memory(self) -> None:
+        for pid in self.serving_pids():
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+    def peak_memory_mb(self) -> float:
+        total = 0.0
+        for pid in self.serving_pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        return total
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+
+
+def start_regserve(model_dir: str, workers: int = 1) -> Server:
     """regserve with metrics, the JSON access log and the REST gateway on, authentication off."""
     port, gateway, metrics = _free_port(), _free_port(), _free_port()
     command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port), "--model-dir", model_dir]
     command += ["--no-demo-models", "--access-log", "--metrics-port", str(metrics), "--gateway-port", str(gateway)]
+    command += ["--workers", str(workers)]
     # The access log goes to stderr: one JSON line per request is written, and dropped here.
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = f"127.0.0.1:{port}"
-    _wait_ready(target)
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(10_000, FEATURES))
-    with RegressionClient(target) as client:
-        client.train("bench", X, X @ rng.normal(size=FEATURES) + 0.5)
-    return process, target, f"127.0.0.1:{gateway}"
+    server = Server("regserve" if workers == 1 else f"regserve x{workers}", process)
+    server.grpc_target, server.http_target = f"127.0.0.1:{port}", f"127.0.0.1:{gateway}"
+    _wait_grpc(server.grpc_target)
+    _wait_http(f"http://{server.http_target}/openapi.json")
+    if workers == 1:
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(10_000, FEATURES))
+        with RegressionClient(server.grpc_target) as client:
+            client.train("bench", X, X @ rng.normal(size=FEATURES) + 0.5)
+    else:
+        time.sleep(3)  # every worker has polled the registry and holds the model
+    return server
 
 
-def start_bare(mode: str) -> tuple[subprocess.Popen, str, str]:
-    """The bare grpcio baseline; it has no REST gateway (the third value is empty)."""
+def start_bare(mode: str) -> Server:
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.bare_server", "--mode", mode, "--port", str(port)], stdout=subprocess.DEVNULL
-    )
-    target = f"127.0.0.1:{port}"
-    _wait_ready(target)
-    return process, target, ""
+    command = [sys.executable, "-m", "bench.bare_server", "--mode", mode, "--port", str(port)]
+    server = Server(f"bare {mode}", subprocess.Popen(command, stdout=subprocess.DEVNULL))
+    server.grpc_target = f"127.0.0.1:{port}"
+    _wait_grpc(server.grpc_target)
+    return server
+
+
+def start_fastapi() -> Server:
+    port = _free_port()
+    command = [sys.executable, "-m", "bench.fastapi_server", "--port", str(port), "--features", str(FEATURES)]
+    server = Server("fastapi", subprocess.Popen(command))
+    server.http_target = f"127.0.0.1:{port}"
+    _wait_http(f"http://{server.http_target}/openapi.json")
+    return server
+
+
+# ------------------------------------------------------------------ running
 
 
 def load(target: str, **options) -> dict:
@@ -81,80 +180,168 @@ def load(target: str, **options) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-SCENARIOS = [
-    ("unary c=1", dict(scenario="unary", concurrency=1)),
-    ("unary c=8", dict(scenario="unary", concurrency=8)),
-    ("unary c=64", dict(scenario="unary", concurrency=64)),
-    ("unary 1,000 rows c=8", dict(scenario="unary", concurrency=8, rows=1000)),
-    ("BatchPredict 10,000x10", dict(scenario="stream", rows=10_000, chunks=200)),
-    ("REST Predict c=1", dict(scenario="http", concurrency=1)),
-    ("REST Predict c=8", dict(scenario="http", concurrency=8)),
-]
-
-
-def run(duration: float) -> dict:
-    results: dict[str, dict] = {}
-    servers = {"regserve": None, "bare sync": "sync", "bare aio": "aio"}
+def run(duration: float, only: set[str] | None = None) -> dict[str, dict[str, dict]]:
+    """Figures by scenario, then by server."""
+    results: dict[str, dict[str, dict]] = {s.name: {} for s in SCENARIOS}
+    starters = {
+        "regserve": lambda model_dir: start_regserve(model_dir),
+        "bare sync": lambda model_dir: start_bare("sync"),
+        "bare aio": lambda model_dir: start_bare("aio"),
+        "fastapi": lambda model_dir: start_fastapi(),
+        "regserve x2": lambda model_dir: start_regserve(model_dir, workers=2),
+    }
     with tempfile.TemporaryDirectory() as model_dir:
-        for name, mode in servers.items():
-            process, target, gateway = start_regserve(model_dir) if mode is None else start_bare(mode)
+        for name, starter in starters.items():
+            scenarios = [s for s in SCENARIOS if name in s.servers and (only is None or s.name in only)]
+            if not scenarios:
+                continue
+            server = starter(model_dir)
             try:
-                for scenario, options in SCENARIOS:
-                    options = dict(options, features=FEATURES)
-                    if options["scenario"] == "http" and not gateway:
-                        continue
-                    if options["scenario"] in ("unary", "http"):
+                for scenario in scenarios:
+                    options = dict(scenario.options, features=FEATURES)
+                    if scenario.timed:
                         options["duration"] = duration
-                    result = load(gateway if options["scenario"] == "http" else target, **options)
-                    result["server_peak_rss_mb"] = _peak_rss_mb(process.pid)
-                    results.setdefault(scenario, {})[name] = result
-                    print(f"  {name:10s} {scenario:24s} done", file=sys.stderr)
+                    if options["scenario"] == "http" and name == "fastapi":
+                        options["http_style"] = "fastapi"
+                    target = server.http_target if options["scenario"] == "http" else server.grpc_target
+                    server.reset_peak_memory()
+                    result = load(target, **options)
+                    result["server_peak_rss_mb"] = server.peak_memory_mb()
+                    results[scenario.name][name] = result
+                    print(f"  {name:12s} {scenario.name:24s} done", file=sys.stderr)
             finally:
-                process.terminate()
-                process.wait(30)
-    return results
+                server.stop()
+    return {name: by_server for name, by_server in results.items() if by_server}
 
 
-def table(results: dict) -> str:
+# ------------------------------------------------------------------ reporting
+
+
+def _ratios(scenario: Scenario, by_server: dict[str, dict]) -> dict[str, float]:
+    """regserve's throughput over each baseline's in this scenario (and x2 over x1)."""
+    ours = by_server.get("regserve", {}).get(scenario.metric)
+    ratios = {}
+    for baseline in (*GRPC_BASELINES, "fastapi"):
+        theirs = by_server.get(baseline, {}).get(scenario.metric)
+        if ours and theirs:
+            ratios[baseline] = ours / theirs
+    doubled = by_server.get("regserve x2", {}).get(scenario.metric)
+    if ours and doubled:
+        ratios["x2 over x1"] = doubled / ours
+    return ratios
+
+
+def _cell(value, fmt: str) -> str:
+    width = int(fmt.split(".")[0] or 0)
+    return "-".rjust(width) if value is None else format(value, fmt)
+
+
+def table(results: dict[str, dict[str, dict]]) -> str:
     head = (
-        f"{'scenario':24s} {'server':10s} {'req/s':>9s} {'rows/s':>12s} {'p50 ms':>8s} {'p99 ms':>8s} "
-        f"{'client CPU':>10s} {'srv RSS MB':>10s} {'ratio':>6s}"
+        f"{'scenario':24s} {'server':12s} {'req/s':>8s} {'rows/s':>11s} {'p50 ms':>7s} {'p99 ms':>7s} "
+        f"{'client CPU':>10s} {'srv MB':>7s}  regserve's ratio"
     )
     lines = [head, "-" * len(head)]
-    for scenario, by_server in results.items():
-        bare = by_server.get("bare sync") or results.get(scenario.replace("REST Predict", "unary"), {}).get(
-            "regserve", {}
-        )
+    for scenario in SCENARIOS:
+        by_server = results.get(scenario.name)
+        if not by_server:
+            continue
+        ratios = _ratios(scenario, by_server)
         for server, r in by_server.items():
-            key = "rows_per_s"
-            ratio = r[key] / bare[key] if bare.get(key) else float("nan")
+            ratio = ""
+            if server == "regserve":
+                ratio = ", ".join(f"{v:.2f} of {k}" for k, v in ratios.items() if k != "x2 over x1")
+            elif server == "regserve x2" and "x2 over x1" in ratios:
+                ratio = f"{ratios['x2 over x1']:.2f} of regserve (1 worker)"
             lines.append(
-                f"{scenario:24s} {server:10s} {r.get('rps', float('nan')):9.0f} {r[key]:12.0f} "
-                f"{r.get('p50_ms', float('nan')):8.3f} {r.get('p99_ms', float('nan')):8.3f} "
-                f"{r['client_cpu']:10.0%} {r['server_peak_rss_mb']:10.0f} {ratio:6.2f}"
+                f"{scenario.name:24s} {server:12s} {_cell(r.get('rps'), '8.0f')} {r['rows_per_s']:11.0f} "
+                f"{_cell(r.get('p50_ms'), '7.3f')} {_cell(r.get('p99_ms'), '7.3f')} "
+                f"{r['client_cpu']:10.0%} {r['server_peak_rss_mb']:7.0f}  {ratio}"
             )
-    lines.append("ratio: rows/s against the bare sync grpcio server in the same scenario; for REST rows, against")
-    lines.append("regserve's own gRPC Predict at the same concurrency.  The regserve server runs with metrics,")
-    lines.append("the JSON access log and the gateway on, authentication off.")
     return "\n".join(lines)
 
 
+TARGETS = [
+    ("unary Predict req/s at c=8, regserve / bare sync", "unary c=8", "rps", "bare sync", ">=", 0.85),
+    ("unary Predict p50 at c=1, regserve / bare sync", "unary c=1", "p50_ms", "bare sync", "<=", 1.2),
+    ("BatchPredict rows/s, regserve / bare sync", "BatchPredict 10,000x10", "rows_per_s", "bare sync", ">=", 0.75),
+    ("REST Predict req/s at c=8, regserve / FastAPI", "REST c=8", "rps", "fastapi", ">=", 1.0),
+]
+
+
+def targets(results: dict[str, dict[str, dict]]) -> list[dict]:
+    checked = []
+    for label, scenario, key, baseline, op, bound in TARGETS:
+        by_server = results.get(scenario, {})
+        ours, theirs = by_server.get("regserve", {}).get(key), by_server.get(baseline, {}).get(key)
+        ratio = ours / theirs if ours and theirs else None
+        met = None if ratio is None else (ratio >= bound if op == ">=" else ratio <= bound)
+        checked.append({"target": label, "bound": f"{op} {bound:g}", "ratio": ratio, "met": met})
+    return checked
+
+
+def targets_text(checked: list[dict]) -> str:
+    lines = ["targets (ratios from this run):"]
+    for t in checked:
+        verdict = "not measured" if t["met"] is None else ("met" if t["met"] else "NOT met")
+        lines.append(f"  {t['target']:54s} {t['bound']:>7s}  {_cell(t['ratio'], '5.2f')}  {verdict}")
+    return "\n".join(lines)
+
+
+def _versions() -> str:
+    from importlib import metadata
+
+    names = ("grpcio", "protobuf", "numpy", "uvicorn", "starlette", "fastapi")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(found)
+
+
+def _machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        memory_kb = 0
+    return f"{model}, {os.cpu_count()} cores, {memory_kb / 1024**2:.1f} GiB, Linux {platform.release()}"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="regserve benchmarks")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per unary scenario")
+    parser = argparse.ArgumentParser(description="regserve benchmark suite")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed scenario")
+    parser.add_argument("--only", action="append", help="run only this scenario (repeatable)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for latest.json and latest.png")
     args = parser.parse_args()
-    header = (
-        f"regserve bench, {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, grpcio {grpc.__version__}, "
-        f"numpy {np.__version__}"
-    )
-    print(header, file=sys.stderr)
-    results = run(args.duration)
-    print(header)
+    header = [
+        f"regserve bench {time.strftime('%Y-%m-%d %H:%M')}: python -m bench --duration {args.duration:g}",
+        f"machine: {_machine()}",
+        f"software: Python {platform.python_version()}, {_versions()}",
+    ]
+    print("\n".join(header), file=sys.stderr)
+    results = run(args.duration, set(args.only) if args.only else None)
+    checked = targets(results)
+    print("\n".join(header))
     print(table(results))
-    out = ROOT / "results"
-    out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps({"header": header, "results": results}, indent=2))
+    print(
+        "regserve: metrics, JSON access log and embedded REST gateway on, authentication off.  "
+        "'8 conns': the calls spread over 8 connections, so SO_REUSEPORT can give each worker some."
+    )
+    print(targets_text(checked))
+    args.out.mkdir(parents=True, exist_ok=True)
+    document = {"header": header, "results": results, "targets": checked}
+    (args.out / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
+    from bench.chart import draw
+
+    draw(document, args.out / "latest.png")
+    print(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.png'}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
     python -m bench.loadgen --target 127.0.0.1:50051 --model bench --scenario unary --concurrency 8
 
 Scenarios: ``unary`` (Predict with --rows rows per request, --concurrency calls in
-flight, for --duration seconds), ``stream`` (BatchPredict of --chunks chunks of
---rows x --features) and ``http`` (one-row Predict as JSON through the REST gateway,
---concurrency keep-alive connections; --target is then the gateway's host:port).
+flight over --channels connections, for --duration seconds), ``stream`` (BatchPredict
+of --chunks chunks of --rows x --features), ``http`` (one-row Predict as JSON over
+--concurrency keep-alive connections; --target is then the HTTP host:port) and
+``train`` (a closed-form Train streamed as --chunks chunks of --rows x --features).
 It reports its own CPU time, so a reader can tell when the client rather than the
 server was the bottleneck.
 """
@@ -166,11 +167,32 @@ def stream(args) -> dict:
     return {"rows": rows, "rows_per_s": rows / wall, "seconds": wall, "client_cpu": cpu / wall}
 
 
+def train(args) -> dict:
+    """Closed-form Train of --chunks chunks of --rows x --features, streamed as raw float64; promote=False."""
+    from regserve.client import RegressionClient
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(args.rows, args.features))
+    y = X @ rng.normal(size=args.features) + 0.5 + rng.normal(scale=0.1, size=args.rows)
+
+    def chunks():
+        for _ in range(args.chunks):
+            yield X, y
+
+    with RegressionClient(args.target, timeout=600) as client:
+        cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+        client.train(f"{args.model}-train", chunks=chunks(), solver="closed_form", promote=False)
+        wall = time.perf_counter() - wall0
+        cpu = _cpu_seconds() - cpu0
+    rows = args.rows * args.chunks
+    return {"rows": rows, "rows_per_s": rows / wall, "seconds": wall, "client_cpu": cpu / wall}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True)
     parser.add_argument("--model", default="bench")
-    parser.add_argument("--scenario", choices=("unary", "stream", "http"), default="unary")
+    parser.add_argument("--scenario", choices=("unary", "stream", "http", "train"), default="unary")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rows", type=int, default=1)
@@ -183,6 +205,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.scenario == "stream":
         result = stream(args)
+    elif args.scenario == "train":
+        result = train(args)
     else:
         result = asyncio.run(unary(args) if args.scenario == "unary" else http(args))
     print(json.dumps(result))
