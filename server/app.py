@@ -178,6 +178,15 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
     return sock
 
 
+def check_gateway_settings(settings: Settings) -> None:
+    """Refuse settings the embedded gateway cannot serve: its streaming routes speak plaintext gRPC."""
+    if settings.gateway_port >= 0 and settings.tls:
+        raise ValueError(
+            "the embedded REST gateway speaks plaintext to the gRPC port; with TLS on, run "
+            "`regserve gateway --upstream HOST:PORT --tls-ca ...` as its own process"
+        )
+
+
 def _start_gateway(settings: Settings, app: Application):
     """Start the REST gateway inside this process when ``settings.gateway_port`` asks for it.
 
@@ -188,11 +197,7 @@ def _start_gateway(settings: Settings, app: Application):
 
     if settings.gateway_port < 0:
         return None
-    if settings.tls:
-        raise ValueError(
-            "the embedded REST gateway speaks plaintext to the gRPC port; with TLS on, run "
-            "`regserve gateway --upstream HOST:PORT --tls-ca ...` as its own process"
-        )
+    check_gateway_settings(settings)
     wildcard = settings.host in {"0.0.0.0", "::", "[::]", ""}
     upstream = f"127.0.0.1:{app.port}" if wildcard else f"{settings.address.rsplit(':', 1)[0]}:{app.port}"
     sock = bind_socket(settings.host, settings.gateway_port, reuse_port=settings.reuse_port)
@@ -201,6 +206,19 @@ def _start_gateway(settings: Settings, app: Application):
     )
     gateway.start()
     return gateway
+
+
+def stop_on_signals(action: str) -> threading.Event:
+    """An event that SIGTERM and SIGINT set, each logged as received with ``action`` said next."""
+    stopping = threading.Event()
+
+    def _on_signal(signum, frame):
+        logger.info("received %s; %s", signal.Signals(signum).name, action)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    return stopping
 
 
 def serve(settings: Settings) -> int:
@@ -231,15 +249,8 @@ def serve(settings: Settings) -> int:
     else:
         logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
     app = create_server(settings, store)
-    stopping = threading.Event()
-
-    def _on_signal(signum, frame):
-        logger.info("received %s; draining for up to %.1f s", signal.Signals(signum).name, settings.grace_period)
-        stopping.set()
-
     # Handlers go in before the port opens, so a SIGTERM is never met by Python's default (death by signal).
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    stopping = stop_on_signals(f"draining for up to {settings.grace_period:.1f} s")
     app.start()
     gateway = _start_gateway(settings, app)
     logger.info(

@@ -86,11 +86,13 @@ def _worker_settings(settings: Settings, index: int, port: int, gateway_port: in
 
 def serve_workers(settings: Settings) -> int:
     """Run ``settings.workers`` server processes on one port until SIGTERM or SIGINT; returns the exit code."""
-    from regserve.server.app import bind_socket
+    from regserve.server.app import bind_socket, check_gateway_settings, stop_on_signals
     from regserve.server.demo import ensure_demo_models
     from regserve.server.registry import ModelRegistry
     from regserve.server.store import ModelStore
 
+    check_gateway_settings(settings)
+    stopping = stop_on_signals(f"stopping {settings.workers} workers")
     if settings.demo_models:
         store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
         store.load_all()
@@ -104,14 +106,6 @@ def serve_workers(settings: Settings) -> int:
     if settings.gateway_port >= 0:
         reserved.append(bind_socket(settings.host, settings.gateway_port, reuse_port=True))
         gateway_port = reserved[1].getsockname()[1]
-    stopping = threading.Event()
-
-    def _on_signal(signum, frame):
-        logger.info("received %s; stopping %d workers", signal.Signals(signum).name, settings.workers)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
     workers = [_Worker(i, _worker_settings(settings, i, port, gateway_port)) for i in range(settings.workers)]
     for worker in workers:
         worker.start()
