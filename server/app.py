@@ -126,7 +126,7 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         RegressionServicer(store, app.stats, on_change=app.update_health), recorder
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, app.stats), recorder)
-    app.local = LocalDispatch(recorder.handlers, edge, settings.max_message_bytes)
+    app.local = LocalDispatch(recorder.handlers, edge, settings.max_message_bytes, settings.max_concurrent_rpcs)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     if settings.tls:
@@ -187,8 +187,8 @@ def check_gateway_settings(settings: Settings) -> None:
         )
 
 
-def _start_gateway(settings: Settings, app: Application):
-    """Start the REST gateway inside this process when ``settings.gateway_port`` asks for it.
+def _embedded_gateway(settings: Settings, app: Application):
+    """The REST gateway to serve inside this process, its socket bound; None when ``gateway_port`` is off.
 
     Unary routes call the servicers in process, through the edge interceptor; the
     streaming routes call this server's own port over gRPC, in plaintext.
@@ -197,15 +197,17 @@ def _start_gateway(settings: Settings, app: Application):
 
     if settings.gateway_port < 0:
         return None
-    check_gateway_settings(settings)
     wildcard = settings.host in {"0.0.0.0", "::", "[::]", ""}
     upstream = f"127.0.0.1:{app.port}" if wildcard else f"{settings.address.rsplit(':', 1)[0]}:{app.port}"
     sock = bind_socket(settings.host, settings.gateway_port, reuse_port=settings.reuse_port)
-    gateway = EmbeddedGateway(
-        sock, upstream, app.local, log_level=settings.log_level, grace_period=settings.grace_period
+    return EmbeddedGateway(
+        sock,
+        upstream,
+        app.local,
+        log_level=settings.log_level,
+        grace_period=settings.grace_period,
+        max_message_bytes=settings.max_message_bytes,
     )
-    gateway.start()
-    return gateway
 
 
 def stop_on_signals(action: str) -> threading.Event:
@@ -233,9 +235,12 @@ def serve(settings: Settings) -> int:
         raise ValueError("--workers must be at least 1")
     if settings.workers > 1:
         return serve_workers(settings)
+    check_gateway_settings(settings)
+    # Handlers go in first, so a SIGTERM is never met by Python's default (death by signal):
+    # one that comes while the models load stops the server as soon as it has started.
+    stopping = stop_on_signals(f"draining for up to {settings.grace_period:.1f} s")
     if settings.parent_pid:
         exit_with_parent(settings.parent_pid)
-
     if settings.blas_threads > 0:
         # On a small machine BLAS worker threads compete with the RPC threads for the
         # same cores; one BLAS thread trains faster here and leaves Predict alone.
@@ -249,10 +254,14 @@ def serve(settings: Settings) -> int:
     else:
         logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
     app = create_server(settings, store)
-    # Handlers go in before the port opens, so a SIGTERM is never met by Python's default (death by signal).
-    stopping = stop_on_signals(f"draining for up to {settings.grace_period:.1f} s")
+    gateway = _embedded_gateway(settings, app)  # bound before anything starts: a port conflict stops here
     app.start()
-    gateway = _start_gateway(settings, app)
+    if gateway is not None:
+        try:
+            gateway.start()
+        except RuntimeError:
+            app.stop(0)
+            raise OSError("the REST gateway did not start; see the log above") from None
     logger.info(
         "regserve listening on %s:%d%s (models: %s; metrics: %s; REST gateway: %s)",
         settings.host,
@@ -262,11 +271,13 @@ def serve(settings: Settings) -> int:
         f"http://{settings.host}:{app.metrics_port}/metrics" if app.metrics_port >= 0 else "off",
         f"http://{settings.host}:{gateway.port}/docs" if gateway is not None else "off",
     )
+    code = 0
     while not stopping.wait(1.0):
         if gateway is not None and not gateway.alive():
             logger.error("the REST gateway stopped; stopping")
+            code = 1
             break
 
     app.stop(settings.grace_period, while_draining=gateway.stop if gateway is not None else None)
     logger.info("regserve stopped")
-    return 0
+    return code

@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--tls-key", help="PEM private key of the gateway, for mutual TLS to the upstream")
     gateway.add_argument("--grace-period", type=float, default=10.0, help="seconds open HTTP calls get on SIGTERM")
     gateway.add_argument(
-        "--channels", type=int, default=1, help="connections to the upstream, used in turn (one per server worker)"
+        "--channels", type=int, default=1, help="connections to the upstream, used in turn (for --workers servers)"
     )
     gateway.add_argument("--log-level", default="INFO")
     gateway.set_defaults(func=cmd_gateway)

@@ -85,7 +85,8 @@ _HELP = {
     "port": "gRPC port; 0 picks a free one",
     "model_dir": "registry directory holding the model versions",
     "max_workers": "threads answering RPCs",
-    "workers": "server processes sharing the port (SO_REUSEPORT); each holds the models and follows the registry",
+    "workers": "server processes sharing the ports (SO_REUSEPORT); each holds the models, follows the registry "
+    "and has its own rate limits",
     "reuse_port": "let other processes bind the same port (SO_REUSEPORT); --workers sets it for its workers",
     "max_message_mb": "largest request or response message, in MiB",
     "grace_period": "seconds calls in flight get to finish on SIGTERM",
@@ -96,7 +97,7 @@ _HELP = {
     "access_log_peer": "add the caller's address to each access-log line (grpcio drops the GIL twice to read it)",
     "echo_request_id": "return x-request-id in the response metadata (trailing for unary calls, initial for streams)",
     "metrics_port": "HTTP port of the Prometheus /metrics endpoint; 0 picks a free one, -1 turns it off",
-    "gateway_port": "HTTP port of the REST/JSON gateway, a child process of the server; 0 picks a free one, -1: off",
+    "gateway_port": "HTTP port of the REST/JSON gateway served inside the server; 0 picks a free one, -1: off",
     "blas_threads": "threads NumPy's BLAS may use (0 keeps its default); one leaves the cores to the RPC threads",
     "tls_cert": "PEM certificate chain of the server; with --tls-key, the gRPC port speaks only TLS",
     "tls_key": "PEM private key of the server",
@@ -109,7 +110,7 @@ _HELP = {
     "max_predict_rows": "most rows in one Predict request or BatchPredict message",
     "max_concurrent_streams": "HTTP/2 streams per connection (grpc.max_concurrent_streams); 0 keeps grpc's default",
     "max_concurrent_rpcs": "calls in progress before new ones get RESOURCE_EXHAUSTED; 0 means no limit",
-    "parent_pid": "stop when the process with this pid exits (set by --workers for its workers); 0: never",
+    "parent_pid": "the pid of this process's parent: stop once the parent is gone (set by --workers); 0: never",
 }
 
 _ENV_ONLY = frozenset({"tokens"})

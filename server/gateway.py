@@ -216,14 +216,26 @@ class EmbeddedGateway:
     """
 
     def __init__(
-        self, sock, target: str, local: LocalDispatch, *, log_level: str = "info", grace_period: float = 10.0
+        self,
+        sock,
+        target: str,
+        local: LocalDispatch,
+        *,
+        log_level: str = "info",
+        grace_period: float = 10.0,
+        max_message_bytes: int = 64 * MIB,
     ) -> None:
-        app = create_gateway_app(target, local=local)
+        app = create_gateway_app(target, local=local, max_message_bytes=max_message_bytes)
+        # log_config=None: uvicorn's own logging set-up (dictConfig) would close every
+        # handler of this process, the access log's among them.  proxy_headers=False:
+        # X-Forwarded-For from a local client must not choose its rate-limit bucket.
         config = uvicorn.Config(
             app,
             loop="asyncio",
+            log_config=None,
             log_level=log_level.lower(),
             access_log=False,
+            proxy_headers=False,
             timeout_graceful_shutdown=grace_period,
         )
         self._sock = sock

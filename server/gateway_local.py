@@ -25,11 +25,13 @@ from regserve.server.gateway_errors import GatewayError
 
 __all__ = ["LocalCallError", "LocalDispatch", "RecordingServer"]
 
-_READ_ONLY_INLINE = frozenset({"/regserve.v1.RegressionService/Predict", "/regserve.v1.RegressionService/ModelInfo"})
-"""Methods answered on the event loop itself: pure computation on models held in memory.
+_INLINE = frozenset({"/regserve.v1.RegressionService/Predict", "/regserve.v1.RegressionService/ModelInfo"})
+"""Methods answered on the event loop itself when the request names no version.
 
-Every other unary method (registry changes, which write and fsync files) runs in a
-thread, so the event loop never waits on a disk.
+They are then pure computation on models held in memory.  A named version may have
+to be loaded from disk first, and every other method changes the registry (writes,
+fsync, a lock shared with other processes): those run in a thread, so the event loop
+never waits on a disk or a lock.
 """
 
 
@@ -133,16 +135,24 @@ class _CallDetails(grpc.HandlerCallDetails):
 class LocalDispatch:
     """Calls unary methods in process, through ``interceptor`` like the gRPC server does.
 
-    ``handlers`` maps full method names to the server's handlers (``RecordingServer``);
-    ``max_message_bytes`` is the server's message size limit, applied to requests.
+    ``handlers`` maps full method names to the server's handlers (``RecordingServer``).
+    The server's message size limit applies to requests, its ``max_concurrent_rpcs``
+    (0: none) to the in-process calls running at once, and the caller's deadline to
+    the answer: a call that ends after it gets DEADLINE_EXCEEDED, as over gRPC.
     """
 
     def __init__(
-        self, handlers: Mapping[str, grpc.RpcMethodHandler], interceptor, max_message_bytes: int
+        self,
+        handlers: Mapping[str, grpc.RpcMethodHandler],
+        interceptor,
+        max_message_bytes: int,
+        max_concurrent_rpcs: int = 0,
     ) -> None:
         self._handlers = dict(handlers)
         self._interceptor = interceptor
         self._max_message_bytes = max_message_bytes
+        self._max_concurrent = max_concurrent_rpcs
+        self._running = 0  # changed on the event loop only
 
     def serves(self, method: str) -> bool:
         handler = self._handlers.get(method)
@@ -161,12 +171,24 @@ class LocalDispatch:
                 f"Received message larger than max ({size} vs. {self._max_message_bytes})",
                 "MESSAGE_TOO_LARGE",
             )
+        if self._max_concurrent and self._running >= self._max_concurrent:
+            raise LocalCallError(_Status(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!", ()))
         handler = self._handler(method, metadata)
         context = _Context(metadata, peer, timeout)
-        if method in _READ_ONLY_INLINE:
-            response = handler(request, context)
-        else:
-            response = await asyncio.to_thread(handler, request, context)
+        self._running += 1
+        try:
+            if method in _INLINE and not getattr(request, "version", ""):
+                response = handler(request, context)
+            else:
+                response = await asyncio.wait_for(asyncio.to_thread(handler, request, context), timeout)
+        except TimeoutError:
+            response = None
+        finally:
+            self._running -= 1
+        if response is None or not context.is_active():
+            raise LocalCallError(
+                _Status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", context.trailing_metadata())
+            )
         return response, context.trailing_metadata()
 
 

@@ -126,7 +126,7 @@ class AccessLogWriter(logging.Handler):
 
     The request path only appends a finished line to a deque (``write_line``, or
     ``emit`` for records that come through the logging module); every ``interval``
-    seconds, or sooner when ``max_pending`` lines wait, the writer thread joins them
+    seconds the writer thread joins them
     and writes them in pieces of at most 4 KiB (atomic on a pipe shared by workers).
     A write per line would drop and retake the GIL on every request, which on a busy
     sync server costs far more than the write.
@@ -134,7 +134,7 @@ class AccessLogWriter(logging.Handler):
     pending; a process killed outright loses at most the last interval's lines.
     """
 
-    def __init__(self, stream, interval: float = 0.1, max_pending: int = 10_000) -> None:
+    def __init__(self, stream, interval: float = 0.1, max_pending: int = 100_000) -> None:
         super().__init__()
         self.stream = stream
         self.interval = interval
@@ -143,15 +143,21 @@ class AccessLogWriter(logging.Handler):
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
+        self._failed = False
         self._thread = threading.Thread(target=self._run, name="regserve-access-log", daemon=True)
         self._thread.start()
 
     def write_line(self, line: str) -> None:
-        """Queue one finished line (without its newline)."""
+        """Queue one finished line (without its newline).
+
+        Once the writer is closed, or when ``max_pending`` lines wait (the stream is
+        not keeping up), the caller writes them itself: lines are never dropped, and
+        a stalled stream slows the calls down rather than filling the memory.
+        """
         pending = self._pending
         pending.append(line)
-        if len(pending) >= self.max_pending:
-            self._wake.set()
+        if self._closed or len(pending) >= self.max_pending:
+            self._write_pending()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -160,6 +166,9 @@ class AccessLogWriter(logging.Handler):
             self.handleError(record)
 
     def flush(self) -> None:
+        self._write_pending()
+
+    def _write_pending(self) -> None:
         pending = self._pending
         with self._write_lock:
             lines = []
@@ -177,16 +186,20 @@ class AccessLogWriter(logging.Handler):
             self._wake.wait(self.interval)
             self._wake.clear()
             try:
-                self.flush()
-            except (OSError, ValueError):  # the stream went away (closed pipe, closed file)
-                self._pending.clear()
+                self._write_pending()
+            except Exception:  # noqa: BLE001 - the writer must outlive a bad batch
+                # A stream that fails (closed pipe, closed file) would fail every later
+                # batch too; the lines of this one are lost, and said so once.
+                if not self._failed:
+                    self._failed = True
+                    logging.getLogger(__name__).exception("the access log could not be written")
 
     def close(self) -> None:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=5)
         try:
-            self.flush()
+            self._write_pending()
         finally:
             super().close()
 
@@ -196,15 +209,16 @@ _PIPE_BUF = 4096
 
 
 def _chunks(lines: list[str]) -> Iterator[str]:
-    """``lines`` joined with newlines into pieces of at most ``_PIPE_BUF`` characters (a longer line alone)."""
+    """``lines`` joined with newlines into pieces of at most ``_PIPE_BUF`` UTF-8 bytes (a longer line alone)."""
     piece: list[str] = []
     size = 0
     for line in lines:
-        if piece and size + len(line) + 1 > _PIPE_BUF:
+        length = len(line) + 1 if line.isascii() else len(line.encode("utf-8", "replace")) + 1
+        if piece and size + length > _PIPE_BUF:
             yield "".join(piece)
             piece, size = [], 0
         piece.append(line + "\n")
-        size += len(line) + 1
+        size += length
     if piece:
         yield "".join(piece)
 

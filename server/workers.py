@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -84,9 +85,60 @@ def _worker_settings(settings: Settings, index: int, port: int, gateway_port: in
     )
 
 
+def _supervise(workers: list[_Worker], stopping: threading.Event) -> int:
+    """Restart workers that die until ``stopping`` is set; 1 when one dies right after its start."""
+    while not stopping.wait(0.5):
+        for worker in workers:
+            if worker.process is None or worker.process.poll() is None:
+                continue
+            status = worker.process.returncode
+            if time.monotonic() - worker.started < CRASH_LOOP_SECONDS:
+                logger.error("worker %d exited with code %s right after its start; stopping", worker.index, status)
+                return 1
+            logger.error("worker %d exited with code %s; starting it again", worker.index, status)
+            worker.start()
+    return 0
+
+
+def _stop_workers(workers: list[_Worker], timeout: float) -> int:
+    """SIGTERM every running worker and wait for all within ``timeout`` seconds; 1 when one did not exit 0."""
+    started = [w for w in workers if w.process is not None]
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    code = 0
+    for worker in started:
+        try:
+            status = worker.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.warning("worker %d did not stop within the grace period; killing it", worker.index)
+            worker.process.kill()
+            status = worker.process.wait()
+        if status != 0:
+            logger.error("worker %d exited with code %s", worker.index, status)
+            code = 1
+    return code
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """Hold ``host:port`` for the workers: bound with SO_REUSEPORT, not listening.
+
+    A first bind without SO_REUSEPORT proves the port free: otherwise another server
+    that also sets the option could share it, and the kernel would quietly split the
+    connections between the two.  Only listening sockets get connections, so the
+    parent's never takes any; a port chosen by the kernel (0) is kept this way.
+    """
+    from regserve.server.app import bind_socket
+
+    with bind_socket(host, port) as probe:
+        port = probe.getsockname()[1]
+    return bind_socket(host, port, reuse_port=True)
+
+
 def serve_workers(settings: Settings) -> int:
     """Run ``settings.workers`` server processes on one port until SIGTERM or SIGINT; returns the exit code."""
-    from regserve.server.app import bind_socket, check_gateway_settings, stop_on_signals
+    from regserve.server.app import check_gateway_settings, stop_on_signals
     from regserve.server.demo import ensure_demo_models
     from regserve.server.registry import ModelRegistry
     from regserve.server.store import ModelStore
@@ -98,52 +150,29 @@ def serve_workers(settings: Settings) -> int:
         store.load_all()
         ensure_demo_models(store)
         del store
-    # The parent binds the ports without listening: a port chosen by the kernel (port 0)
-    # is kept for the workers, which bind it too; only listening sockets get connections.
-    reserved = [bind_socket(settings.host, settings.port, reuse_port=True)]
+    reserved = [_reserve(settings.host, settings.port)]
     port = reserved[0].getsockname()[1]
     gateway_port = -1
     if settings.gateway_port >= 0:
-        reserved.append(bind_socket(settings.host, settings.gateway_port, reuse_port=True))
+        reserved.append(_reserve(settings.host, settings.gateway_port))
         gateway_port = reserved[1].getsockname()[1]
     workers = [_Worker(i, _worker_settings(settings, i, port, gateway_port)) for i in range(settings.workers)]
-    for worker in workers:
-        worker.start()
-    logger.info(
-        "regserve: %d workers on %s:%d (REST gateway: %s)",
-        settings.workers,
-        settings.host,
-        port,
-        f"http://{settings.host}:{gateway_port}/docs in each worker" if gateway_port >= 0 else "off",
-    )
     code = 0
-    while not stopping.wait(0.5):
-        crashed = [w for w in workers if w.process.poll() is not None]
-        for worker in crashed:
-            status = worker.process.returncode
-            if time.monotonic() - worker.started < CRASH_LOOP_SECONDS:
-                logger.error("worker %d exited with code %s right after its start; stopping", worker.index, status)
-                code = 1
-                break
-            logger.error("worker %d exited with code %s; starting it again", worker.index, status)
+    try:
+        for worker in workers:
             worker.start()
-        if code:
-            break
-
-    for worker in workers:
-        if worker.process.poll() is None:
-            worker.process.send_signal(signal.SIGTERM)
-    for worker in workers:
-        try:
-            status = worker.process.wait(settings.grace_period + 10)
-        except subprocess.TimeoutExpired:
-            logger.warning("worker %d did not stop within the grace period; killing it", worker.index)
-            worker.process.kill()
-            status = worker.process.wait()
-        if status != 0 and not code:
-            logger.error("worker %d exited with code %s", worker.index, status)
-            code = 1
-    for sock in reserved:
-        sock.close()
+        logger.info(
+            "regserve: %d workers on %s:%d (REST gateway: %s)",
+            settings.workers,
+            settings.host,
+            port,
+            f"http://{settings.host}:{gateway_port}/docs in each worker" if gateway_port >= 0 else "off",
+        )
+        code = _supervise(workers, stopping)
+    finally:
+        # Whatever ended the loop, the workers drain within one shared deadline.
+        code = _stop_workers(workers, settings.grace_period + 10) or code
+        for sock in reserved:
+            sock.close()
     logger.info("regserve stopped")
     return code

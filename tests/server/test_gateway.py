@@ -526,3 +526,13 @@ def test_regserve_gateway_command_proxies_to_an_upstream(target, client, linear_
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_an_in_process_call_past_its_deadline_is_504(app, target, stub, linear_data):
+    X, y = linear_data
+    train(stub, "house", X, y)
+    with running_gateway(target, app.local) as http:
+        body = {"inputs": matrix(X[:1])}
+        answer = http.post("/v1/models/house:predict", json=body, headers={"X-Timeout-Seconds": "0.000001"})
+        assert answer.status_code == 504 and answer.json()["code"] == code_pb2.DEADLINE_EXCEEDED
+        assert http.post("/v1/models/house:predict", json=body).status_code == 200

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -318,6 +319,8 @@ def test_sigterm_with_the_gateway_and_a_slow_http_upload_still_stops_and_exits_z
             except OSError:
                 time.sleep(0.05)
         assert upload is not None, "the gateway did not start"
+        listed = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/models", headers={"x-request-id": "via-rest"})
+        assert json.loads(urllib.request.urlopen(listed, timeout=10).read()) == {}
         spec = json.dumps({"spec": {"model": "slow", "kind": "MODEL_KIND_LINEAR"}}) + "\n"
         upload.sendall(
             b"POST /v1/models:train HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
@@ -339,6 +342,51 @@ def test_sigterm_with_the_gateway_and_a_slow_http_upload_still_stops_and_exits_z
             server.kill()
         _, log = server.communicate(timeout=10)
     assert "regserve stopped" in log
+    # The gateway in the process leaves the access log alone: the REST call has its line.
+    access = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert [(a["method"], a["code"]) for a in access if a["request_id"] == "via-rest"] == [
+        ("/regserve.v1.ModelService/ListModels", "OK")
+    ]
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", http_port), timeout=2).close()
     assert "slow" not in ModelRegistry(tmp_path / "models").list_models()
+
+
+class _RecordingStream:
+    """A text stream that keeps each write, to check the writer's pieces."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_the_access_log_writer_loses_no_line_and_writes_whole_lines_of_at_most_4_kib():
+    from regserve.server.observability import AccessLogWriter
+
+    stream = _RecordingStream()
+    writer = AccessLogWriter(stream, interval=0.01)
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(10, 300, size=4 * 2000)
+
+    def produce(part: int) -> None:
+        for i in range(2000):
+            index = part * 2000 + i
+            writer.write_line(f"{index:05d}" + "é" * int(lengths[index]))
+
+    threads = [threading.Thread(target=produce, args=(part,)) for part in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.close()
+    writer.write_line("after close")  # written at once, not queued for a thread that is gone
+    assert all(len(piece.encode()) <= 4096 and piece.endswith("\n") for piece in stream.writes[:-1])
+    lines = "".join(stream.writes).splitlines()
+    assert lines[-1] == "after close"
+    assert sorted(int(line[:5]) for line in lines[:-1]) == list(range(8000))

@@ -143,6 +143,11 @@ def test_two_workers_share_the_port_follow_the_registry_and_stop_on_sigterm(tmp_
             server.kill()
         _, log = server.communicate(timeout=10)
     assert "2 workers on" in log and "regserve stopped" in log
+    # Every worker's access log reached the shared stderr, whole lines only: 24 gRPC
+    # Predict calls on diabetes, 24 on house once every worker had it, 8 over REST.
+    access = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    predicted = [a for a in access if a["method"].endswith("/Predict") and a["code"] == "OK"]
+    assert len(predicted) == 2 * CONNECTIONS + 8
 
 
 def test_workers_must_be_at_least_one(tmp_path):
