@@ -22,6 +22,7 @@ import grpc
 from google.rpc import code_pb2
 
 from regserve.server.gateway_errors import GatewayError
+from regserve.server.status import CallStatus
 
 __all__ = ["LocalCallError", "LocalDispatch", "RecordingServer"]
 
@@ -75,11 +76,6 @@ class LocalCallError(grpc.RpcError):
         return tuple(self._status.trailing_metadata or ())
 
 
-class _Status(grpc.Status):
-    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata) -> None:
-        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
-
-
 class _Context:
     """The part of ``grpc.ServicerContext`` regserve's handlers use, for one in-process call."""
 
@@ -118,10 +114,10 @@ class _Context:
 
     def abort_with_status(self, status: grpc.Status):
         self._code = status.code
-        raise LocalCallError(_Status(status.code, status.details, status.trailing_metadata))
+        raise LocalCallError(CallStatus(status.code, status.details, status.trailing_metadata))
 
     def abort(self, code: grpc.StatusCode, details: str):
-        self.abort_with_status(_Status(code, details, self._trailing))
+        self.abort_with_status(CallStatus(code, details, self._trailing))
 
 
 class _CallDetails(grpc.HandlerCallDetails):
@@ -172,7 +168,7 @@ class LocalDispatch:
                 "MESSAGE_TOO_LARGE",
             )
         if self._max_concurrent and self._running >= self._max_concurrent:
-            raise LocalCallError(_Status(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!", ()))
+            raise LocalCallError(CallStatus(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!", ()))
         handler = self._handler(method, metadata)
         context = _Context(metadata, peer, timeout)
         self._running += 1
@@ -187,7 +183,7 @@ class LocalDispatch:
             self._running -= 1
         if response is None or not context.is_active():
             raise LocalCallError(
-                _Status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", context.trailing_metadata())
+                CallStatus(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", context.trailing_metadata())
             )
         return response, context.trailing_metadata()
 

@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 
 from regserve.server import errors
 
-__all__ = ["DOMAIN", "abort", "maps_errors", "status_for"]
+__all__ = ["DOMAIN", "CallStatus", "abort", "maps_errors", "status_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +78,15 @@ _INTERNAL = rpc_status.to_status(
 )
 
 
-class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
-    pass
+class CallStatus(collections.namedtuple("CallStatus", ("code", "details", "trailing_metadata")), grpc.Status):
+    """A ``grpc.Status`` value: code, details and trailing metadata."""
 
 
 def abort(context: grpc.ServicerContext, status: grpc.Status) -> None:
     """End the call with ``status``, keeping trailing metadata set earlier (such as the request id)."""
     kept = context.trailing_metadata()
     if kept:
-        status = _Status(status.code, status.details, (*kept, *status.trailing_metadata))
+        status = CallStatus(status.code, status.details, (*kept, *status.trailing_metadata))
     context.abort_with_status(status)
 
 
