@@ -102,7 +102,10 @@ def _matrix_rows(matrix) -> int:
     columns = matrix.num_columns
     if columns <= 0:
         return 0
-    return (len(matrix.raw) // 8 if matrix.raw else len(matrix.values)) // columns
+    values = len(matrix.values)
+    # Each read of a bytes field copies it (upb): the raw bytes are read once, and only
+    # when there are no typed values.
+    return (values or len(matrix.raw) // 8) // columns
 
 
 def _request_rows(request) -> int:

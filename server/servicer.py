@@ -39,10 +39,19 @@ def _inputs(request: pb.PredictRequest, served: ServedModel) -> tuple:
         X = convert.named_rows_to_ndarray(request.named_inputs, served.feature_index, "named_inputs")
         raw = False
     else:
-        X = convert.matrix_to_ndarray(request.inputs, "inputs")
-        raw = bool(request.inputs.raw)
+        inputs = request.inputs
+        X = convert.matrix_to_ndarray(inputs, "inputs")
+        raw = _answers_raw(inputs)
     convert.check_finite(X, "inputs")
     return X, raw
+
+
+def _answers_raw(matrix) -> bool:
+    """True when ``matrix`` came as raw bytes, so the answer goes back the same way.
+
+    Told by the typed values being empty: reading the bytes field again would copy it.
+    """
+    return not len(matrix.values)
 
 
 def _check_deadline(context: grpc.ServicerContext) -> None:
@@ -71,15 +80,19 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
         started = time.perf_counter()
         served, arm = self._store.route(_require_model(request.model), request.version, request.routing_key)
-        with self._stats.track(served.name, served.version, arm).timing(started) as timing:
+        stats = self._stats.track(served.name, served.version, arm)
+        try:
             X, raw = _inputs(request, served)
             result = predict(served.estimator, X)
-            timing.rows = X.shape[0]
             response = pb.PredictResponse(
                 model=served.name, version=served.version, **convert.prediction_fields(result, raw)
             )
             if result.labels is not None:
                 response.classes.extend(served.estimator.classes_)
+        except BaseException:
+            stats.record(time.perf_counter() - started, 0, failed=True)
+            raise
+        stats.record(time.perf_counter() - started, X.shape[0])
         return response
 
     def BatchPredict(
@@ -98,7 +111,8 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                     metadata={"chunk": index},
                 )
             with self._stats.track(served.name, served.version, arm).timing(time.perf_counter()) as timing:
-                X = convert.matrix_to_ndarray(request.inputs, "inputs")
+                inputs = request.inputs
+                X = convert.matrix_to_ndarray(inputs, "inputs")
                 convert.check_finite(X, "inputs")
                 result = predict(served.estimator, X)
                 timing.rows = X.shape[0]
@@ -107,7 +121,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                     version=served.version,
                     chunk_index=index,
                     row_offset=offset,
-                    **convert.prediction_fields(result, bool(request.inputs.raw)),
+                    **convert.prediction_fields(result, _answers_raw(inputs)),
                 )
                 if result.labels is not None and index == 0:
                     response.classes.extend(served.estimator.classes_)
