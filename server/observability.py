@@ -157,7 +157,7 @@ class AccessLogWriter(logging.Handler):
         pending = self._pending
         pending.append(line)
         if self._closed or len(pending) >= self.max_pending:
-            self._write_pending()
+            self._write_safely()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -181,25 +181,29 @@ class AccessLogWriter(logging.Handler):
                 self.stream.write(chunk)
                 self.stream.flush()
 
+    def _write_safely(self) -> None:
+        """Write what is pending; a failing stream never fails the call that logs (nor the writer)."""
+        try:
+            self._write_pending()
+        except Exception:  # noqa: BLE001 - logging must not break a call
+            # A stream that fails (closed pipe, closed file) would fail every later
+            # batch too; the lines of this one are lost, and said so once.
+            if not self._failed:
+                self._failed = True
+                logging.getLogger(__name__).exception("the access log could not be written")
+
     def _run(self) -> None:
         while not self._closed:
             self._wake.wait(self.interval)
             self._wake.clear()
-            try:
-                self._write_pending()
-            except Exception:  # noqa: BLE001 - the writer must outlive a bad batch
-                # A stream that fails (closed pipe, closed file) would fail every later
-                # batch too; the lines of this one are lost, and said so once.
-                if not self._failed:
-                    self._failed = True
-                    logging.getLogger(__name__).exception("the access log could not be written")
+            self._write_safely()
 
     def close(self) -> None:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=5)
         try:
-            self._write_pending()
+            self._write_safely()
         finally:
             super().close()
 

@@ -328,12 +328,19 @@ def test_sigterm_with_the_gateway_and_a_slow_http_upload_still_stops_and_exits_z
         )
         time.sleep(0.5)  # the Train call is open upstream and waits for more chunks
         server.send_signal(signal.SIGTERM)
+        # The signal is handled between two bytecodes of the main thread: a probe may come first.
         with grpc.insecure_channel(target) as channel:
-            try:
-                status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                assert status == health_pb2.HealthCheckResponse.NOT_SERVING
-            except grpc.RpcError as exc:  # the port may already refuse new calls: not serving either
-                assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                except grpc.RpcError as exc:  # the port may already refuse new calls: not serving either
+                    assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+                    break
+                if answer.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING and time.monotonic() < deadline
+                time.sleep(0.02)
         assert server.wait(30) == 0
     finally:
         if upload is not None:
@@ -390,3 +397,23 @@ def test_the_access_log_writer_loses_no_line_and_writes_whole_lines_of_at_most_4
     lines = "".join(stream.writes).splitlines()
     assert lines[-1] == "after close"
     assert sorted(int(line[:5]) for line in lines[:-1]) == list(range(8000))
+
+
+class _BrokenStream:
+    def write(self, text: str) -> int:
+        raise BrokenPipeError("the reader went away")
+
+    def flush(self) -> None:
+        raise BrokenPipeError("the reader went away")
+
+
+def test_a_broken_access_log_stream_never_fails_the_call_that_logs(caplog):
+    from regserve.server.observability import AccessLogWriter
+
+    writer = AccessLogWriter(_BrokenStream(), interval=0.01, max_pending=2)
+    writer.write_line("one")
+    writer.write_line("two")  # reaches max_pending: written by this caller, and the write fails
+    writer.close()
+    writer.write_line("three")  # closed: written at once, and fails again, quietly
+    failures = [r for r in caplog.records if "could not be written" in r.getMessage()]
+    assert len(failures) == 1
