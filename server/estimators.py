@@ -65,6 +65,15 @@ class LinearModel:
         # Stored transposed and contiguous so X @ W needs no copy per call.
         self._weights = np.ascontiguousarray(weights.T)
         self._bias = np.ascontiguousarray(bias)
+        # A regression whose every weight is a non-zero finite number turns any NaN or
+        # infinite input into a non-finite answer (inf times a non-zero weight stays
+        # infinite, NaN stays NaN, and a finite bias cannot undo either): checking the
+        # answer then checks the inputs too.
+        self.answers_reveal_bad_inputs = (
+            kind != "logistic"
+            and bool(np.isfinite(self._weights).all() and np.isfinite(self._bias).all())
+            and bool((self._weights != 0).all())
+        )
 
     @property
     def n_features_in_(self) -> int:

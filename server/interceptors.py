@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_string
@@ -93,6 +94,11 @@ class EdgePolicy:
         return self.log_peer or (self.limiter is not None and self.tokens is None)
 
 
+def _count_value(counter: itertools.count) -> int:
+    """How many times ``next`` was called on a count started at 0 (its repr is ``count(N)``)."""
+    return int(repr(counter)[6:-1])
+
+
 def _peer_host(peer: str) -> str:
     # "ipv4:127.0.0.1:5678" and "ipv6:[::1]:5678" share a bucket with every other port of the same host.
     return peer.rpartition(":")[0] or peer
@@ -126,7 +132,14 @@ class _Route:
         self.service, _, self.name = method[1:].partition("/")
         self.metrics = metrics
         self.latency = metrics.latency.labels(self.service, self.name)
-        self.in_flight = metrics.in_flight.labels(self.service, self.name)
+        # Calls begun and ended, as atomic counters (``next`` holds the GIL): the gauge of
+        # calls in flight is their difference, taken when Prometheus scrapes, so a call
+        # pays two counter steps instead of two locked gauge updates.
+        self.begun = itertools.count()
+        self.ended = itertools.count()
+        metrics.in_flight.labels(self.service, self.name).set_function(
+            lambda: _count_value(self.begun) - _count_value(self.ended)
+        )
         self._counts: dict[grpc.StatusCode, object] = {}
         self.row_limit = policy.max_predict_rows if method in _ROW_LIMITED else 0
         self.event = _EVENTS.get(method)
@@ -160,6 +173,7 @@ class EdgeInterceptor(grpc.ServerInterceptor):
         self._needs_peer = policy.needs_peer
         self._log_peer = policy.log_peer
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapping = threading.Lock()
 
     def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
@@ -169,8 +183,12 @@ class EdgeInterceptor(grpc.ServerInterceptor):
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = self._wrap(handler, _Route(method, self._metrics, self._policy))
-        self._wrapped[method] = (handler, wrapped)
+        with self._wrapping:  # the first calls of a method may race: one route per method
+            cached = self._wrapped.get(method)
+            if cached is not None and cached[0] is handler:
+                return cached[1]
+            wrapped = self._wrap(handler, _Route(method, self._metrics, self._policy))
+            self._wrapped[method] = (handler, wrapped)
         return wrapped
 
     # ------------------------------------------------------------ per call
@@ -199,7 +217,7 @@ class EdgeInterceptor(grpc.ServerInterceptor):
                 context.set_trailing_metadata(((REQUEST_ID, call.request_id),))
             else:
                 context.send_initial_metadata(((REQUEST_ID, call.request_id),))
-        route.in_flight.inc()
+        next(route.begun)
         return call
 
     def _check(self, route: _Route, call: _Call) -> None:
@@ -228,7 +246,7 @@ class EdgeInterceptor(grpc.ServerInterceptor):
         if failed and call.code is _OK:
             call.code = context.code() or grpc.StatusCode.UNKNOWN
         elapsed = time.perf_counter() - call.started
-        route.in_flight.dec()
+        next(route.ended)
         route.count(call.code)
         route.latency.observe(elapsed)
         if _access_log.isEnabledFor(logging.INFO):

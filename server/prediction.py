@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from regserve.server.convert import all_finite
+from regserve.server.convert import all_finite, check_finite
 from regserve.server.errors import InvalidInput
 
 __all__ = ["Prediction", "predict"]
@@ -29,10 +29,15 @@ class Prediction:
     probabilities: np.ndarray | None = None
 
 
-def _check_output(values: np.ndarray) -> None:
-    """Finite inputs so large that the linear map overflows must not come back as NaN with status OK."""
+def _check_output(values: np.ndarray, X: np.ndarray) -> None:
+    """A non-finite answer is the caller's bad input (named by row and column) or an overflow.
+
+    Finite inputs so large that the linear map overflows must not come back as NaN
+    with status OK.
+    """
     if all_finite(values):
         return
+    check_finite(X, "inputs")
     row = int(np.argmax(~np.isfinite(values).reshape(values.shape[0], -1).all(axis=1)))
     raise InvalidInput(
         f"The model's answer for row {row} overflows float64; the inputs are too large for it.",
@@ -56,10 +61,10 @@ def predict(estimator, X: np.ndarray) -> Prediction:
         )
     if not estimator.is_classifier:
         values = estimator.predict(X)
-        _check_output(values)
+        _check_output(values, X)
         return Prediction(values)
     probabilities = estimator.predict_proba(X)
-    _check_output(probabilities)
+    _check_output(probabilities, X)
     index = probabilities.argmax(axis=1)
     labels = np.asarray(estimator.classes_)[index].tolist()
     return Prediction(index.astype(np.float64), labels, probabilities)

@@ -42,7 +42,8 @@ def _inputs(request: pb.PredictRequest, served: ServedModel) -> tuple:
         inputs = request.inputs
         X = convert.matrix_to_ndarray(inputs, "inputs")
         raw = _answers_raw(inputs)
-    convert.check_finite(X, "inputs")
+    if not served.estimator.answers_reveal_bad_inputs:  # else checking the answer checks them
+        convert.check_finite(X, "inputs")
     return X, raw
 
 
@@ -113,7 +114,8 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
             with self._stats.track(served.name, served.version, arm).timing(time.perf_counter()) as timing:
                 inputs = request.inputs
                 X = convert.matrix_to_ndarray(inputs, "inputs")
-                convert.check_finite(X, "inputs")
+                if not served.estimator.answers_reveal_bad_inputs:
+                    convert.check_finite(X, "inputs")
                 result = predict(served.estimator, X)
                 timing.rows = X.shape[0]
                 response = pb.BatchPredictResponse(

@@ -125,3 +125,12 @@ def test_inconsistent_arrays_are_corrupt(kind, change):
     with pytest.raises(IntegrityError) as info:
         LinearModel.from_arrays(kind, arrays)
     assert info.value.reason == "CORRUPT_MODEL"
+
+
+def test_only_a_regression_with_no_zero_weight_lets_its_answer_vouch_for_its_inputs():
+    assert LinearModel("linear", coef=[[1.0, -2.0]], intercept=[0.5]).answers_reveal_bad_inputs
+    # A zero weight would let an infinite input in its column vanish (or become NaN, or not).
+    assert not LinearModel("linear", coef=[[1.0, 0.0]], intercept=[0.5]).answers_reveal_bad_inputs
+    # A sigmoid or softmax turns an infinite score into a finite probability.
+    logistic = LinearModel("logistic", coef=[[1.0, -2.0]], intercept=[0.5], classes=("a", "b"))
+    assert not logistic.answers_reveal_bad_inputs

@@ -288,3 +288,16 @@ def test_prediction_fields_follow_the_request_encoding():
     labelled = convert.prediction_fields(Prediction(np.array([1.0]), ["b"], proba), raw=False)
     assert labelled["labels"] == ["b"] and list(labelled["probabilities"].values) == [0.25, 0.75]
     assert list(labelled["predictions"].values) == [1.0]
+
+
+def test_non_finite_input_in_a_column_with_zero_weight_is_refused(client):
+    # A constant zero column gets a zero weight: the answer alone cannot reveal an
+    # infinite value there, so the inputs are checked before predicting.
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(200, 3))
+    X[:, 2] = 0.0
+    client.train("zeroed", X, X[:, 0] * 2.0 - X[:, 1] + 1.0)
+    bad = np.ones((2, 3))
+    bad[1, 2] = np.inf
+    error = expect(InvalidArgument, "NON_FINITE_VALUE", client.predict, "zeroed", bad)
+    assert error.metadata == {"row": "1", "column": "2"}
