@@ -154,7 +154,8 @@ class LocalDispatch:
         handler = self._handlers.get(method)
         return handler is not None and handler.unary_unary is not None
 
-    def _handler(self, method: str, metadata: tuple) -> Callable:
+    def handler(self, method: str, metadata: tuple = ()) -> Callable:
+        """The unary behaviour of ``method`` behind the edge interceptor, as the gRPC server runs it."""
         details = _CallDetails(method, metadata)
         return self._interceptor.intercept_service(lambda d: self._handlers[d.method], details).unary_unary
 
@@ -169,7 +170,7 @@ class LocalDispatch:
             )
         if self._max_concurrent and self._running >= self._max_concurrent:
             raise LocalCallError(CallStatus(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!", ()))
-        handler = self._handler(method, metadata)
+        handler = self.handler(method, metadata)
         context = _Context(metadata, peer, timeout)
         self._running += 1
         try:

@@ -121,7 +121,7 @@ def _request_rows(request) -> int:
 class _Call:
     """One call's facts for the log line."""
 
-    __slots__ = ("authorization", "code", "peer", "principal", "request_id", "request_id_json", "started")
+    __slots__ = ("authorization", "code", "peer", "principal", "request_id", "started")
 
 
 class _Route:
@@ -204,12 +204,7 @@ class EdgeInterceptor(grpc.ServerInterceptor):
                 request_id = value[:128]
             elif key == "authorization":
                 authorization = value
-        if request_id:
-            call.request_id = request_id
-            call.request_id_json = _json_string(request_id)
-        else:  # 32 hex digits: nothing to escape
-            call.request_id = request_id = _request_ids.next()
-            call.request_id_json = f'"{request_id}"'
+        call.request_id = request_id or _request_ids.next()
         call.authorization = authorization
         call.peer = context.peer() if self._needs_peer else ""
         if self._policy.echo_request_id:
@@ -255,7 +250,7 @@ class EdgeInterceptor(grpc.ServerInterceptor):
             peer = f'"peer":{_json_string(call.peer)},' if self._log_peer else ""
             line = (
                 f'{{"ts":{time.time():.6f},{route.log_prefix}{call.code.name}","duration_ms":{elapsed * 1e3:.3f},'
-                f'{peer}"principal":{_json_string(str(call.principal))},"request_id":{call.request_id_json}}}'
+                f'{peer}"principal":{_json_string(str(call.principal))},"request_id":{_json_string(call.request_id)}}}'
             )
             writer = observability.access_writer()
             if writer is not None:

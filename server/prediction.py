@@ -50,8 +50,11 @@ def _check_output(values: np.ndarray, X: np.ndarray) -> None:
 def predict(estimator, X: np.ndarray) -> Prediction:
     """Predict for X, of shape (n_rows, n_features), with a fitted ``LinearModel``.
 
-    Classifiers compute the probabilities once and take their arg-max, rather
-    than running the linear map twice.
+    Refuses an empty X, NaN or infinite inputs (NON_FINITE_VALUE, naming the row and
+    column) and answers that overflow (NON_FINITE_PREDICTION).  When the model's
+    answer reveals bad inputs (see ``LinearModel.answers_reveal_bad_inputs``), the
+    inputs are scanned only if the answer is not finite.  Classifiers compute the
+    probabilities once and take their arg-max, rather than running the linear map twice.
     """
     if X.shape[0] == 0:
         raise InvalidInput(
@@ -59,6 +62,8 @@ def predict(estimator, X: np.ndarray) -> Prediction:
             reason="EMPTY_REQUEST",
             violations=[("inputs", "at least one row is required")],
         )
+    if not estimator.answers_reveal_bad_inputs:
+        check_finite(X, "inputs")
     if not estimator.is_classifier:
         values = estimator.predict(X)
         _check_output(values, X)

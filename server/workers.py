@@ -38,7 +38,7 @@ CRASH_LOOP_SECONDS = 10.0
 
 
 def exit_with_parent(parent_pid: int) -> None:
-    """Stop this process (SIGTERM to itself) once ``parent_pid`` is gone, even if it was killed."""
+    """Stop this process (SIGTERM to itself) once its parent, ``parent_pid``, is gone, even if it was killed."""
 
     def watch() -> None:
         while os.getppid() == parent_pid:

@@ -1,0 +1,84 @@
+"""Python time per Predict in one thread, without the network: regserve's handler and the bare servicer.
+
+    python -m bench.inprocess [--access-log] [--number 20000]
+
+It starts a real regserve server on 127.0.0.1:0 (for training the model), then
+calls the Predict handler the gRPC server runs, behind the edge interceptor, with a
+stand-in context, and the servicer alone; and the servicer of bench/bare_server.py.
+The best of three repeats is printed in microseconds a call.  This is the figure the
+README's "Performance work" quotes as "in process".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import timeit
+
+import numpy as np
+
+from bench.bare_server import SyncServicer
+from regserve.client import RegressionClient
+from regserve.server.app import create_server
+from regserve.server.config import Settings
+from regserve.server.observability import configure_access_log
+from regserve.v1 import regression_service_pb2 as pb
+from regserve.v1 import types_pb2
+
+PREDICT = "/regserve.v1.RegressionService/Predict"
+
+
+class _Context:
+    """The context methods the handlers call, doing nothing."""
+
+    def invocation_metadata(self):
+        return ()
+
+    def peer(self):
+        return "ipv4:127.0.0.1:1"
+
+    def set_trailing_metadata(self, metadata):
+        pass
+
+    def trailing_metadata(self):
+        return ()
+
+    def send_initial_metadata(self, metadata):
+        pass
+
+    def code(self):
+        return None
+
+
+def _best(call, number: int) -> float:
+    return min(timeit.repeat(call, number=number, repeat=3)) / number * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--access-log", action="store_true", help="write the access log (to /dev/null)")
+    parser.add_argument("--number", type=int, default=20_000)
+    args = parser.parse_args()
+    if args.access_log:
+        configure_access_log(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    with tempfile.TemporaryDirectory() as model_dir:
+        app = create_server(Settings(host="127.0.0.1", port=0, model_dir=model_dir, demo_models=False))
+        app.start()
+        try:
+            rng = np.random.default_rng(0)
+            X = rng.normal(size=(2_000, 10))
+            with RegressionClient(f"127.0.0.1:{app.port}") as client:
+                client.train("bench", X, X @ rng.normal(size=10) + 0.5)
+            request = pb.PredictRequest(model="bench", inputs=types_pb2.Matrix(num_columns=10, raw=X[:1].tobytes()))
+            context = _Context()
+            edge = app.local.handler(PREDICT)
+            bare = SyncServicer(10)
+            print(f"regserve, edge and servicer  {_best(lambda: edge(request, context), args.number):6.1f} us")
+            print(f"bare servicer                {_best(lambda: bare.Predict(request, context), args.number):6.1f} us")
+        finally:
+            app.stop(0)
+
+
+if __name__ == "__main__":
+    main()
