@@ -536,3 +536,20 @@ def test_an_in_process_call_past_its_deadline_is_504(app, target, stub, linear_d
         answer = http.post("/v1/models/house:predict", json=body, headers={"X-Timeout-Seconds": "0.000001"})
         assert answer.status_code == 504 and answer.json()["code"] == code_pb2.DEADLINE_EXCEEDED
         assert http.post("/v1/models/house:predict", json=body).status_code == 200
+
+
+def test_an_in_process_request_over_the_message_limit_is_refused(tmp_path, linear_data):
+    from tests.conftest import start_server
+
+    small = start_server(tmp_path / "models", max_message_mb=1)
+    try:
+        X, y = linear_data
+        with grpc.insecure_channel(f"127.0.0.1:{small.port}") as channel:
+            train(pb_grpc.RegressionServiceStub(channel), "house", X, y)
+        with running_gateway(f"127.0.0.1:{small.port}", small.local) as http:
+            rows = np.ones((30_000, 5))  # 1.2 MB of doubles: over the 1 MiB limit
+            answer = http.post("/v1/models/house:predict", json={"inputs": matrix(rows)})
+            assert answer.status_code == 429 and reason(answer.json()) == "MESSAGE_TOO_LARGE"
+            assert http.post("/v1/models/house:predict", json={"inputs": matrix(rows[:10])}).status_code == 200
+    finally:
+        small.stop(0)
