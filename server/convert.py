@@ -187,6 +187,8 @@ def prediction_fields(prediction, raw: bool) -> dict:
     return fields
 
 
+_TINY = 16
+"""Arrays up to this many elements are checked element by element in Python."""
 _SMALL = 4096
 """Arrays up to this many elements are checked with ``isfinite().all()``; larger ones by their sum."""
 
@@ -194,12 +196,15 @@ _SMALL = 4096
 def all_finite(values: np.ndarray) -> bool:
     """True when every element of ``values`` is finite.
 
-    Small arrays (one Predict row) take one ``isfinite`` and one ``all``, about
-    1 µs; entering ``np.errstate`` alone costs more.  Large arrays are summed:
-    a finite sum proves every element finite without a temporary array, and
-    only a sum that is not finite (NaN, infinity, or finite values whose sum
-    overflows) is looked at element by element.
+    Tiny arrays (the answer to a one-row Predict) are checked as Python floats, in
+    about 0.15 µs against 1.2 µs for NumPy's ``isfinite().all()``, which small
+    arrays (up to a few thousand elements) take; entering ``np.errstate`` alone
+    costs more.  Large arrays are summed: a finite sum proves every element finite
+    without a temporary array, and only a sum that is not finite (NaN, infinity,
+    or finite values whose sum overflows) is looked at element by element.
     """
+    if values.size <= _TINY:
+        return all(map(math.isfinite, values.ravel().tolist()))
     if values.size <= _SMALL:
         return bool(np.isfinite(values).all())
     with np.errstate(over="ignore", invalid="ignore"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -12,8 +12,7 @@ from regserve.server.errors import InvalidInput
 __all__ = ["Prediction", "predict"]
 
 
-@dataclass(frozen=True, slots=True)
-class Prediction:
+class Prediction(NamedTuple):
     """The answer for a block of rows.
 
     values : ndarray of shape (n_rows,)

@@ -40,7 +40,7 @@ class VersionStats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._recent = np.zeros(WINDOW)
+        self._recent = [0.0] * WINDOW  # a list: storing a float in it is 3x cheaper than in an array
         self.requests = 0
         self.errors = 0
         self.rows = 0
@@ -65,7 +65,7 @@ class VersionStats:
     def summary(self) -> VersionSummary:
         with self._lock:
             count = self.requests
-            recent = self._recent[: min(count, WINDOW)].copy()
+            recent = np.array(self._recent[: min(count, WINDOW)])
             mean = self.total_seconds / count if count else 0.0
             errors, rows = self.errors, self.rows
         p50, p99 = np.percentile(recent, [50, 99]) if recent.size else (0.0, 0.0)
