@@ -3,7 +3,7 @@
     python -m bench.inprocess [--access-log] [--number 20000]
 
 It starts a real regserve server on 127.0.0.1:0 (for training the model), then
-calls the Predict handler the gRPC server runs, behind the edge interceptor, with a
+calls the Predict handler the gRPC server runs, behind the edge, with a
 stand-in context, and the servicer alone; and the servicer of bench/bare_server.py.
 The best of three repeats is printed in microseconds a call.  This is the figure the
 README's "Performance work" quotes as "in process".

@@ -22,8 +22,8 @@ from threadpoolctl import threadpool_limits
 
 from regserve.server.auth import TokenTable
 from regserve.server.config import Settings
-from regserve.server.gateway_local import LocalDispatch, RecordingServer
-from regserve.server.interceptors import EdgeInterceptor, EdgePolicy
+from regserve.server.gateway_local import LocalDispatch
+from regserve.server.interceptors import Edge, EdgePolicy, EdgeServer
 from regserve.server.model_servicer import ModelServicer
 from regserve.server.observability import ACCESS_LOGGER, Metrics, configure_access_log, start_metrics_server
 from regserve.server.ratelimit import TokenBuckets
@@ -57,7 +57,8 @@ class Application:
     metrics_port: int = -1
     """Port of the /metrics HTTP endpoint once started; -1 when metrics are off."""
     local: LocalDispatch | None = None
-    """The servicers' handlers behind the edge interceptor, for in-process calls from the embedded gateway."""
+    edge: Edge | None = None
+    """The servicers' handlers behind the edge, for in-process calls from the embedded gateway."""
     _metrics_host: str = "127.0.0.1"
     _metrics_server: object = None
 
@@ -87,6 +88,8 @@ class Application:
         if while_draining is not None:
             while_draining()
         stopped.wait()
+        if self.edge is not None:
+            self.edge.close()
         self.store.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -112,21 +115,21 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
     stats = ServingStats()
     metrics = Metrics(stats)
-    edge = EdgeInterceptor(metrics, _edge_policy(settings))
+    edge = Edge(metrics, _edge_policy(settings))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        interceptors=[edge],
         options=options,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    app = Application(server, 0, store, health_servicer, stats, metrics, settings.metrics_port, settings.host)
-    recorder = RecordingServer(server)
+    app = Application(server, 0, store, health_servicer, stats, metrics, settings.metrics_port, edge=edge)
+    app._metrics_host = settings.host
+    guarded = EdgeServer(server, edge)
     regression_service_pb2_grpc.add_RegressionServiceServicer_to_server(
-        RegressionServicer(store, app.stats, on_change=app.update_health), recorder
+        RegressionServicer(store, app.stats, on_change=app.update_health), guarded
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, app.stats), recorder)
-    app.local = LocalDispatch(recorder.handlers, edge, settings.max_message_bytes, settings.max_concurrent_rpcs)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, app.stats), guarded)
+    app.local = LocalDispatch(guarded.handlers, settings.max_message_bytes, settings.max_concurrent_rpcs)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     if settings.tls:
@@ -190,7 +193,7 @@ def check_gateway_settings(settings: Settings) -> None:
 def _embedded_gateway(settings: Settings, app: Application):
     """The REST gateway to serve inside this process, its socket bound; None when ``gateway_port`` is off.
 
-    Unary routes call the servicers in process, through the edge interceptor; the
+    Unary routes call the servicers in process, through the edge; the
     streaming routes call this server's own port over gRPC, in plaintext.
     """
     from regserve.server.gateway import EmbeddedGateway

@@ -2,7 +2,7 @@
 
 When ``regserve serve --gateway-port`` runs the REST gateway inside the server
 process, a unary route hands its request message straight to the method handler
-the gRPC server itself runs, wrapped by the same ``EdgeInterceptor``: request ids,
+the gRPC server itself runs, wrapped by the same edge (``EdgeServer``): request ids,
 authentication, rate limits (per HTTP client address), row limits, validation,
 metrics and the access log all apply exactly as to a gRPC call.  What is skipped
 is the serialization and the round trip through a gRPC client, the HTTP/2 stack
@@ -24,7 +24,7 @@ from google.rpc import code_pb2
 from regserve.server.gateway_errors import GatewayError
 from regserve.server.status import CallStatus
 
-__all__ = ["LocalCallError", "LocalDispatch", "RecordingServer"]
+__all__ = ["LocalCallError", "LocalDispatch"]
 
 _INLINE = frozenset({"/regserve.v1.RegressionService/Predict", "/regserve.v1.RegressionService/ModelInfo"})
 """Methods answered on the event loop itself when the request names no version.
@@ -34,26 +34,6 @@ to be loaded from disk first, and every other method changes the registry (write
 fsync, a lock shared with other processes): those run in a thread, so the event loop
 never waits on a disk or a lock.
 """
-
-
-class RecordingServer:
-    """Stands in for a ``grpc.Server`` in the generated ``add_*_to_server`` functions.
-
-    It passes every registration on to ``server`` and keeps the method handlers, so
-    in-process calls run the very handler objects the gRPC server runs.
-    """
-
-    def __init__(self, server: grpc.Server) -> None:
-        self._server = server
-        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
-
-    def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
-        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
-
-    def add_registered_method_handlers(self, service_name: str, method_handlers: Mapping) -> None:
-        self._server.add_registered_method_handlers(service_name, method_handlers)
-        for name, handler in method_handlers.items():
-            self.handlers[f"/{service_name}/{name}"] = handler
 
 
 class LocalCallError(grpc.RpcError):
@@ -120,18 +100,11 @@ class _Context:
         self.abort_with_status(CallStatus(code, details, self._trailing))
 
 
-class _CallDetails(grpc.HandlerCallDetails):
-    __slots__ = ("invocation_metadata", "method")
-
-    def __init__(self, method: str, invocation_metadata: tuple) -> None:
-        self.method = method
-        self.invocation_metadata = invocation_metadata
-
-
 class LocalDispatch:
-    """Calls unary methods in process, through ``interceptor`` like the gRPC server does.
+    """Calls unary methods in process, through the edge like the gRPC server does.
 
-    ``handlers`` maps full method names to the server's handlers (``RecordingServer``).
+    ``handlers`` maps full method names to the server's handlers, already behind the
+    edge (``regserve.server.interceptors.EdgeServer``).
     The server's message size limit applies to requests, its ``max_concurrent_rpcs``
     (0: none) to the in-process calls running at once, and the caller's deadline to
     the answer: a call that ends after it gets DEADLINE_EXCEEDED, as over gRPC.
@@ -140,12 +113,10 @@ class LocalDispatch:
     def __init__(
         self,
         handlers: Mapping[str, grpc.RpcMethodHandler],
-        interceptor,
         max_message_bytes: int,
         max_concurrent_rpcs: int = 0,
     ) -> None:
         self._handlers = dict(handlers)
-        self._interceptor = interceptor
         self._max_message_bytes = max_message_bytes
         self._max_concurrent = max_concurrent_rpcs
         self._running = 0  # changed on the event loop only
@@ -154,10 +125,9 @@ class LocalDispatch:
         handler = self._handlers.get(method)
         return handler is not None and handler.unary_unary is not None
 
-    def handler(self, method: str, metadata: tuple = ()) -> Callable:
-        """The unary behaviour of ``method`` behind the edge interceptor, as the gRPC server runs it."""
-        details = _CallDetails(method, metadata)
-        return self._interceptor.intercept_service(lambda d: self._handlers[d.method], details).unary_unary
+    def handler(self, method: str) -> Callable:
+        """The unary behaviour of ``method`` behind the edge, as the gRPC server runs it."""
+        return self._handlers[method].unary_unary
 
     async def call(self, method: str, request, *, metadata: tuple, timeout: float | None, peer: str):
         """The response to ``request``, and the metadata the call sent back; raises ``LocalCallError``."""
@@ -170,7 +140,7 @@ class LocalDispatch:
             )
         if self._max_concurrent and self._running >= self._max_concurrent:
             raise LocalCallError(CallStatus(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!", ()))
-        handler = self.handler(method, metadata)
+        handler = self.handler(method)
         context = _Context(metadata, peer, timeout)
         self._running += 1
         try:

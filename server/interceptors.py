@@ -1,14 +1,18 @@
-"""The edge: one interceptor for request ids, authentication, rate limits, row limits, metrics and the access log.
+"""The edge: request ids, authentication, rate limits, row limits, metrics and the access log.
 
-grpcio runs a server interceptor on every call, so this one does its work once per
-method: the first call of a method wraps the servicer's handler (with that method's
-role check, metric children and limits resolved) and caches it; later calls find it
-by name.  Per call it reads the metadata once, takes a token from the caller's
-bucket, and records one counter, one histogram observation and one log line.
+The edge wraps each regserve method's handler once, when the servicers are
+registered (``EdgeServer``), with that method's role check, metric children and
+limits resolved.  It is not a ``grpc.ServerInterceptor``: grpcio runs interceptors
+for every call on the one thread that polls the completion queue, the thread every
+other call waits on, while a wrapped handler runs only in the call's own thread.
+Per call the edge reads the metadata once and takes a token from the caller's
+bucket; the finished call goes to a ``BatchWorker``, whose thread counts it, observes
+its latency and writes its access-log line, in batches every 0.1 s (and before every
+scrape of the metrics).
 
-Health and reflection pass through untouched: probes are never authenticated,
-limited, counted or logged.  Refusals are domain errors turned into status by
-``regserve.server.status.status_for``, like every other error.
+Health and reflection are registered on the server directly: probes are never
+authenticated, limited, counted or logged.  Refusals are domain errors turned into
+status by ``regserve.server.status.status_for``, like every other error.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_string
 
@@ -25,11 +29,11 @@ import grpc
 
 from regserve.server import auth, observability
 from regserve.server.errors import InvalidInput, RegserveError, ResourceExhausted
-from regserve.server.observability import ACCESS_LOGGER, Metrics
+from regserve.server.observability import ACCESS_LOGGER, BatchWorker, Metrics
 from regserve.server.ratelimit import TokenBuckets
 from regserve.server.status import abort, status_for
 
-__all__ = ["EdgeInterceptor", "EdgePolicy", "REQUEST_ID"]
+__all__ = ["REQUEST_ID", "Edge", "EdgePolicy", "EdgeServer"]
 
 REQUEST_ID = "x-request-id"
 """Metadata key of the request id: taken from the caller when sent, echoed in the response metadata.
@@ -121,7 +125,7 @@ def _request_rows(request) -> int:
 class _Call:
     """One call's facts for the log line."""
 
-    __slots__ = ("authorization", "code", "peer", "principal", "request_id", "started")
+    __slots__ = ("authorization", "code", "elapsed", "ended", "peer", "principal", "request_id", "route", "started")
 
 
 class _Route:
@@ -164,38 +168,35 @@ class _Route:
             )
 
 
-class EdgeInterceptor(grpc.ServerInterceptor):
-    """Wraps each regserve method once with the edge's per-call work (see the module docstring)."""
+class Edge:
+    """Wraps each regserve method's handler, once, with the edge's per-call work (see the module docstring)."""
 
     def __init__(self, metrics: Metrics, policy: EdgePolicy) -> None:
         self._metrics = metrics
         self._policy = policy
         self._needs_peer = policy.needs_peer
         self._log_peer = policy.log_peer
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-        self._wrapping = threading.Lock()
+        self._recorder = BatchWorker(
+            self._record, name="regserve-edge", failure="finished calls could not be counted or logged"
+        )
+        metrics.before_collect(self._recorder.flush)
 
-    def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        handler = continuation(handler_call_details)
-        if handler is None or not method.startswith(_GUARDED_PREFIX):
+    def close(self) -> None:
+        """Count and log the calls finished so far; later calls are counted and logged as they finish."""
+        self._recorder.close()
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` of the full method name ``method`` behind the edge; other services' handlers unchanged."""
+        if not method.startswith(_GUARDED_PREFIX):
             return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        with self._wrapping:  # the first calls of a method may race: one route per method
-            cached = self._wrapped.get(method)
-            if cached is not None and cached[0] is handler:
-                return cached[1]
-            wrapped = self._wrap(handler, _Route(method, self._metrics, self._policy))
-            self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._wrap(handler, _Route(method, self._metrics, self._policy))
 
     # ------------------------------------------------------------ per call
 
     def _enter(self, route: _Route, context: grpc.ServicerContext) -> _Call:
         call = _Call()
         call.started = time.perf_counter()
+        call.route = route
         call.code = _OK
         call.principal = auth.ANONYMOUS
         request_id = authorization = None
@@ -240,19 +241,29 @@ class EdgeInterceptor(grpc.ServerInterceptor):
     def _exit(self, route: _Route, call: _Call, context: grpc.ServicerContext, failed: bool) -> None:
         if failed and call.code is _OK:
             call.code = context.code() or grpc.StatusCode.UNKNOWN
-        elapsed = time.perf_counter() - call.started
+        call.elapsed = time.perf_counter() - call.started
+        call.ended = time.time()
         next(route.ended)
-        route.count(call.code)
-        route.latency.observe(elapsed)
-        if _access_log.isEnabledFor(logging.INFO):
+        self._recorder.add(call)
+
+    def _record(self, calls: list[_Call]) -> None:
+        """Count finished calls, observe their latency and write their access-log lines (the recorder's thread)."""
+        log = _access_log.isEnabledFor(logging.INFO)
+        writer = observability.access_writer() if log else None
+        log_peer = self._log_peer
+        for call in calls:
+            route = call.route
+            route.count(call.code)
+            route.latency.observe(call.elapsed)
+            if not log:
+                continue
             # One JSON object per call, formatted by hand: the keys and codes need no escaping,
             # and the caller's strings go through json's C string encoder.
-            peer = f'"peer":{_json_string(call.peer)},' if self._log_peer else ""
+            peer = f'"peer":{_json_string(call.peer)},' if log_peer else ""
             line = (
-                f'{{"ts":{time.time():.6f},{route.log_prefix}{call.code.name}","duration_ms":{elapsed * 1e3:.3f},'
+                f'{{"ts":{call.ended:.6f},{route.log_prefix}{call.code.name}","duration_ms":{call.elapsed * 1e3:.3f},'
                 f'{peer}"principal":{_json_string(str(call.principal))},"request_id":{_json_string(call.request_id)}}}'
             )
-            writer = observability.access_writer()
             if writer is not None:
                 writer.write_line(line)
             else:
@@ -374,3 +385,29 @@ class EdgeInterceptor(grpc.ServerInterceptor):
                 leave(route, call, context, failed)
 
         return streaming
+
+
+class EdgeServer:
+    """Stands in for a ``grpc.Server`` in the generated ``add_*_to_server`` functions: methods go behind the edge.
+
+    The generated functions register each method by name
+    (``add_registered_method_handlers``) and again through a generic handler, the
+    lookup of servers that predate named registration.  This one registers the
+    wrapped handlers both ways and drops the generated generic handler, which holds
+    the unwrapped ones.  ``handlers`` keeps the wrapped handlers by full method
+    name, for in-process calls (``regserve.server.gateway_local``).
+    """
+
+    def __init__(self, server: grpc.Server, edge: Edge) -> None:
+        self._server = server
+        self._edge = edge
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
+        """Ignored: see the class docstring."""
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Mapping) -> None:
+        wrapped = {name: self._edge.wrap(f"/{service_name}/{name}", h) for name, h in method_handlers.items()}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, wrapped),))
+        self._server.add_registered_method_handlers(service_name, wrapped)
+        self.handlers.update({f"/{service_name}/{name}": handler for name, handler in wrapped.items()})

@@ -2,9 +2,10 @@
 
 Every ``Application`` owns a ``Metrics`` with its own ``CollectorRegistry`` (never
 prometheus-client's global one), so several servers can run in one process.  Per-call
-metrics are updated by the edge interceptor (``regserve.server.interceptors``);
-per-version prediction counts are read from ``ServingStats`` only when Prometheus
-scrapes, so the prediction path pays nothing for them.
+metrics are updated by the edge (``regserve.server.interceptors``), in batches off the
+request path, and brought up to date before every scrape; per-version prediction
+counts are read from ``ServingStats`` only when Prometheus scrapes, so the prediction
+path pays nothing for them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import collections
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily
@@ -24,6 +25,7 @@ from regserve.server.stats import ServingStats
 __all__ = [
     "ACCESS_LOGGER",
     "AccessLogWriter",
+    "BatchWorker",
     "Metrics",
     "access_writer",
     "configure_access_log",
@@ -67,12 +69,12 @@ class _ServingStatsCollector(Collector):
 class Metrics:
     """The metrics of one server, in their own registry.
 
-    See the README's metrics table; the interceptor owns the request metrics, the
+    See the README's metrics table; the edge owns the request metrics, the
     store's statistics feed the prediction metrics.
     """
 
     def __init__(self, stats: ServingStats | None = None) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = _RefreshingRegistry()
         self.requests = Counter(
             "regserve_requests",
             "RPCs finished, by service, method and status code.",
@@ -114,6 +116,30 @@ class Metrics:
         if stats is not None:
             self.registry.register(_ServingStatsCollector(stats))
 
+    def before_collect(self, refresh: Callable[[], None]) -> None:
+        """Call ``refresh`` before every collection (each scrape), to bring metrics recorded in batches up to date."""
+        self.registry.refreshers.append(refresh)
+
+
+class _RefreshingRegistry(CollectorRegistry):
+    """A registry that runs its ``refreshers`` before it is collected, whole or restricted to some names."""
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=True)
+        self.refreshers: list[Callable[[], None]] = []
+
+    def _refresh(self) -> None:
+        for refresh in self.refreshers:
+            refresh()
+
+    def collect(self) -> Iterator:
+        self._refresh()
+        return super().collect()
+
+    def restricted_registry(self, names):
+        self._refresh()
+        return super().restricted_registry(names)
+
 
 def start_metrics_server(metrics: Metrics, host: str, port: int):
     """Serve ``/metrics`` over HTTP on ``host:port`` (0 picks a free port); returns (server, port)."""
@@ -121,43 +147,106 @@ def start_metrics_server(metrics: Metrics, host: str, port: int):
     return server, server.server_port
 
 
-class AccessLogWriter(logging.Handler):
-    """Writes access-log lines to a stream in batches, from a background thread.
+class BatchWorker:
+    """Hands the items added on the request path to ``handle``, in batches, from a background thread.
 
-    The request path only appends a finished line to a deque (``write_line``, or
-    ``emit`` for records that come through the logging module); every ``interval``
-    seconds the writer thread joins them
-    and writes them in pieces of at most 4 KiB (atomic on a pipe shared by workers).
-    A write per line would drop and retake the GIL on every request, which on a busy
-    sync server costs far more than the write.
+    ``add`` only appends to a deque; every ``interval`` seconds the thread takes what
+    is pending and calls ``handle(items)`` with it, in the order added.  Work done
+    per call on the request path is paid for in GIL handovers and cold caches as
+    much as in CPU time, so what can wait a moment is done here, in one tight loop
+    per batch.  ``flush`` hands over what is pending at once, from the caller's thread.
+
+    Once closed, or when ``max_pending`` items wait (``handle`` is not keeping up),
+    ``add`` flushes itself: nothing is dropped, and a slow handler slows the calls
+    down rather than filling the memory.  A ``handle`` that raises never fails the
+    caller: that batch is lost, and ``failure`` is logged (once per worker).
+    """
+
+    def __init__(
+        self,
+        handle: Callable[[list], None],
+        *,
+        name: str,
+        failure: str,
+        interval: float = 0.1,
+        max_pending: int = 100_000,
+    ) -> None:
+        self.interval = interval
+        self.max_pending = max_pending
+        self._handle = handle
+        self._failure = failure
+        self._pending: collections.deque = collections.deque()
+        self._handling = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def add(self, item) -> None:
+        pending = self._pending
+        pending.append(item)
+        if self._closed or len(pending) >= self.max_pending:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand what is pending to ``handle`` now; a failure is logged, never raised."""
+        pending = self._pending
+        with self._handling:
+            items = []
+            try:
+                while True:  # popleft is atomic: an item added meanwhile is taken now or next time
+                    items.append(pending.popleft())
+            except IndexError:
+                pass
+            if not items:
+                return
+            try:
+                self._handle(items)
+            except Exception:  # noqa: BLE001 - the request path must not break
+                if not self._failed:
+                    self._failed = True
+                    logging.getLogger(__name__).exception(self._failure)
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.flush()
+
+    def close(self) -> None:
+        """Stop the thread and hand over what is pending; later ``add`` calls flush at once."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self.flush()
+
+
+class AccessLogWriter(logging.Handler):
+    """Writes access-log lines to a stream in batches, from a background thread (a ``BatchWorker``).
+
+    The request path only queues a finished line (``write_line``, or ``emit`` for
+    records that come through the logging module); the worker joins the lines and
+    writes them in pieces of at most 4 KiB (atomic on a pipe shared by workers).
     ``flush`` and ``close`` (called by ``logging.shutdown`` at exit) write what is
     pending; a process killed outright loses at most the last interval's lines.
+    A stream that fails (closed pipe, closed file) never fails the call that logs.
     """
 
     def __init__(self, stream, interval: float = 0.1, max_pending: int = 100_000) -> None:
         super().__init__()
         self.stream = stream
-        self.interval = interval
-        self.max_pending = max_pending
-        self._pending: collections.deque[str] = collections.deque()
-        self._write_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closed = False
-        self._failed = False
-        self._thread = threading.Thread(target=self._run, name="regserve-access-log", daemon=True)
-        self._thread.start()
+        self._lines = BatchWorker(
+            self._write,
+            name="regserve-access-log",
+            failure="the access log could not be written",
+            interval=interval,
+            max_pending=max_pending,
+        )
 
     def write_line(self, line: str) -> None:
-        """Queue one finished line (without its newline).
-
-        Once the writer is closed, or when ``max_pending`` lines wait (the stream is
-        not keeping up), the caller writes them itself: lines are never dropped, and
-        a stalled stream slows the calls down rather than filling the memory.
-        """
-        pending = self._pending
-        pending.append(line)
-        if self._closed or len(pending) >= self.max_pending:
-            self._write_safely()
+        """Queue one finished line (without its newline)."""
+        self._lines.add(line)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -166,44 +255,16 @@ class AccessLogWriter(logging.Handler):
             self.handleError(record)
 
     def flush(self) -> None:
-        self._write_pending()
+        self._lines.flush()
 
-    def _write_pending(self) -> None:
-        pending = self._pending
-        with self._write_lock:
-            lines = []
-            try:
-                while True:  # popleft is atomic: a line appended meanwhile is taken now or next time
-                    lines.append(pending.popleft())
-            except IndexError:
-                pass
-            for chunk in _chunks(lines):
-                self.stream.write(chunk)
-                self.stream.flush()
-
-    def _write_safely(self) -> None:
-        """Write what is pending; a failing stream never fails the call that logs (nor the writer)."""
-        try:
-            self._write_pending()
-        except Exception:  # noqa: BLE001 - logging must not break a call
-            # A stream that fails (closed pipe, closed file) would fail every later
-            # batch too; the lines of this one are lost, and said so once.
-            if not self._failed:
-                self._failed = True
-                logging.getLogger(__name__).exception("the access log could not be written")
-
-    def _run(self) -> None:
-        while not self._closed:
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            self._write_safely()
+    def _write(self, lines: list[str]) -> None:
+        for chunk in _chunks(lines):
+            self.stream.write(chunk)
+            self.stream.flush()
 
     def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        self._thread.join(timeout=5)
         try:
-            self._write_safely()
+            self._lines.close()
         finally:
             super().close()
 
@@ -233,7 +294,7 @@ _access_writer: AccessLogWriter | None = None
 def access_writer() -> AccessLogWriter | None:
     """The writer installed by ``configure_access_log``, when it is the access logger's only handler.
 
-    The edge interceptor then hands it finished lines directly, skipping the
+    The edge then hands it finished lines directly, skipping the
     logging module's record building; any other logging set-up gets records.
     """
     writer = _access_writer

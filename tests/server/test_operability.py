@@ -90,6 +90,17 @@ def test_token_bucket_refills_at_its_rate():
     assert buckets.acquire("a") == 0
 
 
+def _access_lines_by_id(caplog, request_ids: set[str], timeout: float = 5.0) -> dict[str, dict]:
+    """The access-log lines captured so far, by request id, once all of ``request_ids`` are there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "regserve.access"]
+        by_id = {line["request_id"]: line for line in lines}
+        if request_ids <= by_id.keys() or time.monotonic() > deadline:
+            return by_id
+        time.sleep(0.02)
+
+
 def test_request_id_is_echoed_or_generated_and_logged(channel, caplog):
     caplog.set_level(logging.INFO, logger="regserve.access")
     models = mpb_grpc.ModelServiceStub(channel)
@@ -110,8 +121,8 @@ def test_request_id_is_echoed_or_generated_and_logged(channel, caplog):
         list(stream)
     assert dict(stream.initial_metadata())["x-request-id"] == "stream-7"
 
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "regserve.access"]
-    by_id = {line["request_id"]: line for line in lines}
+    # Lines are written in batches, at most about 0.1 s after their call ended.
+    by_id = _access_lines_by_id(caplog, {"abc-123", generated, "stream-7"})
     given, failed = by_id["abc-123"], by_id[generated]
     assert given["method"] == "/regserve.v1.ModelService/ListModels" and given["code"] == "OK"
     assert failed["method"] == "/regserve.v1.RegressionService/ModelInfo" and failed["code"] == "NOT_FOUND"
