@@ -232,13 +232,15 @@ def serve(settings: Settings) -> int:
     With ``settings.workers`` above 1, run that many server processes on the port instead.
     """
     from regserve.server.demo import ensure_demo_models
-    from regserve.server.workers import exit_with_parent, serve_workers
+    from regserve.server.workers import exit_with_parent, pin_to_cpu, pinned_cpus, serve_workers
 
     if settings.workers < 1:
         raise ValueError("--workers must be at least 1")
     if settings.workers > 1:
         return serve_workers(settings)
     check_gateway_settings(settings)
+    if settings.pin_cpus:
+        pin_to_cpu(pinned_cpus(settings.pin_cpus)[0])  # before the server starts its threads
     # Handlers go in first, so a SIGTERM is never met by Python's default (death by signal):
     # one that comes while the models load stops the server as soon as it has started.
     stopping = stop_on_signals(f"draining for up to {settings.grace_period:.1f} s")

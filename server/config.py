@@ -39,6 +39,7 @@ class Settings:
     metrics_port: int = -1
     gateway_port: int = -1
     blas_threads: int = 1
+    pin_cpus: str = ""
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
@@ -98,6 +99,10 @@ _HELP = {
     "echo_request_id": "return x-request-id in the response metadata (trailing for unary calls, initial for streams)",
     "metrics_port": "HTTP port of the Prometheus /metrics endpoint; 0 picks a free one, -1 turns it off",
     "gateway_port": "HTTP port of the REST/JSON gateway served inside the server; 0 picks a free one, -1: off",
+    "pin_cpus": (
+        "run each server process on one CPU: 'auto' (worker i on the i-th CPU this process may use) or a list "
+        "such as 0,2 (worker i on the (i mod n)-th); empty: the OS places the threads"
+    ),
     "blas_threads": "threads NumPy's BLAS may use (0 keeps its default); one leaves the cores to the RPC threads",
     "tls_cert": "PEM certificate chain of the server; with --tls-key, the gRPC port speaks only TLS",
     "tls_key": "PEM private key of the server",

@@ -71,10 +71,40 @@ class _Worker:
         logger.info("worker %d started (pid %d)", self.index, self.process.pid)
 
 
+def pinned_cpus(spec: str) -> list[int]:
+    """The CPUs of a ``--pin-cpus`` value, in order; raises ValueError for one this process may not use."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not allowed:
+        raise ValueError("--pin-cpus needs Linux (os.sched_setaffinity)")
+    if spec.strip() == "auto":
+        return allowed
+    try:
+        cpus = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--pin-cpus takes 'auto' or CPU numbers separated by commas, not {spec!r}") from None
+    outside = [cpu for cpu in cpus if cpu not in allowed]
+    if not cpus or outside:
+        raise ValueError(f"--pin-cpus {spec!r}: this process may run on CPUs {allowed} only")
+    return cpus
+
+
+def pin_to_cpu(cpu: int) -> None:
+    """Run every thread of this process, and every thread it starts later, on ``cpu``.
+
+    The interpreter lock lets one thread run Python at a time, so a server process
+    gains little from a second core and loses much to handing the lock between
+    threads on different cores (each handover wakes a thread on the other core).
+    """
+    for task in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(task), {cpu})
+
+
 def _worker_settings(settings: Settings, index: int, port: int, gateway_port: int) -> Settings:
     metrics = settings.metrics_port + index if settings.metrics_port > 0 else settings.metrics_port
+    cpus = pinned_cpus(settings.pin_cpus) if settings.pin_cpus else []
     return replace(
         settings,
+        pin_cpus=str(cpus[index % len(cpus)]) if cpus else "",
         port=port,
         workers=1,
         reuse_port=True,
@@ -144,6 +174,8 @@ def serve_workers(settings: Settings) -> int:
     from regserve.server.store import ModelStore
 
     check_gateway_settings(settings)
+    if settings.pin_cpus:
+        pinned_cpus(settings.pin_cpus)  # a bad value stops here, before any worker starts
     stopping = stop_on_signals(f"stopping {settings.workers} workers")
     if settings.demo_models:
         store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)

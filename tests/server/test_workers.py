@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from regserve.v1 import regression_service_pb2 as pb
@@ -156,3 +157,56 @@ def test_workers_must_be_at_least_one(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "--workers must be at least 1" in done.stderr
+
+
+def _allowed_cpus(pid: int) -> set[str]:
+    """The CPU lists (``Cpus_allowed_list``) of every thread of process ``pid``."""
+    lists = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                lists.add(line.split(":", 1)[1].strip())
+    return lists
+
+
+def _serve_until_serving(tmp_path, *flags: str) -> subprocess.Popen:
+    port = _free_ports(1)
+    command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port), "--no-demo-models"]
+    command += ["--model-dir", str(tmp_path / "models"), "--gateway-port", "0", *flags]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=60)
+        # Every thread has started once a call has been answered (the pool starts threads on demand).
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    return server
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_pin_cpus_runs_every_thread_of_a_server_on_one_cpu_and_each_worker_on_its_own(tmp_path):
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    single = _serve_until_serving(tmp_path / "one", "--pin-cpus", str(second))
+    try:
+        assert _allowed_cpus(single.pid) == {str(second)}
+    finally:
+        single.send_signal(signal.SIGTERM)
+        assert single.wait(60) == 0
+
+    workers = _serve_until_serving(tmp_path / "two", "--workers", "2", "--pin-cpus", "auto")
+    try:
+        deadline = time.monotonic() + 30
+        while len(children := _children(workers.pid, "serve")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _allowed_cpus(workers.pid) == _allowed_cpus(os.getpid())  # the parent is not pinned
+        assert sorted(_allowed_cpus(child) for child in children) == [{str(first)}, {str(second)}]
+    finally:
+        workers.send_signal(signal.SIGTERM)
+        assert workers.wait(60) == 0
+
+
+def test_pin_cpus_refuses_a_cpu_this_process_may_not_use(tmp_path):
+    command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", "0", "--pin-cpus", "4096"]
+    command += ["--model-dir", str(tmp_path / "models")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "--pin-cpus '4096': this process may run on CPUs" in done.stderr
