@@ -6,12 +6,18 @@ in another, all on 127.0.0.1, with a 10-feature linear model:
 - ``regserve``: ``regserve serve`` with metrics, the JSON access log and the
   embedded REST gateway on, authentication off, one process;
 - ``regserve x2``: the same with ``--workers 2``;
+- ``regserve pinned`` / ``regserve x2 pinned``: the same with ``--pin-cpus 0`` and
+  ``--workers 2 --pin-cpus auto`` (each process on one CPU; the load generator is not pinned);
 - ``bare sync`` / ``bare aio``: ``bench/bare_server.py``, the same arithmetic on
   the same messages with no framework, in grpcio's sync mode (regserve's) and aio;
 - ``fastapi``: ``bench/fastapi_server.py``, a FastAPI ``def /predict`` JSON endpoint.
 
-Before each scenario the server's peak resident memory (VmHWM) is reset, so the
-"srv MB" column is the peak of that scenario alone.  The table goes to stdout;
+All servers are started first; each scenario then runs ``--rounds`` times, its
+servers taking turns, and the table shows each server's mean throughput and median
+percentiles over the rounds (every round is kept in the JSON file): servers compared
+in a scenario meet the same minutes of a machine whose speed drifts.  Before each
+scenario the server's peak resident memory (VmHWM) is reset, so the "srv MB"
+column is the peak of that scenario alone.  The table goes to stdout;
 the figures to bench/results/latest.json and a chart to bench/results/latest.png.
 The four targets of the suite are checked at the end, by ratio, from this run only.
 """
@@ -52,17 +58,19 @@ class Scenario:
 
 
 _UNARY = ("regserve", "bare sync", "bare aio")
-_CONNECTIONS = ("regserve", "regserve x2", "bare sync")
+_CONNECTIONS = ("regserve", "regserve x2", "regserve x2 pinned", "bare sync")
 SCENARIOS = [
     Scenario("unary c=1", dict(scenario="unary", concurrency=1), _UNARY),
-    Scenario("unary c=8", dict(scenario="unary", concurrency=8), _UNARY),
+    Scenario("unary c=8", dict(scenario="unary", concurrency=8), (*_UNARY, "regserve pinned")),
     Scenario("unary c=64", dict(scenario="unary", concurrency=64), _UNARY),
     Scenario("Predict 1,000 rows c=8", dict(scenario="unary", concurrency=8, rows=1000), _UNARY, "rows_per_s"),
     Scenario(
         "BatchPredict 10,000x10", dict(scenario="stream", rows=10_000, chunks=200), _UNARY, "rows_per_s", False
     ),
     Scenario("REST c=1", dict(scenario="http", concurrency=1), ("regserve", "fastapi")),
-    Scenario("REST c=8", dict(scenario="http", concurrency=8), ("regserve", "regserve x2", "fastapi")),
+    Scenario(
+        "REST c=8", dict(scenario="http", concurrency=8), ("regserve", "regserve pinned", "regserve x2", "fastapi")
+    ),
     Scenario(
         "Train closed form", dict(scenario="train", rows=100_000, chunks=10), ("regserve",), "rows_per_s", False
     ),
@@ -107,7 +115,7 @@ class Server:
 
     def serving_pids(self) -> list[int]:
         """The processes that answer: the workers under ``--workers``, else the process itself."""
-        if self.name == "regserve x2":
+        if self.name.startswith("regserve x2"):
             children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
             return [int(pid) for pid in children]
         return [self.process.pid]
@@ -129,25 +137,31 @@ class Server:
         self.process.wait(60)
 
 
-def start_regserve(model_dir: str, workers: int = 1) -> Server:
-    """regserve with metrics, the JSON access log and the REST gateway on, authentication off."""
+def start_regserve(model_dir: str, workers: int = 1, pin_cpus: str = "") -> Server:
+    """regserve with metrics, the JSON access log and the REST gateway on, authentication off.
+
+    The first one started (one process, not pinned) trains the model; the others load it from the registry.
+    """
     port, gateway, metrics = _free_port(), _free_port(), _free_port()
     command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port), "--model-dir", model_dir]
     command += ["--no-demo-models", "--access-log", "--metrics-port", str(metrics), "--gateway-port", str(gateway)]
     command += ["--workers", str(workers)]
+    if pin_cpus:
+        command += ["--pin-cpus", pin_cpus]
     # The access log goes to stderr: one JSON line per request is written, and dropped here.
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server("regserve" if workers == 1 else f"regserve x{workers}", process)
+    name = ("regserve" if workers == 1 else f"regserve x{workers}") + (" pinned" if pin_cpus else "")
+    server = Server(name, process)
     server.grpc_target, server.http_target = f"127.0.0.1:{port}", f"127.0.0.1:{gateway}"
     _wait_grpc(server.grpc_target)
     _wait_http(f"http://{server.http_target}/openapi.json")
-    if workers == 1:
+    if name == "regserve":
         rng = np.random.default_rng(0)
         X = rng.normal(size=(10_000, FEATURES))
         with RegressionClient(server.grpc_target) as client:
             client.train("bench", X, X @ rng.normal(size=FEATURES) + 0.5)
     else:
-        time.sleep(3)  # every worker has polled the registry and holds the model
+        time.sleep(3)  # every process has polled the registry and holds the model
     return server
 
 
@@ -180,36 +194,68 @@ def load(target: str, **options) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run(duration: float, only: set[str] | None = None) -> dict[str, dict[str, dict]]:
-    """Figures by scenario, then by server."""
-    results: dict[str, dict[str, dict]] = {s.name: {} for s in SCENARIOS}
+def _combine(rounds: list[dict]) -> dict:
+    """One server's figures over the rounds of a scenario: mean throughput and CPU, median percentiles."""
+    combined = dict(rounds[0])
+    for key in ("rps", "rows_per_s", "client_cpu"):
+        if rounds[0].get(key) is not None:
+            combined[key] = float(np.mean([r[key] for r in rounds]))
+    for key in ("p50_ms", "p99_ms"):
+        if rounds[0].get(key) is not None:
+            combined[key] = float(np.median([r[key] for r in rounds]))
+    if "requests" in combined:
+        combined["requests"] = sum(r["requests"] for r in rounds)
+    combined["rounds"] = rounds
+    return combined
+
+
+def run(duration: float, rounds: int = 2, only: set[str] | None = None) -> dict[str, dict[str, dict]]:
+    """Figures by scenario, then by server.
+
+    Every server is started first and stays up (an idle server costs nothing here);
+    then each scenario is run ``rounds`` times, going through its servers in turn
+    (in a rotated order each round), so the servers compared in a scenario meet the
+    same minutes of a machine whose speed drifts.
+    """
     starters = {
-        "regserve": lambda model_dir: start_regserve(model_dir),
+        "regserve": lambda model_dir: start_regserve(model_dir),  # first: it trains the model the others serve
         "bare sync": lambda model_dir: start_bare("sync"),
         "bare aio": lambda model_dir: start_bare("aio"),
         "fastapi": lambda model_dir: start_fastapi(),
         "regserve x2": lambda model_dir: start_regserve(model_dir, workers=2),
+        "regserve pinned": lambda model_dir: start_regserve(model_dir, pin_cpus="0"),
+        "regserve x2 pinned": lambda model_dir: start_regserve(model_dir, workers=2, pin_cpus="auto"),
     }
+    scenarios = [s for s in SCENARIOS if only is None or s.name in only]
+    results: dict[str, dict[str, dict]] = {s.name: {} for s in scenarios}
+    servers: dict[str, Server] = {}
     with tempfile.TemporaryDirectory() as model_dir:
-        for name, starter in starters.items():
-            scenarios = [s for s in SCENARIOS if name in s.servers and (only is None or s.name in only)]
-            if not scenarios:
-                continue
-            server = starter(model_dir)
-            try:
-                for scenario in scenarios:
-                    options = dict(scenario.options, features=FEATURES)
-                    if scenario.timed:
-                        options["duration"] = duration
-                    if options["scenario"] == "http" and name == "fastapi":
-                        options["http_style"] = "fastapi"
-                    target = server.http_target if options["scenario"] == "http" else server.grpc_target
-                    server.reset_peak_memory()
-                    result = load(target, **options)
-                    result["server_peak_rss_mb"] = server.peak_memory_mb()
+        try:
+            for name, starter in starters.items():
+                if any(name in s.servers for s in scenarios):
+                    servers[name] = starter(model_dir)
+            for scenario in scenarios:
+                names = [name for name in scenario.servers if name in servers]
+                figures: dict[str, list[dict]] = {name: [] for name in names}
+                for name in names:
+                    servers[name].reset_peak_memory()
+                for index in range(rounds):
+                    for name in names[index % len(names) :] + names[: index % len(names)]:
+                        server = servers[name]
+                        options = dict(scenario.options, features=FEATURES)
+                        if scenario.timed:
+                            options["duration"] = duration
+                        if options["scenario"] == "http" and name == "fastapi":
+                            options["http_style"] = "fastapi"
+                        target = server.http_target if options["scenario"] == "http" else server.grpc_target
+                        figures[name].append(load(target, **options))
+                        print(f"  {name:18s} {scenario.name:24s} round {index + 1} done", file=sys.stderr)
+                for name in names:
+                    result = _combine(figures[name])
+                    result["server_peak_rss_mb"] = servers[name].peak_memory_mb()
                     results[scenario.name][name] = result
-                    print(f"  {name:12s} {scenario.name:24s} done", file=sys.stderr)
-            finally:
+        finally:
+            for server in servers.values():
                 server.stop()
     return {name: by_server for name, by_server in results.items() if by_server}
 
@@ -218,16 +264,17 @@ def run(duration: float, only: set[str] | None = None) -> dict[str, dict[str, di
 
 
 def _ratios(scenario: Scenario, by_server: dict[str, dict]) -> dict[str, float]:
-    """regserve's throughput over each baseline's in this scenario (and x2 over x1)."""
+    """regserve's throughput over each baseline's in this scenario (and its other set-ups' over it)."""
     ours = by_server.get("regserve", {}).get(scenario.metric)
     ratios = {}
     for baseline in (*GRPC_BASELINES, "fastapi"):
         theirs = by_server.get(baseline, {}).get(scenario.metric)
         if ours and theirs:
             ratios[baseline] = ours / theirs
-    doubled = by_server.get("regserve x2", {}).get(scenario.metric)
-    if ours and doubled:
-        ratios["x2 over x1"] = doubled / ours
+    for variant in ("regserve x2", "regserve pinned", "regserve x2 pinned"):
+        theirs = by_server.get(variant, {}).get(scenario.metric)
+        if ours and theirs:
+            ratios[variant] = theirs / ours
     return ratios
 
 
@@ -238,7 +285,7 @@ def _cell(value, fmt: str) -> str:
 
 def table(results: dict[str, dict[str, dict]]) -> str:
     head = (
-        f"{'scenario':24s} {'server':12s} {'req/s':>8s} {'rows/s':>11s} {'p50 ms':>7s} {'p99 ms':>7s} "
+        f"{'scenario':24s} {'server':18s} {'req/s':>8s} {'rows/s':>11s} {'p50 ms':>7s} {'p99 ms':>7s} "
         f"{'client CPU':>10s} {'srv MB':>7s}  regserve's ratio"
     )
     lines = [head, "-" * len(head)]
@@ -250,11 +297,11 @@ def table(results: dict[str, dict[str, dict]]) -> str:
         for server, r in by_server.items():
             ratio = ""
             if server == "regserve":
-                ratio = ", ".join(f"{v:.2f} of {k}" for k, v in ratios.items() if k != "x2 over x1")
-            elif server == "regserve x2" and "x2 over x1" in ratios:
-                ratio = f"{ratios['x2 over x1']:.2f} of regserve (1 worker)"
+                ratio = ", ".join(f"{v:.2f} of {k}" for k, v in ratios.items() if not k.startswith("regserve"))
+            elif server.startswith("regserve") and server in ratios:
+                ratio = f"{ratios[server]:.2f} of regserve (1 process, not pinned)"
             lines.append(
-                f"{scenario.name:24s} {server:12s} {_cell(r.get('rps'), '8.0f')} {r['rows_per_s']:11.0f} "
+                f"{scenario.name:24s} {server:18s} {_cell(r.get('rps'), '8.0f')} {r['rows_per_s']:11.0f} "
                 f"{_cell(r.get('p50_ms'), '7.3f')} {_cell(r.get('p99_ms'), '7.3f')} "
                 f"{r['client_cpu']:10.0%} {r['server_peak_rss_mb']:7.0f}  {ratio}"
             )
@@ -316,17 +363,21 @@ def _machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="regserve benchmark suite")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed scenario")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed scenario and round")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="times each scenario runs, its servers taking turns (figures averaged)"
+    )
     parser.add_argument("--only", action="append", help="run only this scenario (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for latest.json and latest.png")
     args = parser.parse_args()
     header = [
-        f"regserve bench {time.strftime('%Y-%m-%d %H:%M')}: python -m bench --duration {args.duration:g}",
+        f"regserve bench {time.strftime('%Y-%m-%d %H:%M')}: "
+        f"python -m bench --duration {args.duration:g} --rounds {args.rounds}",
         f"machine: {_machine()}",
         f"software: Python {platform.python_version()}, {_versions()}",
     ]
     print("\n".join(header), file=sys.stderr)
-    results = run(args.duration, set(args.only) if args.only else None)
+    results = run(args.duration, args.rounds, set(args.only) if args.only else None)
     checked = targets(results)
     print("\n".join(header))
     print(table(results))

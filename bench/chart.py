@@ -14,8 +14,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-SERVERS = ("regserve", "regserve x2", "bare sync", "bare aio", "fastapi")
-COLOURS = dict(zip(SERVERS, ("#1f6fb4", "#6aa8dc", "#7f7f7f", "#bdbdbd", "#e08a2c"), strict=True))
+SERVERS = ("regserve", "regserve pinned", "regserve x2", "regserve x2 pinned", "bare sync", "bare aio", "fastapi")
+COLOURS = dict(
+    zip(SERVERS, ("#1f6fb4", "#2f9e6e", "#6aa8dc", "#8fd1b0", "#7f7f7f", "#bdbdbd", "#e08a2c"), strict=True)
+)
 
 
 def _grouped_bars(axis, scenarios: list[str], results: dict, value, *, label: str) -> None:
