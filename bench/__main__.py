@@ -7,7 +7,8 @@ in another, all on 127.0.0.1, with a 10-feature linear model:
   embedded REST gateway on, authentication off, one process;
 - ``regserve x2``: the same with ``--workers 2``;
 - ``regserve pinned`` / ``regserve x2 pinned``: the same with ``--pin-cpus 0`` and
-  ``--workers 2 --pin-cpus auto`` (each process on one CPU; the load generator is not pinned);
+  ``--workers 2 --pin-cpus auto`` (each process on one CPU; the load generator is not pinned),
+  and ``bare sync pinned``, the bare sync server on the same CPU as ``regserve pinned``;
 - ``bare sync`` / ``bare aio``: ``bench/bare_server.py``, the same arithmetic on
   the same messages with no framework, in grpcio's sync mode (regserve's) and aio;
 - ``fastapi``: ``bench/fastapi_server.py``, a FastAPI ``def /predict`` JSON endpoint.
@@ -61,7 +62,7 @@ _UNARY = ("regserve", "bare sync", "bare aio")
 _CONNECTIONS = ("regserve", "regserve x2", "regserve x2 pinned", "bare sync")
 SCENARIOS = [
     Scenario("unary c=1", dict(scenario="unary", concurrency=1), _UNARY),
-    Scenario("unary c=8", dict(scenario="unary", concurrency=8), (*_UNARY, "regserve pinned")),
+    Scenario("unary c=8", dict(scenario="unary", concurrency=8), (*_UNARY, "regserve pinned", "bare sync pinned")),
     Scenario("unary c=64", dict(scenario="unary", concurrency=64), _UNARY),
     Scenario("Predict 1,000 rows c=8", dict(scenario="unary", concurrency=8, rows=1000), _UNARY, "rows_per_s"),
     Scenario(
@@ -165,10 +166,14 @@ def start_regserve(model_dir: str, workers: int = 1, pin_cpus: str = "") -> Serv
     return server
 
 
-def start_bare(mode: str) -> Server:
+def start_bare(mode: str, pinned: bool = False) -> Server:
+    """The bare server; ``pinned`` runs it on the first CPU this process may use, like ``--pin-cpus 0``."""
     port = _free_port()
     command = [sys.executable, "-m", "bench.bare_server", "--mode", mode, "--port", str(port)]
-    server = Server(f"bare {mode}", subprocess.Popen(command, stdout=subprocess.DEVNULL))
+    cpu = min(os.sched_getaffinity(0))
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if pinned else None
+    name = f"bare {mode}" + (" pinned" if pinned else "")
+    server = Server(name, subprocess.Popen(command, stdout=subprocess.DEVNULL, preexec_fn=pin))
     server.grpc_target = f"127.0.0.1:{port}"
     _wait_grpc(server.grpc_target)
     return server
@@ -221,6 +226,7 @@ def run(duration: float, rounds: int = 2, only: set[str] | None = None) -> dict[
         "regserve": lambda model_dir: start_regserve(model_dir),  # first: it trains the model the others serve
         "bare sync": lambda model_dir: start_bare("sync"),
         "bare aio": lambda model_dir: start_bare("aio"),
+        "bare sync pinned": lambda model_dir: start_bare("sync", pinned=True),
         "fastapi": lambda model_dir: start_fastapi(),
         "regserve x2": lambda model_dir: start_regserve(model_dir, workers=2),
         "regserve pinned": lambda model_dir: start_regserve(model_dir, pin_cpus="0"),
@@ -300,6 +306,9 @@ def table(results: dict[str, dict[str, dict]]) -> str:
                 ratio = ", ".join(f"{v:.2f} of {k}" for k, v in ratios.items() if not k.startswith("regserve"))
             elif server.startswith("regserve") and server in ratios:
                 ratio = f"{ratios[server]:.2f} of regserve (1 process, not pinned)"
+                pinned_bare = by_server.get("bare sync pinned", {}).get(scenario.metric)
+                if server == "regserve pinned" and pinned_bare:
+                    ratio += f", {r[scenario.metric] / pinned_bare:.2f} of bare sync pinned"
             lines.append(
                 f"{scenario.name:24s} {server:18s} {_cell(r.get('rps'), '8.0f')} {r['rows_per_s']:11.0f} "
                 f"{_cell(r.get('p50_ms'), '7.3f')} {_cell(r.get('p99_ms'), '7.3f')} "

@@ -14,9 +14,18 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-SERVERS = ("regserve", "regserve pinned", "regserve x2", "regserve x2 pinned", "bare sync", "bare aio", "fastapi")
+SERVERS = (
+    "regserve",
+    "regserve pinned",
+    "regserve x2",
+    "regserve x2 pinned",
+    "bare sync",
+    "bare sync pinned",
+    "bare aio",
+    "fastapi",
+)
 COLOURS = dict(
-    zip(SERVERS, ("#1f6fb4", "#2f9e6e", "#6aa8dc", "#8fd1b0", "#7f7f7f", "#bdbdbd", "#e08a2c"), strict=True)
+    zip(SERVERS, ("#1f6fb4", "#2f9e6e", "#6aa8dc", "#8fd1b0", "#7f7f7f", "#4d4d4d", "#bdbdbd", "#e08a2c"), strict=True)
 )
 
 
