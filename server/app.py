@@ -57,8 +57,8 @@ class Application:
     metrics_port: int = -1
     """Port of the /metrics HTTP endpoint once started; -1 when metrics are off."""
     local: LocalDispatch | None = None
-    edge: Edge | None = None
     """The servicers' handlers behind the edge, for in-process calls from the embedded gateway."""
+    edge: Edge | None = None
     _metrics_host: str = "127.0.0.1"
     _metrics_server: object = None
 
@@ -122,8 +122,9 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    app = Application(server, 0, store, health_servicer, stats, metrics, settings.metrics_port, edge=edge)
-    app._metrics_host = settings.host
+    app = Application(
+        server, 0, store, health_servicer, stats, metrics, settings.metrics_port, edge=edge, _metrics_host=settings.host
+    )
     guarded = EdgeServer(server, edge)
     regression_service_pb2_grpc.add_RegressionServiceServicer_to_server(
         RegressionServicer(store, app.stats, on_change=app.update_health), guarded

@@ -120,3 +120,16 @@ def test_metrics_can_be_turned_off(tmp_path):
         assert app.metrics_port == -1 and app._metrics_server is None
     finally:
         app.stop(0)
+
+
+def test_metrics_are_served_on_the_servers_host(tmp_path):
+    from regserve.server.app import create_server
+    from regserve.server.config import Settings
+
+    app = create_server(Settings(host="::1", port=0, model_dir=tmp_path / "models", demo_models=False, metrics_port=0))
+    app.start()
+    try:
+        with urllib.request.urlopen(f"http://[::1]:{app.metrics_port}/metrics", timeout=5) as response:
+            assert b"regserve_requests_in_flight" in response.read()
+    finally:
+        app.stop(0)
