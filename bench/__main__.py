@@ -6,7 +6,7 @@ in another, all on 127.0.0.1, with a 10-feature linear model:
 - ``regserve``: ``regserve serve`` with metrics, the JSON access log and the
   embedded REST gateway on, authentication off, one process;
 - ``regserve x2``: the same with ``--workers 2``;
-- ``regserve pinned`` / ``regserve x2 pinned``: the same with ``--pin-cpus 0`` and
+- ``regserve pinned`` / ``regserve x2 pinned``: the same with ``--pin-cpus`` on the first CPU and
   ``--workers 2 --pin-cpus auto`` (each process on one CPU; the load generator is not pinned),
   and ``bare sync pinned``, the bare sync server on the same CPU as ``regserve pinned``;
 - ``bare sync`` / ``bare aio``: ``bench/bare_server.py``, the same arithmetic on
@@ -229,7 +229,7 @@ def run(duration: float, rounds: int = 2, only: set[str] | None = None) -> dict[
         "bare sync pinned": lambda model_dir: start_bare("sync", pinned=True),
         "fastapi": lambda model_dir: start_fastapi(),
         "regserve x2": lambda model_dir: start_regserve(model_dir, workers=2),
-        "regserve pinned": lambda model_dir: start_regserve(model_dir, pin_cpus="0"),
+        "regserve pinned": lambda model_dir: start_regserve(model_dir, pin_cpus=str(min(os.sched_getaffinity(0)))),
         "regserve x2 pinned": lambda model_dir: start_regserve(model_dir, workers=2, pin_cpus="auto"),
     }
     scenarios = [s for s in SCENARIOS if only is None or s.name in only]

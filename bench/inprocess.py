@@ -5,6 +5,8 @@
 It starts a real regserve server on 127.0.0.1:0 (for training the model), then
 calls the Predict handler the gRPC server runs, behind the edge, with a
 stand-in context, and the servicer alone; and the servicer of bench/bare_server.py.
+The edge's part is what the call itself does: the counting and the access-log line
+are done later, in batches, by a background thread.
 The best of three repeats is printed in microseconds a call.  This is the figure the
 README's "Performance work" quotes as "in process".
 """
@@ -23,6 +25,7 @@ from regserve.client import RegressionClient
 from regserve.server.app import create_server
 from regserve.server.config import Settings
 from regserve.server.observability import configure_access_log
+from regserve.server.servicer import RegressionServicer
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import types_pb2
 
@@ -73,8 +76,11 @@ def main() -> None:
             request = pb.PredictRequest(model="bench", inputs=types_pb2.Matrix(num_columns=10, raw=X[:1].tobytes()))
             context = _Context()
             edge = app.local.handler(PREDICT)
+            servicer = RegressionServicer(app.store, app.stats)
             bare = SyncServicer(10)
             print(f"regserve, edge and servicer  {_best(lambda: edge(request, context), args.number):6.1f} us")
+            alone = _best(lambda: servicer.Predict(request, context), args.number)
+            print(f"regserve, servicer alone     {alone:6.1f} us")
             print(f"bare servicer                {_best(lambda: bare.Predict(request, context), args.number):6.1f} us")
         finally:
             app.stop(0)

@@ -38,10 +38,11 @@ __all__ = ["Application", "create_server", "serve"]
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    regression_service_pb2.DESCRIPTOR.services_by_name["RegressionService"].full_name,
-    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+_SERVICES = (
+    regression_service_pb2.DESCRIPTOR.services_by_name["RegressionService"],
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
 )
+SERVICE_NAMES = tuple(service.full_name for service in _SERVICES)
 
 
 @dataclass
@@ -130,6 +131,12 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         RegressionServicer(store, app.stats, on_change=app.update_health), guarded
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, app.stats), guarded)
+    # EdgeServer registers what the generated code registers by name; a method it never
+    # saw would be served without the edge, or not at all.
+    missing = {f"/{service.full_name}/{method.name}" for service in _SERVICES for method in service.methods}
+    missing -= guarded.handlers.keys()
+    if missing:
+        raise RuntimeError(f"methods not registered behind the edge: {sorted(missing)}")
     app.local = LocalDispatch(guarded.handlers, settings.max_message_bytes, settings.max_concurrent_rpcs)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -100,8 +100,8 @@ _HELP = {
     "metrics_port": "HTTP port of the Prometheus /metrics endpoint; 0 picks a free one, -1 turns it off",
     "gateway_port": "HTTP port of the REST/JSON gateway served inside the server; 0 picks a free one, -1: off",
     "pin_cpus": (
-        "run each server process on one CPU: 'auto' (worker i on the i-th CPU this process may use) or a list "
-        "such as 0,2 (worker i on the (i mod n)-th); empty: the OS places the threads"
+        "run each server process on one CPU: 'auto' (the CPUs this process may use) or a list such as 0,2; "
+        "worker i takes the (i mod n)-th; empty: the OS places the threads"
     ),
     "blas_threads": "threads NumPy's BLAS may use (0 keeps its default); one leaves the cores to the RPC threads",
     "tls_cert": "PEM certificate chain of the server; with --tls-key, the gRPC port speaks only TLS",

@@ -117,6 +117,8 @@ class LinearModel:
             # general (n, 1) form on a one-row Predict.
             return X @ self._regression_weights + self._regression_bias
         scores = self._decision_function(X)
+        if not self.is_classifier:
+            return scores[:, 0]
         if scores.shape[1] == 1:
             return (scores[:, 0] > 0).astype(np.float64)
         return np.argmax(scores, axis=1).astype(np.float64)

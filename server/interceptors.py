@@ -179,7 +179,9 @@ class Edge:
         self._recorder = BatchWorker(
             self._record, name="regserve-edge", failure="finished calls could not be counted or logged"
         )
-        metrics.before_collect(self._recorder.flush)
+        # A scrape counts every call finished before it, unless the recorder is stuck (say, on
+        # a log stream that stopped draining): then it answers after 1 s with what it has.
+        metrics.before_collect(lambda: self._recorder.flush(timeout=1.0))
 
     def close(self) -> None:
         """Count and log the calls finished so far; later calls are counted and logged as they finish."""

@@ -189,24 +189,37 @@ class BatchWorker:
         if self._closed or len(pending) >= self.max_pending:
             self.flush()
 
-    def flush(self) -> None:
-        """Hand what is pending to ``handle`` now; a failure is logged, never raised."""
+    def flush(self, timeout: float | None = None) -> bool:
+        """Hand what is pending to ``handle`` now; a failure is logged, never raised.
+
+        With ``timeout``, give up (returning False) when another flush has held the
+        handler that long, for example one stuck writing to a stream that stopped
+        draining; without, wait for it.
+        """
+        if not self._handling.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        try:
+            self._flush_pending()
+        finally:
+            self._handling.release()
+        return True
+
+    def _flush_pending(self) -> None:
         pending = self._pending
-        with self._handling:
-            items = []
-            try:
-                while True:  # popleft is atomic: an item added meanwhile is taken now or next time
-                    items.append(pending.popleft())
-            except IndexError:
-                pass
-            if not items:
-                return
-            try:
-                self._handle(items)
-            except Exception:  # noqa: BLE001 - the request path must not break
-                if not self._failed:
-                    self._failed = True
-                    logging.getLogger(__name__).exception(self._failure)
+        items = []
+        try:
+            while True:  # popleft is atomic: an item added meanwhile is taken now or next time
+                items.append(pending.popleft())
+        except IndexError:
+            pass
+        if not items:
+            return
+        try:
+            self._handle(items)
+        except Exception:  # noqa: BLE001 - the request path must not break
+            if not self._failed:
+                self._failed = True
+                logging.getLogger(__name__).exception(self._failure)
 
     def _run(self) -> None:
         while not self._closed:

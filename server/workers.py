@@ -95,8 +95,17 @@ def pin_to_cpu(cpu: int) -> None:
     gains little from a second core and loses much to handing the lock between
     threads on different cores (each handover wakes a thread on the other core).
     """
-    for task in os.listdir("/proc/self/task"):
-        os.sched_setaffinity(int(task), {cpu})
+    while True:  # again until no thread is left over: one may start another meanwhile
+        moved = 0
+        for task in os.listdir("/proc/self/task"):
+            try:
+                if os.sched_getaffinity(int(task)) != {cpu}:
+                    os.sched_setaffinity(int(task), {cpu})
+                    moved += 1
+            except ProcessLookupError:  # the thread ended meanwhile
+                pass
+        if not moved:
+            return
 
 
 def _worker_settings(settings: Settings, index: int, port: int, gateway_port: int) -> Settings:

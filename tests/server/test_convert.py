@@ -87,6 +87,19 @@ def test_check_finite_accepts_finite_values_whose_sum_overflows():
     convert.check_finite(np.full((2, 2), 1e308), "inputs")
 
 
+# Sizes on both sides of each path of all_finite: Python floats (up to 16 values),
+# isfinite().all() (up to 4096), and a sum with an element-wise look when it is not finite.
+@pytest.mark.parametrize("size", [1, 16, 17, 4096, 4097, 20_000])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_all_finite_finds_one_bad_value_at_every_size(size, bad):
+    rng = np.random.default_rng(size)
+    values = rng.normal(size=size) * 1e300  # large finite values: their sum may overflow
+    assert convert.all_finite(values)
+    values[rng.integers(size)] = bad
+    assert not convert.all_finite(values)
+    assert not convert.all_finite(values.reshape(1, -1))
+
+
 def test_spec_defaults_apply_only_to_unset_fields():
     spec = convert.spec_from_proto(types_pb2.TrainSpec(model="m", kind=types_pb2.MODEL_KIND_RIDGE, alpha=0.0))
     assert spec.kind == "ridge" and spec.alpha == 0.0 and spec.solver == "auto" and spec.fit_intercept

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 import urllib.request
 
 import numpy as np
@@ -122,6 +124,28 @@ def test_metrics_can_be_turned_off(tmp_path):
         app.stop(0)
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_a_scrape_counts_the_calls_finished_just_before_it(served):
+    # The recorder's thread then waits an hour between batches: only the scrape itself can
+    # bring the count of the call below up to date.
+    served.edge._recorder.interval = 3600
+    time.sleep(0.3)  # the thread's current 0.1 s wait ends; the next one is the long one
+    with RegressionClient(f"127.0.0.1:{served.port}") as client:
+        with pytest.raises(NotFound):
+            client.model_info("nowhere")
+    samples = scrape(served)
+    assert value(samples, "regserve_requests_total", service=R, method="ModelInfo", code="NOT_FOUND") == 1
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="needs the IPv6 loopback address")
 def test_metrics_are_served_on_the_servers_host(tmp_path):
     from regserve.server.app import create_server
     from regserve.server.config import Settings

@@ -210,3 +210,14 @@ def test_pin_cpus_refuses_a_cpu_this_process_may_not_use(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "--pin-cpus '4096': this process may run on CPUs" in done.stderr
+
+
+def test_pin_cpus_values():
+    from regserve.server.workers import pinned_cpus
+
+    allowed = sorted(os.sched_getaffinity(0))
+    assert pinned_cpus(" auto ") == allowed
+    assert pinned_cpus(f"{allowed[-1]},{allowed[0]}") == [allowed[-1], allowed[0]]
+    for bad, message in [("a", "takes 'auto' or CPU numbers"), (",", "may run on CPUs"), ("-1", "may run on CPUs")]:
+        with pytest.raises(ValueError, match=message):
+            pinned_cpus(bad)
