@@ -52,6 +52,8 @@ class LinearModel:
         classes: tuple[str, ...] | None = None,
     ) -> None:
         self.kind = kind
+        self.is_classifier = kind == "logistic"
+        """True for logistic models."""
         self.coef_ = np.array(coef, dtype=np.float64, ndmin=2)
         self.intercept_ = np.array(intercept, dtype=np.float64, ndmin=1)
         self.mean_ = None if mean is None else np.array(mean, dtype=np.float64)
@@ -83,11 +85,6 @@ class LinearModel:
     def n_features_in_(self) -> int:
         """Number of input columns ``predict`` expects."""
         return self.coef_.shape[1]
-
-    @property
-    def is_classifier(self) -> bool:
-        """True for logistic models."""
-        return self.kind == "logistic"
 
     def _decision_function(self, X: np.ndarray) -> np.ndarray:
         """Raw scores ``X @ W_eff + b_eff`` of shape (n_samples, n_outputs)."""

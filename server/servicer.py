@@ -79,15 +79,23 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
         started = time.perf_counter()
         served, arm = self._store.route(_require_model(request.model), request.version, request.routing_key)
-        with self._stats.track(served.name, served.version, arm).timing(started) as timing:
+        stats = self._stats.track(served.name, served.version, arm)
+        try:
             X, raw = _inputs(request, served)
             result = predict(served.estimator, X)
-            timing.rows = X.shape[0]
-            response = pb.PredictResponse(
-                model=served.name, version=served.version, **convert.prediction_fields(result, raw)
-            )
-            if result.labels is not None:
+            if result.labels is None:
+                response = pb.PredictResponse(
+                    model=served.name, version=served.version, predictions=convert.ndarray_to_vector(result.values, raw)
+                )
+            else:
+                response = pb.PredictResponse(
+                    model=served.name, version=served.version, **convert.prediction_fields(result, raw)
+                )
                 response.classes.extend(served.estimator.classes_)
+        except BaseException:
+            stats.record(time.perf_counter() - started, 0, failed=True)
+            raise
+        stats.record(time.perf_counter() - started, X.shape[0])
         return response
 
     def BatchPredict(
