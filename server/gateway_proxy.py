@@ -63,6 +63,8 @@ class Upstream:
         self.channels = max(1, channels)
         self._open: list[tuple[grpc.aio.Channel, dict[str, object]]] = []
         self._turn = itertools.count()
+        self._sync: grpc.Channel | None = None
+        self._sync_callables: dict[str, object] = {}
 
     def _channel(self) -> tuple[grpc.aio.Channel, dict[str, object]]:
         if not self._open:
@@ -94,10 +96,36 @@ class Upstream:
             callables[route.grpc_path] = found
         return found
 
+    def client_stream_callable_for(self, route: HttpRoute, request_class, response_class):
+        """The blocking stream-unary multi-callable of ``route``'s method, on a channel of grpcio's sync API.
+
+        Client-streaming calls take the sync API: its asyncio client turns a write made
+        as the server ends the call (a refusal before the stream is read, an invalid
+        spec) into INTERNAL "Internal error from Core", hiding the server's status
+        (grpc/grpc#36066), while the sync client reports that status.
+        """
+        if self._sync is None:
+            if self.credentials is None:
+                self._sync = grpc.insecure_channel(self.target, options=self.options)
+            else:
+                self._sync = grpc.secure_channel(self.target, self.credentials, options=self.options)
+        found = self._sync_callables.get(route.grpc_path)
+        if found is None:
+            found = self._sync.stream_unary(
+                route.grpc_path,
+                request_serializer=request_class.SerializeToString,
+                response_deserializer=response_class.FromString,
+            )
+            self._sync_callables[route.grpc_path] = found
+        return found
+
     async def close(self) -> None:
         opened, self._open = self._open, []
         for channel, _ in opened:
             await channel.close()
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
 
 
 def _check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
@@ -239,6 +267,9 @@ def endpoint_for(
                     code_pb2.INVALID_ARGUMENT, "streaming routes take no query parameters", "UNEXPECTED_QUERY_PARAMETER"
                 )
             requests = _NdjsonRequests(request, route, request_class, path_values)
+            if not route.server_streaming:
+                callable_ = upstream.client_stream_callable_for(route, request_class, response_class)
+                return await _client_stream_answer(route, callable_, requests, options)
             call = upstream.callable_for(route, request_class, response_class)(requests.__aiter__(), **options)
             requests.call = call
         else:
@@ -293,6 +324,40 @@ async def _unary_answer(route: HttpRoute, call, requests: _NdjsonRequests | None
         return await _call_failed(exc, requests)
     # regserve echoes the request id of a unary call in its trailing metadata.
     headers = _echoed_headers((*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ())))
+    return _json_answer(route, response, headers)
+
+
+async def _client_stream_answer(route: HttpRoute, callable_, requests: _NdjsonRequests, options: dict) -> Response:
+    """A client-streaming call made with grpcio's sync client in its own thread, fed from the body as it arrives.
+
+    The client's thread pulls each request message from the event loop, so the body
+    is read no faster than the server takes it.
+    """
+    loop = asyncio.get_running_loop()
+    messages = requests.__aiter__()
+
+    def pull():
+        while True:
+            try:
+                yield asyncio.run_coroutine_threadsafe(anext(messages), loop).result()
+            except StopAsyncIteration:
+                return
+
+    future = callable_.future(pull(), **options)
+    requests.call = future  # a line that is not a request message cancels the call
+    try:
+        response = await asyncio.to_thread(future.result)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except (grpc.RpcError, grpc.FutureCancelledError) as exc:
+        bad_line = _bad_line(requests)
+        if bad_line is not None:
+            raise bad_line from None
+        if not isinstance(exc, grpc.RpcError):  # cancelled, and not by a bad line
+            raise GatewayError(code_pb2.CANCELLED, "the call was cancelled", "CANCELLED") from None
+        return await _upstream_error(exc)
+    headers = _echoed_headers((*(future.initial_metadata() or ()), *(future.trailing_metadata() or ())))
     return _json_answer(route, response, headers)
 
 
