@@ -166,13 +166,12 @@ def start_regserve(model_dir: str, workers: int = 1, pin_cpus: str = "") -> Serv
     return server
 
 
-def start_bare(mode: str, pinned: bool = False) -> Server:
-    """The bare server; ``pinned`` runs it on the first CPU this process may use, like ``--pin-cpus 0``."""
+def start_bare(mode: str, cpu: int | None = None) -> Server:
+    """The bare server; with ``cpu``, every thread of it runs on that CPU, as under ``--pin-cpus``."""
     port = _free_port()
     command = [sys.executable, "-m", "bench.bare_server", "--mode", mode, "--port", str(port)]
-    cpu = min(os.sched_getaffinity(0))
-    pin = (lambda: os.sched_setaffinity(0, {cpu})) if pinned else None
-    name = f"bare {mode}" + (" pinned" if pinned else "")
+    pin = None if cpu is None else lambda: os.sched_setaffinity(0, {cpu})
+    name = f"bare {mode}" + ("" if cpu is None else " pinned")
     server = Server(name, subprocess.Popen(command, stdout=subprocess.DEVNULL, preexec_fn=pin))
     server.grpc_target = f"127.0.0.1:{port}"
     _wait_grpc(server.grpc_target)
@@ -226,7 +225,7 @@ def run(duration: float, rounds: int = 2, only: set[str] | None = None) -> dict[
         "regserve": lambda model_dir: start_regserve(model_dir),  # first: it trains the model the others serve
         "bare sync": lambda model_dir: start_bare("sync"),
         "bare aio": lambda model_dir: start_bare("aio"),
-        "bare sync pinned": lambda model_dir: start_bare("sync", pinned=True),
+        "bare sync pinned": lambda model_dir: start_bare("sync", cpu=min(os.sched_getaffinity(0))),
         "fastapi": lambda model_dir: start_fastapi(),
         "regserve x2": lambda model_dir: start_regserve(model_dir, workers=2),
         "regserve pinned": lambda model_dir: start_regserve(model_dir, pin_cpus=str(min(os.sched_getaffinity(0)))),

@@ -9,11 +9,12 @@ Servers run one at a time, the variants interleaved with the bare sync server ov
 call and its context switches per call (all threads, from /proc): on a machine
 whose speed drifts, CPU per call and switches per call compare better than rates.
 
-``--pin`` runs each server on CPU 0 and the load generator on CPU 1.  The threads of
-a server then hand the interpreter lock over on one core, without waking another, and
-on this 2-core machine the figures are much steadier (runs of one variant within
-about 10% of each other, against 30-40% unpinned): use it to compare code changes,
-and the unpinned suite (``python -m bench``) for the figures a deployment sees.
+``--pin`` runs each server (every thread, as ``--pin-cpus`` does) on the first CPU it
+may use and the load generator on the second.  The threads of a server then hand the
+interpreter lock over on one core, without waking another, and on this 2-core
+machine the figures are much steadier (runs of one variant within about 10% of each
+other, against 30-40% unpinned): use it to compare code changes, and the unpinned
+suite (``python -m bench``) for the figures a deployment sees.
 """
 
 from __future__ import annotations
@@ -49,11 +50,12 @@ def _context_switches(pid: int) -> int:
     return total
 
 
-def _start_regserve(model_dir: str, flags: list[str]) -> tuple[subprocess.Popen, str]:
+def _start_regserve(model_dir: str, flags: list[str], cpu: int | None = None) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port), "--model-dir", model_dir]
     command += ["--no-demo-models", "--metrics-port", "0", *flags]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pin = None if cpu is None else lambda: os.sched_setaffinity(0, {cpu})  # as start_bare does
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
     target = f"127.0.0.1:{port}"
     _wait_grpc(target)
     rng = np.random.default_rng(0)
@@ -61,12 +63,6 @@ def _start_regserve(model_dir: str, flags: list[str]) -> tuple[subprocess.Popen,
     with RegressionClient(target) as client:
         client.train("bench", X, X @ rng.normal(size=FEATURES) + 0.5)
     return process, target
-
-
-def _pin(pid: int, cpu: int) -> None:
-    """Move every thread of process ``pid`` to ``cpu``."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        os.sched_setaffinity(int(task.name), {cpu})
 
 
 def main() -> None:
@@ -78,11 +74,13 @@ def main() -> None:
     parser.add_argument(
         "--pin",
         action="store_true",
-        help="run every server on CPU 0 and the load generator on CPU 1: steadier figures on a 2-core machine",
+        help="run every server on one CPU and the load generator on another: steadier figures on a 2-core machine",
     )
     args = parser.parse_args()
+    server_cpu = None
     if args.pin:
-        os.sched_setaffinity(0, {1})  # the load generators inherit it; each server is moved to CPU 0
+        server_cpu, load_cpu = sorted(os.sched_getaffinity(0))[:2]
+        os.sched_setaffinity(0, {load_cpu})  # the load generators inherit it
     variants = {"bare sync": None}
     for spec in args.variant or ["regserve="]:
         name, _, flags = spec.partition("=")
@@ -92,12 +90,10 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, flags in variants.items():
                 if flags is None:
-                    server = start_bare("sync")
+                    server = start_bare("sync", cpu=server_cpu)
                     process, target = server.process, server.grpc_target
                 else:
-                    process, target = _start_regserve(model_dir, flags)
-                if args.pin:
-                    _pin(process.pid, 0)
+                    process, target = _start_regserve(model_dir, flags, server_cpu)
                 try:
                     options = dict(scenario="unary", concurrency=args.concurrency, features=FEATURES)
                     load(target, duration=1, **options)  # warm-up

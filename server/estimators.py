@@ -68,7 +68,7 @@ class LinearModel:
         self._weights = np.ascontiguousarray(weights.T)
         self._bias = np.ascontiguousarray(bias)
         # A regression's single output as a vector and a Python float, for ``predict``.
-        single = kind != "logistic" and self._weights.shape[1] == 1
+        single = not self.is_classifier and self._weights.shape[1] == 1
         self._regression_weights = np.ascontiguousarray(self._weights[:, 0]) if single else None
         self._regression_bias = float(self._bias[0]) if single else 0.0
         # A regression whose every weight is a non-zero finite number turns any NaN or
@@ -76,7 +76,7 @@ class LinearModel:
         # infinite, NaN stays NaN, and a finite bias cannot undo either): checking the
         # answer then checks the inputs too.
         self.answers_reveal_bad_inputs = (
-            kind != "logistic"
+            not self.is_classifier
             and bool(np.isfinite(self._weights).all() and np.isfinite(self._bias).all())
             and bool((self._weights != 0).all())
         )

@@ -66,14 +66,15 @@ class Upstream:
         self._sync: grpc.Channel | None = None
         self._sync_callables: dict[str, object] = {}
 
+    def _new_channel(self, api):
+        """A channel of ``api`` (``grpc`` or ``grpc.aio``) to the target, with TLS when there are credentials."""
+        if self.credentials is None:
+            return api.insecure_channel(self.target, options=self.options)
+        return api.secure_channel(self.target, self.credentials, options=self.options)
+
     def _channel(self) -> tuple[grpc.aio.Channel, dict[str, object]]:
         if not self._open:
-            for _ in range(self.channels):
-                if self.credentials is None:
-                    channel = grpc.aio.insecure_channel(self.target, options=self.options)
-                else:
-                    channel = grpc.aio.secure_channel(self.target, self.credentials, options=self.options)
-                self._open.append((channel, {}))
+            self._open = [(self._new_channel(grpc.aio), {}) for _ in range(self.channels)]
         if self.channels == 1:
             return self._open[0]
         return self._open[next(self._turn) % self.channels]
@@ -105,10 +106,7 @@ class Upstream:
         (grpc/grpc#36066), while the sync client reports that status.
         """
         if self._sync is None:
-            if self.credentials is None:
-                self._sync = grpc.insecure_channel(self.target, options=self.options)
-            else:
-                self._sync = grpc.secure_channel(self.target, self.credentials, options=self.options)
+            self._sync = self._new_channel(grpc)
         found = self._sync_callables.get(route.grpc_path)
         if found is None:
             found = self._sync.stream_unary(
@@ -284,7 +282,7 @@ def endpoint_for(
             call = upstream.callable_for(route, request_class, response_class)(message, **options)
         if route.server_streaming:
             return await _stream_answer(route, call, requests)
-        return await _unary_answer(route, call, requests)
+        return await _unary_answer(route, call)
 
     return handle
 
@@ -317,11 +315,11 @@ async def _call_failed(exc: BaseException, requests: _NdjsonRequests | None) -> 
     return await _upstream_error(exc)
 
 
-async def _unary_answer(route: HttpRoute, call, requests: _NdjsonRequests | None) -> Response:
+async def _unary_answer(route: HttpRoute, call) -> Response:
     try:
         response = await call
-    except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
-        return await _call_failed(exc, requests)
+    except grpc.aio.AioRpcError as exc:
+        return await _upstream_error(exc)
     # regserve echoes the request id of a unary call in its trailing metadata.
     headers = _echoed_headers((*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ())))
     return _json_answer(route, response, headers)
@@ -350,13 +348,12 @@ async def _client_stream_answer(route: HttpRoute, callable_, requests: _NdjsonRe
     except asyncio.CancelledError:
         future.cancel()
         raise
-    except (grpc.RpcError, grpc.FutureCancelledError) as exc:
-        bad_line = _bad_line(requests)
-        if bad_line is not None:
-            raise bad_line from None
-        if not isinstance(exc, grpc.RpcError):  # cancelled, and not by a bad line
+    except grpc.FutureCancelledError:
+        if _bad_line(requests) is None:  # cancelled, and not by a bad line
             raise GatewayError(code_pb2.CANCELLED, "the call was cancelled", "CANCELLED") from None
-        return await _upstream_error(exc)
+        raise _bad_line(requests) from None
+    except grpc.RpcError as exc:
+        return await _call_failed(exc, requests)
     headers = _echoed_headers((*(future.initial_metadata() or ()), *(future.trailing_metadata() or ())))
     return _json_answer(route, response, headers)
 

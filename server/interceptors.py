@@ -252,8 +252,8 @@ class Edge:
     def _record(self, calls: list[_Call]) -> None:
         """Count finished calls, observe their latency and write their access-log lines (the recorder's thread)."""
         log = _access_log.isEnabledFor(logging.INFO)
-        writer = observability.access_writer() if log else None
         log_peer = self._log_peer
+        lines = []
         for call in calls:
             route = call.route
             route.count(call.code)
@@ -267,9 +267,14 @@ class Edge:
                 f'{{"ts":{call.ended:.6f},{route.log_prefix}{call.code.name}","duration_ms":{call.elapsed * 1e3:.3f},'
                 f'{peer}"principal":{_json_string(str(call.principal))},"request_id":{_json_string(call.request_id)}}}'
             )
-            if writer is not None:
-                writer.write_line(line)
-            else:
+            lines.append(line)
+        if not lines:
+            return
+        writer = observability.access_writer()
+        if writer is not None:
+            writer.write_lines(lines)  # written by this thread: the lines need no second queue
+        else:
+            for line in lines:
                 _access_log.info(line)
 
     def _after_ok(self, route: _Route, call: _Call, request, response) -> None:

@@ -189,6 +189,11 @@ class BatchWorker:
         if self._closed or len(pending) >= self.max_pending:
             self.flush()
 
+    def add_all(self, items: list) -> None:
+        """Add ``items`` and hand everything pending over now, from the caller's thread (one that batches already)."""
+        self._pending.extend(items)
+        self.flush()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Hand what is pending to ``handle`` now; a failure is logged, never raised.
 
@@ -238,9 +243,10 @@ class BatchWorker:
 class AccessLogWriter(logging.Handler):
     """Writes access-log lines to a stream in batches, from a background thread (a ``BatchWorker``).
 
-    The request path only queues a finished line (``write_line``, or ``emit`` for
-    records that come through the logging module); the worker joins the lines and
-    writes them in pieces of at most 4 KiB (atomic on a pipe shared by workers).
+    A finished line is queued (``write_line``, or ``emit`` for records that come
+    through the logging module) and the worker joins the lines and writes them in
+    pieces of at most 4 KiB (atomic on a pipe shared by workers); the edge, which
+    batches its lines already, writes them at once with ``write_lines``.
     ``flush`` and ``close`` (called by ``logging.shutdown`` at exit) write what is
     pending; a process killed outright loses at most the last interval's lines.
     A stream that fails (closed pipe, closed file) never fails the call that logs.
@@ -260,6 +266,10 @@ class AccessLogWriter(logging.Handler):
     def write_line(self, line: str) -> None:
         """Queue one finished line (without its newline)."""
         self._lines.add(line)
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Write finished lines now, after any still queued: for a caller that batches already."""
+        self._lines.add_all(lines)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

@@ -83,14 +83,10 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         try:
             X, raw = _inputs(request, served)
             result = predict(served.estimator, X)
-            if result.labels is None:
-                response = pb.PredictResponse(
-                    model=served.name, version=served.version, predictions=convert.ndarray_to_vector(result.values, raw)
-                )
-            else:
-                response = pb.PredictResponse(
-                    model=served.name, version=served.version, **convert.prediction_fields(result, raw)
-                )
+            response = pb.PredictResponse(
+                model=served.name, version=served.version, **convert.prediction_fields(result, raw)
+            )
+            if result.labels is not None:
                 response.classes.extend(served.estimator.classes_)
         except BaseException:
             stats.record(time.perf_counter() - started, 0, failed=True)
@@ -113,11 +109,12 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                     violations=[("model", "must be empty or the same in every message of a stream")],
                     metadata={"chunk": index},
                 )
-            with self._stats.track(served.name, served.version, arm).timing(time.perf_counter()) as timing:
+            started = time.perf_counter()
+            stats = self._stats.track(served.name, served.version, arm)
+            try:
                 inputs = request.inputs
                 X = convert.matrix_to_ndarray(inputs, "inputs")
                 result = predict(served.estimator, X)
-                timing.rows = X.shape[0]
                 response = pb.BatchPredictResponse(
                     model=served.name,
                     version=served.version,
@@ -127,6 +124,10 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                 )
                 if result.labels is not None and index == 0:
                     response.classes.extend(served.estimator.classes_)
+            except BaseException:
+                stats.record(time.perf_counter() - started, 0, failed=True)
+                raise
+            stats.record(time.perf_counter() - started, X.shape[0])
             offset += X.shape[0]
             yield response
 

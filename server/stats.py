@@ -10,7 +10,6 @@ microsecond.  Percentiles are computed only when someone asks (``summary``).
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,13 +54,6 @@ class VersionStats:
             self.rows += rows
             self.total_seconds += seconds
 
-    def timing(self, started: float) -> _Timing:
-        """A context manager that records the call begun at ``started`` (``time.perf_counter()``) on exit.
-
-        Set ``rows`` on it before leaving; a call that leaves by an exception counts as an error.
-        """
-        return _Timing(self, started)
-
     def summary(self) -> VersionSummary:
         with self._lock:
             count = self.requests
@@ -70,21 +62,6 @@ class VersionStats:
             errors, rows = self.errors, self.rows
         p50, p99 = np.percentile(recent, [50, 99]) if recent.size else (0.0, 0.0)
         return VersionSummary(count, errors, rows, mean * 1e3, float(p50) * 1e3, float(p99) * 1e3)
-
-
-class _Timing:
-    __slots__ = ("rows", "started", "stats")
-
-    def __init__(self, stats: VersionStats, started: float) -> None:
-        self.stats = stats
-        self.started = started
-        self.rows = 0
-
-    def __enter__(self) -> _Timing:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.stats.record(time.perf_counter() - self.started, self.rows, exc_type is not None)
 
 
 class ServingStats:

@@ -139,6 +139,16 @@ def trained(client, linear_data):
     return client
 
 
+def test_failed_predictions_count_as_errors_of_the_version(app, trained):
+    trained.predict("house", np.ones((3, 5)))
+    expect(InvalidArgument, "FEATURE_COUNT_MISMATCH", trained.predict, "house", np.ones((2, 4)))
+    with pytest.raises(InvalidArgument):
+        list(trained.iter_batch_predict("house", [np.ones((4, 5)), np.ones((2, 4))]))
+    summary = app.stats.summary("house", "v1")
+    # Two answered calls (a Predict and a BatchPredict chunk) with their rows; two failures with none.
+    assert (summary.requests, summary.errors, summary.rows) == (4, 2, 7)
+
+
 def test_wrong_feature_count(trained):
     error = expect(InvalidArgument, "FEATURE_COUNT_MISMATCH", trained.predict, "house", np.ones((2, 4)))
     assert error.field_violations and error.field_violations[0][0] == "inputs"
