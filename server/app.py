@@ -128,7 +128,7 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     )
     guarded = EdgeServer(server, edge)
     regression_service_pb2_grpc.add_RegressionServiceServicer_to_server(
-        RegressionServicer(store, app.stats, on_change=app.update_health), guarded
+        RegressionServicer(store, app.stats, on_change=app.update_health, max_rows=settings.max_predict_rows), guarded
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, app.stats), guarded)
     # EdgeServer registers what the generated code registers by name; a method it never
@@ -164,11 +164,10 @@ def _edge_policy(settings: Settings) -> EdgePolicy:
         raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
     limiter = TokenBuckets(settings.rate_limit, settings.rate_burst) if settings.rate_limit > 0 else None
     return EdgePolicy(
-        tokens,
-        limiter,
-        settings.max_predict_rows,
-        settings.echo_request_id,
-        settings.access_log and settings.access_log_peer,
+        tokens=tokens,
+        limiter=limiter,
+        echo_request_id=settings.echo_request_id,
+        log_peer=settings.access_log and settings.access_log_peer,
     )
 
 

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from regserve.server.stats import VersionSummary
 
 __all__ = [
+    "add_class_fields",
     "check_finite",
-    "prediction_fields",
     "require_name",
     "labels_to_array",
     "matrix_to_ndarray",
@@ -183,13 +183,14 @@ def require_name(value: str, field: str, reason: str) -> str:
     return value
 
 
-def prediction_fields(prediction, raw: bool) -> dict:
-    """The response fields of a ``Prediction``, encoded like the request (raw bytes or typed)."""
-    fields = {"predictions": ndarray_to_vector(prediction.values, raw)}
-    if prediction.labels is not None:
-        fields["labels"] = prediction.labels
-        fields["probabilities"] = ndarray_to_matrix(prediction.probabilities, raw)
-    return fields
+def add_class_fields(response, prediction, raw: bool, classes: Sequence[str] = ()) -> None:
+    """Add a classifier's answer to a Predict or BatchPredict response: labels, probabilities, class names.
+
+    The probabilities are encoded like the request (raw bytes or typed values).
+    """
+    response.labels.extend(prediction.labels)
+    response.probabilities.CopyFrom(ndarray_to_matrix(prediction.probabilities, raw))
+    response.classes.extend(classes)
 
 
 _TINY = 16

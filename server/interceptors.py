@@ -1,8 +1,8 @@
-"""The edge: request ids, authentication, rate limits, row limits, metrics and the access log.
+"""The edge: request ids, authentication, rate limits, metrics and the access log.
 
 The edge wraps each regserve method's handler once, when the servicers are
-registered (``EdgeServer``), with that method's role check, metric children and
-limits resolved.  It is not a ``grpc.ServerInterceptor``: grpcio runs interceptors
+registered (``EdgeServer``), with that method's role check and metric children
+resolved.  It is not a ``grpc.ServerInterceptor``: grpcio runs interceptors
 for every call on the one thread that polls the completion queue, the thread every
 other call waits on, while a wrapped handler runs only in the call's own thread.
 Per call the edge reads the metadata once and takes a token from the caller's
@@ -12,7 +12,8 @@ scrape of the metrics).
 
 Health and reflection are registered on the server directly: probes are never
 authenticated, limited, counted or logged.  Refusals are domain errors turned into
-status by ``regserve.server.status.status_for``, like every other error.
+status by ``regserve.server.status.status_for``, like every other error.  The row
+limit of Predict and BatchPredict is the servicer's: it reads the rows anyway.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from json.encoder import encode_basestring_ascii as _json_string
 import grpc
 
 from regserve.server import auth, observability
-from regserve.server.errors import InvalidInput, RegserveError, ResourceExhausted
+from regserve.server.errors import RegserveError, ResourceExhausted
 from regserve.server.observability import ACCESS_LOGGER, BatchWorker, Metrics
 from regserve.server.ratelimit import TokenBuckets
 from regserve.server.status import abort, status_for
@@ -43,7 +44,6 @@ extra cost; streaming calls echo it in the initial metadata, before their first 
 """
 
 _GUARDED_PREFIX = "/regserve."
-_ROW_LIMITED = frozenset({"/regserve.v1.RegressionService/Predict", "/regserve.v1.RegressionService/BatchPredict"})
 _TRAIN = "/regserve.v1.RegressionService/Train"
 _EVENTS = {
     "/regserve.v1.ModelService/PromoteVersion": "promote",
@@ -82,7 +82,6 @@ class EdgePolicy:
 
     tokens: auth.TokenTable | None = None
     limiter: TokenBuckets | None = None
-    max_predict_rows: int = 0
     echo_request_id: bool = True
     """Send the request id back in the response metadata."""
     log_peer: bool = False
@@ -97,6 +96,11 @@ class EdgePolicy:
     def needs_peer(self) -> bool:
         return self.log_peer or (self.limiter is not None and self.tokens is None)
 
+    @property
+    def checks_calls(self) -> bool:
+        """True when a call can be refused here: authentication or rate limits are on."""
+        return self.tokens is not None or self.limiter is not None
+
 
 def _count_value(counter: itertools.count) -> int:
     """How many times ``next`` was called on a count started at 0 (its repr is ``count(N)``)."""
@@ -106,20 +110,6 @@ def _count_value(counter: itertools.count) -> int:
 def _peer_host(peer: str) -> str:
     # "ipv4:127.0.0.1:5678" and "ipv6:[::1]:5678" share a bucket with every other port of the same host.
     return peer.rpartition(":")[0] or peer
-
-
-def _matrix_rows(matrix) -> int:
-    columns = matrix.num_columns
-    if columns <= 0:
-        return 0
-    values = len(matrix.values)
-    # Each read of a bytes field copies it (upb): the raw bytes are read once, and only
-    # when there are no typed values.
-    return (values or len(matrix.raw) // 8) // columns
-
-
-def _request_rows(request) -> int:
-    return len(request.named_inputs) if getattr(request, "named_inputs", None) else _matrix_rows(request.inputs)
 
 
 class _Call:
@@ -145,7 +135,6 @@ class _Route:
             lambda: _count_value(self.begun) - _count_value(self.ended)
         )
         self._counts: dict[grpc.StatusCode, object] = {}
-        self.row_limit = policy.max_predict_rows if method in _ROW_LIMITED else 0
         self.event = _EVENTS.get(method)
         self.is_train = method == _TRAIN
         self.unary_response = False
@@ -156,16 +145,6 @@ class _Route:
         if child is None:
             child = self._counts.setdefault(code, self.metrics.requests.labels(self.service, self.name, code.name))
         child.inc()
-
-    def check_rows(self, request) -> None:
-        rows = _request_rows(request)
-        if rows > self.row_limit:
-            raise InvalidInput(
-                f"The request has {rows} rows; this server takes at most {self.row_limit} per message.",
-                reason="TOO_MANY_ROWS",
-                violations=[("inputs", f"send at most {self.row_limit} rows per message")],
-                metadata={"rows": rows, "limit": self.row_limit},
-            )
 
 
 class Edge:
@@ -308,30 +287,29 @@ class Edge:
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, route, rows_limited=False),
+                self._streaming(handler.unary_stream, route),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._streaming(handler.stream_stream, route, rows_limited=route.row_limit > 0),
+            self._streaming(handler.stream_stream, route),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
     def _unary_unary(self, behavior, route: _Route):
         enter, check, refuse, leave, after_ok = self._enter, self._check, self._refuse, self._exit, self._after_ok
-        row_limit, event = route.row_limit, route.event
+        checks, event = self._policy.checks_calls, route.event
 
         def unary_unary(request, context):
             call = enter(route, context)
             failed = True
             try:
-                try:
-                    check(route, call)
-                    if row_limit:
-                        route.check_rows(request)
-                except RegserveError as error:
-                    refuse(call, context, error)
+                if checks:
+                    try:
+                        check(route, call)
+                    except RegserveError as error:
+                        refuse(call, context, error)
                 response = behavior(request, context)
                 failed = False
                 if event is not None:
@@ -368,13 +346,8 @@ class Edge:
 
         return stream_unary
 
-    def _streaming(self, behavior, route: _Route, *, rows_limited: bool):
+    def _streaming(self, behavior, route: _Route):
         enter, check, refuse, leave = self._enter, self._check, self._refuse, self._exit
-
-        def limited(request_iterator):
-            for request in request_iterator:
-                route.check_rows(request)
-                yield request
 
         def streaming(request, context):
             call = enter(route, context)
@@ -384,7 +357,7 @@ class Edge:
                     check(route, call)
                 except RegserveError as error:
                     refuse(call, context, error)
-                yield from behavior(limited(request) if rows_limited else request, context)
+                yield from behavior(request, context)
                 failed = False
             except GeneratorExit:
                 call.code = grpc.StatusCode.CANCELLED

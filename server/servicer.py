@@ -13,7 +13,7 @@ from regserve.server.errors import Cancelled, DeadlineExceeded, InvalidInput
 from regserve.server.prediction import predict
 from regserve.server.stats import ServingStats
 from regserve.server.status import maps_errors
-from regserve.server.store import ModelStore, ServedModel
+from regserve.server.store import ModelStore
 from regserve.server.training import Trainer
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import regression_service_pb2_grpc as pb_grpc
@@ -27,22 +27,37 @@ def _require_model(name: str, field: str = "model") -> str:
     return convert.require_name(name, field, "MISSING_MODEL")
 
 
-def _inputs(request: pb.PredictRequest, served: ServedModel) -> tuple:
-    """The request's rows as an array, and whether the reply should be raw bytes."""
-    if request.named_inputs:
+def _positional_rows(request: pb.PredictRequest, limit: int) -> tuple:
+    """The request's rows by position as an array, and whether the answer goes back as raw bytes.
+
+    The array is None when the request sends named rows, which need the model's
+    feature names (``_named_rows``).  Refuses more than ``limit`` rows either way,
+    before the model is looked up.
+    """
+    named = request.named_inputs
+    if named:
         if request.HasField("inputs"):
             raise InvalidInput(
                 "set inputs or named_inputs, not both",
                 reason="AMBIGUOUS_INPUTS",
                 violations=[("named_inputs", "send rows either by position or by name")],
             )
-        X = convert.named_rows_to_ndarray(request.named_inputs, served.feature_index, "named_inputs")
-        raw = False
-    else:
-        inputs = request.inputs
-        X = convert.matrix_to_ndarray(inputs, "inputs")
-        raw = _answers_raw(inputs)
-    return X, raw
+        _check_row_limit(len(named), limit)
+        return None, False
+    inputs = request.inputs
+    X = convert.matrix_to_ndarray(inputs, "inputs")
+    _check_row_limit(X.shape[0], limit)
+    return X, _answers_raw(inputs)
+
+
+def _check_row_limit(rows: int, limit: int) -> None:
+    if rows > limit:
+        raise InvalidInput(
+            f"The request has {rows} rows; this server takes at most {limit} per message.",
+            reason="TOO_MANY_ROWS",
+            violations=[("inputs", f"send at most {limit} rows per message")],
+            metadata={"rows": rows, "limit": limit},
+        )
 
 
 def _answers_raw(matrix) -> bool:
@@ -66,28 +81,42 @@ def _check_deadline(context: grpc.ServicerContext) -> None:
 class RegressionServicer(pb_grpc.RegressionServiceServicer):
     """Answers RegressionService calls from the models held in a ``ModelStore``.
 
-    Each answered Predict and BatchPredict is counted in ``stats`` against the
-    version that answered.  ``on_change`` is called after a Train stores a
-    version, so the server can update its health status.
+    A Predict request or BatchPredict message of more than ``max_rows`` rows is
+    refused (INVALID_ARGUMENT ``TOO_MANY_ROWS``), like rows that cannot be read,
+    before a version is chosen.  Every other Predict and BatchPredict message is
+    counted in ``stats`` against the version that answered it, or failed to.
+    ``on_change`` is called after a Train stores a version, so the server can
+    update its health status.
     """
 
-    def __init__(self, store: ModelStore, stats: ServingStats, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        stats: ServingStats,
+        on_change: Callable[[], None] = lambda: None,
+        *,
+        max_rows: int = 1_000_000,
+    ) -> None:
         self._store = store
         self._stats = stats
         self._on_change = on_change
+        self._max_rows = max_rows
 
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
         started = time.perf_counter()
-        served, arm = self._store.route(_require_model(request.model), request.version, request.routing_key)
+        model = _require_model(request.model)
+        X, raw = _positional_rows(request, self._max_rows)
+        served, arm = self._store.route(model, request.version, request.routing_key)
         stats = self._stats.track(served.name, served.version, arm)
         try:
-            X, raw = _inputs(request, served)
+            if X is None:
+                X = convert.named_rows_to_ndarray(request.named_inputs, served.feature_index, "named_inputs")
             result = predict(served.estimator, X)
             response = pb.PredictResponse(
-                model=served.name, version=served.version, **convert.prediction_fields(result, raw)
+                model=served.name, version=served.version, predictions=convert.ndarray_to_vector(result.values, raw)
             )
             if result.labels is not None:
-                response.classes.extend(served.estimator.classes_)
+                convert.add_class_fields(response, result, raw, served.estimator.classes_)
         except BaseException:
             stats.record(time.perf_counter() - started, 0, failed=True)
             raise
@@ -100,6 +129,10 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         served = arm = None
         offset = 0
         for index, request in enumerate(request_iterator):
+            started = time.perf_counter()
+            inputs = request.inputs
+            X = convert.matrix_to_ndarray(inputs, "inputs")
+            _check_row_limit(X.shape[0], self._max_rows)
             if served is None:
                 served, arm = self._store.route(_require_model(request.model), request.version, request.routing_key)
             elif request.model and request.model != served.name:
@@ -109,21 +142,19 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                     violations=[("model", "must be empty or the same in every message of a stream")],
                     metadata={"chunk": index},
                 )
-            started = time.perf_counter()
             stats = self._stats.track(served.name, served.version, arm)
             try:
-                inputs = request.inputs
-                X = convert.matrix_to_ndarray(inputs, "inputs")
+                raw = _answers_raw(inputs)
                 result = predict(served.estimator, X)
                 response = pb.BatchPredictResponse(
                     model=served.name,
                     version=served.version,
                     chunk_index=index,
                     row_offset=offset,
-                    **convert.prediction_fields(result, _answers_raw(inputs)),
+                    predictions=convert.ndarray_to_vector(result.values, raw),
                 )
-                if result.labels is not None and index == 0:
-                    response.classes.extend(served.estimator.classes_)
+                if result.labels is not None:
+                    convert.add_class_fields(response, result, raw, served.estimator.classes_ if index == 0 else ())
             except BaseException:
                 stats.record(time.perf_counter() - started, 0, failed=True)
                 raise

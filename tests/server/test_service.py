@@ -288,16 +288,20 @@ def test_model_info_under_a_split_describes_the_serving_version_every_time(clien
     assert {client.predict("house", X[:1], routing_key=f"k{i}").version for i in range(40)} == {"v1", "v2"}
 
 
-def test_prediction_fields_follow_the_request_encoding():
+def test_class_fields_follow_the_request_encoding():
     from regserve.server import convert
     from regserve.server.prediction import Prediction
+    from regserve.v1 import regression_service_pb2 as pb
 
-    regression = convert.prediction_fields(Prediction(np.array([1.5, 2.5])), raw=True)
-    assert set(regression) == {"predictions"} and regression["predictions"].raw
     proba = np.array([[0.25, 0.75]])
-    labelled = convert.prediction_fields(Prediction(np.array([1.0]), ["b"], proba), raw=False)
-    assert labelled["labels"] == ["b"] and list(labelled["probabilities"].values) == [0.25, 0.75]
-    assert list(labelled["predictions"].values) == [1.0]
+    typed = pb.PredictResponse()
+    convert.add_class_fields(typed, Prediction(np.array([1.0]), ["b"], proba), raw=False, classes=("a", "b"))
+    assert list(typed.labels) == ["b"] and list(typed.classes) == ["a", "b"]
+    assert list(typed.probabilities.values) == [0.25, 0.75] and not typed.probabilities.raw
+    raw = pb.BatchPredictResponse()
+    convert.add_class_fields(raw, Prediction(np.array([1.0]), ["b"], proba), raw=True)
+    assert list(raw.labels) == ["b"] and not raw.classes
+    assert raw.probabilities.num_columns == 2 and np.frombuffer(raw.probabilities.raw).tolist() == [0.25, 0.75]
 
 
 def test_non_finite_input_in_a_column_with_zero_weight_is_refused(client):
