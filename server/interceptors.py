@@ -54,6 +54,7 @@ _EVENTS = {
     "/regserve.v1.ModelService/DeleteVersion": "delete",
 }
 _OK = grpc.StatusCode.OK
+_CODE_NAMES = {code: code.name for code in grpc.StatusCode}  # a dict lookup, not the enum's name property
 
 
 class _RequestIds:
@@ -125,7 +126,7 @@ class _Route:
         self.method = method
         self.service, _, self.name = method[1:].partition("/")
         self.metrics = metrics
-        self.latency = metrics.latency.labels(self.service, self.name)
+        metrics.calls.add_method(self.service, self.name)
         # Calls begun and ended, as atomic counters (``next`` holds the GIL): the gauge of
         # calls in flight is their difference, taken when Prometheus scrapes, so a call
         # pays two counter steps instead of two locked gauge updates.
@@ -134,17 +135,10 @@ class _Route:
         metrics.in_flight.labels(self.service, self.name).set_function(
             lambda: _count_value(self.begun) - _count_value(self.ended)
         )
-        self._counts: dict[grpc.StatusCode, object] = {}
         self.event = _EVENTS.get(method)
         self.is_train = method == _TRAIN
         self.unary_response = False
         self.log_prefix = f'"method":{_json_string(method)},"code":"'
-
-    def count(self, code: grpc.StatusCode) -> None:
-        child = self._counts.get(code)
-        if child is None:
-            child = self._counts.setdefault(code, self.metrics.requests.labels(self.service, self.name, code.name))
-        child.inc()
 
 
 class Edge:
@@ -232,21 +226,32 @@ class Edge:
         """Count finished calls, observe their latency and write their access-log lines (the recorder's thread)."""
         log = _access_log.isEnabledFor(logging.INFO)
         log_peer = self._log_peer
+        codes: dict[tuple[_Route, grpc.StatusCode], int] = {}
+        durations: dict[_Route, list[float]] = {}
         lines = []
         for call in calls:
             route = call.route
-            route.count(call.code)
-            route.latency.observe(call.elapsed)
+            key = (route, call.code)
+            codes[key] = codes.get(key, 0) + 1
+            elapsed = durations.get(route)
+            if elapsed is None:
+                elapsed = durations[route] = []
+            elapsed.append(call.elapsed)
             if not log:
                 continue
             # One JSON object per call, formatted by hand: the keys and codes need no escaping,
             # and the caller's strings go through json's C string encoder.
             peer = f'"peer":{_json_string(call.peer)},' if log_peer else ""
             line = (
-                f'{{"ts":{call.ended:.6f},{route.log_prefix}{call.code.name}","duration_ms":{call.elapsed * 1e3:.3f},'
-                f'{peer}"principal":{_json_string(str(call.principal))},"request_id":{_json_string(call.request_id)}}}'
+                f'{{"ts":{call.ended:.6f},{route.log_prefix}{_CODE_NAMES[call.code]}",'
+                f'"duration_ms":{call.elapsed * 1e3:.3f},{peer}"principal":{_json_string(str(call.principal))},'
+                f'"request_id":{_json_string(call.request_id)}}}'
             )
             lines.append(line)
+        self._metrics.calls.add(
+            {(route.service, route.name, code.name): count for (route, code), count in codes.items()},
+            {(route.service, route.name): seconds for route, seconds in durations.items()},
+        )
         if not lines:
             return
         writer = observability.access_writer()

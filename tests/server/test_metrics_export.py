@@ -157,3 +157,50 @@ def test_metrics_are_served_on_the_servers_host(tmp_path):
             assert b"regserve_requests_in_flight" in response.read()
     finally:
         app.stop(0)
+
+
+def test_the_call_tally_exposes_what_prometheus_clients_own_metrics_would():
+    # The edge tallies calls in batches (CallTally); its page must read like a Counter and
+    # a Histogram of prometheus-client fed one call at a time.  Durations fall on the
+    # bucket bounds, between them and past the last one.
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from regserve.server.observability import CallTally
+
+    buckets = (0.001, 0.01, 0.1)
+    rng = np.random.default_rng(7)
+    durations = [*buckets, 0.0, 0.5, *rng.uniform(0, 0.2, size=200).tolist()]
+    reference = CollectorRegistry()
+    counter = Counter("regserve_requests", "c", ["service", "method", "code"], registry=reference)
+    histogram = Histogram(
+        "regserve_request_duration_seconds", "h", ["service", "method"], buckets=buckets, registry=reference
+    )
+    tallied = CollectorRegistry()
+    tally = CallTally(buckets)
+    tallied.register(tally)
+    tally.add_method("S", "Idle")
+    histogram.labels("S", "Idle")
+    for batch in (durations[:50], durations[50:]):  # two batches add up
+        tally.add({("S", "Get", "OK"): len(batch), ("S", "Get", "NOT_FOUND"): 2}, {("S", "Get"): batch})
+        for seconds in batch:
+            counter.labels("S", "Get", "OK").inc()
+            histogram.labels("S", "Get").observe(seconds)
+        counter.labels("S", "Get", "NOT_FOUND").inc(2)
+
+    def samples(registry):
+        text = generate_latest(registry).decode()
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    expected, got = samples(reference), samples(tallied)
+    assert got.keys() == expected.keys()
+    for key, number in expected.items():
+        assert got[key] == pytest.approx(number, rel=1e-12), key
+    assert value(got, "regserve_request_duration_seconds_bucket", service="S", method="Get", le="0.01") == sum(
+        d <= 0.01 for d in durations
+    )
+    assert value(got, "regserve_request_duration_seconds_count", service="S", method="Idle") == 0
