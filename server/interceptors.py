@@ -120,12 +120,11 @@ class _Call:
 
 
 class _Route:
-    """One method's precomputed part: names, metric children and limits."""
+    """One method's precomputed part: names, metric series and what to count on success."""
 
-    def __init__(self, method: str, metrics: Metrics, policy: EdgePolicy) -> None:
+    def __init__(self, method: str, metrics: Metrics) -> None:
         self.method = method
         self.service, _, self.name = method[1:].partition("/")
-        self.metrics = metrics
         metrics.calls.add_method(self.service, self.name)
         # Calls begun and ended, as atomic counters (``next`` holds the GIL): the gauge of
         # calls in flight is their difference, taken when Prometheus scrapes, so a call
@@ -164,7 +163,7 @@ class Edge:
         """``handler`` of the full method name ``method`` behind the edge; other services' handlers unchanged."""
         if not method.startswith(_GUARDED_PREFIX):
             return handler
-        return self._wrap(handler, _Route(method, self._metrics, self._policy))
+        return self._wrap(handler, _Route(method, self._metrics))
 
     # ------------------------------------------------------------ per call
 

@@ -30,9 +30,9 @@ def _require_model(name: str, field: str = "model") -> str:
 def _positional_rows(request: pb.PredictRequest, limit: int) -> tuple:
     """The request's rows by position as an array, and whether the answer goes back as raw bytes.
 
-    The array is None when the request sends named rows, which need the model's
-    feature names (``_named_rows``).  Refuses more than ``limit`` rows either way,
-    before the model is looked up.
+    The array is None when the request sends named rows: those are converted once
+    the model, which knows the feature names, is looked up.  Refuses more than
+    ``limit`` rows either way, before that.
     """
     named = request.named_inputs
     if named:
