@@ -349,9 +349,9 @@ async def _client_stream_answer(route: HttpRoute, callable_, requests: _NdjsonRe
         future.cancel()
         raise
     except grpc.FutureCancelledError:
-        if _bad_line(requests) is None:  # cancelled, and not by a bad line
-            raise GatewayError(code_pb2.CANCELLED, "the call was cancelled", "CANCELLED") from None
-        raise _bad_line(requests) from None
+        if requests.error is not None:  # the gateway cancelled the call over a bad line
+            raise requests.error from None
+        raise GatewayError(code_pb2.CANCELLED, "the call was cancelled", "CANCELLED") from None
     except grpc.RpcError as exc:
         return await _call_failed(exc, requests)
     headers = _echoed_headers((*(future.initial_metadata() or ()), *(future.trailing_metadata() or ())))
