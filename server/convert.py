@@ -8,6 +8,7 @@ offending field named, so the servicers stay "convert, call, convert back".
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ __all__ = [
     "named_rows_to_ndarray",
     "ndarray_to_matrix",
     "ndarray_to_vector",
+    "read_matrix",
     "spec_from_proto",
     "switch_to_proto",
     "train_chunk",
@@ -43,6 +45,8 @@ __all__ = [
 ]
 
 _FLOAT64_LE = np.dtype("<f8")
+_FLOAT64_NATIVE_LE = np.dtype(np.float64) if sys.byteorder == "little" else None
+"""The float64 dtype object NumPy gives computed arrays, where it is little-endian: their bytes go out as they are."""
 
 KIND_NAMES = {
     types_pb2.MODEL_KIND_LINEAR: "linear",
@@ -69,11 +73,17 @@ SERVING_STATES = {
 
 
 def matrix_to_ndarray(matrix: types_pb2.Matrix, field: str) -> np.ndarray:
-    """Turn a Matrix into an array of shape (n_rows, num_columns), float64.
+    """Turn a Matrix into an array of shape (n_rows, num_columns), float64 (see ``read_matrix``)."""
+    return read_matrix(matrix, field)[0]
+
+
+def read_matrix(matrix: types_pb2.Matrix, field: str) -> tuple[np.ndarray, bool]:
+    """A Matrix as an array of shape (n_rows, num_columns), float64, and whether it came as raw bytes.
 
     Raw bytes become a read-only view of the message's bytes (no per-element
     work); typed values are copied once.  A matrix with ``num_columns == 0``
     is read as a single row.  An empty matrix gives shape (0, num_columns).
+    The flag tells how the answer goes back: as raw bytes too, or typed.
     """
     raw = matrix.raw
     if raw:
@@ -93,20 +103,20 @@ def matrix_to_ndarray(matrix: types_pb2.Matrix, field: str) -> np.ndarray:
         cols = matrix.num_columns or size
         if size % cols == 0:
             # One constructor call for the view: half the time of frombuffer and reshape.
-            return np.ndarray((size // cols, cols), _FLOAT64_LE, raw)
+            return np.ndarray((size // cols, cols), _FLOAT64_LE, raw), True
         flat = np.frombuffer(raw, dtype=_FLOAT64_LE)  # for the error below
     else:
         flat = np.array(matrix.values, dtype=np.float64)
     cols = matrix.num_columns or flat.size
     if cols == 0:
-        return flat.reshape(0, 0)
+        return flat.reshape(0, 0), not flat.size
     if flat.size % cols:
         raise InvalidInput(
             f"{field} holds {flat.size} values, not a whole number of rows of {cols} columns",
             reason="MALFORMED_MATRIX",
             violations=[(f"{field}.num_columns", f"{flat.size} values do not fill rows of {cols}")],
         )
-    return flat.reshape(-1, cols)
+    return flat.reshape(-1, cols), False
 
 
 def vector_to_ndarray(vector: types_pb2.Vector, field: str) -> np.ndarray:
@@ -131,7 +141,9 @@ def vector_to_ndarray(vector: types_pb2.Vector, field: str) -> np.ndarray:
 def ndarray_to_vector(values: np.ndarray, raw: bool) -> types_pb2.Vector:
     """Wrap a 1-D float64 array as a Vector, as raw bytes or typed values."""
     if raw:
-        return types_pb2.Vector(raw=np.ascontiguousarray(values, dtype=_FLOAT64_LE).tobytes())
+        if values.dtype is not _FLOAT64_NATIVE_LE:
+            values = values.astype(_FLOAT64_LE)
+        return types_pb2.Vector(raw=values.tobytes())  # C order whatever the strides
     return types_pb2.Vector(values=values.tolist())
 
 

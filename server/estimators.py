@@ -67,6 +67,7 @@ class LinearModel:
         # Stored transposed and contiguous so X @ W needs no copy per call.
         self._weights = np.ascontiguousarray(weights.T)
         self._bias = np.ascontiguousarray(bias)
+        self._row_shape = (self._weights.shape[0],)
         # A regression's single output as a vector and a 0-d array, for ``predict``: adding
         # a 0-d array to the answer costs half of adding a Python float.
         single = not self.is_classifier and self._weights.shape[1] == 1
@@ -95,7 +96,7 @@ class LinearModel:
         return scores
 
     def _check_features(self, X: np.ndarray) -> None:
-        if X.ndim != 2 or X.shape[1] != self._weights.shape[0]:
+        if X.shape[1:] != self._row_shape:  # one comparison: a 1-D or 3-D X differs too
             got = X.shape[1] if X.ndim == 2 else f"an array of {X.ndim} dimension(s)"
             raise InvalidInput(
                 f"The model expects {self._weights.shape[0]} features per row, got {got}.",

@@ -54,6 +54,7 @@ _EVENTS = {
     "/regserve.v1.ModelService/DeleteVersion": "delete",
 }
 _OK = grpc.StatusCode.OK
+_UNKNOWN = grpc.StatusCode.UNKNOWN
 _CODE_NAMES = {code: code.name for code in grpc.StatusCode}  # a dict lookup, not the enum's name property
 
 
@@ -67,14 +68,17 @@ class _RequestIds:
 
     def __init__(self) -> None:
         self._prefix = os.urandom(8).hex()
-        self._counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+        # From 2**60 on, ``hex`` gives 16 digits without a format spec (which costs more to
+        # parse than to apply), for the next 15 * 2**60 ids.
+        self._counter = itertools.count((1 << 60) | int.from_bytes(os.urandom(4), "big"))
 
     def next(self) -> str:
-        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+        return self._prefix + hex(next(self._counter))[2:]
 
 
 _request_ids = _RequestIds()
 _access_log = logging.getLogger(ACCESS_LOGGER)
+_ANONYMOUS_JSON = _json_string(str(auth.ANONYMOUS))
 
 
 @dataclass(frozen=True)
@@ -113,10 +117,15 @@ def _peer_host(peer: str) -> str:
     return peer.rpartition(":")[0] or peer
 
 
-class _Call:
-    """One call's facts for the log line."""
-
-    __slots__ = ("authorization", "code", "elapsed", "ended", "peer", "principal", "request_id", "route", "started")
+def _read_metadata(context: grpc.ServicerContext) -> tuple[str | None, str | None]:
+    """The caller's request id (at most 128 characters) and authorization header, None where not sent."""
+    request_id = authorization = None
+    for key, value in context.invocation_metadata():
+        if key == REQUEST_ID:
+            request_id = value[:128]
+        elif key == "authorization":
+            authorization = value
+    return request_id, authorization
 
 
 class _Route:
@@ -148,6 +157,7 @@ class Edge:
         self._policy = policy
         self._needs_peer = policy.needs_peer
         self._log_peer = policy.log_peer
+        self._echo = policy.echo_request_id
         self._recorder = BatchWorker(
             self._record, name="regserve-edge", failure="finished calls could not be counted or logged"
         )
@@ -166,85 +176,87 @@ class Edge:
         return self._wrap(handler, _Route(method, self._metrics))
 
     # ------------------------------------------------------------ per call
+    #
+    # A finished call is handed to the recorder as one tuple, built once:
+    # (route, code, started, finished, request id, principal, peer), the times from
+    # ``time.perf_counter``.
 
-    def _enter(self, route: _Route, context: grpc.ServicerContext) -> _Call:
-        call = _Call()
-        call.started = time.perf_counter()
-        call.route = route
-        call.code = _OK
-        call.principal = auth.ANONYMOUS
-        request_id = authorization = None
-        for key, value in context.invocation_metadata():
-            if key == REQUEST_ID:
-                request_id = value[:128]
-            elif key == "authorization":
-                authorization = value
-        call.request_id = request_id or _request_ids.next()
-        call.authorization = authorization
-        call.peer = context.peer() if self._needs_peer else ""
-        if self._policy.echo_request_id:
+    def _start(self, route: _Route, context: grpc.ServicerContext) -> tuple[str, str | None, str]:
+        """Read the metadata, echo the request id, count the call begun: (request id, authorization, peer)."""
+        request_id, authorization = _read_metadata(context)
+        if not request_id:
+            request_id = _request_ids.next()
+        if self._echo:
             if route.unary_response:
-                context.set_trailing_metadata(((REQUEST_ID, call.request_id),))
+                context.set_trailing_metadata(((REQUEST_ID, request_id),))
             else:
-                context.send_initial_metadata(((REQUEST_ID, call.request_id),))
+                context.send_initial_metadata(((REQUEST_ID, request_id),))
         next(route.begun)
-        return call
+        return request_id, authorization, (context.peer() if self._needs_peer else "")
 
-    def _check(self, route: _Route, call: _Call) -> None:
-        """Authenticate, authorize and rate-limit; raises the domain error that refuses the call."""
+    def _authenticate(self, authorization: str | None, context: grpc.ServicerContext) -> auth.Principal:
+        """The caller named by its bearer token; a refusal ends the call (UNAUTHENTICATED)."""
+        tokens = self._policy.tokens
+        if tokens is None:
+            return auth.ANONYMOUS
+        try:
+            return tokens.authenticate(authorization)
+        except RegserveError as error:
+            abort(context, status_for(error))
+
+    def _admit(self, route: _Route, principal: auth.Principal, peer: str, context: grpc.ServicerContext) -> None:
+        """Authorize and rate-limit the call; a refusal ends it (PERMISSION_DENIED, RESOURCE_EXHAUSTED)."""
         policy = self._policy
-        if policy.tokens is not None:
-            call.principal = policy.tokens.authenticate(call.authorization)
-            auth.authorize(call.principal, route.method)
-        if policy.limiter is not None:
-            identity = call.principal.id if policy.tokens is not None else _peer_host(call.peer)
-            wait = policy.limiter.acquire(identity)
-            if wait:
-                self._metrics.rate_limited.inc()
-                raise ResourceExhausted(
-                    f"Rate limit of {policy.limiter.rate:g} calls/s reached; retry in {wait:.3f} s.",
-                    reason="RATE_LIMITED",
-                    retry_after=wait,
-                )
+        try:
+            if policy.tokens is not None:
+                auth.authorize(principal, route.method)
+            if policy.limiter is not None:
+                identity = principal.id if policy.tokens is not None else _peer_host(peer)
+                wait = policy.limiter.acquire(identity)
+                if wait:
+                    self._metrics.rate_limited.inc()
+                    raise ResourceExhausted(
+                        f"Rate limit of {policy.limiter.rate:g} calls/s reached; retry in {wait:.3f} s.",
+                        reason="RATE_LIMITED",
+                        retry_after=wait,
+                    )
+        except RegserveError as error:
+            abort(context, status_for(error))
 
-    def _refuse(self, call: _Call, context: grpc.ServicerContext, error: RegserveError) -> None:
-        status = status_for(error)
-        call.code = status.code
-        abort(context, status)
-
-    def _exit(self, route: _Route, call: _Call, context: grpc.ServicerContext, failed: bool) -> None:
-        if failed and call.code is _OK:
-            call.code = context.code() or grpc.StatusCode.UNKNOWN
-        call.elapsed = time.perf_counter() - call.started
-        call.ended = time.time()
-        call.authorization = None  # the bearer token does not wait in the recorder's queue
+    def _finish(self, route: _Route, code, started: float, request_id: str, principal, peer: str) -> None:
         next(route.ended)
-        self._recorder.add(call)
+        self._recorder.add((route, code, started, time.perf_counter(), request_id, principal, peer))
 
-    def _record(self, calls: list[_Call]) -> None:
+    def _record(self, calls: list[tuple]) -> None:
         """Count finished calls, observe their latency and write their access-log lines (the recorder's thread)."""
         log = _access_log.isEnabledFor(logging.INFO)
         log_peer = self._log_peer
+        wall = time.time() - time.perf_counter()  # turns the calls' perf_counter ends into timestamps
         codes: dict[tuple[_Route, grpc.StatusCode], int] = {}
         durations: dict[_Route, list[float]] = {}
         lines = []
-        for call in calls:
-            route = call.route
-            key = (route, call.code)
+        for route, code, started, finished, request_id, principal, peer in calls:
+            key = (route, code)
             codes[key] = codes.get(key, 0) + 1
-            elapsed = durations.get(route)
-            if elapsed is None:
-                elapsed = durations[route] = []
-            elapsed.append(call.elapsed)
+            elapsed = finished - started
+            seconds = durations.get(route)
+            if seconds is None:
+                seconds = durations[route] = []
+            seconds.append(elapsed)
             if not log:
                 continue
             # One JSON object per call, formatted by hand: the keys and codes need no escaping,
             # and the caller's strings go through json's C string encoder.
-            peer = f'"peer":{_json_string(call.peer)},' if log_peer else ""
+            # The numbers are written from integers (microseconds): a float with a fixed
+            # number of decimals takes several times longer to format.
+            ts = str(int((finished + wall) * 1e6))
+            ms = str(round(elapsed * 1e6)).zfill(4)
+            peer_field = f'"peer":{_json_string(peer)},' if log_peer else ""
+            who = _ANONYMOUS_JSON if principal is auth.ANONYMOUS else _json_string(str(principal))
             line = (
-                f'{{"ts":{call.ended:.6f},{route.log_prefix}{_CODE_NAMES[call.code]}",'
-                f'"duration_ms":{call.elapsed * 1e3:.3f},{peer}"principal":{_json_string(str(call.principal))},'
-                f'"request_id":{_json_string(call.request_id)}}}'
+                f'{{"ts":{ts[:-6]}.{ts[-6:]},{route.log_prefix}{_CODE_NAMES[code]}",'
+                f'"duration_ms":{ms[:-3]}.{ms[-3:]},{peer_field}"principal":{who},'
+                f'"request_id":{_json_string(request_id)}}}'
             )
             lines.append(line)
         self._metrics.calls.add(
@@ -260,7 +272,7 @@ class Edge:
             for line in lines:
                 _access_log.info(line)
 
-    def _after_ok(self, route: _Route, call: _Call, request, response) -> None:
+    def _after_ok(self, route: _Route, started: float, request, response) -> None:
         """Counts the registry events and training runs of a call that succeeded (admin calls only)."""
         metrics = self._metrics
         if route.event is not None:
@@ -268,7 +280,7 @@ class Edge:
         elif route.is_train:
             model = response.model_version.model
             metrics.training_runs.labels(model, "OK").inc()
-            metrics.training_duration.labels(model).observe(time.perf_counter() - call.started)
+            metrics.training_duration.labels(model).observe(time.perf_counter() - started)
             metrics.registry_events.labels(model, "create").inc()
             if response.promoted:
                 metrics.registry_events.labels(model, "promote").inc()
@@ -302,72 +314,77 @@ class Edge:
         )
 
     def _unary_unary(self, behavior, route: _Route):
-        enter, check, refuse, leave, after_ok = self._enter, self._check, self._refuse, self._exit, self._after_ok
-        checks, event = self._policy.checks_calls, route.event
+        # Predict's path: the per-call steps are inlined, each bound to a local name.
+        start, authenticate, admit, finish = self._start, self._authenticate, self._admit, self._finish
+        checks, event, after_ok = self._policy.checks_calls, route.event, self._after_ok
+        perf_counter, ended, add = time.perf_counter, route.ended, self._recorder.add
+        anonymous = auth.ANONYMOUS
 
         def unary_unary(request, context):
-            call = enter(route, context)
-            failed = True
+            started = perf_counter()
+            request_id, authorization, peer = start(route, context)
+            principal = anonymous
             try:
                 if checks:
-                    try:
-                        check(route, call)
-                    except RegserveError as error:
-                        refuse(call, context, error)
+                    principal = authenticate(authorization, context)
+                    admit(route, principal, peer, context)
                 response = behavior(request, context)
-                failed = False
                 if event is not None:
-                    after_ok(route, call, request, response)
-                return response
-            finally:
-                leave(route, call, context, failed)
+                    after_ok(route, started, request, response)
+            except BaseException:
+                finish(route, context.code() or _UNKNOWN, started, request_id, principal, peer)
+                raise
+            next(ended)
+            add((route, _OK, started, perf_counter(), request_id, principal, peer))
+            return response
 
         return unary_unary
 
     def _stream_unary(self, behavior, route: _Route):
-        enter, check, refuse, leave, after_ok = self._enter, self._check, self._refuse, self._exit, self._after_ok
-        metrics = self._metrics
+        start, authenticate, admit, finish = self._start, self._authenticate, self._admit, self._finish
+        metrics, after_ok = self._metrics, self._after_ok
 
         def stream_unary(request_iterator, context):
-            call = enter(route, context)
-            failed = True
+            started = time.perf_counter()
+            request_id, authorization, peer = start(route, context)
+            principal = auth.ANONYMOUS
             admitted = False
             try:
-                try:
-                    check(route, call)
-                except RegserveError as error:
-                    refuse(call, context, error)
+                principal = authenticate(authorization, context)
+                admit(route, principal, peer, context)
                 admitted = True
                 response = behavior(request_iterator, context)
-                failed = False
                 if route.is_train:
-                    after_ok(route, call, None, response)
-                return response
-            finally:
-                leave(route, call, context, failed)
-                if failed and admitted and route.is_train:
-                    metrics.training_runs.labels("", call.code.name).inc()
+                    after_ok(route, started, None, response)
+            except BaseException:
+                code = context.code() or _UNKNOWN
+                finish(route, code, started, request_id, principal, peer)
+                if admitted and route.is_train:
+                    metrics.training_runs.labels("", code.name).inc()
+                raise
+            finish(route, _OK, started, request_id, principal, peer)
+            return response
 
         return stream_unary
 
     def _streaming(self, behavior, route: _Route):
-        enter, check, refuse, leave = self._enter, self._check, self._refuse, self._exit
+        start, authenticate, admit, finish = self._start, self._authenticate, self._admit, self._finish
 
         def streaming(request, context):
-            call = enter(route, context)
-            failed = True
+            started = time.perf_counter()
+            request_id, authorization, peer = start(route, context)
+            principal = auth.ANONYMOUS
             try:
-                try:
-                    check(route, call)
-                except RegserveError as error:
-                    refuse(call, context, error)
+                principal = authenticate(authorization, context)
+                admit(route, principal, peer, context)
                 yield from behavior(request, context)
-                failed = False
             except GeneratorExit:
-                call.code = grpc.StatusCode.CANCELLED
+                finish(route, grpc.StatusCode.CANCELLED, started, request_id, principal, peer)
                 raise
-            finally:
-                leave(route, call, context, failed)
+            except BaseException:
+                finish(route, context.code() or _UNKNOWN, started, request_id, principal, peer)
+                raise
+            finish(route, _OK, started, request_id, principal, peer)
 
         return streaming
 

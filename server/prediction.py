@@ -34,8 +34,11 @@ def _check_output(values: np.ndarray, X: np.ndarray) -> None:
     Finite inputs so large that the linear map overflows must not come back as NaN
     with status OK.
     """
-    if all_finite(values):
-        return
+    if not all_finite(values):
+        _refuse_non_finite(values, X)
+
+
+def _refuse_non_finite(values: np.ndarray, X: np.ndarray) -> None:
     check_finite(X, "inputs")
     row = int(np.argmax(~np.isfinite(values).reshape(values.shape[0], -1).all(axis=1)))
     raise InvalidInput(
@@ -55,14 +58,18 @@ def predict(estimator, X: np.ndarray) -> Prediction:
     inputs are scanned only if the answer is not finite.  Classifiers compute the
     probabilities once and take their arg-max, rather than running the linear map twice.
     """
-    if X.shape[0] == 0:
+    if not len(X):
         raise InvalidInput(
             "the request holds no rows",
             reason="EMPTY_REQUEST",
             violations=[("inputs", "at least one row is required")],
         )
-    if not estimator.answers_reveal_bad_inputs:
-        check_finite(X, "inputs")
+    if estimator.answers_reveal_bad_inputs:  # a regression: Predict's usual case, in as few steps as it takes
+        values = estimator.predict(X)
+        if not all_finite(values):
+            _refuse_non_finite(values, X)
+        return Prediction(values)
+    check_finite(X, "inputs")
     if not estimator.is_classifier:
         values = estimator.predict(X)
         _check_output(values, X)

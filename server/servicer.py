@@ -44,10 +44,9 @@ def _positional_rows(request: pb.PredictRequest, limit: int) -> tuple:
             )
         _check_row_limit(len(named), limit)
         return None, False
-    inputs = request.inputs
-    X = convert.matrix_to_ndarray(inputs, "inputs")
-    _check_row_limit(X.shape[0], limit)
-    return X, _answers_raw(inputs)
+    X, raw = convert.read_matrix(request.inputs, "inputs")
+    _check_row_limit(len(X), limit)
+    return X, raw
 
 
 def _check_row_limit(rows: int, limit: int) -> None:
@@ -58,14 +57,6 @@ def _check_row_limit(rows: int, limit: int) -> None:
             violations=[("inputs", f"send at most {limit} rows per message")],
             metadata={"rows": rows, "limit": limit},
         )
-
-
-def _answers_raw(matrix) -> bool:
-    """True when ``matrix`` came as raw bytes, so the answer goes back the same way.
-
-    Told by the typed values being empty: reading the bytes field again would copy it.
-    """
-    return not len(matrix.values)
 
 
 def _check_deadline(context: grpc.ServicerContext) -> None:
@@ -120,7 +111,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         except BaseException:
             stats.record(time.perf_counter() - started, 0, failed=True)
             raise
-        stats.record(time.perf_counter() - started, X.shape[0])
+        stats.record(time.perf_counter() - started, len(X))
         return response
 
     def BatchPredict(
@@ -130,8 +121,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         offset = 0
         for index, request in enumerate(request_iterator):
             started = time.perf_counter()
-            inputs = request.inputs
-            X = convert.matrix_to_ndarray(inputs, "inputs")
+            X, raw = convert.read_matrix(request.inputs, "inputs")
             _check_row_limit(X.shape[0], self._max_rows)
             if served is None:
                 served, arm = self._store.route(_require_model(request.model), request.version, request.routing_key)
@@ -144,7 +134,6 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                 )
             stats = self._stats.track(served.name, served.version, arm)
             try:
-                raw = _answers_raw(inputs)
                 result = predict(served.estimator, X)
                 response = pb.BatchPredictResponse(
                     model=served.name,

@@ -2,13 +2,16 @@
 
 ``ServingStats.track(model, version)`` returns the ``VersionStats`` of one
 version (created on first use); its ``record`` is called once per answered
-call on the request path, so it does a few additions and one store into a
-ring buffer of recent latencies, under a lock held for well under a
-microsecond.  Percentiles are computed only when someone asks (``summary``).
+call on the request path, so it only appends the call to a queue (atomic under
+the GIL, no lock).  The queue is folded into the counters and the ring of recent
+latencies when someone reads them (``summary``, the counters, a metrics
+scrape), or on the request path once ``WINDOW`` calls wait.  Percentiles are
+computed only when someone asks (``summary``).
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 from dataclasses import dataclass
 
@@ -35,31 +38,66 @@ class VersionSummary:
 class VersionStats:
     """Counters and a ring of recent latencies (seconds) for one model version."""
 
-    __slots__ = ("_lock", "_recent", "errors", "requests", "rows", "total_seconds")
+    __slots__ = ("_errors", "_lock", "_pending", "_recent", "_requests", "_rows", "_total_seconds")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._pending: collections.deque = collections.deque()
         self._recent = [0.0] * WINDOW  # a list: storing a float in it is 3x cheaper than in an array
-        self.requests = 0
-        self.errors = 0
-        self.rows = 0
-        self.total_seconds = 0.0
+        self._requests = 0
+        self._errors = 0
+        self._rows = 0
+        self._total_seconds = 0.0
 
     def record(self, seconds: float, rows: int, failed: bool = False) -> None:
         """Count one call that took ``seconds`` and answered ``rows`` rows."""
+        pending = self._pending
+        pending.append((seconds, rows, failed))
+        if len(pending) >= WINDOW:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Add the queued calls to the counters, in the order they were recorded."""
         with self._lock:
-            self._recent[self.requests % WINDOW] = seconds
-            self.requests += 1
-            self.errors += failed
-            self.rows += rows
-            self.total_seconds += seconds
+            pending, recent = self._pending, self._recent
+            requests, errors, rows, total = self._requests, self._errors, self._rows, self._total_seconds
+            try:
+                while True:  # popleft is atomic: a call recorded meanwhile is taken now or next time
+                    seconds, answered, failed = pending.popleft()
+                    recent[requests % WINDOW] = seconds
+                    requests += 1
+                    errors += failed
+                    rows += answered
+                    total += seconds
+            except IndexError:
+                pass
+            self._requests, self._errors, self._rows, self._total_seconds = requests, errors, rows, total
+
+    @property
+    def requests(self) -> int:
+        """Calls counted so far."""
+        self._fold()
+        return self._requests
+
+    @property
+    def errors(self) -> int:
+        """Calls that failed after their version was chosen."""
+        self._fold()
+        return self._errors
+
+    @property
+    def rows(self) -> int:
+        """Rows answered."""
+        self._fold()
+        return self._rows
 
     def summary(self) -> VersionSummary:
+        self._fold()
         with self._lock:
-            count = self.requests
+            count = self._requests
             recent = np.array(self._recent[: min(count, WINDOW)])
-            mean = self.total_seconds / count if count else 0.0
-            errors, rows = self.errors, self.rows
+            mean = self._total_seconds / count if count else 0.0
+            errors, rows = self._errors, self._rows
         p50, p99 = np.percentile(recent, [50, 99]) if recent.size else (0.0, 0.0)
         return VersionSummary(count, errors, rows, mean * 1e3, float(p50) * 1e3, float(p99) * 1e3)
 

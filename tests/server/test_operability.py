@@ -103,6 +103,7 @@ def _access_lines_by_id(caplog, request_ids: set[str], timeout: float = 5.0) -> 
 
 def test_request_id_is_echoed_or_generated_and_logged(channel, caplog):
     caplog.set_level(logging.INFO, logger="regserve.access")
+    began = time.time()
     models = mpb_grpc.ModelServiceStub(channel)
     _, call = models.ListModels.with_call(mpb.ListModelsRequest(), metadata=(("x-request-id", "abc-123"),), timeout=5)
     # Unary calls echo the id in the trailing metadata, which travels with the status.
@@ -126,8 +127,12 @@ def test_request_id_is_echoed_or_generated_and_logged(channel, caplog):
     given, failed = by_id["abc-123"], by_id[generated]
     assert given["method"] == "/regserve.v1.ModelService/ListModels" and given["code"] == "OK"
     assert failed["method"] == "/regserve.v1.RegressionService/ModelInfo" and failed["code"] == "NOT_FOUND"
+    ended = time.time()
     for line in (given, failed):
         assert line["duration_ms"] >= 0 and line["principal"] == "anonymous:-"
+        # The timestamp is the wall-clock second the call ended, to the microsecond.
+        assert began - 1e-6 <= line["ts"] <= ended
+        assert line["duration_ms"] <= (ended - began) * 1e3 + 1e-3
         assert "peer" not in line  # read only on request: see the next test
 
 

@@ -45,3 +45,35 @@ def test_arms_are_kept_apart_and_summed_per_version():
     assert v2.latency_mean_ms == pytest.approx(3.0)
     assert stats.summary("m", "v1").errors == 1
     assert stats.summary("m", "v9").requests == 0
+
+
+def test_calls_recorded_from_many_threads_while_read_are_all_counted():
+    import threading
+
+    stats = ServingStats()
+    version = stats.track("m", "v1")
+    per_thread, threads = 5_000, 8
+    done = threading.Event()
+
+    def call() -> None:
+        for i in range(per_thread):
+            version.record(0.001, rows=2, failed=i % 10 == 0)
+
+    def read() -> None:
+        while not done.is_set():
+            stats.summary("m", "v1")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    workers = [threading.Thread(target=call) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    done.set()
+    reader.join()
+    summary = stats.summary("m", "v1")
+    calls = per_thread * threads
+    assert (summary.requests, summary.rows, summary.errors) == (calls, 2 * calls, calls // 10)
+    assert (version.requests, version.rows, version.errors) == (calls, 2 * calls, calls // 10)
+    assert summary.latency_mean_ms == pytest.approx(1.0)
