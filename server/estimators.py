@@ -111,7 +111,8 @@ class LinearModel:
         or for a classifier the index of the predicted class in ``classes_``.
         """
         if self._regression_weights is not None:
-            self._check_features(X)
+            if X.shape[1:] != self._row_shape:
+                self._check_features(X)
             # One matrix-vector product and one scalar addition: half the time of the
             # general (n, 1) form on a one-row Predict.  Not ``ndarray.dot``, three times
             # cheaper alone: it releases the GIL around every BLAS call, however small,

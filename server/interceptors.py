@@ -58,25 +58,14 @@ _UNKNOWN = grpc.StatusCode.UNKNOWN
 _CODE_NAMES = {code: code.name for code in grpc.StatusCode}  # a dict lookup, not the enum's name property
 
 
-class _RequestIds:
-    """Generated request ids: 32 hex digits, a random per-process prefix and a counter.
-
-    Unique within a process, and across processes as long as their random 64-bit
-    prefixes differ; much cheaper on the request path than ``uuid.uuid4()``, which
-    builds an object and reads the OS entropy pool on every call.
-    """
-
-    def __init__(self) -> None:
-        self._prefix = os.urandom(8).hex()
-        # From 2**60 on, ``hex`` gives 16 digits without a format spec (which costs more to
-        # parse than to apply), for the next 15 * 2**60 ids.
-        self._counter = itertools.count((1 << 60) | int.from_bytes(os.urandom(4), "big"))
-
-    def next(self) -> str:
-        return self._prefix + hex(next(self._counter))[2:]
-
-
-_request_ids = _RequestIds()
+# Generated request ids: 32 hex digits, a random per-process prefix and a counter.  Unique
+# within a process, and across processes (workers are started, not forked) as long as
+# their random 64-bit prefixes differ; much cheaper on the request path than
+# ``uuid.uuid4()``, which builds an object and reads the OS entropy pool on every call.
+# From 2**60 on, ``hex`` gives 16 digits without a format spec (which costs more to
+# parse than to apply), for the next 15 * 2**60 ids.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count((1 << 60) | int.from_bytes(os.urandom(4), "big"))
 _access_log = logging.getLogger(ACCESS_LOGGER)
 _ANONYMOUS_JSON = _json_string(str(auth.ANONYMOUS))
 
@@ -115,17 +104,6 @@ def _count_value(counter: itertools.count) -> int:
 def _peer_host(peer: str) -> str:
     # "ipv4:127.0.0.1:5678" and "ipv6:[::1]:5678" share a bucket with every other port of the same host.
     return peer.rpartition(":")[0] or peer
-
-
-def _read_metadata(context: grpc.ServicerContext) -> tuple[str | None, str | None]:
-    """The caller's request id (at most 128 characters) and authorization header, None where not sent."""
-    request_id = authorization = None
-    for key, value in context.invocation_metadata():
-        if key == REQUEST_ID:
-            request_id = value[:128]
-        elif key == "authorization":
-            authorization = value
-    return request_id, authorization
 
 
 class _Route:
@@ -183,9 +161,14 @@ class Edge:
 
     def _start(self, route: _Route, context: grpc.ServicerContext) -> tuple[str, str | None, str]:
         """Read the metadata, echo the request id, count the call begun: (request id, authorization, peer)."""
-        request_id, authorization = _read_metadata(context)
+        request_id = authorization = None
+        for key, value in context.invocation_metadata():
+            if key == REQUEST_ID:
+                request_id = value[:128]
+            elif key == "authorization":
+                authorization = value
         if not request_id:
-            request_id = _request_ids.next()
+            request_id = _ID_PREFIX + hex(next(_ID_COUNTER))[2:]
         if self._echo:
             if route.unary_response:
                 context.set_trailing_metadata(((REQUEST_ID, request_id),))

@@ -42,21 +42,23 @@ def _positional_rows(request: pb.PredictRequest, limit: int) -> tuple:
                 reason="AMBIGUOUS_INPUTS",
                 violations=[("named_inputs", "send rows either by position or by name")],
             )
-        _check_row_limit(len(named), limit)
+        if len(named) > limit:
+            _refuse_rows(len(named), limit)
         return None, False
     X, raw = convert.read_matrix(request.inputs, "inputs")
-    _check_row_limit(len(X), limit)
+    if len(X) > limit:
+        _refuse_rows(len(X), limit)
     return X, raw
 
 
-def _check_row_limit(rows: int, limit: int) -> None:
-    if rows > limit:
-        raise InvalidInput(
-            f"The request has {rows} rows; this server takes at most {limit} per message.",
-            reason="TOO_MANY_ROWS",
-            violations=[("inputs", f"send at most {limit} rows per message")],
-            metadata={"rows": rows, "limit": limit},
-        )
+def _refuse_rows(rows: int, limit: int) -> None:
+    """Refuse a message of ``rows`` rows, more than the ``limit`` this server takes."""
+    raise InvalidInput(
+        f"The request has {rows} rows; this server takes at most {limit} per message.",
+        reason="TOO_MANY_ROWS",
+        violations=[("inputs", f"send at most {limit} rows per message")],
+        metadata={"rows": rows, "limit": limit},
+    )
 
 
 def _check_deadline(context: grpc.ServicerContext) -> None:
@@ -95,7 +97,9 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
 
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
         started = time.perf_counter()
-        model = _require_model(request.model)
+        model = request.model
+        if not model:
+            _require_model(model)
         X, raw = _positional_rows(request, self._max_rows)
         served, arm = self._store.route(model, request.version, request.routing_key)
         stats = self._stats.track(served.name, served.version, arm)
@@ -122,7 +126,8 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         for index, request in enumerate(request_iterator):
             started = time.perf_counter()
             X, raw = convert.read_matrix(request.inputs, "inputs")
-            _check_row_limit(X.shape[0], self._max_rows)
+            if len(X) > self._max_rows:
+                _refuse_rows(len(X), self._max_rows)
             if served is None:
                 served, arm = self._store.route(_require_model(request.model), request.version, request.routing_key)
             elif request.model and request.model != served.name:
