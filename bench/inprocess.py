@@ -14,9 +14,11 @@ README's "Performance work" quotes as "in process".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import timeit
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -30,6 +32,8 @@ from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import types_pb2
 
 PREDICT = "/regserve.v1.RegressionService/Predict"
+CALLS = ("regserve, edge and servicer", "regserve, servicer alone", "bare servicer")
+"""The calls ``predict_calls`` gives, by name."""
 
 
 class _Context:
@@ -58,12 +62,13 @@ def _best(call, number: int) -> float:
     return min(timeit.repeat(call, number=number, repeat=3)) / number * 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--access-log", action="store_true", help="write the access log (to /dev/null)")
-    parser.add_argument("--number", type=int, default=20_000)
-    args = parser.parse_args()
-    if args.access_log:
+@contextlib.contextmanager
+def predict_calls(access_log: bool) -> Iterator[dict[str, Callable[[], object]]]:
+    """One-row Predict calls by name: regserve behind the edge, its servicer alone, and the bare servicer.
+
+    A real regserve server on 127.0.0.1:0 trains the model, and stays up meanwhile.
+    """
+    if access_log:
         configure_access_log(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
     with tempfile.TemporaryDirectory() as model_dir:
         app = create_server(Settings(host="127.0.0.1", port=0, model_dir=model_dir, demo_models=False))
@@ -78,12 +83,24 @@ def main() -> None:
             edge = app.local.handler(PREDICT)
             servicer = RegressionServicer(app.store, app.stats)
             bare = SyncServicer(10)
-            print(f"regserve, edge and servicer  {_best(lambda: edge(request, context), args.number):6.1f} us")
-            alone = _best(lambda: servicer.Predict(request, context), args.number)
-            print(f"regserve, servicer alone     {alone:6.1f} us")
-            print(f"bare servicer                {_best(lambda: bare.Predict(request, context), args.number):6.1f} us")
+            calls = (
+                lambda: edge(request, context),
+                lambda: servicer.Predict(request, context),
+                lambda: bare.Predict(request, context),
+            )
+            yield dict(zip(CALLS, calls, strict=True))
         finally:
             app.stop(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--access-log", action="store_true", help="write the access log (to /dev/null)")
+    parser.add_argument("--number", type=int, default=20_000)
+    args = parser.parse_args()
+    with predict_calls(args.access_log) as calls:
+        for name, call in calls.items():
+            print(f"{name:28s} {_best(call, args.number):6.1f} us")
 
 
 if __name__ == "__main__":
