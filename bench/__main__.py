@@ -371,9 +371,11 @@ def _machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="regserve benchmark suite")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed scenario and round")
+    # Many short rounds rather than a few long ones: this machine's speed drifts within a
+    # minute, and servers that take turns every few seconds meet the same drift.
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per timed scenario and round")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="times each scenario runs, its servers taking turns (figures averaged)"
+        "--rounds", type=int, default=8, help="times each scenario runs, its servers taking turns (figures averaged)"
     )
     parser.add_argument("--only", action="append", help="run only this scenario (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for latest.json and latest.png")
