@@ -11,7 +11,7 @@ process under callgrind twice, making 1,000 and then 1,000 + ``--calls`` calls, 
 prints the difference divided by ``--calls``: start-up, training and shut-down
 cancel out.  The background threads' work per call (the edge's recorder counting
 calls and writing their log lines) is counted; work done per tick of a timer comes
-out a little larger than in real time, since the process runs about 50 times slower
+out a little larger than in real time, since the process runs many times slower
 under valgrind.  Runs of the same code agree within about 2,000 instructions.
 
 It counts the Python work of a call in user space, not the kernel's or what waiting

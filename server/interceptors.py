@@ -207,6 +207,7 @@ class Edge:
             abort(context, status_for(error))
 
     def _finish(self, route: _Route, code, started: float, request_id: str, principal, peer: str) -> None:
+        """Count the call ended and hand its record to the recorder."""
         next(route.ended)
         self._recorder.add((route, code, started, time.perf_counter(), request_id, principal, peer))
 
@@ -297,7 +298,8 @@ class Edge:
         )
 
     def _unary_unary(self, behavior, route: _Route):
-        # Predict's path: the per-call steps are inlined, each bound to a local name.
+        # Predict's path: its steps are bound to local names, and a call that succeeds does
+        # ``_finish``'s two steps in place, a Python frame less per call.
         start, authenticate, admit, finish = self._start, self._authenticate, self._admit, self._finish
         checks, event, after_ok = self._policy.checks_calls, route.event, self._after_ok
         perf_counter, ended, add = time.perf_counter, route.ended, self._recorder.add
