@@ -10,7 +10,10 @@ in another, all on 127.0.0.1, with a 10-feature linear model:
   ``--workers 2 --pin-cpus auto`` (each process on one CPU; the load generator is not pinned),
   and ``bare sync pinned``, the bare sync server on the same CPU as ``regserve pinned``;
 - ``bare sync`` / ``bare aio``: ``bench/bare_server.py``, the same arithmetic on
-  the same messages with no framework, in grpcio's sync mode (regserve's) and aio;
+  the same messages with no framework, in grpcio's sync mode (regserve's, with
+  regserve's threads: 16 for the server and 2 of Predict's own) and aio;
+- ``bare sync shared``: the bare sync server with Predict on the server's 16
+  threads, grpcio's usual set-up (unary at concurrency 8 only);
 - ``fastapi``: ``bench/fastapi_server.py``, a FastAPI ``def /predict`` JSON endpoint.
 
 All servers are started first; each scenario then runs ``--rounds`` times, its
@@ -46,7 +49,7 @@ from regserve.client import RegressionClient
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 FEATURES = 10
-GRPC_BASELINES = ("bare sync", "bare aio")
+GRPC_BASELINES = ("bare sync", "bare aio", "bare sync shared")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,11 @@ _UNARY = ("regserve", "bare sync", "bare aio")
 _CONNECTIONS = ("regserve", "regserve x2", "regserve x2 pinned", "bare sync")
 SCENARIOS = [
     Scenario("unary c=1", dict(scenario="unary", concurrency=1), _UNARY),
-    Scenario("unary c=8", dict(scenario="unary", concurrency=8), (*_UNARY, "regserve pinned", "bare sync pinned")),
+    Scenario(
+        "unary c=8",
+        dict(scenario="unary", concurrency=8),
+        (*_UNARY, "bare sync shared", "regserve pinned", "bare sync pinned"),
+    ),
     Scenario("unary c=64", dict(scenario="unary", concurrency=64), _UNARY),
     Scenario("Predict 1,000 rows c=8", dict(scenario="unary", concurrency=8, rows=1000), _UNARY, "rows_per_s"),
     Scenario(
@@ -166,12 +173,17 @@ def start_regserve(model_dir: str, workers: int = 1, pin_cpus: str = "") -> Serv
     return server
 
 
-def start_bare(mode: str, cpu: int | None = None) -> Server:
-    """The bare server; with ``cpu``, every thread of it runs on that CPU, as under ``--pin-cpus``."""
+def start_bare(mode: str, cpu: int | None = None, *, shared: bool = False) -> Server:
+    """The bare server; with ``cpu``, every thread of it runs on that CPU, as under ``--pin-cpus``.
+
+    In sync mode its threads are regserve's (16, and 2 for Predict), unless ``shared``:
+    then Predict runs on the 16 as well, grpcio's usual set-up.
+    """
     port = _free_port()
     command = [sys.executable, "-m", "bench.bare_server", "--mode", mode, "--port", str(port)]
+    command += ["--predict-threads", "0"] if shared else []
     pin = None if cpu is None else lambda: os.sched_setaffinity(0, {cpu})
-    name = f"bare {mode}" + ("" if cpu is None else " pinned")
+    name = f"bare {mode}" + ("" if cpu is None else " pinned") + (" shared" if shared else "")
     server = Server(name, subprocess.Popen(command, stdout=subprocess.DEVNULL, preexec_fn=pin))
     server.grpc_target = f"127.0.0.1:{port}"
     _wait_grpc(server.grpc_target)
@@ -225,6 +237,7 @@ def run(duration: float, rounds: int = 2, only: set[str] | None = None) -> dict[
         "regserve": lambda model_dir: start_regserve(model_dir),  # first: it trains the model the others serve
         "bare sync": lambda model_dir: start_bare("sync"),
         "bare aio": lambda model_dir: start_bare("aio"),
+        "bare sync shared": lambda model_dir: start_bare("sync", shared=True),
         "bare sync pinned": lambda model_dir: start_bare("sync", cpu=min(os.sched_getaffinity(0))),
         "fastapi": lambda model_dir: start_fastapi(),
         "regserve x2": lambda model_dir: start_regserve(model_dir, workers=2),

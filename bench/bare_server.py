@@ -4,7 +4,10 @@ It speaks regserve.v1's Predict and BatchPredict messages on the raw float64
 path (``np.frombuffer``, one matmul, ``tobytes``) and nothing else: no model
 store, no validation, no error mapping, no health, no reflection.
 
-    python -m bench.bare_server --mode sync|aio --port 0 --features 10
+    python -m bench.bare_server --mode sync|aio --port 0 --features 10 [--predict-threads 2]
+
+In sync mode it arranges its threads as regserve does by default: 16 for the
+server, and Predict on 2 of its own.
 """
 
 from __future__ import annotations
@@ -62,9 +65,13 @@ class AioServicer(SyncServicer):
 OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
-def run_sync(port: int, features: int, workers: int) -> None:
+def run_sync(port: int, features: int, workers: int, predict_threads: int) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=OPTIONS)
-    pb_grpc.add_RegressionServiceServicer_to_server(SyncServicer(features), server)
+    servicer = SyncServicer(features)
+    if predict_threads:
+        # As regserve's --predict-threads: grpcio runs a behavior that names a pool on that pool.
+        servicer.Predict.__func__.experimental_thread_pool = futures.ThreadPoolExecutor(predict_threads)
+    pb_grpc.add_RegressionServiceServicer_to_server(servicer, server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print(bound, flush=True)
@@ -85,11 +92,14 @@ def main() -> None:
     parser.add_argument("--mode", choices=("sync", "aio"), default="sync")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--features", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=16, help="threads of the server (regserve's --max-workers)")
+    parser.add_argument(
+        "--predict-threads", type=int, default=2, help="threads of Predict's own (regserve's default); 0: none"
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     if args.mode == "sync":
-        run_sync(args.port, args.features, args.workers)
+        run_sync(args.port, args.features, args.workers, args.predict_threads)
     else:
         asyncio.run(run_aio(args.port, args.features))
 

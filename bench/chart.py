@@ -21,12 +21,12 @@ SERVERS = (
     "regserve x2 pinned",
     "bare sync",
     "bare sync pinned",
+    "bare sync shared",
     "bare aio",
     "fastapi",
 )
-COLOURS = dict(
-    zip(SERVERS, ("#1f6fb4", "#2f9e6e", "#6aa8dc", "#8fd1b0", "#7f7f7f", "#4d4d4d", "#bdbdbd", "#e08a2c"), strict=True)
-)
+_PALETTE = ("#1f6fb4", "#2f9e6e", "#6aa8dc", "#8fd1b0", "#7f7f7f", "#4d4d4d", "#a3a3a3", "#d0d0d0", "#e08a2c")
+COLOURS = dict(zip(SERVERS, _PALETTE, strict=True))
 
 
 def _grouped_bars(axis, scenarios: list[str], results: dict, value, *, label: str) -> None:

@@ -13,7 +13,7 @@ import socket
 import threading
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,6 +43,8 @@ _SERVICES = (
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in _SERVICES)
+PREDICT_POOL_METHODS = ("/regserve.v1.RegressionService/Predict", "/regserve.v1.RegressionService/ModelInfo")
+"""The methods answered on the ``--predict-threads`` threads."""
 
 
 @dataclass
@@ -60,6 +62,8 @@ class Application:
     local: LocalDispatch | None = None
     """The servicers' handlers behind the edge, for in-process calls from the embedded gateway."""
     edge: Edge | None = None
+    thread_pools: list[futures.ThreadPoolExecutor] = field(default_factory=list)
+    """The threads that answer calls: the server's, then Predict's own when ``predict_threads`` is above 0."""
     _metrics_host: str = "127.0.0.1"
     _metrics_server: object = None
 
@@ -89,6 +93,8 @@ class Application:
         if while_draining is not None:
             while_draining()
         stopped.wait()
+        for pool in self.thread_pools:
+            pool.shutdown(wait=False)
         if self.edge is not None:
             self.edge.close()
         self.store.stop()
@@ -117,16 +123,22 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     stats = ServingStats()
     metrics = Metrics(stats)
     edge = Edge(metrics, _edge_policy(settings))
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        options=options,
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
-    )
+    pools = [futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="regserve-rpc")]
+    server = grpc.server(pools[0], options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None)
+    method_pools = {}
+    if settings.predict_threads > 0:
+        # Predict and ModelInfo answer from the models in memory (a version named for the
+        # first time is loaded once).  A few threads of their own answer them faster than
+        # the server's many, which take turns at the interpreter lock and go cold in the
+        # caches, and streams holding the server's threads never hold them up.
+        pools.append(futures.ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="regserve-predict"))
+        method_pools = dict.fromkeys(PREDICT_POOL_METHODS, pools[1])
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     app = Application(
         server, 0, store, health_servicer, stats, metrics, settings.metrics_port, edge=edge, _metrics_host=settings.host
     )
-    guarded = EdgeServer(server, edge)
+    app.thread_pools = pools
+    guarded = EdgeServer(server, edge, method_pools)
     regression_service_pb2_grpc.add_RegressionServiceServicer_to_server(
         RegressionServicer(store, app.stats, on_change=app.update_health, max_rows=settings.max_predict_rows), guarded
     )

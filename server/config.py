@@ -26,6 +26,7 @@ class Settings:
     port: int = 50051
     model_dir: Path = Path("var/models")
     max_workers: int = 16
+    predict_threads: int = 2
     workers: int = 1
     reuse_port: bool = False
     max_message_mb: int = 64
@@ -85,7 +86,9 @@ _HELP = {
     "host": "address to bind (use 0.0.0.0 or :: to listen beyond loopback)",
     "port": "gRPC port; 0 picks a free one",
     "model_dir": "registry directory holding the model versions",
-    "max_workers": "threads answering RPCs",
+    "max_workers": "threads answering RPCs (all but Predict and ModelInfo when --predict-threads is above 0)",
+    "predict_threads": "threads of their own for Predict and ModelInfo, which answer from memory; more than about "
+    "one per core only take turns at the interpreter lock; 0: they share the --max-workers threads",
     "workers": "server processes sharing the ports (SO_REUSEPORT); each holds the models, follows the registry "
     "and has its own rate limits",
     "reuse_port": "let other processes bind the same port (SO_REUSEPORT); --workers sets it for its workers",

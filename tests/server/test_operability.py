@@ -239,6 +239,36 @@ def test_max_concurrent_rpcs_refuses_the_call_over_the_limit(tmp_path, linear_da
         app.stop(0)
 
 
+@pytest.mark.parametrize("predict_threads", [1, 0])
+def test_predict_has_threads_of_its_own_that_streams_cannot_take(tmp_path, linear_data, predict_threads):
+    """A stream holds the server's only thread: Predict and ModelInfo still answer, on threads of their own."""
+    X, y = linear_data
+    app = start_server(tmp_path / "models", max_workers=1, predict_threads=predict_threads)
+    release = threading.Event()
+
+    def held_chunks():
+        yield X[:2]
+        release.wait(10)
+
+    try:
+        target = f"127.0.0.1:{app.port}"
+        with RegressionClient(target, timeout=30) as client, RegressionClient(target, timeout=1) as other:
+            client.train("house", X, y)
+            stream = client.iter_batch_predict("house", held_chunks())
+            next(stream)
+            if predict_threads:
+                assert other.predict("house", X[:3]).values.shape == (3,)
+                assert other.model_info("house").model == "house"
+            else:
+                with pytest.raises(DeadlineExceeded):
+                    other.predict("house", X[:3])
+            release.set()
+            list(stream)
+    finally:
+        release.set()
+        app.stop(0)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
