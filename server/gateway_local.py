@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping
 import grpc
 from google.rpc import code_pb2
 
+from regserve.server.errors import ResourceExhausted
 from regserve.server.gateway_errors import GatewayError
-from regserve.server.status import CallStatus
+from regserve.server.status import CallStatus, status_for
 
 __all__ = ["LocalCallError", "LocalDispatch"]
 
@@ -105,7 +106,7 @@ class LocalDispatch:
 
     ``handlers`` maps full method names to the server's handlers, already behind the
     edge (``regserve.server.interceptors.EdgeServer``).
-    The server's message size limit applies to requests, its ``max_concurrent_rpcs``
+    The server's message size limit applies to requests and answers, its ``max_concurrent_rpcs``
     (0: none) to the in-process calls running at once, and the caller's deadline to
     the answer: a call that ends after it gets DEADLINE_EXCEEDED, as over gRPC.
     """
@@ -156,6 +157,20 @@ class LocalDispatch:
             raise LocalCallError(
                 CallStatus(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", context.trailing_metadata())
             )
+        size = response.ByteSize()
+        if size > self._max_message_bytes:
+            # The answer the gRPC server would refuse to send (RESOURCE_EXHAUSTED); the edge
+            # has counted and logged the call as answered, as it does for that call over gRPC.
+            refused = status_for(
+                ResourceExhausted(
+                    f"Sent message larger than max ({size} vs. {self._max_message_bytes}); "
+                    "ask for fewer rows per call",
+                    reason="MESSAGE_TOO_LARGE",
+                    metadata={"bytes": size, "limit": self._max_message_bytes},
+                )
+            )
+            trailing = (*context.trailing_metadata(), *refused.trailing_metadata)
+            raise LocalCallError(CallStatus(refused.code, refused.details, trailing))
         return response, context.trailing_metadata()
 
 

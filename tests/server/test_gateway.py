@@ -538,6 +538,34 @@ def test_an_in_process_call_past_its_deadline_is_504(app, target, stub, linear_d
         assert http.post("/v1/models/house:predict", json=body).status_code == 200
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_an_answer_over_the_message_limit_is_refused_in_both_modes(tmp_path, mode):
+    """An answer the gRPC server would not send (over --max-message-mb) is not sent in process either."""
+    from regserve.client import RegressionClient
+    from tests.conftest import start_server
+
+    small = start_server(tmp_path / "models", max_message_mb=1)
+    try:
+        rng = np.random.default_rng(7)
+        X = rng.normal(size=(300, 1))
+        labels = np.array(["low", "mid", "high"])[np.digitize(X[:, 0], [-0.5, 0.5])]
+        with RegressionClient(f"127.0.0.1:{small.port}") as client:
+            client.train("bands", X, labels, kind="logistic")
+        rows = rng.normal(size=(40_000, 1))  # 0.3 MB of inputs; the labels and probabilities come to 1.5 MB
+        with running_gateway(f"127.0.0.1:{small.port}", small.local if mode == "in_process" else None) as http:
+            body = {"inputs": matrix(rows)}
+            answer = http.post("/v1/models/bands:predict", json=body, headers={"X-Request-Id": "big-1"})
+            assert answer.status_code == 429 and answer.json()["code"] == code_pb2.RESOURCE_EXHAUSTED
+            assert "Sent message larger than max" in answer.json()["message"]
+            if mode == "in_process":
+                assert reason(answer.json()) == "MESSAGE_TOO_LARGE"
+                assert answer.headers["x-request-id"] == "big-1"
+            fine = http.post("/v1/models/bands:predict", json={"inputs": matrix(rows[:1000])})
+            assert fine.status_code == 200 and len(fine.json()["labels"]) == 1000
+    finally:
+        small.stop(0)
+
+
 def test_an_in_process_request_over_the_message_limit_is_refused(tmp_path, linear_data):
     from tests.conftest import start_server
 
