@@ -8,6 +8,7 @@ open a real channel; ``serve`` runs it until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import socket
 import threading
@@ -122,7 +123,10 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
     stats = ServingStats()
     metrics = Metrics(stats)
-    edge = Edge(metrics, _edge_policy(settings))
+    # Lets the REST gateway inside this process name the HTTP client of the calls it
+    # makes over gRPC (see FORWARDED_PEER); never leaves the process but on loopback.
+    forwarding_key = secrets.token_urlsafe(24)
+    edge = Edge(metrics, _edge_policy(settings, forwarding_key))
     pools = [futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="regserve-rpc")]
     server = grpc.server(pools[0], options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None)
     method_pools = {}
@@ -149,7 +153,9 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     missing -= guarded.handlers.keys()
     if missing:
         raise RuntimeError(f"methods not registered behind the edge: {sorted(missing)}")
-    app.local = LocalDispatch(guarded.handlers, settings.max_message_bytes, settings.max_concurrent_rpcs)
+    app.local = LocalDispatch(
+        guarded.handlers, settings.max_message_bytes, settings.max_concurrent_rpcs, forwarding_key=forwarding_key
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     if settings.tls:
@@ -163,7 +169,7 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     return app
 
 
-def _edge_policy(settings: Settings) -> EdgePolicy:
+def _edge_policy(settings: Settings, forwarding_key: str) -> EdgePolicy:
     """What the edge enforces, from the settings; says loudly when authentication is off."""
     tokens = TokenTable.load(settings.tokens_file, settings.tokens) if settings.auth_enabled else None
     if settings.auth and tokens is None:
@@ -179,6 +185,7 @@ def _edge_policy(settings: Settings) -> EdgePolicy:
         tokens=tokens,
         limiter=limiter,
         echo_request_id=settings.echo_request_id,
+        forwarding_key=forwarding_key,
         log_peer=settings.access_log and settings.access_log_peer,
     )
 

@@ -116,8 +116,12 @@ class LocalDispatch:
         handlers: Mapping[str, grpc.RpcMethodHandler],
         max_message_bytes: int,
         max_concurrent_rpcs: int = 0,
+        *,
+        forwarding_key: str = "",
     ) -> None:
         self._handlers = dict(handlers)
+        self.forwarding_key = forwarding_key
+        """The edge's ``forwarding_key``: sent with the calls the gateway makes over gRPC, to name their HTTP client."""
         self._max_message_bytes = max_message_bytes
         self._max_concurrent = max_concurrent_rpcs
         self._running = 0  # changed on the event loop only

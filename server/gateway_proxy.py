@@ -30,6 +30,7 @@ from regserve.server.gateway_codec import build_request, response_json
 from regserve.server.gateway_errors import GatewayError, status_from_rpc_error, status_json, status_response
 from regserve.server.gateway_local import LocalCallError, LocalDispatch, peer_of
 from regserve.server.gateway_rules import HttpRoute
+from regserve.server.interceptors import FORWARDED_PEER
 
 __all__ = ["Upstream", "endpoint_for"]
 
@@ -140,14 +141,23 @@ def _check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
         )
 
 
-def _call_options(request: Request) -> dict:
-    """The metadata and deadline of the upstream call, from the HTTP request headers."""
+def _call_options(request: Request, forwarding_key: str = "") -> dict:
+    """The metadata and deadline of the upstream call, from the HTTP request headers.
+
+    With ``forwarding_key`` (the gateway runs inside the server), the call also names
+    the HTTP client, for the server's per-address rate limits and access log; a
+    client's own ``Grpc-Metadata-X-Regserve-Forwarded-Peer`` is dropped either way.
+    """
     metadata = []
     for name, value in request.headers.items():
         if name in _FORWARDED:
             metadata.append((name, value))
         elif name.startswith(_METADATA_PREFIX) and len(name) > len(_METADATA_PREFIX):
-            metadata.append((name[len(_METADATA_PREFIX) :], value))
+            key = name[len(_METADATA_PREFIX) :]
+            if key != FORWARDED_PEER:
+                metadata.append((key, value))
+    if forwarding_key:
+        metadata.append((FORWARDED_PEER, f"{forwarding_key} {peer_of(request.client)}"))
     timeout = None
     raw = request.headers.get("x-timeout-seconds")
     if raw is not None:
@@ -255,9 +265,10 @@ def endpoint_for(
     request_class = message_factory.GetMessageClass(route.method.input_type)
     response_class = message_factory.GetMessageClass(route.method.output_type)
     in_process = local is not None and not route.server_streaming and local.serves(route.grpc_path)
+    forwarding_key = local.forwarding_key if local is not None and not in_process else ""
 
     async def handle(request: Request, path_values: dict[str, str]) -> Response:
-        options = _call_options(request)
+        options = _call_options(request, forwarding_key)
         if route.client_streaming:
             _check_content_type(request, _STREAM_TYPES)
             if request.query_params:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import secrets
 import time
 from collections.abc import Mapping
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_string
 
 import grpc
@@ -35,9 +36,17 @@ from regserve.server.observability import ACCESS_LOGGER, BatchWorker, Metrics
 from regserve.server.ratelimit import TokenBuckets
 from regserve.server.status import abort, status_for
 
-__all__ = ["REQUEST_ID", "Edge", "EdgePolicy", "EdgeServer"]
+__all__ = ["FORWARDED_PEER", "REQUEST_ID", "Edge", "EdgePolicy", "EdgeServer"]
 
 REQUEST_ID = "x-request-id"
+FORWARDED_PEER = "x-regserve-forwarded-peer"
+"""Metadata key by which the gateway inside the server names the HTTP client of a streaming call.
+
+Its value is ``"<key> <peer>"``: the edge takes ``peer`` as the caller's address (for
+per-address rate limits and the access log) only when ``key`` is its own
+``EdgePolicy.forwarding_key``, a secret of the server process; otherwise the call's
+own peer counts, so no client can choose its bucket.
+"""
 """Metadata key of the request id: taken from the caller when sent, echoed in the response metadata.
 
 Unary calls echo it in the trailing metadata, which travels with the status at no
@@ -79,6 +88,8 @@ class EdgePolicy:
     limiter: TokenBuckets | None = None
     echo_request_id: bool = True
     """Send the request id back in the response metadata."""
+    forwarding_key: str = field(default="", repr=False)
+    """The secret that makes a ``FORWARDED_PEER`` entry count; empty: such entries never count."""
     log_peer: bool = False
     """Write the caller's address in the access log.
 
@@ -162,12 +173,14 @@ class Edge:
 
     def _start(self, route: _Route, context: grpc.ServicerContext) -> tuple[str, str | None, str]:
         """Read the metadata, echo the request id, count the call begun: (request id, authorization, peer)."""
-        request_id = authorization = None
+        request_id = authorization = forwarded = None
         for key, value in context.invocation_metadata():
             if key == REQUEST_ID:
                 request_id = value[:128]
             elif key == "authorization":
                 authorization = value
+            elif key == FORWARDED_PEER:
+                forwarded = value
         if not request_id:
             request_id = _ID_PREFIX + hex(next(_ID_COUNTER))[2:]
         if self._echo:
@@ -176,7 +189,17 @@ class Edge:
             else:
                 context.send_initial_metadata(((REQUEST_ID, request_id),))
         next(route.begun)
-        return request_id, authorization, (context.peer() if self._needs_peer else "")
+        if not self._needs_peer:
+            return request_id, authorization, ""
+        return request_id, authorization, self._forwarded_peer(forwarded) or context.peer()
+
+    def _forwarded_peer(self, forwarded: str | None) -> str:
+        """The HTTP client's address that the gateway inside this process forwarded; "" for anything else."""
+        key, _, peer = (forwarded or "").partition(" ")
+        expected = self._policy.forwarding_key
+        if peer and expected and secrets.compare_digest(key.encode(errors="replace"), expected.encode()):
+            return peer
+        return ""
 
     def _authenticate(self, authorization: str | None, context: grpc.ServicerContext) -> auth.Principal:
         """The caller named by its bearer token; a refusal ends the call (UNAUTHENTICATED)."""

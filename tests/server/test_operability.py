@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import logging
 import os
@@ -149,6 +150,48 @@ def test_the_access_log_names_the_peer_when_asked(tmp_path, caplog):
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "regserve.access"]
     (line,) = [line for line in lines if line["request_id"] == 'odd "id" \\ here']
     assert line["peer"].startswith("ipv4:127.0.0.1:") and line["code"] == "OK"
+
+
+def test_the_gateway_inside_the_server_names_the_http_client_of_its_streams_and_nobody_else_can(
+    tmp_path, caplog, linear_data
+):
+    """Streaming REST calls reach the server over gRPC from loopback: the access log and rate limits see the client."""
+    caplog.set_level(logging.INFO, logger="regserve.access")
+    X, y = linear_data
+    app = start_server(tmp_path / "models", access_log_peer=True)
+    spoof = "guess ipv4:10.1.2.3:4"
+    try:
+        target = f"127.0.0.1:{app.port}"
+        with RegressionClient(target) as client:
+            client.train("house", X, y)
+        with grpc.insecure_channel(target) as channel:
+            pb_grpc.RegressionServiceStub(channel).Predict(
+                pb.PredictRequest(model="house", inputs=types_pb2.Matrix(num_columns=5, values=X[0])),
+                metadata=(("x-request-id", "fwd-grpc"), ("x-regserve-forwarded-peer", spoof)),
+                timeout=5,
+            )
+        with running_gateway(target, app.local) as http:
+            source_port = _free_port()
+            connection = http_client.HTTPConnection(
+                "127.0.0.1", http.base_url.port, timeout=10, source_address=("127.0.0.1", source_port)
+            )
+            body = json.dumps({"inputs": {"numColumns": 5, "values": X[:3].ravel().tolist()}}) + "\n"
+            headers = {"Content-Type": "application/x-ndjson", "X-Request-Id": "fwd-rest"}
+            connection.request(
+                "POST",
+                "/v1/models/house:batchPredict",
+                body,
+                headers | {"Grpc-Metadata-X-Regserve-Forwarded-Peer": spoof},
+            )
+            answer = connection.getresponse()
+            assert answer.status == 200 and len(json.loads(answer.read().splitlines()[0])["result"]["predictions"]) > 0
+            connection.close()
+    finally:
+        app.stop(0)
+    by_id = _access_lines_by_id(caplog, {"fwd-grpc", "fwd-rest"})
+    assert by_id["fwd-rest"]["method"].endswith("/BatchPredict")
+    assert by_id["fwd-rest"]["peer"] == f"ipv4:127.0.0.1:{source_port}"
+    assert by_id["fwd-grpc"]["peer"].startswith("ipv4:127.0.0.1:")
 
 
 def test_request_id_echo_can_be_turned_off_and_is_still_logged(tmp_path, caplog):
