@@ -153,6 +153,8 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     missing -= guarded.handlers.keys()
     if missing:
         raise RuntimeError(f"methods not registered behind the edge: {sorted(missing)}")
+    if method_pools.keys() - guarded.pooled:
+        raise RuntimeError(f"methods not given their threads: {sorted(method_pools.keys() - guarded.pooled)}")
     app.local = LocalDispatch(
         guarded.handlers, settings.max_message_bytes, settings.max_concurrent_rpcs, forwarding_key=forwarding_key
     )

@@ -87,8 +87,8 @@ _HELP = {
     "port": "gRPC port; 0 picks a free one",
     "model_dir": "registry directory holding the model versions",
     "max_workers": "threads answering RPCs (all but Predict and ModelInfo when --predict-threads is above 0)",
-    "predict_threads": "threads of their own for Predict and ModelInfo, which answer from memory; more than about "
-    "one per core only take turns at the interpreter lock; 0: they share the --max-workers threads",
+    "predict_threads": "threads of their own for Predict and ModelInfo; a process's threads share one interpreter "
+    "lock, so 2 is usually enough (more cores want more --workers); 0: they share the --max-workers threads",
     "workers": "server processes sharing the ports (SO_REUSEPORT); each holds the models, follows the registry "
     "and has its own rate limits",
     "reuse_port": "let other processes bind the same port (SO_REUSEPORT); --workers sets it for its workers",

@@ -167,8 +167,7 @@ class LocalDispatch:
             # has counted and logged the call as answered, as it does for that call over gRPC.
             refused = status_for(
                 ResourceExhausted(
-                    f"Sent message larger than max ({size} vs. {self._max_message_bytes}); "
-                    "ask for fewer rows per call",
+                    f"Sent message larger than max ({size} vs. {self._max_message_bytes})",
                     reason="MESSAGE_TOO_LARGE",
                     metadata={"bytes": size, "limit": self._max_message_bytes},
                 )

@@ -419,6 +419,8 @@ class EdgeServer:
         self._edge = edge
         self._thread_pools = thread_pools or {}
         self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self.pooled: set[str] = set()
+        """The methods registered so far that run on a pool of ``thread_pools``."""
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
         """Ignored: see the class docstring."""
@@ -431,6 +433,7 @@ class EdgeServer:
                 # grpcio runs a handler whose behavior names a pool on that pool, not the server's.
                 behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
                 behavior.experimental_thread_pool = pool
+                self.pooled.add(f"/{service_name}/{name}")
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, wrapped),))
         self._server.add_registered_method_handlers(service_name, wrapped)
         self.handlers.update({f"/{service_name}/{name}": handler for name, handler in wrapped.items()})

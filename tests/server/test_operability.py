@@ -295,7 +295,11 @@ def test_predict_has_threads_of_its_own_that_streams_cannot_take(tmp_path, linea
 
     try:
         target = f"127.0.0.1:{app.port}"
-        with RegressionClient(target, timeout=30) as client, RegressionClient(target, timeout=1) as other:
+        # Waiting 1 s proves the call cannot be answered; 5 s is ample for one that can.
+        with (
+            RegressionClient(target, timeout=30) as client,
+            RegressionClient(target, timeout=5 if predict_threads else 1) as other,
+        ):
             client.train("house", X, y)
             stream = client.iter_batch_predict("house", held_chunks())
             next(stream)
