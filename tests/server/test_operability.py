@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client as http_client
 import json
 import logging
@@ -258,9 +259,14 @@ def test_a_train_past_its_deadline_ends_deadline_exceeded_and_stores_nothing(app
     assert app.store.model_names() == []
 
 
-def test_max_concurrent_rpcs_refuses_the_call_over_the_limit(tmp_path, linear_data):
-    X, y = linear_data
-    app = start_server(tmp_path / "models", max_concurrent_rpcs=1)
+@contextlib.contextmanager
+def _stream_held_open(model_dir, data, **settings):
+    """A server of ``settings`` with model "house", and one BatchPredict stream on it answered once and held open.
+
+    Yields the server's target; the stream is released and drained on the way out.
+    """
+    X, y = data
+    app = start_server(model_dir, **settings)
     release = threading.Event()
 
     def held_chunks():
@@ -269,51 +275,44 @@ def test_max_concurrent_rpcs_refuses_the_call_over_the_limit(tmp_path, linear_da
 
     try:
         target = f"127.0.0.1:{app.port}"
-        with RegressionClient(target, timeout=30) as client, RegressionClient(target, timeout=5) as other:
+        with RegressionClient(target, timeout=30) as client:
             client.train("house", X, y)
             stream = client.iter_batch_predict("house", held_chunks())
             next(stream)
-            with pytest.raises(ResourceExhausted):
-                other.predict("house", X[:1])
+            yield target
             release.set()
             list(stream)
     finally:
         release.set()
         app.stop(0)
+
+
+def test_max_concurrent_rpcs_refuses_the_call_over_the_limit(tmp_path, linear_data):
+    X, _ = linear_data
+    with (
+        _stream_held_open(tmp_path / "models", linear_data, max_concurrent_rpcs=1) as target,
+        RegressionClient(target, timeout=5) as other,
+    ):
+        with pytest.raises(ResourceExhausted):
+            other.predict("house", X[:1])
 
 
 @pytest.mark.parametrize("predict_threads", [1, 0])
 def test_predict_has_threads_of_its_own_that_streams_cannot_take(tmp_path, linear_data, predict_threads):
     """A stream holds the server's only thread: Predict and ModelInfo still answer, on threads of their own."""
-    X, y = linear_data
-    app = start_server(tmp_path / "models", max_workers=1, predict_threads=predict_threads)
-    release = threading.Event()
-
-    def held_chunks():
-        yield X[:2]
-        release.wait(10)
-
-    try:
-        target = f"127.0.0.1:{app.port}"
-        # Waiting 1 s proves the call cannot be answered; 5 s is ample for one that can.
-        with (
-            RegressionClient(target, timeout=30) as client,
-            RegressionClient(target, timeout=5 if predict_threads else 1) as other,
-        ):
-            client.train("house", X, y)
-            stream = client.iter_batch_predict("house", held_chunks())
-            next(stream)
-            if predict_threads:
-                assert other.predict("house", X[:3]).values.shape == (3,)
-                assert other.model_info("house").model == "house"
-            else:
-                with pytest.raises(DeadlineExceeded):
-                    other.predict("house", X[:3])
-            release.set()
-            list(stream)
-    finally:
-        release.set()
-        app.stop(0)
+    X, _ = linear_data
+    # Waiting 1 s proves the call cannot be answered; 5 s is ample for one that can.
+    timeout = 5 if predict_threads else 1
+    with (
+        _stream_held_open(tmp_path / "models", linear_data, max_workers=1, predict_threads=predict_threads) as target,
+        RegressionClient(target, timeout=timeout) as other,
+    ):
+        if predict_threads:
+            assert other.predict("house", X[:3]).values.shape == (3,)
+            assert other.model_info("house").model == "house"
+        else:
+            with pytest.raises(DeadlineExceeded):
+                other.predict("house", X[:3])
 
 
 def _free_port() -> int:
