@@ -133,15 +133,23 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     if settings.predict_threads > 0:
         # Predict and ModelInfo answer from the models in memory (a version named for the
         # first time is loaded once).  A few threads of their own answer them faster than
-        # the server's many, which take turns at the interpreter lock and go cold in the
-        # caches, and streams holding the server's threads never hold them up.
+        # the server's many, which take turns at the interpreter lock, and streams holding
+        # the server's threads do not hold them up.
         pools.append(futures.ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="regserve-predict"))
         method_pools = dict.fromkeys(PREDICT_POOL_METHODS, pools[1])
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     app = Application(
-        server, 0, store, health_servicer, stats, metrics, settings.metrics_port, edge=edge, _metrics_host=settings.host
+        server,
+        0,
+        store,
+        health_servicer,
+        stats,
+        metrics,
+        settings.metrics_port,
+        edge=edge,
+        thread_pools=pools,
+        _metrics_host=settings.host,
     )
-    app.thread_pools = pools
     guarded = EdgeServer(server, edge, method_pools)
     regression_service_pb2_grpc.add_RegressionServiceServicer_to_server(
         RegressionServicer(store, app.stats, on_change=app.update_health, max_rows=settings.max_predict_rows), guarded

@@ -39,6 +39,11 @@ from regserve.server.status import abort, status_for
 __all__ = ["FORWARDED_PEER", "REQUEST_ID", "Edge", "EdgePolicy", "EdgeServer"]
 
 REQUEST_ID = "x-request-id"
+"""Metadata key of the request id: taken from the caller when sent, echoed in the response metadata.
+
+Unary calls echo it in the trailing metadata, which travels with the status at no
+extra cost; streaming calls echo it in the initial metadata, before their first message.
+"""
 FORWARDED_PEER = "x-regserve-forwarded-peer"
 """Metadata key by which the gateway inside the server names the HTTP client of a streaming call.
 
@@ -46,11 +51,6 @@ Its value is ``"<key> <peer>"``: the edge takes ``peer`` as the caller's address
 per-address rate limits and the access log) only when ``key`` is its own
 ``EdgePolicy.forwarding_key``, a secret of the server process; otherwise the call's
 own peer counts, so no client can choose its bucket.
-"""
-"""Metadata key of the request id: taken from the caller when sent, echoed in the response metadata.
-
-Unary calls echo it in the trailing metadata, which travels with the status at no
-extra cost; streaming calls echo it in the initial metadata, before their first message.
 """
 
 _GUARDED_PREFIX = "/regserve."
