@@ -70,7 +70,7 @@ def run_sync(port: int, features: int, workers: int, predict_threads: int) -> No
     servicer = SyncServicer(features)
     if predict_threads:
         # As regserve's --predict-threads: grpcio runs a behavior that names a pool on that pool.
-        servicer.Predict.__func__.experimental_thread_pool = futures.ThreadPoolExecutor(predict_threads)
+        SyncServicer.Predict.experimental_thread_pool = futures.ThreadPoolExecutor(predict_threads)
     pb_grpc.add_RegressionServiceServicer_to_server(servicer, server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()

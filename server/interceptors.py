@@ -173,14 +173,12 @@ class Edge:
 
     def _start(self, route: _Route, context: grpc.ServicerContext) -> tuple[str, str | None, str]:
         """Read the metadata, echo the request id, count the call begun: (request id, authorization, peer)."""
-        request_id = authorization = forwarded = None
+        request_id = authorization = None
         for key, value in context.invocation_metadata():
             if key == REQUEST_ID:
                 request_id = value[:128]
             elif key == "authorization":
                 authorization = value
-            elif key == FORWARDED_PEER:
-                forwarded = value
         if not request_id:
             request_id = _ID_PREFIX + hex(next(_ID_COUNTER))[2:]
         if self._echo:
@@ -189,17 +187,18 @@ class Edge:
             else:
                 context.send_initial_metadata(((REQUEST_ID, request_id),))
         next(route.begun)
-        if not self._needs_peer:
-            return request_id, authorization, ""
-        return request_id, authorization, self._forwarded_peer(forwarded) or context.peer()
+        return request_id, authorization, (self._peer(context) if self._needs_peer else "")
 
-    def _forwarded_peer(self, forwarded: str | None) -> str:
-        """The HTTP client's address that the gateway inside this process forwarded; "" for anything else."""
-        key, _, peer = (forwarded or "").partition(" ")
+    def _peer(self, context: grpc.ServicerContext) -> str:
+        """The caller's address: the HTTP client's when the gateway inside this process names it, else the call's."""
         expected = self._policy.forwarding_key
-        if peer and expected and secrets.compare_digest(key.encode(errors="replace"), expected.encode()):
-            return peer
-        return ""
+        if expected:
+            for key, value in context.invocation_metadata():
+                if key == FORWARDED_PEER:
+                    secret, _, peer = value.partition(" ")
+                    if peer and secrets.compare_digest(secret.encode(errors="replace"), expected.encode()):
+                        return peer
+        return context.peer()
 
     def _authenticate(self, authorization: str | None, context: grpc.ServicerContext) -> auth.Principal:
         """The caller named by its bearer token; a refusal ends the call (UNAUTHENTICATED)."""
@@ -419,8 +418,6 @@ class EdgeServer:
         self._edge = edge
         self._thread_pools = thread_pools or {}
         self.handlers: dict[str, grpc.RpcMethodHandler] = {}
-        self.pooled: set[str] = set()
-        """The methods registered so far that run on a pool of ``thread_pools``."""
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
         """Ignored: see the class docstring."""
@@ -433,7 +430,6 @@ class EdgeServer:
                 # grpcio runs a handler whose behavior names a pool on that pool, not the server's.
                 behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
                 behavior.experimental_thread_pool = pool
-                self.pooled.add(f"/{service_name}/{name}")
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, wrapped),))
         self._server.add_registered_method_handlers(service_name, wrapped)
         self.handlers.update({f"/{service_name}/{name}": handler for name, handler in wrapped.items()})
