@@ -271,6 +271,8 @@ def serve(settings: Settings) -> int:
 
     if settings.workers < 1:
         raise ValueError("--workers must be at least 1")
+    if settings.predict_threads < 0:
+        raise ValueError("--predict-threads must be 0 (Predict on the --max-workers threads) or more")
     if settings.workers > 1:
         return serve_workers(settings)
     check_gateway_settings(settings)

@@ -151,12 +151,21 @@ def test_two_workers_share_the_port_follow_the_registry_and_stop_on_sigterm(tmp_
     assert len(predicted) == 2 * CONNECTIONS + 8
 
 
-def test_workers_must_be_at_least_one(tmp_path):
-    command = [sys.executable, "-m", "regserve.server.cli", "serve", "--workers", "0", "--port", "0"]
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--predict-threads", "-1"], "--predict-threads must be 0"),
+        (["--workers", "2", "--predict-threads", "-1"], "--predict-threads must be 0"),
+    ],
+)
+def test_thread_and_process_counts_out_of_range_stop_before_anything_is_stored(tmp_path, flag, message):
+    command = [sys.executable, "-m", "regserve.server.cli", "serve", *flag, "--port", "0"]
     command += ["--model-dir", str(tmp_path / "models")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0 and "--workers must be at least 1" in done.stderr
+    assert done.returncode != 0 and message in done.stderr
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
 
 
 def _allowed_cpus(pid: int) -> set[str]:
