@@ -1,6 +1,6 @@
 """The chart of a bench run: throughput and latency percentiles per scenario and server.
 
-    python -m bench.chart bench/results/latest.json bench/results/latest.png
+python -m bench.chart bench/results/latest.json bench/results/latest.png
 """
 
 from __future__ import annotations

@@ -359,7 +359,8 @@ def streamed_memory(n: int, d: int, model_dir: str, profile: str | None) -> dict
 
 def trainer_breakdown(n: int, d: int) -> dict:
     """Time the pieces of an in-process ``Trainer`` run over n x d rows (no gRPC) by wrapping its methods."""
-    from regserve.server import convert, training
+    from regserve.server.models import training
+    from regserve.server.rpc import convert
     from regserve.v1 import regression_service_pb2 as pb
     from regserve.v1 import types_pb2
 

@@ -3,7 +3,7 @@
 The domain knows no transport: these exceptions carry a machine-readable
 ``reason`` (UPPER_SNAKE, sent as ``google.rpc.ErrorInfo.reason``) and, for bad
 input, field violations (sent as ``google.rpc.BadRequest``).  The single
-mapping onto gRPC status codes lives in ``regserve.server.status``.
+mapping onto gRPC status codes lives in ``regserve.server.rpc.status``.
 
 Exception tree::
 

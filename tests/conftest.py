@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from regserve.client import RegressionClient
-from regserve.server.app import create_server
 from regserve.server.config import Settings
+from regserve.server.runtime.application import create_server
 
 
 def start_server(model_dir, **overrides):

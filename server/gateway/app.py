@@ -1,0 +1,263 @@
+"""The REST/JSON gateway: HTTP routes read from the contract's ``google.api.http`` rules, proxied to gRPC.
+
+``create_gateway_app(target)`` builds a Starlette app that serves every HTTP binding
+of every regserve.v1 RPC by calling the gRPC server at ``target``; ``run_gateway``
+serves it with uvicorn.  Besides the API routes the app serves ``/openapi.json``
+(generated from the same descriptors and the proto comments) and ``/docs`` (Swagger
+UI from the local assets of the ``swagger-ui-bundle`` package).
+
+The modules behind it, each with one job:
+
+- ``gateway_rules``: the route table and path templates, from the descriptors;
+- ``gateway_codec``: JSON, path variables and query parameters to and from messages;
+- ``gateway_proxy``: the generic unary and NDJSON-streaming calls on one ``grpc.aio`` channel;
+- ``gateway_errors``: gRPC status to HTTP status, error bodies as ``google.rpc.Status`` JSON;
+- ``gateway_openapi``: the OpenAPI 3 document.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from importlib import metadata
+
+import grpc
+import uvicorn
+from google.protobuf.descriptor import ServiceDescriptor
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import BaseRoute, Match, Mount, NoMatchFound, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
+
+from regserve.server.gateway.errors import EXCEPTION_HANDLERS
+from regserve.server.gateway.local import LocalDispatch
+from regserve.server.gateway.openapi import load_comments, openapi_document
+from regserve.server.gateway.proxy import Upstream, endpoint_for
+from regserve.server.gateway.rules import HttpRoute, contract_services, http_routes
+
+__all__ = ["EmbeddedGateway", "HttpRoute", "create_gateway_app", "gateway_routes", "run_gateway"]
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+DOCS_STATIC = "/docs/static"
+
+
+def gateway_routes(services: Iterable[ServiceDescriptor] | None = None) -> list[HttpRoute]:
+    """The HTTP routes the gateway serves: every binding of every method of ``services`` (default: regserve.v1)."""
+    return http_routes(contract_services() if services is None else services)
+
+
+def _route_path(scope: Scope) -> str:
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+class _RuleRoute(BaseRoute):
+    """A Starlette route for one HTTP binding; a path match with another method is a 405."""
+
+    def __init__(
+        self, route: HttpRoute, upstream: Upstream, siblings: list[_RuleRoute], local: LocalDispatch | None
+    ) -> None:
+        self.route = route
+        self.endpoint = endpoint_for(route, upstream, local)
+        self.siblings = siblings
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http":
+            return Match.NONE, {}
+        values = self.route.path.match(_route_path(scope))
+        if values is None:
+            return Match.NONE, {}
+        child = {"endpoint": self.endpoint, "path_params": values}
+        return (Match.FULL if scope["method"] == self.route.http_method else Match.PARTIAL), child
+
+    def url_path_for(self, name: str, /, **path_params) -> None:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != self.route.http_method:
+            path = _route_path(scope)
+            allowed = sorted({r.route.http_method for r in self.siblings if r.route.path.match(path) is not None})
+            raise HTTPException(status_code=405, headers={"Allow": ", ".join(allowed)})
+        request = Request(scope, receive, send)
+        response = await self.endpoint(request, scope["path_params"])
+        await response(scope, receive, send)
+
+
+def _docs_page(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "")
+    static = html.escape(root + DOCS_STATIC)
+    spec = json.dumps(root + "/openapi.json")
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>regserve REST API</title>
+<link rel="stylesheet" href="{static}/swagger-ui.css">
+<link rel="icon" type="image/png" href="{static}/favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="{static}/swagger-ui-bundle.js"></script>
+<script src="{static}/swagger-ui-standalone-preset.js"></script>
+<script>
+window.ui = SwaggerUIBundle({{
+  url: {spec},
+  dom_id: "#swagger-ui",
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+  layout: "BaseLayout",
+  validatorUrl: null
+}});
+</script>
+</body>
+</html>
+"""
+    return HTMLResponse(page)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("regserve")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def create_gateway_app(
+    target: str,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    services: Iterable[ServiceDescriptor] | None = None,
+    max_message_bytes: int = 64 * MIB,
+    channels: int = 1,
+    local: LocalDispatch | None = None,
+) -> Starlette:
+    """The ASGI app serving the REST routes of ``services`` (default: every regserve.v1 service) from ``target``.
+
+    ``target`` is the gRPC server's ``host:port``; with ``credentials`` the channel
+    uses TLS.  The channel opens on the first request and closes at shutdown; with
+    ``channels`` above 1, that many connections are opened and used in turn.  With
+    ``local``, the gateway runs inside the server and calls unary methods in process.
+    """
+    routes = gateway_routes(services)
+    upstream = Upstream(target, credentials, max_message_bytes, channels)
+    document = openapi_document(routes, title="regserve", version=_version(), comments=load_comments())
+
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(document)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        logger.info("REST gateway to %s: %d routes", target, len(routes))
+        yield
+        await upstream.close()
+
+    rule_routes: list[_RuleRoute] = []
+    rule_routes.extend(_RuleRoute(route, upstream, rule_routes, local) for route in routes)
+    app = Starlette(
+        routes=[
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/docs", _docs_page, methods=["GET"]),
+            Mount(DOCS_STATIC, app=StaticFiles(directory=str(swagger_ui_path)), name="docs-static"),
+            *rule_routes,
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False
+    app.state.routes = routes
+    app.state.upstream = upstream
+    return app
+
+
+def run_gateway(
+    host: str,
+    port: int,
+    target: str,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    log_level: str = "info",
+    grace_period: float = 10.0,
+    channels: int = 1,
+) -> None:
+    """Serve the gateway on ``host:port`` with uvicorn until interrupted, proxying to ``target``.
+
+    On SIGTERM or SIGINT, open HTTP calls get ``grace_period`` seconds to finish.
+    """
+    app = create_gateway_app(target, credentials=credentials, channels=channels)
+    # grpc.aio needs the standard asyncio loop; uvloop is not supported by it.
+    # Each call is logged once, as JSON, by the gRPC server behind the gateway; uvicorn's
+    # own access log would write a second line per request.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="asyncio",
+        log_level=log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=grace_period,
+    )
+
+
+class EmbeddedGateway:
+    """The gateway served by uvicorn on a thread of the server process, on an already bound socket.
+
+    Unary routes call the server's handlers in process (``local``); streaming routes
+    call ``target`` over gRPC.  ``stop`` gives open HTTP calls ``grace_period`` seconds.
+    """
+
+    def __init__(
+        self,
+        sock,
+        target: str,
+        local: LocalDispatch,
+        *,
+        log_level: str = "info",
+        grace_period: float = 10.0,
+        max_message_bytes: int = 64 * MIB,
+    ) -> None:
+        app = create_gateway_app(target, local=local, max_message_bytes=max_message_bytes)
+        # log_config=None: uvicorn's own logging set-up (dictConfig) would close every
+        # handler of this process, the access log's among them.  proxy_headers=False:
+        # X-Forwarded-For from a local client must not choose its rate-limit bucket.
+        config = uvicorn.Config(
+            app,
+            loop="asyncio",
+            log_config=None,
+            log_level=log_level.lower(),
+            access_log=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=grace_period,
+        )
+        self._sock = sock
+        self._grace_period = grace_period
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="regserve-gateway", daemon=True
+        )
+        self.port = sock.getsockname()[1]
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the REST gateway did not start")
+            time.sleep(0.01)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(self._grace_period + 5)
+        self._sock.close()

@@ -1,0 +1,110 @@
+"""The ModelService servicer: the lifecycle of stored models, thin over ``ModelStore``.
+
+Reads (listings, status) come from the registry on disk, so they show changes made
+through any replica at once; changes go through the store, which verifies a version
+before routing to it and swaps its in-memory routing in the same step.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from regserve.server.observability.serving_stats import ServingStats
+from regserve.server.registry.store import ModelStore
+from regserve.server.rpc import convert
+from regserve.server.rpc.status import maps_errors
+from regserve.v1 import model_service_pb2 as pb
+from regserve.v1 import model_service_pb2_grpc as pb_grpc
+
+__all__ = ["ModelServicer"]
+
+
+def _required(value: str, field: str) -> str:
+    return convert.require_name(value, field, f"MISSING_{field.upper()}")
+
+
+@maps_errors("regserve.v1.ModelService")
+class ModelServicer(pb_grpc.ModelServiceServicer):
+    """Answers ModelService calls for the models of ``store``, with statistics from ``stats``."""
+
+    def __init__(self, store: ModelStore, stats: ServingStats) -> None:
+        self._store = store
+        self._registry = store.registry
+        self._stats = stats
+
+    def _state(self, model: str, state: dict) -> pb.ModelState:
+        versions = [m["version"] for m in self._registry.list_versions(model)]
+        return convert.model_state_to_proto(model, state, versions)
+
+    def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
+        models = self._registry.list_models()
+        return pb.ListModelsResponse(models=[self._state(m, self._registry.read_state(m)) for m in models])
+
+    def ListVersions(self, request: pb.ListVersionsRequest, context: grpc.ServicerContext) -> pb.ListVersionsResponse:
+        model = _required(request.model, "model")
+        state = self._registry.read_state(model)
+        versions = [
+            convert.model_version_to_proto(m, None, convert.version_serving_state(state, m["version"]))
+            for m in self._registry.list_versions(model)
+        ]
+        return pb.ListVersionsResponse(versions=versions)
+
+    def GetVersion(self, request: pb.GetVersionRequest, context: grpc.ServicerContext) -> pb.GetVersionResponse:
+        model, version = _required(request.model, "model"), _required(request.version, "version")
+        served = self._store.describe(model, version)
+        state = convert.version_serving_state(self._registry.read_state(model), version)
+        return pb.GetVersionResponse(
+            model_version=convert.model_version_to_proto(served.metadata, served.estimator, state)
+        )
+
+    def PromoteVersion(
+        self, request: pb.PromoteVersionRequest, context: grpc.ServicerContext
+    ) -> pb.PromoteVersionResponse:
+        model, version = _required(request.model, "model"), _required(request.version, "version")
+        state = self._store.promote(model, version, request.reason)
+        return pb.PromoteVersionResponse(state=self._state(model, state))
+
+    def RollbackModel(
+        self, request: pb.RollbackModelRequest, context: grpc.ServicerContext
+    ) -> pb.RollbackModelResponse:
+        model = _required(request.model, "model")
+        state = self._store.rollback(model, request.reason)
+        return pb.RollbackModelResponse(state=self._state(model, state))
+
+    def FreezeVersion(
+        self, request: pb.FreezeVersionRequest, context: grpc.ServicerContext
+    ) -> pb.FreezeVersionResponse:
+        model, version = _required(request.model, "model"), _required(request.version, "version")
+        state = self._store.freeze(model, version, request.reason)
+        return pb.FreezeVersionResponse(state=self._state(model, state))
+
+    def UnfreezeVersion(
+        self, request: pb.UnfreezeVersionRequest, context: grpc.ServicerContext
+    ) -> pb.UnfreezeVersionResponse:
+        model, version = _required(request.model, "model"), _required(request.version, "version")
+        state = self._store.unfreeze(model, version, request.reason)
+        return pb.UnfreezeVersionResponse(state=self._state(model, state))
+
+    def SetTrafficSplit(
+        self, request: pb.SetTrafficSplitRequest, context: grpc.ServicerContext
+    ) -> pb.SetTrafficSplitResponse:
+        model = _required(request.model, "model")
+        state = self._store.set_split(model, dict(request.weights), request.reason)
+        return pb.SetTrafficSplitResponse(state=self._state(model, state))
+
+    def DeleteVersion(
+        self, request: pb.DeleteVersionRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteVersionResponse:
+        model, version = _required(request.model, "model"), _required(request.version, "version")
+        state = self._store.delete_version(model, version, request.reason)
+        return pb.DeleteVersionResponse(state=self._state(model, state))
+
+    def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
+        models = [request.model] if request.model else self._registry.list_models()
+        return pb.GetStatusResponse(models=[self._status(model) for model in models])
+
+    def _status(self, model: str) -> pb.ModelStatus:
+        state = self._registry.read_state(model)
+        versions = [m["version"] for m in self._registry.list_versions(model)]
+        summaries = {v: self._stats.summary(model, v) for v in versions}
+        return convert.model_status_to_proto(model, state, versions, summaries)

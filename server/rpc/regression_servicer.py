@@ -1,0 +1,202 @@
+"""The RegressionService servicer: convert the request, call the domain, convert the reply."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from regserve.server import __version__
+from regserve.server.errors import Cancelled, DeadlineExceeded, InvalidInput
+from regserve.server.models.prediction import predict
+from regserve.server.models.training import Trainer
+from regserve.server.observability.serving_stats import ServingStats
+from regserve.server.registry.store import ModelStore
+from regserve.server.rpc import convert
+from regserve.server.rpc.status import maps_errors
+from regserve.v1 import regression_service_pb2 as pb
+from regserve.v1 import regression_service_pb2_grpc as pb_grpc
+
+__all__ = ["RegressionServicer"]
+
+logger = logging.getLogger(__name__)
+
+
+def _require_model(name: str, field: str = "model") -> str:
+    return convert.require_name(name, field, "MISSING_MODEL")
+
+
+def _positional_rows(request: pb.PredictRequest, limit: int) -> tuple:
+    """The request's rows by position as an array, and whether the answer goes back as raw bytes.
+
+    The array is None when the request sends named rows: those are converted once
+    the model, which knows the feature names, is looked up.  Refuses more than
+    ``limit`` rows either way, before that.
+    """
+    named = request.named_inputs
+    if named:
+        if request.HasField("inputs"):
+            raise InvalidInput(
+                "set inputs or named_inputs, not both",
+                reason="AMBIGUOUS_INPUTS",
+                violations=[("named_inputs", "send rows either by position or by name")],
+            )
+        if len(named) > limit:
+            _refuse_rows(len(named), limit)
+        return None, False
+    X, raw = convert.read_matrix(request.inputs, "inputs")
+    if len(X) > limit:
+        _refuse_rows(len(X), limit)
+    return X, raw
+
+
+def _refuse_rows(rows: int, limit: int) -> None:
+    """Refuse a message of ``rows`` rows, more than the ``limit`` this server takes."""
+    raise InvalidInput(
+        f"The request has {rows} rows; this server takes at most {limit} per message.",
+        reason="TOO_MANY_ROWS",
+        violations=[("inputs", f"send at most {limit} rows per message")],
+        metadata={"rows": rows, "limit": limit},
+    )
+
+
+def _check_deadline(context: grpc.ServicerContext) -> None:
+    """Refuse to go on when the caller can no longer receive the answer: nothing is stored then."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceeded("the deadline passed before training finished; nothing was stored")
+    if not context.is_active():
+        raise Cancelled("the call was cancelled before training finished; nothing was stored")
+
+
+@maps_errors("regserve.v1.RegressionService")
+class RegressionServicer(pb_grpc.RegressionServiceServicer):
+    """Answers RegressionService calls from the models held in a ``ModelStore``.
+
+    A Predict request or BatchPredict message of more than ``max_rows`` rows is
+    refused (INVALID_ARGUMENT ``TOO_MANY_ROWS``), like rows that cannot be read,
+    before a version is chosen.  Every other Predict and BatchPredict message is
+    counted in ``stats`` against the version that answered it, or failed to.
+    ``on_change`` is called after a Train stores a version, so the server can
+    update its health status.
+    """
+
+    def __init__(
+        self,
+        store: ModelStore,
+        stats: ServingStats,
+        on_change: Callable[[], None] = lambda: None,
+        *,
+        max_rows: int = 1_000_000,
+    ) -> None:
+        self._store = store
+        self._stats = stats
+        self._on_change = on_change
+        self._max_rows = max_rows
+
+    def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
+        started = time.perf_counter()
+        model = request.model
+        if not model:
+            _require_model(model)
+        X, raw = _positional_rows(request, self._max_rows)
+        served, arm = self._store.route(model, request.version, request.routing_key)
+        stats = self._stats.track(served.name, served.version, arm)
+        try:
+            if X is None:
+                X = convert.named_rows_to_ndarray(request.named_inputs, served.feature_index, "named_inputs")
+            result = predict(served.estimator, X)
+            response = pb.PredictResponse(
+                model=served.name, version=served.version, predictions=convert.ndarray_to_vector(result.values, raw)
+            )
+            if result.labels is not None:
+                convert.add_class_fields(response, result, raw, served.estimator.classes_)
+        except BaseException:
+            stats.record(time.perf_counter() - started, 0, failed=True)
+            raise
+        stats.record(time.perf_counter() - started, len(X))
+        return response
+
+    def BatchPredict(
+        self, request_iterator: Iterator[pb.BatchPredictRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.BatchPredictResponse]:
+        served = arm = None
+        offset = 0
+        for index, request in enumerate(request_iterator):
+            started = time.perf_counter()
+            X, raw = convert.read_matrix(request.inputs, "inputs")
+            if len(X) > self._max_rows:
+                _refuse_rows(len(X), self._max_rows)
+            if served is None:
+                served, arm = self._store.route(_require_model(request.model), request.version, request.routing_key)
+            elif request.model and request.model != served.name:
+                raise InvalidInput(
+                    f"chunk {index} names model {request.model!r}, but the stream is for {served.name!r}",
+                    reason="MODEL_CHANGED_IN_STREAM",
+                    violations=[("model", "must be empty or the same in every message of a stream")],
+                    metadata={"chunk": index},
+                )
+            stats = self._stats.track(served.name, served.version, arm)
+            try:
+                result = predict(served.estimator, X)
+                response = pb.BatchPredictResponse(
+                    model=served.name,
+                    version=served.version,
+                    chunk_index=index,
+                    row_offset=offset,
+                    predictions=convert.ndarray_to_vector(result.values, raw),
+                )
+                if result.labels is not None:
+                    convert.add_class_fields(response, result, raw, served.estimator.classes_ if index == 0 else ())
+            except BaseException:
+                stats.record(time.perf_counter() - started, 0, failed=True)
+                raise
+            stats.record(time.perf_counter() - started, X.shape[0])
+            offset += X.shape[0]
+            yield response
+
+    def Train(self, request_iterator: Iterator[pb.TrainRequest], context: grpc.ServicerContext) -> pb.TrainResponse:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("payload") != "spec":
+            raise InvalidInput(
+                "the first message of a Train stream must carry the spec",
+                reason="MISSING_SPEC",
+                violations=[("spec", "send a TrainSpec before any chunk")],
+            )
+        model = _require_model(first.spec.model, "spec.model")
+        spec = convert.spec_from_proto(first.spec)
+        self._store.check_model_name(model)
+        with Trainer(spec) as trainer:
+            for index, request in enumerate(request_iterator, start=1):
+                if request.WhichOneof("payload") != "chunk":
+                    raise InvalidInput(
+                        f"message {index} of the Train stream repeats the spec",
+                        reason="UNEXPECTED_SPEC",
+                        violations=[("spec", "only the first message carries the spec")],
+                        metadata={"message": index},
+                    )
+                trainer.add_chunk(*convert.train_chunk(request.chunk, spec.kind == "logistic"))
+                _check_deadline(context)
+            result = trainer.finish()
+        _check_deadline(context)
+        metadata = {**result.metadata, "regserve_version": __version__}
+        promote = first.spec.promote if first.spec.HasField("promote") else True
+        stored, promoted, reason = self._store.add_version(
+            model, result.model, metadata, promote=promote, gate=first.spec.promotion_gate
+        )
+        self._on_change()
+        state = self._store.serving_state(model, stored["version"])
+        return pb.TrainResponse(
+            model_version=convert.model_version_to_proto(stored, result.model, state),
+            promoted=promoted,
+            promotion_reason=reason,
+        )
+
+    def ModelInfo(self, request: pb.ModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfoResponse:
+        served = self._store.describe(_require_model(request.model), request.version)
+        state = self._store.serving_state(served.name, served.version)
+        return pb.ModelInfoResponse(
+            model_version=convert.model_version_to_proto(served.metadata, served.estimator, state)
+        )

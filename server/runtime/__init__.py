@@ -1,0 +1,1 @@
+"""Running the server: wiring the application, the serve loop, signals and worker processes."""

@@ -1,0 +1,219 @@
+"""Several server processes on one port: ``regserve serve --workers N``.
+
+A sync grpcio server runs its Python code under one GIL, so one process uses about
+one core however many threads it has.  ``--workers N`` starts N ordinary server
+processes (``regserve serve`` with ``--reuse-port``) that all bind the same port with
+SO_REUSEPORT; the kernel spreads incoming connections over them.  Each worker loads
+the models itself and follows the registry like any replica (``--poll-interval``), so
+a version trained or promoted through one worker is served by the others after
+their next poll.
+
+Each worker also runs the REST gateway, on one HTTP port shared the same way.  The
+parent process serves nothing.  It trains the demo models once (so workers never
+race to create them), holds the ports while the workers start when port 0 asked for
+a free one, restarts a worker that dies, forwards SIGTERM and SIGINT and exits with 0
+once every worker has drained and stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import fields, replace
+
+from regserve.server.config import Settings
+
+__all__ = ["exit_with_parent", "serve_workers"]
+
+logger = logging.getLogger(__name__)
+
+CRASH_LOOP_SECONDS = 10.0
+"""A worker that dies sooner than this after its start is not restarted: the server stops instead."""
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Stop this process (SIGTERM to itself) once its parent, ``parent_pid``, is gone, even if it was killed."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="regserve-parent-watch", daemon=True).start()
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    """The settings as REGSERVE_* variables, the way a worker process reads its defaults."""
+    env = dict(os.environ)
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        env[f"REGSERVE_{f.name.upper()}"] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return env
+
+
+class _Worker:
+    def __init__(self, index: int, settings: Settings) -> None:
+        self.index = index
+        self.settings = settings
+        self.process: subprocess.Popen | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "regserve.server.cli", "serve"]
+        self.process = subprocess.Popen(command, env=_environment(self.settings))
+        self.started = time.monotonic()
+        logger.info("worker %d started (pid %d)", self.index, self.process.pid)
+
+
+def pinned_cpus(spec: str) -> list[int]:
+    """The CPUs of a ``--pin-cpus`` value, in order; raises ValueError for one this process may not use."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not allowed:
+        raise ValueError("--pin-cpus needs Linux (os.sched_setaffinity)")
+    if spec.strip() == "auto":
+        return allowed
+    try:
+        cpus = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--pin-cpus takes 'auto' or CPU numbers separated by commas, not {spec!r}") from None
+    outside = [cpu for cpu in cpus if cpu not in allowed]
+    if not cpus or outside:
+        raise ValueError(f"--pin-cpus {spec!r}: this process may run on CPUs {allowed} only")
+    return cpus
+
+
+def pin_to_cpu(cpu: int) -> None:
+    """Run every thread of this process, and every thread it starts later, on ``cpu``.
+
+    The interpreter lock lets one thread run Python at a time, so a server process
+    gains little from a second core and loses much to handing the lock between
+    threads on different cores (each handover wakes a thread on the other core).
+    """
+    while True:  # again until no thread is left over: one may start another meanwhile
+        moved = 0
+        for task in os.listdir("/proc/self/task"):
+            try:
+                if os.sched_getaffinity(int(task)) != {cpu}:
+                    os.sched_setaffinity(int(task), {cpu})
+                    moved += 1
+            except ProcessLookupError:  # the thread ended meanwhile
+                pass
+        if not moved:
+            return
+
+
+def _worker_settings(settings: Settings, index: int, port: int, gateway_port: int) -> Settings:
+    metrics = settings.metrics_port + index if settings.metrics_port > 0 else settings.metrics_port
+    cpus = pinned_cpus(settings.pin_cpus) if settings.pin_cpus else []
+    return replace(
+        settings,
+        pin_cpus=str(cpus[index % len(cpus)]) if cpus else "",
+        port=port,
+        workers=1,
+        reuse_port=True,
+        demo_models=False,
+        gateway_port=gateway_port,
+        metrics_port=metrics,
+        parent_pid=os.getpid(),
+    )
+
+
+def _supervise(workers: list[_Worker], stopping: threading.Event) -> int:
+    """Restart workers that die until ``stopping`` is set; 1 when one dies right after its start."""
+    while not stopping.wait(0.5):
+        for worker in workers:
+            if worker.process is None or worker.process.poll() is None:
+                continue
+            status = worker.process.returncode
+            if time.monotonic() - worker.started < CRASH_LOOP_SECONDS:
+                logger.error("worker %d exited with code %s right after its start; stopping", worker.index, status)
+                return 1
+            logger.error("worker %d exited with code %s; starting it again", worker.index, status)
+            worker.start()
+    return 0
+
+
+def _stop_workers(workers: list[_Worker], timeout: float) -> int:
+    """SIGTERM every running worker and wait for all within ``timeout`` seconds; 1 when one did not exit 0."""
+    started = [w for w in workers if w.process is not None]
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    code = 0
+    for worker in started:
+        try:
+            status = worker.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.warning("worker %d did not stop within the grace period; killing it", worker.index)
+            worker.process.kill()
+            status = worker.process.wait()
+        if status != 0:
+            logger.error("worker %d exited with code %s", worker.index, status)
+            code = 1
+    return code
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """Hold ``host:port`` for the workers: bound with SO_REUSEPORT, not listening.
+
+    A first bind without SO_REUSEPORT proves the port free: otherwise another server
+    that also sets the option could share it, and the kernel would quietly split the
+    connections between the two.  Only listening sockets get connections, so the
+    parent's never takes any; a port chosen by the kernel (0) is kept this way.
+    """
+    from regserve.server.runtime.application import bind_socket
+
+    with bind_socket(host, port) as probe:
+        port = probe.getsockname()[1]
+    return bind_socket(host, port, reuse_port=True)
+
+
+def serve_workers(settings: Settings) -> int:
+    """Run ``settings.workers`` server processes on one port until SIGTERM or SIGINT; returns the exit code."""
+    from regserve.server.datasets.demo import ensure_demo_models
+    from regserve.server.registry.disk import ModelRegistry
+    from regserve.server.registry.store import ModelStore
+    from regserve.server.runtime.application import check_gateway_settings, stop_on_signals
+
+    check_gateway_settings(settings)
+    if settings.pin_cpus:
+        pinned_cpus(settings.pin_cpus)  # a bad value stops here, before any worker starts
+    stopping = stop_on_signals(f"stopping {settings.workers} workers")
+    if settings.demo_models:
+        store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
+        store.load_all()
+        ensure_demo_models(store)
+        del store
+    reserved = [_reserve(settings.host, settings.port)]
+    port = reserved[0].getsockname()[1]
+    gateway_port = -1
+    if settings.gateway_port >= 0:
+        reserved.append(_reserve(settings.host, settings.gateway_port))
+        gateway_port = reserved[1].getsockname()[1]
+    workers = [_Worker(i, _worker_settings(settings, i, port, gateway_port)) for i in range(settings.workers)]
+    code = 0
+    try:
+        for worker in workers:
+            worker.start()
+        logger.info(
+            "regserve: %d workers on %s:%d (REST gateway: %s)",
+            settings.workers,
+            settings.host,
+            port,
+            f"http://{settings.host}:{gateway_port}/docs in each worker" if gateway_port >= 0 else "off",
+        )
+        code = _supervise(workers, stopping)
+    finally:
+        # Whatever ended the loop, the workers drain within one shared deadline.
+        code = _stop_workers(workers, settings.grace_period + 10) or code
+        for sock in reserved:
+            sock.close()
+    logger.info("regserve stopped")
+    return code

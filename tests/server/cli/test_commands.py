@@ -1,0 +1,135 @@
+"""The regserve command line against a real server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regserve.server.cli.commands import main
+
+
+@pytest.fixture
+def csv_file(tmp_path, linear_data):
+    X, y = linear_data
+    path = tmp_path / "house.csv"
+    header = "a,b,c,d,e,price"
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", header=header, comments="", fmt="%.17g")
+    return path
+
+
+def test_train_predict_info(target, csv_file, linear_data, capsys, tmp_path):
+    X, y = linear_data
+    assert (
+        main(
+            [
+                "train",
+                str(csv_file),
+                "--server",
+                target,
+                "--model",
+                "house",
+                "--target",
+                "price",
+                "--chunk-rows",
+                "64",
+                "--validation-fraction",
+                "0.2",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "house v1: 400 rows, serving" in out
+    assert "validation" in out and "r2" in out
+
+    assert main(["predict", "--server", target, "--model", "house", "--features", ",".join(map(str, X[0]))]) == 0
+    single = float(capsys.readouterr().out)
+
+    rows = tmp_path / "rows.csv"
+    np.savetxt(rows, X[:25], delimiter=",", header="a,b,c,d,e", comments="", fmt="%.17g")
+    assert main(["predict", "--server", target, "--model", "house", "--csv", str(rows), "--chunk-rows", "10"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 25
+    assert float(lines[0]) == pytest.approx(single, rel=1e-12)
+
+    assert main(["info", "--server", target, "--model", "house"]) == 0
+    info = capsys.readouterr().out
+    assert "house v1 (linear, serving)" in info
+    assert "a, b, c, d, e" in info
+
+
+def test_errors_are_reported_without_a_traceback(target, csv_file, capsys):
+    assert main(["train", str(csv_file), "--server", target, "--model", "house", "--target", "nope"]) == 1
+    assert "no column 'nope'" in capsys.readouterr().err
+    assert main(["predict", "--server", target, "--model", "missing", "--features", "1,2"]) == 1
+    err = capsys.readouterr().err
+    assert "NOT_FOUND" in err and "UNKNOWN_MODEL" in err
+
+
+def test_classifier_prints_labels(target, tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    X = np.vstack([rng.normal(-2, 1, size=(50, 2)), rng.normal(2, 1, size=(50, 2))])
+    labels = ["cold"] * 50 + ["hot"] * 50
+    path = tmp_path / "weather.csv"
+    path.write_text(
+        "t1,t2,kind\n" + "".join(f"{float(a)!r},{float(b)!r},{k}\n" for (a, b), k in zip(X, labels, strict=True))
+    )
+    assert (
+        main(["train", str(path), "--server", target, "--model", "weather", "--target", "kind", "--kind", "logistic"])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["predict", "--server", target, "--model", "weather", "--features", "3,3"]) == 0
+    assert capsys.readouterr().out.strip() == "hot"
+    assert main(["info", "--server", target, "--model", "weather"]) == 0
+    info = capsys.readouterr().out
+    assert "training: per class" in info and "training: confusion matrix" in info
+    per_class = info.split("training: per class")[1]
+    assert [line.split()[0] for line in per_class.splitlines()[2:4]] == ["cold", "hot"]
+    # The confusion matrix counts every training row once.
+    matrix = info.split("training: confusion matrix")[1].splitlines()[2:4]
+    assert sum(int(n) for line in matrix for n in line.split()[1:]) == 100
+
+
+def test_a_bad_row_mid_file_stores_nothing(target, tmp_path, capsys, model_dir):
+    path = tmp_path / "broken.csv"
+    good = "".join(f"{i},{2 * i}\n" for i in range(100))
+    path.write_text("x,y\n" + good + "oops,1\n" + good)
+    assert (
+        main(["train", str(path), "--server", target, "--model", "broken", "--target", "y", "--chunk-rows", "50"]) == 1
+    )
+    assert "non-numeric feature" in capsys.readouterr().err
+    from regserve.server.registry.disk import ModelRegistry
+
+    assert "broken" not in ModelRegistry(model_dir).list_models()
+
+
+def test_a_non_numeric_regression_target_is_reported_plainly(target, tmp_path, capsys, model_dir):
+    path = tmp_path / "labels.csv"
+    path.write_text("x,y\n1,2\n2,hot\n")
+    assert main(["train", str(path), "--server", target, "--model", "typo", "--target", "y"]) == 1
+    err = capsys.readouterr().err
+    assert "non-numeric target in lines 2-3" in err and "np.str_" not in err
+    from regserve.server.registry.disk import ModelRegistry
+
+    assert "typo" not in ModelRegistry(model_dir).list_models()
+
+
+def test_output_cut_short_by_the_reader_ends_quietly(target, linear_data, tmp_path):
+    """`regserve predict --csv ... | head -1` must not end with a broken-pipe error."""
+    import subprocess
+    import sys
+
+    from regserve.client import RegressionClient
+
+    X, y = linear_data
+    with RegressionClient(target) as client:
+        client.train("house", X, y)
+    rows = tmp_path / "rows.csv"
+    np.savetxt(rows, np.tile(X, (50, 1)), delimiter=",", header="a,b,c,d,e", comments="", fmt="%.17g")
+    command = f"{sys.executable} -m regserve.server.cli predict --server {target} --model house --csv {rows} | head -1"
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1 and "Broken pipe" not in result.stderr

@@ -1,0 +1,179 @@
+"""Solvers against independent closed forms, lstsq and scikit-learn."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from regserve.server.models import solvers
+
+
+class ArraySource:
+    """An in-memory BlockSource cut into uneven blocks."""
+
+    def __init__(self, Z, y, block=97):
+        self.Z, self.y, self.n, self.block = Z, y, len(y), block
+
+    def blocks(self):
+        for start in range(0, self.n, self.block):
+            yield self.Z[start : start + self.block], self.y[start : start + self.block]
+
+    def shuffled_blocks(self, rng):
+        order = rng.permutation(self.n)
+        yield self.Z[order], self.y[order]
+
+
+def _moments(X, y):
+    V = np.column_stack([X, y])
+    mean = V.mean(axis=0)
+    return len(y), mean, (V - mean).T @ (V - mean)
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4)) * [1.0, 10.0, 0.1, 3.0] + [5.0, -2.0, 0.0, 1.0]
+    y = X @ np.array([1.0, -0.2, 4.0, 0.5]) + 2.0 + rng.normal(size=200)
+    return X, y
+
+
+def test_ols_matches_lstsq_on_the_augmented_design(problem):
+    X, y = problem
+    d = X.shape[1]
+    coef, intercept, info = solvers.solve_least_squares(
+        *_moments(X, y), alpha=0.0, fit_intercept=True, shift=np.zeros(d), scale=np.ones(d)
+    )
+    expected = np.linalg.lstsq(np.column_stack([np.ones(len(y)), X]), y, rcond=None)[0]
+    np.testing.assert_allclose(np.r_[intercept, coef], expected, rtol=1e-10)
+    assert info.rank == d and info.fallback is None and info.condition_number > 1
+
+
+def test_ridge_matches_its_normal_equations_with_standardization(problem):
+    X, y = problem
+    mu, sd = X.mean(axis=0), X.std(axis=0)
+    coef, intercept, _ = solvers.solve_least_squares(*_moments(X, y), alpha=3.0, fit_intercept=True, shift=mu, scale=sd)
+    Zc = (X - mu) / sd
+    expected = np.linalg.solve(Zc.T @ Zc + 3.0 * np.eye(4), Zc.T @ (y - y.mean()))
+    np.testing.assert_allclose(coef, expected, rtol=1e-10)
+    np.testing.assert_allclose(intercept, y.mean(), rtol=1e-12)
+
+
+def test_ridge_without_intercept_matches_its_normal_equations(problem):
+    X, y = problem
+    shift, scale = np.array([1.0, 2.0, 0.0, -1.0]), np.array([2.0, 1.0, 0.5, 1.0])
+    coef, intercept, _ = solvers.solve_least_squares(
+        *_moments(X, y), alpha=0.5, fit_intercept=False, shift=shift, scale=scale
+    )
+    Z = (X - shift) / scale
+    np.testing.assert_allclose(coef, np.linalg.solve(Z.T @ Z + 0.5 * np.eye(4), Z.T @ y), rtol=1e-10)
+    assert intercept == 0.0
+
+
+def test_singular_gram_falls_back_to_the_minimum_norm_solution(problem):
+    X, y = problem
+    X = np.column_stack([X, X[:, 0] * 2.0, np.full(len(y), 3.0)])  # collinear and constant columns
+    d = X.shape[1]
+    coef, intercept, info = solvers.solve_least_squares(
+        *_moments(X, y), alpha=0.0, fit_intercept=True, shift=np.zeros(d), scale=np.ones(d)
+    )
+    Xc = X - X.mean(axis=0)
+    expected = np.linalg.lstsq(Xc, y - y.mean(), rcond=None)[0]
+    assert info.fallback == "lstsq" and info.rank == 4
+    np.testing.assert_allclose(coef, expected, rtol=1e-6, atol=1e-9)
+    assert np.isfinite(intercept)
+
+
+@pytest.fixture
+def standardized():
+    rng = np.random.default_rng(5)
+    Z = rng.normal(size=(1500, 5))
+    Z = (Z - Z.mean(axis=0)) / Z.std(axis=0)
+    y = Z @ rng.normal(size=5) + 1.5 + rng.normal(scale=0.5, size=1500)
+    labels = np.digitize(Z[:, 0] - Z[:, 1] + rng.logistic(size=1500), [-1.0, 1.0])
+    return Z, y, labels
+
+
+def _ridge_optimum(Z, y, l2):
+    n = len(y)
+    Zc = Z - Z.mean(axis=0)
+    w = np.linalg.solve(Zc.T @ Zc + n * l2 * np.eye(Z.shape[1]), Zc.T @ (y - y.mean()))
+    b = y.mean() - Z.mean(axis=0) @ w
+    r = Z @ w + b - y
+    return 0.5 * (r @ r) / n + 0.5 * l2 * (w @ w)
+
+
+@pytest.mark.parametrize("solver", ["gd", "sgd"])
+def test_iterative_regression_reaches_the_optimum_loss(standardized, solver):
+    Z, y, _ = standardized
+    objective = solvers.make_objective(ArraySource(Z, y), kind="ridge", n_classes=0, d=5, l2=0.01, fit_intercept=True)
+    if solver == "gd":
+        _, info = solvers.solve_gd(objective, learning_rate=0.5, epochs=1000, tolerance=1e-14)
+    else:
+        _, info = solvers.solve_sgd(objective, learning_rate=0.05, epochs=300, batch_size=32, tolerance=1e-14, seed=0)
+    optimum = _ridge_optimum(Z, y, 0.01)
+    assert info.converged
+    assert abs(info.final_loss - optimum) <= 1e-6 * optimum
+
+
+def test_gd_halves_a_learning_rate_that_would_diverge(standardized):
+    Z, y, _ = standardized
+    objective = solvers.make_objective(ArraySource(Z, y), kind="linear", n_classes=0, d=5, l2=0.0, fit_intercept=True)
+    _, info = solvers.solve_gd(objective, learning_rate=50.0, epochs=2000, tolerance=1e-14)
+    assert np.isfinite(info.final_loss)
+    assert abs(info.final_loss - _ridge_optimum(Z, y, 0.0)) <= 1e-6 * info.final_loss
+
+
+def _sklearn_logistic(Z, labels, l2):
+    model = LogisticRegression(C=1.0 / (l2 * len(labels)), tol=1e-12, max_iter=10_000)
+    return model.fit(Z, labels)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_newton_matches_sklearn_logistic(standardized, binary):
+    Z, _, labels = standardized
+    if binary:
+        labels = (labels == 2).astype(np.intp)
+    K = len(np.unique(labels))
+    objective = solvers.make_objective(
+        ArraySource(Z, labels), kind="logistic", n_classes=K, d=5, l2=0.01, fit_intercept=True
+    )
+    theta, info = solvers.solve_newton(objective, max_iterations=50, tolerance=1e-10)
+    assert info.converged and info.iterations < 20
+    reference = _sklearn_logistic(Z, labels, 0.01)
+    np.testing.assert_allclose(theta[:, 1:], reference.coef_, rtol=1e-5, atol=1e-6)
+    intercept = theta[:, 0]
+    np.testing.assert_allclose(
+        intercept - intercept.mean() * (K > 2), reference.intercept_ - reference.intercept_.mean() * (K > 2), atol=1e-6
+    )
+    # sklearn's own objective at its solution cannot beat the Newton optimum.
+    W = np.c_[reference.intercept_, reference.coef_]
+    theirs = objective.evaluate(W if K > 2 else W[:1])[0]
+    assert info.final_loss <= theirs * (1 + 1e-12)
+    np.testing.assert_allclose(info.final_loss, theirs, rtol=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["gd", "sgd"])
+@pytest.mark.parametrize("binary", [True, False])
+def test_iterative_logistic_reaches_the_newton_optimum(standardized, solver, binary):
+    Z, _, labels = standardized
+    if binary:
+        labels = (labels == 2).astype(np.intp)
+    K = len(np.unique(labels))
+    objective = solvers.make_objective(
+        ArraySource(Z, labels), kind="logistic", n_classes=K, d=5, l2=0.01, fit_intercept=True
+    )
+    _, best = solvers.solve_newton(objective, max_iterations=50, tolerance=1e-12)
+    if solver == "gd":
+        _, info = solvers.solve_gd(objective, learning_rate=2.0, epochs=3000, tolerance=1e-15)
+    else:
+        _, info = solvers.solve_sgd(objective, learning_rate=0.2, epochs=300, batch_size=64, tolerance=1e-15, seed=1)
+    assert abs(info.final_loss - best.final_loss) <= 1e-6 * best.final_loss
+
+
+def test_newton_without_penalty_handles_the_softmax_gauge(standardized):
+    Z, _, labels = standardized
+    objective = solvers.make_objective(
+        ArraySource(Z, labels), kind="logistic", n_classes=3, d=5, l2=0.0, fit_intercept=True
+    )
+    theta, info = solvers.solve_newton(objective, max_iterations=50, tolerance=1e-10)
+    assert info.converged and info.fallback is None
+    np.testing.assert_allclose(theta.sum(axis=0), 0.0, atol=1e-9)
