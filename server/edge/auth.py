@@ -6,9 +6,9 @@ comments allowed, or a JSON object ``{"token": "role"}`` / list of
 Only their SHA-256 digests are kept, and a presented token is checked against every
 digest with ``hmac.compare_digest``, so neither the table nor the timing tells a token.
 
-Roles: ``predict`` may call the read-only methods in ``PREDICT_METHODS``; ``admin``
-may call everything.  Health and reflection never reach this module (they are left
-open for probes at the edge).
+Roles: ``predict`` may call the methods whose role in ``regserve.server.rpc.methods``
+is ``predict`` (the read-only ones); ``admin`` may call everything.  Health and
+reflection never reach this module (they are left open for probes at the edge).
 """
 
 from __future__ import annotations
@@ -21,25 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from regserve.server.errors import PermissionDenied, Unauthenticated
+from regserve.server.rpc.methods import METHODS, Role
 
-__all__ = ["ADMIN", "ANONYMOUS", "PREDICT", "PREDICT_METHODS", "Principal", "TokenTable", "authorize", "role_allows"]
+__all__ = ["ADMIN", "ANONYMOUS", "PREDICT", "Principal", "TokenTable", "authorize", "role_allows"]
 
-PREDICT = "predict"
-ADMIN = "admin"
-ROLES = (PREDICT, ADMIN)
-
-PREDICT_METHODS = frozenset(
-    {
-        "/regserve.v1.RegressionService/Predict",
-        "/regserve.v1.RegressionService/BatchPredict",
-        "/regserve.v1.RegressionService/ModelInfo",
-        "/regserve.v1.ModelService/ListModels",
-        "/regserve.v1.ModelService/ListVersions",
-        "/regserve.v1.ModelService/GetVersion",
-        "/regserve.v1.ModelService/GetStatus",
-    }
-)
-"""Methods the ``predict`` role may call; every other regserve method needs ``admin``."""
+PREDICT = Role.PREDICT.value
+ADMIN = Role.ADMIN.value
+ROLES = tuple(role.value for role in Role)
 
 _BEARER = "bearer "
 
@@ -61,7 +49,10 @@ ANONYMOUS = Principal("anonymous", "-")
 
 def role_allows(role: str, method: str) -> bool:
     """True when ``role`` may call the full ``method`` name (``/package.Service/Method``)."""
-    return role == ADMIN or (role == PREDICT and method in PREDICT_METHODS)
+    if role == ADMIN:
+        return True
+    entry = METHODS.get(method)
+    return role == PREDICT and entry is not None and entry.role is Role.PREDICT
 
 
 def _digest(token: str) -> bytes:

@@ -12,12 +12,14 @@ import json
 import logging
 
 import grpc
-from google.protobuf import any_pb2, json_format
+from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+
+from regserve.server.rpc.status import DOMAIN, rich_status
 
 __all__ = [
     "DOMAIN",
@@ -29,9 +31,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-DOMAIN = "regserve.v1"
-"""The ``ErrorInfo.domain`` of the errors the gateway itself reports."""
 
 # grpc-gateway's runtime/errors.go HTTPStatusFromCode, plus CANCELLED as 499 (client closed request).
 _HTTP_STATUS = {
@@ -85,21 +84,9 @@ class GatewayError(Exception):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
-        details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))]
-        if violations:
-            bad_request = error_details_pb2.BadRequest()
-            for field, description in violations:
-                bad_request.field_violations.add(field=field, description=description)
-            details.append(_pack(bad_request))
-        self.status = status_pb2.Status(code=code, message=message, details=details)
+        self.status = rich_status(code, message, reason, violations=violations)
         self.http_status = http_status or http_status_for(code)
         self.headers = headers or {}
-
-
-def _pack(message) -> any_pb2.Any:
-    detail = any_pb2.Any()
-    detail.Pack(message)
-    return detail
 
 
 def status_from_rpc_error(error: grpc.RpcError) -> status_pb2.Status:

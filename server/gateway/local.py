@@ -23,17 +23,17 @@ from google.rpc import code_pb2
 
 from regserve.server.errors import ResourceExhausted
 from regserve.server.gateway.errors import GatewayError
+from regserve.server.rpc.methods import METHODS
 from regserve.server.rpc.status import CallStatus, status_for
 
 __all__ = ["LocalCallError", "LocalDispatch"]
 
-_INLINE = frozenset({"/regserve.v1.RegressionService/Predict", "/regserve.v1.RegressionService/ModelInfo"})
-"""Methods answered on the event loop itself when the request names no version.
+_INLINE = frozenset(name for name, method in METHODS.items() if method.inline)
+"""Methods answered on the event loop itself when the request names no version (see ``Method.inline``).
 
-They are then pure computation on models held in memory.  A named version may have
-to be loaded from disk first, and every other method changes the registry (writes,
-fsync, a lock shared with other processes): those run in a thread, so the event loop
-never waits on a disk or a lock.
+A named version may have to be loaded from disk first, and the other methods change
+the registry (writes, fsync, a lock shared with other processes) or stream: those run
+in a thread, so the event loop never waits on a disk or a lock.
 """
 
 

@@ -16,7 +16,7 @@ import collections
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 
 from regserve.server import errors
 
-__all__ = ["DOMAIN", "CallStatus", "abort", "maps_errors", "status_for"]
+__all__ = ["DOMAIN", "CallStatus", "abort", "maps_errors", "rich_status", "status_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,29 +52,46 @@ def _pack(message) -> any_pb2.Any:
     return detail
 
 
-def status_for(error: errors.RegserveError) -> grpc.Status:
-    """The gRPC status, with rich details, that reports ``error`` to a caller."""
-    code = next((c for cls, c in _CODES if isinstance(error, cls)), code_pb2.INTERNAL)
-    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata))]
-    if error.violations:
+def rich_status(
+    code: int,
+    message: str,
+    reason: str,
+    *,
+    violations: Sequence[errors.FieldViolation] = (),
+    metadata: Mapping[str, str] | None = None,
+    retry_after: float | None = None,
+) -> status_pb2.Status:
+    """A ``google.rpc.Status`` with an ``ErrorInfo``, a ``BadRequest`` when there are violations
+    and a ``RetryInfo`` when a retry delay (seconds) is known: what gRPC and REST callers both get."""
+    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))]
+    if violations:
         request = error_details_pb2.BadRequest()
-        for field, description in error.violations:
+        for field, description in violations:
             request.field_violations.add(field=field, description=description)
         details.append(_pack(request))
-    retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(retry_after * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    return rpc_status.to_status(status_pb2.Status(code=code, message=error.message, details=details))
+    return status_pb2.Status(code=code, message=message, details=details)
+
+
+def status_for(error: errors.RegserveError) -> grpc.Status:
+    """The gRPC status, with rich details, that reports ``error`` to a caller."""
+    code = next((c for cls, c in _CODES if isinstance(error, cls)), code_pb2.INTERNAL)
+    status = rich_status(
+        code,
+        error.message,
+        error.reason,
+        violations=error.violations,
+        metadata=error.metadata,
+        retry_after=getattr(error, "retry_after", None),
+    )
+    return rpc_status.to_status(status)
 
 
 _INTERNAL = rpc_status.to_status(
-    status_pb2.Status(
-        code=code_pb2.INTERNAL,
-        message="internal error; the server logged the details",
-        details=[_pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN))],
-    )
+    rich_status(code_pb2.INTERNAL, "internal error; the server logged the details", "INTERNAL")
 )
 
 
