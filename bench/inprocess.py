@@ -25,7 +25,7 @@ import numpy as np
 from bench.bare_server import SyncServicer
 from regserve.client import RegressionClient
 from regserve.server.config import Settings
-from regserve.server.observability.prometheus import configure_access_log
+from regserve.server.observability.access_log import configure_access_log
 from regserve.server.rpc.regression_servicer import RegressionServicer
 from regserve.server.runtime.application import create_server
 from regserve.v1 import regression_service_pb2 as pb

@@ -33,8 +33,9 @@ import grpc
 from regserve.server.edge import auth
 from regserve.server.edge.ratelimit import TokenBuckets
 from regserve.server.errors import RegserveError, ResourceExhausted
-from regserve.server.observability import prometheus as observability
-from regserve.server.observability.prometheus import ACCESS_LOGGER, BatchWorker, Metrics
+from regserve.server.observability.access_log import ACCESS_LOGGER, access_writer
+from regserve.server.observability.batching import BatchWorker
+from regserve.server.observability.metrics import Metrics
 from regserve.server.rpc.status import abort, status_for
 
 __all__ = ["FORWARDED_PEER", "REQUEST_ID", "Edge", "EdgePolicy", "EdgeServer"]
@@ -273,7 +274,7 @@ class Edge:
         )
         if not lines:
             return
-        writer = observability.access_writer()
+        writer = access_writer()
         if writer is not None:
             writer.write_lines(lines)  # written by this thread: the lines need no second queue
         else:

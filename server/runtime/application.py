@@ -26,7 +26,8 @@ from regserve.server.edge.auth import TokenTable
 from regserve.server.edge.edge import Edge, EdgePolicy, EdgeServer
 from regserve.server.edge.ratelimit import TokenBuckets
 from regserve.server.gateway.local import LocalDispatch
-from regserve.server.observability.prometheus import ACCESS_LOGGER, Metrics, configure_access_log, start_metrics_server
+from regserve.server.observability.access_log import ACCESS_LOGGER, configure_access_log
+from regserve.server.observability.metrics import Metrics, start_metrics_server
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.disk import ModelRegistry
 from regserve.server.registry.store import ModelStore

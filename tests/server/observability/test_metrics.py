@@ -165,7 +165,7 @@ def test_the_call_tally_exposes_what_prometheus_clients_own_metrics_would():
     # bucket bounds, between them and past the last one.
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-    from regserve.server.observability.prometheus import CallTally
+    from regserve.server.observability.metrics import CallTally
 
     buckets = (0.001, 0.01, 0.1)
     rng = np.random.default_rng(7)
