@@ -1,9 +1,10 @@
 """Server settings: one object, fed from command-line flags with REGSERVE_* environment defaults.
 
-Each setting is declared once, in ``_OPTIONS``, with its type, default and help;
-``add_arguments`` turns the table into argparse flags whose defaults come from
-the environment (``--model-dir`` reads ``REGSERVE_MODEL_DIR``), and
-``Settings.from_args`` builds the settings object from the parsed flags.
+Each setting is declared once, as a field of ``Settings`` with its type and default,
+and its help text in ``_HELP``; ``add_arguments`` turns the fields into argparse
+flags whose defaults come from the environment (``--model-dir`` reads
+``REGSERVE_MODEL_DIR``), ``Settings.from_args`` builds the settings object from the
+parsed flags, and ``Settings.check`` refuses combinations that cannot be served.
 """
 
 from __future__ import annotations
@@ -73,6 +74,21 @@ class Settings:
     def auth_enabled(self) -> bool:
         """True when calls must carry a bearer token."""
         return self.auth or bool(self.tokens_file) or bool(self.tokens.strip())
+
+    def check(self) -> None:
+        """Raise ValueError for settings that cannot be served, before anything is started or written."""
+        if self.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        if self.predict_threads < 0:
+            raise ValueError("--predict-threads must be 0 (Predict on the --max-workers threads) or more")
+        if self.tls_client_ca and not self.tls:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        if self.gateway_port >= 0 and self.tls:
+            # The embedded gateway's streaming routes call the gRPC port in plaintext.
+            raise ValueError(
+                "the embedded REST gateway speaks plaintext to the gRPC port; with TLS on, run "
+                "`regserve gateway --upstream HOST:PORT --tls-ca ...` as its own process"
+            )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:

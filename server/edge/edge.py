@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import secrets
 import time
-from collections.abc import Mapping
-from concurrent import futures
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_string
 
@@ -32,31 +29,16 @@ import grpc
 
 from regserve.server.edge import auth
 from regserve.server.edge.ratelimit import TokenBuckets
+from regserve.server.edge.request_ids import FORWARDED_PEER, ID_COUNTER, ID_PREFIX, REQUEST_ID
 from regserve.server.errors import RegserveError, ResourceExhausted
 from regserve.server.observability.access_log import ACCESS_LOGGER, access_writer
 from regserve.server.observability.batching import BatchWorker
 from regserve.server.observability.metrics import Metrics
+from regserve.server.rpc.methods import METHODS, Method
 from regserve.server.rpc.status import abort, status_for
 
-__all__ = ["FORWARDED_PEER", "REQUEST_ID", "Edge", "EdgePolicy", "EdgeServer"]
+__all__ = ["Edge", "EdgePolicy"]
 
-REQUEST_ID = "x-request-id"
-"""Metadata key of the request id: taken from the caller when sent, echoed in the response metadata.
-
-Unary calls echo it in the trailing metadata, which travels with the status at no
-extra cost; streaming calls echo it in the initial metadata, before their first message.
-"""
-FORWARDED_PEER = "x-regserve-forwarded-peer"
-"""Metadata key by which the gateway inside the server names the HTTP client of a streaming call.
-
-Its value is ``"<key> <peer>"``: the edge takes ``peer`` as the caller's address (for
-per-address rate limits and the access log) only when ``key`` is its own
-``EdgePolicy.forwarding_key``, a secret of the server process; otherwise the call's
-own peer counts, so no client can choose its bucket.
-"""
-
-_GUARDED_PREFIX = "/regserve."
-_TRAIN = "/regserve.v1.RegressionService/Train"
 _EVENTS = {
     "/regserve.v1.ModelService/PromoteVersion": "promote",
     "/regserve.v1.ModelService/RollbackModel": "rollback",
@@ -70,14 +52,6 @@ _UNKNOWN = grpc.StatusCode.UNKNOWN
 _CODE_NAMES = {code: code.name for code in grpc.StatusCode}  # a dict lookup, not the enum's name property
 
 
-# Generated request ids: 32 hex digits, a random per-process prefix and a counter.  Unique
-# within a process, and across processes (workers are started, not forked) as long as
-# their random 64-bit prefixes differ; much cheaper on the request path than
-# ``uuid.uuid4()``, which builds an object and reads the OS entropy pool on every call.
-# From 2**60 on, ``hex`` gives 16 digits without a format spec (which costs more to
-# parse than to apply), for the next 15 * 2**60 ids.
-_ID_PREFIX = os.urandom(8).hex()
-_ID_COUNTER = itertools.count((1 << 60) | int.from_bytes(os.urandom(4), "big"))
 _access_log = logging.getLogger(ACCESS_LOGGER)
 _ANONYMOUS_JSON = _json_string(str(auth.ANONYMOUS))
 
@@ -123,9 +97,9 @@ def _peer_host(peer: str) -> str:
 class _Route:
     """One method's precomputed part: names, metric series and what to count on success."""
 
-    def __init__(self, method: str, metrics: Metrics) -> None:
-        self.method = method
-        self.service, _, self.name = method[1:].partition("/")
+    def __init__(self, method: Method, metrics: Metrics) -> None:
+        self.method = method.full_name
+        self.service, self.name = method.service, method.name
         metrics.calls.add_method(self.service, self.name)
         # Calls begun and ended, as atomic counters (``next`` holds the GIL): the gauge of
         # calls in flight is their difference, taken when Prometheus scrapes, so a call
@@ -135,10 +109,10 @@ class _Route:
         metrics.in_flight.labels(self.service, self.name).set_function(
             lambda: _count_value(self.begun) - _count_value(self.ended)
         )
-        self.event = _EVENTS.get(method)
-        self.is_train = method == _TRAIN
+        self.event = _EVENTS.get(self.method)
+        self.is_train = method.trains
         self.unary_response = False
-        self.log_prefix = f'"method":{_json_string(method)},"code":"'
+        self.log_prefix = f'"method":{_json_string(self.method)},"code":"'
 
 
 class Edge:
@@ -162,10 +136,11 @@ class Edge:
         self._recorder.close()
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """``handler`` of the full method name ``method`` behind the edge; other services' handlers unchanged."""
-        if not method.startswith(_GUARDED_PREFIX):
+        """``handler`` of the full method name ``method`` behind the edge; methods outside the table unchanged."""
+        entry = METHODS.get(method)
+        if entry is None:
             return handler
-        return self._wrap(handler, _Route(method, self._metrics))
+        return self._wrap(handler, _Route(entry, self._metrics))
 
     # ------------------------------------------------------------ per call
     #
@@ -182,7 +157,7 @@ class Edge:
             elif key == "authorization":
                 authorization = value
         if not request_id:
-            request_id = _ID_PREFIX + hex(next(_ID_COUNTER))[2:]
+            request_id = ID_PREFIX + hex(next(ID_COUNTER))[2:]
         if self._echo:
             if route.unary_response:
                 context.set_trailing_metadata(((REQUEST_ID, request_id),))
@@ -397,41 +372,3 @@ class Edge:
             finish(route, _OK, started, request_id, principal, peer)
 
         return streaming
-
-
-class EdgeServer:
-    """Stands in for a ``grpc.Server`` in the generated ``add_*_to_server`` functions: methods go behind the edge.
-
-    A method named in ``thread_pools`` runs on its pool instead of the server's
-    (grpcio's ``experimental_thread_pool`` attribute of a handler's behavior).
-
-    The generated functions register each method by name
-    (``add_registered_method_handlers``) and again through a generic handler, the
-    lookup of servers that predate named registration.  This one registers the
-    wrapped handlers both ways and drops the generated generic handler, which holds
-    the unwrapped ones.  ``handlers`` keeps the wrapped handlers by full method
-    name, for in-process calls (``regserve.server.gateway.local``).
-    """
-
-    def __init__(
-        self, server: grpc.Server, edge: Edge, thread_pools: Mapping[str, futures.ThreadPoolExecutor] | None = None
-    ) -> None:
-        self._server = server
-        self._edge = edge
-        self._thread_pools = thread_pools or {}
-        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
-
-    def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
-        """Ignored: see the class docstring."""
-
-    def add_registered_method_handlers(self, service_name: str, method_handlers: Mapping) -> None:
-        wrapped = {name: self._edge.wrap(f"/{service_name}/{name}", h) for name, h in method_handlers.items()}
-        for name, handler in wrapped.items():
-            pool = self._thread_pools.get(f"/{service_name}/{name}")
-            if pool is not None:
-                # grpcio runs a handler whose behavior names a pool on that pool, not the server's.
-                behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-                behavior.experimental_thread_pool = pool
-        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, wrapped),))
-        self._server.add_registered_method_handlers(service_name, wrapped)
-        self.handlers.update({f"/{service_name}/{name}": handler for name, handler in wrapped.items()})

@@ -105,7 +105,7 @@ class LocalDispatch:
     """Calls unary methods in process, through the edge like the gRPC server does.
 
     ``handlers`` maps full method names to the server's handlers, already behind the
-    edge (``regserve.server.edge.edge.EdgeServer``).
+    edge (``regserve.server.edge.registration.EdgeServer``).
     The server's message size limit applies to requests and answers, its ``max_concurrent_rpcs``
     (0: none) to the in-process calls running at once, and the caller's deadline to
     the answer: a call that ends after it gets DEADLINE_EXCEEDED, as over gRPC.

@@ -26,7 +26,7 @@ from google.rpc import code_pb2
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from regserve.server.edge.edge import FORWARDED_PEER
+from regserve.server.edge.request_ids import FORWARDED_PEER
 from regserve.server.gateway.codec import build_request, response_json
 from regserve.server.gateway.errors import GatewayError, status_from_rpc_error, status_json, status_response
 from regserve.server.gateway.local import LocalCallError, LocalDispatch, peer_of

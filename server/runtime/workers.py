@@ -28,24 +28,19 @@ import time
 from dataclasses import fields, replace
 
 from regserve.server.config import Settings
+from regserve.server.datasets.demo import ensure_demo_models
+from regserve.server.registry.disk import ModelRegistry
+from regserve.server.registry.store import ModelStore
+from regserve.server.runtime.cpus import pinned_cpus
+from regserve.server.runtime.signals import stop_on_signals
+from regserve.server.runtime.sockets import bind_socket
 
-__all__ = ["exit_with_parent", "serve_workers"]
+__all__ = ["serve_workers"]
 
 logger = logging.getLogger(__name__)
 
 CRASH_LOOP_SECONDS = 10.0
 """A worker that dies sooner than this after its start is not restarted: the server stops instead."""
-
-
-def exit_with_parent(parent_pid: int) -> None:
-    """Stop this process (SIGTERM to itself) once its parent, ``parent_pid``, is gone, even if it was killed."""
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="regserve-parent-watch", daemon=True).start()
 
 
 def _environment(settings: Settings) -> dict[str, str]:
@@ -69,43 +64,6 @@ class _Worker:
         self.process = subprocess.Popen(command, env=_environment(self.settings))
         self.started = time.monotonic()
         logger.info("worker %d started (pid %d)", self.index, self.process.pid)
-
-
-def pinned_cpus(spec: str) -> list[int]:
-    """The CPUs of a ``--pin-cpus`` value, in order; raises ValueError for one this process may not use."""
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if not allowed:
-        raise ValueError("--pin-cpus needs Linux (os.sched_setaffinity)")
-    if spec.strip() == "auto":
-        return allowed
-    try:
-        cpus = [int(part) for part in spec.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"--pin-cpus takes 'auto' or CPU numbers separated by commas, not {spec!r}") from None
-    outside = [cpu for cpu in cpus if cpu not in allowed]
-    if not cpus or outside:
-        raise ValueError(f"--pin-cpus {spec!r}: this process may run on CPUs {allowed} only")
-    return cpus
-
-
-def pin_to_cpu(cpu: int) -> None:
-    """Run every thread of this process, and every thread it starts later, on ``cpu``.
-
-    The interpreter lock lets one thread run Python at a time, so a server process
-    gains little from a second core and loses much to handing the lock between
-    threads on different cores (each handover wakes a thread on the other core).
-    """
-    while True:  # again until no thread is left over: one may start another meanwhile
-        moved = 0
-        for task in os.listdir("/proc/self/task"):
-            try:
-                if os.sched_getaffinity(int(task)) != {cpu}:
-                    os.sched_setaffinity(int(task), {cpu})
-                    moved += 1
-            except ProcessLookupError:  # the thread ended meanwhile
-                pass
-        if not moved:
-            return
 
 
 def _worker_settings(settings: Settings, index: int, port: int, gateway_port: int) -> Settings:
@@ -168,8 +126,6 @@ def _reserve(host: str, port: int) -> socket.socket:
     connections between the two.  Only listening sockets get connections, so the
     parent's never takes any; a port chosen by the kernel (0) is kept this way.
     """
-    from regserve.server.runtime.application import bind_socket
-
     with bind_socket(host, port) as probe:
         port = probe.getsockname()[1]
     return bind_socket(host, port, reuse_port=True)
@@ -177,12 +133,7 @@ def _reserve(host: str, port: int) -> socket.socket:
 
 def serve_workers(settings: Settings) -> int:
     """Run ``settings.workers`` server processes on one port until SIGTERM or SIGINT; returns the exit code."""
-    from regserve.server.datasets.demo import ensure_demo_models
-    from regserve.server.registry.disk import ModelRegistry
-    from regserve.server.registry.store import ModelStore
-    from regserve.server.runtime.application import check_gateway_settings, stop_on_signals
-
-    check_gateway_settings(settings)
+    settings.check()
     if settings.pin_cpus:
         pinned_cpus(settings.pin_cpus)  # a bad value stops here, before any worker starts
     stopping = stop_on_signals(f"stopping {settings.workers} workers")

@@ -222,7 +222,7 @@ def test_pin_cpus_refuses_a_cpu_this_process_may_not_use(tmp_path):
 
 
 def test_pin_cpus_values():
-    from regserve.server.runtime.workers import pinned_cpus
+    from regserve.server.runtime.cpus import pinned_cpus
 
     allowed = sorted(os.sched_getaffinity(0))
     assert pinned_cpus(" auto ") == allowed

@@ -1,0 +1,50 @@
+"""Registering the servicers' methods behind the edge, each on the thread pool the method table names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent import futures
+
+import grpc
+
+from regserve.server.edge.edge import Edge
+
+__all__ = ["EdgeServer"]
+
+
+class EdgeServer:
+    """Stands in for a ``grpc.Server`` in the generated ``add_*_to_server`` functions: methods go behind the edge.
+
+    A method named in ``thread_pools`` runs on its pool instead of the server's
+    (grpcio's ``experimental_thread_pool`` attribute of a handler's behavior).
+
+    The generated functions register each method by name
+    (``add_registered_method_handlers``) and again through a generic handler, the
+    lookup of servers that predate named registration.  This one registers the
+    wrapped handlers both ways and drops the generated generic handler, which holds
+    the unwrapped ones.  ``handlers`` keeps the wrapped handlers by full method
+    name, for in-process calls (``regserve.server.gateway.local``).
+    """
+
+    def __init__(
+        self, server: grpc.Server, edge: Edge, thread_pools: Mapping[str, futures.ThreadPoolExecutor] | None = None
+    ) -> None:
+        self._server = server
+        self._edge = edge
+        self._thread_pools = thread_pools or {}
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
+        """Ignored: see the class docstring."""
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Mapping) -> None:
+        wrapped = {name: self._edge.wrap(f"/{service_name}/{name}", h) for name, h in method_handlers.items()}
+        for name, handler in wrapped.items():
+            pool = self._thread_pools.get(f"/{service_name}/{name}")
+            if pool is not None:
+                # grpcio runs a handler whose behavior names a pool on that pool, not the server's.
+                behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+                behavior.experimental_thread_pool = pool
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, wrapped),))
+        self._server.add_registered_method_handlers(service_name, wrapped)
+        self.handlers.update({f"/{service_name}/{name}": handler for name, handler in wrapped.items()})

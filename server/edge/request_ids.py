@@ -1,0 +1,36 @@
+"""Request ids: taken from the caller's ``x-request-id`` or generated, echoed back, logged.
+
+Also the key by which the gateway inside the server names the HTTP client of the
+calls it makes over gRPC.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+__all__ = ["FORWARDED_PEER", "REQUEST_ID"]
+
+REQUEST_ID = "x-request-id"
+"""Metadata key of the request id: taken from the caller when sent, echoed in the response metadata.
+
+Unary calls echo it in the trailing metadata, which travels with the status at no
+extra cost; streaming calls echo it in the initial metadata, before their first message.
+"""
+FORWARDED_PEER = "x-regserve-forwarded-peer"
+"""Metadata key by which the gateway inside the server names the HTTP client of a streaming call.
+
+Its value is ``"<key> <peer>"``: the edge takes ``peer`` as the caller's address (for
+per-address rate limits and the access log) only when ``key`` is its own
+``EdgePolicy.forwarding_key``, a secret of the server process; otherwise the call's
+own peer counts, so no client can choose its bucket.
+"""
+
+# Generated request ids: 32 hex digits, a random per-process prefix and a counter.  Unique
+# within a process, and across processes (workers are started, not forked) as long as
+# their random 64-bit prefixes differ; much cheaper on the request path than
+# ``uuid.uuid4()``, which builds an object and reads the OS entropy pool on every call.
+# From 2**60 on, ``hex`` gives 16 digits without a format spec (which costs more to
+# parse than to apply), for the next 15 * 2**60 ids.
+ID_PREFIX = os.urandom(8).hex()
+ID_COUNTER = itertools.count((1 << 60) | int.from_bytes(os.urandom(4), "big"))
