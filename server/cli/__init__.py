@@ -1,5 +1,40 @@
-"""The ``regserve`` command line."""
+"""The ``regserve`` command line: ``main`` parses the arguments and runs one command.
 
-from regserve.server.cli.commands import main
+parser.py           the subcommands and their flags
+commands.py         the client commands (train, predict, info, health, the model lifecycle)
+server_commands.py  serve and gateway
+render.py           what the commands print
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from regserve.client import RegserveError
+from regserve.server.cli.parser import build_parser
+from regserve.server.cli.render import print_client_error, print_error
+from regserve.server.datasets import csv_reader
 
 __all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``regserve`` with ``argv`` (``sys.argv[1:]`` when None); return the exit status."""
+    args = build_parser().parse_args(argv)
+    # A CSV error while streaming cancels the call and is reported below; grpc's
+    # own log of the cancelled request iterator would only repeat it as a traceback.
+    logging.getLogger("grpc._channel").setLevel(logging.CRITICAL)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (``regserve predict ... | head``): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except RegserveError as exc:
+        print_client_error(exc)
+        return 1
+    except (csv_reader.InvalidInput, OSError, ValueError) as exc:  # a malformed CSV, a missing file, bad settings
+        print_error(exc)
+        return 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from regserve.server.cli.commands import main
+from regserve.server.cli import main
+from regserve.server.cli.commands import parse_weights
 
 
 @pytest.fixture
@@ -133,3 +134,18 @@ def test_output_cut_short_by_the_reader_ends_quietly(target, linear_data, tmp_pa
     result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 1 and "Broken pipe" not in result.stderr
+
+
+def test_weights_are_parsed_from_version_weight_pairs():
+    assert parse_weights(["v1=90", "v2=10.5"]) == {"v1": 90.0, "v2": 10.5}
+    for bad in ("v1", "=1", "v1=heavy"):
+        with pytest.raises(ValueError, match="is not VERSION=WEIGHT"):
+            parse_weights(["v1=1", bad])
+
+
+def test_the_old_import_of_main_from_commands_still_works():
+    from regserve.server.cli import commands
+
+    assert commands.main is main
+    with pytest.raises(AttributeError):
+        commands.no_such_name  # noqa: B018

@@ -1,0 +1,142 @@
+"""The ``regserve`` argument parser: each subcommand's flags, and the function that runs it."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+
+from regserve.server.cli import commands
+from regserve.server.cli.server_commands import cmd_gateway, cmd_serve
+from regserve.server.config import add_arguments
+
+__all__ = ["DEFAULT_SERVER", "build_parser"]
+
+DEFAULT_SERVER = os.environ.get("REGSERVE_SERVER", "127.0.0.1:50051")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``regserve``; ``parse_args`` sets ``func``, the command to call with the arguments."""
+    parser = argparse.ArgumentParser(
+        prog="regserve", description="Train, version and serve NumPy linear models over gRPC."
+    )
+    subcommands = parser.add_subparsers(dest="command", required=True)
+    _add_server_commands(subcommands)
+    client_command = functools.partial(_add_client_command, subcommands)
+    _add_model_commands(client_command)
+    _add_lifecycle_commands(client_command)
+    return parser
+
+
+def _add_server_commands(subcommands) -> None:
+    serve = subcommands.add_parser("serve", help="run the gRPC server")
+    add_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    gateway = subcommands.add_parser("gateway", help="serve the REST/JSON gateway in front of a regserve gRPC server")
+    gateway.add_argument("--upstream", default=DEFAULT_SERVER, help="host:port of the gRPC server (REGSERVE_SERVER)")
+    gateway.add_argument("--host", default="127.0.0.1", help="address to bind")
+    gateway.add_argument("--port", type=int, default=8080, help="HTTP port")
+    gateway.add_argument("--tls-ca", help="PEM file of the CA that signed the upstream's certificate (turns TLS on)")
+    gateway.add_argument("--tls-cert", help="PEM certificate of the gateway, for mutual TLS to the upstream")
+    gateway.add_argument("--tls-key", help="PEM private key of the gateway, for mutual TLS to the upstream")
+    gateway.add_argument("--grace-period", type=float, default=10.0, help="seconds open HTTP calls get on SIGTERM")
+    gateway.add_argument(
+        "--channels", type=int, default=1, help="connections to the upstream, used in turn (for --workers servers)"
+    )
+    gateway.add_argument("--log-level", default="INFO")
+    gateway.set_defaults(func=cmd_gateway)
+
+
+def _add_client_command(subcommands, name: str, help_text: str, model: bool = True) -> argparse.ArgumentParser:
+    """A subcommand that calls a server, with the connection flags (and ``--model`` when ``model``)."""
+    sub = subcommands.add_parser(name, help=help_text)
+    sub.add_argument("--server", default=DEFAULT_SERVER, help="host:port of the server (env REGSERVE_SERVER)")
+    sub.add_argument("--timeout", type=float, default=600.0, help="deadline of the call in seconds")
+    sub.add_argument(
+        "--token",
+        default=os.environ.get("REGSERVE_TOKEN") or None,
+        help="bearer token for a server that checks tokens (env REGSERVE_TOKEN)",
+    )
+    sub.add_argument("--tls-ca", help="PEM file of the CA that signed the server's certificate (turns TLS on)")
+    sub.add_argument("--tls-cert", help="PEM certificate of this client, for mutual TLS")
+    sub.add_argument("--tls-key", help="PEM private key of this client, for mutual TLS")
+    if model:
+        sub.add_argument("--model", required=True, help="model name")
+    return sub
+
+
+def _add_model_commands(client_command) -> None:
+    train = client_command("train", "train a new version of a model from a CSV file")
+    train.add_argument("file", help="CSV file with a header line")
+    train.add_argument("--target", required=True, help="the column to predict")
+    train.add_argument("--kind", choices=("linear", "ridge", "logistic"), default="linear")
+    train.add_argument("--solver", choices=("auto", "closed_form", "gd", "sgd", "newton"), default="auto")
+    train.add_argument("--alpha", type=float, help="L2 penalty strength")
+    train.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--validation-fraction", type=float)
+    train.add_argument("--cv", type=int, help="number of cross-validation folds")
+    train.add_argument("--seed", type=int)
+    train.add_argument(
+        "--promote",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the new version at once (default: yes)",
+    )
+    train.add_argument(
+        "--promotion-gate",
+        action="store_true",
+        help="promote only if the validation metric is no worse than the serving version's",
+    )
+    train.add_argument("--chunk-rows", type=int, default=65536, help="rows per streamed chunk")
+    train.set_defaults(func=commands.cmd_train)
+
+    predict = client_command("predict", "print one prediction per line")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", help="CSV file of feature rows with a header line")
+    source.add_argument("--features", help="one row as comma-separated numbers")
+    predict.add_argument("--version", default="", help="a version to use instead of the serving one")
+    predict.add_argument("--chunk-rows", type=int, default=10000)
+    predict.set_defaults(func=commands.cmd_predict)
+
+    info = client_command("info", "describe a model version")
+    info.add_argument("--version", default="")
+    info.add_argument("--json", action="store_true", help="print the ModelVersion as JSON")
+    info.set_defaults(func=commands.cmd_info)
+
+    check = client_command(
+        "health", "exit 0 when the server reports SERVING (for container health checks)", model=False
+    )
+    check.add_argument("--service", default="", help="a service name; the whole server when empty")
+    check.set_defaults(func=commands.cmd_health, timeout=3.0)
+
+
+def _add_lifecycle_commands(client_command) -> None:
+    client_command("models", "list the models with their serving state", model=False).set_defaults(
+        func=commands.cmd_models
+    )
+    client_command("versions", "list the versions of a model").set_defaults(func=commands.cmd_versions)
+
+    def change(name: str, help_text: str, func, version: bool = True) -> argparse.ArgumentParser:
+        sub = client_command(name, help_text)
+        if version:
+            sub.add_argument("version", help="the version, such as v2")
+        sub.add_argument("--reason", default="", help="why, recorded in the switch history")
+        sub.set_defaults(func=func)
+        return sub
+
+    change("promote", "serve a version, after checking its checksum and probe", commands.cmd_promote)
+    change("rollback", "serve the previous version again", commands.cmd_rollback, version=False)
+    change("freeze", "exclude a version from routing and refuse requests naming it", commands.cmd_freeze)
+    change("unfreeze", "make a frozen version usable again", commands.cmd_unfreeze)
+    change("delete", "delete a version that is neither serving nor in the split", commands.cmd_delete)
+    split = change("split", "route traffic between versions by weight", commands.cmd_split, version=False)
+    split.add_argument("weights", nargs="*", metavar="VERSION=WEIGHT", help="relative weights, such as v1=90 v2=10")
+    split.add_argument("--clear", action="store_true", help="end the split; the serving version answers again")
+
+    status = client_command("status", "traffic, errors, latency and switch history per model and version", model=False)
+    status.add_argument("--model", default="", help="one model; every model when omitted")
+    status.set_defaults(func=commands.cmd_status)

@@ -1,0 +1,210 @@
+"""What the ``regserve`` commands print: tables of metrics, states, versions and status.
+
+Every function takes the messages of ``regserve.v1`` (or the client library's
+``Prediction``) and writes to stdout; errors go to stderr with a ``regserve:`` prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+from google.protobuf import json_format
+
+from regserve.v1 import types_pb2
+
+__all__ = [
+    "print_client_error",
+    "print_error",
+    "print_json",
+    "print_metrics",
+    "print_model_info",
+    "print_states",
+    "print_statuses",
+    "print_table",
+    "print_trained",
+    "print_versions",
+    "split_text",
+    "state_name",
+    "version_order",
+    "write_predictions",
+]
+
+_VERSION_NAME = re.compile(r"v([1-9][0-9]*)")
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Print ``rows`` under ``header`` in left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def print_error(error: object) -> None:
+    """Print one line ``regserve: <error>`` on stderr."""
+    print(f"regserve: {error}", file=sys.stderr)
+
+
+def print_client_error(exc) -> None:
+    """Print a failed call (a ``regserve.client.RegserveError``): message, status code, reason, bad fields."""
+    print_error(f"{exc.message} [{exc.code.name}{', ' + exc.reason if exc.reason else ''}]")
+    for field, description in exc.field_violations:
+        print(f"  {field}: {description}", file=sys.stderr)
+
+
+def print_json(message) -> None:
+    """Print a protobuf message as JSON (proto3 field names in camelCase)."""
+    print(json_format.MessageToJson(message))
+
+
+def version_order(version: str) -> int:
+    """N for a version named ``"vN"``, so that v10 sorts after v9; 0 for any other name."""
+    match = _VERSION_NAME.fullmatch(version)
+    return int(match.group(1)) if match else 0
+
+
+def state_name(value: int) -> str:
+    """``SERVING_STATE_IN_SPLIT`` as ``in_split``."""
+    return types_pb2.ServingState.Name(value).removeprefix("SERVING_STATE_").lower()
+
+
+def split_text(split) -> str:
+    """A traffic split (mapping of version to weight) as ``v1=90, v2=10``, in version order."""
+    return ", ".join(f"{v}={w:g}" for v, w in sorted(split.items(), key=lambda item: version_order(item[0])))
+
+
+def write_predictions(prediction) -> None:
+    """Write one prediction per line: a classifier's label, or a regressor's value in full precision."""
+    values = prediction.labels if prediction.labels is not None else prediction.values.tolist()
+    sys.stdout.write("".join(f"{v}\n" if isinstance(v, str) else f"{v!r}\n" for v in values))
+
+
+def print_trained(response) -> None:
+    """Print the new version of a ``TrainResponse``, whether it serves, and its metrics."""
+    version = response.model_version
+    state = "serving" if response.promoted else "not promoted"
+    print(
+        f"{version.model} {version.version}: {version.num_samples} rows, {state}"
+        + (f" ({response.promotion_reason})" if response.promotion_reason else "")
+    )
+    print_metrics(version)
+
+
+def print_model_info(version) -> None:
+    """Describe a ``ModelVersion``: kind, state, provenance, features, solver, intercepts and metrics."""
+    kind = types_pb2.ModelKind.Name(version.kind).removeprefix("MODEL_KIND_").lower()
+    print(f"model       {version.model} {version.version} ({kind}, {state_name(version.serving_state)})")
+    print(f"created     {version.create_time.ToJsonString()} by regserve {version.regserve_version}")
+    print(f"features    {', '.join(version.feature_names)}")
+    if version.classes:
+        print(f"classes     {', '.join(version.classes)}")
+    print(f"rows        {version.num_samples} ({version.num_train} train, {version.num_validation} validation)")
+    print(f"data sha256 {version.data_fingerprint}")
+    print(f"solver      {types_pb2.Solver.Name(version.solver_report.solver).removeprefix('SOLVER_').lower()}")
+    print(f"intercepts  {json.dumps(list(version.intercepts))}")
+    print_metrics(version)
+
+
+def print_metrics(version) -> None:
+    """Print a ``ModelVersion``'s metrics per split, then a classifier's per-class scores and confusion matrix."""
+    rows = []
+    for split, evaluation in (("training", version.training), ("validation", version.validation)):
+        for name, value in sorted(evaluation.metrics.items()):
+            rows.append((split, name, f"{value:.6g}"))
+    for name, value in sorted(version.cross_validation.mean.items()):
+        rows.append(
+            (
+                f"cv ({version.cross_validation.folds} folds)",
+                name,
+                f"{value:.6g} ± {version.cross_validation.std[name]:.2g}",
+            )
+        )
+    if rows:
+        print_table(("split", "metric", "value"), rows)
+    for split, evaluation in (("training", version.training), ("validation", version.validation)):
+        if evaluation.per_class:
+            _print_class_scores(split, evaluation)
+
+
+def _print_class_scores(split: str, evaluation) -> None:
+    print(f"\n{split}: per class")
+    print_table(
+        ("class", "precision", "recall", "f1", "support"),
+        [
+            (c.label, f"{c.precision:.4g}", f"{c.recall:.4g}", f"{c.f1:.4g}", str(c.support))
+            for c in evaluation.per_class
+        ],
+    )
+    matrix = evaluation.confusion_matrix
+    if matrix.num_columns:
+        labels = [c.label for c in evaluation.per_class]
+        counts = [int(v) for v in matrix.values]
+        width = matrix.num_columns
+        print(f"\n{split}: confusion matrix (rows: true class, columns: predicted)")
+        print_table(
+            ("", *labels),
+            [(labels[i], *(str(n) for n in counts[i * width : (i + 1) * width])) for i in range(len(labels))],
+        )
+
+
+def print_states(states) -> None:
+    """Print one row per ``ModelState``: serving version, split, frozen versions, versions, generation."""
+    rows = [
+        (
+            s.model,
+            s.serving_version or "-",
+            split_text(s.traffic_split) or "-",
+            ", ".join(s.frozen_versions) or "-",
+            ", ".join(s.versions),
+            str(s.generation),
+        )
+        for s in states
+    ]
+    print_table(("model", "serving", "split", "frozen", "versions", "generation"), rows)
+
+
+def print_versions(versions) -> None:
+    """Print one row per ``ModelVersion``: state, rows, validation mse or accuracy, creation time, checksum."""
+    rows = []
+    for v in versions:
+        validation = ", ".join(
+            f"{k}={val:.4g}" for k, val in sorted(v.validation.metrics.items()) if k in ("mse", "accuracy")
+        )
+        created = v.create_time.ToJsonString() if v.create_time.seconds else "-"
+        rows.append(
+            (v.version, state_name(v.serving_state), str(v.num_samples), validation or "-", created, v.checksum[:12])
+        )
+    print_table(("version", "state", "rows", "validation", "created", "sha256"), rows)
+
+
+def print_statuses(statuses) -> None:
+    """Print each ``ModelStatus``: its state, per-version traffic and latency, and its switch history."""
+    for index, status in enumerate(statuses):
+        if index:
+            print()
+        state = status.state
+        print(f"model {state.model}: serving {state.serving_version or '-'}, generation {state.generation}")
+        if state.traffic_split:
+            print(f"split {split_text(state.traffic_split)}")
+        rows = [
+            (
+                v.version,
+                state_name(v.serving_state),
+                str(v.requests),
+                str(v.errors),
+                str(v.rows),
+                f"{v.latency_mean_ms:.3f}",
+                f"{v.latency_p50_ms:.3f}",
+                f"{v.latency_p99_ms:.3f}",
+            )
+            for v in status.versions
+        ]
+        print_table(("version", "state", "requests", "errors", "rows", "mean ms", "p50 ms", "p99 ms"), rows)
+        if status.history:
+            print("history")
+            history = [
+                (s.time.ToJsonString(), s.action, s.from_version or "-", s.to_version or "-", s.reason)
+                for s in status.history
+            ]
+            print_table(("when", "action", "from", "to", "reason"), history)

@@ -1,0 +1,63 @@
+"""The commands of ``regserve`` that run a server: ``serve`` (gRPC) and ``gateway`` (REST/JSON).
+
+The server's modules are imported when one of these commands runs, so that the
+client commands do not load them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from regserve.server.cli.render import print_error
+from regserve.server.config import Settings
+
+__all__ = ["cmd_gateway", "cmd_serve"]
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _reporting_domain_errors(command):
+    """Print a domain error that ends ``command`` (a model directory the registry refuses, say) as one line."""
+
+    @functools.wraps(command)
+    def run(args) -> int:
+        from regserve.server.errors import RegserveError
+
+        try:
+            return command(args)
+        except RegserveError as exc:
+            print_error(exc)
+            return 1
+
+    return run
+
+
+@_reporting_domain_errors
+def cmd_serve(args) -> int:
+    from regserve.server.runtime.serve import serve
+
+    settings = Settings.from_args(args)
+    _configure_logging(settings.log_level)
+    return serve(settings)
+
+
+@_reporting_domain_errors
+def cmd_gateway(args) -> int:
+    from regserve.client import tls_credentials
+    from regserve.server.gateway.app import run_gateway
+
+    _configure_logging(args.log_level)
+    credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca or args.tls_cert else None
+    run_gateway(
+        args.host,
+        args.port,
+        args.upstream,
+        credentials=credentials,
+        log_level=args.log_level,
+        grace_period=args.grace_period,
+        channels=args.channels,
+    )
+    return 0

@@ -1,0 +1,94 @@
+"""The argument parser: each subcommand runs its command, with the documented defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from regserve.server.cli import commands, server_commands
+from regserve.server.cli.parser import DEFAULT_SERVER, build_parser
+
+
+@pytest.mark.parametrize(
+    ("argv", "func"),
+    [
+        (["serve"], server_commands.cmd_serve),
+        (["gateway"], server_commands.cmd_gateway),
+        (["train", "f.csv", "--model", "m", "--target", "y"], commands.cmd_train),
+        (["predict", "--model", "m", "--features", "1"], commands.cmd_predict),
+        (["info", "--model", "m"], commands.cmd_info),
+        (["health"], commands.cmd_health),
+        (["models"], commands.cmd_models),
+        (["versions", "--model", "m"], commands.cmd_versions),
+        (["promote", "--model", "m", "v2"], commands.cmd_promote),
+        (["rollback", "--model", "m"], commands.cmd_rollback),
+        (["freeze", "--model", "m", "v1"], commands.cmd_freeze),
+        (["unfreeze", "--model", "m", "v1"], commands.cmd_unfreeze),
+        (["delete", "--model", "m", "v1"], commands.cmd_delete),
+        (["split", "--model", "m", "v1=1"], commands.cmd_split),
+        (["status"], commands.cmd_status),
+    ],
+)
+def test_each_subcommand_runs_its_command(argv, func):
+    args = build_parser().parse_args(argv)
+    assert args.command == argv[0] and args.func is func
+
+
+def test_client_commands_share_the_connection_flags():
+    args = build_parser().parse_args(["models"])
+    assert (args.server, args.timeout, args.tls_ca, args.tls_cert, args.tls_key) == (
+        DEFAULT_SERVER,
+        600.0,
+        None,
+        None,
+        None,
+    )
+    args = build_parser().parse_args(["versions", "--server", "h:1", "--timeout", "2", "--model", "m"])
+    assert (args.server, args.timeout, args.model) == ("h:1", 2.0, "m")
+
+
+def test_health_answers_within_three_seconds_by_default():
+    assert build_parser().parse_args(["health"]).timeout == 3.0
+
+
+def test_the_token_default_is_read_from_the_environment_when_the_parser_is_built(monkeypatch):
+    monkeypatch.delenv("REGSERVE_TOKEN", raising=False)
+    assert build_parser().parse_args(["models"]).token is None
+    monkeypatch.setenv("REGSERVE_TOKEN", "secret")
+    assert build_parser().parse_args(["models"]).token == "secret"
+    assert build_parser().parse_args(["models", "--token", "other"]).token == "other"
+
+
+def test_train_leaves_unset_options_to_the_server():
+    args = build_parser().parse_args(["train", "f.csv", "--model", "m", "--target", "y", "--no-promote", "--cv", "3"])
+    assert (args.kind, args.solver, args.chunk_rows) == ("linear", "auto", 65536)
+    assert (args.promote, args.cv, args.alpha, args.standardize, args.promotion_gate) == (False, 3, None, None, False)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "--model", "m"],
+        ["predict", "--model", "m", "--csv", "f.csv", "--features", "1"],
+        ["versions"],
+        ["train", "f.csv", "--model", "m"],
+        ["bogus"],
+        [],
+    ],
+)
+def test_incomplete_or_conflicting_flags_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(argv)
+    assert caught.value.code == 2
+    assert "usage: regserve" in capsys.readouterr().err
+
+
+def test_split_takes_weights_or_clear():
+    args = build_parser().parse_args(["split", "--model", "m", "v1=90", "v2=10", "--reason", "canary"])
+    assert (args.weights, args.clear, args.reason) == (["v1=90", "v2=10"], False, "canary")
+    args = build_parser().parse_args(["split", "--model", "m", "--clear"])
+    assert (args.weights, args.clear) == ([], True)
+
+
+def test_status_names_no_model_by_default():
+    assert build_parser().parse_args(["status"]).model == ""
+    assert build_parser().parse_args(["status", "--model", "m"]).model == "m"

@@ -1,0 +1,72 @@
+"""What the commands print, from messages built in the test."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from regserve.client import NotFound, Prediction
+from regserve.server.cli.render import (
+    print_client_error,
+    print_metrics,
+    print_states,
+    print_table,
+    split_text,
+    state_name,
+    version_order,
+    write_predictions,
+)
+from regserve.v1 import model_service_pb2, types_pb2
+
+
+def test_a_table_aligns_columns_two_spaces_apart_without_trailing_blanks(capsys):
+    print_table(("name", "n"), [("a", "1"), ("longer", "")])
+    assert capsys.readouterr().out.splitlines() == ["name    n", "a       1", "longer"]
+
+
+def test_versions_sort_by_number_not_by_text():
+    assert [version_order(v) for v in ("v1", "v10", "v02", "x")] == [1, 10, 0, 0]
+    assert split_text({"v10": 1.0, "v2": 90.0, "v9": 0.5}) == "v2=90, v9=0.5, v10=1"
+    assert split_text({}) == ""
+
+
+def test_states_are_short_lowercase_names():
+    assert state_name(types_pb2.SERVING_STATE_IN_SPLIT) == "in_split"
+
+
+def test_model_states_show_a_dash_for_what_is_empty(capsys):
+    state = model_service_pb2.ModelState(model="house", serving_version="v2", versions=["v1", "v2"], generation=3)
+    state.traffic_split.update({"v1": 90, "v2": 10})
+    print_states([state, model_service_pb2.ModelState(model="empty")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "model  serving  split         frozen  versions  generation",
+        "house  v2       v1=90, v2=10  -       v1, v2    3",
+        "empty  -        -             -                 0",
+    ]
+
+
+def test_predictions_print_labels_as_text_and_values_in_full_precision(capsys):
+    write_predictions(Prediction(model="m", version="v1", values=np.array([0.1 + 0.2, 2.0])))
+    write_predictions(Prediction(model="m", version="v1", values=np.array([1, 0]), labels=["hot", "cold"]))
+    assert capsys.readouterr().out == "0.30000000000000004\n2.0\nhot\ncold\n"
+
+
+def test_a_failed_call_names_its_code_reason_and_fields(capsys):
+    error = NotFound(grpc.StatusCode.NOT_FOUND, "no such model", "UNKNOWN_MODEL", field_violations=[("model", "nope")])
+    print_client_error(error)
+    assert capsys.readouterr().err == "regserve: no such model [NOT_FOUND, UNKNOWN_MODEL]\n  model: nope\n"
+    print_client_error(NotFound(grpc.StatusCode.NOT_FOUND, "gone"))
+    assert capsys.readouterr().err == "regserve: gone [NOT_FOUND]\n"
+
+
+def test_metrics_are_listed_per_split_with_cross_validation_spread(capsys):
+    version = types_pb2.ModelVersion()
+    version.training.metrics.update({"r2": 0.5, "mse": 2.0})
+    version.cross_validation.folds = 3
+    version.cross_validation.mean["mse"] = 2.5
+    version.cross_validation.std["mse"] = 0.25
+    print_metrics(version)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[1:3]] == [["training", "mse"], ["training", "r2"]]
+    assert lines[3].split() == ["cv", "(3", "folds)", "mse", "2.5", "±", "0.25"]
