@@ -80,7 +80,7 @@ def test_client_ca_without_a_server_certificate_is_a_configuration_error(tmp_pat
 
 
 def test_cli_speaks_mutual_tls(mtls_app, pki, capsys):
-    from regserve.server.cli.commands import main
+    from regserve.server.cli import main
 
     target = f"127.0.0.1:{mtls_app.port}"
     files = ["--tls-ca", pki["ca"], "--tls-cert", pki["client_cert"], "--tls-key", pki["client_key"]]
