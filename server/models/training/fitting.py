@@ -1,0 +1,112 @@
+"""Fitting one model on some spooled groups: standardization, the solver, the divergence check."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from regserve.server.errors import InvalidInput
+from regserve.server.models import solvers
+from regserve.server.models.estimator import LinearModel
+from regserve.server.models.training.moments import Moments
+from regserve.server.models.training.spec import TrainSpec
+from regserve.server.models.training.spool import SpoolFile, SpoolView
+
+__all__ = ["check_model_finite", "fit_model"]
+
+
+def fit_model(
+    spec: TrainSpec,
+    d: int,
+    m: Moments,
+    spool: SpoolFile,
+    groups: list[int],
+    classes: tuple[str, ...] | None,
+    label_map: np.ndarray | None,
+) -> tuple[LinearModel, solvers.SolverInfo]:
+    """Fit on the spooled training groups (folds) ``groups``, whose merged moments are ``m``.
+
+    ``d`` is the feature count; ``m`` holds the moments of ``[x, y]`` for
+    regression, of ``x`` for logistic; ``label_map`` maps first-seen label ids
+    to indices in ``classes``.
+    """
+    shift, scale = _standardization(m, d) if spec.standardize else (np.zeros(d), np.ones(d))
+    solver = spec.resolved_solver
+    if solver == "closed_form":
+        coef, intercept, info = solvers.solve_least_squares(
+            m.n, m.mean, m.comoment, alpha=spec.alpha, fit_intercept=spec.fit_intercept, shift=shift, scale=scale
+        )
+        coef, intercept = coef[None, :], np.array([intercept])
+    else:
+        logistic = spec.kind == "logistic"
+        view = SpoolView(spool, groups, shift, scale, m.n, label_map)
+        objective = solvers.make_objective(
+            view,
+            kind=spec.kind,
+            n_classes=len(classes) if logistic else 0,
+            d=d,
+            l2=spec.alpha if logistic else spec.alpha / m.n,
+            fit_intercept=spec.fit_intercept,
+        )
+        start = 0.0 if logistic else float(m.mean[-1])  # Regression starts from ȳ.
+        theta, info = _solve_iteratively(spec, objective, start)
+        if spec.fit_intercept:
+            coef, intercept = theta[:, 1:], theta[:, 0]
+        else:
+            coef, intercept = theta, np.zeros(theta.shape[0])
+    model = LinearModel(
+        spec.kind,
+        coef,
+        intercept,
+        mean=shift if spec.standardize else None,
+        scale=scale if spec.standardize else None,
+        classes=classes,
+    )
+    return model, info
+
+
+def _standardization(m: Moments, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shift (the means) and scale (the population stds) of the ``d`` features, each of shape (d,)."""
+    shift = m.mean[:d].copy()
+    std = np.sqrt(np.maximum(np.diag(m.comoment)[:d], 0.0) / m.n)
+    # A constant column's std is zero up to rounding of its mean; scale 1 keeps it finite.
+    scale = np.where(std > 1e-12 * np.abs(shift), std, 1.0)
+    scale[std == 0] = 1.0
+    return shift, scale
+
+
+def _solve_iteratively(spec: TrainSpec, objective, start: float) -> tuple[np.ndarray, solvers.SolverInfo]:
+    """Run the spec's Newton, gd or sgd solver from intercept ``start``; theta has shape (n_outputs, n_params)."""
+    solver = spec.resolved_solver
+    if solver == "newton":
+        return solvers.solve_newton(objective, max_iterations=spec.max_iterations, tolerance=spec.tolerance)
+    if solver == "gd":
+        return solvers.solve_gd(
+            objective,
+            learning_rate=spec.learning_rate,
+            epochs=spec.epochs,
+            tolerance=spec.tolerance,
+            intercept=start,
+        )
+    return solvers.solve_sgd(
+        objective,
+        learning_rate=spec.learning_rate,
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        tolerance=spec.tolerance,
+        seed=spec.seed,
+        intercept=start,
+    )
+
+
+def check_model_finite(model: LinearModel, spec: TrainSpec) -> None:
+    """Refuse a fit whose coefficients overflowed, so no unusable version is ever stored."""
+    if np.isfinite(model.coef_).all() and np.isfinite(model.intercept_).all():
+        return
+    iterative = spec.resolved_solver in ("gd", "sgd")
+    field = "spec.learning_rate" if iterative else "chunks"
+    hint = "lower the learning rate or standardize the features" if iterative else "scale the data"
+    raise InvalidInput(
+        f"Training diverged: the coefficients are not finite; {hint}.",
+        reason="TRAINING_DIVERGED",
+        violations=[(field, hint)],
+    )

@@ -1,0 +1,131 @@
+"""What a training run takes and gives back: ``TrainSpec``, its validation, and ``TrainResult``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from regserve.server.errors import InvalidInput
+from regserve.server.models.estimator import LinearModel
+
+__all__ = ["KINDS", "MAX_CV_FOLDS", "MAX_FEATURES", "SOLVERS", "TrainResult", "TrainSpec"]
+
+KINDS = ("linear", "ridge", "logistic")
+SOLVERS = ("auto", "closed_form", "gd", "sgd", "newton")
+_SOLVERS_FOR = {
+    "linear": ("auto", "closed_form", "gd", "sgd"),
+    "ridge": ("auto", "closed_form", "gd", "sgd"),
+    "logistic": ("auto", "newton", "gd", "sgd"),
+}
+MAX_FEATURES = 4096
+"""Most features a model may have: the statistics hold a (d+1)² matrix per fold."""
+MAX_CV_FOLDS = 100
+"""Most cross-validation folds: each fold keeps its own statistics."""
+
+
+def _invalid_spec(field: str, description: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {description}", reason="INVALID_HYPERPARAMETER", violations=[(field, description)])
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Hyperparameters of one training run; ``validate()`` checks them.
+
+    ``alpha`` is the L2 strength on the intercept-free weights.  For ridge it
+    has scikit-learn Ridge's scale, ``‖y - Xw - b‖² + alpha‖w‖²``; for logistic
+    the objective is ``mean log-loss + (alpha/2)‖W‖²``, which is
+    ``LogisticRegression(C=1 / (alpha * n_train))``.
+    """
+
+    kind: str = "linear"
+    solver: str = "auto"
+    alpha: float = 0.0
+    fit_intercept: bool = True
+    standardize: bool = False
+    learning_rate: float = 0.01
+    epochs: int = 100
+    batch_size: int = 32
+    tolerance: float = 1e-8
+    max_iterations: int = 100
+    validation_fraction: float = 0.0
+    cv_folds: int = 0
+    seed: int = 0
+    feature_names: tuple[str, ...] = ()
+    class_labels: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        """Raise ``InvalidInput(reason="INVALID_HYPERPARAMETER")`` naming the first bad field."""
+        if self.kind not in KINDS:
+            raise _invalid_spec("spec.kind", f"must be one of {', '.join(KINDS)}")
+        if self.solver not in SOLVERS:
+            raise _invalid_spec("spec.solver", f"must be one of {', '.join(SOLVERS)}")
+        if self.solver not in _SOLVERS_FOR[self.kind]:
+            raise _invalid_spec("spec.solver", f"{self.solver} cannot fit a {self.kind} model")
+        checks = [
+            ("spec.alpha", _is_number(self.alpha) and self.alpha >= 0, "must be a finite number >= 0"),
+            (
+                "spec.learning_rate",
+                _is_number(self.learning_rate) and self.learning_rate > 0,
+                "must be a finite number > 0",
+            ),
+            ("spec.tolerance", _is_number(self.tolerance) and self.tolerance >= 0, "must be a finite number >= 0"),
+            (
+                "spec.validation_fraction",
+                _is_number(self.validation_fraction) and 0 <= self.validation_fraction < 1,
+                "must lie in [0, 1)",
+            ),
+            (
+                "spec.cv_folds",
+                _is_int(self.cv_folds) and (self.cv_folds == 0 or 2 <= self.cv_folds <= MAX_CV_FOLDS),
+                f"must be 0 (no cross-validation) or from 2 to {MAX_CV_FOLDS}",
+            ),
+            (
+                "spec.feature_names",
+                len(self.feature_names) <= MAX_FEATURES and all(self.feature_names),
+                f"names must be non-empty, at most {MAX_FEATURES} of them",
+            ),
+            ("spec.epochs", _is_int(self.epochs) and self.epochs >= 1, "must be at least 1"),
+            ("spec.batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "must be at least 1"),
+            ("spec.max_iterations", _is_int(self.max_iterations) and self.max_iterations >= 1, "must be at least 1"),
+            ("spec.seed", _is_int(self.seed) and self.seed >= 0, "must be an integer >= 0"),
+            ("spec.feature_names", len(set(self.feature_names)) == len(self.feature_names), "names must be unique"),
+            ("spec.class_labels", len(set(self.class_labels)) == len(self.class_labels), "labels must be unique"),
+            (
+                "spec.class_labels",
+                not self.class_labels or self.kind == "logistic",
+                "only logistic models take class labels",
+            ),
+        ]
+        for field, ok, description in checks:
+            if not ok:
+                raise _invalid_spec(field, description)
+
+    @property
+    def resolved_solver(self) -> str:
+        """The solver ``auto`` stands for: closed form for regression, Newton for logistic."""
+        if self.solver != "auto":
+            return self.solver
+        return "newton" if self.kind == "logistic" else "closed_form"
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict, tuples as lists."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+@dataclass
+class TrainResult:
+    """The fitted model and a JSON-serialisable description of the run."""
+
+    model: LinearModel
+    metadata: dict

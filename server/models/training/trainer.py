@@ -1,0 +1,314 @@
+"""``Trainer``: fold a stream of chunks into a fitted ``LinearModel``, score it and describe the run.
+
+``Trainer`` accepts the data set chunk by chunk and never holds it whole:
+
+* each chunk is checked (``chunks``) and each row assigned to the training or
+  validation split, and to a cross-validation fold, by seeded draws indexed by
+  its *global* row number (``sampling``), so the assignment does not depend on
+  how the stream was chunked;
+* per split/fold it keeps centred moments of ``[x, y]`` merged with Chan et
+  al.'s pairwise update (``moments``): enough for the closed form, the
+  standardization and the feature statistics, in O(d²) memory;
+* every row is also spooled to a temporary file, read back through
+  ``np.memmap`` in blocks for the iterative solvers and the metrics (``spool``).
+
+The same rows sent in one chunk or in hundreds give the same model (up to
+rounding in the moment merges) and the same metadata, duration aside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import tempfile
+import time
+
+import joblib
+import numpy as np
+
+from regserve.server.errors import FailedPrecondition, InvalidInput
+from regserve.server.models import solvers
+from regserve.server.models.estimator import LinearModel
+from regserve.server.models.scoring import ClassificationTally, RegressionTally
+from regserve.server.models.training.chunks import checked_features, checked_labels, checked_targets
+from regserve.server.models.training.fitting import check_model_finite, fit_model
+from regserve.server.models.training.labels import LabelTable
+from regserve.server.models.training.moments import Moments
+from regserve.server.models.training.sampling import RowGroups
+from regserve.server.models.training.spec import TrainResult, TrainSpec
+from regserve.server.models.training.spool import SpoolFile, SpoolView
+
+__all__ = ["Trainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Folds a stream of chunks into a model. Context manager; ``close()`` removes temp files.
+
+    Parameters
+    ----------
+    spec : TrainSpec
+        Validated on construction.
+    spool_dir : path, optional
+        Where the temporary spool file lives; default ``tempfile.gettempdir()``.
+    """
+
+    def __init__(self, spec: TrainSpec, *, spool_dir: str | os.PathLike | None = None) -> None:
+        spec.validate()
+        self.spec = spec
+        self._started = time.perf_counter()
+        self._d = len(spec.feature_names) or None
+        self._n = 0
+        self._n_train = 0
+        self._hash = hashlib.sha256()
+        self._declared = set(spec.class_labels) or None
+        self._n_folds = spec.cv_folds or 1
+        self._moments: list[Moments] | None = None  # folds 0..k-1, then validation
+        self._labels = LabelTable(self._n_folds)
+        self._groups = RowGroups(spec.seed, spec.validation_fraction, self._n_folds)
+        fd, self._spool_path = tempfile.mkstemp(prefix="regserve-spool-", suffix=".f64", dir=spool_dir)
+        self._spool = os.fdopen(fd, "wb")
+        self._finished = False
+
+    @property
+    def rows_seen(self) -> int:
+        """Rows accepted so far."""
+        return self._n
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the spool file; safe to call more than once."""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        if self._spool_path is not None:
+            try:
+                os.unlink(self._spool_path)
+            except FileNotFoundError:
+                pass
+            self._spool_path = None
+
+    # ------------------------------------------------------------------ intake
+
+    def add_chunk(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Validate and absorb rows ``X`` (n, d) with targets or labels ``y`` (n,)."""
+        if self._finished or self._spool is None:
+            raise FailedPrecondition("This trainer has finished or been closed.", reason="TRAINER_CLOSED")
+        X, y = np.asarray(X), np.asarray(y)
+        if X.ndim == 2 and X.shape[0] == 0 and y.size == 0:
+            return
+        X, targets, labels = self._checked(X, y)
+        n, d = X.shape
+        if self._moments is None:
+            p = d + (self.spec.kind != "logistic")
+            self._moments = [Moments(p) for _ in range(self._n_folds + 1)]
+        group, n_train = self._groups.take(self._n, self._n_train, n)
+        if labels is not None:
+            targets = self._labels.ids(labels, group)
+        self._fingerprint(X, targets, labels)
+        V = X if self.spec.kind == "logistic" else np.column_stack([X, targets])
+        for g, moments in enumerate(self._moments):
+            moments.add(V[group == (g if g < self._n_folds else -1)])
+        self._spool.write(np.column_stack([X, targets, group]).astype("<f8", copy=False).tobytes())
+        self._n += n
+        self._n_train += n_train
+
+    def _checked(self, X: np.ndarray, y: np.ndarray):
+        """Return ``(X float64, targets or None, labels or None)`` or raise InvalidInput."""
+        X = checked_features(X, y, self._d, self._n)
+        self._d = X.shape[1]
+        if self.spec.kind != "logistic":
+            return X, checked_targets(y, self._n), None
+        return X, None, checked_labels(y, self._n, self._declared)
+
+    def _fingerprint(self, X: np.ndarray, targets: np.ndarray, labels: np.ndarray | None) -> None:
+        # Row-major [x, y] bytes, row after row: identical however the rows are chunked.
+        if labels is None:
+            self._hash.update(np.column_stack([X, targets]).astype("<f8", copy=False).tobytes())
+            return
+        encoded = {}
+        row_bytes = X.astype("<f8", copy=False).tobytes()
+        width = 8 * X.shape[1]
+        parts = []
+        for i, label in enumerate(labels.tolist()):
+            if label not in encoded:
+                raw = label.encode("utf-8")
+                encoded[label] = len(raw).to_bytes(4, "little") + raw
+            parts.append(row_bytes[i * width : (i + 1) * width])
+            parts.append(encoded[label])
+        self._hash.update(b"".join(parts))
+
+    # ------------------------------------------------------------------ fitting
+
+    def finish(self) -> TrainResult:
+        """Fit the model, score it, and remove the spool file (also when raising).
+
+        Raises
+        ------
+        InvalidInput
+            ``EMPTY_TRAINING_SET``, ``SINGLE_CLASS`` or ``TOO_FEW_ROWS``.
+        """
+        if self._finished or self._spool is None:
+            raise FailedPrecondition("This trainer has finished or been closed.", reason="TRAINER_CLOSED")
+        self._finished = True
+        try:
+            return self._finish()
+        finally:
+            self.close()
+
+    def _finish(self) -> TrainResult:
+        spec = self.spec
+        self._check_sizes()
+        classes, label_map = self._classes()
+        self._spool.close()
+        self._spool = None
+        d = self._d
+        spool = SpoolFile(self._spool_path, (self._n, d + 2))
+        try:
+            folds = list(range(self._n_folds))
+            model, info = self._fit(spool, folds, classes, label_map)
+            check_model_finite(model, spec)
+            training = self._evaluate(model, spool, folds, label_map)
+            if info.final_loss is None and training.get("mse") is not None:
+                # The closed form's objective, ½·MSE + (alpha/n)/2·‖w‖², from the scoring pass.
+                l2 = spec.alpha / self._n_train
+                info.final_loss = 0.5 * training["mse"] + 0.5 * l2 * float((model.coef_**2).sum())
+            validation = self._evaluate(model, spool, [-1], label_map) if self._n > self._n_train else None
+            cv = self._cross_validate(spool, classes, label_map) if spec.cv_folds else None
+        except np.linalg.LinAlgError as exc:
+            raise InvalidInput(
+                f"The solver failed on this data ({exc}); scale the features or add a penalty.",
+                reason="NUMERICAL_FAILURE",
+                violations=[("chunks", "the data makes the problem numerically unsolvable")],
+            ) from exc
+        finally:
+            del spool
+        names = list(spec.feature_names) or [f"x{j}" for j in range(d)]
+        metadata = {
+            "kind": spec.kind,
+            "solver": spec.resolved_solver,
+            "spec": spec.to_dict(),
+            "n_samples": self._n,
+            "n_train": self._n_train,
+            "n_validation": self._n - self._n_train,
+            "n_features": d,
+            "feature_names": names,
+            "classes": None if classes is None else list(classes),
+            "fingerprint": self._hash.hexdigest(),
+            "feature_stats": self._feature_stats(names),
+            "training_metrics": training,
+            "validation_metrics": validation,
+            "cv_metrics": cv,
+            "solver_info": dataclasses.asdict(info),
+            "duration_seconds": time.perf_counter() - self._started,
+        }
+        logger.info(
+            "trained %s/%s on %d rows x %d features in %.3fs",
+            spec.kind,
+            metadata["solver"],
+            self._n,
+            d,
+            metadata["duration_seconds"],
+        )
+        return TrainResult(model=model, metadata=_json_ready(metadata))
+
+    def _check_sizes(self) -> None:
+        spec, n_validation = self.spec, self._n - self._n_train
+        if self._n == 0:
+            raise InvalidInput(
+                "No training rows were sent.",
+                reason="EMPTY_TRAINING_SET",
+                violations=[("chunks", "send at least one row")],
+            )
+        if spec.validation_fraction > 0 and (n_validation < 1 or self._n_train < 2):
+            raise InvalidInput(
+                f"{self._n} rows give {n_validation} validation and {self._n_train} training rows.",
+                reason="TOO_FEW_ROWS",
+                violations=[("spec.validation_fraction", "needs >= 1 validation and >= 2 training rows")],
+            )
+        if spec.cv_folds and self._n_train < spec.cv_folds:
+            raise InvalidInput(
+                f"{self._n_train} training rows cannot fill {spec.cv_folds} folds.",
+                reason="TOO_FEW_ROWS",
+                violations=[("spec.cv_folds", f"needs at least {spec.cv_folds} training rows")],
+            )
+
+    def _classes(self) -> tuple[tuple[str, ...] | None, np.ndarray | None]:
+        """Sorted classes and the map from first-seen label id to class index."""
+        if self.spec.kind != "logistic":
+            return None, None
+        return self._labels.classes()
+
+    def _fit(self, spool, groups, classes, label_map) -> tuple[LinearModel, solvers.SolverInfo]:
+        """Fit on the training groups (folds) ``groups``."""
+        m = Moments.combined([self._moments[g] for g in groups])
+        return fit_model(self.spec, self._d, m, spool, groups, classes, label_map)
+
+    def _evaluate(self, model: LinearModel, spool, groups, label_map) -> dict:
+        """Metrics of ``model`` on the spooled rows of ``groups`` (-1 = validation)."""
+        view = SpoolView(spool, groups, 0.0, 1.0, 0, label_map)
+        if model.is_classifier:
+            tally = ClassificationTally(model.classes_)
+            for X, y in view.raw_blocks():
+                tally.update(y, model._predict_log_proba(X))
+        else:
+            tally = RegressionTally()
+            for X, y in view.raw_blocks():
+                tally.update(y, model.predict(X))
+        return tally.result()
+
+    def _cross_validate(self, spool, classes, label_map) -> dict:
+        """k-fold scores, folds fitted in parallel threads (NumPy releases the GIL)."""
+        k = self._n_folds
+
+        def run(fold: int) -> dict:
+            model, _ = self._fit(spool, [g for g in range(k) if g != fold], classes, label_map)
+            scores = self._evaluate(model, spool, [fold], label_map)
+            return {name: v for name, v in scores.items() if v is None or isinstance(v, float)}
+
+        jobs = max(1, min(k, os.cpu_count() or 1))
+        per_fold = joblib.Parallel(n_jobs=jobs, backend="threading")(joblib.delayed(run)(j) for j in range(k))
+        mean, std = {}, {}
+        for name in per_fold[0]:
+            values = [fold[name] for fold in per_fold if fold[name] is not None]
+            mean[name] = float(np.mean(values)) if values else None
+            std[name] = float(np.std(values)) if values else None
+        return {"folds": k, "mean": mean, "std": std, "per_fold": per_fold}
+
+    def _feature_stats(self, names: list[str]) -> list[dict]:
+        total = Moments.combined(self._moments)
+        std = np.sqrt(np.maximum(np.diag(total.comoment), 0.0) / total.n)
+        return [
+            {
+                "name": name,
+                "mean": float(total.mean[j]),
+                "std": float(std[j]),
+                "min": float(total.min[j]),
+                "max": float(total.max[j]),
+            }
+            for j, name in enumerate(names)
+        ]
+
+
+def _json_ready(value):
+    """Plain Python containers and scalars, with non-finite floats as None."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value

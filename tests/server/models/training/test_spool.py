@@ -1,0 +1,33 @@
+"""The spool read back in blocks: many small blocks give the same model as one."""
+
+import numpy as np
+import pytest
+
+from regserve.server.models.training import TrainSpec, spool
+from tests.server.models.training.helpers import assert_close_tree, train
+
+
+@pytest.mark.parametrize("kind, solver", [("logistic", "newton"), ("logistic", "sgd"), ("linear", "gd")])
+def test_reading_the_spool_in_many_blocks_gives_the_same_model(monkeypatch, kind, solver):
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(700, 3))
+    y = X @ [1.0, -1.0, 0.5] + rng.normal(size=700)
+    if kind == "logistic":
+        y = (y > 0).astype(float)
+    spec = TrainSpec(
+        kind=kind,
+        solver=solver,
+        alpha=0.1,
+        fit_intercept=False,
+        learning_rate=0.2,
+        epochs=50,
+        tolerance=1e-13,
+        validation_fraction=0.1,
+    )
+    one_block = train(spec, X, y)
+    monkeypatch.setattr(spool, "_READ_BLOCK", 64)
+    many_blocks = train(spec, X, y)
+    best = one_block.metadata["solver_info"]["final_loss"]
+    assert abs(many_blocks.metadata["solver_info"]["final_loss"] - best) <= 1e-6 * best
+    assert np.all(many_blocks.model.intercept_ == 0.0)
+    assert_close_tree(one_block.metadata["validation_metrics"], many_blocks.metadata["validation_metrics"], 1e-4)
