@@ -10,9 +10,12 @@ Exception tree::
     RegserveError
     ├── InvalidInput          bad request data (INVALID_ARGUMENT)
     ├── NotFound              unknown model, version or feature (NOT_FOUND)
+    │   ├── UnknownModel      no model of that name (UNKNOWN_MODEL)
+    │   └── UnknownVersion    the model has no version of that name (UNKNOWN_VERSION)
     ├── AlreadyExists         the thing to create exists (ALREADY_EXISTS)
     ├── FailedPrecondition    the registry's state forbids it (FAILED_PRECONDITION)
-    │   └── IntegrityError    a stored version fails its checksum or probe
+    │   ├── IntegrityError    a stored version fails its checksum or probe
+    │   └── VersionFrozen     the version is frozen (VERSION_FROZEN)
     ├── ResourceExhausted     a size or rate limit was hit (RESOURCE_EXHAUSTED)
     ├── Unauthenticated       no valid credentials came with the call (UNAUTHENTICATED)
     ├── PermissionDenied      the caller's role may not make this call (PERMISSION_DENIED)
@@ -39,6 +42,9 @@ __all__ = [
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
+    "UnknownModel",
+    "UnknownVersion",
+    "VersionFrozen",
 ]
 
 FieldViolation = tuple[str, str]
@@ -89,6 +95,35 @@ class NotFound(RegserveError):
     default_reason = "NOT_FOUND"
 
 
+class UnknownModel(NotFound):
+    """No model of that name exists (``model`` is the name asked for)."""
+
+    default_reason = "UNKNOWN_MODEL"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"Model {model!r} does not exist.",
+            violations=[("model", f"no model named {model!r}")],
+            metadata={"model": model},
+        )
+        self.model = model
+
+
+class UnknownVersion(NotFound):
+    """The model exists but has no version of that name; ``field`` names the request field."""
+
+    default_reason = "UNKNOWN_VERSION"
+
+    def __init__(self, model: str, version: str, field: str = "version") -> None:
+        super().__init__(
+            f"Model {model!r} has no version {version!r}.",
+            violations=[(field, f"no version {version!r} of model {model!r}")],
+            metadata={"model": model, "version": version},
+        )
+        self.model = model
+        self.version = version
+
+
 class AlreadyExists(RegserveError):
     """The thing the call would create exists already."""
 
@@ -105,6 +140,25 @@ class IntegrityError(FailedPrecondition):
     """A stored version fails its checksum or its stored probe."""
 
     default_reason = "INTEGRITY_CHECK_FAILED"
+
+
+class VersionFrozen(FailedPrecondition):
+    """The version is frozen: neither routed, nor predicted by name, nor promoted.
+
+    ``advice``, when given, follows the sentence after a semicolon ("unfreeze it first").
+    """
+
+    default_reason = "VERSION_FROZEN"
+
+    def __init__(self, model: str, version: str, *, field: str = "version", advice: str = "") -> None:
+        sentence = f"Version {version} of model {model!r} is frozen"
+        super().__init__(
+            f"{sentence}; {advice}." if advice else f"{sentence}.",
+            violations=[(field, f"version {version} is frozen")],
+            metadata={"model": model, "version": version},
+        )
+        self.model = model
+        self.version = version
 
 
 class ResourceExhausted(RegserveError):

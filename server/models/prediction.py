@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from regserve.server.errors import InvalidInput
-from regserve.server.rpc.convert import all_finite, check_finite
+from regserve.server.models.numeric import all_finite, check_finite
 
 __all__ = ["Prediction", "predict"]
 

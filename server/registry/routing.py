@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from regserve.server.errors import InvalidInput
 
-__all__ = ["SplitTable", "choose_arm", "key_point"]
+__all__ = ["SplitTable", "check_split_weights", "choose_arm", "key_point"]
 
 
 def key_point(routing_key: str) -> float:
@@ -33,35 +33,53 @@ def _arm_order(version: str) -> tuple[int, str]:
     return -1, version
 
 
+def _invalid_split(description: str) -> InvalidInput:
+    return InvalidInput(
+        f"The traffic split is invalid: {description}.",
+        reason="INVALID_SPLIT",
+        violations=[("weights", description)],
+    )
+
+
+def check_split_weights(weights: Mapping[str, object]) -> dict[str, float]:
+    """The split ``weights`` (version -> relative weight) as floats in version order.
+
+    Every weight must be a finite number >= 0, and at least one must be > 0 unless the
+    mapping is empty (which clears a split); otherwise INVALID_SPLIT.
+    """
+    split: dict[str, float] = {}
+    for version, weight in weights.items():
+        try:
+            value = float(weight)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise _invalid_split(f"the weight of {version!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise _invalid_split(f"the weight of {version!r} must be finite and >= 0")
+        split[str(version)] = value
+    if split and sum(split.values()) <= 0:
+        raise _invalid_split("the weights must not all be zero")
+    return dict(sorted(split.items(), key=lambda item: _arm_order(item[0])))
+
+
 class SplitTable:
     """A traffic split prepared once for fast, repeated choices.
 
     Parameters
     ----------
     split : mapping of str to float
-        Version -> relative weight (finite, >= 0, at least one > 0).  Arms with zero
-        weight are dropped: they are never chosen.
+        Version -> relative weight (finite, >= 0, at least one > 0, as
+        ``check_split_weights`` requires).  Arms with zero weight are dropped: they are
+        never chosen.
     """
 
     __slots__ = ("arms", "bounds", "weights")
 
     def __init__(self, split: Mapping[str, float]) -> None:
-        items = sorted(split.items(), key=lambda item: _arm_order(item[0]))
-        for version, weight in items:
-            if not math.isfinite(weight) or weight < 0:
-                raise InvalidInput(
-                    f"The weight of {version!r} must be finite and >= 0.",
-                    reason="INVALID_SPLIT",
-                    violations=[("weights", f"bad weight for {version!r}")],
-                )
-        items = [(v, float(w)) for v, w in items if w > 0]
+        checked = check_split_weights(split)
+        if not checked:
+            raise _invalid_split("no arm has a positive weight")
+        items = [(v, w) for v, w in checked.items() if w > 0]
         total = sum(w for _, w in items)
-        if not items or total <= 0:
-            raise InvalidInput(
-                "A traffic split needs at least one arm with a positive weight.",
-                reason="INVALID_SPLIT",
-                violations=[("weights", "no arm has a positive weight")],
-            )
         self.arms: tuple[str, ...] = tuple(v for v, _ in items)
         self.weights: tuple[float, ...] = tuple(w / total for _, w in items)
         bounds, running = [], 0.0

@@ -1,69 +1,48 @@
 """The in-memory serving layer over the registry: loaded models, hot swap, replica polling.
 
 Every request resolves its model through one immutable routing snapshot (model name ->
-``_ModelRoute``).  Readers take no lock: a swap builds a whole new snapshot and replaces
+``ModelRoute``).  Readers take no lock: a swap builds a whole new snapshot and replaces
 ``self._snapshot`` in one assignment, so a request in flight keeps the ``ServedModel`` it
 resolved and a new request sees the new one.  Writers (admin calls, the polling thread)
 serialise on one lock.  No version is routed before it passed its checksum, loaded as a
 ``LinearModel`` and reproduced its stored probe predictions.
+
+The store is the one door to the registry: listings and states are read from disk
+through it (so changes made through another replica show at once), every change goes
+through it, and each change is reported as a ``RegistryEvent`` where it is made.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 
-import numpy as np
-
 from regserve.server.errors import (
-    FailedPrecondition,
-    IntegrityError,
-    NotFound,
     RegserveError,
     Unavailable,
+    UnknownModel,
+    UnknownVersion,
+    VersionFrozen,
 )
 from regserve.server.models.estimator import LinearModel
-from regserve.server.registry.disk import ModelRegistry, check_model_name
-from regserve.server.registry.routing import SplitTable
+from regserve.server.registry.disk import ModelRegistry
+from regserve.server.registry.events import EventCallback, RegistryAction, RegistryEvent
+from regserve.server.registry.probe import probe_arrays, verified_estimator
+from regserve.server.registry.promotion_gate import passes_gate
+from regserve.server.registry.routes import ModelRoute, ServedModel, build_route, served_model
+from regserve.server.registry.state import (
+    ModelState,
+    ServingRole,
+    StateUpdate,
+    VersionMetadata,
+    check_model_name,
+)
 
 __all__ = ["ModelStore", "ServedModel"]
 
 logger = logging.getLogger(__name__)
-
-PROBE_ROWS = 8
-_PROBE_KEYS = ("probe_inputs", "probe_outputs", "probe_probabilities")
-_PROBE_RTOL = 1e-9
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """One verified version, ready to predict."""
-
-    name: str
-    version: str
-    estimator: LinearModel
-    metadata: dict
-    """The stored metadata.json content (feature_names, kind, metrics, ...)."""
-    feature_index: Mapping[str, int]
-    """Feature name -> column, for features given by name; empty when names are unknown."""
-
-
-@dataclass(frozen=True)
-class _ModelRoute:
-    generation: int
-    serving: ServedModel | None
-    split: SplitTable | None
-    arms: Mapping[str, ServedModel]
-    frozen: frozenset[str]
-    versions: frozenset[str]
-
-    def signature(self) -> tuple:
-        serving = self.serving.version if self.serving else None
-        return self.generation, serving, tuple(sorted(self.arms)), self.frozen, self.versions
 
 
 class ModelStore:
@@ -74,26 +53,32 @@ class ModelStore:
     registry : ModelRegistry
     poll_interval : float
         Seconds between checks for changes made by other processes (see ``start``).
+    on_event : callable taking a RegistryEvent, optional
+        Called right after each change this store makes to the registry, on the thread
+        that made it; an exception it raises is logged, never raised.
     """
 
-    def __init__(self, registry: ModelRegistry, *, poll_interval: float = 2.0) -> None:
-        self.registry = registry
+    def __init__(
+        self, registry: ModelRegistry, *, poll_interval: float = 2.0, on_event: EventCallback | None = None
+    ) -> None:
+        self._registry = registry
         self.poll_interval = poll_interval
-        self._snapshot: Mapping[str, _ModelRoute] = MappingProxyType({})
+        self._on_event = on_event
+        self._snapshot: Mapping[str, ModelRoute] = MappingProxyType({})
         self._loaded: dict[tuple[str, str], ServedModel] = {}
         self._token: tuple | None = None
         self._write_lock = threading.RLock()
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # ----------------------------------------------------------------- reading
+    # ----------------------------------------------------------------- routing (memory)
 
     def has_serving_model(self) -> bool:
         """True when at least one model can answer a request without a version."""
         return any(r.serving is not None or r.split is not None for r in self._snapshot.values())
 
     def model_names(self) -> list[str]:
-        """Names of the models this store knows, sorted."""
+        """Names of the models this store routes, sorted."""
         return sorted(self._snapshot)
 
     @staticmethod
@@ -123,12 +108,7 @@ class ModelStore:
         """
         route = self._snapshot.get(model)
         if route is None:
-            raise NotFound(
-                f"Model {model!r} does not exist.",
-                reason="UNKNOWN_MODEL",
-                violations=[("model", f"no model named {model!r}")],
-                metadata={"model": model},
-            )
+            raise UnknownModel(model)
         if version:
             return self._resolve_version(route, model, version, allow_frozen), "explicit"
         if route.split is not None:
@@ -158,21 +138,11 @@ class ModelStore:
             return route.arms[arm]
         return self.resolve(model)  # raises UNKNOWN_MODEL or NO_SERVING_VERSION
 
-    def _resolve_version(self, route: _ModelRoute, model: str, version: str, allow_frozen: bool) -> ServedModel:
+    def _resolve_version(self, route: ModelRoute, model: str, version: str, allow_frozen: bool) -> ServedModel:
         if version in route.frozen and not allow_frozen:
-            raise FailedPrecondition(
-                f"Version {version} of model {model!r} is frozen.",
-                reason="VERSION_FROZEN",
-                violations=[("version", f"version {version} is frozen")],
-                metadata={"model": model, "version": version},
-            )
+            raise VersionFrozen(model, version)
         if version not in route.versions:
-            raise NotFound(
-                f"Model {model!r} has no version {version!r}.",
-                reason="UNKNOWN_VERSION",
-                violations=[("version", f"no version {version!r} of model {model!r}")],
-                metadata={"model": model, "version": version},
-            )
+            raise UnknownVersion(model, version)
         served = route.arms.get(version) or self._loaded.get((model, version))
         if served is None and route.serving is not None and route.serving.version == version:
             served = route.serving
@@ -181,16 +151,24 @@ class ModelStore:
                 served = self._load_verified(model, version)
         return served
 
-    def serving_state(self, model: str, version: str) -> str:
-        """``"in_split"``, ``"serving"``, ``"frozen"`` or ``"available"`` for one version."""
+    def serving_state(self, model: str, version: str) -> ServingRole:
+        """The role of one version (``ModelState.role_of``) in the state this store routes by."""
         route = self._snapshot.get(model)
-        if route is None:
-            return "available"
-        if route.split is not None and version in route.arms:
-            return "in_split"
-        if route.serving is not None and route.serving.version == version:
-            return "serving"
-        return "frozen" if version in route.frozen else "available"
+        return "available" if route is None else route.state.role_of(version)
+
+    # ----------------------------------------------------------------- the registry (disk)
+
+    def list_models(self) -> list[str]:
+        """Names of every model in the registry, read from disk, sorted."""
+        return self._registry.list_models()
+
+    def read_state(self, model: str) -> ModelState:
+        """The stored serving state of ``model``, read from disk."""
+        return self._registry.read_state(model)
+
+    def list_versions(self, model: str) -> list[VersionMetadata]:
+        """The metadata of every stored version of ``model``, read from disk, in version order."""
+        return self._registry.list_versions(model)
 
     # ----------------------------------------------------------------- loading
 
@@ -198,26 +176,20 @@ class ModelStore:
         """Load one version and check checksum, arrays and probe; cache the result."""
         if use_cache and (cached := self._loaded.get((model, version))) is not None:
             return cached
-        arrays, metadata = self.registry.load_version(model, version)
-        probe = {key: arrays.pop(key, None) for key in _PROBE_KEYS}
-        estimator = LinearModel.from_arrays(str(metadata.get("kind")), arrays)
-        _check_probe(estimator, probe, model, version)
-        names = metadata.get("feature_names") or ()
-        index = {str(n): i for i, n in enumerate(names)}
-        if len(index) != estimator.n_features_in_:
-            index = {}
-        served = ServedModel(model, version, estimator, metadata, MappingProxyType(index))
+        arrays, metadata = self._registry.load_version(model, version)
+        estimator = verified_estimator(metadata.kind, arrays, model, version)
+        served = served_model(model, version, estimator, metadata)
         self._loaded[(model, version)] = served
         return served
 
-    def _build_route(self, model: str, *, strict: bool) -> _ModelRoute:
+    def _build_route(self, model: str, *, strict: bool) -> ModelRoute:
         """Read the model's state from disk and load what it routes to.
 
         ``strict``: a version that fails to load raises; otherwise it is logged and left
         out (the model may then have no serving version).
         """
-        state = self.registry.read_state(model)
-        versions = frozenset(m["version"] for m in self.registry.list_versions(model))
+        state = self._registry.read_state(model)
+        versions = frozenset(m.version for m in self._registry.list_versions(model))
 
         def load(version: str) -> ServedModel | None:
             try:
@@ -228,18 +200,7 @@ class ModelStore:
                 logger.error("model %s version %s is not served: %s (%s)", model, version, exc.message, exc.reason)
                 return None
 
-        serving = load(state["serving"]) if state["serving"] else None
-        arms = {v: s for v in state["split"] if (s := load(v)) is not None}
-        weights = {v: w for v, w in state["split"].items() if v in arms}
-        split = SplitTable(weights) if any(w > 0 for w in weights.values()) else None
-        return _ModelRoute(
-            generation=int(state["generation"]),
-            serving=serving,
-            split=split,
-            arms=MappingProxyType(arms if split else {}),
-            frozen=frozenset(state["frozen"]),
-            versions=versions,
-        )
+        return build_route(state, versions, load)
 
     def _rebuild(self, models: Iterable[str], *, initial: bool = False) -> bool:
         """Rebuild the routes of ``models`` and publish a new snapshot; True if any changed.
@@ -254,13 +215,11 @@ class ModelStore:
             try:
                 new[model] = self._build_route(model, strict=not initial)
                 continue
-            except NotFound as exc:
-                if exc.reason == "UNKNOWN_MODEL":  # deleted by another process
-                    new.pop(model, None)
-                    continue
-                error: Exception = exc
+            except UnknownModel:  # deleted by another process
+                new.pop(model, None)
+                continue
             except (RegserveError, OSError) as exc:
-                error = exc
+                error: Exception = exc
             if model in old:
                 logger.error("model %s: keeping the previous routing: %s", model, error)
                 continue
@@ -281,8 +240,8 @@ class ModelStore:
         A version failing its checks is logged and skipped, never served.
         """
         with self._write_lock:
-            self._token = self.registry.snapshot_token()
-            self._rebuild(self.registry.list_models(), initial=True)
+            self._token = self._registry.snapshot_token()
+            self._rebuild(self._registry.list_models(), initial=True)
         logger.info("loaded models: %s", ", ".join(self.model_names()) or "none")
 
     def refresh(self) -> bool:
@@ -291,11 +250,11 @@ class ModelStore:
         Errors are logged, never raised: the previous snapshot stays.
         """
         try:
-            token = self.registry.snapshot_token()
+            token = self._registry.snapshot_token()
             if token == self._token:
                 return False
             with self._write_lock:
-                models = set(self.registry.list_models()) | set(self._snapshot)
+                models = set(self._registry.list_models()) | set(self._snapshot)
                 changed = self._rebuild(sorted(models))
                 self._token = token
         except Exception:
@@ -334,29 +293,42 @@ class ModelStore:
 
     # ----------------------------------------------------------------- changing
 
+    def _emit(self, model: str, action: RegistryAction, version: str | None) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(RegistryEvent(model, action, version))
+        except Exception:
+            logger.exception("the registry event callback failed on %s of model %s", action, model)
+
+    def _changed(self, model: str, update: StateUpdate, action: RegistryAction, version: str | None) -> ModelState:
+        """Report a state change if ``update`` made one, then swap the model's routing in."""
+        if update.changed:
+            self._emit(model, action, version)
+        self._rebuild([model])
+        return update.state
+
     def add_version(
         self,
         model: str,
         estimator: LinearModel,
-        metadata: dict,
+        metadata: Mapping,
         *,
         promote: bool = True,
         gate: bool = False,
-    ) -> tuple[dict, bool, str]:
+    ) -> tuple[VersionMetadata, bool, str]:
         """Store a trained model as a new version, and promote it if asked and allowed.
 
-        The stored arrays are ``estimator.to_arrays()`` plus a probe: ``probe_inputs``
-        (8 rows around the training feature means), ``probe_outputs`` (their
-        predictions) and, for classifiers, ``probe_probabilities``.
+        The stored arrays are ``estimator.to_arrays()`` plus a probe (``probe_arrays``)
+        built around ``metadata["feature_stats"]``.
 
-        With ``gate``, the new version is promoted only when its validation metric is no
-        worse than the serving version's (``mse`` lower or equal for regressors,
-        ``accuracy`` higher or equal for classifiers); the first version of a model is
-        always promoted when ``promote`` is set.
+        With ``gate``, the new version is promoted only when it passes ``passes_gate``
+        against the serving version; the first version of a model is always promoted
+        when ``promote`` is set.
 
         Returns
         -------
-        metadata : dict
+        metadata : VersionMetadata
             As stored.
         promoted : bool
         reason : str
@@ -364,21 +336,18 @@ class ModelStore:
         """
         check_model_name(model)
         metadata = {**metadata, "kind": estimator.kind}
-        probe_inputs = _probe_inputs(metadata, estimator)
-        arrays = {**estimator.to_arrays(), "probe_inputs": probe_inputs}
-        arrays["probe_outputs"] = estimator.predict(probe_inputs)
-        if estimator.is_classifier:
-            arrays["probe_probabilities"] = estimator.predict_proba(probe_inputs)
+        arrays = {**estimator.to_arrays(), **probe_arrays(metadata, estimator)}
         with self._write_lock:
-            stored = self.registry.create_version(model, arrays, metadata)
-            version = stored["version"]
-            serving = self.registry.read_state(model)["serving"]
+            stored = self._registry.create_version(model, arrays, metadata)
+            version = stored.version
+            self._emit(model, "create", version)
+            serving = self._registry.read_state(model).serving
             if not promote:
                 promoted, reason = False, "promotion was not requested"
             elif serving is None:
                 promoted, reason = True, "first serving version of the model"
             elif gate:
-                promoted, reason = self._gate(model, serving, stored, estimator.is_classifier)
+                promoted, reason = passes_gate(stored, self._registry.describe(model, serving), estimator.is_classifier)
             else:
                 promoted, reason = True, "promoted on request"
             if promoted:
@@ -388,126 +357,45 @@ class ModelStore:
         logger.info("model %s version %s stored; promoted=%s (%s)", model, version, promoted, reason)
         return stored, promoted, reason
 
-    def _gate(self, model: str, serving: str, new: dict, classifier: bool) -> tuple[bool, str]:
-        name, better = ("accuracy", max) if classifier else ("mse", min)
-        old_value = _validation_metric(self.registry.describe(model, serving), name)
-        new_value = _validation_metric(new, name)
-        for version, value in ((new["version"], new_value), (serving, old_value)):
-            if value is None:
-                return False, f"gate: {version} has no validation {name}; not promoted"
-        verb = "higher" if classifier else "lower"
-        if better(new_value, old_value) == new_value:
-            return True, (
-                f"gate: validation {name} {new_value:.6g} of {new['version']} is {verb} than or "
-                f"equal to {old_value:.6g} of {serving}"
-            )
-        return False, (
-            f"gate: validation {name} {new_value:.6g} of {new['version']} is worse than "
-            f"{old_value:.6g} of {serving}; not promoted"
-        )
-
-    def promote(self, model: str, version: str, reason: str = "") -> dict:
+    def promote(self, model: str, version: str, reason: str = "") -> ModelState:
         """Verify ``version`` from disk, make it serving, and swap it in; return the state.
 
         Nothing changes when the version fails its checksum or probe (IntegrityError).
         """
         with self._write_lock:
             self._load_verified(model, version, use_cache=False)
-            state = self.registry.promote(model, version, reason)
-            self._rebuild([model])
-        return state
+            update = self._registry.promote(model, version, reason)
+            return self._changed(model, update, "promote", version)
 
-    def rollback(self, model: str, reason: str = "") -> dict:
+    def rollback(self, model: str, reason: str = "") -> ModelState:
         """Serve the previous version again, after verifying it; return the state."""
         with self._write_lock:
-            target = self.registry.peek_rollback(model)
+            target = self._registry.peek_rollback(model)
             if target is not None:
                 self._load_verified(model, target, use_cache=False)
-            state = self.registry.rollback(model, reason)
-            self._rebuild([model])
-        return state
+            update = self._registry.rollback(model, reason)
+            return self._changed(model, update, "rollback", update.state.serving)
 
-    def freeze(self, model: str, version: str, reason: str = "") -> dict:
+    def freeze(self, model: str, version: str, reason: str = "") -> ModelState:
         """Freeze a version (no longer routed nor predicted by name); return the state."""
         with self._write_lock:
-            state = self.registry.freeze(model, version, reason)
-            self._rebuild([model])
-        return state
+            return self._changed(model, self._registry.freeze(model, version, reason), "freeze", version)
 
-    def unfreeze(self, model: str, version: str, reason: str = "") -> dict:
+    def unfreeze(self, model: str, version: str, reason: str = "") -> ModelState:
         """Unfreeze a version; return the state."""
         with self._write_lock:
-            state = self.registry.unfreeze(model, version, reason)
-            self._rebuild([model])
-        return state
+            return self._changed(model, self._registry.unfreeze(model, version, reason), "unfreeze", version)
 
-    def set_split(self, model: str, weights: Mapping[str, float], reason: str = "") -> dict:
+    def set_split(self, model: str, weights: Mapping[str, float], reason: str = "") -> ModelState:
         """Verify every existing arm, then set the traffic split; return the state."""
         with self._write_lock:
-            existing = {m["version"] for m in self.registry.list_versions(model)}
+            existing = {m.version for m in self._registry.list_versions(model)}
             for version in weights:
                 if version in existing:
                     self._load_verified(model, version, use_cache=False)
-            state = self.registry.set_split(model, weights, reason)
-            self._rebuild([model])
-        return state
+            return self._changed(model, self._registry.set_split(model, weights, reason), "split", None)
 
-    def delete_version(self, model: str, version: str, reason: str = "") -> dict:
+    def delete_version(self, model: str, version: str, reason: str = "") -> ModelState:
         """Delete a version that is neither serving nor in the split; return the state."""
         with self._write_lock:
-            state = self.registry.delete_version(model, version, reason)
-            self._rebuild([model])
-        return state
-
-
-def _validation_metric(metadata: Mapping, name: str) -> float | None:
-    value = (metadata.get("validation_metrics") or {}).get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _probe_inputs(metadata: Mapping, estimator: LinearModel) -> np.ndarray:
-    """8 rows spread around the training means, shape (8, n_features).
-
-    Centres and spreads come from ``metadata["feature_stats"]`` (mean, std per feature),
-    else from the estimator's own scaler, else 0 and 1.  The first row is the centre.
-    """
-    d = estimator.n_features_in_
-    center, spread = np.zeros(d), np.ones(d)
-    stats = metadata.get("feature_stats") or ()
-    if len(stats) == d:
-        center = np.array([float(s.get("mean") or 0.0) for s in stats])
-        spread = np.array([float(s.get("std") or 0.0) for s in stats])
-    elif getattr(estimator, "mean_", None) is not None:
-        center, spread = np.array(estimator.mean_), np.array(estimator.scale_)
-    center = np.where(np.isfinite(center), center, 0.0)
-    spread = np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
-    offsets = np.random.default_rng(0).uniform(-2.0, 2.0, size=(PROBE_ROWS, d))
-    offsets[0] = 0.0
-    return center + offsets * spread
-
-
-def _check_probe(estimator: LinearModel, probe: Mapping, model: str, version: str) -> None:
-    def mismatch(detail: str) -> IntegrityError:
-        return IntegrityError(
-            f"Version {version} of model {model!r} fails its probe: {detail}.",
-            reason="PROBE_MISMATCH",
-            metadata={"model": model, "version": version},
-        )
-
-    inputs, expected = probe["probe_inputs"], probe["probe_outputs"]
-    if inputs is None or expected is None:
-        raise mismatch("no stored probe")
-    try:
-        checks = [(estimator.predict(inputs), expected)]
-        if probe["probe_probabilities"] is not None:
-            checks.append((estimator.predict_proba(inputs), probe["probe_probabilities"]))
-    except RegserveError as exc:
-        raise mismatch(exc.message) from exc
-    for got, want in checks:
-        if got.shape != want.shape or not np.isfinite(got).all():
-            raise mismatch("the outputs are not finite or have the wrong shape")
-        atol = 1e-12 * max(1.0, float(np.max(np.abs(want), initial=0.0)))
-        if not np.allclose(got, want, rtol=_PROBE_RTOL, atol=atol):
-            raise mismatch("the outputs differ from the stored ones")
+            return self._changed(model, self._registry.delete_version(model, version, reason), "delete", version)

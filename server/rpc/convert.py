@@ -1,47 +1,40 @@
-"""Pure converters between regserve.v1 protobuf messages and NumPy / domain objects.
+"""Pure converters between regserve.v1 protobuf messages and NumPy arrays or domain values.
 
-Every function here is free of I/O and of gRPC: it takes messages or arrays and
-returns arrays or messages, raising ``InvalidInput`` for malformed data with the
-offending field named, so the servicers stay "convert, call, convert back".
+Matrices, vectors, named rows, Train chunks and the training spec.  Every function here
+is free of I/O and of gRPC: it takes messages or arrays and returns arrays or messages,
+raising ``InvalidInput`` for malformed data with the offending field named, so the
+servicers stay "convert, call, convert back".  Registry messages (versions, states,
+switches, status) are built in ``registry_messages``.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from regserve.server.errors import InvalidInput
-from regserve.server.models.estimator import LinearModel
 from regserve.server.models.training import TrainSpec
-from regserve.v1 import model_service_pb2, types_pb2
-
-if TYPE_CHECKING:
-    from regserve.server.observability.serving_stats import VersionSummary
+from regserve.v1 import types_pb2
 
 __all__ = [
+    "KIND_NAMES",
+    "KIND_VALUES",
+    "SOLVER_NAMES",
+    "SOLVER_VALUES",
     "add_class_fields",
-    "check_finite",
-    "require_name",
     "labels_to_array",
     "matrix_to_ndarray",
-    "model_state_to_proto",
-    "model_status_to_proto",
-    "model_version_to_proto",
     "named_rows_to_ndarray",
     "ndarray_to_matrix",
     "ndarray_to_vector",
     "read_matrix",
+    "require_name",
     "spec_from_proto",
-    "switch_to_proto",
+    "spec_to_proto",
     "train_chunk",
     "vector_to_ndarray",
-    "version_serving_state",
-    "version_status_to_proto",
 ]
 
 _FLOAT64_LE = np.dtype("<f8")
@@ -63,13 +56,6 @@ SOLVER_NAMES = {
     types_pb2.SOLVER_NEWTON: "newton",
 }
 SOLVER_VALUES = {name: value for value, name in SOLVER_NAMES.items()}
-
-SERVING_STATES = {
-    "serving": types_pb2.SERVING_STATE_SERVING,
-    "available": types_pb2.SERVING_STATE_AVAILABLE,
-    "in_split": types_pb2.SERVING_STATE_IN_SPLIT,
-    "frozen": types_pb2.SERVING_STATE_FROZEN,
-}
 
 
 def matrix_to_ndarray(matrix: types_pb2.Matrix, field: str) -> np.ndarray:
@@ -205,49 +191,6 @@ def add_class_fields(response, prediction, raw: bool, classes: Sequence[str] = (
     response.classes.extend(classes)
 
 
-_TINY = 16
-"""Arrays up to this many elements are checked element by element in Python."""
-_SMALL = 4096
-"""Arrays up to this many elements are checked with ``isfinite().all()``; larger ones by their sum."""
-
-
-def all_finite(values: np.ndarray) -> bool:
-    """True when every element of ``values`` is finite.
-
-    Tiny arrays (the answer to a one-row Predict) are checked as Python floats, in
-    about 0.15 µs against 1.2 µs for NumPy's ``isfinite().all()``, which small
-    arrays (up to a few thousand elements) take; entering ``np.errstate`` alone
-    costs more.  Large arrays are summed: a finite sum proves every element finite
-    without a temporary array, and only a sum that is not finite (NaN, infinity,
-    or finite values whose sum overflows) is looked at element by element.
-    """
-    if values.size <= _TINY:
-        return all(map(math.isfinite, values.ravel().tolist()))
-    if values.size <= _SMALL:
-        return bool(np.isfinite(values).all())
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(values.sum()):
-            return True
-    return bool(np.isfinite(values).all())
-
-
-def check_finite(values: np.ndarray, field: str) -> None:
-    """Raise InvalidInput naming the first NaN or infinite element of ``values``."""
-    if all_finite(values):
-        return
-    bad = np.argwhere(~np.isfinite(values))
-    if bad.size == 0:
-        return
-    position = tuple(int(i) for i in bad[0])
-    where = f"row {position[0]}" + (f", column {position[1]}" if len(position) > 1 else "")
-    raise InvalidInput(
-        f"{field} holds {values[position]} at {where}; only finite numbers are accepted",
-        reason="NON_FINITE_VALUE",
-        violations=[(field, f"non-finite value at {where}")],
-        metadata={"row": position[0], **({"column": position[1]} if len(position) > 1 else {})},
-    )
-
-
 def labels_to_array(labels: Sequence[str]) -> np.ndarray:
     """Class labels as a NumPy unicode array of shape (n,)."""
     return np.array(list(labels), dtype=np.str_)
@@ -333,159 +276,3 @@ def spec_to_proto(spec: Mapping[str, object], model: str) -> types_pb2.TrainSpec
         if spec.get(field) is not None:
             setattr(message, field, spec[field])
     return message
-
-
-def _evaluation(metrics: Mapping[str, object] | None) -> types_pb2.Evaluation | None:
-    if not metrics:
-        return None
-    evaluation = types_pb2.Evaluation(
-        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
-    )
-    for row in metrics.get("per_class") or ():
-        evaluation.per_class.add(
-            label=str(row["label"]),
-            precision=float(row["precision"] or 0.0),
-            recall=float(row["recall"] or 0.0),
-            f1=float(row["f1"] or 0.0),
-            support=int(row["support"]),
-        )
-    confusion = metrics.get("confusion_matrix")
-    if confusion:
-        evaluation.confusion_matrix.CopyFrom(ndarray_to_matrix(np.asarray(confusion, dtype=np.float64), raw=False))
-    return evaluation
-
-
-def model_version_to_proto(
-    metadata: Mapping[str, object], estimator: LinearModel | None, serving_state: str
-) -> types_pb2.ModelVersion:
-    """Describe a stored version: ``metadata`` as stored by the registry, ``estimator`` its weights."""
-    model = str(metadata.get("model", ""))
-    message = types_pb2.ModelVersion(
-        model=model,
-        version=str(metadata.get("version", "")),
-        kind=KIND_VALUES.get(str(metadata.get("kind")), types_pb2.MODEL_KIND_UNSPECIFIED),
-        feature_names=list(metadata.get("feature_names") or ()),
-        classes=[str(c) for c in metadata.get("classes") or ()],
-        spec=spec_to_proto(metadata.get("spec") or {}, model),
-        num_samples=int(metadata.get("n_samples") or 0),
-        num_train=int(metadata.get("n_train") or 0),
-        num_validation=int(metadata.get("n_validation") or 0),
-        data_fingerprint=str(metadata.get("fingerprint") or ""),
-        checksum=str(metadata.get("sha256") or ""),
-        regserve_version=str(metadata.get("regserve_version") or ""),
-        serving_state=SERVING_STATES.get(serving_state, types_pb2.SERVING_STATE_UNSPECIFIED),
-        training_seconds=float(metadata.get("duration_seconds") or 0.0),
-    )
-    if estimator is not None:
-        message.coefficients.CopyFrom(ndarray_to_matrix(np.atleast_2d(estimator.coef_), raw=False))
-        message.intercepts.extend(np.ravel(estimator.intercept_).tolist())
-        if estimator.mean_ is not None:
-            message.standardization.enabled = True
-            message.standardization.means.extend(estimator.mean_.tolist())
-            message.standardization.scales.extend(estimator.scale_.tolist())
-    for stats in metadata.get("feature_stats") or ():
-        message.feature_statistics.add(**{k: stats[k] for k in ("name", "mean", "std", "min", "max")})
-    for name, target in (("training_metrics", message.training), ("validation_metrics", message.validation)):
-        evaluation = _evaluation(metadata.get(name))  # type: ignore[arg-type]
-        if evaluation is not None:
-            target.CopyFrom(evaluation)
-    cv = metadata.get("cv_metrics")
-    if cv:
-        message.cross_validation.folds = int(cv["folds"])
-        message.cross_validation.mean.update({k: float(v) for k, v in cv["mean"].items() if v is not None})
-        message.cross_validation.std.update({k: float(v) for k, v in cv["std"].items() if v is not None})
-    info = metadata.get("solver_info") or {}
-    report = message.solver_report
-    report.solver = SOLVER_VALUES.get(str(metadata.get("solver")), types_pb2.SOLVER_UNSPECIFIED)
-    report.rank = int(info.get("rank") or 0)
-    condition = info.get("condition_number")
-    # The closed form stores no number for a singular system (JSON has no infinity): it is infinite.
-    report.condition_number = float(condition) if condition is not None else (math.inf if info.get("rank") else 0.0)
-    report.least_squares_fallback = info.get("fallback") is not None
-    report.iterations = int(info.get("iterations") or 0)
-    report.converged = bool(info.get("converged"))
-    report.final_loss = float(info.get("final_loss") or 0.0)
-    created = metadata.get("created_at")
-    if created:
-        message.create_time.FromDatetime(datetime.fromisoformat(str(created)))
-    return message
-
-
-def version_serving_state(state: Mapping[str, Any], version: str) -> str:
-    """How ``version`` takes part in routing under a stored model ``state`` (``ModelRegistry.read_state``).
-
-    One of ``"in_split"``, ``"serving"``, ``"frozen"``, ``"available"``: the names
-    ``model_version_to_proto`` takes, decided in the same order as ``ModelStore.serving_state``.
-    """
-    if version in (state.get("split") or {}):
-        return "in_split"
-    if state.get("serving") == version:
-        return "serving"
-    return "frozen" if version in (state.get("frozen") or ()) else "available"
-
-
-def model_state_to_proto(model: str, state: Mapping[str, Any], versions: Sequence[str]) -> model_service_pb2.ModelState:
-    """The routing state of ``model``: ``state`` as stored by the registry, ``versions`` its stored versions."""
-    return model_service_pb2.ModelState(
-        model=model,
-        serving_version=str(state.get("serving") or ""),
-        previous_versions=[str(v) for v in state.get("previous") or ()],
-        frozen_versions=[str(v) for v in state.get("frozen") or ()],
-        traffic_split={str(v): float(w) for v, w in (state.get("split") or {}).items()},
-        generation=int(state.get("generation") or 0),
-        versions=list(versions),
-    )
-
-
-def _split_text(split: Mapping[str, float]) -> str:
-    return ",".join(f"{version}={weight:g}" for version, weight in split.items())
-
-
-def switch_to_proto(entry: Mapping[str, Any]) -> model_service_pb2.Switch:
-    """One entry of a stored state's ``history`` as a Switch.
-
-    A split entry concerns several versions, so its ``to_version`` lists the arms with
-    their weights (``"v1=90,v2=10"``); it is empty when the split was cleared.
-    """
-    action, source, target = entry.get("action"), entry.get("from"), entry.get("to")
-    if target is None and action == "split":
-        target = _split_text(entry.get("split") or {})
-    message = model_service_pb2.Switch(
-        action=str(action or ""),
-        from_version=str(source or ""),
-        to_version=str(target or ""),
-        reason=str(entry.get("reason") or ""),
-    )
-    if entry.get("at"):
-        message.time.FromJsonString(str(entry["at"]))
-    return message
-
-
-def version_status_to_proto(
-    version: str, serving_state: str, summary: VersionSummary
-) -> model_service_pb2.VersionStatus:
-    """The serving statistics of one version; ``serving_state`` as ``version_serving_state`` names it."""
-    return model_service_pb2.VersionStatus(
-        version=version,
-        serving_state=SERVING_STATES.get(serving_state, types_pb2.SERVING_STATE_UNSPECIFIED),
-        requests=summary.requests,
-        errors=summary.errors,
-        rows=summary.rows,
-        latency_mean_ms=summary.latency_mean_ms,
-        latency_p50_ms=summary.latency_p50_ms,
-        latency_p99_ms=summary.latency_p99_ms,
-    )
-
-
-def model_status_to_proto(
-    model: str,
-    state: Mapping[str, Any],
-    versions: Sequence[str],
-    summaries: Mapping[str, VersionSummary],
-) -> model_service_pb2.ModelStatus:
-    """State, per-version statistics (``summaries`` by version) and switch history of one model."""
-    return model_service_pb2.ModelStatus(
-        state=model_state_to_proto(model, state, versions),
-        versions=[version_status_to_proto(v, version_serving_state(state, v), summaries[v]) for v in versions],
-        history=[switch_to_proto(entry) for entry in state.get("history") or ()],
-    )

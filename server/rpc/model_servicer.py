@@ -1,8 +1,8 @@
 """The ModelService servicer: the lifecycle of stored models, thin over ``ModelStore``.
 
-Reads (listings, status) come from the registry on disk, so they show changes made
-through any replica at once; changes go through the store, which verifies a version
-before routing to it and swaps its in-memory routing in the same step.
+Reads (listings, status) come from the registry on disk through the store, so they show
+changes made through any replica at once; changes go through the store too, which
+verifies a version before routing to it and swaps its in-memory routing in the same step.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 import grpc
 
 from regserve.server.observability.serving_stats import ServingStats
+from regserve.server.registry.state import ModelState
 from regserve.server.registry.store import ModelStore
-from regserve.server.rpc import convert
+from regserve.server.rpc import convert, registry_messages
 from regserve.server.rpc.status import maps_errors
 from regserve.v1 import model_service_pb2 as pb
 from regserve.v1 import model_service_pb2_grpc as pb_grpc
@@ -29,32 +30,33 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     def __init__(self, store: ModelStore, stats: ServingStats) -> None:
         self._store = store
-        self._registry = store.registry
         self._stats = stats
 
-    def _state(self, model: str, state: dict) -> pb.ModelState:
-        versions = [m["version"] for m in self._registry.list_versions(model)]
-        return convert.model_state_to_proto(model, state, versions)
+    def _version_names(self, model: str) -> list[str]:
+        return [m.version for m in self._store.list_versions(model)]
+
+    def _state(self, model: str, state: ModelState) -> pb.ModelState:
+        return registry_messages.model_state_to_proto(model, state, self._version_names(model))
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
-        models = self._registry.list_models()
-        return pb.ListModelsResponse(models=[self._state(m, self._registry.read_state(m)) for m in models])
+        models = self._store.list_models()
+        return pb.ListModelsResponse(models=[self._state(m, self._store.read_state(m)) for m in models])
 
     def ListVersions(self, request: pb.ListVersionsRequest, context: grpc.ServicerContext) -> pb.ListVersionsResponse:
         model = _required(request.model, "model")
-        state = self._registry.read_state(model)
+        state = self._store.read_state(model)
         versions = [
-            convert.model_version_to_proto(m, None, convert.version_serving_state(state, m["version"]))
-            for m in self._registry.list_versions(model)
+            registry_messages.model_version_to_proto(m, None, state.role_of(m.version))
+            for m in self._store.list_versions(model)
         ]
         return pb.ListVersionsResponse(versions=versions)
 
     def GetVersion(self, request: pb.GetVersionRequest, context: grpc.ServicerContext) -> pb.GetVersionResponse:
         model, version = _required(request.model, "model"), _required(request.version, "version")
         served = self._store.describe(model, version)
-        state = convert.version_serving_state(self._registry.read_state(model), version)
+        role = self._store.read_state(model).role_of(version)
         return pb.GetVersionResponse(
-            model_version=convert.model_version_to_proto(served.metadata, served.estimator, state)
+            model_version=registry_messages.model_version_to_proto(served.metadata, served.estimator, role)
         )
 
     def PromoteVersion(
@@ -100,11 +102,11 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         return pb.DeleteVersionResponse(state=self._state(model, state))
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
-        models = [request.model] if request.model else self._registry.list_models()
+        models = [request.model] if request.model else self._store.list_models()
         return pb.GetStatusResponse(models=[self._status(model) for model in models])
 
     def _status(self, model: str) -> pb.ModelStatus:
-        state = self._registry.read_state(model)
-        versions = [m["version"] for m in self._registry.list_versions(model)]
+        state = self._store.read_state(model)
+        versions = self._version_names(model)
         summaries = {v: self._stats.summary(model, v) for v in versions}
-        return convert.model_status_to_proto(model, state, versions, summaries)
+        return registry_messages.model_status_to_proto(model, state, versions, summaries)

@@ -14,7 +14,7 @@ from regserve.server.models.prediction import predict
 from regserve.server.models.training import Trainer
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.store import ModelStore
-from regserve.server.rpc import convert
+from regserve.server.rpc import convert, registry_messages
 from regserve.server.rpc.status import maps_errors
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import regression_service_pb2_grpc as pb_grpc
@@ -71,6 +71,14 @@ def _check_deadline(context: grpc.ServicerContext) -> None:
         raise Cancelled("the call was cancelled before training finished; nothing was stored")
 
 
+def _report_trained(on_trained: Callable[[str, float], None], model: str, seconds: float) -> None:
+    """Tell ``on_trained``; the version is stored, so its failure must not fail the call."""
+    try:
+        on_trained(model, seconds)
+    except Exception:
+        logger.exception("the on_trained callback failed for model %s", model)
+
+
 @maps_errors("regserve.v1.RegressionService")
 class RegressionServicer(pb_grpc.RegressionServiceServicer):
     """Answers RegressionService calls from the models held in a ``ModelStore``.
@@ -80,7 +88,9 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
     before a version is chosen.  Every other Predict and BatchPredict message is
     counted in ``stats`` against the version that answered it, or failed to.
     ``on_change`` is called after a Train stores a version, so the server can
-    update its health status.
+    update its health status; then ``on_trained(model, seconds)``, with the
+    seconds the Train call took until the version was stored.  An exception
+    from ``on_trained`` is logged, never sent to the caller.
     """
 
     def __init__(
@@ -90,10 +100,12 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         on_change: Callable[[], None] = lambda: None,
         *,
         max_rows: int = 1_000_000,
+        on_trained: Callable[[str, float], None] | None = None,
     ) -> None:
         self._store = store
         self._stats = stats
         self._on_change = on_change
+        self._on_trained = on_trained
         self._max_rows = max_rows
 
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
@@ -158,6 +170,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
             yield response
 
     def Train(self, request_iterator: Iterator[pb.TrainRequest], context: grpc.ServicerContext) -> pb.TrainResponse:
+        started = time.perf_counter()
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("payload") != "spec":
             raise InvalidInput(
@@ -187,16 +200,18 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
             model, result.model, metadata, promote=promote, gate=first.spec.promotion_gate
         )
         self._on_change()
-        state = self._store.serving_state(model, stored["version"])
+        if self._on_trained is not None:
+            _report_trained(self._on_trained, model, time.perf_counter() - started)
+        role = self._store.serving_state(model, stored.version)
         return pb.TrainResponse(
-            model_version=convert.model_version_to_proto(stored, result.model, state),
+            model_version=registry_messages.model_version_to_proto(stored, result.model, role),
             promoted=promoted,
             promotion_reason=reason,
         )
 
     def ModelInfo(self, request: pb.ModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfoResponse:
         served = self._store.describe(_require_model(request.model), request.version)
-        state = self._store.serving_state(served.name, served.version)
+        role = self._store.serving_state(served.name, served.version)
         return pb.ModelInfoResponse(
-            model_version=convert.model_version_to_proto(served.metadata, served.estimator, state)
+            model_version=registry_messages.model_version_to_proto(served.metadata, served.estimator, role)
         )

@@ -52,4 +52,4 @@ def test_demo_models_are_not_retrained_when_models_exist(tmp_path):
     store = ModelStore(ModelRegistry(tmp_path))
     ensure_demo_models(store)
     ensure_demo_models(store)
-    assert [v["version"] for v in ModelRegistry(tmp_path).list_versions("diabetes")] == ["v1"]
+    assert [v.version for v in ModelRegistry(tmp_path).list_versions("diabetes")] == ["v1"]

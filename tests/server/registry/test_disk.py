@@ -12,7 +12,15 @@ import re
 import numpy as np
 import pytest
 
-from regserve.server.errors import FailedPrecondition, IntegrityError, InvalidInput, NotFound
+from regserve.server.errors import (
+    FailedPrecondition,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    UnknownModel,
+    UnknownVersion,
+    VersionFrozen,
+)
 from regserve.server.registry.disk import ModelRegistry
 
 
@@ -32,7 +40,7 @@ def _arrays(seed: int) -> dict[str, np.ndarray]:
 
 
 def _make(registry: ModelRegistry, model: str, n: int) -> list[str]:
-    return [registry.create_version(model, _arrays(i), {"i": i})["version"] for i in range(n)]
+    return [registry.create_version(model, _arrays(i), {"i": i}).version for i in range(n)]
 
 
 def _weights_path(registry, model, version):
@@ -58,15 +66,15 @@ def _flip_byte(path: str, offset: int = 100) -> None:
 def test_round_trip_and_numbering(registry):
     first = registry.create_version("house", _arrays(0), {"kind": "ols", "metrics": {"mse": 1.5}})
     second = registry.create_version("house", _arrays(1), {"kind": "ridge"})
-    assert (first["version"], second["version"]) == ("v1", "v2")
-    assert first["model"] == "house" and first["kind"] == "ols"
-    assert first["metrics"] == {"mse": 1.5}
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["created_at"])
+    assert (first.version, second.version) == ("v1", "v2")
+    assert first.model == "house" and first.kind == "ols"
+    assert first.raw["metrics"] == {"mse": 1.5}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first.created_at)
     with open(_weights_path(registry, "house", "v1"), "rb") as f:
-        assert first["sha256"] == hashlib.sha256(f.read()).hexdigest()
+        assert first.sha256 == hashlib.sha256(f.read()).hexdigest()
 
     assert registry.list_models() == ["house"]
-    assert [m["version"] for m in registry.list_versions("house")] == ["v1", "v2"]
+    assert [m.version for m in registry.list_versions("house")] == ["v1", "v2"]
     assert registry.describe("house", "v2") == second
 
     arrays, metadata = registry.load_version("house", "v1")
@@ -81,13 +89,13 @@ def test_round_trip_and_numbering(registry):
 
 def test_caller_metadata_cannot_override_registry_fields(registry):
     stored = registry.create_version("m", _arrays(0), {"version": "v99", "sha256": "x"})
-    assert stored["version"] == "v1"
-    assert len(stored["sha256"]) == 64
+    assert stored.version == "v1"
+    assert len(stored.sha256) == 64
 
 
 def test_version_order_is_numeric(registry):
     versions = _make(registry, "m", 11)
-    assert [m["version"] for m in registry.list_versions("m")] == versions
+    assert [m.version for m in registry.list_versions("m")] == versions
     assert versions[-2:] == ["v10", "v11"]
 
 
@@ -103,7 +111,7 @@ def test_invalid_model_names(registry, name):
 def test_longest_valid_name(registry):
     name = "A" + "b_.-9" * 12 + "xyz"
     assert len(name) == 64
-    assert registry.create_version(name, _arrays(0), {})["version"] == "v1"
+    assert registry.create_version(name, _arrays(0), {}).version == "v1"
 
 
 def test_unknown_model_and_version(registry):
@@ -142,7 +150,7 @@ def test_pickled_arrays_are_never_loaded(registry):
     vdir = os.path.dirname(_weights_path(registry, "m", "v1"))
     with open(os.path.join(vdir, "weights.npz"), "wb") as f:
         f.write(payload)
-    metadata = registry.describe("m", "v1")
+    metadata = registry.describe("m", "v1").to_json()
     metadata["sha256"] = hashlib.sha256(payload).hexdigest()
     with open(os.path.join(vdir, "metadata.json"), "w") as f:
         json.dump(metadata, f)
@@ -168,7 +176,7 @@ def test_incomplete_and_temporary_directories_are_not_listed(registry, tmp_path)
     with open(os.path.join(model_dir, "versions", "v4", "weights.npz"), "wb") as f:
         f.write(b"x")  # metadata.json missing
 
-    assert [m["version"] for m in registry.list_versions("m")] == ["v1"]
+    assert [m.version for m in registry.list_versions("m")] == ["v1"]
     for version in ["v2", "v3", "v4"]:
         with pytest.raises(NotFound):
             registry.describe("m", version)
@@ -177,20 +185,20 @@ def test_incomplete_and_temporary_directories_are_not_listed(registry, tmp_path)
     assert not os.path.exists(stale)
     assert reopened.list_models() == ["m"]
     # A new version never lands on an existing directory, complete or not.
-    assert reopened.create_version("m", _arrays(5), {})["version"] == "v5"
-    assert [m["version"] for m in reopened.list_versions("m")] == ["v1", "v5"]
+    assert reopened.create_version("m", _arrays(5), {}).version == "v5"
+    assert [m.version for m in reopened.list_versions("m")] == ["v1", "v5"]
 
 
 def test_deleted_version_numbers_are_not_reused(registry):
     _make(registry, "m", 3)
     registry.promote("m", "v1")
     registry.delete_version("m", "v3")
-    assert registry.create_version("m", _arrays(9), {})["version"] == "v4"
+    assert registry.create_version("m", _arrays(9), {}).version == "v4"
 
 
 def _create_many(root: str, n: int, seed: int, queue) -> None:
     registry = ModelRegistry(root)
-    made = [registry.create_version("shared", _arrays(seed + i), {"seed": seed + i})["version"] for i in range(n)]
+    made = [registry.create_version("shared", _arrays(seed + i), {"seed": seed + i}).version for i in range(n)]
     queue.put(made)
 
 
@@ -212,8 +220,8 @@ def test_concurrent_processes_get_distinct_versions(tmp_path):
     versions = registry.list_versions("shared")
     assert len(versions) == 18
     for metadata in versions:
-        arrays, _ = registry.load_version("shared", metadata["version"])
-        np.testing.assert_array_equal(arrays["coef"], _arrays(metadata["seed"])["coef"])
+        arrays, _ = registry.load_version("shared", metadata.version)
+        np.testing.assert_array_equal(arrays["coef"], _arrays(metadata.raw["seed"])["coef"])
 
 
 def test_snapshot_token_changes_on_changes(registry):
@@ -237,53 +245,56 @@ def test_snapshot_token_changes_on_changes(registry):
 def test_initial_state(registry):
     _make(registry, "m", 1)
     state = registry.read_state("m")
-    assert state["serving"] is None
-    assert state["previous"] == [] and state["frozen"] == [] and state["split"] == {}
-    assert state["history"] == []
+    assert state.serving is None
+    assert state.previous == () and state.frozen == () and state.split == {}
+    assert state.history == ()
 
 
 def test_promote_and_rollback(registry):
     _make(registry, "m", 3)
-    s1 = registry.promote("m", "v1", reason="first")
-    assert s1["serving"] == "v1" and s1["previous"] == []
-    s2 = registry.promote("m", "v2")
-    assert s2["serving"] == "v2" and s2["previous"] == ["v1"]
-    s3 = registry.promote("m", "v3", reason="better")
-    assert s3["previous"] == ["v1", "v2"]
-    assert s3["generation"] > s2["generation"] > s1["generation"]
+    s1 = registry.promote("m", "v1", reason="first").state
+    assert s1.serving == "v1" and s1.previous == ()
+    s2 = registry.promote("m", "v2").state
+    assert s2.serving == "v2" and s2.previous == ("v1",)
+    update = registry.promote("m", "v3", reason="better")
+    s3 = update.state
+    assert update.changed
+    assert s3.previous == ("v1", "v2")
+    assert s3.generation > s2.generation > s1.generation
     assert registry.read_state("m") == s3
 
     before = _state_bytes(registry, "m")
-    assert registry.promote("m", "v3")["generation"] == s3["generation"]
+    update = registry.promote("m", "v3")
+    assert update.state.generation == s3.generation and not update.changed
     assert _state_bytes(registry, "m") == before
 
-    r1 = registry.rollback("m", reason="oops")
-    assert r1["serving"] == "v2" and r1["previous"] == ["v1"]
-    r2 = registry.rollback("m")
-    assert r2["serving"] == "v1" and r2["previous"] == []
+    r1 = registry.rollback("m", reason="oops").state
+    assert r1.serving == "v2" and r1.previous == ("v1",)
+    r2 = registry.rollback("m").state
+    assert r2.serving == "v1" and r2.previous == ()
     with pytest.raises(FailedPrecondition) as info:
         registry.rollback("m")
     assert info.value.reason == "NO_PREVIOUS_VERSION"
 
-    history = registry.read_state("m")["history"]
-    assert [(h["action"], h["from"], h["to"]) for h in history] == [
+    history = registry.read_state("m").history
+    assert [(h.action, h.from_version, h.to_version) for h in history] == [
         ("promote", None, "v1"),
         ("promote", "v1", "v2"),
         ("promote", "v2", "v3"),
         ("rollback", "v3", "v2"),
         ("rollback", "v2", "v1"),
     ]
-    assert history[0]["reason"] == "first" and history[3]["reason"] == "oops"
-    assert all(h["at"].endswith("Z") for h in history)
+    assert history[0].reason == "first" and history[3].reason == "oops"
+    assert all(h.at.endswith("Z") for h in history)
 
 
 def test_promoting_a_previous_version_removes_it_from_the_stack(registry):
     _make(registry, "m", 3)
     for v in ["v1", "v2", "v3"]:
         registry.promote("m", v)
-    state = registry.promote("m", "v1")
-    assert state["previous"] == ["v2", "v3"]
-    assert registry.rollback("m")["serving"] == "v3"
+    state = registry.promote("m", "v1").state
+    assert state.previous == ("v2", "v3")
+    assert registry.rollback("m").state.serving == "v3"
 
 
 def test_rollback_skips_deleted_and_frozen(registry):
@@ -292,61 +303,64 @@ def test_rollback_skips_deleted_and_frozen(registry):
         registry.promote("m", v)
     registry.delete_version("m", "v3")
     registry.freeze("m", "v2")
-    assert registry.read_state("m")["previous"] == ["v1", "v2"]
-    state = registry.rollback("m")
-    assert state["serving"] == "v1" and state["previous"] == []
+    assert registry.read_state("m").previous == ("v1", "v2")
+    state = registry.rollback("m").state
+    assert state.serving == "v1" and state.previous == ()
 
 
 def test_history_is_bounded(registry):
     _make(registry, "m", 2)
     for i in range(60):
         registry.promote("m", "v1" if i % 2 == 0 else "v2", reason=str(i))
-    history = registry.read_state("m")["history"]
+    history = registry.read_state("m").history
     assert len(history) == 60
     for i in range(60, 110):
         registry.promote("m", "v1" if i % 2 == 0 else "v2", reason=str(i))
-    history = registry.read_state("m")["history"]
+    history = registry.read_state("m").history
     assert len(history) == 100
-    assert history[0]["reason"] == "10" and history[-1]["reason"] == "109"
+    assert history[0].reason == "10" and history[-1].reason == "109"
 
 
 def test_freeze_unfreeze(registry):
     _make(registry, "m", 3)
     registry.promote("m", "v1")
-    state = registry.freeze("m", "v2", reason="bad data")
-    assert state["frozen"] == ["v2"]
+    state = registry.freeze("m", "v2", reason="bad data").state
+    assert state.frozen == ("v2",)
     before = _state_bytes(registry, "m")
-    assert registry.freeze("m", "v2")["frozen"] == ["v2"]  # idempotent, no write
+    update = registry.freeze("m", "v2")
+    assert update.state.frozen == ("v2",) and not update.changed  # idempotent, no write
     assert _state_bytes(registry, "m") == before
     with pytest.raises(FailedPrecondition) as info:
         registry.promote("m", "v2")
     assert info.value.reason == "VERSION_FROZEN"
-    assert registry.unfreeze("m", "v2")["frozen"] == []
+    assert registry.unfreeze("m", "v2").state.frozen == ()
     before = _state_bytes(registry, "m")
-    assert registry.unfreeze("m", "v2")["frozen"] == []
+    update = registry.unfreeze("m", "v2")
+    assert update.state.frozen == () and not update.changed
     assert _state_bytes(registry, "m") == before
-    assert registry.promote("m", "v2")["serving"] == "v2"
-    actions = [(h["action"], h["to"], h["reason"]) for h in registry.read_state("m")["history"]]
+    assert registry.promote("m", "v2").state.serving == "v2"
+    actions = [(h.action, h.to_version, h.reason) for h in registry.read_state("m").history]
     assert ("freeze", "v2", "bad data") in actions and ("unfreeze", "v2", "") in actions
 
 
 def test_split(registry):
     _make(registry, "m", 3)
     registry.promote("m", "v1")
-    state = registry.set_split("m", {"v3": 10, "v2": 90.0})
-    assert state["split"] == {"v2": 90.0, "v3": 10.0}
-    assert state["serving"] == "v1"
-    assert list(state["split"]) == ["v2", "v3"]
-    assert state["history"][-1]["action"] == "split"
-    assert state["history"][-1]["split"] == {"v2": 90.0, "v3": 10.0}
+    state = registry.set_split("m", {"v3": 10, "v2": 90.0}).state
+    assert state.split == {"v2": 90.0, "v3": 10.0}
+    assert state.serving == "v1"
+    assert list(state.split) == ["v2", "v3"]
+    assert state.history[-1].action == "split"
+    assert state.history[-1].split == {"v2": 90.0, "v3": 10.0}
+    assert not registry.set_split("m", {"v2": 90, "v3": 10}).changed  # the same split again
     # A promotion ends the A/B test.
-    state = registry.promote("m", "v3")
-    assert state["split"] == {} and state["serving"] == "v3"
+    state = registry.promote("m", "v3").state
+    assert state.split == {} and state.serving == "v3"
     registry.set_split("m", {"v3": 1})
     # Promoting the serving version is not a no-op while a split is set: it ends the test.
-    assert registry.promote("m", "v3")["split"] == {}
+    assert registry.promote("m", "v3").state.split == {}
     registry.set_split("m", {"v1": 1, "v2": 0})
-    assert registry.set_split("m", {})["split"] == {}
+    assert registry.set_split("m", {}).state.split == {}
 
 
 def test_delete_version(registry):
@@ -355,11 +369,11 @@ def test_delete_version(registry):
         registry.promote("m", v)
     registry.freeze("m", "v4")
     registry.delete_version("m", "v2")
-    state = registry.delete_version("m", "v4", reason="cleanup")
-    assert [m["version"] for m in registry.list_versions("m")] == ["v1", "v3"]
-    assert state["previous"] == ["v1"] and state["frozen"] == []
-    assert state["history"][-1] == {
-        **state["history"][-1],
+    state = registry.delete_version("m", "v4", reason="cleanup").state
+    assert [m.version for m in registry.list_versions("m")] == ["v1", "v3"]
+    assert state.previous == ("v1",) and state.frozen == ()
+    assert state.history[-1].to_json() == {
+        **state.history[-1].to_json(),
         "action": "delete",
         "from": None,
         "to": "v4",
@@ -375,24 +389,24 @@ def test_delete_version(registry):
 def _refusals():
     """(call, error type, reason, field) for every refusal; set up by _refusal_setup."""
     return [
-        (lambda r: r.promote("m", "v9"), NotFound, "UNKNOWN_VERSION", "version"),
-        (lambda r: r.promote("m", "v4"), FailedPrecondition, "VERSION_FROZEN", "version"),
+        (lambda r: r.promote("m", "v9"), UnknownVersion, "UNKNOWN_VERSION", "version"),
+        (lambda r: r.promote("m", "v4"), VersionFrozen, "VERSION_FROZEN", "version"),
         (lambda r: r.freeze("m", "v1"), FailedPrecondition, "VERSION_SERVING", "version"),
         (lambda r: r.freeze("m", "v2"), FailedPrecondition, "VERSION_IN_SPLIT", "version"),
-        (lambda r: r.freeze("m", "v9"), NotFound, "UNKNOWN_VERSION", "version"),
-        (lambda r: r.unfreeze("m", "v9"), NotFound, "UNKNOWN_VERSION", "version"),
+        (lambda r: r.freeze("m", "v9"), UnknownVersion, "UNKNOWN_VERSION", "version"),
+        (lambda r: r.unfreeze("m", "v9"), UnknownVersion, "UNKNOWN_VERSION", "version"),
         (lambda r: r.delete_version("m", "v1"), FailedPrecondition, "VERSION_SERVING", "version"),
         (lambda r: r.delete_version("m", "v3"), FailedPrecondition, "VERSION_IN_SPLIT", "version"),
-        (lambda r: r.delete_version("m", "v9"), NotFound, "UNKNOWN_VERSION", "version"),
+        (lambda r: r.delete_version("m", "v9"), UnknownVersion, "UNKNOWN_VERSION", "version"),
         (lambda r: r.set_split("m", {"v2": 1, "v9": 1}), InvalidInput, "UNKNOWN_VERSION", "weights[v9]"),
-        (lambda r: r.set_split("m", {"v2": 1, "v4": 1}), FailedPrecondition, "VERSION_FROZEN", "weights[v4]"),
+        (lambda r: r.set_split("m", {"v2": 1, "v4": 1}), VersionFrozen, "VERSION_FROZEN", "weights[v4]"),
         (lambda r: r.set_split("m", {"v2": -1, "v3": 2}), InvalidInput, "INVALID_SPLIT", "weights"),
         (lambda r: r.set_split("m", {"v2": float("nan")}), InvalidInput, "INVALID_SPLIT", "weights"),
         (lambda r: r.set_split("m", {"v2": float("inf")}), InvalidInput, "INVALID_SPLIT", "weights"),
         (lambda r: r.set_split("m", {"v2": 0, "v3": 0}), InvalidInput, "INVALID_SPLIT", "weights"),
         (lambda r: r.set_split("m", {"v2": "heavy"}), InvalidInput, "INVALID_SPLIT", "weights"),
         (lambda r: r.promote("../m", "v1"), InvalidInput, "INVALID_MODEL_NAME", "model"),
-        (lambda r: r.promote("other", "v1"), NotFound, "UNKNOWN_MODEL", "model"),
+        (lambda r: r.promote("other", "v1"), UnknownModel, "UNKNOWN_MODEL", "model"),
     ]
 
 

@@ -234,7 +234,7 @@ def _check_recovered(target: str, model_dir) -> None:
         assert answer.version in routed
         assert routed <= set(listed)
     registry = ModelRegistry(model_dir)
-    assert [m["version"] for m in registry.list_versions("crash")] == listed
+    assert [m.version for m in registry.list_versions("crash")] == listed
     for version in listed:
         registry.load_version("crash", version)  # raises on a checksum mismatch
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -16,9 +17,11 @@ from regserve.server.errors import (
     InvalidInput,
     NotFound,
     Unavailable,
+    UnknownModel,
 )
 from regserve.server.models.estimator import LinearModel
 from regserve.server.registry.disk import ModelRegistry
+from regserve.server.registry.events import RegistryEvent
 from regserve.server.registry.routing import SplitTable
 from regserve.server.registry.store import ModelStore
 
@@ -85,7 +88,7 @@ def test_resolve_serving_and_explicit_versions(store):
     assert not store.has_serving_model()
     est1, est2 = _regressor(1), _regressor(2)
     stored, promoted, reason = store.add_version("house", est1, _meta(mse=1.0))
-    assert (stored["version"], promoted) == ("v1", True)
+    assert (stored.version, promoted) == ("v1", True)
     assert "first" in reason
     assert store.add_version("house", est2, _meta(mse=2.0))[1] is True
     assert store.has_serving_model() and store.model_names() == ["house"]
@@ -94,7 +97,7 @@ def test_resolve_serving_and_explicit_versions(store):
     assert (served.name, served.version) == ("house", "v2")
     np.testing.assert_allclose(served.estimator.predict(X), est2.predict(X), rtol=1e-12)
     assert dict(served.feature_index) == {"age": 0, "bmi": 1, "bp": 2}
-    assert served.metadata["kind"] == "linear" and served.metadata["version"] == "v2"
+    assert served.metadata.kind == "linear" and served.metadata.version == "v2"
     old = store.resolve("house", "v1")
     assert old.version == "v1"
     np.testing.assert_allclose(old.estimator.predict(X), est1.predict(X), rtol=1e-12)
@@ -184,7 +187,7 @@ def test_split_refusals_leave_routing_alone(store, root):
 def test_gate_regressor(store):
     assert store.add_version("m", _regressor(1), _meta(mse=1.0), gate=True)[1]
     stored, promoted, reason = store.add_version("m", _regressor(2), _meta(mse=2.0), gate=True)
-    assert not promoted and "worse" in reason and stored["version"] == "v2"
+    assert not promoted and "worse" in reason and stored.version == "v2"
     assert store.resolve("m").version == "v1"
     stored, promoted, reason = store.add_version("m", _regressor(3), _meta(mse=1.0), gate=True)
     assert promoted and "equal" in reason
@@ -194,9 +197,9 @@ def test_gate_regressor(store):
     # Without the gate a worse model is promoted on request.
     assert store.add_version("m", _regressor(5), _meta(mse=9.0))[1]
     assert store.resolve("m").version == "v5"
-    history = store.registry.read_state("m")["history"]
-    assert [h["to"] for h in history] == ["v1", "v3", "v5"]
-    assert "gate" in history[1]["reason"]
+    history = store.read_state("m").history
+    assert [h.to_version for h in history] == ["v1", "v3", "v5"]
+    assert "gate" in history[1].reason
 
 
 def test_gate_classifier(store):
@@ -228,7 +231,7 @@ def test_promote_of_tampered_version_refused(store, root):
 def test_probe_mismatch_refused(store, root):
     est = _regressor(1)
     store.add_version("m", est, _meta())
-    registry = store.registry
+    registry = ModelRegistry(root)
     probe = np.zeros((8, 3))
     bad = {**est.to_arrays(), "probe_inputs": probe, "probe_outputs": est.predict(probe) + 1e-6}
     registry.create_version("m", bad, {"kind": "linear"})
@@ -255,6 +258,8 @@ def test_load_all_skips_a_tampered_serving_version(store, root):
     assert info.value.reason == "NO_SERVING_VERSION"
     with pytest.raises(IntegrityError):
         fresh.resolve("bad", "v1")
+    # The role is the stored one, as every listing reports it, even for a version not loaded.
+    assert fresh.serving_state("bad", "v1") == fresh.read_state("bad").role_of("v1") == "serving"
 
 
 def test_replica_sees_promotion_on_refresh(root):
@@ -287,7 +292,7 @@ def test_refresh_keeps_old_routing_when_new_state_is_bad(root):
     b = ModelStore(ModelRegistry(root))
     b.load_all()
     _flip_byte(root, "m", "v2")
-    a.registry.promote("m", "v2")  # bypasses the store's checks on purpose
+    ModelRegistry(root).promote("m", "v2")  # bypasses the store's checks on purpose
     assert b.refresh() is False
     assert b.resolve("m").version == "v1"
 
@@ -312,14 +317,14 @@ def test_polling_thread(root):
 def test_rollback_and_delete(store):
     for seed in range(3):
         store.add_version("m", _regressor(seed), _meta())
-    assert store.rollback("m", reason="regression")["serving"] == "v2"
+    assert store.rollback("m", reason="regression").serving == "v2"
     assert store.resolve("m").version == "v2"
     store.resolve("m", "v3")
     store.delete_version("m", "v3")
     with pytest.raises(NotFound) as info:
         store.resolve("m", "v3")
     assert info.value.reason == "UNKNOWN_VERSION"
-    assert store.rollback("m")["serving"] == "v1"
+    assert store.rollback("m").serving == "v1"
     with pytest.raises(FailedPrecondition) as info:
         store.rollback("m")
     assert info.value.reason == "NO_PREVIOUS_VERSION"
@@ -388,6 +393,76 @@ def test_trained_models_round_trip(root):
     b.load_all()
     for kind, model in trained.items():
         served = b.resolve(kind)
-        assert served.version == "v2" and served.metadata["kind"] == kind
+        assert served.version == "v2" and served.metadata.kind == kind
         assert dict(served.feature_index) == {"a": 0, "b": 1, "c": 2}
         np.testing.assert_allclose(served.estimator.predict(features), model.predict(features), rtol=1e-12, atol=1e-12)
+
+
+def test_each_change_is_reported_once_where_it_is_made(root):
+    events = []
+    store = ModelStore(ModelRegistry(root), on_event=events.append)
+    store.add_version("m", _regressor(1), _meta())
+    store.add_version("m", _regressor(2), _meta(), promote=False)
+    store.promote("m", "v2", reason="canary")
+    store.promote("m", "v2")  # serving already, no split: nothing changes
+    store.rollback("m")
+    store.freeze("m", "v2")
+    store.freeze("m", "v2")
+    store.unfreeze("m", "v2")
+    store.unfreeze("m", "v2")
+    store.set_split("m", {"v1": 1, "v2": 1})
+    store.set_split("m", {"v1": 1, "v2": 1})
+    store.set_split("m", {})
+    store.delete_version("m", "v2")
+    with pytest.raises(FailedPrecondition):
+        store.delete_version("m", "v1")
+    assert events == [
+        RegistryEvent("m", "create", "v1"),
+        RegistryEvent("m", "promote", "v1"),
+        RegistryEvent("m", "create", "v2"),
+        RegistryEvent("m", "promote", "v2"),
+        RegistryEvent("m", "rollback", "v1"),
+        RegistryEvent("m", "freeze", "v2"),
+        RegistryEvent("m", "unfreeze", "v2"),
+        RegistryEvent("m", "split", None),
+        RegistryEvent("m", "split", None),
+        RegistryEvent("m", "delete", "v2"),
+    ]
+
+
+def test_a_gated_version_is_created_but_not_promoted(root):
+    events = []
+    store = ModelStore(ModelRegistry(root), on_event=events.append)
+    store.add_version("m", _regressor(1), _meta(mse=1.0))
+    store.add_version("m", _regressor(2), _meta(mse=2.0), gate=True)
+    assert [(e.action, e.version) for e in events] == [("create", "v1"), ("promote", "v1"), ("create", "v2")]
+
+
+def test_a_failing_event_callback_is_logged_and_the_change_stands(root, caplog):
+    def fail(event: RegistryEvent) -> None:
+        raise RuntimeError("the metrics are down")
+
+    store = ModelStore(ModelRegistry(root), on_event=fail)
+    with caplog.at_level(logging.ERROR, logger="regserve.server.registry.store"):
+        stored, promoted, _ = store.add_version("m", _regressor(1), _meta())
+    assert (stored.version, promoted) == ("v1", True)
+    assert store.resolve("m").version == "v1"
+    assert "registry event callback failed" in caplog.text and "the metrics are down" in caplog.text
+
+
+def test_reads_through_the_store_show_another_replicas_changes_at_once(root):
+    a = ModelStore(ModelRegistry(root))
+    b = ModelStore(ModelRegistry(root))
+    b.load_all()
+    a.add_version("m", _regressor(1), _meta(mse=1.5))
+    a.add_version("m", _regressor(2), _meta(), promote=False)
+    a.freeze("m", "v2")
+    assert b.model_names() == []  # routing waits for a refresh; reads do not
+    assert b.list_models() == ["m"]
+    state = b.read_state("m")
+    assert (state.serving, state.frozen, state.role_of("v2")) == ("v1", ("v2",), "frozen")
+    versions = b.list_versions("m")
+    assert [m.version for m in versions] == ["v1", "v2"]
+    assert versions[0].feature_names == tuple(FEATURES) and versions[0].validation_metrics == {"mse": 1.5}
+    with pytest.raises(UnknownModel):
+        b.read_state("nope")

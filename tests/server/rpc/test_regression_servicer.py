@@ -192,7 +192,7 @@ def test_unknown_feature_name(trained):
 
 def versions_on_disk(model_dir, model):
     registry = ModelRegistry(model_dir)
-    return [v["version"] for v in registry.list_versions(model)] if model in registry.list_models() else []
+    return [v.version for v in registry.list_versions(model)] if model in registry.list_models() else []
 
 
 def test_train_with_no_rows_stores_nothing(client, model_dir):
@@ -315,3 +315,47 @@ def test_non_finite_input_in_a_column_with_zero_weight_is_refused(client):
     bad[1, 2] = np.inf
     error = expect(InvalidArgument, "NON_FINITE_VALUE", client.predict, "zeroed", bad)
     assert error.metadata == {"row": "1", "column": "2"}
+
+
+def serve_regression(model_dir, on_trained):
+    """A bare RegressionService on a loopback port, reporting trainings to ``on_trained``."""
+    from concurrent import futures
+
+    from regserve.server.observability.serving_stats import ServingStats
+    from regserve.server.registry.store import ModelStore
+    from regserve.server.rpc.regression_servicer import RegressionServicer
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = RegressionServicer(ModelStore(ModelRegistry(model_dir)), ServingStats(), on_trained=on_trained)
+    pb_grpc.add_RegressionServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def test_on_trained_hears_each_stored_version_with_the_seconds_it_took(model_dir, linear_data):
+    heard = []
+    server, target = serve_regression(model_dir, lambda model, seconds: heard.append((model, seconds)))
+    try:
+        with RegressionClient(target, timeout=60) as client:
+            client.train("house", *linear_data)
+            expect(InvalidArgument, "TARGET_COUNT_MISMATCH", client.train, "house", np.ones((5, 2)), np.ones(4))
+            client.train("other", *linear_data, promote=False)
+    finally:
+        server.stop(0)
+    assert [model for model, _ in heard] == ["house", "other"]
+    assert all(0.0 < seconds < 60.0 for _, seconds in heard)
+
+
+def test_a_failing_on_trained_does_not_fail_the_train(model_dir, linear_data):
+    def fail(model: str, seconds: float) -> None:
+        raise RuntimeError("the metrics are down")
+
+    server, target = serve_regression(model_dir, fail)
+    try:
+        with RegressionClient(target, timeout=60) as client:
+            assert client.train("house", *linear_data).model_version.version == "v1"
+            assert client.predict("house", linear_data[0][:2]).version == "v1"
+    finally:
+        server.stop(0)
+    assert versions_on_disk(model_dir, "house") == ["v1"]

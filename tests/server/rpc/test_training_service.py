@@ -214,12 +214,15 @@ def test_a_singular_problem_falls_back_to_least_squares_and_says_so(client):
 
 
 def test_an_exactly_singular_system_reports_an_infinite_condition_number():
-    from regserve.server.rpc import convert
+    from regserve.server.registry.state import VersionMetadata
+    from regserve.server.rpc import registry_messages
 
     metadata = {"model": "m", "version": "v1", "solver": "closed_form"}
-    singular = convert.model_version_to_proto(
-        {**metadata, "solver_info": {"rank": 1, "condition_number": None}}, None, ""
+    singular = registry_messages.model_version_to_proto(
+        VersionMetadata.from_json({**metadata, "solver_info": {"rank": 1, "condition_number": None}}), None, ""
     )
     assert singular.solver_report.condition_number == float("inf")
-    iterative = convert.model_version_to_proto({**metadata, "solver_info": {"rank": None}}, None, "")
+    iterative = registry_messages.model_version_to_proto(
+        VersionMetadata.from_json({**metadata, "solver_info": {"rank": None}}), None, ""
+    )
     assert iterative.solver_report.condition_number == 0.0

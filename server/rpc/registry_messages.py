@@ -1,0 +1,191 @@
+"""Pure converters from the registry's typed values to regserve.v1 messages.
+
+``ModelVersion`` from a ``VersionMetadata`` (and the loaded estimator, when at hand),
+``ModelState`` and ``ModelStatus`` from a ``ModelState``, ``Switch`` from one of its
+history entries.  No I/O and no gRPC: the servicers read the registry through the
+store and hand what they read to these functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from regserve.server.models.estimator import LinearModel
+from regserve.server.registry.state import ModelState, Switch, VersionMetadata
+from regserve.server.rpc.convert import KIND_VALUES, SOLVER_VALUES, ndarray_to_matrix, spec_to_proto
+from regserve.v1 import model_service_pb2, types_pb2
+
+if TYPE_CHECKING:
+    from regserve.server.observability.serving_stats import VersionSummary
+
+__all__ = [
+    "SERVING_STATES",
+    "model_state_to_proto",
+    "model_status_to_proto",
+    "model_version_to_proto",
+    "switch_to_proto",
+    "version_status_to_proto",
+]
+
+SERVING_STATES = {
+    "serving": types_pb2.SERVING_STATE_SERVING,
+    "available": types_pb2.SERVING_STATE_AVAILABLE,
+    "in_split": types_pb2.SERVING_STATE_IN_SPLIT,
+    "frozen": types_pb2.SERVING_STATE_FROZEN,
+}
+"""``ModelState.role_of`` names -> the wire enum."""
+
+
+def _evaluation(metrics: Mapping[str, Any] | None) -> types_pb2.Evaluation | None:
+    if not metrics:
+        return None
+    evaluation = types_pb2.Evaluation(
+        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
+    )
+    for row in metrics.get("per_class") or ():
+        evaluation.per_class.add(
+            label=str(row["label"]),
+            precision=float(row["precision"] or 0.0),
+            recall=float(row["recall"] or 0.0),
+            f1=float(row["f1"] or 0.0),
+            support=int(row["support"]),
+        )
+    confusion = metrics.get("confusion_matrix")
+    if confusion:
+        evaluation.confusion_matrix.CopyFrom(ndarray_to_matrix(np.asarray(confusion, dtype=np.float64), raw=False))
+    return evaluation
+
+
+def _solver_report(metadata: VersionMetadata, report: types_pb2.SolverReport) -> None:
+    info = metadata.solver_info
+    report.solver = SOLVER_VALUES.get(metadata.solver, types_pb2.SOLVER_UNSPECIFIED)
+    report.rank = int(info.get("rank") or 0)
+    condition = info.get("condition_number")
+    # The closed form stores no number for a singular system (JSON has no infinity): it is infinite.
+    report.condition_number = float(condition) if condition is not None else (math.inf if info.get("rank") else 0.0)
+    report.least_squares_fallback = info.get("fallback") is not None
+    report.iterations = int(info.get("iterations") or 0)
+    report.converged = bool(info.get("converged"))
+    report.final_loss = float(info.get("final_loss") or 0.0)
+
+
+def model_version_to_proto(
+    metadata: VersionMetadata, estimator: LinearModel | None, serving_state: str
+) -> types_pb2.ModelVersion:
+    """Describe a stored version: its ``metadata``, ``estimator`` its weights (None leaves them out).
+
+    ``serving_state`` is a ``ModelState.role_of`` name.
+    """
+    message = types_pb2.ModelVersion(
+        model=metadata.model,
+        version=metadata.version,
+        kind=KIND_VALUES.get(metadata.kind, types_pb2.MODEL_KIND_UNSPECIFIED),
+        feature_names=list(metadata.feature_names),
+        classes=list(metadata.classes),
+        spec=spec_to_proto(metadata.spec, metadata.model),
+        num_samples=metadata.n_samples,
+        num_train=metadata.n_train,
+        num_validation=metadata.n_validation,
+        data_fingerprint=metadata.fingerprint,
+        checksum=metadata.sha256,
+        regserve_version=metadata.regserve_version,
+        serving_state=SERVING_STATES.get(serving_state, types_pb2.SERVING_STATE_UNSPECIFIED),
+        training_seconds=metadata.duration_seconds,
+    )
+    if estimator is not None:
+        message.coefficients.CopyFrom(ndarray_to_matrix(np.atleast_2d(estimator.coef_), raw=False))
+        message.intercepts.extend(np.ravel(estimator.intercept_).tolist())
+        if estimator.mean_ is not None:
+            message.standardization.enabled = True
+            message.standardization.means.extend(estimator.mean_.tolist())
+            message.standardization.scales.extend(estimator.scale_.tolist())
+    for stats in metadata.feature_stats:
+        message.feature_statistics.add(**{k: stats[k] for k in ("name", "mean", "std", "min", "max")})
+    for metrics, target in (
+        (metadata.training_metrics, message.training),
+        (metadata.validation_metrics, message.validation),
+    ):
+        evaluation = _evaluation(metrics)
+        if evaluation is not None:
+            target.CopyFrom(evaluation)
+    cv = metadata.cv_metrics
+    if cv:
+        message.cross_validation.folds = int(cv["folds"])
+        message.cross_validation.mean.update({k: float(v) for k, v in cv["mean"].items() if v is not None})
+        message.cross_validation.std.update({k: float(v) for k, v in cv["std"].items() if v is not None})
+    _solver_report(metadata, message.solver_report)
+    if metadata.created_at:
+        message.create_time.FromDatetime(datetime.fromisoformat(metadata.created_at))
+    return message
+
+
+def model_state_to_proto(model: str, state: ModelState, versions: Sequence[str]) -> model_service_pb2.ModelState:
+    """The routing state of ``model``: its stored ``state``, ``versions`` its stored versions."""
+    return model_service_pb2.ModelState(
+        model=model,
+        serving_version=state.serving or "",
+        previous_versions=list(state.previous),
+        frozen_versions=list(state.frozen),
+        traffic_split={str(v): float(w) for v, w in state.split.items()},
+        generation=state.generation,
+        versions=list(versions),
+    )
+
+
+def _split_text(split: Mapping[str, float]) -> str:
+    return ",".join(f"{version}={weight:g}" for version, weight in split.items())
+
+
+def switch_to_proto(entry: Switch) -> model_service_pb2.Switch:
+    """One entry of a model's history as a Switch.
+
+    A split entry concerns several versions, so its ``to_version`` lists the arms with
+    their weights (``"v1=90,v2=10"``); it is empty when the split was cleared.
+    """
+    target = entry.to_version
+    if target is None and entry.action == "split":
+        target = _split_text(entry.split or {})
+    message = model_service_pb2.Switch(
+        action=str(entry.action or ""),
+        from_version=str(entry.from_version or ""),
+        to_version=str(target or ""),
+        reason=str(entry.reason or ""),
+    )
+    if entry.at:
+        message.time.FromJsonString(str(entry.at))
+    return message
+
+
+def version_status_to_proto(
+    version: str, serving_state: str, summary: VersionSummary
+) -> model_service_pb2.VersionStatus:
+    """The serving statistics of one version; ``serving_state`` a ``ModelState.role_of`` name."""
+    return model_service_pb2.VersionStatus(
+        version=version,
+        serving_state=SERVING_STATES.get(serving_state, types_pb2.SERVING_STATE_UNSPECIFIED),
+        requests=summary.requests,
+        errors=summary.errors,
+        rows=summary.rows,
+        latency_mean_ms=summary.latency_mean_ms,
+        latency_p50_ms=summary.latency_p50_ms,
+        latency_p99_ms=summary.latency_p99_ms,
+    )
+
+
+def model_status_to_proto(
+    model: str,
+    state: ModelState,
+    versions: Sequence[str],
+    summaries: Mapping[str, VersionSummary],
+) -> model_service_pb2.ModelStatus:
+    """State, per-version statistics (``summaries`` by version) and switch history of one model."""
+    return model_service_pb2.ModelStatus(
+        state=model_state_to_proto(model, state, versions),
+        versions=[version_status_to_proto(v, state.role_of(v), summaries[v]) for v in versions],
+        history=[switch_to_proto(entry) for entry in state.history],
+    )
