@@ -39,14 +39,6 @@ from regserve.server.rpc.status import abort, status_for
 
 __all__ = ["Edge", "EdgePolicy"]
 
-_EVENTS = {
-    "/regserve.v1.ModelService/PromoteVersion": "promote",
-    "/regserve.v1.ModelService/RollbackModel": "rollback",
-    "/regserve.v1.ModelService/FreezeVersion": "freeze",
-    "/regserve.v1.ModelService/UnfreezeVersion": "unfreeze",
-    "/regserve.v1.ModelService/SetTrafficSplit": "split",
-    "/regserve.v1.ModelService/DeleteVersion": "delete",
-}
 _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _CODE_NAMES = {code: code.name for code in grpc.StatusCode}  # a dict lookup, not the enum's name property
@@ -109,7 +101,6 @@ class _Route:
         metrics.in_flight.labels(self.service, self.name).set_function(
             lambda: _count_value(self.begun) - _count_value(self.ended)
         )
-        self.event = _EVENTS.get(self.method)
         self.is_train = method.trains
         self.unary_response = False
         self.log_prefix = f'"method":{_json_string(self.method)},"code":"'
@@ -256,19 +247,6 @@ class Edge:
             for line in lines:
                 _access_log.info(line)
 
-    def _after_ok(self, route: _Route, started: float, request, response) -> None:
-        """Counts the registry events and training runs of a call that succeeded (admin calls only)."""
-        metrics = self._metrics
-        if route.event is not None:
-            metrics.registry_events.labels(request.model, route.event).inc()
-        elif route.is_train:
-            model = response.model_version.model
-            metrics.training_runs.labels(model, "OK").inc()
-            metrics.training_duration.labels(model).observe(time.perf_counter() - started)
-            metrics.registry_events.labels(model, "create").inc()
-            if response.promoted:
-                metrics.registry_events.labels(model, "promote").inc()
-
     # ------------------------------------------------------------ wrapping
 
     def _wrap(self, handler: grpc.RpcMethodHandler, route: _Route) -> grpc.RpcMethodHandler:
@@ -301,7 +279,7 @@ class Edge:
         # Predict's path: its steps are bound to local names, and a call that succeeds does
         # ``_finish``'s two steps in place, a Python frame less per call.
         start, authenticate, admit, finish = self._start, self._authenticate, self._admit, self._finish
-        checks, event, after_ok = self._policy.checks_calls, route.event, self._after_ok
+        checks = self._policy.checks_calls
         perf_counter, ended, add = time.perf_counter, route.ended, self._recorder.add
         anonymous = auth.ANONYMOUS
 
@@ -314,8 +292,6 @@ class Edge:
                     principal = authenticate(authorization, context)
                     admit(route, principal, peer, context)
                 response = behavior(request, context)
-                if event is not None:
-                    after_ok(route, started, request, response)
             except BaseException:
                 finish(route, context.code() or _UNKNOWN, started, request_id, principal, peer)
                 raise
@@ -327,7 +303,7 @@ class Edge:
 
     def _stream_unary(self, behavior, route: _Route):
         start, authenticate, admit, finish = self._start, self._authenticate, self._admit, self._finish
-        metrics, after_ok = self._metrics, self._after_ok
+        metrics = self._metrics
 
         def stream_unary(request_iterator, context):
             started = time.perf_counter()
@@ -339,12 +315,11 @@ class Edge:
                 admit(route, principal, peer, context)
                 admitted = True
                 response = behavior(request_iterator, context)
-                if route.is_train:
-                    after_ok(route, started, None, response)
             except BaseException:
                 code = context.code() or _UNKNOWN
                 finish(route, code, started, request_id, principal, peer)
                 if admitted and route.is_train:
+                    # A Train that succeeds is counted by the servicer's ``on_trained``, which knows the model.
                     metrics.training_runs.labels("", code.name).inc()
                 raise
             finish(route, _OK, started, request_id, principal, peer)

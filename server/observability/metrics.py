@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from regserve.server.observability.serving_stats import ServingStats
+from regserve.server.registry.events import RegistryEvent
 
 __all__ = ["CallTally", "Metrics", "start_metrics_server"]
 
@@ -154,6 +155,15 @@ class Metrics:
         )
         if stats is not None:
             self.registry.register(_ServingStatsCollector(stats))
+
+    def record_event(self, event: RegistryEvent) -> None:
+        """Count a change to the registry (a ``ModelStore`` listener)."""
+        self.registry_events.labels(event.model, event.action).inc()
+
+    def record_training(self, model: str, seconds: float) -> None:
+        """Count a Train that stored a version of ``model``, and its duration in seconds."""
+        self.training_runs.labels(model, "OK").inc()
+        self.training_duration.labels(model).observe(seconds)
 
     def before_collect(self, refresh: Callable[[], None]) -> None:
         """Call ``refresh`` before every collection (each scrape), to bring metrics recorded in batches up to date."""

@@ -55,7 +55,7 @@ class ModelStore:
         Seconds between checks for changes made by other processes (see ``start``).
     on_event : callable taking a RegistryEvent, optional
         Called right after each change this store makes to the registry, on the thread
-        that made it; an exception it raises is logged, never raised.
+        that made it; an exception it raises is logged, never raised.  ``listen`` adds more.
     """
 
     def __init__(
@@ -63,7 +63,7 @@ class ModelStore:
     ) -> None:
         self._registry = registry
         self.poll_interval = poll_interval
-        self._on_event = on_event
+        self._listeners: list[EventCallback] = [on_event] if on_event is not None else []
         self._snapshot: Mapping[str, ModelRoute] = MappingProxyType({})
         self._loaded: dict[tuple[str, str], ServedModel] = {}
         self._token: tuple | None = None
@@ -293,13 +293,17 @@ class ModelStore:
 
     # ----------------------------------------------------------------- changing
 
+    def listen(self, on_event: EventCallback) -> None:
+        """Call ``on_event`` too after each change, as ``on_event`` of the constructor is."""
+        self._listeners.append(on_event)
+
     def _emit(self, model: str, action: RegistryAction, version: str | None) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(RegistryEvent(model, action, version))
-        except Exception:
-            logger.exception("the registry event callback failed on %s of model %s", action, model)
+        event = RegistryEvent(model, action, version)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("a registry event listener failed on %s of model %s", action, model)
 
     def _changed(self, model: str, update: StateUpdate, action: RegistryAction, version: str | None) -> ModelState:
         """Report a state change if ``update`` made one, then swap the model's routing in."""

@@ -115,6 +115,7 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
     stats = ServingStats()
     metrics = Metrics(stats)
+    store.listen(metrics.record_event)
     # Lets the REST gateway inside this process name the HTTP client of the calls it
     # makes over gRPC (see FORWARDED_PEER); never leaves the process but on loopback.
     forwarding_key = secrets.token_urlsafe(24)
@@ -144,7 +145,14 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     )
     guarded = EdgeServer(server, edge, method_pools)
     regression_service_pb2_grpc.add_RegressionServiceServicer_to_server(
-        RegressionServicer(store, app.stats, on_change=app.update_health, max_rows=settings.max_predict_rows), guarded
+        RegressionServicer(
+            store,
+            app.stats,
+            on_change=app.update_health,
+            max_rows=settings.max_predict_rows,
+            on_trained=metrics.record_training,
+        ),
+        guarded,
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, app.stats), guarded)
     # EdgeServer registers what the generated code registers by name; a method of the

@@ -442,12 +442,16 @@ def test_a_failing_event_callback_is_logged_and_the_change_stands(root, caplog):
     def fail(event: RegistryEvent) -> None:
         raise RuntimeError("the metrics are down")
 
+    heard: list[RegistryEvent] = []
     store = ModelStore(ModelRegistry(root), on_event=fail)
+    store.listen(heard.append)
     with caplog.at_level(logging.ERROR, logger="regserve.server.registry.store"):
         stored, promoted, _ = store.add_version("m", _regressor(1), _meta())
     assert (stored.version, promoted) == ("v1", True)
     assert store.resolve("m").version == "v1"
-    assert "registry event callback failed" in caplog.text and "the metrics are down" in caplog.text
+    assert "registry event listener failed" in caplog.text and "the metrics are down" in caplog.text
+    # A listener after the failing one still hears every change.
+    assert heard == [RegistryEvent("m", "create", "v1"), RegistryEvent("m", "promote", "v1")]
 
 
 def test_reads_through_the_store_show_another_replicas_changes_at_once(root):
