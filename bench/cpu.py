@@ -12,8 +12,8 @@ whose speed drifts, CPU per call and switches per call compare better than rates
 ``--pin`` runs each server (every thread, as ``--pin-cpus`` does) on the first CPU it
 may use and the load generator on the second.  The threads of a server then hand the
 interpreter lock over on one core, without waking another, and on this 2-core
-machine the figures are much steadier (runs of one variant within about 10% of each
-other, against 30-40% unpinned): use it to compare code changes, and the unpinned
+machine the figures are much steadier (docs/performance.md gives the spread): use it
+to compare code changes, and the unpinned
 suite (``python -m bench``) for the figures a deployment sees.
 """
 

@@ -7,8 +7,8 @@ calls the Predict handler the gRPC server runs, behind the edge, with a
 stand-in context, and the servicer alone; and the servicer of bench/bare_server.py.
 The edge's part is what the call itself does: the counting and the access-log line
 are done later, in batches, by a background thread.
-The best of three repeats is printed in microseconds a call.  This is the figure the
-README's "Performance work" quotes as "in process".
+The best of three repeats is printed in microseconds a call: the "in process" figure
+of docs/performance.md.
 """
 
 from __future__ import annotations

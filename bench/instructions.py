@@ -2,7 +2,7 @@
 
     python -m bench.instructions [--calls 10000] [--no-access-log]
 
-The speed of this machine drifts by 20-40% within minutes, so a change worth a few
+The speed of a shared machine drifts within minutes, so a change worth a few
 percent needs many interleaved timing rounds to show.  Callgrind counts the
 instructions a process executes instead, which come out the same from run to run
 whatever else the machine is doing.  For each of the calls of ``bench.inprocess``
@@ -12,7 +12,7 @@ prints the difference divided by ``--calls``: start-up, training and shut-down
 cancel out.  The background threads' work per call (the edge's recorder counting
 calls and writing their log lines) is counted; work done per tick of a timer comes
 out a little larger than in real time, since the process runs many times slower
-under valgrind.  Runs of the same code agree within about 2,000 instructions.
+under valgrind.  docs/performance.md says how closely runs of the same code agree.
 
 It counts the Python work of a call in user space, not the kernel's or what waiting
 for the interpreter lock costs under load; ``python -m bench`` measures those.

@@ -208,12 +208,3 @@ def cmd_split(args) -> int:
         print_error(exc)
         return 2
     return _change(args, lambda admin: admin.set_split(args.model, weights, args.reason))
-
-
-def __getattr__(name: str):
-    # ``main`` lives in the package (``regserve.server.cli``); this keeps imports of it from here working.
-    if name == "main":
-        from regserve.server.cli import main
-
-        return main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,12 @@ import os
 from regserve.server.cli import commands
 from regserve.server.cli.server_commands import cmd_gateway, cmd_serve
 from regserve.server.config import add_arguments
+from regserve.v1 import types_pb2
+
+# The model kinds the contract names, as the client library spells them: MODEL_KIND_RIDGE is "ridge".
+_KINDS = tuple(
+    name.removeprefix("MODEL_KIND_").lower() for name in types_pb2.ModelKind.keys() if name != "MODEL_KIND_UNSPECIFIED"
+)
 
 __all__ = ["DEFAULT_SERVER", "build_parser"]
 
@@ -70,7 +76,7 @@ def _add_model_commands(client_command) -> None:
     train = client_command("train", "train a new version of a model from a CSV file")
     train.add_argument("file", help="CSV file with a header line")
     train.add_argument("--target", required=True, help="the column to predict")
-    train.add_argument("--kind", choices=("linear", "ridge", "logistic"), default="linear")
+    train.add_argument("--kind", choices=_KINDS, default="linear")
     train.add_argument("--solver", choices=("auto", "closed_form", "gd", "sgd", "newton"), default="auto")
     train.add_argument("--alpha", type=float, help="L2 penalty strength")
     train.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None)

@@ -1,4 +1,7 @@
-"""Reading CSV files of training or prediction rows in bounded chunks."""
+"""Reading CSV files of training or prediction rows in bounded chunks.
+
+A malformed file raises ``InvalidInput`` (reason ``MALFORMED_CSV``) naming the line.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import numpy as np
 
 from regserve.server.errors import InvalidInput
 
-__all__ = ["CsvChunk", "read_csv_chunks"]
+__all__ = ["CsvChunk", "InvalidInput", "read_csv_chunks"]
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,9 @@ class EdgePolicy:
     log_peer: bool = False
     """Write the caller's address in the access log.
 
-    Reading it (``context.peer()``) makes grpcio release and retake the GIL twice;
-    under load each handover costs tens of microseconds of CPU, so it is read only
-    when the log line or the rate limiter (without tokens) needs it.
+    Reading it (``context.peer()``) makes grpcio release and retake the GIL twice,
+    a thread handover each under load, so it is read only when the log line or the
+    rate limiter (without tokens) needs it.
     """
 
     @property
@@ -222,8 +222,8 @@ class Edge:
                 continue
             # One JSON object per call, formatted by hand: the keys and codes need no escaping,
             # and the caller's strings go through json's C string encoder.
-            # The numbers are written from integers (microseconds): a float with a fixed
-            # number of decimals takes several times longer to format.
+            # The numbers are written from integers (microseconds): formatting a float
+            # with a fixed number of decimals costs more.
             ts = str(int((finished + wall) * 1e6))
             ms = str(round(elapsed * 1e6)).zfill(4)
             peer_field = f'"peer":{_json_string(peer)},' if log_peer else ""

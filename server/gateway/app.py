@@ -1,18 +1,20 @@
-"""The REST/JSON gateway: HTTP routes read from the contract's ``google.api.http`` rules, proxied to gRPC.
+"""The REST/JSON gateway: HTTP routes read from the contract's ``google.api.http`` rules.
 
 ``create_gateway_app(target)`` builds a Starlette app that serves every HTTP binding
-of every regserve.v1 RPC by calling the gRPC server at ``target``; ``run_gateway``
+of every regserve.v1 RPC by calling the gRPC server at ``target`` (inside the server,
+``EmbeddedGateway`` answers the unary ones in process instead); ``run_gateway``
 serves it with uvicorn.  Besides the API routes the app serves ``/openapi.json``
 (generated from the same descriptors and the proto comments) and ``/docs`` (Swagger
 UI from the local assets of the ``swagger-ui-bundle`` package).
 
 The modules behind it, each with one job:
 
-- ``gateway_rules``: the route table and path templates, from the descriptors;
-- ``gateway_codec``: JSON, path variables and query parameters to and from messages;
-- ``gateway_proxy``: the generic unary and NDJSON-streaming calls on one ``grpc.aio`` channel;
-- ``gateway_errors``: gRPC status to HTTP status, error bodies as ``google.rpc.Status`` JSON;
-- ``gateway_openapi``: the OpenAPI 3 document.
+- ``rules``: the route table and path templates, from the descriptors;
+- ``codec``: JSON, path variables and query parameters to and from messages;
+- ``proxy``: the generic unary and NDJSON-streaming calls on one ``grpc.aio`` channel;
+- ``local``: unary calls answered in process, through the edge, by the embedded gateway;
+- ``errors``: gRPC status to HTTP status, error bodies as ``google.rpc.Status`` JSON;
+- ``openapi``: the OpenAPI 3 document.
 """
 
 from __future__ import annotations

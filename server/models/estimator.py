@@ -113,10 +113,10 @@ class LinearModel:
         if self._regression_weights is not None:
             if X.shape[1:] != self._row_shape:
                 self._check_features(X)
-            # One matrix-vector product and one scalar addition: half the time of the
-            # general (n, 1) form on a one-row Predict.  Not ``ndarray.dot``, three times
-            # cheaper alone: it releases the GIL around every BLAS call, however small,
-            # and under load getting it back costs a thread switch.
+            # One matrix-vector product and one scalar addition, cheaper than the general
+            # (n, 1) form on a one-row Predict.  ``@`` rather than ``ndarray.dot``: dot
+            # releases the GIL around every BLAS call, however small, and under load
+            # getting it back costs a thread switch.
             return X @ self._regression_weights + self._regression_bias
         scores = self._decision_function(X)
         if not self.is_classifier:

@@ -292,7 +292,7 @@ class ModelRegistry:
             history=state.history[-_HISTORY_LIMIT:],
             previous=state.previous[-_PREVIOUS_LIMIT:],
         )
-        # Compact: the C encoder is several times faster than the indenting one.
+        # Compact: the C encoder is used only without indentation.
         data = json.dumps(state.to_json(), sort_keys=True, separators=(",", ":")).encode()
         atomic_write_bytes(self._state_path(model), data)
         return state

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from regserve.server.errors import InvalidInput
+from regserve.server.models.estimator import MODEL_KINDS
 from regserve.server.models.training import TrainSpec
 from regserve.v1 import types_pb2
 
@@ -41,11 +42,8 @@ _FLOAT64_LE = np.dtype("<f8")
 _FLOAT64_NATIVE_LE = np.dtype(np.float64) if sys.byteorder == "little" else None
 """The float64 dtype object NumPy gives computed arrays, where it is little-endian: their bytes go out as they are."""
 
-KIND_NAMES = {
-    types_pb2.MODEL_KIND_LINEAR: "linear",
-    types_pb2.MODEL_KIND_RIDGE: "ridge",
-    types_pb2.MODEL_KIND_LOGISTIC: "logistic",
-}
+# The contract names each kind the domain knows MODEL_KIND_<KIND>; a kind without its enum value fails at import.
+KIND_NAMES = {types_pb2.ModelKind.Value(f"MODEL_KIND_{kind.upper()}"): kind for kind in MODEL_KINDS}
 KIND_VALUES = {name: value for value, name in KIND_NAMES.items()}
 
 SOLVER_NAMES = {
@@ -88,7 +86,7 @@ def read_matrix(matrix: types_pb2.Matrix, field: str) -> tuple[np.ndarray, bool]
         size = len(raw) // 8
         cols = matrix.num_columns or size
         if size % cols == 0:
-            # One constructor call for the view: half the time of frombuffer and reshape.
+            # One constructor call for the view instead of frombuffer and reshape: fewer Python calls.
             return np.ndarray((size // cols, cols), _FLOAT64_LE, raw), True
         flat = np.frombuffer(raw, dtype=_FLOAT64_LE)  # for the error below
     else:

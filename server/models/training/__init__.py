@@ -12,14 +12,8 @@ The public face of the package; its modules each hold one part:
 * ``trainer``: ``Trainer``, which takes the chunks and drives the rest.
 """
 
-from regserve.server.models.training import fitting, moments, sampling
 from regserve.server.models.training.chunks import MAX_ABS_VALUE
 from regserve.server.models.training.spec import KINDS, MAX_CV_FOLDS, MAX_FEATURES, SOLVERS, TrainResult, TrainSpec
 from regserve.server.models.training.trainer import Trainer
 
 __all__ = ["KINDS", "MAX_ABS_VALUE", "MAX_CV_FOLDS", "MAX_FEATURES", "SOLVERS", "TrainResult", "TrainSpec", "Trainer"]
-
-# Their names from the single-module layout, still imported by the training benchmark and the servicer tests.
-_check_model_finite = fitting.check_model_finite
-_Moments = moments.Moments
-_SeededDraws = sampling.SeededDraws

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from regserve.server.errors import InvalidInput
-from regserve.server.models.estimator import LinearModel
+from regserve.server.models.estimator import MODEL_KINDS, LinearModel
 
 __all__ = ["KINDS", "MAX_CV_FOLDS", "MAX_FEATURES", "SOLVERS", "TrainResult", "TrainSpec"]
 
-KINDS = ("linear", "ridge", "logistic")
+KINDS = MODEL_KINDS
 SOLVERS = ("auto", "closed_form", "gd", "sgd", "newton")
 _SOLVERS_FOR = {
     "linear": ("auto", "closed_form", "gd", "sgd"),

@@ -141,11 +141,3 @@ def test_weights_are_parsed_from_version_weight_pairs():
     for bad in ("v1", "=1", "v1=heavy"):
         with pytest.raises(ValueError, match="is not VERSION=WEIGHT"):
             parse_weights(["v1=1", bad])
-
-
-def test_the_old_import_of_main_from_commands_still_works():
-    from regserve.server.cli import commands
-
-    assert commands.main is main
-    with pytest.raises(AttributeError):
-        commands.no_such_name  # noqa: B018

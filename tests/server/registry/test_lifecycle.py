@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from regserve.client import FailedPrecondition, ModelAdminClient, NotFound, RegressionClient, Unavailable
-from regserve.server.cli.commands import main
+from regserve.server.cli import main
 from regserve.server.registry.disk import ModelRegistry
 from regserve.server.registry.routing import choose_arm
 from tests.conftest import start_server

@@ -193,13 +193,14 @@ def test_a_train_cancelled_after_its_data_arrived_stores_nothing(app, target, mo
 @pytest.mark.parametrize(("solver", "field"), [("gd", "spec.learning_rate"), ("closed_form", "chunks")])
 def test_a_fit_with_non_finite_coefficients_is_refused_before_anything_is_stored(solver, field):
     from regserve.server.models.estimator import LinearModel
-    from regserve.server.models.training import TrainSpec, _check_model_finite
+    from regserve.server.models.training import TrainSpec
+    from regserve.server.models.training.fitting import check_model_finite
 
     diverged = LinearModel("linear", np.array([[1.0, np.inf]]), np.array([0.0]))
     with pytest.raises(InvalidInput) as info:
-        _check_model_finite(diverged, TrainSpec(solver=solver))
+        check_model_finite(diverged, TrainSpec(solver=solver))
     assert (info.value.reason, info.value.violations[0][0]) == ("TRAINING_DIVERGED", field)
-    _check_model_finite(LinearModel("linear", np.array([[1.0, 2.0]]), np.array([0.5])), TrainSpec(solver=solver))
+    check_model_finite(LinearModel("linear", np.array([[1.0, 2.0]]), np.array([0.5])), TrainSpec(solver=solver))
 
 
 def test_a_singular_problem_falls_back_to_least_squares_and_says_so(client):
