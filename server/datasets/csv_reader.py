@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import csv
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TextIO
 
 import numpy as np
 
@@ -32,6 +31,8 @@ class CsvChunk:
 
     def targets(self, classifier: bool) -> np.ndarray:
         """The target column as a classifier's string labels, or as a regressor's float64 values."""
+        if self.target is None:
+            raise ValueError("this chunk was read without a target column")
         if classifier:
             return self.target
         try:
@@ -46,7 +47,7 @@ class CsvChunk:
 
 
 def read_csv_chunks(
-    stream: TextIO, target: str | None = None, chunk_rows: int = 65536
+    stream: Iterable[str], target: str | None = None, chunk_rows: int = 65536
 ) -> tuple[list[str], Iterator[CsvChunk]]:
     """Read a CSV with a header line; return the feature names and an iterator of chunks.
 

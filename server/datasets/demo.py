@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
+from typing import Any
 
 from regserve.server import __version__
 from regserve.server.datasets.csv_reader import read_csv_chunks
@@ -20,7 +21,7 @@ __all__ = ["DEMO_MODELS", "ensure_demo_models", "train_demo_model"]
 
 logger = logging.getLogger(__name__)
 
-DEMO_MODELS = {
+DEMO_MODELS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "diabetes": ("diabetes.csv", "progression", dict(kind="linear", validation_fraction=0.2, seed=7)),
     "iris": (
         "iris.csv",

@@ -51,6 +51,10 @@ class LinearModel:
         scale: np.ndarray | None = None,
         classes: tuple[str, ...] | None = None,
     ) -> None:
+        if (mean is None) != (scale is None):
+            raise ValueError("mean and scale are given together or not at all")
+        if (classes is None) == (kind == "logistic"):
+            raise ValueError("classes are given for, and only for, a logistic model")
         self.kind = kind
         self.is_classifier = kind == "logistic"
         """True for logistic models."""
@@ -61,7 +65,7 @@ class LinearModel:
         self.classes_ = None if classes is None else tuple(str(c) for c in classes)
         # Fold the scaler in: w·(x - m)/s + b = (w/s)·x + (b - (m/s)·w).
         weights, bias = self.coef_, self.intercept_
-        if self.scale_ is not None:
+        if self.scale_ is not None and self.mean_ is not None:
             weights = self.coef_ / self.scale_
             bias = self.intercept_ - weights @ self.mean_
         # Stored transposed and contiguous so X @ W needs no copy per call.
@@ -72,7 +76,7 @@ class LinearModel:
         # a 0-d array to the answer costs half of adding a Python float.
         single = not self.is_classifier and self._weights.shape[1] == 1
         self._regression_weights = np.ascontiguousarray(self._weights[:, 0]) if single else None
-        self._regression_bias = np.array(self._bias[0]) if single else None
+        self._regression_bias = np.array(self._bias[0])  # read only when _regression_weights is set
         # A regression whose every weight is a non-zero finite number turns any NaN or
         # infinite input into a non-finite answer (inf times a non-zero weight stays
         # infinite, NaN stays NaN, and a finite bias cannot undo either): checking the
@@ -154,7 +158,7 @@ class LinearModel:
         ``classes``.  No object arrays, so ``np.load(allow_pickle=False)`` works.
         """
         arrays = {"coef": self.coef_.copy(), "intercept": self.intercept_.copy()}
-        if self.mean_ is not None:
+        if self.mean_ is not None and self.scale_ is not None:
             arrays["mean"] = self.mean_.copy()
             arrays["scale"] = self.scale_.copy()
         if self.classes_ is not None:
@@ -197,16 +201,17 @@ class LinearModel:
                 raise _corrupt(f"scaler shapes {mean.shape}, {scale.shape} for {d} features")
             if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
                 raise _corrupt("scaler holds non-finite or non-positive values")
-        classes = arrays.get("classes")
+        stored_classes = arrays.get("classes")
         n_outputs = coef.shape[0]
+        classes = None
         if kind == "logistic":
-            if classes is None or np.asarray(classes).dtype.kind != "U":
+            if stored_classes is None or np.asarray(stored_classes).dtype.kind != "U":
                 raise _corrupt("a logistic model needs its classes as a unicode array")
-            classes = tuple(str(c) for c in np.asarray(classes).ravel())
+            classes = tuple(str(c) for c in np.asarray(stored_classes).ravel())
             expected = 1 if len(classes) == 2 else len(classes)
             if len(classes) < 2 or n_outputs != expected or len(set(classes)) != len(classes):
                 raise _corrupt(f"{len(classes)} classes do not fit {n_outputs} output(s)")
-        elif classes is not None or n_outputs != 1:
+        elif stored_classes is not None or n_outputs != 1:
             raise _corrupt(f"a {kind} model has one output and no classes")
         return cls(kind, coef, intercept, mean=mean, scale=scale, classes=classes)
 

@@ -220,26 +220,28 @@ class _Objective:
         """One pass: ``(F, gradient (n_outputs, q), Hessian (n_outputs·q,)² or None)``."""
         total, grad = 0.0, np.zeros(self.shape)
         k, q = self.shape
-        H = np.zeros((k, q, k, q)) if hessian else None
+        H: np.ndarray | None = np.zeros((k, q, k, q)) if hessian else None
         for Z, y in self.data.blocks():
             A = _design(Z, self.fit_intercept)
             value, residual, P = _block_terms(self.loss, A @ theta.T, y)
             total += value
             grad += residual.T @ A
-            if hessian:
+            if H is not None:
                 _add_logistic_hessian(H, A, P)
         n = self.data.n
         pen_value, pen_grad = self.penalty(theta)
         F, G = total / n + pen_value, grad / n + pen_grad
-        if hessian:
+        if H is not None:
             H = H.reshape(k * q, k * q) / n
             H[np.diag_indices_from(H)] += self.l2 * np.tile(self.penalised, k)
             H += self.gauge * np.kron(np.ones((k, k)), np.eye(q))
         return F, G, H
 
 
-def _add_logistic_hessian(H: np.ndarray, A: np.ndarray, P: np.ndarray) -> None:
+def _add_logistic_hessian(H: np.ndarray, A: np.ndarray, P: np.ndarray | None) -> None:
     """Add ``Σ AᵀD_{kl}A`` to H (K, q, K, q), ``D_{kl} = diag(p_k(δ_kl - p_l))``."""
+    if P is None:
+        raise ValueError("only the logistic loss has a Hessian here")
     if P.shape[1] == 1:
         # Binary: Aᵀ diag(p(1 - p)) A.
         p = P[:, 0]

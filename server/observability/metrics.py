@@ -11,11 +11,12 @@ scrapes, so the prediction path pays nothing for them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from wsgiref.simple_server import WSGIServer
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -82,18 +83,18 @@ class CallTally(Collector):
     ) -> None:
         """Count ``codes`` (calls by service, method and code); observe ``durations`` (by service and method)."""
         binned = {}
-        for key, seconds in durations.items():
+        for method_key, seconds in durations.items():
             values = np.asarray(seconds, dtype=np.float64)
             # A duration equal to a bound belongs to that bound's bucket ("le"): side="left".
             counts = np.bincount(np.searchsorted(self._bounds, values, side="left"), minlength=len(self._le))
-            binned[key] = (counts, float(values.sum()))
+            binned[method_key] = (counts, float(values.sum()))
         with self._lock:
-            for key, count in codes.items():
-                self._codes[key] = self._codes.get(key, 0) + count
-            for key, (counts, total) in binned.items():
-                before, before_total = self._durations.get(key, (0, 0.0))
+            for code_key, count in codes.items():
+                self._codes[code_key] = self._codes.get(code_key, 0) + count
+            for method_key, (counts, total) in binned.items():
+                before, before_total = self._durations.get(method_key, (0, 0.0))
                 # A new array, not an update in place: ``collect`` reads its copy without the lock.
-                self._durations[key] = (before + counts, before_total + total)
+                self._durations[method_key] = (before + counts, before_total + total)
 
     def collect(self) -> Iterator:
         with self._lock:
@@ -104,15 +105,15 @@ class CallTally(Collector):
             "RPCs finished, by service, method and status code.",
             labels=["service", "method", "code"],
         )
-        for labels, count in codes:
-            requests.add_metric(list(labels), count)
+        for code_labels, count in codes:
+            requests.add_metric(list(code_labels), count)
         latency = HistogramMetricFamily(
             "regserve_request_duration_seconds",
             "Time from the call's arrival to its status, by service and method.",
             labels=["service", "method"],
         )
-        for labels, (counts, total) in durations:
-            latency.add_metric(list(labels), list(zip(self._le, np.cumsum(counts).tolist(), strict=True)), total)
+        for method_labels, (counts, total) in durations:
+            latency.add_metric(list(method_labels), list(zip(self._le, np.cumsum(counts).tolist(), strict=True)), total)
         yield requests
         yield latency
 
@@ -165,7 +166,7 @@ class Metrics:
         self.training_runs.labels(model, "OK").inc()
         self.training_duration.labels(model).observe(seconds)
 
-    def before_collect(self, refresh: Callable[[], None]) -> None:
+    def before_collect(self, refresh: Callable[[], object]) -> None:
         """Call ``refresh`` before every collection (each scrape), to bring metrics recorded in batches up to date."""
         self.registry.refreshers.append(refresh)
 
@@ -175,13 +176,13 @@ class _RefreshingRegistry(CollectorRegistry):
 
     def __init__(self) -> None:
         super().__init__(auto_describe=True)
-        self.refreshers: list[Callable[[], None]] = []
+        self.refreshers: list[Callable[[], object]] = []
 
     def _refresh(self) -> None:
         for refresh in self.refreshers:
             refresh()
 
-    def collect(self) -> Iterator:
+    def collect(self) -> Iterable[Metric]:
         self._refresh()
         return super().collect()
 
@@ -190,7 +191,7 @@ class _RefreshingRegistry(CollectorRegistry):
         return super().restricted_registry(names)
 
 
-def start_metrics_server(metrics: Metrics, host: str, port: int):
+def start_metrics_server(metrics: Metrics, host: str, port: int) -> tuple[WSGIServer, int]:
     """Serve ``/metrics`` over HTTP on ``host:port`` (0 picks a free port); returns (server, port)."""
     server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
     return server, server.server_port

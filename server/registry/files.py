@@ -16,6 +16,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,7 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     TypeError
         An array's dtype would need pickle (object arrays, structured dtypes).
     """
-    checked = {}
+    checked: dict[str, Any] = {}  # Any: np.savez's own keywords share its **kwds with the arrays
     for name, value in arrays.items():
         array = np.asarray(value)
         if not isinstance(name, str) or not _ARRAY_NAME.fullmatch(name):

@@ -26,9 +26,9 @@ def passes_gate(new: VersionMetadata, serving: VersionMetadata, classifier: bool
     name, better = ("accuracy", max) if classifier else ("mse", min)
     old_value = _validation_metric(serving, name)
     new_value = _validation_metric(new, name)
-    for version, value in ((new.version, new_value), (serving.version, old_value)):
-        if value is None:
-            return False, f"gate: {version} has no validation {name}; not promoted"
+    if new_value is None or old_value is None:
+        version = new.version if new_value is None else serving.version
+        return False, f"gate: {version} has no validation {name}; not promoted"
     verb = "higher" if classifier else "lower"
     if better(new_value, old_value) == new_value:
         return True, (

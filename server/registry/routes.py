@@ -24,6 +24,8 @@ class ServedModel:
     """The stored metadata.json content (feature_names, kind, metrics, ...)."""
     feature_index: Mapping[str, int]
     """Feature name -> column, for features given by name; empty when names are unknown."""
+    classes: tuple[str, ...] = ()
+    """A classifier's class labels, in the order of its probabilities; empty for a regression."""
 
 
 def served_model(model: str, version: str, estimator: LinearModel, metadata: VersionMetadata) -> ServedModel:
@@ -31,7 +33,7 @@ def served_model(model: str, version: str, estimator: LinearModel, metadata: Ver
     index = {name: i for i, name in enumerate(metadata.feature_names)}
     if len(index) != estimator.n_features_in_:
         index = {}
-    return ServedModel(model, version, estimator, metadata, MappingProxyType(index))
+    return ServedModel(model, version, estimator, metadata, MappingProxyType(index), estimator.classes_ or ())
 
 
 @dataclass(frozen=True)

@@ -81,15 +81,16 @@ class Switch:
     """One entry of a model's history: a promotion, rollback, freeze, unfreeze, split or delete.
 
     Stored as ``{"at", "action", "from", "to", "reason"}``, plus ``"split"`` (version ->
-    weight) for a split entry.
+    weight) for a split entry.  An entry read from a file keeps its values as stored:
+    None where a key is missing.
     """
 
-    at: str
+    at: str | None
     """When, as ``utc_timestamp`` writes it."""
-    action: str
+    action: str | None
     from_version: str | None
     to_version: str | None
-    reason: str = ""
+    reason: str | None = ""
     split: Mapping[str, float] | None = None
     """The new weights of a split entry (empty when the split was cleared); None otherwise."""
     extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False)

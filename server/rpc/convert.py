@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -44,7 +45,8 @@ _FLOAT64_NATIVE_LE = np.dtype(np.float64) if sys.byteorder == "little" else None
 
 # The contract names each kind the domain knows MODEL_KIND_<KIND>; a kind without its enum value fails at import.
 KIND_NAMES = {types_pb2.ModelKind.Value(f"MODEL_KIND_{kind.upper()}"): kind for kind in MODEL_KINDS}
-KIND_VALUES = {name: value for value, name in KIND_NAMES.items()}
+# ``Value`` is typed as returning an int, the messages' kind fields as taking a ModelKind: at run time both are ints.
+KIND_VALUES = cast("dict[str, types_pb2.ModelKind]", {name: value for value, name in KIND_NAMES.items()})
 
 SOLVER_NAMES = {
     types_pb2.SOLVER_UNSPECIFIED: "auto",
@@ -261,7 +263,7 @@ def spec_from_proto(spec: types_pb2.TrainSpec) -> TrainSpec:
     )
 
 
-def spec_to_proto(spec: Mapping[str, object], model: str) -> types_pb2.TrainSpec:
+def spec_to_proto(spec: Mapping[str, Any], model: str) -> types_pb2.TrainSpec:
     """Rebuild a wire TrainSpec from the spec dictionary stored with a version."""
     message = types_pb2.TrainSpec(
         model=model,

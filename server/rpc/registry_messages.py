@@ -100,7 +100,7 @@ def model_version_to_proto(
     if estimator is not None:
         message.coefficients.CopyFrom(ndarray_to_matrix(np.atleast_2d(estimator.coef_), raw=False))
         message.intercepts.extend(np.ravel(estimator.intercept_).tolist())
-        if estimator.mean_ is not None:
+        if estimator.mean_ is not None and estimator.scale_ is not None:
             message.standardization.enabled = True
             message.standardization.means.extend(estimator.mean_.tolist())
             message.standardization.scales.extend(estimator.scale_.tolist())

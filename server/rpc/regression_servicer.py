@@ -124,7 +124,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                 model=served.name, version=served.version, predictions=convert.ndarray_to_vector(result.values, raw)
             )
             if result.labels is not None:
-                convert.add_class_fields(response, result, raw, served.estimator.classes_)
+                convert.add_class_fields(response, result, raw, served.classes)
         except BaseException:
             stats.record(time.perf_counter() - started, 0, failed=True)
             raise
@@ -134,7 +134,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
     def BatchPredict(
         self, request_iterator: Iterator[pb.BatchPredictRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.BatchPredictResponse]:
-        served = arm = None
+        served, arm = None, ""
         offset = 0
         for index, request in enumerate(request_iterator):
             started = time.perf_counter()
@@ -161,7 +161,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                     predictions=convert.ndarray_to_vector(result.values, raw),
                 )
                 if result.labels is not None:
-                    convert.add_class_fields(response, result, raw, served.estimator.classes_ if index == 0 else ())
+                    convert.add_class_fields(response, result, raw, served.classes if index == 0 else ())
             except BaseException:
                 stats.record(time.perf_counter() - started, 0, failed=True)
                 raise

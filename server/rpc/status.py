@@ -17,6 +17,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from typing import NoReturn
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -99,7 +100,7 @@ class CallStatus(collections.namedtuple("CallStatus", ("code", "details", "trail
     """A ``grpc.Status`` value: code, details and trailing metadata."""
 
 
-def abort(context: grpc.ServicerContext, status: grpc.Status) -> None:
+def abort(context: grpc.ServicerContext, status: grpc.Status) -> NoReturn:
     """End the call with ``status``, keeping trailing metadata set earlier (such as the request id)."""
     kept = context.trailing_metadata()
     if kept:
@@ -107,7 +108,7 @@ def abort(context: grpc.ServicerContext, status: grpc.Status) -> None:
     context.abort_with_status(status)
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException, method: str):
+def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> NoReturn:
     if isinstance(exc, errors.RegserveError):
         abort(context, status_for(exc))
     if isinstance(exc, grpc.RpcError):

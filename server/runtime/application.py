@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -56,7 +57,7 @@ class Application:
     thread_pools: list[futures.ThreadPoolExecutor] = field(default_factory=list)
     """The threads that answer calls: the server's, then Predict's own when ``predict_threads`` is above 0."""
     _metrics_host: str = "127.0.0.1"
-    _metrics_server: object = None
+    _metrics_server: WSGIServer | None = None
 
     def update_health(self) -> None:
         """SERVING once any model has a serving version, NOT_SERVING before."""

@@ -99,21 +99,21 @@ def _supervise(workers: list[_Worker], stopping: threading.Event) -> int:
 
 def _stop_workers(workers: list[_Worker], timeout: float) -> int:
     """SIGTERM every running worker and wait for all within ``timeout`` seconds; 1 when one did not exit 0."""
-    started = [w for w in workers if w.process is not None]
-    for worker in started:
-        if worker.process.poll() is None:
-            worker.process.send_signal(signal.SIGTERM)
+    started = [(w.index, w.process) for w in workers if w.process is not None]
+    for _, process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     code = 0
-    for worker in started:
+    for index, process in started:
         try:
-            status = worker.process.wait(max(0.0, deadline - time.monotonic()))
+            status = process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            logger.warning("worker %d did not stop within the grace period; killing it", worker.index)
-            worker.process.kill()
-            status = worker.process.wait()
+            logger.warning("worker %d did not stop within the grace period; killing it", index)
+            process.kill()
+            status = process.wait()
         if status != 0:
-            logger.error("worker %d exited with code %s", worker.index, status)
+            logger.error("worker %d exited with code %s", index, status)
             code = 1
     return code
 

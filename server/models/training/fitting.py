@@ -32,17 +32,17 @@ def fit_model(
     shift, scale = _standardization(m, d) if spec.standardize else (np.zeros(d), np.ones(d))
     solver = spec.resolved_solver
     if solver == "closed_form":
-        coef, intercept, info = solvers.solve_least_squares(
+        weights, bias, info = solvers.solve_least_squares(
             m.n, m.mean, m.comoment, alpha=spec.alpha, fit_intercept=spec.fit_intercept, shift=shift, scale=scale
         )
-        coef, intercept = coef[None, :], np.array([intercept])
+        coef, intercept = weights[None, :], np.array([bias])
     else:
         logistic = spec.kind == "logistic"
         view = SpoolView(spool, groups, shift, scale, m.n, label_map)
         objective = solvers.make_objective(
             view,
             kind=spec.kind,
-            n_classes=len(classes) if logistic else 0,
+            n_classes=len(classes) if classes is not None else 0,
             d=d,
             l2=spec.alpha if logistic else spec.alpha / m.n,
             fit_intercept=spec.fit_intercept,

@@ -18,7 +18,8 @@ class SeededDraws:
     """Per-row draws indexed by a global ordinal, generated in fixed seeded blocks."""
 
     def __init__(self, draw, block_len: int) -> None:
-        self._draw, self._len, self._cached = draw, block_len, (-1, None)
+        self._draw, self._len = draw, block_len
+        self._cached: tuple[int, np.ndarray] = (-1, np.empty(0))  # (block, its draws); no block is -1
 
     def take(self, start: int, count: int) -> np.ndarray:
         """The draws of ordinals ``start`` to ``start + count - 1``, shape (count,)."""

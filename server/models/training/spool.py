@@ -47,10 +47,10 @@ class SpoolView:
 
     def __init__(
         self,
-        spool: np.ndarray,
+        spool: SpoolFile | np.ndarray,
         groups: list[int],
-        shift: np.ndarray,
-        scale: np.ndarray,
+        shift: np.ndarray | float,
+        scale: np.ndarray | float,
         n: int,
         label_map: np.ndarray | None,
     ) -> None:

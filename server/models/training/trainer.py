@@ -25,6 +25,7 @@ import math
 import os
 import tempfile
 import time
+from typing import BinaryIO
 
 import joblib
 import numpy as np
@@ -67,11 +68,12 @@ class Trainer:
         self._hash = hashlib.sha256()
         self._declared = set(spec.class_labels) or None
         self._n_folds = spec.cv_folds or 1
-        self._moments: list[Moments] | None = None  # folds 0..k-1, then validation
+        self._moments: list[Moments] = []  # folds 0..k-1, then validation, from the first chunk on
         self._labels = LabelTable(self._n_folds)
         self._groups = RowGroups(spec.seed, spec.validation_fraction, self._n_folds)
-        fd, self._spool_path = tempfile.mkstemp(prefix="regserve-spool-", suffix=".f64", dir=spool_dir)
-        self._spool = os.fdopen(fd, "wb")
+        fd, spool_path = tempfile.mkstemp(prefix="regserve-spool-", suffix=".f64", dir=spool_dir)
+        self._spool_path: str | None = spool_path
+        self._spool: BinaryIO | None = os.fdopen(fd, "wb")
         self._finished = False
 
     @property
@@ -108,7 +110,7 @@ class Trainer:
             return
         X, targets, labels = self._checked(X, y)
         n, d = X.shape
-        if self._moments is None:
+        if not self._moments:
             p = d + (self.spec.kind != "logistic")
             self._moments = [Moments(p) for _ in range(self._n_folds + 1)]
         group, n_train = self._groups.take(self._n, self._n_train, n)
@@ -157,22 +159,22 @@ class Trainer:
         InvalidInput
             ``EMPTY_TRAINING_SET``, ``SINGLE_CLASS`` or ``TOO_FEW_ROWS``.
         """
-        if self._finished or self._spool is None:
+        writer, spool_path = self._spool, self._spool_path
+        if self._finished or writer is None or spool_path is None:
             raise FailedPrecondition("This trainer has finished or been closed.", reason="TRAINER_CLOSED")
         self._finished = True
         try:
-            return self._finish()
+            return self._finish(writer, spool_path)
         finally:
             self.close()
 
-    def _finish(self) -> TrainResult:
+    def _finish(self, writer: BinaryIO, spool_path: str) -> TrainResult:
         spec = self.spec
-        self._check_sizes()
+        d = self._check_sizes()
         classes, label_map = self._classes()
-        self._spool.close()
+        writer.close()
         self._spool = None
-        d = self._d
-        spool = SpoolFile(self._spool_path, (self._n, d + 2))
+        spool = SpoolFile(spool_path, (self._n, d + 2))
         try:
             folds = list(range(self._n_folds))
             model, info = self._fit(spool, folds, classes, label_map)
@@ -221,9 +223,10 @@ class Trainer:
         )
         return TrainResult(model=model, metadata=_json_ready(metadata))
 
-    def _check_sizes(self) -> None:
+    def _check_sizes(self) -> int:
+        """The feature count, once the rows sent are enough for the spec; else InvalidInput."""
         spec, n_validation = self.spec, self._n - self._n_train
-        if self._n == 0:
+        if self._n == 0 or self._d is None:
             raise InvalidInput(
                 "No training rows were sent.",
                 reason="EMPTY_TRAINING_SET",
@@ -241,6 +244,7 @@ class Trainer:
                 reason="TOO_FEW_ROWS",
                 violations=[("spec.cv_folds", f"needs at least {spec.cv_folds} training rows")],
             )
+        return self._d
 
     def _classes(self) -> tuple[tuple[str, ...] | None, np.ndarray | None]:
         """Sorted classes and the map from first-seen label id to class index."""
@@ -248,15 +252,17 @@ class Trainer:
             return None, None
         return self._labels.classes()
 
-    def _fit(self, spool, groups, classes, label_map) -> tuple[LinearModel, solvers.SolverInfo]:
+    def _fit(self, spool: SpoolFile, groups, classes, label_map) -> tuple[LinearModel, solvers.SolverInfo]:
         """Fit on the training groups (folds) ``groups``."""
         m = Moments.combined([self._moments[g] for g in groups])
-        return fit_model(self.spec, self._d, m, spool, groups, classes, label_map)
+        d = spool.shape[1] - 2  # spool rows are [x, y or label id, group]
+        return fit_model(self.spec, d, m, spool, groups, classes, label_map)
 
     def _evaluate(self, model: LinearModel, spool, groups, label_map) -> dict:
         """Metrics of ``model`` on the spooled rows of ``groups`` (-1 = validation)."""
         view = SpoolView(spool, groups, 0.0, 1.0, 0, label_map)
-        if model.is_classifier:
+        tally: ClassificationTally | RegressionTally
+        if model.classes_ is not None:  # a classifier
             tally = ClassificationTally(model.classes_)
             for X, y in view.raw_blocks():
                 tally.update(y, model._predict_log_proba(X))
