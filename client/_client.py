@@ -233,5 +233,7 @@ class RegressionClient(Connection):
     @translating_errors
     def health(self, service: str = "") -> str:
         """The health status name (``SERVING``, ``NOT_SERVING``, ...) of the server or one service."""
-        response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        # types-grpcio-health-checking declares HealthStub without its methods.
+        request = health_pb2.HealthCheckRequest(service=service)
+        response = self._health.Check(request, timeout=self.timeout)  # type: ignore[attr-defined]
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

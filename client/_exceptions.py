@@ -18,6 +18,8 @@ Exception tree::
 
 from __future__ import annotations
 
+from typing import cast
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -131,7 +133,8 @@ def from_rpc_error(error: grpc.RpcError) -> RegserveError:
     message = error.details() if hasattr(error, "details") else str(error)
     reason, metadata, violations, retry_after = "", {}, [], None
     try:
-        status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
+        # grpcio's failed calls carry their status like a ``grpc.Call``, without being typed as one.
+        status = rpc_status.from_call(cast(grpc.Call, error)) if hasattr(error, "trailing_metadata") else None
     except ValueError:
         status = None
     for detail in status.details if status is not None else ():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Sequence
 
 from google.protobuf import json_format
 
@@ -34,7 +35,7 @@ __all__ = [
 _VERSION_NAME = re.compile(r"v([1-9][0-9]*)")
 
 
-def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     """Print ``rows`` under ``header`` in left-aligned columns two spaces apart."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:

@@ -22,8 +22,10 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_string
+from typing import Protocol
 
 import grpc
 
@@ -74,6 +76,21 @@ class EdgePolicy:
     def checks_calls(self) -> bool:
         """True when a call can be refused here: authentication or rate limits are on."""
         return self.tokens is not None or self.limiter is not None
+
+
+class _CallContext(Protocol):
+    """The part of ``grpc.ServicerContext`` that ``Edge._start`` and ``Edge._peer`` use.
+
+    Values are typed ``str``: the edge reads only text keys, and grpcio gives bytes for ``-bin`` keys alone.
+    """
+
+    def invocation_metadata(self) -> Sequence[tuple[str, str]]: ...
+
+    def set_trailing_metadata(self, trailing_metadata: tuple[tuple[str, str], ...]) -> None: ...
+
+    def send_initial_metadata(self, initial_metadata: tuple[tuple[str, str], ...]) -> None: ...
+
+    def peer(self) -> str: ...
 
 
 def _count_value(counter: itertools.count) -> int:
@@ -139,7 +156,7 @@ class Edge:
     # (route, code, started, finished, request id, principal, peer), the times from
     # ``time.perf_counter``.
 
-    def _start(self, route: _Route, context: grpc.ServicerContext) -> tuple[str, str | None, str]:
+    def _start(self, route: _Route, context: _CallContext) -> tuple[str, str | None, str]:
         """Read the metadata, echo the request id, count the call begun: (request id, authorization, peer)."""
         request_id = authorization = None
         for key, value in context.invocation_metadata():
@@ -157,7 +174,7 @@ class Edge:
         next(route.begun)
         return request_id, authorization, (self._peer(context) if self._needs_peer else "")
 
-    def _peer(self, context: grpc.ServicerContext) -> str:
+    def _peer(self, context: _CallContext) -> str:
         """The caller's address: the HTTP client's when the gateway inside this process names it, else the call's."""
         expected = self._policy.forwarding_key
         if expected:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent import futures
+from typing import Protocol, cast
 
 import grpc
 
 from regserve.server.edge.edge import Edge
 
 __all__ = ["EdgeServer"]
+
+
+class _PooledBehavior(Protocol):
+    """A handler's behavior as grpcio reads it: a function that may carry the pool to run on."""
+
+    experimental_thread_pool: futures.ThreadPoolExecutor
 
 
 class EdgeServer:
@@ -44,7 +51,7 @@ class EdgeServer:
             if pool is not None:
                 # grpcio runs a handler whose behavior names a pool on that pool, not the server's.
                 behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-                behavior.experimental_thread_pool = pool
+                cast(_PooledBehavior, behavior).experimental_thread_pool = pool
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, wrapped),))
         self._server.add_registered_method_handlers(service_name, wrapped)
         self.handlers.update({f"/{service_name}/{name}": handler for name, handler in wrapped.items()})

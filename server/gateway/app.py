@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterable
 from importlib import metadata
+from typing import NoReturn
 
 import grpc
 import uvicorn
@@ -83,7 +84,7 @@ class _RuleRoute(BaseRoute):
         child = {"endpoint": self.endpoint, "path_params": values}
         return (Match.FULL if scope["method"] == self.route.http_method else Match.PARTIAL), child
 
-    def url_path_for(self, name: str, /, **path_params) -> None:
+    def url_path_for(self, name: str, /, **path_params) -> NoReturn:
         raise NoMatchFound(name, path_params)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -206,7 +207,8 @@ def run_gateway(
         loop="asyncio",
         log_level=log_level.lower(),
         access_log=False,
-        timeout_graceful_shutdown=grace_period,
+        # uvicorn types the grace period as int, but waits with asyncio.timeout, which takes a float.
+        timeout_graceful_shutdown=grace_period,  # type: ignore[arg-type]
     )
 
 
@@ -221,7 +223,7 @@ class EmbeddedGateway:
         self,
         sock,
         target: str,
-        local: LocalDispatch,
+        local: LocalDispatch | None,
         *,
         log_level: str = "info",
         grace_period: float = 10.0,
@@ -238,7 +240,7 @@ class EmbeddedGateway:
             log_level=log_level.lower(),
             access_log=False,
             proxy_headers=False,
-            timeout_graceful_shutdown=grace_period,
+            timeout_graceful_shutdown=grace_period,  # type: ignore[arg-type]  # a float works (see run_gateway)
         )
         self._sock = sock
         self._grace_period = grace_period

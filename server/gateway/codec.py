@@ -11,9 +11,10 @@ repeated fields (``?ids=1&ids=2``).
 from __future__ import annotations
 
 import json
+from typing import cast
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import code_pb2
 
@@ -32,7 +33,8 @@ def parse_message(data: bytes | str | dict, message: Message, *, field: str = ""
     except (ValueError, UnicodeDecodeError) as exc:
         raise GatewayError(code_pb2.INVALID_ARGUMENT, f"malformed JSON: {exc}", "MALFORMED_JSON") from exc
     if field:
-        value = {resolve_field_path(message.DESCRIPTOR, field)[-1].json_name: value}
+        # types-protobuf types ``Message.DESCRIPTOR`` as either backend's class; both are a ``Descriptor``.
+        value = {resolve_field_path(cast(Descriptor, message.DESCRIPTOR), field)[-1].json_name: value}
     if not isinstance(value, dict):
         raise GatewayError(
             code_pb2.INVALID_ARGUMENT,
@@ -65,9 +67,10 @@ def _set_strings(message: Message, values: dict[str, list[str]], what: str) -> N
     """Merge string ``values`` keyed by dotted field path into ``message``; GatewayError 400 on a bad one."""
     nested: dict = {}
     violations = []
+    descriptor = cast(Descriptor, message.DESCRIPTOR)
     for path, texts in values.items():
         try:
-            fields = resolve_field_path(message.DESCRIPTOR, path)
+            fields = resolve_field_path(descriptor, path)
             leaf = fields[-1]
             if leaf.message_type is not None and leaf.message_type.GetOptions().map_entry:
                 raise ValueError("map fields cannot be set from the query string")
@@ -133,5 +136,5 @@ def response_json(route: HttpRoute, message: Message) -> object:
     """The JSON value a route answers: the response message, or its ``response_body`` field."""
     value = message_json(message)
     if route.response_body:
-        return value.get(resolve_field_path(message.DESCRIPTOR, route.response_body)[-1].json_name)
+        return value.get(resolve_field_path(cast(Descriptor, message.DESCRIPTOR), route.response_body)[-1].json_name)
     return value

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 import grpc
 from google.protobuf import json_format
@@ -33,7 +35,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # grpc-gateway's runtime/errors.go HTTPStatusFromCode, plus CANCELLED as 499 (client closed request).
-_HTTP_STATUS = {
+_HTTP_STATUS: dict[int, int] = {
     code_pb2.OK: 200,
     code_pb2.CANCELLED: 499,
     code_pb2.UNKNOWN: 500,
@@ -92,7 +94,8 @@ class GatewayError(Exception):
 def status_from_rpc_error(error: grpc.RpcError) -> status_pb2.Status:
     """The rich status of a failed call: its ``grpc-status-details-bin``, else its code and details."""
     try:
-        rich = rpc_status.from_call(error)
+        # grpcio's errors and LocalCallError carry their status like a ``grpc.Call``, without being typed as one.
+        rich = rpc_status.from_call(cast(grpc.Call, error))
     except ValueError:  # the details disagree with the code or message; trust the call itself
         rich = None
     if rich is not None:
@@ -129,7 +132,8 @@ async def http_exception_handler(request: Request, exc: HTTPException) -> Respon
     if exc.status_code == 404:
         message = f"no route for {request.method} {request.url.path}"
     elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}; allowed: {exc.headers.get('Allow', '')}"
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
     else:
         message = exc.detail
     error = GatewayError(code, message, reason, http_status=exc.status_code, headers=dict(exc.headers or {}))
@@ -143,7 +147,7 @@ async def internal_error_handler(request: Request, exc: Exception) -> Response:
     return await gateway_error_handler(request, error)
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Awaitable[Response]]] = {
     GatewayError: gateway_error_handler,
     HTTPException: http_exception_handler,
     Exception: internal_error_handler,

@@ -119,7 +119,9 @@ class LocalDispatch:
         *,
         forwarding_key: str = "",
     ) -> None:
-        self._handlers = dict(handlers)
+        self._unary: dict[str, Callable] = {
+            method: handler.unary_unary for method, handler in handlers.items() if handler.unary_unary is not None
+        }
         self.forwarding_key = forwarding_key
         """The edge's ``forwarding_key``: sent with the calls the gateway makes over gRPC, to name their HTTP client."""
         self._max_message_bytes = max_message_bytes
@@ -127,12 +129,11 @@ class LocalDispatch:
         self._running = 0  # changed on the event loop only
 
     def serves(self, method: str) -> bool:
-        handler = self._handlers.get(method)
-        return handler is not None and handler.unary_unary is not None
+        return method in self._unary
 
     def handler(self, method: str) -> Callable:
         """The unary behaviour of ``method`` behind the edge, as the gRPC server runs it."""
-        return self._handlers[method].unary_unary
+        return self._unary[method]
 
     async def call(self, method: str, request, *, metadata: tuple, timeout: float | None, peer: str):
         """The response to ``request``, and the metadata the call sent back; raises ``LocalCallError``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from importlib import resources
+from typing import cast
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
@@ -39,7 +40,7 @@ _INTEGERS = {
     FieldDescriptor.TYPE_UINT32: "uint32",
     FieldDescriptor.TYPE_FIXED32: "uint32",
 }
-_WELL_KNOWN = {
+_WELL_KNOWN: dict[str, dict] = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     "google.protobuf.Duration": {"type": "string", "example": "1.5s"},
     "google.protobuf.Any": {
@@ -51,7 +52,9 @@ _WELL_KNOWN = {
     "google.protobuf.Value": {},
     "google.protobuf.Empty": {"type": "object"},
 }
-_STATUS = status_pb2.Status.DESCRIPTOR.full_name
+# types-protobuf types ``Message.DESCRIPTOR`` as either backend's class; both are a ``Descriptor``.
+_STATUS_DESCRIPTOR = cast(Descriptor, status_pb2.Status.DESCRIPTOR)
+_STATUS = _STATUS_DESCRIPTOR.full_name
 
 
 def load_comments(package: str = DESCRIPTOR_SET[0], name: str = DESCRIPTOR_SET[1]) -> dict[str, str]:
@@ -150,9 +153,9 @@ class _Schemas:
     def scalar(self, field: FieldDescriptor) -> dict:
         """The schema of one element of a field, ignoring whether it is repeated."""
         kind = field.type
-        if kind == FieldDescriptor.TYPE_MESSAGE:
+        if kind == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
             return self.ref(field.message_type)
-        if kind == FieldDescriptor.TYPE_ENUM:
+        if kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
             return self.ref(field.enum_type)
         if kind in _STRING_INTEGERS:
             return {"type": "string", "format": _STRING_INTEGERS[kind]}
@@ -230,7 +233,7 @@ def _operation(route: HttpRoute, schemas: _Schemas) -> dict:
         line = {
             "type": "object",
             "description": f'One line per {response.name}: {{"result": ...}}, or a last {{"error": Status}} line.',
-            "properties": {"result": result, "error": schemas.ref(status_pb2.Status.DESCRIPTOR)},
+            "properties": {"result": result, "error": schemas.ref(_STATUS_DESCRIPTOR)},
         }
         ok = {
             "description": "A stream of results, one JSON object per line.",
@@ -240,7 +243,7 @@ def _operation(route: HttpRoute, schemas: _Schemas) -> dict:
         ok = {"description": f"The {response.name}.", "content": {"application/json": {"schema": result}}}
     error = {
         "description": "The error, as a google.rpc.Status in JSON.",
-        "content": {"application/json": {"schema": schemas.ref(status_pb2.Status.DESCRIPTOR)}},
+        "content": {"application/json": {"schema": schemas.ref(_STATUS_DESCRIPTOR)}},
     }
     operation["responses"] = {"200": ok, "default": error}
     return operation
@@ -256,7 +259,7 @@ def openapi_document(routes: Iterable[HttpRoute], *, title: str, version: str, c
         service = route.method.containing_service
         tags.setdefault(service.name, {"name": service.name, "description": comments.get(service.full_name, "")})
         paths.setdefault(route.path.openapi_path, {})[route.http_method.lower()] = _operation(route, schemas)
-    schemas.ref(status_pb2.Status.DESCRIPTOR)
+    schemas.ref(_STATUS_DESCRIPTOR)
     return {
         "openapi": "3.0.3",
         "info": {

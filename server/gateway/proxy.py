@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import grpc
 from google.protobuf import message_factory
@@ -221,7 +221,7 @@ class _NdjsonRequests:
         self.call = None
         self.body_read = asyncio.Event()
 
-    async def __aiter__(self) -> AsyncIterator:
+    async def __aiter__(self) -> AsyncGenerator:
         try:
             buffer = b""
             line_number = 0
@@ -264,8 +264,9 @@ def endpoint_for(
     """
     request_class = message_factory.GetMessageClass(route.method.input_type)
     response_class = message_factory.GetMessageClass(route.method.output_type)
-    in_process = local is not None and not route.server_streaming and local.serves(route.grpc_path)
-    forwarding_key = local.forwarding_key if local is not None and not in_process else ""
+    # The dispatch that answers this route in process; None: the route goes over gRPC.
+    in_process = local if local is not None and not route.server_streaming and local.serves(route.grpc_path) else None
+    forwarding_key = local.forwarding_key if local is not None and in_process is None else ""
 
     async def handle(request: Request, path_values: dict[str, str]) -> Response:
         options = _call_options(request, forwarding_key)
@@ -287,8 +288,8 @@ def endpoint_for(
                 _check_content_type(request, _JSON_TYPES)
                 body = await request.body()
             message = build_request(route, request_class, path_values, request.query_params.multi_items(), body)
-            if in_process:
-                return await _local_answer(route, local, message, options, peer_of(request.client))
+            if in_process is not None:
+                return await _local_answer(route, in_process, message, options, peer_of(request.client))
             requests = None
             call = upstream.callable_for(route, request_class, response_class)(message, **options)
         if route.server_streaming:
@@ -385,8 +386,8 @@ async def _stream_answer(route: HttpRoute, call, requests: _NdjsonRequests | Non
             async for message in responses:
                 yield _line({"result": response_json(route, message)})
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
-            if _bad_line(requests) is not None:
-                yield _line({"error": status_json(_bad_line(requests).status)})
+            if (bad_line := _bad_line(requests)) is not None:
+                yield _line({"error": status_json(bad_line.status)})
             elif isinstance(exc, asyncio.CancelledError):
                 raise
             else:

@@ -147,15 +147,16 @@ class HttpRoute:
 
 def resolve_field_path(message: Descriptor, path: str) -> list[FieldDescriptor]:
     """The fields along a dotted path of field names or JSON names; ValueError when one is missing."""
-    fields = []
+    fields: list[FieldDescriptor] = []
+    descriptor: Descriptor | None = message
     for part in path.split("."):
-        if message is None:
+        if descriptor is None:
             raise ValueError(f"{path!r}: {fields[-1].name!r} is not a message")
-        field = message.fields_by_name.get(part) or next((f for f in message.fields if f.json_name == part), None)
+        field = descriptor.fields_by_name.get(part) or next((f for f in descriptor.fields if f.json_name == part), None)
         if field is None:
-            raise ValueError(f"{message.full_name} has no field {part!r}")
+            raise ValueError(f"{descriptor.full_name} has no field {part!r}")
         fields.append(field)
-        message = field.message_type if not field.is_repeated else None
+        descriptor = field.message_type if not field.is_repeated else None
     return fields
 
 
@@ -183,9 +184,10 @@ def http_routes(services: Iterable[ServiceDescriptor]) -> list[HttpRoute]:
     for service in services:
         for method in service.methods:
             options = method.GetOptions()
-            if not options.HasExtension(annotations_pb2.http):
+            # googleapis-common-protos types its extensions as plain FieldDescriptors.
+            if not options.HasExtension(annotations_pb2.http):  # type: ignore[arg-type]
                 continue
-            rule = options.Extensions[annotations_pb2.http]
+            rule: http_pb2.HttpRule = options.Extensions[annotations_pb2.http]  # type: ignore[index]
             routes.append(_routes_of_rule(rule, method, 0))
             for i, extra in enumerate(rule.additional_bindings, start=1):
                 routes.append(_routes_of_rule(extra, method, i))
