@@ -15,7 +15,7 @@ MODEL_DIR ?= var/models
 GATEWAY_PORT ?= 8080
 METRICS_PORT ?= 9090
 
-.PHONY: serve test lint generate check-generated bench clean
+.PHONY: serve test lint typecheck generate check-generated bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,10 +44,22 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-## lint: buf lint on the contract, ruff on the Python code.
-lint: $(STAMP) $(BUF) $(GOOGLEAPIS)
+## lint: buf lint on the contract, ruff on the Python code, mypy on server/ and client/.
+lint: $(STAMP) $(BUF) $(GOOGLEAPIS) typecheck
 	$(BUF) lint
 	$(VENV)/bin/ruff check server client tests bench scripts
+
+# mypy reads the packages under their installed names (regserve.server, regserve.client,
+# regserve.v1 with its generated .pyi stubs): build/typecheck/regserve links the folders
+# that setuptools maps onto those names.
+TYPECHECK := build/typecheck/regserve
+typecheck: $(STAMP)
+	mkdir -p $(TYPECHECK)
+	ln -sfn ../../../server $(TYPECHECK)/server
+	ln -sfn ../../../client $(TYPECHECK)/client
+	ln -sfn ../../../generated/regserve/v1 $(TYPECHECK)/v1
+	cd build/typecheck && MYPYPATH=. ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml \
+		-p regserve.server -p regserve.client
 
 ## generate: compile the contract into generated/ (stubs and .pyi files).
 generate: $(STAMP) $(GOOGLEAPIS)
