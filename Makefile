@@ -15,7 +15,7 @@ MODEL_DIR ?= var/models
 GATEWAY_PORT ?= 8080
 METRICS_PORT ?= 9090
 
-.PHONY: serve test lint typecheck generate check-generated bench clean
+.PHONY: serve test lint typecheck generate check-generated bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ check-generated: $(STAMP) $(GOOGLEAPIS)
 bench: $(BENCH_STAMP)
 	$(PY) -m bench
 	$(PY) -m bench.training
+
+## soak: every known attack at once against one server for a bounded time (not part of make test).
+soak: $(BENCH_STAMP)
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info
