@@ -1,4 +1,4 @@
-"""The edge: request ids, authentication, rate limits, metrics and the access log.
+"""The edge: request ids, authentication, rate limits, stream limits, metrics and the access log.
 
 The edge wraps each regserve method's handler once, when the servicers are
 registered (``EdgeServer``), with that method's role check and metric children
@@ -10,44 +10,45 @@ bucket; the finished call goes to a ``BatchWorker``, whose thread counts it, obs
 its latency and writes its access-log line, in batches every 0.1 s (and before every
 scrape of the metrics).
 
-Health and reflection are registered on the server directly: probes are never
-authenticated, limited, counted or logged.  Refusals are domain errors turned into
-status by ``regserve.server.rpc.status.status_for``, like every other error.  The row
-limit of Predict and BatchPredict is the servicer's: it reads the rows anyway.
+Streams also pass the ``StreamGuard`` (a cap per peer host, an end for streams that
+wait on their client too long), and every method refuses undecodable messages
+(``regserve.server.edge.decoding``).  Health and reflection get only those two
+(``wrap_open``): probes are never authenticated, limited, counted or logged.  Refusals
+are domain errors turned into status by ``regserve.server.rpc.status.status_for``,
+like every other error.  The row limit of Predict and BatchPredict is the servicer's:
+it reads the rows anyway.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
+import functools
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring_ascii as _json_string
-from typing import Protocol
+from typing import NoReturn, Protocol, cast
 
 import grpc
 
 from regserve.server.edge import auth
+from regserve.server.edge.call_records import Route, record_calls
+from regserve.server.edge.decoding import UNDECODABLE, MalformedMessages, tolerant_handler
+from regserve.server.edge.open_methods import wrap_open
 from regserve.server.edge.ratelimit import TokenBuckets
-from regserve.server.edge.request_ids import FORWARDED_PEER, ID_COUNTER, ID_PREFIX, REQUEST_ID
+from regserve.server.edge.request_ids import FORWARDED_PEER, ID_COUNTER, ID_PREFIX, REQUEST_ID, peer_host
+from regserve.server.edge.streams import OpenStream, StreamGuard
 from regserve.server.errors import RegserveError, ResourceExhausted
-from regserve.server.observability.access_log import ACCESS_LOGGER, access_writer
 from regserve.server.observability.batching import BatchWorker
 from regserve.server.observability.metrics import Metrics
-from regserve.server.rpc.methods import METHODS, Method
+from regserve.server.rpc.methods import METHODS, OPEN_METHODS
 from regserve.server.rpc.status import abort, status_for
 
 __all__ = ["Edge", "EdgePolicy"]
 
 _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
-_CODE_NAMES = {code: code.name for code in grpc.StatusCode}  # a dict lookup, not the enum's name property
-
-
-_access_log = logging.getLogger(ACCESS_LOGGER)
-_ANONYMOUS_JSON = _json_string(str(auth.ANONYMOUS))
+_CANCELLED = grpc.StatusCode.CANCELLED
+_IDLE_ENDED = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ class EdgePolicy:
     """Send the request id back in the response metadata."""
     forwarding_key: str = field(default="", repr=False)
     """The secret that makes a ``FORWARDED_PEER`` entry count; empty: such entries never count."""
+    streams_per_peer: int = 0
+    """Streams one peer host may have open at once; 0: no cap."""
+    stream_idle_timeout: float = 0.0
+    """Seconds a stream may wait on its client before it is ended; 0: no limit."""
     log_peer: bool = False
     """Write the caller's address in the access log.
 
@@ -93,34 +98,9 @@ class _CallContext(Protocol):
     def peer(self) -> str: ...
 
 
-def _count_value(counter: itertools.count) -> int:
-    """How many times ``next`` was called on a count started at 0 (its repr is ``count(N)``)."""
-    return int(repr(counter)[6:-1])
-
-
-def _peer_host(peer: str) -> str:
-    # "ipv4:127.0.0.1:5678" and "ipv6:[::1]:5678" share a bucket with every other port of the same host.
-    return peer.rpartition(":")[0] or peer
-
-
-class _Route:
-    """One method's precomputed part: names, metric series and what to count on success."""
-
-    def __init__(self, method: Method, metrics: Metrics) -> None:
-        self.method = method.full_name
-        self.service, self.name = method.service, method.name
-        metrics.calls.add_method(self.service, self.name)
-        # Calls begun and ended, as atomic counters (``next`` holds the GIL): the gauge of
-        # calls in flight is their difference, taken when Prometheus scrapes, so a call
-        # pays two counter steps instead of two locked gauge updates.
-        self.begun = itertools.count()
-        self.ended = itertools.count()
-        metrics.in_flight.labels(self.service, self.name).set_function(
-            lambda: _count_value(self.begun) - _count_value(self.ended)
-        )
-        self.is_train = method.trains
-        self.unary_response = False
-        self.log_prefix = f'"method":{_json_string(self.method)},"code":"'
+def _ended(stream: OpenStream | None, code: grpc.StatusCode) -> grpc.StatusCode:
+    """The code a stream ended with: what the watchdog sent when it ended the stream, else ``code``."""
+    return _IDLE_ENDED if stream is not None and stream.ended_idle else code
 
 
 class Edge:
@@ -130,33 +110,53 @@ class Edge:
         self._metrics = metrics
         self._policy = policy
         self._needs_peer = policy.needs_peer
-        self._log_peer = policy.log_peer
         self._echo = policy.echo_request_id
+        self._guard = StreamGuard(policy.streams_per_peer, policy.stream_idle_timeout, metrics.streams_limited)
+        self._malformed = MalformedMessages(metrics.malformed_messages)
         self._recorder = BatchWorker(
-            self._record, name="regserve-edge", failure="finished calls could not be counted or logged"
+            functools.partial(record_calls, metrics, policy.log_peer),
+            name="regserve-edge",
+            failure="finished calls could not be counted or logged",
         )
         # A scrape counts every call finished before it, unless the recorder is stuck (say, on
         # a log stream that stopped draining): then it answers after 1 s with what it has.
         metrics.before_collect(lambda: self._recorder.flush(timeout=1.0))
 
     def close(self) -> None:
-        """Count and log the calls finished so far; later calls are counted and logged as they finish."""
+        """Count and log the calls finished so far; later calls are counted and logged as they finish.
+
+        Streams still open are no longer timed.
+        """
+        self._guard.stop()
         self._recorder.close()
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """``handler`` of the full method name ``method`` behind the edge; methods outside the table unchanged."""
+        """``handler`` of the full method name ``method`` behind the edge (``OPEN_METHODS``: its thin part).
+
+        Raises RuntimeError for a method in neither table: nothing is served with a policy nobody chose.
+        """
         entry = METHODS.get(method)
         if entry is None:
-            return handler
-        return self._wrap(handler, _Route(entry, self._metrics))
+            if method not in OPEN_METHODS:
+                raise RuntimeError(f"{method} has no entry in the method table")
+            return wrap_open(method, handler, self._guard, self._malformed)
+        return self._wrap(handler, Route(entry, self._metrics))
+
+    def rate_limit_wait(self, principal: auth.Principal, peer: str) -> float:
+        """Seconds until the caller (its principal, its gRPC-style peer) may make a call, taking no token.
+
+        What the gateway inside the server asks before it reads a request body.
+        """
+        policy = self._policy
+        if policy.limiter is None:
+            return 0.0
+        return policy.limiter.wait(principal.id if policy.tokens is not None else peer_host(peer))
 
     # ------------------------------------------------------------ per call
     #
-    # A finished call is handed to the recorder as one tuple, built once:
-    # (route, code, started, finished, request id, principal, peer), the times from
-    # ``time.perf_counter``.
+    # A finished call is handed to the recorder as one tuple (see ``call_records``).
 
-    def _start(self, route: _Route, context: _CallContext) -> tuple[str, str | None, str]:
+    def _start(self, route: Route, context: _CallContext) -> tuple[str, str | None, str]:
         """Read the metadata, echo the request id, count the call begun: (request id, authorization, peer)."""
         request_id = authorization = None
         for key, value in context.invocation_metadata():
@@ -185,120 +185,106 @@ class Edge:
                         return peer
         return context.peer()
 
-    def _authenticate(self, authorization: str | None, context: grpc.ServicerContext) -> auth.Principal:
-        """The caller named by its bearer token; a refusal ends the call (UNAUTHENTICATED)."""
+    def _host(self, peer: str, context: grpc.ServicerContext) -> str:
+        """The caller's host: of ``peer`` when the call has read it already, else read now."""
+        return peer_host(peer or self._peer(cast(_CallContext, context)))
+
+    def _authenticate(self, authorization: str | None, peer: str, context: grpc.ServicerContext) -> auth.Principal:
+        """The caller named by its bearer token; a refusal ends the call (UNAUTHENTICATED).
+
+        A caller without a valid token spends a token of its peer host's bucket, so a flood
+        of such calls is refused RESOURCE_EXHAUSTED like any other once the bucket is empty.
+        """
         tokens = self._policy.tokens
         if tokens is None:
             return auth.ANONYMOUS
         try:
             return tokens.authenticate(authorization)
         except RegserveError as error:
-            abort(context, status_for(error))
+            refusal: RegserveError = error
+        limiter = self._policy.limiter
+        if limiter is not None:
+            wait = self.unauthenticated_wait(peer or self._peer(cast(_CallContext, context)))
+            if wait:
+                refusal = self._rate_limited(limiter, wait)
+        abort(context, status_for(refusal))
 
-    def _admit(self, route: _Route, principal: auth.Principal, peer: str, context: grpc.ServicerContext) -> None:
+    def unauthenticated_wait(self, peer: str) -> float:
+        """Take a token of the bucket of ``peer``'s host for a call without a valid token.
+
+        ``peer`` is gRPC-style, with its port (``ipv4:10.0.0.1:5678``).  Returns 0.0, or the
+        seconds to wait: the call is then refused RATE_LIMITED.
+        """
+        limiter = self._policy.limiter
+        return limiter.acquire(peer_host(peer)) if limiter is not None else 0.0
+
+    def _rate_limited(self, limiter: TokenBuckets, wait: float) -> ResourceExhausted:
+        """Count a call refused by the rate limit; the error that refuses it, ``wait`` seconds the retry delay."""
+        self._metrics.rate_limited.inc()
+        return ResourceExhausted(
+            f"Rate limit of {limiter.rate:g} calls/s reached; retry in {wait:.3f} s.",
+            reason="RATE_LIMITED",
+            retry_after=wait,
+        )
+
+    def _admit(self, route: Route, principal: auth.Principal, peer: str, context: grpc.ServicerContext) -> None:
         """Authorize and rate-limit the call; a refusal ends it (PERMISSION_DENIED, RESOURCE_EXHAUSTED)."""
         policy = self._policy
         try:
             if policy.tokens is not None:
                 auth.authorize(principal, route.method)
             if policy.limiter is not None:
-                identity = principal.id if policy.tokens is not None else _peer_host(peer)
+                identity = principal.id if policy.tokens is not None else peer_host(peer)
                 wait = policy.limiter.acquire(identity)
                 if wait:
-                    self._metrics.rate_limited.inc()
-                    raise ResourceExhausted(
-                        f"Rate limit of {policy.limiter.rate:g} calls/s reached; retry in {wait:.3f} s.",
-                        reason="RATE_LIMITED",
-                        retry_after=wait,
-                    )
+                    raise self._rate_limited(policy.limiter, wait)
         except RegserveError as error:
             abort(context, status_for(error))
 
-    def _finish(self, route: _Route, code, started: float, request_id: str, principal, peer: str) -> None:
+    def _refuse_undecodable(self, route: Route, peer: str, context: grpc.ServicerContext) -> NoReturn:
+        """End a call whose request could not be decoded (INVALID_ARGUMENT, MALFORMED_MESSAGE)."""
+        host = self._host(peer, context)
+        abort(context, status_for(self._malformed.refusal(route.service, route.name, host)))
+
+    def _open_stream(self, route: Route, peer: str, context: grpc.ServicerContext) -> OpenStream:
+        """Register a stream with the guard; a refusal ends the call (RESOURCE_EXHAUSTED, TOO_MANY_STREAMS)."""
+        try:
+            return self._guard.open(route.service, route.name, self._host(peer, context), context)
+        except RegserveError as error:
+            abort(context, status_for(error))
+
+    def _requests(self, route: Route, request_iterator, stream: OpenStream):
+        """The stream's request messages, timed by the guard; an undecodable one raises InvalidInput,
+        which the servicer maps like its own errors."""
+        refusal = functools.partial(self._malformed.refusal, route.service, route.name, stream.host)
+        return self._guard.requests(request_iterator, stream, refusal)
+
+    def _finish(self, route: Route, code, started: float, request_id: str, principal, peer: str) -> None:
         """Count the call ended and hand its record to the recorder."""
         next(route.ended)
         self._recorder.add((route, code, started, time.perf_counter(), request_id, principal, peer))
 
-    def _record(self, calls: list[tuple]) -> None:
-        """Count finished calls, observe their latency and write their access-log lines (the recorder's thread)."""
-        log = _access_log.isEnabledFor(logging.INFO)
-        log_peer = self._log_peer
-        wall = time.time() - time.perf_counter()  # turns the calls' perf_counter ends into timestamps
-        codes: dict[tuple[_Route, grpc.StatusCode], int] = {}
-        durations: dict[_Route, list[float]] = {}
-        lines = []
-        for route, code, started, finished, request_id, principal, peer in calls:
-            key = (route, code)
-            codes[key] = codes.get(key, 0) + 1
-            elapsed = finished - started
-            seconds = durations.get(route)
-            if seconds is None:
-                seconds = durations[route] = []
-            seconds.append(elapsed)
-            if not log:
-                continue
-            # One JSON object per call, formatted by hand: the keys and codes need no escaping,
-            # and the caller's strings go through json's C string encoder.
-            # The numbers are written from integers (microseconds): formatting a float
-            # with a fixed number of decimals costs more.
-            ts = str(int((finished + wall) * 1e6))
-            ms = str(round(elapsed * 1e6)).zfill(4)
-            peer_field = f'"peer":{_json_string(peer)},' if log_peer else ""
-            who = _ANONYMOUS_JSON if principal is auth.ANONYMOUS else _json_string(str(principal))
-            line = (
-                f'{{"ts":{ts[:-6]}.{ts[-6:]},{route.log_prefix}{_CODE_NAMES[code]}",'
-                f'"duration_ms":{ms[:-3]}.{ms[-3:]},{peer_field}"principal":{who},'
-                f'"request_id":{_json_string(request_id)}}}'
-            )
-            lines.append(line)
-        self._metrics.calls.add(
-            {(route.service, route.name, code.name): count for (route, code), count in codes.items()},
-            {(route.service, route.name): seconds for route, seconds in durations.items()},
-        )
-        if not lines:
-            return
-        writer = access_writer()
-        if writer is not None:
-            writer.write_lines(lines)  # written by this thread: the lines need no second queue
-        else:
-            for line in lines:
-                _access_log.info(line)
-
     # ------------------------------------------------------------ wrapping
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, route: _Route) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: grpc.RpcMethodHandler, route: Route) -> grpc.RpcMethodHandler:
         route.unary_response = handler.unary_unary is not None or handler.stream_unary is not None
+        route.request_streaming = handler.request_streaming
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary_unary(handler.unary_unary, route),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._stream_unary(handler.stream_unary, route),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, route),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._streaming(handler.stream_stream, route),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            behavior = self._unary_unary(handler.unary_unary, route)
+        elif handler.stream_unary is not None:
+            behavior = self._stream_unary(handler.stream_unary, route)
+        else:
+            behavior = self._streaming(handler.unary_stream or handler.stream_stream, route)
+        return tolerant_handler(handler, behavior)
 
-    def _unary_unary(self, behavior, route: _Route):
+    def _unary_unary(self, behavior, route: Route):
         # Predict's path: its steps are bound to local names, and a call that succeeds does
         # ``_finish``'s two steps in place, a Python frame less per call.
         start, authenticate, admit, finish = self._start, self._authenticate, self._admit, self._finish
+        refuse_undecodable = self._refuse_undecodable
         checks = self._policy.checks_calls
         perf_counter, ended, add = time.perf_counter, route.ended, self._recorder.add
-        anonymous = auth.ANONYMOUS
+        anonymous, undecodable = auth.ANONYMOUS, UNDECODABLE
 
         def unary_unary(request, context):
             started = perf_counter()
@@ -306,8 +292,10 @@ class Edge:
             principal = anonymous
             try:
                 if checks:
-                    principal = authenticate(authorization, context)
+                    principal = authenticate(authorization, peer, context)
                     admit(route, principal, peer, context)
+                if request is undecodable:
+                    refuse_undecodable(route, peer, context)
                 response = behavior(request, context)
             except BaseException:
                 finish(route, context.code() or _UNKNOWN, started, request_id, principal, peer)
@@ -318,49 +306,64 @@ class Edge:
 
         return unary_unary
 
-    def _stream_unary(self, behavior, route: _Route):
+    def _stream_unary(self, behavior, route: Route):
         start, authenticate, admit, finish = self._start, self._authenticate, self._admit, self._finish
+        open_stream, requests, close_stream = self._open_stream, self._requests, self._guard.close
         metrics = self._metrics
 
         def stream_unary(request_iterator, context):
             started = time.perf_counter()
             request_id, authorization, peer = start(route, context)
             principal = auth.ANONYMOUS
-            admitted = False
+            stream = None
             try:
-                principal = authenticate(authorization, context)
+                principal = authenticate(authorization, peer, context)
                 admit(route, principal, peer, context)
-                admitted = True
-                response = behavior(request_iterator, context)
+                stream = open_stream(route, peer, context)
+                response = behavior(requests(route, request_iterator, stream), context)
             except BaseException:
-                code = context.code() or _UNKNOWN
-                finish(route, code, started, request_id, principal, peer)
-                if admitted and route.is_train:
+                code = _ended(stream, context.code() or _UNKNOWN)
+                if stream is not None and route.is_train:
                     # A Train that succeeds is counted by the servicer's ``on_trained``, which knows the model.
                     metrics.training_runs.labels("", code.name).inc()
+                finish(route, code, started, request_id, principal, peer)
                 raise
+            finally:
+                if stream is not None:
+                    close_stream(stream)
             finish(route, _OK, started, request_id, principal, peer)
             return response
 
         return stream_unary
 
-    def _streaming(self, behavior, route: _Route):
+    def _streaming(self, behavior, route: Route):
         start, authenticate, admit, finish = self._start, self._authenticate, self._admit, self._finish
+        open_stream, requests, close_stream = self._open_stream, self._requests, self._guard.close
+        responses, refuse_undecodable = self._guard.responses, self._refuse_undecodable
 
         def streaming(request, context):
             started = time.perf_counter()
             request_id, authorization, peer = start(route, context)
             principal = auth.ANONYMOUS
+            stream = None
             try:
-                principal = authenticate(authorization, context)
+                principal = authenticate(authorization, peer, context)
                 admit(route, principal, peer, context)
-                yield from behavior(request, context)
+                stream = open_stream(route, peer, context)
+                if route.request_streaming:
+                    request = requests(route, request, stream)
+                elif request is UNDECODABLE:
+                    refuse_undecodable(route, peer, context)
+                yield from responses(behavior(request, context), stream)
             except GeneratorExit:
-                finish(route, grpc.StatusCode.CANCELLED, started, request_id, principal, peer)
+                finish(route, _ended(stream, _CANCELLED), started, request_id, principal, peer)
                 raise
             except BaseException:
-                finish(route, context.code() or _UNKNOWN, started, request_id, principal, peer)
+                finish(route, _ended(stream, context.code() or _UNKNOWN), started, request_id, principal, peer)
                 raise
-            finish(route, _OK, started, request_id, principal, peer)
+            finally:
+                if stream is not None:
+                    close_stream(stream)
+            finish(route, _ended(stream, _OK), started, request_id, principal, peer)
 
         return streaming

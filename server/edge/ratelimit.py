@@ -53,6 +53,16 @@ class TokenBuckets:
             bucket[0] = tokens
             return (1.0 - tokens) / self.rate
 
+    def wait(self, identity: str) -> float:
+        """Seconds until ``identity`` may make a call (0.0: now), without taking a token."""
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(identity)
+            if bucket is None:
+                return 0.0
+            tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def _forget_full(self, now: float) -> None:
         full_after = self.burst / self.rate
         for identity, (_, last) in list(self._buckets.items()):

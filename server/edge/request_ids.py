@@ -1,7 +1,8 @@
 """Request ids: taken from the caller's ``x-request-id`` or generated, echoed back, logged.
 
 Also the key by which the gateway inside the server names the HTTP client of the
-calls it makes over gRPC.
+calls it makes over gRPC, and the host of a caller's address, which the edge's
+per-caller limits key on.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 
-__all__ = ["FORWARDED_PEER", "REQUEST_ID"]
+__all__ = ["FORWARDED_PEER", "REQUEST_ID", "peer_host"]
 
 REQUEST_ID = "x-request-id"
 """Metadata key of the request id: taken from the caller when sent, echoed in the response metadata.
@@ -34,3 +35,11 @@ own peer counts, so no client can choose its bucket.
 # parse than to apply), for the next 15 * 2**60 ids.
 ID_PREFIX = os.urandom(8).hex()
 ID_COUNTER = itertools.count((1 << 60) | int.from_bytes(os.urandom(4), "big"))
+
+
+def peer_host(peer: str) -> str:
+    """The host part of a gRPC peer string: ``ipv4:127.0.0.1:5678`` -> ``ipv4:127.0.0.1``.
+
+    Every port of one host shares a rate-limit bucket, a stream cap and a log interval.
+    """
+    return peer.rpartition(":")[0] or peer

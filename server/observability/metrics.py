@@ -154,6 +154,19 @@ class Metrics:
         self.rate_limited = Counter(
             "regserve_rate_limited", "Calls refused by the per-client rate limit.", registry=self.registry
         )
+        self.streams_limited = Counter(
+            "regserve_streams_limited",
+            "Streams refused because their peer host had --max-streams-per-peer open (TOO_MANY_STREAMS), "
+            "or ended after waiting --stream-idle-timeout on their client (STREAM_IDLE).",
+            ["service", "method", "reason"],
+            registry=self.registry,
+        )
+        self.malformed_messages = Counter(
+            "regserve_malformed_messages",
+            "Request messages that were not a valid encoding of their type, refused INVALID_ARGUMENT.",
+            ["service", "method"],
+            registry=self.registry,
+        )
         if stats is not None:
             self.registry.register(_ServingStatsCollector(stats))
 

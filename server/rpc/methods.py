@@ -2,9 +2,15 @@
 
 Authentication reads a method's role, the server its thread pool, the in-process
 gateway whether it may answer on its event loop, and the edge whether the call trains
-a model.  ``check_methods`` runs at start-up: a method of the contract without an
-entry here (or an entry the contract does not have) stops the server, so a new RPC
-cannot be served with a policy nobody chose.
+a model.  ``OPEN_METHODS`` names the pools of the methods served outside the edge to
+every caller (health and reflection).  ``check_methods`` runs at start-up: a method of
+the contract without an entry here (or an entry the contract does not have) stops the
+server, so a new RPC cannot be served with a policy nobody chose.
+
+The pools keep the callers of one kind of method from taking the threads of another:
+each stream holds a thread for as long as it is open, so the data plane's streams
+(BatchPredict), training uploads and reflection's streams each have threads of their
+own, apart from the threads that answer health probes and the registry's methods.
 """
 
 from __future__ import annotations
@@ -13,12 +19,25 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import cast
 
 from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 
 from regserve.v1 import model_service_pb2, regression_service_pb2
 
-__all__ = ["METHODS", "SERVICES", "SERVICE_NAMES", "Method", "Pool", "Role", "check_methods"]
+__all__ = [
+    "METHODS",
+    "OPEN_METHODS",
+    "OPEN_SERVICES",
+    "SERVICES",
+    "SERVICE_NAMES",
+    "Method",
+    "Pool",
+    "Role",
+    "check_methods",
+]
 
 SERVICES: tuple[ServiceDescriptor, ...] = (
     regression_service_pb2.DESCRIPTOR.services_by_name["RegressionService"],
@@ -26,6 +45,14 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
 )
 """The services of the regserve.v1 contract, in the order they are registered."""
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
+OPEN_SERVICES = cast(
+    "tuple[ServiceDescriptor, ...]",  # grpcio's packages type their descriptors as upb's own classes
+    (
+        health_pb2.DESCRIPTOR.services_by_name["Health"],
+        reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+    ),
+)
+"""The services registered outside the edge: never authenticated, rate-limited or counted."""
 
 
 class Role(enum.StrEnum):
@@ -36,12 +63,20 @@ class Role(enum.StrEnum):
 
 
 class Pool(enum.StrEnum):
-    """The threads that answer a method."""
+    """The threads that answer a method; a pool whose size is set to 0 is the server's."""
 
     SERVER = "server"
-    """The server's ``--max-workers`` threads."""
+    """The server's ``--max-workers`` threads: the data plane's streams."""
     PREDICT = "predict"
-    """The ``--predict-threads`` threads (the server's when that is 0), which streams cannot hold up."""
+    """The ``--predict-threads`` threads, which streams cannot hold up."""
+    ADMIN = "admin"
+    """The ``--admin-threads`` threads: the registry's reads and changes, which operators need under load."""
+    TRAIN = "train"
+    """The ``--train-threads`` threads: training uploads, which may be long and slow."""
+    HEALTH = "health"
+    """The ``--health-threads`` threads: probes, which must answer whatever else the server is doing."""
+    REFLECTION = "reflection"
+    """The ``--reflection-threads`` threads: reflection's streams, opened by any caller without a token."""
 
 
 @dataclass(frozen=True)
@@ -72,32 +107,47 @@ METHODS: Mapping[str, Method] = MappingProxyType(
     {
         method.full_name: method
         for method in (
-            Method(_REGRESSION, "Train", _ADMIN, changes_registry=True, trains=True),
+            Method(_REGRESSION, "Train", _ADMIN, Pool.TRAIN, changes_registry=True, trains=True),
             Method(_REGRESSION, "Predict", _PREDICT, Pool.PREDICT, inline=True),
-            Method(_REGRESSION, "BatchPredict", _PREDICT),
+            Method(_REGRESSION, "BatchPredict", _PREDICT, Pool.SERVER),
             Method(_REGRESSION, "ModelInfo", _PREDICT, Pool.PREDICT, inline=True),
-            Method(_MODEL, "ListModels", _PREDICT),
-            Method(_MODEL, "ListVersions", _PREDICT),
-            Method(_MODEL, "GetVersion", _PREDICT),
-            Method(_MODEL, "PromoteVersion", _ADMIN, changes_registry=True),
-            Method(_MODEL, "RollbackModel", _ADMIN, changes_registry=True),
-            Method(_MODEL, "FreezeVersion", _ADMIN, changes_registry=True),
-            Method(_MODEL, "UnfreezeVersion", _ADMIN, changes_registry=True),
-            Method(_MODEL, "SetTrafficSplit", _ADMIN, changes_registry=True),
-            Method(_MODEL, "DeleteVersion", _ADMIN, changes_registry=True),
-            Method(_MODEL, "GetStatus", _PREDICT),
+            Method(_MODEL, "ListModels", _PREDICT, Pool.ADMIN),
+            Method(_MODEL, "ListVersions", _PREDICT, Pool.ADMIN),
+            Method(_MODEL, "GetVersion", _PREDICT, Pool.ADMIN),
+            Method(_MODEL, "PromoteVersion", _ADMIN, Pool.ADMIN, changes_registry=True),
+            Method(_MODEL, "RollbackModel", _ADMIN, Pool.ADMIN, changes_registry=True),
+            Method(_MODEL, "FreezeVersion", _ADMIN, Pool.ADMIN, changes_registry=True),
+            Method(_MODEL, "UnfreezeVersion", _ADMIN, Pool.ADMIN, changes_registry=True),
+            Method(_MODEL, "SetTrafficSplit", _ADMIN, Pool.ADMIN, changes_registry=True),
+            Method(_MODEL, "DeleteVersion", _ADMIN, Pool.ADMIN, changes_registry=True),
+            Method(_MODEL, "GetStatus", _PREDICT, Pool.ADMIN),
         )
     }
 )
 """Full method name -> its policy, for every method of ``SERVICES``."""
 
+OPEN_METHODS: Mapping[str, Pool] = MappingProxyType(
+    {
+        "/grpc.health.v1.Health/Check": Pool.HEALTH,
+        "/grpc.health.v1.Health/List": Pool.HEALTH,
+        # Watch returns as soon as it has registered its callback: it holds no thread.
+        "/grpc.health.v1.Health/Watch": Pool.HEALTH,
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Pool.REFLECTION,
+    }
+)
+"""Full method name -> pool, for every method of ``OPEN_SERVICES``."""
 
-def check_methods(services: Iterable[ServiceDescriptor] = SERVICES) -> None:
-    """Raise RuntimeError unless ``METHODS`` has exactly one entry per method of ``services``."""
-    declared = {f"/{service.full_name}/{method.name}" for service in services for method in service.methods}
-    missing, unknown = declared - METHODS.keys(), METHODS.keys() - declared
-    if missing or unknown:
-        raise RuntimeError(
-            f"the method table does not match the contract: no entry for {sorted(missing)}, "
-            f"entries for no method {sorted(unknown)}"
-        )
+
+def check_methods(
+    services: Iterable[ServiceDescriptor] = SERVICES, open_services: Iterable[ServiceDescriptor] = OPEN_SERVICES
+) -> None:
+    """Raise RuntimeError unless ``METHODS`` has exactly one entry per method of ``services``,
+    and ``OPEN_METHODS`` one per method of ``open_services``."""
+    for table, described in ((METHODS, services), (OPEN_METHODS, open_services)):
+        declared = {f"/{service.full_name}/{method.name}" for service in described for method in service.methods}
+        missing, unknown = declared - table.keys(), table.keys() - declared
+        if missing or unknown:
+            raise RuntimeError(
+                f"the method table does not match the contract: no entry for {sorted(missing)}, "
+                f"entries for no method {sorted(unknown)}"
+            )

@@ -3,6 +3,11 @@
 ``create_server`` builds it bound to ``settings.address`` and returns it unstarted,
 so tests can bind port 0 and open a real channel; ``regserve.server.runtime.serve``
 runs it until SIGTERM or SIGINT.
+
+Every method runs on the pool its entry in ``regserve.server.rpc.methods`` names.  A
+stream holds its thread while it is open, so health, the registry's methods, Predict,
+Train and reflection each get threads of their own (``--health-threads`` and the
+like), which no number of idle BatchPredict streams or slow uploads can take.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import secrets
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import cast
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -38,6 +44,8 @@ __all__ = ["Application", "create_server"]
 
 logger = logging.getLogger(__name__)
 
+_THREAD_NAMES = {Pool.SERVER: "regserve-rpc"}
+
 
 @dataclass
 class Application:
@@ -54,8 +62,8 @@ class Application:
     local: LocalDispatch | None = None
     """The servicers' handlers behind the edge, for in-process calls from the embedded gateway."""
     edge: Edge | None = None
-    thread_pools: list[futures.ThreadPoolExecutor] = field(default_factory=list)
-    """The threads that answer calls: the server's, then Predict's own when ``predict_threads`` is above 0."""
+    thread_pools: dict[Pool, futures.ThreadPoolExecutor] = field(default_factory=dict)
+    """The threads that answer calls: the server's (``Pool.SERVER``) and each pool whose size is above 0."""
     _metrics_host: str = "127.0.0.1"
     _metrics_server: WSGIServer | None = None
 
@@ -85,7 +93,7 @@ class Application:
         if while_draining is not None:
             while_draining()
         stopped.wait()
-        for pool in self.thread_pools:
+        for pool in self.thread_pools.values():
             pool.shutdown(wait=False)
         if self.edge is not None:
             self.edge.close()
@@ -120,17 +128,12 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     # Lets the REST gateway inside this process name the HTTP client of the calls it
     # makes over gRPC (see FORWARDED_PEER); never leaves the process but on loopback.
     forwarding_key = secrets.token_urlsafe(24)
-    edge = Edge(metrics, _edge_policy(settings, forwarding_key))
-    pools = [futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="regserve-rpc")]
-    server = grpc.server(pools[0], options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None)
-    method_pools = {}
-    if settings.predict_threads > 0:
-        # Predict and ModelInfo answer from the models in memory (a version named for the
-        # first time is loaded once).  A few threads of their own answer them faster than
-        # the server's many, which take turns at the interpreter lock, and streams holding
-        # the server's threads do not hold them up.
-        pools.append(futures.ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="regserve-predict"))
-        method_pools = {name: pools[1] for name, method in METHODS.items() if method.pool is Pool.PREDICT}
+    policy = _edge_policy(settings, forwarding_key)
+    edge = Edge(metrics, policy)
+    pools = _thread_pools(settings)
+    server = grpc.server(
+        pools[Pool.SERVER], options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None
+    )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     app = Application(
         server,
@@ -144,7 +147,7 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         thread_pools=pools,
         _metrics_host=settings.host,
     )
-    guarded = EdgeServer(server, edge, method_pools)
+    guarded = EdgeServer(server, edge, pools)
     regression_service_pb2_grpc.add_RegressionServiceServicer_to_server(
         RegressionServicer(
             store,
@@ -162,10 +165,18 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     if missing:
         raise RuntimeError(f"methods not registered behind the edge: {sorted(missing)}")
     app.local = LocalDispatch(
-        guarded.handlers, settings.max_message_bytes, settings.max_concurrent_rpcs, forwarding_key=forwarding_key
+        guarded.handlers,
+        settings.max_message_bytes,
+        settings.max_concurrent_rpcs,
+        forwarding_key=forwarding_key,
     )
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    # Health and reflection pass only the edge's thin part (regserve.server.edge.open_methods);
+    # EdgeServer has the two methods of a server that registration calls.
+    open_registration = cast(grpc.Server, guarded)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, open_registration)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), open_registration
+    )
     if settings.tls:
         credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         app.port = server.add_secure_port(settings.address, credentials)
@@ -175,6 +186,25 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         raise OSError(f"could not bind {settings.address}")
     app.update_health()
     return app
+
+
+def _thread_pools(settings: Settings) -> dict[Pool, futures.ThreadPoolExecutor]:
+    """The server's pool, and one per pool of the method table whose size is above 0."""
+    sizes = {
+        Pool.SERVER: settings.max_workers,
+        # Predict and ModelInfo answer from the models in memory: a few threads of their own
+        # answer them faster than the server's many, which take turns at the interpreter lock.
+        Pool.PREDICT: settings.predict_threads,
+        Pool.ADMIN: settings.admin_threads,
+        Pool.TRAIN: settings.train_threads,
+        Pool.HEALTH: settings.health_threads,
+        Pool.REFLECTION: settings.reflection_threads,
+    }
+    return {
+        pool: futures.ThreadPoolExecutor(size, thread_name_prefix=_THREAD_NAMES.get(pool, f"regserve-{pool}"))
+        for pool, size in sizes.items()
+        if size > 0 or pool is Pool.SERVER
+    }
 
 
 def _edge_policy(settings: Settings, forwarding_key: str) -> EdgePolicy:
@@ -192,5 +222,7 @@ def _edge_policy(settings: Settings, forwarding_key: str) -> EdgePolicy:
         limiter=limiter,
         echo_request_id=settings.echo_request_id,
         forwarding_key=forwarding_key,
+        streams_per_peer=settings.max_streams_per_peer,
+        stream_idle_timeout=settings.stream_idle_timeout,
         log_peer=settings.access_log and settings.access_log_peer,
     )
