@@ -14,7 +14,7 @@ from typing import Any
 
 from regserve.server import __version__
 from regserve.server.datasets.csv_reader import read_csv_chunks
-from regserve.server.models.training import Trainer, TrainSpec
+from regserve.server.models.training import Trainer, TrainSpec, process_spool_dir
 from regserve.server.registry.store import ModelStore
 
 __all__ = ["DEMO_MODELS", "ensure_demo_models", "train_demo_model"]
@@ -31,13 +31,16 @@ DEMO_MODELS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
-def train_demo_model(store: ModelStore, name: str) -> None:
-    """Train the demo model ``name`` from its bundled CSV and store it as serving."""
+def train_demo_model(store: ModelStore, name: str, *, spool_dir: str = "") -> None:
+    """Train the demo model ``name`` from its bundled CSV and store it as serving.
+
+    Rows are spooled under ``spool_dir`` (see ``--spool-dir``; empty: the default root).
+    """
     filename, target, options = DEMO_MODELS[name]
     with resources.files("regserve.server.datasets").joinpath(filename).open() as stream:
         feature_names, chunks = read_csv_chunks(stream, target)
         spec = TrainSpec(feature_names=tuple(feature_names), **options)
-        with Trainer(spec) as trainer:
+        with Trainer(spec, spool_dir=process_spool_dir(spool_dir or None)) as trainer:
             for chunk in chunks:
                 trainer.add_chunk(chunk.features, chunk.targets(classifier=spec.kind == "logistic"))
             result = trainer.finish()
@@ -46,9 +49,9 @@ def train_demo_model(store: ModelStore, name: str) -> None:
     logger.info("trained demo model %s from the bundled %s", name, filename)
 
 
-def ensure_demo_models(store: ModelStore) -> None:
-    """Train the demo models when the registry holds no model at all."""
+def ensure_demo_models(store: ModelStore, *, spool_dir: str = "") -> None:
+    """Train the demo models when the registry holds no model at all, spooling under ``spool_dir``."""
     if store.model_names():
         return
     for name in DEMO_MODELS:
-        train_demo_model(store, name)
+        train_demo_model(store, name, spool_dir=spool_dir)

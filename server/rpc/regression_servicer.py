@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import grpc
 
 from regserve.server import __version__
-from regserve.server.errors import Cancelled, DeadlineExceeded, InvalidInput
+from regserve.server.errors import Cancelled, DeadlineExceeded, InvalidInput, RegserveError, Unavailable
 from regserve.server.models.prediction import predict
-from regserve.server.models.training import Trainer
+from regserve.server.models.training import DEFAULT_LIMITS, Trainer, TrainingLimits, process_spool_dir
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.store import ModelStore
 from regserve.server.rpc import convert, registry_messages
@@ -62,13 +66,55 @@ def _refuse_rows(rows: int, limit: int) -> None:
     )
 
 
-def _check_deadline(context: grpc.ServicerContext) -> None:
-    """Refuse to go on when the caller can no longer receive the answer: nothing is stored then."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        raise DeadlineExceeded("the deadline passed before training finished; nothing was stored")
-    if not context.is_active():
-        raise Cancelled("the call was cancelled before training finished; nothing was stored")
+_LIVENESS_INTERVAL = 0.01
+"""Seconds between two looks at whether a Train's caller is still there (each look takes a lock in grpc)."""
+_DEADLINE_MARGIN = 0.1
+"""Seconds: a caller gone this close to the deadline gave up at its own, which comes a little before the server's."""
+
+
+class _TrainingInterrupt:
+    """The ``Interrupt`` of one Train call: stops the training once the call's deadline passes,
+    its caller goes away or the server starts shutting down; nothing is stored then.
+
+    Training calls it between any two steps, so a call reads a clock and a flag,
+    and asks gRPC whether the call is still active at most every ``_LIVENESS_INTERVAL`` s.
+    """
+
+    def __init__(self, context: grpc.ServicerContext, shutting_down: threading.Event, model: str) -> None:
+        remaining = context.time_remaining()
+        self._deadline = math.inf if remaining is None else time.monotonic() + remaining
+        self._context, self._shutting_down, self._model = context, shutting_down, model
+        self._next_look = 0.0
+        self._stopped = False
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now >= self._deadline:
+            self._stop(DeadlineExceeded("the deadline passed before training finished; nothing was stored"))
+        if self._shutting_down.is_set():
+            self._stop(
+                Unavailable(
+                    "the server is shutting down; the training was stopped and nothing was stored",
+                    reason="SHUTTING_DOWN",
+                )
+            )
+        if now >= self._next_look:
+            self._next_look = now + _LIVENESS_INTERVAL
+            if not self._context.is_active():
+                if self._deadline - now < _DEADLINE_MARGIN:
+                    self._stop(DeadlineExceeded("the deadline passed before training finished; nothing was stored"))
+                self._stop(Cancelled("the call was cancelled before training finished; nothing was stored"))
+
+    def check_now(self) -> None:
+        """Check everything, the caller's presence included, whenever it was last looked at."""
+        self._next_look = 0.0
+        self()
+
+    def _stop(self, error: RegserveError) -> NoReturn:
+        if not self._stopped:
+            self._stopped = True
+            logger.info("stopped training model %s: %s", self._model, error.message)
+        raise error
 
 
 def _report_trained(on_trained: Callable[[str, float], None], model: str, seconds: float) -> None:
@@ -91,6 +137,14 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
     update its health status; then ``on_trained(model, seconds)``, with the
     seconds the Train call took until the version was stored.  An exception
     from ``on_trained`` is logged, never sent to the caller.
+
+    A Train is refused past ``training_limits`` (RESOURCE_EXHAUSTED
+    ``TRAINING_TOO_LARGE``) and stopped, storing nothing, once its deadline
+    passes, its caller goes away or ``shutting_down`` is set (UNAVAILABLE
+    ``SHUTTING_DOWN``).  Its rows are spooled to this process's subdirectory of
+    ``spool_dir`` (default: ``regserve-spool-<uid>`` in the system's temporary
+    directory), claimed on construction, when the leftovers of processes that
+    are gone are removed.
     """
 
     def __init__(
@@ -101,12 +155,18 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         *,
         max_rows: int = 1_000_000,
         on_trained: Callable[[str, float], None] | None = None,
+        training_limits: TrainingLimits = DEFAULT_LIMITS,
+        spool_dir: str | os.PathLike[str] = "",
+        shutting_down: threading.Event | None = None,
     ) -> None:
         self._store = store
         self._stats = stats
         self._on_change = on_change
         self._on_trained = on_trained
         self._max_rows = max_rows
+        self._training_limits = training_limits
+        self._spool_dir = process_spool_dir(spool_dir or None)
+        self._shutting_down = shutting_down if shutting_down is not None else threading.Event()
 
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
         started = time.perf_counter()
@@ -181,7 +241,8 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         model = _require_model(first.spec.model, "spec.model")
         spec = convert.spec_from_proto(first.spec)
         self._store.check_model_name(model)
-        with Trainer(spec) as trainer:
+        interrupt = _TrainingInterrupt(context, self._shutting_down, model)
+        with Trainer(spec, spool_dir=self._spool_dir, limits=self._training_limits, interrupt=interrupt) as trainer:
             for index, request in enumerate(request_iterator, start=1):
                 if request.WhichOneof("payload") != "chunk":
                     raise InvalidInput(
@@ -191,9 +252,8 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                         metadata={"message": index},
                     )
                 trainer.add_chunk(*convert.train_chunk(request.chunk, spec.kind == "logistic"))
-                _check_deadline(context)
             result = trainer.finish()
-        _check_deadline(context)
+        interrupt.check_now()
         metadata = {**result.metadata, "regserve_version": __version__}
         promote = first.spec.promote if first.spec.HasField("promote") else True
         stored, promoted, reason = self._store.add_version(

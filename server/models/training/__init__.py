@@ -8,12 +8,39 @@ The public face of the package; its modules each hold one part:
 * ``moments``: the streamed moments of the rows of each split and fold;
 * ``labels``: class labels' first-seen ids, counts and natural order;
 * ``spool``: reading back the spool file of rows in blocks;
+* ``spool_directory``: the directory of spool files each server process claims, and the
+  removal of those left by processes that are gone;
+* ``budget``: what a run will cost, and its refusal past ``TrainingLimits``;
 * ``fitting``: one fit, from moments or spooled blocks, and its divergence check;
 * ``trainer``: ``Trainer``, which takes the chunks and drives the rest.
 """
 
+from regserve.server.models.training.budget import DEFAULT_LIMITS, TrainingLimits
 from regserve.server.models.training.chunks import MAX_ABS_VALUE
-from regserve.server.models.training.spec import KINDS, MAX_CV_FOLDS, MAX_FEATURES, SOLVERS, TrainResult, TrainSpec
+from regserve.server.models.training.spec import (
+    KINDS,
+    MAX_CLASSES,
+    MAX_CV_FOLDS,
+    MAX_FEATURES,
+    SOLVERS,
+    TrainResult,
+    TrainSpec,
+)
+from regserve.server.models.training.spool_directory import default_spool_root, process_spool_dir
 from regserve.server.models.training.trainer import Trainer
 
-__all__ = ["KINDS", "MAX_ABS_VALUE", "MAX_CV_FOLDS", "MAX_FEATURES", "SOLVERS", "TrainResult", "TrainSpec", "Trainer"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "KINDS",
+    "MAX_ABS_VALUE",
+    "MAX_CLASSES",
+    "MAX_CV_FOLDS",
+    "MAX_FEATURES",
+    "SOLVERS",
+    "TrainResult",
+    "TrainSpec",
+    "Trainer",
+    "TrainingLimits",
+    "default_spool_root",
+    "process_spool_dir",
+]

@@ -7,6 +7,8 @@ import numpy as np
 from regserve.server.errors import InvalidInput
 from regserve.server.models import solvers
 from regserve.server.models.estimator import LinearModel
+from regserve.server.models.interrupt import Interrupt, uninterrupted
+from regserve.server.models.objective import Objective, make_objective
 from regserve.server.models.training.moments import Moments
 from regserve.server.models.training.spec import TrainSpec
 from regserve.server.models.training.spool import SpoolFile, SpoolView
@@ -22,15 +24,17 @@ def fit_model(
     groups: list[int],
     classes: tuple[str, ...] | None,
     label_map: np.ndarray | None,
+    interrupt: Interrupt = uninterrupted,
 ) -> tuple[LinearModel, solvers.SolverInfo]:
     """Fit on the spooled training groups (folds) ``groups``, whose merged moments are ``m``.
 
     ``d`` is the feature count; ``m`` holds the moments of ``[x, y]`` for
     regression, of ``x`` for logistic; ``label_map`` maps first-seen label ids
-    to indices in ``classes``.
+    to indices in ``classes``; ``interrupt`` is called between the solver's steps.
     """
     shift, scale = _standardization(m, d) if spec.standardize else (np.zeros(d), np.ones(d))
     solver = spec.resolved_solver
+    interrupt()
     if solver == "closed_form":
         weights, bias, info = solvers.solve_least_squares(
             m.n, m.mean, m.comoment, alpha=spec.alpha, fit_intercept=spec.fit_intercept, shift=shift, scale=scale
@@ -38,14 +42,16 @@ def fit_model(
         coef, intercept = weights[None, :], np.array([bias])
     else:
         logistic = spec.kind == "logistic"
-        view = SpoolView(spool, groups, shift, scale, m.n, label_map)
-        objective = solvers.make_objective(
+        n_classes = len(classes) if classes is not None else 0
+        view = SpoolView(spool, groups, shift, scale, m.n, label_map, n_outputs=n_classes if n_classes > 2 else 1)
+        objective = make_objective(
             view,
             kind=spec.kind,
-            n_classes=len(classes) if classes is not None else 0,
+            n_classes=n_classes,
             d=d,
             l2=spec.alpha if logistic else spec.alpha / m.n,
             fit_intercept=spec.fit_intercept,
+            interrupt=interrupt,
         )
         start = 0.0 if logistic else float(m.mean[-1])  # Regression starts from ȳ.
         theta, info = _solve_iteratively(spec, objective, start)
@@ -74,7 +80,7 @@ def _standardization(m: Moments, d: int) -> tuple[np.ndarray, np.ndarray]:
     return shift, scale
 
 
-def _solve_iteratively(spec: TrainSpec, objective, start: float) -> tuple[np.ndarray, solvers.SolverInfo]:
+def _solve_iteratively(spec: TrainSpec, objective: Objective, start: float) -> tuple[np.ndarray, solvers.SolverInfo]:
     """Run the spec's Newton, gd or sgd solver from intercept ``start``; theta has shape (n_outputs, n_params)."""
     solver = spec.resolved_solver
     if solver == "newton":

@@ -7,6 +7,7 @@ import re
 import numpy as np
 
 from regserve.server.errors import InvalidInput
+from regserve.server.models.training.spec import MAX_CLASSES
 
 __all__ = ["LabelTable", "label_order"]
 
@@ -35,14 +36,26 @@ class LabelTable:
     def ids(self, labels: np.ndarray, group: np.ndarray) -> np.ndarray:
         """First-seen ids of ``labels`` (stream order, so chunking-invariant); counts them per group."""
         values, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-        for i in np.argsort(first):
-            self._ids.setdefault(str(values[i]), len(self._ids))
+        new = [label for label in (str(values[i]) for i in np.argsort(first)) if label not in self._ids]
+        if len(self._ids) + len(new) > MAX_CLASSES:
+            raise InvalidInput(
+                f"The labels hold more than {MAX_CLASSES} classes; a classifier takes at most {MAX_CLASSES}.",
+                reason="TOO_MANY_CLASSES",
+                violations=[("chunk.targets", f"at most {MAX_CLASSES} distinct labels")],
+                metadata={"limit": MAX_CLASSES},
+            )
+        for label in new:
+            self._ids[label] = len(self._ids)
         ids = np.array([self._ids[str(v)] for v in values])[inverse]
         counts = np.zeros((self._n_folds + 1, len(self._ids)), dtype=np.int64)
         counts[:, : self._counts.shape[1]] = self._counts
         np.add.at(counts, (np.where(group < 0, self._n_folds, group).astype(np.intp), ids), 1)
         self._counts = counts
         return ids.astype(np.float64)
+
+    def __len__(self) -> int:
+        """The number of distinct labels seen."""
+        return len(self._ids)
 
     def classes(self) -> tuple[tuple[str, ...], np.ndarray]:
         """Sorted classes and the map from first-seen label id to class index.

@@ -21,23 +21,27 @@ class Moments:
         """Fold in rows ``V`` of shape (m, p): two-pass moments of the block, then a merge."""
         if V.shape[0] == 0:
             return
-        block = Moments(V.shape[1])
-        block.n, block.mean = V.shape[0], V.mean(axis=0)
-        centred = V - block.mean
-        block.comoment = centred.T @ centred
-        block.min, block.max = V.min(axis=0), V.max(axis=0)
-        self.merge(block)
+        mean = V.mean(axis=0)
+        centred = V - mean
+        self._merge(V.shape[0], mean, centred.T @ centred, V.min(axis=0), V.max(axis=0))
 
     def merge(self, other: Moments) -> None:
+        """Fold in the moments of other rows; ``other`` is left as it is."""
+        if other.n:
+            self._merge(other.n, other.mean, other.comoment, other.min, other.max)
+
+    def _merge(self, n_b: int, mean_b: np.ndarray, comoment_b: np.ndarray, min_b, max_b) -> None:
         # Chan et al.: C = C_a + C_b + δδᵀ·n_a·n_b/n, mean = m_a + δ·n_b/n, δ = m_b - m_a.
-        if other.n == 0:
-            return
-        n = self.n + other.n
-        delta = other.mean - self.mean
-        self.comoment = self.comoment + other.comoment + np.outer(delta, delta) * (self.n * other.n / n)
-        self.mean = self.mean + delta * (other.n / n)
+        # In place, so a merge of p × p moments needs one more p × p array, not three.
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.comoment += comoment_b
+        spread = np.outer(delta, delta)
+        spread *= self.n * n_b / n
+        self.comoment += spread
+        self.mean = self.mean + delta * (n_b / n)
         self.n = n
-        self.min, self.max = np.minimum(self.min, other.min), np.maximum(self.max, other.max)
+        self.min, self.max = np.minimum(self.min, min_b), np.maximum(self.max, max_b)
 
     @classmethod
     def combined(cls, parts: list[Moments]) -> Moments:

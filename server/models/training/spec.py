@@ -11,7 +11,7 @@ import numpy as np
 from regserve.server.errors import InvalidInput
 from regserve.server.models.estimator import MODEL_KINDS, LinearModel
 
-__all__ = ["KINDS", "MAX_CV_FOLDS", "MAX_FEATURES", "SOLVERS", "TrainResult", "TrainSpec"]
+__all__ = ["KINDS", "MAX_CLASSES", "MAX_CV_FOLDS", "MAX_FEATURES", "SOLVERS", "TrainResult", "TrainSpec"]
 
 KINDS = MODEL_KINDS
 SOLVERS = ("auto", "closed_form", "gd", "sgd", "newton")
@@ -23,7 +23,9 @@ _SOLVERS_FOR = {
 MAX_FEATURES = 4096
 """Most features a model may have: the statistics hold a (d+1)² matrix per fold."""
 MAX_CV_FOLDS = 100
-"""Most cross-validation folds: each fold keeps its own statistics."""
+"""Most cross-validation folds: each fold is one more fit."""
+MAX_CLASSES = 1000
+"""Most classes a classifier may have: its metadata keeps a K × K confusion matrix."""
 
 
 def _invalid_spec(field: str, description: str) -> InvalidInput:
@@ -93,6 +95,7 @@ class TrainSpec:
             ("spec.seed", _is_int(self.seed) and self.seed >= 0, "must be an integer >= 0"),
             ("spec.feature_names", len(set(self.feature_names)) == len(self.feature_names), "names must be unique"),
             ("spec.class_labels", len(set(self.class_labels)) == len(self.class_labels), "labels must be unique"),
+            ("spec.class_labels", len(self.class_labels) <= MAX_CLASSES, f"at most {MAX_CLASSES} labels"),
             (
                 "spec.class_labels",
                 not self.class_labels or self.kind == "logistic",

@@ -9,9 +9,16 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["SpoolFile", "SpoolView"]
+__all__ = ["SpoolFile", "SpoolView", "block_rows"]
 
-_READ_BLOCK = 65_536  # spooled rows read back at a time
+_READ_BLOCK = 65_536  # most spooled rows read back at a time
+BLOCK_BYTES = 64 * 1024 * 1024
+"""Budget of one block read back: its rows' columns plus one score per output, as float64."""
+
+
+def block_rows(n_columns: int, n_outputs: int = 1) -> int:
+    """Rows per block of a spool of ``n_columns`` columns, read for a model of ``n_outputs`` outputs."""
+    return max(1, min(_READ_BLOCK, BLOCK_BYTES // (8 * (n_columns + n_outputs))))
 
 
 class SpoolFile:
@@ -53,18 +60,25 @@ class SpoolView:
         scale: np.ndarray | float,
         n: int,
         label_map: np.ndarray | None,
+        *,
+        n_outputs: int = 1,
     ) -> None:
         self._spool, self._groups = spool, np.array(groups, dtype=np.float64)
         self._shift, self._scale, self.n, self._label_map = shift, scale, n, label_map
+        self._block = block_rows(spool.shape[1], n_outputs)
+
+    def rows(self, order: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """Spool rows ``[x, y or label id, group]`` of the chosen groups, in blocks, blocks in ``order``."""
+        starts = np.arange(0, self._spool.shape[0], self._block)
+        for start in starts if order is None else starts[order]:
+            block = np.asarray(self._spool[start : start + self._block])
+            block = block[np.isin(block[:, -1], self._groups)]
+            if block.shape[0]:
+                yield block
 
     def raw_blocks(self, order: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Unscaled ``(X, y)`` blocks of the chosen groups, blocks in ``order``."""
-        starts = np.arange(0, self._spool.shape[0], _READ_BLOCK)
-        for start in starts if order is None else starts[order]:
-            block = np.asarray(self._spool[start : start + _READ_BLOCK])
-            block = block[np.isin(block[:, -1], self._groups)]
-            if block.shape[0] == 0:
-                continue
+        for block in self.rows(order):
             y = block[:, -2]
             if self._label_map is not None:
                 y = self._label_map[y.astype(np.intp)]
@@ -76,8 +90,8 @@ class SpoolView:
 
     def shuffled_blocks(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # Blocks in random order, rows shuffled within each: a full shuffle up to
-        # 65,536 rows and bounded memory beyond.
-        n_blocks = -(-self._spool.shape[0] // _READ_BLOCK)
+        # one block of rows and bounded memory beyond.
+        n_blocks = -(-self._spool.shape[0] // self._block)
         for Z, y in self._scaled(self.raw_blocks(rng.permutation(n_blocks))):
             order = rng.permutation(y.shape[0])
             yield Z[order], y[order]

@@ -6,11 +6,20 @@
   validation split, and to a cross-validation fold, by seeded draws indexed by
   its *global* row number (``sampling``), so the assignment does not depend on
   how the stream was chunked;
-* per split/fold it keeps centred moments of ``[x, y]`` merged with Chan et
-  al.'s pairwise update (``moments``): enough for the closed form, the
-  standardization and the feature statistics, in O(d²) memory;
-* every row is also spooled to a temporary file, read back through
-  ``np.memmap`` in blocks for the iterative solvers and the metrics (``spool``).
+* for the training rows and the validation rows it keeps centred moments of
+  ``[x, y]`` merged with Chan et al.'s pairwise update (``moments``): enough
+  for the closed form, the standardization and the feature statistics, in
+  O(d²) memory;
+* every row is also spooled to a file in this process's spool directory
+  (``spool_directory``), read back through ``np.memmap`` in blocks for the
+  iterative solvers, the metrics and each cross-validation fold's moments
+  (``spool``), so the folds cost O(d²) memory each, not O(folds·d²).
+
+What the run will cost is estimated and checked against ``TrainingLimits``
+(``budget``) as soon as the spec, the features, the classes and the rows are
+known, before anything is allocated for them; ``interrupt`` is called for every
+chunk, block, iteration and fold, so a run stops soon after its caller goes
+away, its deadline passes or the server shuts down.
 
 The same rows sent in one chunk or in hundreds give the same model (up to
 rounding in the moment merges) and the same metadata, duration aside.
@@ -30,10 +39,12 @@ from typing import BinaryIO
 import joblib
 import numpy as np
 
-from regserve.server.errors import FailedPrecondition, InvalidInput
+from regserve.server.errors import FailedPrecondition, InvalidInput, ResourceExhausted
 from regserve.server.models import solvers
 from regserve.server.models.estimator import LinearModel
+from regserve.server.models.interrupt import Interrupt, uninterrupted
 from regserve.server.models.scoring import ClassificationTally, RegressionTally
+from regserve.server.models.training.budget import DEFAULT_LIMITS, RunSize, TrainingBudget, TrainingLimits
 from regserve.server.models.training.chunks import checked_features, checked_labels, checked_targets
 from regserve.server.models.training.fitting import check_model_finite, fit_model
 from regserve.server.models.training.labels import LabelTable
@@ -41,6 +52,7 @@ from regserve.server.models.training.moments import Moments
 from regserve.server.models.training.sampling import RowGroups
 from regserve.server.models.training.spec import TrainResult, TrainSpec
 from regserve.server.models.training.spool import SpoolFile, SpoolView
+from regserve.server.models.training.spool_directory import process_spool_dir
 
 __all__ = ["Trainer"]
 
@@ -55,12 +67,33 @@ class Trainer:
     spec : TrainSpec
         Validated on construction.
     spool_dir : path, optional
-        Where the temporary spool file lives; default ``tempfile.gettempdir()``.
+        Where the temporary spool file lives; default this process's directory
+        under ``default_spool_root()`` (see ``spool_directory``).
+    limits : TrainingLimits, optional
+        The most the run may use; past them it is refused (``TRAINING_TOO_LARGE``).
+    interrupt : Interrupt, optional
+        Called between steps; whatever it raises stops the run and leaves nothing behind.
+
+    Raises
+    ------
+    InvalidInput
+        For a bad spec.
+    ResourceExhausted
+        ``TRAINING_TOO_LARGE`` when the spec alone needs more than ``limits``.
     """
 
-    def __init__(self, spec: TrainSpec, *, spool_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        spec: TrainSpec,
+        *,
+        spool_dir: str | os.PathLike | None = None,
+        limits: TrainingLimits = DEFAULT_LIMITS,
+        interrupt: Interrupt = uninterrupted,
+    ) -> None:
         spec.validate()
         self.spec = spec
+        self._budget = TrainingBudget(spec, limits)
+        self._interrupt = interrupt
         self._started = time.perf_counter()
         self._d = len(spec.feature_names) or None
         self._n = 0
@@ -68,10 +101,13 @@ class Trainer:
         self._hash = hashlib.sha256()
         self._declared = set(spec.class_labels) or None
         self._n_folds = spec.cv_folds or 1
-        self._moments: list[Moments] = []  # folds 0..k-1, then validation, from the first chunk on
         self._labels = LabelTable(self._n_folds)
+        self._budget.check(self._size())
+        # The training rows' moments, then the validation rows', from the first chunk on.
+        self._moments: tuple[Moments, Moments] | None = None
         self._groups = RowGroups(spec.seed, spec.validation_fraction, self._n_folds)
-        fd, spool_path = tempfile.mkstemp(prefix="regserve-spool-", suffix=".f64", dir=spool_dir)
+        directory = process_spool_dir() if spool_dir is None else spool_dir
+        fd, spool_path = tempfile.mkstemp(prefix="regserve-spool-", suffix=".f64", dir=directory)
         self._spool_path: str | None = spool_path
         self._spool: BinaryIO | None = os.fdopen(fd, "wb")
         self._finished = False
@@ -80,6 +116,11 @@ class Trainer:
     def rows_seen(self) -> int:
         """Rows accepted so far."""
         return self._n
+
+    def _size(self, rows: int = 0, train_rows: int = 0) -> RunSize:
+        """What is known of the run, with ``rows`` (``train_rows`` of them for training) more."""
+        classes = max(len(self._labels), len(self.spec.class_labels))
+        return RunSize(self._d or 0, classes, self._n + rows, self._n_train + train_rows)
 
     def __enter__(self) -> Trainer:
         return self
@@ -102,7 +143,13 @@ class Trainer:
     # ------------------------------------------------------------------ intake
 
     def add_chunk(self, X: np.ndarray, y: np.ndarray) -> None:
-        """Validate and absorb rows ``X`` (n, d) with targets or labels ``y`` (n,)."""
+        """Validate and absorb rows ``X`` (n, d) with targets or labels ``y`` (n,).
+
+        Raises InvalidInput for bad rows, ResourceExhausted ``TRAINING_TOO_LARGE``
+        once the rows, features or classes sent so far need more than the limits
+        (which also closes the trainer), and whatever ``interrupt`` raises.
+        """
+        self._interrupt()
         if self._finished or self._spool is None:
             raise FailedPrecondition("This trainer has finished or been closed.", reason="TRAINER_CLOSED")
         X, y = np.asarray(X), np.asarray(y)
@@ -110,16 +157,22 @@ class Trainer:
             return
         X, targets, labels = self._checked(X, y)
         n, d = X.shape
-        if not self._moments:
-            p = d + (self.spec.kind != "logistic")
-            self._moments = [Moments(p) for _ in range(self._n_folds + 1)]
         group, n_train = self._groups.take(self._n, self._n_train, n)
         if labels is not None:
             targets = self._labels.ids(labels, group)
+        try:
+            self._budget.check(self._size(n, n_train))
+        except ResourceExhausted:
+            self.close()  # the labels already count this chunk: a refused run cannot go on
+            raise
+        if self._moments is None:
+            p = d + (self.spec.kind != "logistic")
+            self._moments = (Moments(p), Moments(p))
         self._fingerprint(X, targets, labels)
         V = X if self.spec.kind == "logistic" else np.column_stack([X, targets])
-        for g, moments in enumerate(self._moments):
-            moments.add(V[group == (g if g < self._n_folds else -1)])
+        training = group >= 0
+        self._moments[0].add(V[training])
+        self._moments[1].add(V[~training])
         self._spool.write(np.column_stack([X, targets, group]).astype("<f8", copy=False).tobytes())
         self._n += n
         self._n_train += n_train
@@ -158,6 +211,8 @@ class Trainer:
         ------
         InvalidInput
             ``EMPTY_TRAINING_SET``, ``SINGLE_CLASS`` or ``TOO_FEW_ROWS``.
+        ResourceExhausted
+            ``TRAINING_TOO_LARGE`` when the fit of these rows needs more than the limits.
         """
         writer, spool_path = self._spool, self._spool_path
         if self._finished or writer is None or spool_path is None:
@@ -170,14 +225,15 @@ class Trainer:
 
     def _finish(self, writer: BinaryIO, spool_path: str) -> TrainResult:
         spec = self.spec
-        d = self._check_sizes()
+        d, moments = self._check_sizes()
         classes, label_map = self._classes()
+        self._budget.check(self._size())
         writer.close()
         self._spool = None
         spool = SpoolFile(spool_path, (self._n, d + 2))
         try:
             folds = list(range(self._n_folds))
-            model, info = self._fit(spool, folds, classes, label_map)
+            model, info = self._fit(spool, folds, moments[0], classes, label_map)
             check_model_finite(model, spec)
             training = self._evaluate(model, spool, folds, label_map)
             if info.final_loss is None and training.get("mse") is not None:
@@ -223,10 +279,10 @@ class Trainer:
         )
         return TrainResult(model=model, metadata=_json_ready(metadata))
 
-    def _check_sizes(self) -> int:
-        """The feature count, once the rows sent are enough for the spec; else InvalidInput."""
+    def _check_sizes(self) -> tuple[int, tuple[Moments, Moments]]:
+        """The feature count and the moments, once the rows sent are enough for the spec; else InvalidInput."""
         spec, n_validation = self.spec, self._n - self._n_train
-        if self._n == 0 or self._d is None:
+        if self._n == 0 or self._d is None or self._moments is None:
             raise InvalidInput(
                 "No training rows were sent.",
                 reason="EMPTY_TRAINING_SET",
@@ -244,7 +300,7 @@ class Trainer:
                 reason="TOO_FEW_ROWS",
                 violations=[("spec.cv_folds", f"needs at least {spec.cv_folds} training rows")],
             )
-        return self._d
+        return self._d, self._moments
 
     def _classes(self) -> tuple[tuple[str, ...] | None, np.ndarray | None]:
         """Sorted classes and the map from first-seen label id to class index."""
@@ -252,36 +308,54 @@ class Trainer:
             return None, None
         return self._labels.classes()
 
-    def _fit(self, spool: SpoolFile, groups, classes, label_map) -> tuple[LinearModel, solvers.SolverInfo]:
-        """Fit on the training groups (folds) ``groups``."""
-        m = Moments.combined([self._moments[g] for g in groups])
+    def _fit(
+        self, spool: SpoolFile, groups: list[int], moments: Moments, classes, label_map
+    ) -> tuple[LinearModel, solvers.SolverInfo]:
+        """Fit on the training groups (folds) ``groups``, whose rows have the moments ``moments``."""
         d = spool.shape[1] - 2  # spool rows are [x, y or label id, group]
-        return fit_model(self.spec, d, m, spool, groups, classes, label_map)
+        return fit_model(self.spec, d, moments, spool, groups, classes, label_map, self._interrupt)
+
+    def _moments_of(self, spool: SpoolFile, groups: list[int]) -> Moments:
+        """The moments of the spooled rows of ``groups``, as the stream's moments are kept."""
+        p = spool.shape[1] - 2 + (self.spec.kind != "logistic")  # [x] or [x, y]
+        moments = Moments(p)
+        for block in SpoolView(spool, groups, 0.0, 1.0, 0, None).rows():
+            self._interrupt()
+            moments.add(block[:, :p])
+        return moments
 
     def _evaluate(self, model: LinearModel, spool, groups, label_map) -> dict:
         """Metrics of ``model`` on the spooled rows of ``groups`` (-1 = validation)."""
-        view = SpoolView(spool, groups, 0.0, 1.0, 0, label_map)
+        view = SpoolView(spool, groups, 0.0, 1.0, 0, label_map, n_outputs=model.coef_.shape[0])
         tally: ClassificationTally | RegressionTally
         if model.classes_ is not None:  # a classifier
             tally = ClassificationTally(model.classes_)
             for X, y in view.raw_blocks():
+                self._interrupt()
                 tally.update(y, model._predict_log_proba(X))
         else:
             tally = RegressionTally()
             for X, y in view.raw_blocks():
+                self._interrupt()
                 tally.update(y, model.predict(X))
         return tally.result()
 
     def _cross_validate(self, spool, classes, label_map) -> dict:
-        """k-fold scores, folds fitted in parallel threads (NumPy releases the GIL)."""
+        """k-fold scores, folds fitted in parallel threads (NumPy releases the GIL).
+
+        Each fold's training moments are read back from the spool when the fold is
+        fitted, so only the folds in progress hold theirs.
+        """
         k = self._n_folds
 
         def run(fold: int) -> dict:
-            model, _ = self._fit(spool, [g for g in range(k) if g != fold], classes, label_map)
+            self._interrupt()
+            rest = [g for g in range(k) if g != fold]
+            model, _ = self._fit(spool, rest, self._moments_of(spool, rest), classes, label_map)
             scores = self._evaluate(model, spool, [fold], label_map)
             return {name: v for name, v in scores.items() if v is None or isinstance(v, float)}
 
-        jobs = max(1, min(k, os.cpu_count() or 1))
+        jobs = self._budget.cv_jobs(self._size(), os.cpu_count() or 1)
         per_fold = joblib.Parallel(n_jobs=jobs, backend="threading")(joblib.delayed(run)(j) for j in range(k))
         mean, std = {}, {}
         for name in per_fold[0]:
@@ -291,7 +365,7 @@ class Trainer:
         return {"folds": k, "mean": mean, "std": std, "per_fold": per_fold}
 
     def _feature_stats(self, names: list[str]) -> list[dict]:
-        total = Moments.combined(self._moments)
+        total = Moments.combined(list(self._moments or ()))
         std = np.sqrt(np.maximum(np.diag(total.comoment), 0.0) / total.n)
         return [
             {

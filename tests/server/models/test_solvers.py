@@ -5,6 +5,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from regserve.server.models import solvers
+from regserve.server.models.objective import make_objective
 
 
 class ArraySource:
@@ -104,7 +105,7 @@ def _ridge_optimum(Z, y, l2):
 @pytest.mark.parametrize("solver", ["gd", "sgd"])
 def test_iterative_regression_reaches_the_optimum_loss(standardized, solver):
     Z, y, _ = standardized
-    objective = solvers.make_objective(ArraySource(Z, y), kind="ridge", n_classes=0, d=5, l2=0.01, fit_intercept=True)
+    objective = make_objective(ArraySource(Z, y), kind="ridge", n_classes=0, d=5, l2=0.01, fit_intercept=True)
     if solver == "gd":
         _, info = solvers.solve_gd(objective, learning_rate=0.5, epochs=1000, tolerance=1e-14)
     else:
@@ -116,7 +117,7 @@ def test_iterative_regression_reaches_the_optimum_loss(standardized, solver):
 
 def test_gd_halves_a_learning_rate_that_would_diverge(standardized):
     Z, y, _ = standardized
-    objective = solvers.make_objective(ArraySource(Z, y), kind="linear", n_classes=0, d=5, l2=0.0, fit_intercept=True)
+    objective = make_objective(ArraySource(Z, y), kind="linear", n_classes=0, d=5, l2=0.0, fit_intercept=True)
     _, info = solvers.solve_gd(objective, learning_rate=50.0, epochs=2000, tolerance=1e-14)
     assert np.isfinite(info.final_loss)
     assert abs(info.final_loss - _ridge_optimum(Z, y, 0.0)) <= 1e-6 * info.final_loss
@@ -133,9 +134,7 @@ def test_newton_matches_sklearn_logistic(standardized, binary):
     if binary:
         labels = (labels == 2).astype(np.intp)
     K = len(np.unique(labels))
-    objective = solvers.make_objective(
-        ArraySource(Z, labels), kind="logistic", n_classes=K, d=5, l2=0.01, fit_intercept=True
-    )
+    objective = make_objective(ArraySource(Z, labels), kind="logistic", n_classes=K, d=5, l2=0.01, fit_intercept=True)
     theta, info = solvers.solve_newton(objective, max_iterations=50, tolerance=1e-10)
     assert info.converged and info.iterations < 20
     reference = _sklearn_logistic(Z, labels, 0.01)
@@ -158,9 +157,7 @@ def test_iterative_logistic_reaches_the_newton_optimum(standardized, solver, bin
     if binary:
         labels = (labels == 2).astype(np.intp)
     K = len(np.unique(labels))
-    objective = solvers.make_objective(
-        ArraySource(Z, labels), kind="logistic", n_classes=K, d=5, l2=0.01, fit_intercept=True
-    )
+    objective = make_objective(ArraySource(Z, labels), kind="logistic", n_classes=K, d=5, l2=0.01, fit_intercept=True)
     _, best = solvers.solve_newton(objective, max_iterations=50, tolerance=1e-12)
     if solver == "gd":
         _, info = solvers.solve_gd(objective, learning_rate=2.0, epochs=3000, tolerance=1e-15)
@@ -171,9 +168,26 @@ def test_iterative_logistic_reaches_the_newton_optimum(standardized, solver, bin
 
 def test_newton_without_penalty_handles_the_softmax_gauge(standardized):
     Z, _, labels = standardized
-    objective = solvers.make_objective(
-        ArraySource(Z, labels), kind="logistic", n_classes=3, d=5, l2=0.0, fit_intercept=True
-    )
+    objective = make_objective(ArraySource(Z, labels), kind="logistic", n_classes=3, d=5, l2=0.0, fit_intercept=True)
     theta, info = solvers.solve_newton(objective, max_iterations=50, tolerance=1e-10)
     assert info.converged and info.fallback is None
     np.testing.assert_allclose(theta.sum(axis=0), 0.0, atol=1e-9)
+
+
+def test_blockwise_substitution_solves_triangular_systems_across_blocks():
+    rng = np.random.default_rng(31)
+    for n in (1, 127, 128, 129, 300):
+        lower = np.tril(rng.normal(size=(n, n))) + n * np.eye(n)
+        b = rng.normal(size=n)
+        np.testing.assert_allclose(solvers._substitute(lower, b, forward=True), np.linalg.solve(lower, b), rtol=1e-12)
+        np.testing.assert_allclose(
+            solvers._substitute(lower.T, b, forward=False), np.linalg.solve(lower.T, b), rtol=1e-12
+        )
+
+
+def test_the_rank_from_the_eigenvalues_is_numpys_matrix_rank():
+    rng = np.random.default_rng(32)
+    A = rng.normal(size=(50, 8))
+    for gram in (A.T @ A, (A[:, :3] @ rng.normal(size=(3, 8))).T @ A[:, :3] @ rng.normal(size=(3, 8))):
+        gram = (gram + gram.T) / 2
+        assert solvers._rank(np.linalg.eigvalsh(gram)) == np.linalg.matrix_rank(gram, hermitian=True)

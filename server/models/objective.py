@@ -1,0 +1,182 @@
+"""The objective the iterative solvers minimise, read block by block from a ``BlockSource``.
+
+Over the n training rows::
+
+    F(θ) = (1/n) Σ loss_i(θ) + (l2/2) ‖W‖²          (intercepts never penalised)
+
+with ``loss = ½ r²`` for regression and the log-loss for logistic models.
+Parameters are held as ``theta`` of shape (n_outputs, q): column 0 is the
+intercept when one is fitted, the rest are the weights on the (standardized)
+features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+
+from regserve.server.models.interrupt import Interrupt, uninterrupted
+
+__all__ = ["BlockSource", "Objective", "make_objective"]
+
+
+class BlockSource(Protocol):
+    """Training rows in blocks: ``Z`` (m, d) standardized features, ``y`` (m,).
+
+    ``y`` holds targets for regression and class indices for logistic models.
+    """
+
+    n: int
+
+    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    def shuffled_blocks(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+
+def _design(Z: np.ndarray, fit_intercept: bool) -> np.ndarray:
+    """``[1, Z]`` of shape (m, d + 1) when an intercept is fitted, else ``Z``."""
+    return np.hstack([np.ones((Z.shape[0], 1)), Z]) if fit_intercept else Z
+
+
+def _block_terms(loss: str, S: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """Loss sum, dloss/dscores (m, n_outputs) and probabilities for scores ``S`` (m, n_outputs)."""
+    if loss == "squared":
+        # ½ Σ (s - y)²,  d/ds = s - y.
+        r = S[:, 0] - y
+        return 0.5 * float(r @ r), r[:, None], None
+    if S.shape[1] == 1:
+        # Σ log(1 + eˢ) - t·s,  d/ds = σ(s) - t.
+        s, t = S[:, 0], (y == 1)
+        p = np.exp(-np.logaddexp(0.0, -s))
+        return float(np.logaddexp(0.0, s).sum() - s[t].sum()), (p - t)[:, None], p[:, None]
+    # Σ logsumexp(s) - s_y,  d/ds = softmax(s) - onehot(y).
+    rows = np.arange(S.shape[0])
+    top = S.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(S - top).sum(axis=1))
+    P = np.exp(S - lse[:, None])
+    residual = P.copy()
+    residual[rows, y] -= 1.0
+    return float((lse - S[rows, y]).sum()), residual, P
+
+
+class Objective:
+    """``F(θ) = (1/n) Σ loss + (l2/2)‖W‖² (+ gauge)`` with gradient and, on request, Hessian.
+
+    ``interrupt`` is called for every block read and every mini-batch, so a
+    solver built on the objective can be stopped between any two of them.
+    """
+
+    def __init__(
+        self,
+        data: BlockSource,
+        loss: str,
+        n_outputs: int,
+        d: int,
+        *,
+        l2: float,
+        fit_intercept: bool,
+        gauge: float = 0.0,
+        interrupt: Interrupt = uninterrupted,
+    ) -> None:
+        self.data, self.loss, self.l2, self.gauge = data, loss, l2, gauge
+        self.fit_intercept = fit_intercept
+        self.interrupt = interrupt
+        self.shape = (n_outputs, d + int(fit_intercept))
+        self.penalised = np.ones(self.shape[1])
+        if fit_intercept:
+            self.penalised[0] = 0.0
+
+    def penalty(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        # (l2/2)‖W‖² + (γ/2)‖Σₖθₖ‖²; the gauge term only pins the softmax's free shift.
+        w = theta * self.penalised
+        total = theta.sum(axis=0)
+        value = 0.5 * self.l2 * float((w * w).sum()) + 0.5 * self.gauge * float(total @ total)
+        return value, self.l2 * w + self.gauge * total
+
+    def batch_gradient(
+        self, Z: np.ndarray, y: np.ndarray, theta: np.ndarray, anchor: np.ndarray, anchor_gradient: np.ndarray
+    ) -> np.ndarray:
+        """Variance-reduced mini-batch gradient at ``theta`` (SVRG's control variate).
+
+        ``∇f_B(θ) - ∇f_B(θ̃) + ∇F(θ̃)``: unbiased, and its noise vanishes as θ and
+        the anchor θ̃ approach the optimum.
+        """
+        self.interrupt()
+        A = _design(Z, self.fit_intercept)
+        k = theta.shape[0]
+        S = A @ np.concatenate([theta, anchor]).T
+        _, now, _ = _block_terms(self.loss, S[:, :k], y)
+        _, then, _ = _block_terms(self.loss, S[:, k:], y)
+        # The penalty's gradient is linear, so its part of the difference is pen'(θ - θ̃).
+        return (now - then).T @ A / Z.shape[0] + anchor_gradient + self.penalty(theta - anchor)[1]
+
+    def evaluate(self, theta: np.ndarray, hessian: bool = False):
+        """One pass: ``(F, gradient (n_outputs, q), Hessian (n_outputs·q,)² or None)``."""
+        total, grad = 0.0, np.zeros(self.shape)
+        k, q = self.shape
+        H: np.ndarray | None = np.zeros((k, q, k, q)) if hessian else None
+        for Z, y in self.data.blocks():
+            self.interrupt()
+            A = _design(Z, self.fit_intercept)
+            value, residual, P = _block_terms(self.loss, A @ theta.T, y)
+            total += value
+            grad += residual.T @ A
+            if H is not None:
+                _add_logistic_hessian(H, A, P, self.interrupt)
+        n = self.data.n
+        pen_value, pen_grad = self.penalty(theta)
+        F, G = total / n + pen_value, grad / n + pen_grad
+        if H is not None:
+            # In place: the Hessian is the largest array of a Newton run.
+            H = H.reshape(k * q, k * q)
+            H /= n
+            H[np.diag_indices_from(H)] += self.l2 * np.tile(self.penalised, k)
+            if self.gauge:
+                # + γ·(1 1ᵀ ⊗ I_q): γ on the diagonal of every (class, class) block.
+                diagonal = np.arange(q)
+                H.reshape(k, q, k, q)[:, diagonal, :, diagonal] += self.gauge
+        return F, G, H
+
+
+def _add_logistic_hessian(H: np.ndarray, A: np.ndarray, P: np.ndarray | None, interrupt: Interrupt) -> None:
+    """Add ``Σ AᵀD_{kl}A`` to H (K, q, K, q), ``D_{kl} = diag(p_k(δ_kl - p_l))``."""
+    if P is None:
+        raise ValueError("only the logistic loss has a Hessian here")
+    if P.shape[1] == 1:
+        # Binary: Aᵀ diag(p(1 - p)) A.
+        p = P[:, 0]
+        H[0, :, 0, :] += (A * (p * (1 - p))[:, None]).T @ A
+        return
+    K = P.shape[1]
+    for a in range(K):
+        interrupt()
+        for b in range(a, K):
+            weight = P[:, a] * ((a == b) - P[:, b])
+            block = (A * weight[:, None]).T @ A
+            H[a, :, b, :] += block
+            if a != b:
+                H[b, :, a, :] += block.T
+
+
+def make_objective(
+    data: BlockSource,
+    *,
+    kind: str,
+    n_classes: int,
+    d: int,
+    l2: float,
+    fit_intercept: bool,
+    interrupt: Interrupt = uninterrupted,
+) -> Objective:
+    """The objective for ``kind`` over ``data``; see the module docstring for F."""
+    loss, n_outputs, gauge = "squared", 1, 0.0
+    if kind == "logistic":
+        loss = "log"
+        if n_classes > 2:
+            # The softmax is unchanged by adding one vector to every class's parameters;
+            # the gauge (γ/2)‖Σₖθₖ‖² removes that flat direction without moving the optimum,
+            # because any optimum of the penalised problem already has Σₖθₖ = 0 where it matters.
+            n_outputs, gauge = n_classes, 1.0
+    return Objective(data, loss, n_outputs, d, l2=l2, fit_intercept=fit_intercept, gauge=gauge, interrupt=interrupt)

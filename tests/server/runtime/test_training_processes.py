@@ -1,0 +1,128 @@
+"""`regserve serve` processes and training: SIGTERM stops a runaway Train within the grace period, and the
+spool file a SIGKILL leaves behind is gone after the next start."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from regserve.client import RegressionClient, RegserveError
+from regserve.server.registry.disk import ModelRegistry
+
+ROOT = Path(__file__).resolve().parents[3]
+GRACE = 2.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A `regserve serve` process whose system temporary directory (and so spool root) is ``tmp_path``."""
+    port = _free_port()
+    command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port), "--no-demo-models"]
+    command += ["--model-dir", str(tmp_path / "models"), "--grace-period", str(GRACE), "--no-access-log"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    target = f"127.0.0.1:{port}"
+    try:
+        with RegressionClient(target, timeout=5) as probe:
+            for _ in range(400):
+                try:
+                    probe.health()
+                    break
+                except RegserveError:
+                    time.sleep(0.05)
+        yield server, target
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.communicate(timeout=10)
+
+
+def _spool_files(tmp_path: Path) -> list[Path]:
+    return sorted(tmp_path.glob(f"regserve-spool-{os.getuid()}/*/regserve-spool-*.f64"))
+
+
+def _wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def test_sigterm_stops_a_runaway_train_and_the_server_exits_within_the_grace_period(tmp_path, linear_data):
+    X, y = linear_data
+    outcome: list[RegserveError] = []
+    with _serving(tmp_path) as (server, target):
+
+        def train() -> None:
+            with RegressionClient(target, timeout=60) as client:
+                try:
+                    client.train("runaway", X, y, solver="gd", epochs=500_000, tolerance=0.0)
+                except RegserveError as exc:
+                    outcome.append(exc)
+
+        caller = threading.Thread(target=train)
+        caller.start()
+        assert _wait_for(lambda: bool(_spool_files(tmp_path)))  # the rows are in; gradient descent runs
+        time.sleep(0.3)
+        signalled = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(GRACE + 10)
+        took = time.monotonic() - signalled
+        caller.join(10)
+        _, log = server.communicate(timeout=10)
+    assert code == 0 and took < GRACE + 1.0, f"exit {code} after {took:.2f} s"
+    # UNAVAILABLE when the drain stops trainings as it begins; CANCELLED when the grace period ends them.
+    assert outcome and outcome[0].code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+    assert "stopped training model runaway" in log
+    assert ModelRegistry(tmp_path / "models").list_models() == []
+    assert _spool_files(tmp_path) == []
+
+
+def test_the_spool_file_a_sigkill_leaves_is_gone_after_the_next_start(tmp_path):
+    rng = np.random.default_rng(41)
+    X, y = rng.normal(size=(1000, 4)), rng.normal(size=1000)
+    release = threading.Event()
+
+    def chunks():
+        yield X, y
+        release.wait(30)  # holds the stream, and the spool file, open
+
+    with _serving(tmp_path) as (server, target), RegressionClient(target, timeout=60) as client:
+
+        def train() -> None:
+            with contextlib.suppress(RegserveError):
+                client.train("killed", chunks=chunks())
+
+        caller = threading.Thread(target=train)
+        caller.start()
+        try:
+            assert _wait_for(lambda: bool(_spool_files(tmp_path)))
+            left = _spool_files(tmp_path)
+            server.send_signal(signal.SIGKILL)
+            server.wait(10)
+        finally:
+            release.set()
+            caller.join(10)
+    assert [path.exists() for path in left] == [True]
+    assert left[0].stat().st_size == 1000 * 6 * 8  # [x, y, group] per row
+    with _serving(tmp_path) as (server, _):
+        assert not left[0].exists() and not left[0].parent.exists()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(GRACE + 10) == 0
