@@ -8,7 +8,7 @@ import os
 
 from regserve.server.cli import commands
 from regserve.server.cli.server_commands import cmd_gateway, cmd_serve
-from regserve.server.config import add_arguments
+from regserve.server.config import Settings, add_arguments
 from regserve.v1 import types_pb2
 
 # The model kinds the contract names, as the client library spells them: MODEL_KIND_RIDGE is "ridge".
@@ -50,8 +50,23 @@ def _add_server_commands(subcommands) -> None:
     gateway.add_argument(
         "--channels", type=int, default=1, help="connections to the upstream, used in turn (for --workers servers)"
     )
+    _add_gateway_limits(gateway)
     gateway.add_argument("--log-level", default="INFO")
     gateway.set_defaults(func=cmd_gateway)
+
+
+def _add_gateway_limits(gateway: argparse.ArgumentParser) -> None:
+    """The flags of ``regserve gateway`` that bound what clients send; defaults are those of ``regserve serve``."""
+    limits = (
+        ("--max-message-mb", Settings.max_message_mb, "largest request body, NDJSON line or upstream message, in MiB"),
+        ("--header-timeout", Settings.gateway_header_timeout, "seconds a client has to send a request's headers"),
+        ("--body-timeout", Settings.gateway_body_timeout, "seconds a body may stall while the gateway waits for it"),
+        ("--idle-timeout", Settings.gateway_idle_timeout, "seconds an idle keep-alive connection stays open"),
+        ("--max-connections", Settings.gateway_max_connections, "connections held at once; more get 503"),
+        ("--max-uploads", Settings.gateway_max_uploads, "NDJSON Train and BatchPredict uploads at once; more get 429"),
+    )
+    for flag, default, help_text in limits:
+        gateway.add_argument(flag, type=type(default), default=default, help=f"{help_text} (default: %(default)s)")
 
 
 def _add_client_command(subcommands, name: str, help_text: str, model: bool = True) -> argparse.ArgumentParser:

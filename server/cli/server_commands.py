@@ -47,10 +47,19 @@ def cmd_serve(args) -> int:
 @_reporting_domain_errors
 def cmd_gateway(args) -> int:
     from regserve.client import tls_credentials
-    from regserve.server.gateway.app import run_gateway
+    from regserve.server.config import MIB
+    from regserve.server.gateway.app import GatewayLimits, run_gateway
 
     _configure_logging(args.log_level)
     credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca or args.tls_cert else None
+    limits = GatewayLimits(  # ValueError for a bound that is not positive, reported by ``main``
+        max_body_bytes=args.max_message_mb * MIB,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+        max_uploads=args.max_uploads,
+    )
     run_gateway(
         args.host,
         args.port,
@@ -59,5 +68,6 @@ def cmd_gateway(args) -> int:
         log_level=args.log_level,
         grace_period=args.grace_period,
         channels=args.channels,
+        limits=limits,
     )
     return 0

@@ -11,14 +11,19 @@ The modules behind it, each with one job:
 
 - ``rules``: the route table and path templates, from the descriptors;
 - ``codec``: JSON, path variables and query parameters to and from messages;
-- ``proxy``: the generic unary and NDJSON-streaming calls on one ``grpc.aio`` channel;
+- ``proxy``: the generic handler of a route, unary calls on one ``grpc.aio`` channel;
+- ``call_options``: headers to call metadata and deadline;
+- ``streams`` and ``ndjson``: NDJSON bodies streamed to Train and BatchPredict;
 - ``local``: unary calls answered in process, through the edge, by the embedded gateway;
-- ``errors``: gRPC status to HTTP status, error bodies as ``google.rpc.Status`` JSON;
+- ``admission``: the edge's token and rate-limit refusals, before a body is read;
+- ``limits`` and ``connections``: body sizes, uploads, timeouts and connections;
+- ``errors`` and ``answers``: gRPC status to HTTP status, error bodies as ``google.rpc.Status`` JSON;
 - ``openapi``: the OpenAPI 3 document.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import json
@@ -41,13 +46,23 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
+from regserve.server.gateway.connections import protocol_for, quiet_accept_errors
 from regserve.server.gateway.errors import EXCEPTION_HANDLERS
+from regserve.server.gateway.limits import GatewayLimits, UploadSlots
 from regserve.server.gateway.local import LocalDispatch
 from regserve.server.gateway.openapi import load_comments, openapi_document
 from regserve.server.gateway.proxy import Upstream, endpoint_for
 from regserve.server.gateway.rules import HttpRoute, contract_services, http_routes
 
-__all__ = ["EmbeddedGateway", "HttpRoute", "create_gateway_app", "gateway_routes", "run_gateway"]
+__all__ = [
+    "EmbeddedGateway",
+    "GatewayLimits",
+    "HttpRoute",
+    "create_gateway_app",
+    "gateway_routes",
+    "run_gateway",
+    "uvicorn_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +84,16 @@ class _RuleRoute(BaseRoute):
     """A Starlette route for one HTTP binding; a path match with another method is a 405."""
 
     def __init__(
-        self, route: HttpRoute, upstream: Upstream, siblings: list[_RuleRoute], local: LocalDispatch | None
+        self,
+        route: HttpRoute,
+        upstream: Upstream,
+        siblings: list[_RuleRoute],
+        local: LocalDispatch | None,
+        limits: GatewayLimits,
+        uploads: UploadSlots,
     ) -> None:
         self.route = route
-        self.endpoint = endpoint_for(route, upstream, local)
+        self.endpoint = endpoint_for(route, upstream, local, limits=limits, uploads=uploads)
         self.siblings = siblings
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
@@ -143,6 +164,7 @@ def create_gateway_app(
     max_message_bytes: int = 64 * MIB,
     channels: int = 1,
     local: LocalDispatch | None = None,
+    limits: GatewayLimits | None = None,
 ) -> Starlette:
     """The ASGI app serving the REST routes of ``services`` (default: every regserve.v1 service) from ``target``.
 
@@ -150,9 +172,12 @@ def create_gateway_app(
     uses TLS.  The channel opens on the first request and closes at shutdown; with
     ``channels`` above 1, that many connections are opened and used in turn.  With
     ``local``, the gateway runs inside the server and calls unary methods in process.
+    ``limits`` bound bodies and uploads (default: bodies of ``max_message_bytes``).
     """
+    limits = limits or GatewayLimits(max_body_bytes=max_message_bytes)
     routes = gateway_routes(services)
-    upstream = Upstream(target, credentials, max_message_bytes, channels)
+    upstream = Upstream(target, credentials, max_message_bytes, channels, answer_threads=limits.max_uploads)
+    uploads = UploadSlots(limits.max_uploads)
     document = openapi_document(routes, title="regserve", version=_version(), comments=load_comments())
 
     async def openapi(request: Request) -> JSONResponse:
@@ -161,11 +186,12 @@ def create_gateway_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         logger.info("REST gateway to %s: %d routes", target, len(routes))
+        quiet_accept_errors(asyncio.get_running_loop())
         yield
         await upstream.close()
 
     rule_routes: list[_RuleRoute] = []
-    rule_routes.extend(_RuleRoute(route, upstream, rule_routes, local) for route in routes)
+    rule_routes.extend(_RuleRoute(route, upstream, rule_routes, local, limits, uploads) for route in routes)
     app = Starlette(
         routes=[
             Route("/openapi.json", openapi, methods=["GET"]),
@@ -179,7 +205,27 @@ def create_gateway_app(
     app.router.redirect_slashes = False
     app.state.routes = routes
     app.state.upstream = upstream
+    app.state.limits = limits
     return app
+
+
+def uvicorn_config(app: Starlette, **options) -> uvicorn.Config:
+    """uvicorn's settings for serving the gateway ``app``: its connection protocol, idle timeout and event loop.
+
+    ``options`` are more ``uvicorn.Config`` arguments (host, port, log settings).
+    """
+    limits: GatewayLimits = app.state.limits
+    # grpc.aio needs the standard asyncio loop; uvloop is not supported by it.
+    # Each call is logged once, as JSON, by the gRPC server behind the gateway; uvicorn's
+    # own access log would write a second line per request.
+    return uvicorn.Config(
+        app,
+        loop="asyncio",
+        http=protocol_for(limits),
+        timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]  # uvicorn waits with call_later: a float works
+        access_log=False,
+        **options,
+    )
 
 
 def run_gateway(
@@ -191,25 +237,26 @@ def run_gateway(
     log_level: str = "info",
     grace_period: float = 10.0,
     channels: int = 1,
+    limits: GatewayLimits | None = None,
 ) -> None:
     """Serve the gateway on ``host:port`` with uvicorn until interrupted, proxying to ``target``.
 
     On SIGTERM or SIGINT, open HTTP calls get ``grace_period`` seconds to finish.
+    ``limits`` (default: ``GatewayLimits()``) also sets the largest message to and from ``target``.
     """
-    app = create_gateway_app(target, credentials=credentials, channels=channels)
-    # grpc.aio needs the standard asyncio loop; uvloop is not supported by it.
-    # Each call is logged once, as JSON, by the gRPC server behind the gateway; uvicorn's
-    # own access log would write a second line per request.
-    uvicorn.run(
+    limits = limits or GatewayLimits()
+    app = create_gateway_app(
+        target, credentials=credentials, channels=channels, max_message_bytes=limits.max_body_bytes, limits=limits
+    )
+    config = uvicorn_config(
         app,
         host=host,
         port=port,
-        loop="asyncio",
         log_level=log_level.lower(),
-        access_log=False,
         # uvicorn types the grace period as int, but waits with asyncio.timeout, which takes a float.
-        timeout_graceful_shutdown=grace_period,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=grace_period,
     )
+    uvicorn.Server(config).run()
 
 
 class EmbeddedGateway:
@@ -217,6 +264,8 @@ class EmbeddedGateway:
 
     Unary routes call the server's handlers in process (``local``); streaming routes
     call ``target`` over gRPC.  ``stop`` gives open HTTP calls ``grace_period`` seconds.
+    ``limits`` (default: bodies of ``max_message_bytes``, the rest ``GatewayLimits()``)
+    bound bodies, uploads, connections and their timeouts.
     """
 
     def __init__(
@@ -228,19 +277,18 @@ class EmbeddedGateway:
         log_level: str = "info",
         grace_period: float = 10.0,
         max_message_bytes: int = 64 * MIB,
+        limits: GatewayLimits | None = None,
     ) -> None:
-        app = create_gateway_app(target, local=local, max_message_bytes=max_message_bytes)
+        app = create_gateway_app(target, local=local, max_message_bytes=max_message_bytes, limits=limits)
         # log_config=None: uvicorn's own logging set-up (dictConfig) would close every
         # handler of this process, the access log's among them.  proxy_headers=False:
         # X-Forwarded-For from a local client must not choose its rate-limit bucket.
-        config = uvicorn.Config(
+        config = uvicorn_config(
             app,
-            loop="asyncio",
             log_config=None,
             log_level=log_level.lower(),
-            access_log=False,
             proxy_headers=False,
-            timeout_graceful_shutdown=grace_period,  # type: ignore[arg-type]  # a float works (see run_gateway)
+            timeout_graceful_shutdown=grace_period,  # a float works (see run_gateway)
         )
         self._sock = sock
         self._grace_period = grace_period

@@ -32,6 +32,8 @@ def parse_message(data: bytes | str | dict, message: Message, *, field: str = ""
         value = json.loads(data) if isinstance(data, bytes | str) else data
     except (ValueError, UnicodeDecodeError) as exc:
         raise GatewayError(code_pb2.INVALID_ARGUMENT, f"malformed JSON: {exc}", "MALFORMED_JSON") from exc
+    except RecursionError:
+        raise GatewayError(code_pb2.INVALID_ARGUMENT, "malformed JSON: nested too deeply", "MALFORMED_JSON") from None
     if field:
         # types-protobuf types ``Message.DESCRIPTOR`` as either backend's class; both are a ``Descriptor``.
         value = {resolve_field_path(cast(Descriptor, message.DESCRIPTOR), field)[-1].json_name: value}
@@ -43,7 +45,7 @@ def parse_message(data: bytes | str | dict, message: Message, *, field: str = ""
         )
     try:
         json_format.ParseDict(value, message)
-    except json_format.ParseError as exc:
+    except (json_format.ParseError, RecursionError) as exc:
         raise GatewayError(
             code_pb2.INVALID_ARGUMENT,
             f"JSON does not match {message.DESCRIPTOR.full_name}: {exc}",

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import cast
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from regserve.server.rpc.status import DOMAIN, rich_status
@@ -27,6 +29,7 @@ __all__ = [
     "DOMAIN",
     "GatewayError",
     "http_status_for",
+    "retry_delay",
     "status_from_rpc_error",
     "status_json",
     "status_response",
@@ -63,6 +66,9 @@ _OWN_ERRORS = {
     415: (code_pb2.INVALID_ARGUMENT, "UNSUPPORTED_MEDIA_TYPE"),
 }
 
+# Statuses whose answer tells the client when to retry (Retry-After), from the status's RetryInfo.
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+
 # The descriptors of the rich error details must be in the default pool for their Any to print as JSON.
 _DETAIL_TYPES = (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, error_details_pb2.RetryInfo)
 
@@ -84,11 +90,19 @@ class GatewayError(Exception):
         http_status: int | None = None,
         violations: tuple[tuple[str, str], ...] = (),
         headers: dict[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = rich_status(code, message, reason, violations=violations)
+        self.status = rich_status(code, message, reason, violations=violations, retry_after=retry_after)
         self.http_status = http_status or http_status_for(code)
         self.headers = headers or {}
+
+    @classmethod
+    def reporting(cls, status: status_pb2.Status, headers: dict[str, str] | None = None) -> GatewayError:
+        """The error that answers ``status`` as it is: a refusal made by the server's own status mapping."""
+        error = cls(status.code, status.message, "", headers=headers)
+        error.status = status
+        return error
 
 
 def status_from_rpc_error(error: grpc.RpcError) -> status_pb2.Status:
@@ -112,14 +126,26 @@ def status_json(status: status_pb2.Status) -> dict:
         return json_format.MessageToDict(status_pb2.Status(code=status.code, message=status.message))
 
 
+def retry_delay(status: status_pb2.Status) -> float | None:
+    """The seconds of the ``RetryInfo`` detail of ``status``; None when it has none."""
+    for detail in status.details:
+        if detail.Is(cast(Descriptor, error_details_pb2.RetryInfo.DESCRIPTOR)):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info.retry_delay.ToNanoseconds() / 1e9
+    return None
+
+
 def status_response(
     status: status_pb2.Status, *, http_status: int | None = None, headers: dict[str, str] | None = None
 ) -> Response:
-    """An HTTP response whose body is ``status`` as JSON."""
+    """An HTTP response whose body is ``status`` as JSON; a 429 or 503 with a RetryInfo also has Retry-After."""
     body = json.dumps(status_json(status), separators=(",", ":"), ensure_ascii=False)
-    return Response(
-        body, status_code=http_status or http_status_for(status.code), media_type="application/json", headers=headers
-    )
+    http_status = http_status or http_status_for(status.code)
+    if http_status in _RETRY_AFTER_STATUSES and (delay := retry_delay(status)) is not None:
+        # Retry-After takes whole seconds; rounding up never invites a retry that would be refused.
+        headers = {**(headers or {}), "Retry-After": str(max(0, math.ceil(delay)))}
+    return Response(body, status_code=http_status, media_type="application/json", headers=headers)
 
 
 async def gateway_error_handler(request: Request, exc: GatewayError) -> Response:
@@ -140,6 +166,12 @@ async def http_exception_handler(request: Request, exc: HTTPException) -> Respon
     return await gateway_error_handler(request, error)
 
 
+async def client_disconnect_handler(request: Request, exc: ClientDisconnect) -> Response:
+    """The client left (or its connection was closed on a timeout) before its body was read: nothing to answer."""
+    logger.debug("client left before its request to %s was read", request.url.path)
+    return Response(status_code=499)
+
+
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
     """An unexpected failure: logged with its traceback, answered as INTERNAL with a generic message."""
     logger.exception("gateway failure on %s %s", request.method, request.url.path)
@@ -150,5 +182,6 @@ async def internal_error_handler(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Awaitable[Response]]] = {
     GatewayError: gateway_error_handler,
     HTTPException: http_exception_handler,
+    ClientDisconnect: client_disconnect_handler,
     Exception: internal_error_handler,
 }

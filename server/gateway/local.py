@@ -22,6 +22,7 @@ import grpc
 from google.rpc import code_pb2
 
 from regserve.server.errors import ResourceExhausted
+from regserve.server.gateway.admission import Admission
 from regserve.server.gateway.errors import GatewayError
 from regserve.server.rpc.methods import METHODS
 from regserve.server.rpc.status import CallStatus, status_for
@@ -109,6 +110,8 @@ class LocalDispatch:
     The server's message size limit applies to requests and answers, its ``max_concurrent_rpcs``
     (0: none) to the in-process calls running at once, and the caller's deadline to
     the answer: a call that ends after it gets DEADLINE_EXCEEDED, as over gRPC.
+    ``admission`` makes the edge's token and rate-limit refusals before a request
+    body is read (see ``regserve.server.gateway.admission``); None: the edge alone checks.
     """
 
     def __init__(
@@ -118,12 +121,14 @@ class LocalDispatch:
         max_concurrent_rpcs: int = 0,
         *,
         forwarding_key: str = "",
+        admission: Admission | None = None,
     ) -> None:
         self._unary: dict[str, Callable] = {
             method: handler.unary_unary for method, handler in handlers.items() if handler.unary_unary is not None
         }
         self.forwarding_key = forwarding_key
         """The edge's ``forwarding_key``: sent with the calls the gateway makes over gRPC, to name their HTTP client."""
+        self.admission = admission
         self._max_message_bytes = max_message_bytes
         self._max_concurrent = max_concurrent_rpcs
         self._running = 0  # changed on the event loop only

@@ -1,45 +1,44 @@
 """Calls from HTTP to the upstream gRPC server, one generic handler per call shape.
 
-Each route's RPC is called through a generic multi-callable on one ``grpc.aio``
-channel, with serializers taken from the method's message classes: unary calls
-answer JSON; client-streaming calls read an NDJSON body (one request message per
-line); server-streaming calls answer NDJSON, one ``{"result": ...}`` per response
-message, and, if the stream fails after it started, a last ``{"error": <Status>}``
-line (grpc-gateway's stream format).  A stream that fails before its first message
-gets the same status code and body as a failed unary call.
+Each route's RPC is called through a generic multi-callable, with serializers taken
+from the method's message classes: unary calls answer JSON; client-streaming calls
+read an NDJSON body (one request message per line, see ``streams``); calls that
+stream answers reply NDJSON, one ``{"result": ...}`` per response message, and, if the
+stream fails after it started, a last ``{"error": <Status>}`` line (grpc-gateway's
+stream format).  A stream that fails before its first message gets the same status
+code and body as a failed unary call.
 
-The ``authorization`` and ``x-request-id`` headers, and every ``Grpc-Metadata-<key>``
-header as ``<key>``, travel as call metadata; ``X-Timeout-Seconds`` sets the deadline;
-the server's ``x-request-id`` comes back as a response header.
+Headers become the call's metadata and deadline (``call_options``); the server's
+``x-request-id`` comes back as a response header.  Before a body is read, its size
+is checked (``limits``) and, inside the server, the caller's token (``admission``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import json
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from concurrent import futures
 
 import grpc
 from google.protobuf import message_factory
 from google.rpc import code_pb2
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from regserve.server.edge.request_ids import FORWARDED_PEER
-from regserve.server.gateway.codec import build_request, response_json
-from regserve.server.gateway.errors import GatewayError, status_from_rpc_error, status_json, status_response
+from regserve.server.gateway.answers import echoed_headers, failed_call_answer, json_answer
+from regserve.server.gateway.call_options import call_options
+from regserve.server.gateway.codec import build_request
+from regserve.server.gateway.errors import GatewayError
+from regserve.server.gateway.limits import GatewayLimits, UploadSlots, read_body
 from regserve.server.gateway.local import LocalCallError, LocalDispatch, peer_of
+from regserve.server.gateway.ndjson import NdjsonRequests
 from regserve.server.gateway.rules import HttpRoute
+from regserve.server.gateway.streams import NDJSON, bidi_stream_answer, client_stream_answer, server_stream_answer
 
 __all__ = ["Upstream", "endpoint_for"]
 
-NDJSON = "application/x-ndjson"
 _JSON_TYPES = ("application/json",)
 _STREAM_TYPES = (NDJSON, "application/jsonl", "application/json-seq", "application/json")
-_FORWARDED = ("authorization", "x-request-id")
-_METADATA_PREFIX = "grpc-metadata-"
-_ECHOED = ("x-request-id",)
 
 
 class Upstream:
@@ -48,10 +47,18 @@ class Upstream:
     With ``channels`` above 1, each channel has its own connection (a local subchannel
     pool) and calls take them in turn: a server of several processes sharing one port
     (``regserve serve --workers N``) spreads connections, not calls, over its workers.
+    Streaming calls take grpcio's sync API (see ``streams``), whose answers
+    ``answer_threads`` threads wait for.
     """
 
     def __init__(
-        self, target: str, credentials: grpc.ChannelCredentials | None, max_message_bytes: int, channels: int = 1
+        self,
+        target: str,
+        credentials: grpc.ChannelCredentials | None,
+        max_message_bytes: int,
+        channels: int = 1,
+        *,
+        answer_threads: int = 1,
     ) -> None:
         self.target = target
         self.credentials = credentials
@@ -66,6 +73,8 @@ class Upstream:
         self._turn = itertools.count()
         self._sync: grpc.Channel | None = None
         self._sync_callables: dict[str, object] = {}
+        self._answer_threads = answer_threads
+        self._answer_pool: futures.ThreadPoolExecutor | None = None
 
     def _new_channel(self, api):
         """A channel of ``api`` (``grpc`` or ``grpc.aio``) to the target, with TLS when there are credentials."""
@@ -99,24 +108,26 @@ class Upstream:
         return found
 
     def client_stream_callable_for(self, route: HttpRoute, request_class, response_class):
-        """The blocking stream-unary multi-callable of ``route``'s method, on a channel of grpcio's sync API.
-
-        Client-streaming calls take the sync API: its asyncio client turns a write made
-        as the server ends the call (a refusal before the stream is read, an invalid
-        spec) into INTERNAL "Internal error from Core", hiding the server's status
-        (grpc/grpc#36066), while the sync client reports that status.
-        """
+        """The stream-unary or stream-stream multi-callable of ``route``'s method, on a channel of grpcio's sync API."""
         if self._sync is None:
             self._sync = self._new_channel(grpc)
         found = self._sync_callables.get(route.grpc_path)
         if found is None:
-            found = self._sync.stream_unary(
+            kind = self._sync.stream_stream if route.server_streaming else self._sync.stream_unary
+            found = kind(
                 route.grpc_path,
                 request_serializer=request_class.SerializeToString,
                 response_deserializer=response_class.FromString,
             )
             self._sync_callables[route.grpc_path] = found
         return found
+
+    @property
+    def answer_pool(self) -> futures.ThreadPoolExecutor:
+        """The threads that wait for the answers of streaming calls, one per upload at most."""
+        if self._answer_pool is None:
+            self._answer_pool = futures.ThreadPoolExecutor(self._answer_threads, "regserve-gateway-stream")
+        return self._answer_pool
 
     async def close(self) -> None:
         opened, self._open = self._open, []
@@ -125,6 +136,9 @@ class Upstream:
         if self._sync is not None:
             self._sync.close()
             self._sync = None
+        if self._answer_pool is not None:
+            self._answer_pool.shutdown(wait=False)
+            self._answer_pool = None
 
 
 def _check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
@@ -141,160 +155,62 @@ def _check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
         )
 
 
-def _call_options(request: Request, forwarding_key: str = "") -> dict:
-    """The metadata and deadline of the upstream call, from the HTTP request headers.
-
-    With ``forwarding_key`` (the gateway runs inside the server), the call also names
-    the HTTP client, for the server's per-address rate limits and access log; a
-    client's own ``Grpc-Metadata-X-Regserve-Forwarded-Peer`` is dropped either way.
-    """
-    metadata = []
-    for name, value in request.headers.items():
-        if name in _FORWARDED:
-            metadata.append((name, value))
-        elif name.startswith(_METADATA_PREFIX) and len(name) > len(_METADATA_PREFIX):
-            key = name[len(_METADATA_PREFIX) :]
-            if key != FORWARDED_PEER:
-                metadata.append((key, value))
-    if forwarding_key:
-        metadata.append((FORWARDED_PEER, f"{forwarding_key} {peer_of(request.client)}"))
-    timeout = None
-    raw = request.headers.get("x-timeout-seconds")
-    if raw is not None:
-        try:
-            timeout = float(raw)
-            if not timeout > 0:
-                raise ValueError
-        except ValueError:
-            raise GatewayError(
-                code_pb2.INVALID_ARGUMENT,
-                f"X-Timeout-Seconds must be a positive number of seconds, got {raw!r}",
-                "INVALID_TIMEOUT",
-            ) from None
-    return {"metadata": tuple(metadata), "timeout": timeout}
-
-
-def _echoed_headers(metadata) -> dict[str, str]:
-    if not metadata:
-        return {}
-    return {key: value for key, value in metadata if key in _ECHOED and isinstance(value, str)}
-
-
-async def _upstream_error(call_or_error) -> Response:
-    """The HTTP answer to a failed call (an ``AioRpcError``)."""
-    headers = _echoed_headers((*(call_or_error.initial_metadata() or ()), *(call_or_error.trailing_metadata() or ())))
-    return status_response(status_from_rpc_error(call_or_error), headers=headers)
-
-
-def _line(value: dict) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-
-
-class _StreamingAnswer(StreamingResponse):
-    """A streamed answer that leaves the request body to the client stream until it is read.
-
-    Starlette's StreamingResponse listens for a disconnect by reading the request's
-    ASGI messages while it streams, which would swallow the body chunks a client
-    stream has not read yet; this one starts listening only once the body is read.
-    """
-
-    def __init__(self, content, *, body_read: asyncio.Event | None, headers: dict[str, str]) -> None:
-        super().__init__(content, media_type=NDJSON, headers=headers)
-        self.body_read = body_read
-
-    async def listen_for_disconnect(self, receive) -> None:
-        if self.body_read is not None:
-            await self.body_read.wait()
-        await super().listen_for_disconnect(receive)
-
-
-class _NdjsonRequests:
-    """The request messages of a client stream, parsed from the body line by line as it arrives.
-
-    A line that is not a request message cancels the call and is kept in ``error``,
-    so the answer reports it rather than the cancellation.
-    """
-
-    def __init__(self, request: Request, route: HttpRoute, request_class, path_values: dict[str, str]) -> None:
-        self.request, self.route, self.request_class, self.path_values = request, route, request_class, path_values
-        self.error: GatewayError | None = None
-        self.call = None
-        self.body_read = asyncio.Event()
-
-    async def __aiter__(self) -> AsyncGenerator:
-        try:
-            buffer = b""
-            line_number = 0
-            async for chunk in self.request.stream():
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    line_number += 1
-                    message = self._parse(line, line_number)
-                    if message is not None:
-                        yield message
-                    elif self.error is not None:
-                        return
-            message = self._parse(buffer, line_number + 1)
-            if message is not None:
-                yield message
-        finally:
-            self.body_read.set()
-
-    def _parse(self, line: bytes, line_number: int):
-        if not line.strip():
-            return None
-        try:
-            return build_request(self.route, self.request_class, self.path_values, [], line)
-        except GatewayError as exc:
-            exc.status.message = f"line {line_number}: {exc.status.message}"
-            self.error = exc
-            if self.call is not None:
-                self.call.cancel()
-            return None
-
-
 def endpoint_for(
-    route: HttpRoute, upstream: Upstream, local: LocalDispatch | None = None
+    route: HttpRoute,
+    upstream: Upstream,
+    local: LocalDispatch | None = None,
+    *,
+    limits: GatewayLimits | None = None,
+    uploads: UploadSlots | None = None,
 ) -> Callable[[Request, dict[str, str]], Awaitable[Response]]:
-    """The handler of ``route``: build the request, call the method, render the answer.
+    """The handler of ``route``: check the caller and the body's size, build the request, call, answer.
 
     With ``local`` (the gateway runs inside the server), unary methods are called in
-    process; everything else goes to ``upstream`` over gRPC.
+    process and its admission refuses callers before their body is read; everything
+    else goes to ``upstream`` over gRPC.  ``uploads`` bounds the client streams in progress.
     """
+    limits = limits or GatewayLimits()
+    uploads = uploads or UploadSlots(limits.max_uploads)
     request_class = message_factory.GetMessageClass(route.method.input_type)
     response_class = message_factory.GetMessageClass(route.method.output_type)
     # The dispatch that answers this route in process; None: the route goes over gRPC.
     in_process = local if local is not None and not route.server_streaming and local.serves(route.grpc_path) else None
     forwarding_key = local.forwarding_key if local is not None and in_process is None else ""
+    admission = local.admission if local is not None and (route.body or route.client_streaming) else None
 
     async def handle(request: Request, path_values: dict[str, str]) -> Response:
-        options = _call_options(request, forwarding_key)
+        options = call_options(request, forwarding_key)
+        if admission is not None:
+            admission.check(route.grpc_path, request.headers.get("authorization"), peer_of(request.client))
         if route.client_streaming:
             _check_content_type(request, _STREAM_TYPES)
             if request.query_params:
                 raise GatewayError(
                     code_pb2.INVALID_ARGUMENT, "streaming routes take no query parameters", "UNEXPECTED_QUERY_PARAMETER"
                 )
-            requests = _NdjsonRequests(request, route, request_class, path_values)
-            if not route.server_streaming:
-                callable_ = upstream.client_stream_callable_for(route, request_class, response_class)
-                return await _client_stream_answer(route, callable_, requests, options)
-            call = upstream.callable_for(route, request_class, response_class)(requests.__aiter__(), **options)
-            requests.call = call
-        else:
-            body = None
-            if route.body:
-                _check_content_type(request, _JSON_TYPES)
-                body = await request.body()
-            message = build_request(route, request_class, path_values, request.query_params.multi_items(), body)
-            if in_process is not None:
-                return await _local_answer(route, in_process, message, options, peer_of(request.client))
-            requests = None
-            call = upstream.callable_for(route, request_class, response_class)(message, **options)
+            return await _upload_answer(request, path_values, options)
+        body = None
+        if route.body:
+            _check_content_type(request, _JSON_TYPES)
+            body = await read_body(request, limits.max_body_bytes)
+        message = build_request(route, request_class, path_values, request.query_params.multi_items(), body)
+        if in_process is not None:
+            return await _local_answer(route, in_process, message, options, peer_of(request.client))
+        call = upstream.callable_for(route, request_class, response_class)(message, **options)
         if route.server_streaming:
-            return await _stream_answer(route, call, requests)
+            return await server_stream_answer(route, call)
         return await _unary_answer(route, call)
+
+    async def _upload_answer(request: Request, path_values: dict[str, str], options: dict) -> Response:
+        requests = NdjsonRequests(request, route, request_class, path_values, limits.max_body_bytes)
+        callable_ = upstream.client_stream_callable_for(route, request_class, response_class)
+        give_back = uploads.take()
+        if route.server_streaming:  # the slot is given back when the streamed answer ends
+            return await bidi_stream_answer(route, callable_, requests, options, upstream.answer_pool, give_back)
+        try:
+            return await client_stream_answer(route, callable_, requests, options)
+        finally:
+            give_back()
 
     return handle
 
@@ -303,96 +219,15 @@ async def _local_answer(route: HttpRoute, local: LocalDispatch, message, options
     try:
         response, sent = await local.call(route.grpc_path, message, peer=peer, **options)
     except LocalCallError as exc:
-        return await _upstream_error(exc)
-    return _json_answer(route, response, _echoed_headers(sent))
-
-
-def _json_answer(route: HttpRoute, response, headers: dict[str, str]) -> Response:
-    body = json.dumps(response_json(route, response), separators=(",", ":"), ensure_ascii=False)
-    return Response(body, media_type="application/json", headers=headers)
-
-
-def _bad_line(requests: _NdjsonRequests | None) -> GatewayError | None:
-    """The parse error that made the gateway cancel a client stream, if that is why it ended."""
-    return requests.error if requests is not None else None
-
-
-async def _call_failed(exc: BaseException, requests: _NdjsonRequests | None) -> Response:
-    """The answer when the upstream call failed: a bad NDJSON line is the caller's fault first."""
-    bad_line = _bad_line(requests)
-    if bad_line is not None:
-        raise bad_line from None
-    if isinstance(exc, asyncio.CancelledError):
-        raise exc
-    return await _upstream_error(exc)
+        return failed_call_answer(exc)
+    return json_answer(route, response, echoed_headers(sent))
 
 
 async def _unary_answer(route: HttpRoute, call) -> Response:
     try:
         response = await call
     except grpc.aio.AioRpcError as exc:
-        return await _upstream_error(exc)
+        return failed_call_answer(exc)
     # regserve echoes the request id of a unary call in its trailing metadata.
-    headers = _echoed_headers((*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ())))
-    return _json_answer(route, response, headers)
-
-
-async def _client_stream_answer(route: HttpRoute, callable_, requests: _NdjsonRequests, options: dict) -> Response:
-    """A client-streaming call made with grpcio's sync client in its own thread, fed from the body as it arrives.
-
-    The client's thread pulls each request message from the event loop, so the body
-    is read no faster than the server takes it.
-    """
-    loop = asyncio.get_running_loop()
-    messages = requests.__aiter__()
-
-    def pull():
-        while True:
-            try:
-                yield asyncio.run_coroutine_threadsafe(anext(messages), loop).result()
-            except StopAsyncIteration:
-                return
-
-    future = callable_.future(pull(), **options)
-    requests.call = future  # a line that is not a request message cancels the call
-    try:
-        response = await asyncio.to_thread(future.result)
-    except asyncio.CancelledError:
-        future.cancel()
-        raise
-    except grpc.FutureCancelledError:
-        if requests.error is not None:  # the gateway cancelled the call over a bad line
-            raise requests.error from None
-        raise GatewayError(code_pb2.CANCELLED, "the call was cancelled", "CANCELLED") from None
-    except grpc.RpcError as exc:
-        return await _call_failed(exc, requests)
-    headers = _echoed_headers((*(future.initial_metadata() or ()), *(future.trailing_metadata() or ())))
-    return _json_answer(route, response, headers)
-
-
-async def _stream_answer(route: HttpRoute, call, requests: _NdjsonRequests | None) -> Response:
-    responses = call.__aiter__()
-    try:
-        first = await anext(responses, None)
-    except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
-        return await _call_failed(exc, requests)
-    headers = _echoed_headers(await call.initial_metadata())
-
-    async def lines() -> AsyncIterator[bytes]:
-        try:
-            if first is None:
-                return
-            yield _line({"result": response_json(route, first)})
-            async for message in responses:
-                yield _line({"result": response_json(route, message)})
-        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
-            if (bad_line := _bad_line(requests)) is not None:
-                yield _line({"error": status_json(bad_line.status)})
-            elif isinstance(exc, asyncio.CancelledError):
-                raise
-            else:
-                yield _line({"error": status_json(status_from_rpc_error(exc))})
-        finally:
-            call.cancel()
-
-    return _StreamingAnswer(lines(), body_read=requests.body_read if requests else None, headers=headers)
+    headers = echoed_headers((*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ())))
+    return json_answer(route, response, headers)

@@ -1,0 +1,35 @@
+"""The HTTP answers of finished calls: a response message as JSON, a failed call as its status."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.responses import Response
+
+from regserve.server.gateway.codec import response_json
+from regserve.server.gateway.errors import status_from_rpc_error, status_response
+from regserve.server.gateway.rules import HttpRoute
+
+__all__ = ["ECHOED", "echoed_headers", "failed_call_answer", "json_answer"]
+
+ECHOED = ("x-request-id",)
+"""Response metadata sent back as HTTP headers."""
+
+
+def echoed_headers(metadata) -> dict[str, str]:
+    """The HTTP headers echoing ``metadata`` of the call (its request id)."""
+    if not metadata:
+        return {}
+    return {key: value for key, value in metadata if key in ECHOED and isinstance(value, str)}
+
+
+def failed_call_answer(error) -> Response:
+    """The HTTP answer to a failed call (a grpcio ``RpcError`` that is also a ``Call``, or a ``LocalCallError``)."""
+    headers = echoed_headers((*(error.initial_metadata() or ()), *(error.trailing_metadata() or ())))
+    return status_response(status_from_rpc_error(error), headers=headers)
+
+
+def json_answer(route: HttpRoute, response, headers: dict[str, str]) -> Response:
+    """The 200 answer of ``route`` carrying ``response``."""
+    body = json.dumps(response_json(route, response), separators=(",", ":"), ensure_ascii=False)
+    return Response(body, media_type="application/json", headers=headers)

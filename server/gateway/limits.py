@@ -1,0 +1,121 @@
+"""What one gateway takes from its clients: body sizes, time to send them, connections and uploads.
+
+``GatewayLimits`` gathers the settings; ``read_body`` reads a unary route's body and
+refuses it (413) as soon as its declared or counted size passes the limit, before it
+is buffered or parsed; ``UploadSlots`` bounds the streaming uploads (NDJSON Train and
+BatchPredict bodies) in progress, so slow uploads cannot hold every upstream stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.rpc import code_pb2
+from starlette.requests import Request
+
+from regserve.server.config import MIB, Settings
+from regserve.server.gateway.errors import GatewayError
+
+__all__ = ["GatewayLimits", "UploadSlots", "body_too_large", "read_body"]
+
+CLOSE = {"Connection": "close"}
+"""Headers of an answer given before the request body was read: the rest of the body is discarded."""
+
+
+@dataclass(frozen=True)
+class GatewayLimits:
+    """The limits of one gateway; the defaults are those of ``Settings``.
+
+    Times are in seconds.  ``max_body_bytes`` bounds a unary route's body and each
+    line of an NDJSON body.
+    """
+
+    max_body_bytes: int = Settings.max_message_mb * MIB
+    header_timeout: float = Settings.gateway_header_timeout
+    body_timeout: float = Settings.gateway_body_timeout
+    idle_timeout: float = Settings.gateway_idle_timeout
+    max_connections: int = Settings.gateway_max_connections
+    max_uploads: int = Settings.gateway_max_uploads
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout", "body_timeout", "idle_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"the gateway's {name.replace('_', ' ')} must be above 0 seconds")
+        for name in ("max_body_bytes", "max_connections", "max_uploads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"the gateway's {name.replace('_', ' ')} must be at least 1")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GatewayLimits:
+        """The limits of the gateway that ``regserve serve --gateway-port`` runs inside the server."""
+        return cls(
+            max_body_bytes=settings.max_message_bytes,
+            header_timeout=settings.gateway_header_timeout,
+            body_timeout=settings.gateway_body_timeout,
+            idle_timeout=settings.gateway_idle_timeout,
+            max_connections=settings.gateway_max_connections,
+            max_uploads=settings.gateway_max_uploads,
+        )
+
+
+def body_too_large(what: str, size: int, limit: int) -> GatewayError:
+    """The 413 that refuses ``what`` (a body, an NDJSON line) of at least ``size`` bytes."""
+    return GatewayError(
+        code_pb2.RESOURCE_EXHAUSTED,
+        f"{what} is larger than the limit of {limit} bytes (at least {size} bytes)",
+        "BODY_TOO_LARGE",
+        http_status=413,
+        headers=CLOSE,
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body of ``request``, refused with 413 once its declared length or the bytes received pass ``limit``.
+
+    A declared Content-Length over the limit is refused before a byte of the body
+    is read; a chunked body is counted as it arrives.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise body_too_large("the request body", int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large("the request body", size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class UploadSlots:
+    """At most ``size`` streaming uploads at once; taken and given back on the event loop only."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.taken = 0
+
+    def take(self) -> Callable[[], None]:
+        """Take a slot and return the function that gives it back (once, however often it is called).
+
+        GatewayError 429 (with Retry-After) when every slot is taken.
+        """
+        if self.taken >= self.size:
+            raise GatewayError(
+                code_pb2.RESOURCE_EXHAUSTED,
+                f"{self.taken} streaming uploads are in progress, the most this gateway takes at once; retry later",
+                "TOO_MANY_UPLOADS",
+                retry_after=1.0,
+                headers=CLOSE,
+            )
+        self.taken += 1
+        given_back = False
+
+        def give_back() -> None:
+            nonlocal given_back
+            if not given_back:
+                given_back = True
+                self.taken -= 1
+
+        return give_back
