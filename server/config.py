@@ -28,6 +28,10 @@ class Settings:
     model_dir: Path = Path("var/models")
     max_workers: int = 16
     predict_threads: int = 2
+    health_threads: int = 2
+    admin_threads: int = 4
+    train_threads: int = 2
+    reflection_threads: int = 2
     workers: int = 1
     reuse_port: bool = False
     max_message_mb: int = 64
@@ -40,6 +44,11 @@ class Settings:
     echo_request_id: bool = True
     metrics_port: int = -1
     gateway_port: int = -1
+    gateway_header_timeout: float = 10.0
+    gateway_body_timeout: float = 30.0
+    gateway_idle_timeout: float = 5.0
+    gateway_max_connections: int = 1024
+    gateway_max_uploads: int = 8
     blas_threads: int = 1
     pin_cpus: str = ""
     tls_cert: str = ""
@@ -51,7 +60,12 @@ class Settings:
     rate_limit: float = 0.0
     rate_burst: int = 20
     max_predict_rows: int = 1_000_000
-    max_concurrent_streams: int = 0
+    max_train_memory_mb: int = 2048
+    max_train_gflop: int = 200
+    spool_dir: str = ""
+    max_concurrent_streams: int = 100
+    max_streams_per_peer: int = 8
+    stream_idle_timeout: float = 60.0
     max_concurrent_rpcs: int = 0
     parent_pid: int = 0
 
@@ -81,6 +95,20 @@ class Settings:
             raise ValueError("--workers must be at least 1")
         if self.predict_threads < 0:
             raise ValueError("--predict-threads must be 0 (Predict on the --max-workers threads) or more")
+        for name in ("health_threads", "admin_threads", "train_threads", "reflection_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0 (on the --max-workers threads) or more")
+        for name in ("max_concurrent_streams", "max_streams_per_peer", "stream_idle_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0 (no limit) or more")
+        for name in ("gateway_header_timeout", "gateway_body_timeout", "gateway_idle_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be above 0 seconds")
+        for name in ("gateway_max_connections", "gateway_max_uploads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_train_memory_mb < 1 or self.max_train_gflop < 1:
+            raise ValueError("--max-train-memory-mb and --max-train-gflop must be at least 1")
         if self.tls_client_ca and not self.tls:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
         if self.gateway_port >= 0 and self.tls:
@@ -102,9 +130,17 @@ _HELP = {
     "host": "address to bind (use 0.0.0.0 or :: to listen beyond loopback)",
     "port": "gRPC port; 0 picks a free one",
     "model_dir": "registry directory holding the model versions",
-    "max_workers": "threads answering RPCs (all but Predict and ModelInfo when --predict-threads is above 0)",
+    "max_workers": "threads answering BatchPredict streams, and the methods of every pool below set to 0",
     "predict_threads": "threads of their own for Predict and ModelInfo; a process's threads share one interpreter "
     "lock, so 2 is usually enough (more cores want more --workers); 0: they share the --max-workers threads",
+    "health_threads": "threads of their own for grpc.health.v1 Check and Watch, so probes answer under any load; "
+    "0: on the --max-workers threads",
+    "admin_threads": "threads of their own for the ModelService methods (registry reads and changes); "
+    "0: on the --max-workers threads",
+    "train_threads": "threads of their own for Train, so slow uploads hold up only other Trains; "
+    "0: on the --max-workers threads",
+    "reflection_threads": "threads of their own for server reflection (grpcurl), open to callers without a token; "
+    "0: on the --max-workers threads",
     "workers": "server processes sharing the ports (SO_REUSEPORT); each holds the models, follows the registry "
     "and has its own rate limits",
     "reuse_port": "let other processes bind the same port (SO_REUSEPORT); --workers sets it for its workers",
@@ -118,6 +154,13 @@ _HELP = {
     "echo_request_id": "return x-request-id in the response metadata (trailing for unary calls, initial for streams)",
     "metrics_port": "HTTP port of the Prometheus /metrics endpoint; 0 picks a free one, -1 turns it off",
     "gateway_port": "HTTP port of the REST/JSON gateway served inside the server; 0 picks a free one, -1: off",
+    "gateway_header_timeout": "seconds an HTTP client of the gateway has to send a request's headers",
+    "gateway_body_timeout": "seconds a request body may stall while the gateway waits for it",
+    "gateway_idle_timeout": "seconds the gateway keeps an idle keep-alive connection open between requests",
+    "gateway_max_connections": "HTTP connections the gateway holds open at once (at most half the open-file "
+    "limit); more are answered 503 and closed",
+    "gateway_max_uploads": "streaming uploads (NDJSON Train and BatchPredict bodies) the gateway takes at once; "
+    "more are refused 429",
     "pin_cpus": (
         "run each server process on one CPU: 'auto' (the CPUs this process may use) or a list such as 0,2; "
         "worker i takes the (i mod n)-th; empty: the OS places the threads"
@@ -132,7 +175,20 @@ _HELP = {
     "rate_limit": "calls per second allowed to each client (token, else peer address); 0 turns limits off",
     "rate_burst": "calls a client may make at once before the rate limit applies",
     "max_predict_rows": "most rows in one Predict request or BatchPredict message",
+    "max_train_memory_mb": "most memory one Train may need at its peak, in MiB, estimated from the spec, the "
+    "features, the classes and the rows as they arrive; a Train that needs more is refused RESOURCE_EXHAUSTED "
+    "TRAINING_TOO_LARGE before it allocates",
+    "max_train_gflop": "most work one Train may need, in billions of floating-point operations, estimated the "
+    "same way (epochs x rows x features for gd and sgd, a features^3 solve per fold for the closed form, "
+    "Newton's (classes x features)^3 solve per iteration); more is refused TRAINING_TOO_LARGE before fitting",
+    "spool_dir": "directory of the files Train spools rows to; each server process uses a subdirectory of its "
+    "own and at start removes those of processes that are gone; empty: regserve-spool-<uid> in the system's "
+    "temporary directory",
     "max_concurrent_streams": "HTTP/2 streams per connection (grpc.max_concurrent_streams); 0 keeps grpc's default",
+    "max_streams_per_peer": "Train and BatchPredict streams open at once from one peer host (the HTTP client's "
+    "through the embedded gateway); more are refused RESOURCE_EXHAUSTED; 0: no limit",
+    "stream_idle_timeout": "seconds a stream may wait on its client (no message sent, no answer taken) before "
+    "it is ended DEADLINE_EXCEEDED; 0: never",
     "max_concurrent_rpcs": "calls in progress before new ones get RESOURCE_EXHAUSTED; 0 means no limit",
     "parent_pid": "the pid of this process's parent: stop once the parent is gone (set by --workers); 0: never",
 }

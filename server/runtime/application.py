@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ from regserve.server.edge.auth import TokenTable
 from regserve.server.edge.edge import Edge, EdgePolicy
 from regserve.server.edge.ratelimit import TokenBuckets
 from regserve.server.edge.registration import EdgeServer
+from regserve.server.gateway.admission import Admission
 from regserve.server.gateway.local import LocalDispatch
+from regserve.server.models.training import TrainingLimits
 from regserve.server.observability.metrics import Metrics, start_metrics_server
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.disk import ModelRegistry
@@ -64,6 +67,8 @@ class Application:
     edge: Edge | None = None
     thread_pools: dict[Pool, futures.ThreadPoolExecutor] = field(default_factory=dict)
     """The threads that answer calls: the server's (``Pool.SERVER``) and each pool whose size is above 0."""
+    shutting_down: threading.Event = field(default_factory=threading.Event)
+    """Set as ``stop`` begins: Trains still running stop at once (UNAVAILABLE SHUTTING_DOWN)."""
     _metrics_host: str = "127.0.0.1"
     _metrics_server: WSGIServer | None = None
 
@@ -88,6 +93,7 @@ class Application:
         ``while_draining`` runs after new calls are refused and before the wait for
         the calls in flight (``serve`` stops its gateway there).
         """
+        self.shutting_down.set()
         self.health.enter_graceful_shutdown()
         stopped = self.server.stop(grace)
         if while_draining is not None:
@@ -155,6 +161,9 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
             on_change=app.update_health,
             max_rows=settings.max_predict_rows,
             on_trained=metrics.record_training,
+            training_limits=TrainingLimits(settings.max_train_memory_mb, settings.max_train_gflop),
+            spool_dir=settings.spool_dir,
+            shutting_down=app.shutting_down,
         ),
         guarded,
     )
@@ -169,6 +178,7 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         settings.max_message_bytes,
         settings.max_concurrent_rpcs,
         forwarding_key=forwarding_key,
+        admission=_admission(policy, edge),
     )
     # Health and reflection pass only the edge's thin part (regserve.server.edge.open_methods);
     # EdgeServer has the two methods of a server that registration calls.
@@ -205,6 +215,18 @@ def _thread_pools(settings: Settings) -> dict[Pool, futures.ThreadPoolExecutor]:
         for pool, size in sizes.items()
         if size > 0 or pool is Pool.SERVER
     }
+
+
+def _admission(policy: EdgePolicy, edge: Edge) -> Admission | None:
+    """The edge's refusals for the gateway to make before it reads a body; None when the edge refuses nothing."""
+    if not policy.checks_calls:
+        return None
+    limited = policy.limiter is not None
+    return Admission(
+        policy.tokens,
+        edge.rate_limit_wait if limited else None,
+        edge.unauthenticated_wait if limited else None,
+    )
 
 
 def _edge_policy(settings: Settings, forwarding_key: str) -> EdgePolicy:

@@ -75,7 +75,7 @@ def serve(settings: Settings) -> int:
     store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
     store.load_all()
     if settings.demo_models:
-        ensure_demo_models(store)
+        ensure_demo_models(store, spool_dir=settings.spool_dir)
     if settings.access_log:
         configure_access_log()
     else:

@@ -140,7 +140,7 @@ def serve_workers(settings: Settings) -> int:
     if settings.demo_models:
         store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
         store.load_all()
-        ensure_demo_models(store)
+        ensure_demo_models(store, spool_dir=settings.spool_dir)
         del store
     reserved = [_reserve(settings.host, settings.port)]
     port = reserved[0].getsockname()[1]

@@ -79,3 +79,15 @@ def test_the_rate_limit_wait_takes_no_token():
     assert buckets.wait("a") == 0 and buckets.wait("a") == 0
     assert buckets.acquire("a") == 0
     assert buckets.wait("a") == pytest.approx(1.0)
+
+
+def test_the_gateway_inside_the_server_gets_the_edges_token_table_and_rate_limits(limited_with_tokens, tmp_path):
+    app, _ = limited_with_tokens
+    admission = app.local.admission
+    assert admission is not None and admission.wait is not None
+    assert admission.tokens.authenticate(f"Bearer {ADMIN_TOKEN}").role == "admin"
+    open_app = start_server(tmp_path / "open")
+    try:
+        assert open_app.local.admission is None  # nothing to refuse before a body is read
+    finally:
+        open_app.stop(0)
