@@ -39,6 +39,7 @@ def _embedded_gateway(settings: Settings, app: Application):
         return None
     # Imported here: Starlette and uvicorn are not loaded by a server without a gateway.
     from regserve.server.gateway.app import EmbeddedGateway
+    from regserve.server.gateway.limits import GatewayLimits
 
     wildcard = settings.host in {"0.0.0.0", "::", "[::]", ""}
     upstream = f"127.0.0.1:{app.port}" if wildcard else f"{settings.address.rsplit(':', 1)[0]}:{app.port}"
@@ -50,6 +51,7 @@ def _embedded_gateway(settings: Settings, app: Application):
         log_level=settings.log_level,
         grace_period=settings.grace_period,
         max_message_bytes=settings.max_message_bytes,
+        limits=GatewayLimits.from_settings(settings),
     )
 
 
