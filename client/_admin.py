@@ -36,12 +36,19 @@ class ModelAdminClient(Connection):
 
     @translating_errors
     def list_models(self) -> list[pb.ModelState]:
-        """The routing state of every model, by name."""
+        """The routing state of every model, by name.
+
+        A model whose state cannot be read is listed too, with ``problem`` set (reason
+        ``CORRUPT_STATE``); ``serving_problem`` says why a serving version is not served.
+        """
         return list(self._call("ListModels", pb.ListModelsRequest()).models)
 
     @translating_errors
     def list_versions(self, model: str) -> list[types_pb2.ModelVersion]:
-        """The stored versions of ``model``, oldest first (without their coefficients)."""
+        """The stored versions of ``model``, oldest first (without their coefficients).
+
+        A version whose files are damaged is listed with ``problem`` set (``CORRUPT_METADATA``, ...).
+        """
         return list(self._call("ListVersions", pb.ListVersionsRequest(model=model)).versions)
 
     @translating_errors
@@ -86,5 +93,8 @@ class ModelAdminClient(Connection):
 
     @translating_errors
     def status(self, model: str = "") -> list[pb.ModelStatus]:
-        """State, per-version traffic, errors and latency, and switch history of ``model`` (every model when "")."""
+        """State, per-version traffic, errors and latency, and switch history of ``model`` (every model when "").
+
+        Problems are reported as in ``list_models`` and ``list_versions``.
+        """
         return list(self._call("GetStatus", pb.GetStatusRequest(model=model)).models)

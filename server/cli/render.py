@@ -21,6 +21,7 @@ __all__ = [
     "print_json",
     "print_metrics",
     "print_model_info",
+    "print_problems",
     "print_states",
     "print_statuses",
     "print_table",
@@ -149,8 +150,28 @@ def _print_class_scores(split: str, evaluation) -> None:
         )
 
 
+def _problem(message, field: str):
+    """The ``Problem`` in ``field`` of ``message``, or None when the field is unset."""
+    return getattr(message, field) if message.HasField(field) else None
+
+
+def _state_problem(state):
+    """Why a ``ModelState`` is not served as stored: its own problem first, then its serving version's."""
+    return _problem(state, "problem") or _problem(state, "serving_problem")
+
+
+def print_problems(problems: Sequence[tuple[str, types_pb2.Problem]]) -> None:
+    """Print ``name: reason: message`` for each ``(name, Problem)`` pair."""
+    for name, problem in problems:
+        print(f"{name}: {problem.reason}: {problem.message}")
+
+
 def print_states(states) -> None:
-    """Print one row per ``ModelState``: serving version, split, frozen versions, versions, generation."""
+    """Print one row per ``ModelState``: serving version, split, frozen versions, versions, generation.
+
+    When a model has a problem (an unreadable state, a serving version that is not
+    served), a ``problem`` column gives its reason and the messages follow the table.
+    """
     rows = [
         (
             s.model,
@@ -162,11 +183,21 @@ def print_states(states) -> None:
         )
         for s in states
     ]
-    print_table(("model", "serving", "split", "frozen", "versions", "generation"), rows)
+    header = ("model", "serving", "split", "frozen", "versions", "generation")
+    problems = [(s.model, p) for s in states if (p := _state_problem(s)) is not None]
+    if not problems:
+        print_table(header, rows)
+        return
+    reasons = [(p.reason if (p := _state_problem(s)) is not None else "-") for s in states]
+    print_table((*header, "problem"), [(*row, reason) for row, reason in zip(rows, reasons, strict=True)])
+    print_problems(problems)
 
 
 def print_versions(versions) -> None:
-    """Print one row per ``ModelVersion``: state, rows, validation mse or accuracy, creation time, checksum."""
+    """Print one row per ``ModelVersion``: state, rows, validation mse or accuracy, creation time, checksum.
+
+    A damaged version gets a ``problem`` column with its reason; the messages follow the table.
+    """
     rows = []
     for v in versions:
         validation = ", ".join(
@@ -176,7 +207,18 @@ def print_versions(versions) -> None:
         rows.append(
             (v.version, state_name(v.serving_state), str(v.num_samples), validation or "-", created, v.checksum[:12])
         )
-    print_table(("version", "state", "rows", "validation", "created", "sha256"), rows)
+    _print_with_problems(("version", "state", "rows", "validation", "created", "sha256"), rows, versions)
+
+
+def _print_with_problems(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], versions) -> None:
+    """Print the table of ``versions``, with a ``problem`` column and the messages when one has a problem."""
+    problems = [(v.version, p) for v in versions if (p := _problem(v, "problem")) is not None]
+    if not problems:
+        print_table(header, rows)
+        return
+    reasons = [v.problem.reason if v.HasField("problem") else "-" for v in versions]
+    print_table((*header, "problem"), [(*row, reason) for row, reason in zip(rows, reasons, strict=True)])
+    print_problems(problems)
 
 
 def print_statuses(statuses) -> None:
@@ -186,6 +228,11 @@ def print_statuses(statuses) -> None:
             print()
         state = status.state
         print(f"model {state.model}: serving {state.serving_version or '-'}, generation {state.generation}")
+        if state.HasField("problem"):
+            print(f"problem {state.problem.reason}: {state.problem.message}")
+        if state.HasField("serving_problem"):
+            problem = state.serving_problem
+            print(f"not served {state.serving_version}: {problem.reason}: {problem.message}")
         if state.traffic_split:
             print(f"split {split_text(state.traffic_split)}")
         rows = [
@@ -201,7 +248,8 @@ def print_statuses(statuses) -> None:
             )
             for v in status.versions
         ]
-        print_table(("version", "state", "requests", "errors", "rows", "mean ms", "p50 ms", "p99 ms"), rows)
+        header = ("version", "state", "requests", "errors", "rows", "mean ms", "p50 ms", "p99 ms")
+        _print_with_problems(header, rows, status.versions)
         if status.history:
             print("history")
             history = [

@@ -3,8 +3,11 @@ routing; no transport is imported here.
 
 ``store.ModelStore`` is the door every other layer goes through.  Beneath it:
 ``disk`` (the versioned files, locked per model), ``files`` (crash-safe writes, npz),
-``state`` (the stored state and metadata as frozen values), ``lifecycle`` (the rules of
-promotion, rollback, freezing, splits and deletion), ``routing`` (split weights and arm
-choice), ``routes`` (what the in-memory snapshot holds), ``probe``, ``promotion_gate``
-and ``events``.
+``state_file`` and ``version_files`` (reading and bounding ``state.json``, reading a
+version), ``file_checks`` (what those files must hold), ``state`` (the stored state and
+metadata as frozen values), ``lifecycle`` (the rules of promotion, rollback, freezing,
+splits and deletion), ``routing`` (split weights and arm choice), ``routes`` and
+``route_builder`` (what the in-memory snapshot holds, and building it), ``problems``
+(what is wrong with a stored model, as listings report it), ``text_limits`` (the length
+of every caller's text), ``probe``, ``promotion_gate`` and ``events``.
 """

@@ -14,6 +14,9 @@ version; ``.tmp-*`` leftovers from a crash are never listed and are removed unde
 model lock.  Every change to a model happens under its flock, after re-reading its state
 from disk, so several processes can share one root.  The rules of each change live in
 ``lifecycle``; this module reads, locks and writes.  Pickle is never used: it runs code.
+A ``vN`` directory with a file missing or unreadable is damaged, not absent: it is left
+out of ``list_versions`` and reported by ``damaged_versions`` (see ``version_files``).
+Reasons and version names are length-checked before a change reads anything.
 """
 
 from __future__ import annotations
@@ -30,16 +33,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from regserve.server.errors import IntegrityError, RegserveError, UnknownModel, UnknownVersion
+from regserve.server.errors import NotFound, RegserveError, UnknownModel, UnknownVersion
 from regserve.server.registry import lifecycle
 from regserve.server.registry.files import (
     atomic_write_bytes,
     fsync_dir,
-    npz_arrays,
     npz_bytes,
     remove_temporary,
     temporary_path,
 )
+from regserve.server.registry.problems import Problem
 from regserve.server.registry.routing import check_split_weights
 from regserve.server.registry.state import (
     ModelState,
@@ -50,15 +53,14 @@ from regserve.server.registry.state import (
     utc_timestamp,
     version_number,
 )
+from regserve.server.registry.state_file import STATE_MAX_BYTES, encode_state, read_state, read_state_json
+from regserve.server.registry.text_limits import check_reason, check_version_name
+from regserve.server.registry.version_files import METADATA, WEIGHTS, read_metadata, read_weights
 
 __all__ = ["ModelRegistry", "check_model_name", "version_number"]
 
 logger = logging.getLogger(__name__)
 
-_HISTORY_LIMIT = 100
-_PREVIOUS_LIMIT = 100
-_WEIGHTS = "weights.npz"
-_METADATA = "metadata.json"
 _STATE = "state.json"
 
 
@@ -82,8 +84,21 @@ class ModelRegistry:
             try:
                 with self._lock(model):
                     self._remove_stale_tmp(model)
+                    self._shrink_state(model)
             except OSError:  # a read-only volume still serves; the leftovers stay ignored
                 logger.warning("could not clean temporary files of model %s", model)
+
+    def _shrink_state(self, model: str) -> None:
+        """Rewrite a state file larger than this code writes (from before the bound), so polls stay cheap."""
+        path = self._state_path(model)
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        if size > STATE_MAX_BYTES:
+            try:
+                self._write_state(model, self._read_state_file(model))
+            except RegserveError as exc:
+                logger.error("model %s: %s", model, exc.message)
+                return
+            logger.warning("model %s: trimmed the history of a state file of %d bytes", model, size)
 
     # ----------------------------------------------------------------- paths and locks
 
@@ -126,26 +141,21 @@ class ModelRegistry:
             return []
         return sorted((n for n in names if version_number(n)), key=version_number)
 
-    def _read_metadata(self, model: str, version: str) -> VersionMetadata | None:
-        """Metadata of a complete version, or None when it is missing or incomplete."""
-        if not version_number(version):
-            return None
-        vdir = self._version_dir(model, version)
-        try:
-            with open(os.path.join(vdir, _METADATA), "rb") as f:
-                metadata = json.loads(f.read())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(metadata, dict) or not os.path.isfile(os.path.join(vdir, _WEIGHTS)):
-            return None
-        return VersionMetadata.from_json(metadata)
+    def _read_metadata(self, model: str, version: str) -> VersionMetadata:
+        """Metadata of a usable version (see ``version_files.read_metadata`` for the errors)."""
+        return read_metadata(self._version_dir(model, version), model, version)
 
     def _has_version(self, model: str, version: str) -> bool:
-        return self._read_metadata(model, version) is not None
+        """True when ``version`` is stored whole, with readable metadata."""
+        try:
+            self._read_metadata(model, version)
+        except NotFound:
+            return False
+        return True
 
     def _check_version(self, model: str, version: str) -> None:
-        if not self._has_version(model, version):
-            raise UnknownVersion(model, version)
+        """Raise unless ``version`` is stored whole: UNKNOWN_VERSION, or why it is damaged."""
+        self._read_metadata(model, check_version_name(version))
 
     def list_models(self) -> list[str]:
         """Names of all models, sorted."""
@@ -157,19 +167,37 @@ class ModelRegistry:
             n for n in names if is_model_name(n) and os.path.isdir(os.path.join(self._models_dir, n, "versions"))
         )
 
-    def list_versions(self, model: str) -> list[VersionMetadata]:
-        """Metadata of every complete version of ``model``, in version order."""
+    def _scan_versions(self, model: str) -> tuple[list[VersionMetadata], dict[str, Problem]]:
+        """The usable versions of ``model`` and, by version, why each damaged one is not."""
         self._existing_model_dir(model)
-        found = (self._read_metadata(model, v) for v in self._version_names(model))
-        return [m for m in found if m is not None]
+        usable, damaged = [], {}
+        for version in self._version_names(model):
+            try:
+                usable.append(self._read_metadata(model, version))
+            except NotFound as exc:
+                damaged[version] = Problem.of(exc)
+        return usable, damaged
+
+    def list_versions(self, model: str) -> list[VersionMetadata]:
+        """Metadata of every usable version of ``model``, in version order; damaged ones are left out."""
+        return self._scan_versions(model)[0]
+
+    def damaged_versions(self, model: str) -> dict[str, Problem]:
+        """The stored versions of ``model`` whose files are missing or unreadable, with why."""
+        return self._scan_versions(model)[1]
+
+    def scan_versions(self, model: str) -> tuple[list[VersionMetadata], dict[str, Problem]]:
+        """``list_versions`` and ``damaged_versions`` from one reading of the directory."""
+        return self._scan_versions(model)
 
     def describe(self, model: str, version: str) -> VersionMetadata:
-        """The stored metadata of one version."""
+        """The stored metadata of one version.
+
+        Raises UnknownVersion, or NotFound ``INCOMPLETE_VERSION`` / ``CORRUPT_METADATA``
+        for a damaged version.
+        """
         self._existing_model_dir(model)
-        metadata = self._read_metadata(model, version)
-        if metadata is None:
-            raise UnknownVersion(model, version)
-        return metadata
+        return self._read_metadata(model, check_version_name(version))
 
     def create_version(self, model: str, arrays: Mapping[str, np.ndarray], metadata: Mapping) -> VersionMetadata:
         """Store a new immutable version and return its metadata.
@@ -204,8 +232,8 @@ class ModelRegistry:
             tmp = temporary_path(model_dir)
             os.mkdir(tmp)
             try:
-                atomic_write_bytes(os.path.join(tmp, _WEIGHTS), payload)
-                atomic_write_bytes(os.path.join(tmp, _METADATA), meta_bytes)
+                atomic_write_bytes(os.path.join(tmp, WEIGHTS), payload)
+                atomic_write_bytes(os.path.join(tmp, METADATA), meta_bytes)
                 os.rename(tmp, self._version_dir(model, version))
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -228,31 +256,16 @@ class ModelRegistry:
         metadata : VersionMetadata
         """
         metadata = self.describe(model, version)
-        with open(os.path.join(self._version_dir(model, version), _WEIGHTS), "rb") as f:
-            payload = f.read()
-        # Hash and parse the same bytes, so nothing can change between check and use.
-        if hashlib.sha256(payload).hexdigest() != metadata.sha256:
-            raise IntegrityError(
-                f"Version {version} of model {model!r} fails its checksum.",
-                reason="CHECKSUM_MISMATCH",
-                metadata={"model": model, "version": version},
-            )
-        try:
-            arrays = npz_arrays(payload)
-        except (ValueError, OSError) as exc:
-            raise IntegrityError(
-                f"Version {version} of model {model!r} has unreadable weights.",
-                reason="CORRUPT_WEIGHTS",
-                metadata={"model": model, "version": version},
-            ) from exc
-        return arrays, metadata
+        return read_weights(self._version_dir(model, version), metadata, model, version), metadata
 
     def delete_version(self, model: str, version: str, reason: str = "") -> StateUpdate:
-        """Remove a version that is neither serving nor in the split."""
+        """Remove a version that is neither serving nor in the split; a damaged one too."""
+        check_reason(reason)
         model_dir = self._existing_model_dir(model)
         with self._lock(model):
             state = self._read_state_file(model)
-            self._check_version(model, version)
+            if check_version_name(version) not in self._version_names(model):
+                raise UnknownVersion(model, version)
             new = lifecycle.delete(state, model, version, reason)
             # Renaming first takes the version out of every listing in one step.
             tmp = temporary_path(model_dir, "deleted-")
@@ -268,32 +281,13 @@ class ModelRegistry:
     def _state_path(self, model: str) -> str:
         return os.path.join(self._model_dir(model), _STATE)
 
-    def _read_state_json(self, model: str) -> dict:
-        """The model's ``state.json`` as stored; empty when there is none yet."""
-        try:
-            with open(self._state_path(model), "rb") as f:
-                stored = json.loads(f.read())
-        except FileNotFoundError:
-            return {}
-        except ValueError as exc:
-            raise _corrupt_state(model) from exc
-        if not isinstance(stored, dict):
-            raise _corrupt_state(model)
-        return stored
-
     def _read_state_file(self, model: str) -> ModelState:
-        return ModelState.from_json(self._read_state_json(model))
+        """The model's state (see ``state_file.read_state``); raises CORRUPT_STATE when unreadable."""
+        return read_state(self._state_path(model), model)
 
     def _write_state(self, model: str, state: ModelState) -> ModelState:
-        """Write ``state`` as the next generation, its lists trimmed; return what was written."""
-        state = replace(
-            state,
-            generation=state.generation + 1,
-            history=state.history[-_HISTORY_LIMIT:],
-            previous=state.previous[-_PREVIOUS_LIMIT:],
-        )
-        # Compact: the C encoder is used only without indentation.
-        data = json.dumps(state.to_json(), sort_keys=True, separators=(",", ":")).encode()
+        """Write ``state`` as the next generation, bounded (``state_file.encode_state``); return what was written."""
+        state, data = encode_state(state)
         atomic_write_bytes(self._state_path(model), data)
         return state
 
@@ -327,7 +321,7 @@ class ModelRegistry:
         for model in self.list_models():
             try:
                 # The generation alone, without building the typed state: this runs on every poll.
-                generation = int(self._read_state_json(model).get("generation", 0))
+                generation = int(read_state_json(self._state_path(model), model).get("generation", 0))
             except (OSError, ValueError, TypeError, RegserveError):
                 generation = None
             token.append((model, generation, len(self._version_names(model))))
@@ -335,6 +329,7 @@ class ModelRegistry:
 
     def promote(self, model: str, version: str, reason: str = "") -> StateUpdate:
         """Make ``version`` the serving version (see ``lifecycle.promote``)."""
+        check_reason(reason)
 
         def change(state: ModelState) -> ModelState:
             self._check_version(model, version)
@@ -351,6 +346,7 @@ class ModelRegistry:
 
     def rollback(self, model: str, reason: str = "") -> StateUpdate:
         """Serve the most recent previous version still present and not frozen (see ``lifecycle.rollback``)."""
+        check_reason(reason)
         update = self._update_state(
             model, lambda state: lifecycle.rollback(state, model, reason, lambda v: self._has_version(model, v))
         )
@@ -360,6 +356,7 @@ class ModelRegistry:
 
     def freeze(self, model: str, version: str, reason: str = "") -> StateUpdate:
         """Exclude ``version`` from routing and prediction; idempotent."""
+        check_reason(reason)
 
         def change(state: ModelState) -> ModelState:
             self._check_version(model, version)
@@ -369,6 +366,7 @@ class ModelRegistry:
 
     def unfreeze(self, model: str, version: str, reason: str = "") -> StateUpdate:
         """Allow ``version`` to be routed again; idempotent."""
+        check_reason(reason)
 
         def change(state: ModelState) -> ModelState:
             self._check_version(model, version)
@@ -382,6 +380,7 @@ class ModelRegistry:
         Weights are relative: they need not sum to 1 or 100.  The serving version is
         unchanged and answers again once the split is cleared.
         """
+        check_reason(reason)
         self._existing_model_dir(model)
         split = check_split_weights(weights)
         update = self._update_state(
@@ -390,11 +389,3 @@ class ModelRegistry:
         if update.changed:
             logger.info("model %s: traffic split %s", model, split or "cleared")
         return update
-
-
-def _corrupt_state(model: str) -> IntegrityError:
-    return IntegrityError(
-        f"The serving state of model {model!r} is unreadable.",
-        reason="CORRUPT_STATE",
-        metadata={"model": model},
-    )

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import uuid
+import zipfile
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -108,7 +109,19 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 def npz_arrays(payload: bytes) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file's bytes, fully materialised, never unpickled.
 
-    Raises ValueError or OSError when the bytes are not such a file.
+    Raises ValueError, naming the cause, when the bytes are not such a file.
     """
-    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-        return {name: np.array(npz[name]) for name in npz.files}
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            # ``np.savez`` stores its members uncompressed: a member larger than the whole
+            # file is a damaged or hostile archive, refused before anything is inflated.
+            if any(member.file_size > len(payload) for member in archive.infolist()):
+                raise ValueError("a member is larger than the archive")
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            return {name: np.array(npz[name]) for name in npz.files}
+    except ValueError:
+        raise
+    # The zip and npy readers raise many types on damaged bytes (BadZipFile, KeyError,
+    # EOFError, zlib.error, MemoryError for an absurd declared shape, ...): all mean "not an npz".
+    except Exception as exc:
+        raise ValueError(f"not an npz file of arrays: {type(exc).__name__}") from exc

@@ -58,14 +58,36 @@ def probe_arrays(metadata: Mapping, estimator: LinearModel) -> dict[str, np.ndar
 def verified_estimator(kind: str, arrays: dict[str, np.ndarray], model: str, version: str) -> LinearModel:
     """Rebuild a stored version's estimator from its ``arrays`` and check it against its probe.
 
-    The probe arrays are taken out of ``arrays``.  Raises IntegrityError CORRUPT_MODEL
-    when the arrays describe no model, PROBE_MISMATCH when the probe is missing or the
-    model no longer reproduces it.
+    The probe arrays are taken out of ``arrays``.  Raises IntegrityError CORRUPT_WEIGHTS
+    when the arrays describe no model of ``kind`` (or hold a probe of the wrong type or
+    shape), PROBE_MISMATCH when the probe is missing or the model no longer reproduces it.
     """
     probe = {key: arrays.pop(key, None) for key in _PROBE_KEYS}
-    estimator = LinearModel.from_arrays(kind, arrays)
+    try:
+        estimator = LinearModel.from_arrays(kind, arrays)
+    except IntegrityError as exc:
+        raise _corrupt_weights(model, version, exc.message) from exc
+    _check_probe_arrays(estimator, probe, model, version)
     _check_probe(estimator, probe, model, version)
     return estimator
+
+
+def _corrupt_weights(model: str, version: str, sentence: str) -> IntegrityError:
+    return IntegrityError(
+        f"Version {version} of model {model!r} has corrupt weights. {sentence}",
+        reason="CORRUPT_WEIGHTS",
+        metadata={"model": model, "version": version},
+    )
+
+
+def _check_probe_arrays(estimator: LinearModel, probe: Mapping, model: str, version: str) -> None:
+    """Refuse probe arrays that are not float arrays of the shapes the estimator answers in."""
+    inputs = probe["probe_inputs"]
+    arrays = [a for a in probe.values() if a is not None]
+    if any(a.dtype.kind != "f" for a in arrays):
+        raise _corrupt_weights(model, version, "A probe array is not floating point.")
+    if inputs is not None and (inputs.ndim != 2 or inputs.shape[1] != estimator.n_features_in_):
+        raise _corrupt_weights(model, version, f"The probe inputs have shape {inputs.shape}.")
 
 
 def _check_probe(estimator: LinearModel, probe: Mapping, model: str, version: str) -> None:

@@ -15,6 +15,7 @@ import random
 from collections.abc import Mapping
 
 from regserve.server.errors import InvalidInput
+from regserve.server.registry.text_limits import VERSION_NAME_MAX, too_long
 
 __all__ = ["SplitTable", "check_split_weights", "choose_arm", "key_point"]
 
@@ -45,10 +46,13 @@ def check_split_weights(weights: Mapping[str, object]) -> dict[str, float]:
     """The split ``weights`` (version -> relative weight) as floats in version order.
 
     Every weight must be a finite number >= 0, and at least one must be > 0 unless the
-    mapping is empty (which clears a split); otherwise INVALID_SPLIT.
+    mapping is empty (which clears a split); otherwise INVALID_SPLIT.  A version name
+    longer than ``VERSION_NAME_MAX`` is refused with FIELD_TOO_LONG.
     """
     split: dict[str, float] = {}
     for version, weight in weights.items():
+        if len(version) > VERSION_NAME_MAX:
+            raise too_long("weights", VERSION_NAME_MAX, len(version), "a version name in weights")
         try:
             value = float(weight)  # type: ignore[arg-type]
         except (TypeError, ValueError):

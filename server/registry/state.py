@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 from regserve.server.errors import InvalidInput
+from regserve.server.registry.text_limits import MODEL_NAME_MAX, shown
 
 __all__ = [
     "ModelState",
@@ -30,7 +31,8 @@ __all__ = [
     "version_number",
 ]
 
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_MODEL_NAME_PATTERN = f"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MODEL_NAME_MAX - 1}}}"
+_MODEL_NAME = re.compile(_MODEL_NAME_PATTERN)
 _VERSION = re.compile(r"v([1-9][0-9]*)")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -53,10 +55,10 @@ def check_model_name(model: str) -> str:
     """Return ``model`` if it is a valid model name, else raise INVALID_MODEL_NAME."""
     if not isinstance(model, str) or not _MODEL_NAME.fullmatch(model):
         raise InvalidInput(
-            f"Model name {model!r} is invalid: use 1-64 letters, digits, '_', '.', '-',"
-            " starting with a letter or digit.",
+            f"Model name {shown(model) if isinstance(model, str) else repr(model)} is invalid: use 1-{MODEL_NAME_MAX}"
+            " letters, digits, '_', '.', '-', starting with a letter or digit.",
             reason="INVALID_MODEL_NAME",
-            violations=[("model", "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")],
+            violations=[("model", f"must match ^{_MODEL_NAME_PATTERN}$")],
         )
     return model
 

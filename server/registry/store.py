@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
 from regserve.server.errors import (
+    IntegrityError,
     RegserveError,
-    Unavailable,
     UnknownModel,
     UnknownVersion,
     VersionFrozen,
@@ -29,15 +29,24 @@ from regserve.server.errors import (
 from regserve.server.models.estimator import LinearModel
 from regserve.server.registry.disk import ModelRegistry
 from regserve.server.registry.events import EventCallback, RegistryAction, RegistryEvent
-from regserve.server.registry.probe import probe_arrays, verified_estimator
+from regserve.server.registry.probe import probe_arrays
+from regserve.server.registry.problems import ModelReport, Problem, no_serving_version
 from regserve.server.registry.promotion_gate import passes_gate
-from regserve.server.registry.routes import ModelRoute, ServedModel, build_route, served_model
+from regserve.server.registry.route_builder import RouteBuilder
+from regserve.server.registry.routes import ModelRoute, ServedModel
 from regserve.server.registry.state import (
     ModelState,
     ServingRole,
     StateUpdate,
     VersionMetadata,
     check_model_name,
+)
+from regserve.server.registry.text_limits import (
+    MODEL_NAME_MAX,
+    ROUTING_KEY_MAX,
+    check_length,
+    check_reason,
+    check_version_name,
 )
 
 __all__ = ["ModelStore", "ServedModel"]
@@ -65,7 +74,7 @@ class ModelStore:
         self.poll_interval = poll_interval
         self._listeners: list[EventCallback] = [on_event] if on_event is not None else []
         self._snapshot: Mapping[str, ModelRoute] = MappingProxyType({})
-        self._loaded: dict[tuple[str, str], ServedModel] = {}
+        self._builder = RouteBuilder(registry)
         self._token: tuple | None = None
         self._write_lock = threading.RLock()
         self._stop_event = threading.Event()
@@ -104,23 +113,34 @@ class ModelStore:
         """Like ``resolve``, and also how the version was chosen: its traffic arm.
 
         The arm is ``"explicit"`` when the request named the version, the version
-        itself when a traffic split chose it, and ``"serving"`` otherwise.
+        itself when a traffic split chose it, and ``"serving"`` otherwise.  Without a
+        version to answer, NO_SERVING_VERSION says why, when this store knows.
         """
+        # Refused with or without a split, so a key never starts failing when a split begins.
+        if routing_key and len(routing_key) > ROUTING_KEY_MAX:
+            check_length(routing_key, "routing_key", ROUTING_KEY_MAX)
         route = self._snapshot.get(model)
         if route is None:
-            raise UnknownModel(model)
+            raise self._not_routed(model)
         if version:
             return self._resolve_version(route, model, version, allow_frozen), "explicit"
         if route.split is not None:
             arm = route.split.choose(routing_key)
             return route.arms[arm], arm
         if route.serving is None:
-            raise Unavailable(
-                f"Model {model!r} has no serving version.",
-                reason="NO_SERVING_VERSION",
-                metadata={"model": model},
-            )
+            state = route.state
+            failures = self._builder.load_failures.get(model, {})
+            failed = next((v for v in (state.serving, *state.split) if v in failures), None)
+            raise no_serving_version(model, failed, failures.get(failed or ""))
         return route.serving, "serving"
+
+    def _not_routed(self, model: str) -> RegserveError:
+        """UNKNOWN_MODEL, or NO_SERVING_VERSION when the model is stored but could not be routed."""
+        problem = self._builder.unroutable.get(model)
+        if problem is not None:
+            return no_serving_version(model, None, problem)
+        check_length(model, "model", MODEL_NAME_MAX)
+        return UnknownModel(model)
 
     def describe(self, model: str, version: str = "") -> ServedModel:
         """The version ModelInfo describes: the named one (frozen ones too), else the serving one.
@@ -142,13 +162,15 @@ class ModelStore:
         if version in route.frozen and not allow_frozen:
             raise VersionFrozen(model, version)
         if version not in route.versions:
+            # A damaged version says so (describe raises why); one not yet refreshed is unknown here.
+            self._registry.describe(model, check_version_name(version))
             raise UnknownVersion(model, version)
-        served = route.arms.get(version) or self._loaded.get((model, version))
+        served = route.arms.get(version) or self._builder.loaded.get((model, version))
         if served is None and route.serving is not None and route.serving.version == version:
             served = route.serving
         if served is None:
             with self._write_lock:
-                served = self._load_verified(model, version)
+                served = self._builder.load_verified(model, version)
         return served
 
     def serving_state(self, model: str, version: str) -> ServingRole:
@@ -167,71 +189,45 @@ class ModelStore:
         return self._registry.read_state(model)
 
     def list_versions(self, model: str) -> list[VersionMetadata]:
-        """The metadata of every stored version of ``model``, read from disk, in version order."""
+        """The metadata of every usable stored version of ``model``, read from disk, in version order."""
         return self._registry.list_versions(model)
+
+    def report(self, model: str) -> ModelReport:
+        """``model`` as listings show it, read from disk, with what is wrong with it.
+
+        An unreadable state is reported in the answer (``ModelReport.problem``), not
+        raised, so one damaged model never fails a listing of all of them; so are
+        damaged versions, and versions this store could not load.
+        """
+        versions, damaged = self._registry.scan_versions(model)
+        try:
+            state, problem = self._registry.read_state(model), None
+        except IntegrityError as exc:
+            state, problem = ModelState(), Problem.of(exc)
+        failures = self._builder.load_failures.get(model, {})
+        return ModelReport(model, state, tuple(versions), problem, damaged, failures)
+
+    def reports(self) -> list[ModelReport]:
+        """``report`` of every model in the registry, by name; a model deleted meanwhile is left out."""
+        reports = []
+        for model in self._registry.list_models():
+            try:
+                reports.append(self.report(model))
+            except UnknownModel:
+                continue
+        return reports
 
     # ----------------------------------------------------------------- loading
 
-    def _load_verified(self, model: str, version: str, *, use_cache: bool = True) -> ServedModel:
-        """Load one version and check checksum, arrays and probe; cache the result."""
-        if use_cache and (cached := self._loaded.get((model, version))) is not None:
-            return cached
-        arrays, metadata = self._registry.load_version(model, version)
-        estimator = verified_estimator(metadata.kind, arrays, model, version)
-        served = served_model(model, version, estimator, metadata)
-        self._loaded[(model, version)] = served
-        return served
-
-    def _build_route(self, model: str, *, strict: bool) -> ModelRoute:
-        """Read the model's state from disk and load what it routes to.
-
-        ``strict``: a version that fails to load raises; otherwise it is logged and left
-        out (the model may then have no serving version).
-        """
-        state = self._registry.read_state(model)
-        versions = frozenset(m.version for m in self._registry.list_versions(model))
-
-        def load(version: str) -> ServedModel | None:
-            try:
-                return self._load_verified(model, version)
-            except RegserveError as exc:
-                if strict:
-                    raise
-                logger.error("model %s version %s is not served: %s (%s)", model, version, exc.message, exc.reason)
-                return None
-
-        return build_route(state, versions, load)
-
     def _rebuild(self, models: Iterable[str], *, initial: bool = False) -> bool:
-        """Rebuild the routes of ``models`` and publish a new snapshot; True if any changed.
+        """Rebuild the routes of ``models`` (``RouteBuilder.rebuild``) and publish them; True if any changed.
 
-        A route that fails to build keeps its previous version (a bad new state never
-        replaces a good one); with no previous route, what can be loaded is served.
         Callers hold the write lock.
         """
         old = self._snapshot
-        new = dict(old)
-        for model in models:
-            try:
-                new[model] = self._build_route(model, strict=not initial)
-                continue
-            except UnknownModel:  # deleted by another process
-                new.pop(model, None)
-                continue
-            except (RegserveError, OSError) as exc:
-                error: Exception = exc
-            if model in old:
-                logger.error("model %s: keeping the previous routing: %s", model, error)
-                continue
-            try:
-                new[model] = self._build_route(model, strict=False)
-            except (RegserveError, OSError) as exc:
-                logger.error("model %s cannot be loaded: %s", model, exc)
-        live = {(m, v) for m, route in new.items() for v in route.versions}
-        for key in [k for k in self._loaded if k not in live]:
-            del self._loaded[key]
+        new = self._builder.rebuild(old, models, initial=initial)
         # The swap: one assignment; readers holding the old mapping finish on it.
-        self._snapshot = MappingProxyType(new)
+        self._snapshot = new
         return old.keys() != new.keys() or any(old[m].signature() != new[m].signature() for m in new)
 
     def load_all(self) -> None:
@@ -366,17 +362,19 @@ class ModelStore:
 
         Nothing changes when the version fails its checksum or probe (IntegrityError).
         """
+        check_reason(reason)
         with self._write_lock:
-            self._load_verified(model, version, use_cache=False)
+            self._builder.load_verified(model, version, use_cache=False)
             update = self._registry.promote(model, version, reason)
             return self._changed(model, update, "promote", version)
 
     def rollback(self, model: str, reason: str = "") -> ModelState:
         """Serve the previous version again, after verifying it; return the state."""
+        check_reason(reason)
         with self._write_lock:
             target = self._registry.peek_rollback(model)
             if target is not None:
-                self._load_verified(model, target, use_cache=False)
+                self._builder.load_verified(model, target, use_cache=False)
             update = self._registry.rollback(model, reason)
             return self._changed(model, update, "rollback", update.state.serving)
 
@@ -392,11 +390,12 @@ class ModelStore:
 
     def set_split(self, model: str, weights: Mapping[str, float], reason: str = "") -> ModelState:
         """Verify every existing arm, then set the traffic split; return the state."""
+        check_reason(reason)
         with self._write_lock:
             existing = {m.version for m in self._registry.list_versions(model)}
             for version in weights:
                 if version in existing:
-                    self._load_verified(model, version, use_cache=False)
+                    self._builder.load_verified(model, version, use_cache=False)
             return self._changed(model, self._registry.set_split(model, weights, reason), "split", None)
 
     def delete_version(self, model: str, version: str, reason: str = "") -> ModelState:

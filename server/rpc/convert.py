@@ -18,6 +18,7 @@ import numpy as np
 from regserve.server.errors import InvalidInput
 from regserve.server.models.estimator import MODEL_KINDS
 from regserve.server.models.training import TrainSpec
+from regserve.server.registry.text_limits import CLASS_LABEL_MAX, FEATURE_NAME_MAX, check_lengths, too_long
 from regserve.v1 import types_pb2
 
 __all__ = [
@@ -155,10 +156,12 @@ def named_rows_to_ndarray(
         features = row.features
         unknown = [name for name in features if name not in feature_index]
         if unknown:
+            check_lengths(unknown, f"{field}[{i}].features", FEATURE_NAME_MAX)  # echoed below
             raise InvalidInput(
                 f"unknown feature {unknown[0]!r} in {field}[{i}]; the model's features are {', '.join(feature_index)}",
                 reason="UNKNOWN_FEATURE",
-                violations=[(f"{field}[{i}].features[{name}]", "not a feature of the model") for name in unknown],
+                # The first few are enough to fix the request; all of them could outgrow the status.
+                violations=[(f"{field}[{i}].features[{name}]", "not a feature of the model") for name in unknown[:16]],
                 metadata={"row": i, "feature": unknown[0]},
             )
         missing = [name for name in feature_index if name not in features]
@@ -216,6 +219,9 @@ def train_chunk(chunk: types_pb2.TrainChunk, classifier: bool) -> tuple[np.ndarr
                 reason="AMBIGUOUS_TARGETS",
                 violations=[("chunk.labels", "set either targets or labels, not both")],
             )
+        longest = max(map(len, chunk.labels))
+        if longest > CLASS_LABEL_MAX:  # before the array, whose every item is as wide as the longest
+            raise too_long("chunk.labels", CLASS_LABEL_MAX, longest, "a class label")
         return X, labels_to_array(chunk.labels)
     return X, vector_to_ndarray(chunk.targets, "chunk.targets")
 
@@ -250,6 +256,8 @@ def spec_from_proto(spec: types_pb2.TrainSpec) -> TrainSpec:
             reason="INVALID_HYPERPARAMETER",
             violations=[("spec.solver", "unknown solver")],
         )
+    check_lengths(spec.feature_names, "spec.feature_names", FEATURE_NAME_MAX)
+    check_lengths(spec.class_labels, "spec.class_labels", CLASS_LABEL_MAX)
     defaults = TrainSpec()
     values = {
         name: getattr(spec, name) if spec.HasField(name) else getattr(defaults, name) for name in _OPTIONAL_SPEC_FIELDS

@@ -3,6 +3,8 @@
 Reads (listings, status) come from the registry on disk through the store, so they show
 changes made through any replica at once; changes go through the store too, which
 verifies a version before routing to it and swaps its in-memory routing in the same step.
+Listings and status report a model or version whose files are damaged with its problem,
+beside the others, instead of failing.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import grpc
 
 from regserve.server.observability.serving_stats import ServingStats
+from regserve.server.registry.problems import ModelReport
 from regserve.server.registry.state import ModelState
 from regserve.server.registry.store import ModelStore
 from regserve.server.rpc import convert, registry_messages
@@ -32,24 +35,15 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self._store = store
         self._stats = stats
 
-    def _version_names(self, model: str) -> list[str]:
-        return [m.version for m in self._store.list_versions(model)]
-
     def _state(self, model: str, state: ModelState) -> pb.ModelState:
-        return registry_messages.model_state_to_proto(model, state, self._version_names(model))
+        return registry_messages.model_state_to_proto(model, state, self._store.report(model).version_names)
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
-        models = self._store.list_models()
-        return pb.ListModelsResponse(models=[self._state(m, self._store.read_state(m)) for m in models])
+        return pb.ListModelsResponse(models=[registry_messages.report_to_state(r) for r in self._store.reports()])
 
     def ListVersions(self, request: pb.ListVersionsRequest, context: grpc.ServicerContext) -> pb.ListVersionsResponse:
-        model = _required(request.model, "model")
-        state = self._store.read_state(model)
-        versions = [
-            registry_messages.model_version_to_proto(m, None, state.role_of(m.version))
-            for m in self._store.list_versions(model)
-        ]
-        return pb.ListVersionsResponse(versions=versions)
+        report = self._store.report(_required(request.model, "model"))
+        return pb.ListVersionsResponse(versions=registry_messages.report_to_versions(report))
 
     def GetVersion(self, request: pb.GetVersionRequest, context: grpc.ServicerContext) -> pb.GetVersionResponse:
         model, version = _required(request.model, "model"), _required(request.version, "version")
@@ -102,11 +96,9 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         return pb.DeleteVersionResponse(state=self._state(model, state))
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
-        models = [request.model] if request.model else self._store.list_models()
-        return pb.GetStatusResponse(models=[self._status(model) for model in models])
+        reports = [self._store.report(request.model)] if request.model else self._store.reports()
+        return pb.GetStatusResponse(models=[self._status(report) for report in reports])
 
-    def _status(self, model: str) -> pb.ModelStatus:
-        state = self._store.read_state(model)
-        versions = self._version_names(model)
-        summaries = {v: self._stats.summary(model, v) for v in versions}
-        return registry_messages.model_status_to_proto(model, state, versions, summaries)
+    def _status(self, report: ModelReport) -> pb.ModelStatus:
+        summaries = {v: self._stats.summary(report.model, v) for v in report.version_names}
+        return registry_messages.report_to_status(report, summaries)

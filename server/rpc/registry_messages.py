@@ -1,22 +1,26 @@
 """Pure converters from the registry's typed values to regserve.v1 messages.
 
 ``ModelVersion`` from a ``VersionMetadata`` (and the loaded estimator, when at hand),
-``ModelState`` and ``ModelStatus`` from a ``ModelState``, ``Switch`` from one of its
-history entries.  No I/O and no gRPC: the servicers read the registry through the
-store and hand what they read to these functions.
+``ModelState`` and ``ModelStatus`` from a ``ModelState`` or a ``ModelReport`` (which
+adds what is wrong with the model), ``Switch`` from one of its history entries,
+``Problem`` from a ``Problem``.  No I/O and no gRPC: the servicers read the registry
+through the store and hand what they read to these functions.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from regserve.server.models.estimator import LinearModel
+from regserve.server.registry.problems import ModelReport, Problem
 from regserve.server.registry.state import ModelState, Switch, VersionMetadata
+from regserve.server.registry.text_limits import REASON_MAX
 from regserve.server.rpc.convert import KIND_VALUES, SOLVER_VALUES, ndarray_to_matrix, spec_to_proto
 from regserve.v1 import model_service_pb2, types_pb2
 
@@ -28,6 +32,10 @@ __all__ = [
     "model_state_to_proto",
     "model_status_to_proto",
     "model_version_to_proto",
+    "problem_to_proto",
+    "report_to_state",
+    "report_to_status",
+    "report_to_versions",
     "switch_to_proto",
     "version_status_to_proto",
 ]
@@ -105,7 +113,7 @@ def model_version_to_proto(
             message.standardization.means.extend(estimator.mean_.tolist())
             message.standardization.scales.extend(estimator.scale_.tolist())
     for stats in metadata.feature_stats:
-        message.feature_statistics.add(**{k: stats[k] for k in ("name", "mean", "std", "min", "max")})
+        message.feature_statistics.add(**{k: stats[k] for k in ("name", "mean", "std", "min", "max") if k in stats})
     for metrics, target in (
         (metadata.training_metrics, message.training),
         (metadata.validation_metrics, message.validation),
@@ -122,6 +130,11 @@ def model_version_to_proto(
     if metadata.created_at:
         message.create_time.FromDatetime(datetime.fromisoformat(metadata.created_at))
     return message
+
+
+def problem_to_proto(problem: Problem | None) -> types_pb2.Problem | None:
+    """A Problem message, or None for no problem (which leaves the field unset)."""
+    return None if problem is None else types_pb2.Problem(reason=problem.reason, message=problem.message)
 
 
 def model_state_to_proto(model: str, state: ModelState, versions: Sequence[str]) -> model_service_pb2.ModelState:
@@ -161,6 +174,14 @@ def switch_to_proto(entry: Switch) -> model_service_pb2.Switch:
     return message
 
 
+def _shorter_reason(entry: Switch) -> Switch:
+    # A history written before reasons were limited may hold huge ones: show their start only.
+    reason = entry.reason
+    if reason is None or len(reason) <= REASON_MAX:
+        return entry
+    return replace(entry, reason=f"{reason[:REASON_MAX]}... ({len(reason)} characters)")
+
+
 def version_status_to_proto(
     version: str, serving_state: str, summary: VersionSummary
 ) -> model_service_pb2.VersionStatus:
@@ -187,5 +208,49 @@ def model_status_to_proto(
     return model_service_pb2.ModelStatus(
         state=model_state_to_proto(model, state, versions),
         versions=[version_status_to_proto(v, state.role_of(v), summaries[v]) for v in versions],
-        history=[switch_to_proto(entry) for entry in state.history],
+        history=[switch_to_proto(_shorter_reason(entry)) for entry in state.history],
     )
+
+
+def report_to_state(report: ModelReport) -> model_service_pb2.ModelState:
+    """The routing state of a reported model, with its problems."""
+    message = model_state_to_proto(report.model, report.state, report.version_names)
+    _set_problem(message, "problem", report.problem)
+    _set_problem(message, "serving_problem", report.serving_problem)
+    return message
+
+
+def report_to_versions(report: ModelReport) -> list[types_pb2.ModelVersion]:
+    """Every stored version of a reported model, oldest first, each with its problem if it has one.
+
+    A damaged version has no readable metadata: only its name, serving state and problem are set.
+    """
+    usable = {m.version: m for m in report.versions}
+    messages = []
+    for version in report.version_names:
+        role = report.state.role_of(version)
+        metadata = usable.get(version)
+        if metadata is None:
+            message = types_pb2.ModelVersion(model=report.model, version=version)
+            message.serving_state = SERVING_STATES.get(role, types_pb2.SERVING_STATE_UNSPECIFIED)
+        else:
+            message = model_version_to_proto(metadata, None, role)
+        _set_problem(message, "problem", report.version_problem(version))
+        messages.append(message)
+    return messages
+
+
+def report_to_status(report: ModelReport, summaries: Mapping[str, VersionSummary]) -> model_service_pb2.ModelStatus:
+    """The status of a reported model: ``model_status_to_proto`` with its problems and those of its versions."""
+    versions = report.version_names
+    message = model_status_to_proto(report.model, report.state, versions, summaries)
+    message.state.CopyFrom(report_to_state(report))
+    for entry in message.versions:
+        _set_problem(entry, "problem", report.version_problem(entry.version))
+    return message
+
+
+def _set_problem(message: Any, field: str, problem: Problem | None) -> None:
+    converted = problem_to_proto(problem)
+    if converted is not None:
+        getattr(message, field).CopyFrom(converted)

@@ -26,7 +26,7 @@ class Switch(_message.Message):
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ModelState(_message.Message):
-    __slots__ = ("model", "serving_version", "previous_versions", "frozen_versions", "traffic_split", "generation", "versions")
+    __slots__ = ("model", "serving_version", "previous_versions", "frozen_versions", "traffic_split", "generation", "versions", "problem", "serving_problem")
     class TrafficSplitEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,8 @@ class ModelState(_message.Message):
     TRAFFIC_SPLIT_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    SERVING_PROBLEM_FIELD_NUMBER: _ClassVar[int]
     model: str
     serving_version: str
     previous_versions: _containers.RepeatedScalarFieldContainer[str]
@@ -48,7 +50,9 @@ class ModelState(_message.Message):
     traffic_split: _containers.ScalarMap[str, float]
     generation: int
     versions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., serving_version: _Optional[str] = ..., previous_versions: _Optional[_Iterable[str]] = ..., frozen_versions: _Optional[_Iterable[str]] = ..., traffic_split: _Optional[_Mapping[str, float]] = ..., generation: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ...) -> None: ...
+    problem: _types_pb2.Problem
+    serving_problem: _types_pb2.Problem
+    def __init__(self, model: _Optional[str] = ..., serving_version: _Optional[str] = ..., previous_versions: _Optional[_Iterable[str]] = ..., frozen_versions: _Optional[_Iterable[str]] = ..., traffic_split: _Optional[_Mapping[str, float]] = ..., generation: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ..., problem: _Optional[_Union[_types_pb2.Problem, _Mapping]] = ..., serving_problem: _Optional[_Union[_types_pb2.Problem, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -194,7 +198,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class VersionStatus(_message.Message):
-    __slots__ = ("version", "serving_state", "requests", "errors", "rows", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms")
+    __slots__ = ("version", "serving_state", "requests", "errors", "rows", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms", "problem")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVING_STATE_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -203,6 +207,7 @@ class VersionStatus(_message.Message):
     LATENCY_MEAN_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
     version: str
     serving_state: _types_pb2.ServingState
     requests: int
@@ -211,7 +216,8 @@ class VersionStatus(_message.Message):
     latency_mean_ms: float
     latency_p50_ms: float
     latency_p99_ms: float
-    def __init__(self, version: _Optional[str] = ..., serving_state: _Optional[_Union[_types_pb2.ServingState, str]] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rows: _Optional[int] = ..., latency_mean_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ...) -> None: ...
+    problem: _types_pb2.Problem
+    def __init__(self, version: _Optional[str] = ..., serving_state: _Optional[_Union[_types_pb2.ServingState, str]] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rows: _Optional[int] = ..., latency_mean_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., problem: _Optional[_Union[_types_pb2.Problem, _Mapping]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
     __slots__ = ("state", "versions", "history")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17regserve/v1/types.proto\x12\x0bregserve.v1\x1a\x1fgoogle/protobuf/timestamp.proto\":\n\x06Matrix\x12\x13\n\x0bnum_columns\x18\x01 \x01(\r\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\"%\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x01\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\"r\n\x08NamedRow\x12\x35\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32#.regserve.v1.NamedRow.FeaturesEntry\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x88\x05\n\tTrainSpec\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.regserve.v1.ModelKind\x12#\n\x06solver\x18\x03 \x01(\x0e\x32\x13.regserve.v1.Solver\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x12\n\x05\x61lpha\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rfit_intercept\x18\x06 \x01(\x08H\x01\x88\x01\x01\x12\x18\n\x0bstandardize\x18\x07 \x01(\x08H\x02\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x08 \x01(\x01H\x03\x88\x01\x01\x12\x13\n\x06\x65pochs\x18\t \x01(\rH\x04\x88\x01\x01\x12\x17\n\nbatch_size\x18\n \x01(\rH\x05\x88\x01\x01\x12\x16\n\ttolerance\x18\x0b \x01(\x01H\x06\x88\x01\x01\x12\x1b\n\x0emax_iterations\x18\x0c \x01(\rH\x07\x88\x01\x01\x12 \n\x13validation_fraction\x18\r \x01(\x01H\x08\x88\x01\x01\x12\x15\n\x08\x63v_folds\x18\x0e \x01(\rH\t\x88\x01\x01\x12\x11\n\x04seed\x18\x0f \x01(\x04H\n\x88\x01\x01\x12\x14\n\x0c\x63lass_labels\x18\x10 \x03(\t\x12\x14\n\x07promote\x18\x11 \x01(\x08H\x0b\x88\x01\x01\x12\x16\n\x0epromotion_gate\x18\x12 \x01(\x08\x42\x08\n\x06_alphaB\x10\n\x0e_fit_interceptB\x0e\n\x0c_standardizeB\x10\n\x0e_learning_rateB\t\n\x07_epochsB\r\n\x0b_batch_sizeB\x0c\n\n_toleranceB\x11\n\x0f_max_iterationsB\x16\n\x14_validation_fractionB\x0b\n\t_cv_foldsB\x07\n\x05_seedB\n\n\x08_promote\"i\n\nTrainChunk\x12%\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12$\n\x07targets\x18\x02 \x01(\x0b\x32\x13.regserve.v1.Vector\x12\x0e\n\x06labels\x18\x03 \x03(\t\"V\n\x11\x46\x65\x61tureStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\"A\n\x0fStandardization\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\r\n\x05means\x18\x02 \x03(\x01\x12\x0e\n\x06scales\x18\x03 \x03(\x01\"]\n\x0c\x43lassMetrics\x12\r\n\x05label\x18\x01 \x01(\t\x12\x11\n\tprecision\x18\x02 \x01(\x01\x12\x0e\n\x06recall\x18\x03 \x01(\x01\x12\n\n\x02\x66\x31\x18\x04 \x01(\x01\x12\x0f\n\x07support\x18\x05 \x01(\x04\"\xd0\x01\n\nEvaluation\x12\x35\n\x07metrics\x18\x01 \x03(\x0b\x32$.regserve.v1.Evaluation.MetricsEntry\x12,\n\tper_class\x18\x02 \x03(\x0b\x32\x19.regserve.v1.ClassMetrics\x12-\n\x10\x63onfusion_matrix\x18\x03 \x01(\x0b\x32\x13.regserve.v1.Matrix\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe3\x01\n\x0f\x43rossValidation\x12\r\n\x05\x66olds\x18\x01 \x01(\r\x12\x34\n\x04mean\x18\x02 \x03(\x0b\x32&.regserve.v1.CrossValidation.MeanEntry\x12\x32\n\x03std\x18\x03 \x03(\x0b\x32%.regserve.v1.CrossValidation.StdEntry\x1a+\n\tMeanEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a*\n\x08StdEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb6\x01\n\x0cSolverReport\x12#\n\x06solver\x18\x01 \x01(\x0e\x32\x13.regserve.v1.Solver\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x18\n\x10\x63ondition_number\x18\x03 \x01(\x01\x12\x1e\n\x16least_squares_fallback\x18\x04 \x01(\x08\x12\x12\n\niterations\x18\x05 \x01(\r\x12\x11\n\tconverged\x18\x06 \x01(\x08\x12\x12\n\nfinal_loss\x18\x07 \x01(\x01\"\x99\x06\n\x0cModelVersion\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.regserve.v1.ModelKind\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x0f\n\x07\x63lasses\x18\x05 \x03(\t\x12)\n\x0c\x63oefficients\x18\x06 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12\x12\n\nintercepts\x18\x07 \x03(\x01\x12\x35\n\x0fstandardization\x18\x08 \x01(\x0b\x32\x1c.regserve.v1.Standardization\x12$\n\x04spec\x18\t \x01(\x0b\x32\x16.regserve.v1.TrainSpec\x12)\n\x08training\x18\n \x01(\x0b\x32\x17.regserve.v1.Evaluation\x12+\n\nvalidation\x18\x0b \x01(\x0b\x32\x17.regserve.v1.Evaluation\x12\x36\n\x10\x63ross_validation\x18\x0c \x01(\x0b\x32\x1c.regserve.v1.CrossValidation\x12\x30\n\rsolver_report\x18\r \x01(\x0b\x32\x19.regserve.v1.SolverReport\x12:\n\x12\x66\x65\x61ture_statistics\x18\x0e \x03(\x0b\x32\x1e.regserve.v1.FeatureStatistics\x12\x13\n\x0bnum_samples\x18\x0f \x01(\x04\x12\x11\n\tnum_train\x18\x10 \x01(\x04\x12\x16\n\x0enum_validation\x18\x11 \x01(\x04\x12\x18\n\x10\x64\x61ta_fingerprint\x18\x12 \x01(\t\x12\x10\n\x08\x63hecksum\x18\x13 \x01(\t\x12/\n\x0b\x63reate_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10regserve_version\x18\x15 \x01(\t\x12\x30\n\rserving_state\x18\x16 \x01(\x0e\x32\x19.regserve.v1.ServingState\x12\x18\n\x10training_seconds\x18\x17 \x01(\x01*m\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_KIND_LINEAR\x10\x01\x12\x14\n\x10MODEL_KIND_RIDGE\x10\x02\x12\x17\n\x13MODEL_KIND_LOGISTIC\x10\x03*x\n\x06Solver\x12\x16\n\x12SOLVER_UNSPECIFIED\x10\x00\x12\x16\n\x12SOLVER_CLOSED_FORM\x10\x01\x12\x1b\n\x17SOLVER_GRADIENT_DESCENT\x10\x02\x12\x0e\n\nSOLVER_SGD\x10\x03\x12\x11\n\rSOLVER_NEWTON\x10\x04*\x9b\x01\n\x0cServingState\x12\x1d\n\x19SERVING_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SERVING_STATE_SERVING\x10\x01\x12\x1b\n\x17SERVING_STATE_AVAILABLE\x10\x02\x12\x1a\n\x16SERVING_STATE_IN_SPLIT\x10\x03\x12\x18\n\x14SERVING_STATE_FROZEN\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17regserve/v1/types.proto\x12\x0bregserve.v1\x1a\x1fgoogle/protobuf/timestamp.proto\":\n\x06Matrix\x12\x13\n\x0bnum_columns\x18\x01 \x01(\r\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\"%\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x01\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\"r\n\x08NamedRow\x12\x35\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32#.regserve.v1.NamedRow.FeaturesEntry\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"*\n\x07Problem\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x88\x05\n\tTrainSpec\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.regserve.v1.ModelKind\x12#\n\x06solver\x18\x03 \x01(\x0e\x32\x13.regserve.v1.Solver\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x12\n\x05\x61lpha\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rfit_intercept\x18\x06 \x01(\x08H\x01\x88\x01\x01\x12\x18\n\x0bstandardize\x18\x07 \x01(\x08H\x02\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x08 \x01(\x01H\x03\x88\x01\x01\x12\x13\n\x06\x65pochs\x18\t \x01(\rH\x04\x88\x01\x01\x12\x17\n\nbatch_size\x18\n \x01(\rH\x05\x88\x01\x01\x12\x16\n\ttolerance\x18\x0b \x01(\x01H\x06\x88\x01\x01\x12\x1b\n\x0emax_iterations\x18\x0c \x01(\rH\x07\x88\x01\x01\x12 \n\x13validation_fraction\x18\r \x01(\x01H\x08\x88\x01\x01\x12\x15\n\x08\x63v_folds\x18\x0e \x01(\rH\t\x88\x01\x01\x12\x11\n\x04seed\x18\x0f \x01(\x04H\n\x88\x01\x01\x12\x14\n\x0c\x63lass_labels\x18\x10 \x03(\t\x12\x14\n\x07promote\x18\x11 \x01(\x08H\x0b\x88\x01\x01\x12\x16\n\x0epromotion_gate\x18\x12 \x01(\x08\x42\x08\n\x06_alphaB\x10\n\x0e_fit_interceptB\x0e\n\x0c_standardizeB\x10\n\x0e_learning_rateB\t\n\x07_epochsB\r\n\x0b_batch_sizeB\x0c\n\n_toleranceB\x11\n\x0f_max_iterationsB\x16\n\x14_validation_fractionB\x0b\n\t_cv_foldsB\x07\n\x05_seedB\n\n\x08_promote\"i\n\nTrainChunk\x12%\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12$\n\x07targets\x18\x02 \x01(\x0b\x32\x13.regserve.v1.Vector\x12\x0e\n\x06labels\x18\x03 \x03(\t\"V\n\x11\x46\x65\x61tureStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\"A\n\x0fStandardization\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\r\n\x05means\x18\x02 \x03(\x01\x12\x0e\n\x06scales\x18\x03 \x03(\x01\"]\n\x0c\x43lassMetrics\x12\r\n\x05label\x18\x01 \x01(\t\x12\x11\n\tprecision\x18\x02 \x01(\x01\x12\x0e\n\x06recall\x18\x03 \x01(\x01\x12\n\n\x02\x66\x31\x18\x04 \x01(\x01\x12\x0f\n\x07support\x18\x05 \x01(\x04\"\xd0\x01\n\nEvaluation\x12\x35\n\x07metrics\x18\x01 \x03(\x0b\x32$.regserve.v1.Evaluation.MetricsEntry\x12,\n\tper_class\x18\x02 \x03(\x0b\x32\x19.regserve.v1.ClassMetrics\x12-\n\x10\x63onfusion_matrix\x18\x03 \x01(\x0b\x32\x13.regserve.v1.Matrix\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe3\x01\n\x0f\x43rossValidation\x12\r\n\x05\x66olds\x18\x01 \x01(\r\x12\x34\n\x04mean\x18\x02 \x03(\x0b\x32&.regserve.v1.CrossValidation.MeanEntry\x12\x32\n\x03std\x18\x03 \x03(\x0b\x32%.regserve.v1.CrossValidation.StdEntry\x1a+\n\tMeanEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a*\n\x08StdEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb6\x01\n\x0cSolverReport\x12#\n\x06solver\x18\x01 \x01(\x0e\x32\x13.regserve.v1.Solver\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x18\n\x10\x63ondition_number\x18\x03 \x01(\x01\x12\x1e\n\x16least_squares_fallback\x18\x04 \x01(\x08\x12\x12\n\niterations\x18\x05 \x01(\r\x12\x11\n\tconverged\x18\x06 \x01(\x08\x12\x12\n\nfinal_loss\x18\x07 \x01(\x01\"\xc0\x06\n\x0cModelVersion\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.regserve.v1.ModelKind\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x0f\n\x07\x63lasses\x18\x05 \x03(\t\x12)\n\x0c\x63oefficients\x18\x06 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12\x12\n\nintercepts\x18\x07 \x03(\x01\x12\x35\n\x0fstandardization\x18\x08 \x01(\x0b\x32\x1c.regserve.v1.Standardization\x12$\n\x04spec\x18\t \x01(\x0b\x32\x16.regserve.v1.TrainSpec\x12)\n\x08training\x18\n \x01(\x0b\x32\x17.regserve.v1.Evaluation\x12+\n\nvalidation\x18\x0b \x01(\x0b\x32\x17.regserve.v1.Evaluation\x12\x36\n\x10\x63ross_validation\x18\x0c \x01(\x0b\x32\x1c.regserve.v1.CrossValidation\x12\x30\n\rsolver_report\x18\r \x01(\x0b\x32\x19.regserve.v1.SolverReport\x12:\n\x12\x66\x65\x61ture_statistics\x18\x0e \x03(\x0b\x32\x1e.regserve.v1.FeatureStatistics\x12\x13\n\x0bnum_samples\x18\x0f \x01(\x04\x12\x11\n\tnum_train\x18\x10 \x01(\x04\x12\x16\n\x0enum_validation\x18\x11 \x01(\x04\x12\x18\n\x10\x64\x61ta_fingerprint\x18\x12 \x01(\t\x12\x10\n\x08\x63hecksum\x18\x13 \x01(\t\x12/\n\x0b\x63reate_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10regserve_version\x18\x15 \x01(\t\x12\x30\n\rserving_state\x18\x16 \x01(\x0e\x32\x19.regserve.v1.ServingState\x12\x18\n\x10training_seconds\x18\x17 \x01(\x01\x12%\n\x07problem\x18\x18 \x01(\x0b\x32\x14.regserve.v1.Problem*m\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_KIND_LINEAR\x10\x01\x12\x14\n\x10MODEL_KIND_RIDGE\x10\x02\x12\x17\n\x13MODEL_KIND_LOGISTIC\x10\x03*x\n\x06Solver\x12\x16\n\x12SOLVER_UNSPECIFIED\x10\x00\x12\x16\n\x12SOLVER_CLOSED_FORM\x10\x01\x12\x1b\n\x17SOLVER_GRADIENT_DESCENT\x10\x02\x12\x0e\n\nSOLVER_SGD\x10\x03\x12\x11\n\rSOLVER_NEWTON\x10\x04*\x9b\x01\n\x0cServingState\x12\x1d\n\x19SERVING_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SERVING_STATE_SERVING\x10\x01\x12\x1b\n\x17SERVING_STATE_AVAILABLE\x10\x02\x12\x1a\n\x16SERVING_STATE_IN_SPLIT\x10\x03\x12\x18\n\x14SERVING_STATE_FROZEN\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,12 +40,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CROSSVALIDATION_MEANENTRY']._serialized_options = b'8\001'
   _globals['_CROSSVALIDATION_STDENTRY']._loaded_options = None
   _globals['_CROSSVALIDATION_STDENTRY']._serialized_options = b'8\001'
-  _globals['_MODELKIND']._serialized_start=2718
-  _globals['_MODELKIND']._serialized_end=2827
-  _globals['_SOLVER']._serialized_start=2829
-  _globals['_SOLVER']._serialized_end=2949
-  _globals['_SERVINGSTATE']._serialized_start=2952
-  _globals['_SERVINGSTATE']._serialized_end=3107
+  _globals['_MODELKIND']._serialized_start=2801
+  _globals['_MODELKIND']._serialized_end=2910
+  _globals['_SOLVER']._serialized_start=2912
+  _globals['_SOLVER']._serialized_end=3032
+  _globals['_SERVINGSTATE']._serialized_start=3035
+  _globals['_SERVINGSTATE']._serialized_end=3190
   _globals['_MATRIX']._serialized_start=73
   _globals['_MATRIX']._serialized_end=131
   _globals['_VECTOR']._serialized_start=133
@@ -54,28 +54,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NAMEDROW']._serialized_end=286
   _globals['_NAMEDROW_FEATURESENTRY']._serialized_start=239
   _globals['_NAMEDROW_FEATURESENTRY']._serialized_end=286
-  _globals['_TRAINSPEC']._serialized_start=289
-  _globals['_TRAINSPEC']._serialized_end=937
-  _globals['_TRAINCHUNK']._serialized_start=939
-  _globals['_TRAINCHUNK']._serialized_end=1044
-  _globals['_FEATURESTATISTICS']._serialized_start=1046
-  _globals['_FEATURESTATISTICS']._serialized_end=1132
-  _globals['_STANDARDIZATION']._serialized_start=1134
-  _globals['_STANDARDIZATION']._serialized_end=1199
-  _globals['_CLASSMETRICS']._serialized_start=1201
-  _globals['_CLASSMETRICS']._serialized_end=1294
-  _globals['_EVALUATION']._serialized_start=1297
-  _globals['_EVALUATION']._serialized_end=1505
-  _globals['_EVALUATION_METRICSENTRY']._serialized_start=1459
-  _globals['_EVALUATION_METRICSENTRY']._serialized_end=1505
-  _globals['_CROSSVALIDATION']._serialized_start=1508
-  _globals['_CROSSVALIDATION']._serialized_end=1735
-  _globals['_CROSSVALIDATION_MEANENTRY']._serialized_start=1648
-  _globals['_CROSSVALIDATION_MEANENTRY']._serialized_end=1691
-  _globals['_CROSSVALIDATION_STDENTRY']._serialized_start=1693
-  _globals['_CROSSVALIDATION_STDENTRY']._serialized_end=1735
-  _globals['_SOLVERREPORT']._serialized_start=1738
-  _globals['_SOLVERREPORT']._serialized_end=1920
-  _globals['_MODELVERSION']._serialized_start=1923
-  _globals['_MODELVERSION']._serialized_end=2716
+  _globals['_PROBLEM']._serialized_start=288
+  _globals['_PROBLEM']._serialized_end=330
+  _globals['_TRAINSPEC']._serialized_start=333
+  _globals['_TRAINSPEC']._serialized_end=981
+  _globals['_TRAINCHUNK']._serialized_start=983
+  _globals['_TRAINCHUNK']._serialized_end=1088
+  _globals['_FEATURESTATISTICS']._serialized_start=1090
+  _globals['_FEATURESTATISTICS']._serialized_end=1176
+  _globals['_STANDARDIZATION']._serialized_start=1178
+  _globals['_STANDARDIZATION']._serialized_end=1243
+  _globals['_CLASSMETRICS']._serialized_start=1245
+  _globals['_CLASSMETRICS']._serialized_end=1338
+  _globals['_EVALUATION']._serialized_start=1341
+  _globals['_EVALUATION']._serialized_end=1549
+  _globals['_EVALUATION_METRICSENTRY']._serialized_start=1503
+  _globals['_EVALUATION_METRICSENTRY']._serialized_end=1549
+  _globals['_CROSSVALIDATION']._serialized_start=1552
+  _globals['_CROSSVALIDATION']._serialized_end=1779
+  _globals['_CROSSVALIDATION_MEANENTRY']._serialized_start=1692
+  _globals['_CROSSVALIDATION_MEANENTRY']._serialized_end=1735
+  _globals['_CROSSVALIDATION_STDENTRY']._serialized_start=1737
+  _globals['_CROSSVALIDATION_STDENTRY']._serialized_end=1779
+  _globals['_SOLVERREPORT']._serialized_start=1782
+  _globals['_SOLVERREPORT']._serialized_end=1964
+  _globals['_MODELVERSION']._serialized_start=1967
+  _globals['_MODELVERSION']._serialized_end=2799
 # @@protoc_insertion_point(module_scope)

@@ -141,3 +141,21 @@ def test_weights_are_parsed_from_version_weight_pairs():
     for bad in ("v1", "=1", "v1=heavy"):
         with pytest.raises(ValueError, match="is not VERSION=WEIGHT"):
             parse_weights(["v1=1", bad])
+
+
+def test_models_and_status_show_a_model_whose_state_is_corrupt_beside_the_others(
+    target, client, linear_data, model_dir, capsys
+):
+    for name in ("broken", "house"):
+        client.train(name, *linear_data)
+    (model_dir / "models" / "broken" / "state.json").write_bytes(b"{not json")
+    assert main(["models", "--server", target]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["model", "serving", "split", "frozen", "versions", "generation", "problem"]
+    assert lines[1].split() == ["broken", "-", "-", "-", "v1", "0", "CORRUPT_STATE"]
+    assert lines[2].split()[:2] == ["house", "v1"] and lines[2].split()[-1] == "-"
+    assert lines[3].startswith("broken: CORRUPT_STATE: The serving state of model 'broken' is unreadable")
+    assert main(["status", "--server", target]) == 0
+    out = capsys.readouterr().out
+    assert "model broken: serving -, generation 0\nproblem CORRUPT_STATE: " in out
+    assert "model house: serving v1" in out

@@ -10,7 +10,9 @@ from regserve.server.cli.render import (
     print_client_error,
     print_metrics,
     print_states,
+    print_statuses,
     print_table,
+    print_versions,
     split_text,
     state_name,
     version_order,
@@ -70,3 +72,62 @@ def test_metrics_are_listed_per_split_with_cross_validation_spread(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines[1:3]] == [["training", "mse"], ["training", "r2"]]
     assert lines[3].split() == ["cv", "(3", "folds)", "mse", "2.5", "±", "0.25"]
+
+
+def _problem(reason: str, message: str) -> types_pb2.Problem:
+    return types_pb2.Problem(reason=reason, message=message)
+
+
+def test_model_states_with_problems_get_a_problem_column_and_their_messages(capsys):
+    good = model_service_pb2.ModelState(model="house", serving_version="v2", versions=["v1", "v2"], generation=3)
+    broken = model_service_pb2.ModelState(
+        model="broken", versions=["v1"], problem=_problem("CORRUPT_STATE", "The state is unreadable.")
+    )
+    stale = model_service_pb2.ModelState(
+        model="stale",
+        serving_version="v1",
+        versions=["v1"],
+        generation=2,
+        serving_problem=_problem("CHECKSUM_MISMATCH", "Version v1 fails its checksum."),
+    )
+    print_states([good, broken, stale])
+    assert capsys.readouterr().out.splitlines() == [
+        "model   serving  split  frozen  versions  generation  problem",
+        "house   v2       -      -       v1, v2    3           -",
+        "broken  -        -      -       v1        0           CORRUPT_STATE",
+        "stale   v1       -      -       v1        2           CHECKSUM_MISMATCH",
+        "broken: CORRUPT_STATE: The state is unreadable.",
+        "stale: CHECKSUM_MISMATCH: Version v1 fails its checksum.",
+    ]
+
+
+def test_damaged_versions_show_their_problem_in_listings_and_status(capsys):
+    damaged = _problem("CORRUPT_METADATA", "Version v2 cannot be used.")
+    print_versions(
+        [
+            types_pb2.ModelVersion(version="v1", serving_state=types_pb2.SERVING_STATE_SERVING, checksum="ab" * 32),
+            types_pb2.ModelVersion(version="v2", serving_state=types_pb2.SERVING_STATE_AVAILABLE, problem=damaged),
+        ]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-1] == "problem"
+    assert lines[1].split()[-1] == "-" and lines[2].split()[-1] == "CORRUPT_METADATA"
+    assert lines[3] == "v2: CORRUPT_METADATA: Version v2 cannot be used."
+    state = model_service_pb2.ModelState(
+        model="m", serving_version="v2", serving_problem=damaged, versions=["v1", "v2"], generation=4
+    )
+    status = model_service_pb2.ModelStatus(
+        state=state,
+        versions=[
+            model_service_pb2.VersionStatus(version="v1"),
+            model_service_pb2.VersionStatus(version="v2", problem=damaged),
+        ],
+    )
+    print_statuses([status])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [
+        "model m: serving v2, generation 4",
+        "not served v2: CORRUPT_METADATA: Version v2 cannot be used.",
+    ]
+    assert lines[2].split()[-1] == "problem" and lines[4].split()[-1] == "CORRUPT_METADATA"
+    assert lines[5] == "v2: CORRUPT_METADATA: Version v2 cannot be used."

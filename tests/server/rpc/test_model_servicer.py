@@ -328,3 +328,146 @@ def test_a_raw_stub_gets_error_details_on_the_status(channel):
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert rpc_status.from_call(info.value) is not None
     assert from_rpc_error(info.value).reason == "UNKNOWN_MODEL"
+
+
+# ----------------------------------------------------------------- bounded fields, damaged files
+
+
+def _too_long_calls(X):
+    """Each case: a call through the admin client or the regression client, and the field it overflows."""
+    huge = "r" * (30 * 1024 * 1024)
+    return {
+        "30 MiB reason": (lambda a, c: a.set_split("house", {"v1": 1, "v2": 1}, huge), "reason"),
+        "promote reason": (lambda a, c: a.promote("house", "v2", "x" * 1025), "reason"),
+        "rollback reason": (lambda a, c: a.rollback("house", "x" * 5000), "reason"),
+        "delete reason": (lambda a, c: a.delete_version("house", "v2", "x" * 5000), "reason"),
+        "version name": (lambda a, c: a.get_version("house", "v" * 5000), "version"),
+        "freeze version": (lambda a, c: a.freeze("house", "v" * 5000), "version"),
+        "split key": (lambda a, c: a.set_split("house", {"v1": 1, "v" * 5000: 1}), "weights"),
+        "routing key": (lambda a, c: c.predict("house", X[:1], routing_key="k" * 5000), "routing_key"),
+        "predict version": (lambda a, c: c.predict("house", X[:1], version="v" * 5000), "version"),
+        "predict model": (lambda a, c: c.predict("m" * 5000, X[:1]), "model"),
+        "info version": (lambda a, c: c.model_info("house", "v" * 5000), "version"),
+        "feature name": (
+            lambda a, c: c.train("house", X, X[:, 0], feature_names=["a", "b", "c", "d", "e" * 300]),
+            "spec.feature_names[4]",
+        ),
+        "class label": (
+            lambda a, c: c.train("labels", X[:3], np.array(["yes", "no", "n" * 300]), kind="logistic"),
+            "chunk.labels",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    list(_too_long_calls(np.zeros((1, 5)))),
+)
+def test_an_over_long_field_is_refused_with_its_limit_and_nothing_is_stored(
+    case, admin, client, two_versions, model_dir
+):
+    call, field = _too_long_calls(two_versions)[case]
+    before = state_bytes(model_dir)
+    stored = sorted(str(p) for p in (model_dir / "models").rglob("*"))
+    with pytest.raises(InvalidArgument) as info:
+        call(admin, client)
+    error = info.value
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "FIELD_TOO_LONG")
+    assert error.field_violations[0][0] == field and "at most" in error.field_violations[0][1]
+    assert len(error.message) < 200
+    assert state_bytes(model_dir) == before
+    assert sorted(str(p) for p in (model_dir / "models").rglob("*")) == stored
+
+
+def test_the_status_of_a_model_name_too_long_is_refused_without_echoing_it(admin, two_versions):
+    with pytest.raises(InvalidArgument) as info:
+        admin.status("m" * 100_000)
+    assert info.value.reason == "INVALID_MODEL_NAME" and len(info.value.message) < 300
+
+
+def _state_path(model_dir, model="house"):
+    return model_dir / "models" / model / "state.json"
+
+
+def test_a_corrupt_state_leaves_list_models_and_status_answering(admin, client, two_versions, linear_data, model_dir):
+    client.train("zeta", *linear_data)
+    _state_path(model_dir).write_bytes(b"{not json")
+    house, zeta = admin.list_models()
+    assert (house.model, house.problem.reason, list(house.versions)) == ("house", "CORRUPT_STATE", ["v1", "v2"])
+    assert "'house'" in house.problem.message and not house.HasField("serving_problem")
+    assert (zeta.model, zeta.serving_version, zeta.HasField("problem")) == ("zeta", "v1", False)
+    statuses = admin.status()
+    assert [(s.state.model, s.state.problem.reason) for s in statuses] == [("house", "CORRUPT_STATE"), ("zeta", "")]
+    (status,) = admin.status("house")
+    assert status.state.problem.reason == "CORRUPT_STATE" and [v.version for v in status.versions] == ["v1", "v2"]
+    assert [v.version for v in admin.list_versions("house")] == ["v1", "v2"]
+    # The model keeps answering with the routing it had before its state was damaged.
+    assert client.predict("house", two_versions[:1]).version == "v1"
+
+
+def _fix_checksum(version_dir, payload: bytes) -> None:
+    (version_dir / "weights.npz").write_bytes(payload)
+    metadata = json.loads((version_dir / "metadata.json").read_text())
+    metadata["sha256"] = hashlib.sha256(payload).hexdigest()
+    (version_dir / "metadata.json").write_text(json.dumps(metadata))
+
+
+def test_garbled_weights_with_a_fixed_checksum_answer_corrupt_weights(admin, client, two_versions, model_dir):
+    vdir = model_dir / "models" / "house" / "versions" / "v2"
+    good = (vdir / "weights.npz").read_bytes()
+    _fix_checksum(vdir, good[:300] + bytes(b ^ 0x5A for b in good[300:600]) + good[600:])
+    before = state_bytes(model_dir)
+    for call in (lambda: admin.promote("house", "v2"), lambda: client.model_info("house", "v2")):
+        with pytest.raises(FailedPrecondition) as info:
+            call()
+        assert (info.value.code, info.value.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CORRUPT_WEIGHTS")
+        assert info.value.metadata == {"model": "house", "version": "v2"}
+    assert state_bytes(model_dir) == before
+    assert client.predict("house", two_versions[:1]).version == "v1"
+
+
+def test_a_version_with_unreadable_metadata_is_listed_with_its_problem(admin, client, two_versions, model_dir):
+    (model_dir / "models" / "house" / "versions" / "v2" / "metadata.json").write_bytes(b"\xff\xfe not json")
+    v1, v2 = admin.list_versions("house")
+    assert (v1.version, v1.HasField("problem"), v1.num_samples) == ("v1", False, 400)
+    assert (v2.version, v2.problem.reason, v2.serving_state) == (
+        "v2",
+        "CORRUPT_METADATA",
+        types_pb2.SERVING_STATE_AVAILABLE,
+    )
+    assert "v2" in v2.problem.message
+    (status,) = admin.status("house")
+    assert [(v.version, v.problem.reason) for v in status.versions] == [("v1", ""), ("v2", "CORRUPT_METADATA")]
+    assert list(admin.list_models()[0].versions) == ["v1", "v2"]
+    with pytest.raises(NotFound) as info:
+        admin.get_version("house", "v2")
+    assert info.value.reason == "CORRUPT_METADATA"
+    assert list(admin.delete_version("house", "v2", reason="damaged").versions) == ["v1"]
+
+
+def test_a_restart_with_a_corrupt_serving_version_says_why_in_status_and_predict(app, two_versions, model_dir):
+    from regserve.client import RegressionClient, Unavailable
+    from tests.conftest import start_server
+
+    _flip_byte(model_dir / "models" / "house" / "versions" / "v1" / "weights.npz")
+    app.stop(0)
+    restarted = start_server(model_dir)
+    try:
+        target = f"127.0.0.1:{restarted.port}"
+        with ModelAdminClient(target, timeout=30) as admin, RegressionClient(target, timeout=30) as client:
+            (state,) = admin.list_models()
+            assert (state.serving_version, state.serving_problem.reason) == ("v1", "CHECKSUM_MISMATCH")
+            (status,) = admin.status("house")
+            assert status.state.serving_problem.reason == "CHECKSUM_MISMATCH"
+            assert [(v.version, v.problem.reason) for v in status.versions] == [("v1", "CHECKSUM_MISMATCH"), ("v2", "")]
+            with pytest.raises(Unavailable) as info:
+                client.predict("house", two_versions[:1])
+            error = info.value
+            assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "NO_SERVING_VERSION")
+            assert error.metadata == {"model": "house", "version": "v1", "cause": "CHECKSUM_MISMATCH"}
+            assert "CHECKSUM_MISMATCH" in error.message and "v1" in error.message
+            # Promoting a sound version serves again and clears the problem.
+            assert not admin.promote("house", "v2", reason="v1 is damaged").HasField("serving_problem")
+            assert client.predict("house", two_versions[:1]).version == "v2"
+    finally:
+        restarted.stop(0)

@@ -6,6 +6,7 @@ import numpy as np
 
 from regserve.server.models.estimator import LinearModel
 from regserve.server.observability.serving_stats import VersionSummary
+from regserve.server.registry.problems import ModelReport, Problem
 from regserve.server.registry.state import ModelState, Switch, VersionMetadata
 from regserve.server.rpc import registry_messages
 from regserve.v1 import types_pb2
@@ -107,3 +108,50 @@ def test_model_version_to_proto_reads_the_typed_metadata_and_the_weights():
     bare = registry_messages.model_version_to_proto(VersionMetadata.from_json({"version": "v1"}), None, "")
     assert bare.kind == types_pb2.MODEL_KIND_UNSPECIFIED and bare.serving_state == types_pb2.SERVING_STATE_UNSPECIFIED
     assert not bare.HasField("create_time") and bare.coefficients.num_columns == 0
+
+
+def _summary() -> VersionSummary:
+    return VersionSummary(requests=0, errors=0, rows=0, latency_mean_ms=0.0, latency_p50_ms=0.0, latency_p99_ms=0.0)
+
+
+def _report(**changes) -> ModelReport:
+    usable = VersionMetadata.from_json({"model": "house", "version": "v1", "sha256": "ab" * 32, "n_samples": 9})
+    fields = {"model": "house", "state": _state(serving="v1", frozen=[], previous=[]), "versions": (usable,)}
+    return ModelReport(**{**fields, **changes})
+
+
+def test_a_report_without_problems_converts_like_the_state_alone():
+    message = registry_messages.report_to_state(_report())
+    assert (message.serving_version, list(message.versions)) == ("v1", ["v1"])
+    assert not message.HasField("problem") and not message.HasField("serving_problem")
+
+
+def test_a_reported_problem_reaches_the_state_the_versions_and_the_status():
+    checksum = Problem("CHECKSUM_MISMATCH", "Version v1 fails its checksum.")
+    damaged = Problem("CORRUPT_METADATA", "Version v2 cannot be used.")
+    report = _report(damaged={"v2": damaged}, load_failures={"v1": checksum})
+    state = registry_messages.report_to_state(report)
+    assert list(state.versions) == ["v1", "v2"]
+    assert (state.serving_problem.reason, state.serving_problem.message) == (checksum.reason, checksum.message)
+    v1, v2 = registry_messages.report_to_versions(report)
+    assert (v1.version, v1.num_samples, v1.problem.reason) == ("v1", 9, "CHECKSUM_MISMATCH")
+    assert (v2.model, v2.version, v2.num_samples, v2.problem.reason) == ("house", "v2", 0, "CORRUPT_METADATA")
+    assert v2.serving_state == types_pb2.SERVING_STATE_AVAILABLE
+    status = registry_messages.report_to_status(report, {"v1": _summary(), "v2": _summary()})
+    assert status.state.serving_problem.reason == "CHECKSUM_MISMATCH"
+    assert [(v.version, v.problem.reason) for v in status.versions] == [
+        ("v1", "CHECKSUM_MISMATCH"),
+        ("v2", "CORRUPT_METADATA"),
+    ]
+
+
+def test_an_unreadable_state_is_reported_with_the_versions_only():
+    report = _report(state=ModelState(), problem=Problem("CORRUPT_STATE", "The state is unreadable."))
+    message = registry_messages.report_to_state(report)
+    assert (message.problem.reason, message.serving_version, list(message.versions)) == ("CORRUPT_STATE", "", ["v1"])
+
+
+def test_a_reason_stored_before_reasons_were_limited_is_shown_cut():
+    entry = Switch("2026-01-02T03:04:05.678Z", "promote", None, "v1", "x" * 5000)
+    status = registry_messages.model_status_to_proto("house", ModelState(history=(entry,)), [], {})
+    assert status.history[0].reason == "x" * 1024 + "... (5000 characters)"
