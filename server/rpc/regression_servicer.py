@@ -18,6 +18,7 @@ from regserve.server.models.prediction import predict
 from regserve.server.models.training import DEFAULT_LIMITS, Trainer, TrainingLimits, process_spool_dir
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.store import ModelStore
+from regserve.server.registry.text_limits import shown
 from regserve.server.rpc import convert, registry_messages
 from regserve.server.rpc.status import maps_errors
 from regserve.v1 import regression_service_pb2 as pb
@@ -205,7 +206,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                 served, arm = self._store.route(_require_model(request.model), request.version, request.routing_key)
             elif request.model and request.model != served.name:
                 raise InvalidInput(
-                    f"chunk {index} names model {request.model!r}, but the stream is for {served.name!r}",
+                    f"chunk {index} names model {shown(request.model)}, but the stream is for {served.name!r}",
                     reason="MODEL_CHANGED_IN_STREAM",
                     violations=[("model", "must be empty or the same in every message of a stream")],
                     metadata={"chunk": index},

@@ -37,6 +37,7 @@ from regserve.server.observability.metrics import Metrics, start_metrics_server
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.disk import ModelRegistry
 from regserve.server.registry.store import ModelStore
+from regserve.server.rpc.health import HealthServicer
 from regserve.server.rpc.methods import METHODS, SERVICE_NAMES, Pool, check_methods
 from regserve.server.rpc.model_servicer import ModelServicer
 from regserve.server.rpc.regression_servicer import RegressionServicer
@@ -140,7 +141,7 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     server = grpc.server(
         pools[Pool.SERVER], options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None
     )
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = HealthServicer()
     app = Application(
         server,
         0,
