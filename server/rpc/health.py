@@ -29,12 +29,18 @@ _Send = Callable[[health_pb2.HealthCheckResponse | None], object]
 class HealthServicer(health.HealthServicer):
     """Check and Watch for the server and each service; status changes never block their caller."""
 
+    # grpc_health's own state, which its type stubs leave out.
+    _lock: threading.RLock
+    _server_status: dict[str, int]
+    _send_response_callbacks: dict[str, set[_Send]]
+    _gracefully_shutting_down: bool
+
     def __init__(self) -> None:
         super().__init__(experimental_non_blocking=True)
         self._outbox: queue.SimpleQueue[tuple[_Send, health_pb2.HealthCheckResponse]] = queue.SimpleQueue()
         threading.Thread(target=self._deliver, name="regserve-health-watch", daemon=True).start()
 
-    def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+    def set(self, service: str, status: int) -> None:
         """Set the status of ``service`` and queue the change for its watchers."""
         with self._lock:
             if self._gracefully_shutting_down:
