@@ -15,7 +15,7 @@ model lock.  Every change to a model happens under its flock, after re-reading i
 from disk, so several processes can share one root.  The rules of each change live in
 ``lifecycle``; this module reads, locks and writes.  Pickle is never used: it runs code.
 A ``vN`` directory with a file missing or unreadable is damaged, not absent: it is left
-out of ``list_versions`` and reported by ``damaged_versions`` (see ``version_files``).
+out of ``list_versions`` and reported by ``scan_versions`` (see ``version_files``).
 Reasons and version names are length-checked before a change reads anything.
 """
 
@@ -182,12 +182,8 @@ class ModelRegistry:
         """Metadata of every usable version of ``model``, in version order; damaged ones are left out."""
         return self._scan_versions(model)[0]
 
-    def damaged_versions(self, model: str) -> dict[str, Problem]:
-        """The stored versions of ``model`` whose files are missing or unreadable, with why."""
-        return self._scan_versions(model)[1]
-
     def scan_versions(self, model: str) -> tuple[list[VersionMetadata], dict[str, Problem]]:
-        """``list_versions`` and ``damaged_versions`` from one reading of the directory."""
+        """``list_versions`` and the damaged versions (version -> why) from one reading of the directory."""
         return self._scan_versions(model)
 
     def describe(self, model: str, version: str) -> VersionMetadata:
