@@ -1,0 +1,75 @@
+"""One inference request answered over the store's routing, as regserve.v1 Predict answers it.
+
+The gRPC servicer and the REST routes call ``infer`` after decoding their tensors:
+the same routing (frozen versions, traffic splits), the same ``predict`` (finiteness
+checks included) and the same serving statistics as Predict.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from regserve.server.errors import InvalidInput
+from regserve.server.inference.tensors import Tensor, output_tensors, parse_version, rows_from_inputs
+from regserve.server.models.prediction import predict
+from regserve.server.observability.serving_stats import ServingStats
+from regserve.server.registry.routes import ServedModel
+from regserve.server.registry.store import ModelStore
+
+__all__ = ["ROUTING_KEY", "InferResult", "infer"]
+
+ROUTING_KEY = "routing_key"
+"""The request parameter that picks a traffic split's arm, as regserve.v1's ``routing_key`` does."""
+
+
+class InferResult(NamedTuple):
+    """The version that answered and its output tensors."""
+
+    model: ServedModel
+    outputs: list[Tensor]
+
+
+def _refuse_rows(rows: int, limit: int) -> None:
+    raise InvalidInput(
+        f"The request has {rows} rows; this server takes at most {limit} per message.",
+        reason="TOO_MANY_ROWS",
+        violations=[("inputs", f"send at most {limit} rows per message")],
+        metadata={"rows": rows, "limit": limit},
+    )
+
+
+def infer(
+    store: ModelStore,
+    stats: ServingStats,
+    model: str,
+    version: str,
+    inputs: Sequence[Tensor],
+    requested: set[str] | None = None,
+    *,
+    routing_key: str = "",
+    max_rows: int = 1_000_000,
+) -> InferResult:
+    """Answer ``inputs`` with ``model`` at ``version`` (``3``, ``v3``, or empty for the serving one or a split's arm).
+
+    Refuses more than ``max_rows`` rows (TOO_MANY_ROWS), as Predict does, and counts the
+    request in ``stats`` against the version that answered it, or failed to.
+    """
+    started = time.perf_counter()
+    if not model:
+        raise InvalidInput(
+            "model_name is required", reason="MISSING_MODEL", violations=[("model_name", "give the model_name")]
+        )
+    served, arm = store.route(model, parse_version(version), routing_key)
+    tracked = stats.track(served.name, served.version, arm)
+    try:
+        X = rows_from_inputs(inputs, tuple(served.feature_index), served.estimator.n_features_in_)
+        if len(X) > max_rows:
+            _refuse_rows(len(X), max_rows)
+        outputs = output_tensors(served, predict(served.estimator, X), requested)
+    except BaseException:
+        tracked.record(time.perf_counter() - started, 0, failed=True)
+        raise
+    tracked.record(time.perf_counter() - started, len(X))
+    return InferResult(served, outputs)
