@@ -58,6 +58,7 @@ typecheck: $(STAMP)
 	ln -sfn ../../../server $(TYPECHECK)/server
 	ln -sfn ../../../client $(TYPECHECK)/client
 	ln -sfn ../../../generated/regserve/v1 $(TYPECHECK)/v1
+	ln -sfn ../../../generated/inference $(TYPECHECK)/inference
 	cd build/typecheck && MYPYPATH=. ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml \
 		-p regserve.server -p regserve.client
 

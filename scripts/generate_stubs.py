@@ -1,4 +1,4 @@
-"""Compile proto/regserve/v1/*.proto into generated/regserve/v1 (stubs, .pyi files, descriptor set).
+"""Compile proto/regserve/v1/*.proto into generated/regserve/v1 and proto/inference/*.proto into generated/inference.
 
 Usage: python scripts/generate_stubs.py [--check | --stage-googleapis] [OUT_DIR]
 
@@ -13,6 +13,10 @@ directory here and the second module of buf.yaml; --stage-googleapis does only t
 Beside the stubs the script writes ``regserve_v1.binpb``, a FileDescriptorSet of
 the contract with its source info, so the REST gateway can read the proto comments
 (the descriptors embedded in the ``_pb2`` modules carry none).
+
+proto/inference holds the Open Inference Protocol's contract under its upstream package
+name, ``inference``; its stubs are installed as ``regserve.inference``, so the import
+protoc writes into its ``_pb2_grpc`` module is rewritten to that name.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 PACKAGE = Path("regserve") / "v1"
+OIP_PACKAGE = Path("inference")
+OIP_IMPORT = ("from inference import ", "from regserve.inference import ")
 GOOGLEAPIS_DIR = ROOT / "build" / "googleapis"
 GOOGLEAPIS_PROTOS = ("google/api/annotations.proto", "google/api/http.proto")
 DESCRIPTOR_SET = "regserve_v1.binpb"
-INIT_TEXT = '"""Stubs generated from proto/regserve/v1 by scripts/generate_stubs.py; do not edit."""\n'
+INIT_TEXT = '"""Stubs generated from proto/{} by scripts/generate_stubs.py; do not edit."""\n'
 
 
 def stage_googleapis(dest: Path = GOOGLEAPIS_DIR) -> Path:
@@ -55,21 +61,25 @@ def _include_dirs() -> list[str]:
 
 
 def generate(out_dir: Path) -> None:
-    """Write a fresh generation of the stubs into ``out_dir/regserve/v1``."""
+    """Write a fresh generation of the stubs into ``out_dir/regserve/v1`` and ``out_dir/inference``."""
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE).glob("*.proto"))
+    oip_protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / OIP_PACKAGE).glob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         args = ["protoc", *(f"-I{d}" for d in _include_dirs())]
         args += [f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}"]
-        args += [f"--descriptor_set_out={Path(tmp) / PACKAGE / DESCRIPTOR_SET}", "--include_source_info", *protos]
         (Path(tmp) / PACKAGE).mkdir(parents=True)
-        if protoc.main(args) != 0:
+        descriptors = [f"--descriptor_set_out={Path(tmp) / PACKAGE / DESCRIPTOR_SET}", "--include_source_info"]
+        if protoc.main([*args, *descriptors, *protos]) != 0 or protoc.main([*args, *oip_protos]) != 0:
             raise SystemExit("protoc failed")
-        target = out_dir / PACKAGE
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(Path(tmp) / PACKAGE, target)
-        (target / "__init__.py").write_text(INIT_TEXT)
-        (target / "py.typed").write_text("")
+        for stub in (Path(tmp) / OIP_PACKAGE).glob("*_pb2_grpc.py"):
+            stub.write_text(stub.read_text().replace(*OIP_IMPORT))
+        for package in (PACKAGE, OIP_PACKAGE):
+            target = out_dir / package
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(Path(tmp) / package, target)
+            (target / "__init__.py").write_text(INIT_TEXT.format(package.as_posix()))
+            (target / "py.typed").write_text("")
 
 
 def differences(committed: Path, fresh: Path) -> list[str]:
@@ -98,7 +108,11 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
-        diffs = differences(out_dir / PACKAGE, Path(tmp) / PACKAGE)
+        diffs = [
+            f"{package.as_posix()}/{name}"
+            for package in (PACKAGE, OIP_PACKAGE)
+            for name in differences(out_dir / package, Path(tmp) / package)
+        ]
     if diffs:
         print("stale generated stubs (run `make generate`):", ", ".join(diffs), file=sys.stderr)
         return 1

@@ -1,0 +1,1 @@
+"""Stubs generated from proto/inference by scripts/generate_stubs.py; do not edit."""
