@@ -1,10 +1,10 @@
-"""Reading and encoding a model's ``state.json``, bounded in entries and in bytes.
+"""Parsing and encoding a model's ``state.json``, bounded in entries and in bytes.
 
-A state that cannot be read (not JSON, not an object, values of the wrong type, or
-an error of the file system) raises FAILED_PRECONDITION ``CORRUPT_STATE`` naming the
-model, so a caller can report that model and go on with the others.  A state is
-written with its rollback stack and history trimmed to their limits, and with the
-oldest history entries dropped until the file fits ``STATE_MAX_BYTES``.
+A state that cannot be read (not JSON, not an object, values of the wrong type, or an
+error of the storage) raises FAILED_PRECONDITION ``CORRUPT_STATE`` naming the model,
+so a caller can report that model and go on with the others.  A state is written
+with its rollback stack and history trimmed to their limits, and with the oldest
+history entries dropped until the file fits ``STATE_MAX_BYTES``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from regserve.server.errors import IntegrityError
 from regserve.server.registry.file_checks import check_state_json
 from regserve.server.registry.state import ModelState
 
-__all__ = ["HISTORY_LIMIT", "PREVIOUS_LIMIT", "STATE_MAX_BYTES", "encode_state", "read_state", "read_state_json"]
+__all__ = ["HISTORY_LIMIT", "PREVIOUS_LIMIT", "STATE_MAX_BYTES", "encode_state", "parse_state", "parse_state_json"]
 
 HISTORY_LIMIT = 100
 """Most history entries kept."""
@@ -36,15 +36,10 @@ def corrupt_state(model: str, detail: str) -> IntegrityError:
     )
 
 
-def read_state_json(path: str, model: str) -> dict[str, Any]:
-    """The JSON object stored at ``path``; empty when there is no file yet."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
+def parse_state_json(data: bytes | None, model: str) -> dict[str, Any]:
+    """The JSON object stored as ``data``; empty when there is no state yet (``data`` is None)."""
+    if data is None:
         return {}
-    except OSError as exc:
-        raise corrupt_state(model, f"state.json cannot be read ({exc.strerror})") from exc
     try:
         stored = json.loads(data)
     except (ValueError, RecursionError) as exc:
@@ -54,9 +49,9 @@ def read_state_json(path: str, model: str) -> dict[str, Any]:
     return stored
 
 
-def read_state(path: str, model: str) -> ModelState:
-    """The serving state stored at ``path``, checked; the default state when there is no file yet."""
-    stored = read_state_json(path, model)
+def parse_state(data: bytes | None, model: str) -> ModelState:
+    """The serving state stored as ``data``, checked; the default state when there is none yet."""
+    stored = parse_state_json(data, model)
     try:
         check_state_json(stored)
     except ValueError as exc:
