@@ -18,10 +18,14 @@ from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.routes import ServedModel
 from regserve.server.registry.store import ModelStore
 
-__all__ = ["ROUTING_KEY", "InferResult", "infer"]
+__all__ = ["ROUTING_KEY", "SERVER_EXTENSIONS", "SERVER_NAME", "InferResult", "infer"]
 
 ROUTING_KEY = "routing_key"
 """The request parameter that picks a traffic split's arm, as regserve.v1's ``routing_key`` does."""
+SERVER_NAME = "regserve"
+"""The ``name`` ServerMetadata reports."""
+SERVER_EXTENSIONS: tuple[str, ...] = ("model_repository",)
+"""The protocol extensions ServerMetadata reports."""
 
 
 class InferResult(NamedTuple):

@@ -25,6 +25,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
+from regserve.inference import grpc_service_pb2 as inference_pb2
 from regserve.v1 import model_service_pb2, regression_service_pb2
 
 __all__ = [
@@ -42,8 +43,10 @@ __all__ = [
 SERVICES: tuple[ServiceDescriptor, ...] = (
     regression_service_pb2.DESCRIPTOR.services_by_name["RegressionService"],
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
+    inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
 )
-"""The services of the regserve.v1 contract, in the order they are registered."""
+"""The services served behind the edge, in the order they are registered: the regserve.v1 contract
+and the Open Inference Protocol's ``inference.GRPCInferenceService``."""
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 OPEN_SERVICES = cast(
     "tuple[ServiceDescriptor, ...]",  # grpcio's packages type their descriptors as upb's own classes
@@ -100,7 +103,7 @@ class Method:
         return f"/{self.service}/{self.name}"
 
 
-_REGRESSION, _MODEL = SERVICE_NAMES
+_REGRESSION, _MODEL, _INFERENCE = SERVICE_NAMES
 _PREDICT, _ADMIN = Role.PREDICT, Role.ADMIN
 
 METHODS: Mapping[str, Method] = MappingProxyType(
@@ -121,6 +124,17 @@ METHODS: Mapping[str, Method] = MappingProxyType(
             Method(_MODEL, "SetTrafficSplit", _ADMIN, Pool.ADMIN, changes_registry=True),
             Method(_MODEL, "DeleteVersion", _ADMIN, Pool.ADMIN, changes_registry=True),
             Method(_MODEL, "GetStatus", _PREDICT, Pool.ADMIN),
+            # The Open Inference Protocol: its liveness and readiness are answered from memory on the
+            # health threads; ModelInfer and the reads of one model are Predict's and ModelInfo's peers.
+            Method(_INFERENCE, "ServerLive", _PREDICT, Pool.HEALTH, inline=True),
+            Method(_INFERENCE, "ServerReady", _PREDICT, Pool.HEALTH, inline=True),
+            Method(_INFERENCE, "ModelReady", _PREDICT, Pool.PREDICT, inline=True),
+            Method(_INFERENCE, "ServerMetadata", _PREDICT, Pool.PREDICT, inline=True),
+            Method(_INFERENCE, "ModelMetadata", _PREDICT, Pool.PREDICT),
+            Method(_INFERENCE, "ModelInfer", _PREDICT, Pool.PREDICT, inline=True),
+            Method(_INFERENCE, "RepositoryIndex", _PREDICT, Pool.ADMIN),
+            Method(_INFERENCE, "RepositoryModelLoad", _ADMIN, Pool.ADMIN, changes_registry=True),
+            Method(_INFERENCE, "RepositoryModelUnload", _ADMIN, Pool.ADMIN, changes_registry=True),
         )
     }
 )

@@ -25,6 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from regserve.inference import grpc_service_pb2_grpc as inference_pb2_grpc
 from regserve.server.config import Settings
 from regserve.server.edge.auth import TokenTable
 from regserve.server.edge.edge import Edge, EdgePolicy
@@ -32,6 +33,7 @@ from regserve.server.edge.ratelimit import TokenBuckets
 from regserve.server.edge.registration import EdgeServer
 from regserve.server.gateway.admission import Admission
 from regserve.server.gateway.local import LocalDispatch
+from regserve.server.inference.grpc_servicer import InferenceServicer
 from regserve.server.models.training import TrainingLimits
 from regserve.server.observability.metrics import Metrics, start_metrics_server
 from regserve.server.observability.serving_stats import ServingStats
@@ -169,6 +171,16 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         guarded,
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, app.stats), guarded)
+    inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(
+            store,
+            app.stats,
+            lambda: not app.shutting_down.is_set() and store.has_serving_model(),
+            max_rows=settings.max_predict_rows,
+            on_change=app.update_health,
+        ),
+        guarded,
+    )
     # EdgeServer registers what the generated code registers by name; a method of the
     # table it never saw would be served without the edge, or not at all.
     missing = METHODS.keys() - guarded.handlers.keys()

@@ -1,0 +1,332 @@
+"""``inference.GRPCInferenceService``: the Open Inference Protocol over gRPC, on regserve's models.
+
+The servicer decodes the protocol's messages into ``Tensor`` values and answers through
+``regserve.server.inference.serving.infer``: the routing, prediction and statistics of
+regserve.v1 Predict.  Raw input contents are viewed without copying; the answer comes
+back as raw output contents when the request came raw (or an output asks for
+``binary_data``), as typed contents otherwise.
+
+The model repository extension maps onto regserve's lifecycle:
+
+* RepositoryIndex lists every stored version of every model: READY when a call can be
+  answered by it (serving, in a traffic split, or callable by its version), else
+  UNAVAILABLE with the reason (frozen, damaged, not loadable).
+* RepositoryModelLoad re-reads the registry (versions trained by other replicas show
+  at once) and, with a ``version`` parameter, promotes that version, unfreezing it
+  first; without one it succeeds when the model has a version to serve.
+* RepositoryModelUnload with a ``version`` parameter freezes that version, which the
+  registry refuses for the serving version or a split arm; without one it is refused,
+  since regserve never stops serving a model that has a serving version.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+import grpc
+import numpy as np
+
+from regserve.inference import grpc_service_pb2 as pb
+from regserve.inference import grpc_service_pb2_grpc as pb_grpc
+from regserve.server import __version__
+from regserve.server.errors import FailedPrecondition, InvalidInput, RegserveError
+from regserve.server.inference import tensors
+from regserve.server.inference.serving import ROUTING_KEY, SERVER_EXTENSIONS, SERVER_NAME, infer
+from regserve.server.inference.tensors import Tensor
+from regserve.server.observability.serving_stats import ServingStats
+from regserve.server.registry.store import ModelStore
+from regserve.server.rpc.status import maps_errors
+
+__all__ = ["InferenceServicer", "SERVICE_NAME"]
+
+SERVICE_NAME = "inference.GRPCInferenceService"
+
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+"""The typed field of ``InferTensorContents`` for each datatype; FP16 has none and travels raw only."""
+
+_READY, _UNAVAILABLE = "READY", "UNAVAILABLE"
+_LOAD_REASON = "RepositoryModelLoad"
+_UNLOAD_REASON = "RepositoryModelUnload"
+
+
+def _typed(tensor: pb.ModelInferRequest.InferInputTensor, field: str) -> np.ndarray:
+    """The typed contents of an input as a flat array of its datatype."""
+    dtype = tensors.DATATYPES.get(tensor.datatype)
+    name = _CONTENTS.get(tensor.datatype)
+    if dtype is None or name is None:
+        if dtype is None:
+            raise InvalidInput(
+                f"{field} has datatype {tensor.datatype[:64]!r}, which the protocol does not define",
+                reason="UNKNOWN_DATATYPE",
+                violations=[(f"{field}.datatype", f"one of {', '.join(tensors.DATATYPES)}")],
+                metadata={"datatype": tensor.datatype[:64]},
+            )
+        raise InvalidInput(
+            f"{field} is {tensor.datatype}, which has no typed contents; send it in raw_input_contents",
+            reason="RAW_CONTENTS_REQUIRED",
+            violations=[(f"{field}.contents", f"send {tensor.datatype} tensors as raw bytes")],
+            metadata={"datatype": tensor.datatype},
+        )
+    values = getattr(tensor.contents, name)
+    if tensor.datatype == "BYTES":
+        return np.array(list(values), dtype=object)
+    return np.array(values, dtype=dtype)
+
+
+def _inputs(request: pb.ModelInferRequest) -> list[Tensor]:
+    """The request's input tensors, their data viewed in the raw contents or read from the typed ones."""
+    raw = request.raw_input_contents
+    inputs = request.inputs
+    if raw:
+        if len(raw) != len(inputs):
+            raise InvalidInput(
+                f"the request has {len(inputs)} inputs and {len(raw)} raw_input_contents; send one per input",
+                reason="RAW_CONTENTS_MISMATCH",
+                violations=[("raw_input_contents", f"send {len(inputs)} entries, one per input, in order")],
+                metadata={"inputs": len(inputs), "raw_input_contents": len(raw)},
+            )
+        out = []
+        for i, tensor in enumerate(inputs):
+            field = f"inputs[{i}]"
+            if tensor.HasField("contents"):
+                raise InvalidInput(
+                    f"{field} sets contents while the request sends raw_input_contents",
+                    reason="AMBIGUOUS_CONTENTS",
+                    violations=[(f"{field}.contents", "send every input raw, or every input typed")],
+                )
+            shape = tuple(tensor.shape)
+            out.append(
+                Tensor(tensor.name, tensor.datatype, shape, tensors.decode_raw(tensor.datatype, shape, raw[i], field))
+            )
+        return out
+    return [
+        Tensor(tensor.name, tensor.datatype, tuple(tensor.shape), _typed(tensor, f"inputs[{i}]"))
+        for i, tensor in enumerate(inputs)
+    ]
+
+
+def _string_parameter(parameters, name: str) -> str:
+    """A string (or integer) parameter's value; empty when it is absent."""
+    if name not in parameters:
+        return ""
+    value = parameters[name]
+    kind = value.WhichOneof("parameter_choice")
+    if kind == "string_param":
+        return value.string_param
+    if kind in ("int64_param", "uint64_param"):
+        return str(getattr(value, kind))
+    raise InvalidInput(
+        f"parameter {name!r} must be a string or an integer",
+        reason="INVALID_PARAMETER",
+        violations=[(f"parameters[{name}]", "send a string or an integer")],
+    )
+
+
+def _wants_raw(request: pb.ModelInferRequest) -> bool:
+    if request.raw_input_contents:
+        return True
+    for output in request.outputs:
+        if "binary_data" in output.parameters and output.parameters["binary_data"].bool_param:
+            return True
+    return False
+
+
+def _output(tensor: Tensor, raw: bool) -> pb.ModelInferResponse.InferOutputTensor:
+    out = pb.ModelInferResponse.InferOutputTensor(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+    if not raw:
+        getattr(out.contents, _CONTENTS[tensor.datatype]).extend(tensor.data.ravel().tolist())
+    return out
+
+
+def _repository_parameters(parameters, known: Sequence[str], call: str) -> str:
+    """The ``version`` parameter of a repository call; parameters not in ``known`` are refused."""
+    unknown = sorted(set(parameters).difference(known))
+    if unknown:
+        raise InvalidInput(
+            f"{call} takes only the parameters {', '.join(known)}; regserve trains models with Train",
+            reason="UNSUPPORTED_PARAMETER",
+            violations=[(f"parameters[{name[:64]}]", "not a parameter regserve reads") for name in unknown[:16]],
+            metadata={"parameter": unknown[0][:64]},
+        )
+    if "version" not in parameters:
+        return ""
+    value = parameters["version"]
+    kind = value.WhichOneof("parameter_choice")
+    if kind == "string_param":
+        return tensors.parse_version(value.string_param)
+    if kind == "int64_param":
+        return tensors.parse_version(str(value.int64_param))
+    raise InvalidInput(
+        "parameter 'version' must be a string or an integer",
+        reason="INVALID_PARAMETER",
+        violations=[("parameters[version]", "send a string such as v3, or an integer")],
+    )
+
+
+def _required_model(name: str, field: str) -> str:
+    if not name:
+        raise InvalidInput(f"{field} is required", reason="MISSING_MODEL", violations=[(field, f"give the {field}")])
+    return name
+
+
+@maps_errors(SERVICE_NAME)
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Answers the Open Inference Protocol from the models of ``store``.
+
+    ``ready`` says whether the server is ready (a model can answer and the server is not
+    shutting down); ModelInfer counts in ``stats`` as Predict does and refuses more than
+    ``max_rows`` rows (TOO_MANY_ROWS).  ``on_change`` is called after a repository call
+    changed the registry, so the server can update its health status.
+    """
+
+    def __init__(
+        self,
+        store: ModelStore,
+        stats: ServingStats,
+        ready: Callable[[], bool],
+        *,
+        max_rows: int = 1_000_000,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._stats = stats
+        self._ready = ready
+        self._max_rows = max_rows
+        self._on_change = on_change
+
+    def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._ready())
+
+    def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
+        model = _required_model(request.name, "name")
+        try:
+            self._store.route(model, tensors.parse_version(request.version))
+        except InvalidInput:
+            raise
+        except RegserveError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=SERVER_EXTENSIONS)
+
+    def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        model = _required_model(request.name, "name")
+        served = self._store.describe(model, tensors.parse_version(request.version))
+        meta = tensors.model_metadata(served, [v.version for v in self._store.list_versions(model)])
+        properties = {
+            name: value if isinstance(value, str) else json.dumps(value) for name, value in meta["parameters"].items()
+        }
+        return pb.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[pb.ModelMetadataResponse.TensorMetadata(**tensor) for tensor in meta["inputs"]],
+            outputs=[pb.ModelMetadataResponse.TensorMetadata(**tensor) for tensor in meta["outputs"]],
+            properties=properties,
+        )
+
+    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+        requested = {output.name for output in request.outputs} if request.outputs else None
+        result = infer(
+            self._store,
+            self._stats,
+            _required_model(request.model_name, "model_name"),
+            request.model_version,
+            _inputs(request),
+            requested,
+            routing_key=_string_parameter(request.parameters, ROUTING_KEY),
+            max_rows=self._max_rows,
+        )
+        raw = _wants_raw(request)
+        response = pb.ModelInferResponse(
+            model_name=result.model.name,
+            model_version=result.model.version,
+            id=request.id,
+            outputs=[_output(tensor, raw) for tensor in result.outputs],
+        )
+        if raw:
+            response.raw_output_contents.extend([tensors.raw_bytes(tensor) for tensor in result.outputs])
+        return response
+
+    def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        entries = []
+        for report in self._store.reports():
+            routed = {report.state.serving, *report.state.split} - {None}
+            for version in report.version_names or ("",):
+                problem = report.version_problem(version) if version else report.problem
+                if not version:
+                    state, reason = _UNAVAILABLE, problem.message if problem else "the model has no usable version"
+                elif problem is not None:
+                    state, reason = _UNAVAILABLE, problem.message
+                elif version in report.state.frozen:
+                    state, reason = _UNAVAILABLE, "frozen"
+                elif version == report.state.serving:
+                    state, reason = _READY, "serving"
+                elif version in routed:
+                    state, reason = _READY, "in the traffic split"
+                else:
+                    state, reason = _READY, "answers calls that name its version"
+                if request.ready and state != _READY:
+                    continue
+                entry = pb.RepositoryIndexResponse.ModelIndex(
+                    name=report.model, version=version, state=state, reason=reason
+                )
+                entries.append(entry)
+        return pb.RepositoryIndexResponse(models=entries)
+
+    def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        model = _required_model(request.model_name, "model_name")
+        version = _repository_parameters(request.parameters, ("version",), "RepositoryModelLoad")
+        self._store.refresh()
+        if version:
+            if version in self._store.read_state(model).frozen:
+                self._store.unfreeze(model, version, _LOAD_REASON)
+            self._store.promote(model, version, _LOAD_REASON)
+            self._on_change()
+        else:
+            self._store.route(model)  # raises UNKNOWN_MODEL or NO_SERVING_VERSION
+        return pb.RepositoryModelLoadResponse()
+
+    def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        model = _required_model(request.model_name, "model_name")
+        version = _repository_parameters(request.parameters, ("version", "unload_dependents"), "RepositoryModelUnload")
+        if not version:
+            self._store.read_state(model)  # an unknown model is NOT_FOUND, as for every call
+            raise FailedPrecondition(
+                f"Model {model!r} stays served while it has a serving version; unload one version by "
+                "passing the parameter 'version' (it is frozen), or delete versions with regserve.v1.ModelService.",
+                reason="MODEL_STAYS_SERVED",
+                violations=[("parameters[version]", "name the version to unload")],
+                metadata={"model": model},
+            )
+        self._store.freeze(model, version, _UNLOAD_REASON)
+        self._on_change()
+        return pb.RepositoryModelUnloadResponse()
