@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+from collections.abc import Mapping
 
 from regserve.server.cli import commands
 from regserve.server.cli.server_commands import cmd_gateway, cmd_serve
@@ -16,9 +17,36 @@ _KINDS = tuple(
     name.removeprefix("MODEL_KIND_").lower() for name in types_pb2.ModelKind.keys() if name != "MODEL_KIND_UNSPECIFIED"
 )
 
-__all__ = ["DEFAULT_SERVER", "build_parser"]
+__all__ = ["DEFAULT_SERVER", "build_parser", "health_defaults"]
 
 DEFAULT_SERVER = os.environ.get("REGSERVE_SERVER", "127.0.0.1:50051")
+
+
+def health_defaults(environ: Mapping[str, str]) -> dict[str, str | None]:
+    """Where ``regserve health`` finds the server whose settings are in ``environ`` (a container's HEALTHCHECK).
+
+    The address is REGSERVE_SERVER, else REGSERVE_HOST and REGSERVE_PORT, with a wildcard
+    host reached on loopback.  When REGSERVE_TLS_CERT says the port speaks TLS, the check
+    trusts exactly that certificate (it calls the server whose certificate it is, so no CA
+    is needed), and under mutual TLS (REGSERVE_TLS_CLIENT_CA) presents it as its own with
+    REGSERVE_TLS_KEY.  Flags given on the command line still win.
+    """
+    server = environ.get("REGSERVE_SERVER")
+    if not server:
+        host = environ.get("REGSERVE_HOST", "").strip("[]")
+        # A wildcard bind answers on loopback, which a check inside the container can always reach.
+        if host in {"", "0.0.0.0", "::"}:
+            host = "127.0.0.1"
+        server = f"[{host}]:" if ":" in host else f"{host}:"
+        server += environ.get("REGSERVE_PORT", "50051")
+    cert = environ.get("REGSERVE_TLS_CERT") or None
+    mutual = bool(cert and environ.get("REGSERVE_TLS_CLIENT_CA"))
+    return {
+        "server": server,
+        "tls_ca": cert,
+        "tls_cert": cert if mutual else None,
+        "tls_key": (environ.get("REGSERVE_TLS_KEY") or None) if mutual else None,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,10 +157,13 @@ def _add_model_commands(client_command) -> None:
     info.set_defaults(func=commands.cmd_info)
 
     check = client_command(
-        "health", "exit 0 when the server reports SERVING (for container health checks)", model=False
+        "health",
+        "exit 0 when the server reports SERVING (for container health checks); run beside the server, it "
+        "finds it from the server's own REGSERVE_HOST, REGSERVE_PORT and REGSERVE_TLS_* settings",
+        model=False,
     )
     check.add_argument("--service", default="", help="a service name; the whole server when empty")
-    check.set_defaults(func=commands.cmd_health, timeout=3.0)
+    check.set_defaults(func=commands.cmd_health, timeout=3.0, **health_defaults(os.environ))
 
 
 def _add_lifecycle_commands(client_command) -> None:
