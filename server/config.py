@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+
+from regserve.server.registry.storage import check_location
 
 __all__ = ["Settings", "add_arguments"]
 
@@ -25,7 +26,7 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 50051
-    model_dir: Path = Path("var/models")
+    model_dir: str = "var/models"
     max_workers: int = 16
     predict_threads: int = 2
     health_threads: int = 2
@@ -69,6 +70,10 @@ class Settings:
     max_concurrent_rpcs: int = 0
     parent_pid: int = 0
 
+    def __post_init__(self) -> None:
+        # A path object is accepted where a location is expected; URLs such as s3://bucket/prefix stay strings.
+        object.__setattr__(self, "model_dir", os.fspath(self.model_dir))
+
     @property
     def address(self) -> str:
         """The ``host:port`` the gRPC server binds, with IPv6 hosts bracketed."""
@@ -93,6 +98,7 @@ class Settings:
         """Raise ValueError for settings that cannot be served, before anything is started or written."""
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
+        check_location(self.model_dir)
         if self.predict_threads < 0:
             raise ValueError("--predict-threads must be 0 (Predict on the --max-workers threads) or more")
         for name in ("health_threads", "admin_threads", "train_threads", "reflection_threads"):
@@ -122,14 +128,14 @@ class Settings:
     def from_args(cls, args: argparse.Namespace) -> Settings:
         """Build settings from flags parsed by a parser set up with ``add_arguments``."""
         values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-        values["model_dir"] = Path(values.get("model_dir", cls.model_dir))
         return cls(**values)
 
 
 _HELP = {
     "host": "address to bind (use 0.0.0.0 or :: to listen beyond loopback)",
     "port": "gRPC port; 0 picks a free one",
-    "model_dir": "registry directory holding the model versions",
+    "model_dir": "registry holding the model versions: a directory, a file:// URL or s3://bucket/prefix "
+    "(needs regserve[s3]; endpoint and keys from the usual AWS_* variables)",
     "max_workers": "threads answering BatchPredict streams, and the methods of every pool below set to 0",
     "predict_threads": "threads of their own for Predict and ModelInfo; a process's threads share one interpreter "
     "lock, so 2 is usually enough (more cores want more --workers); 0: they share the --max-workers threads",
@@ -221,5 +227,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction, help=help_text
             )
         else:
-            kind = str if isinstance(default, Path) else type(default)
+            kind = type(default)
             parser.add_argument(flag, dest=f.name, default=default, type=kind, help=help_text)
