@@ -44,10 +44,18 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-## lint: buf lint on the contract, ruff on the Python code, mypy on server/ and client/.
+## lint: buf lint on the contract, ruff on the Python code, mypy on server/ and client/, deploy/kubernetes offline.
 lint: $(STAMP) $(BUF) $(GOOGLEAPIS) typecheck
 	$(BUF) lint
 	$(VENV)/bin/ruff check server client tests bench scripts
+	mkdir -p build/kubernetes
+	$(VENV)/bin/kubectl kustomize deploy/kubernetes > build/kubernetes/regserve.yaml
+	$(VENV)/bin/kubernetes-validate --strict --quiet $(KUBERNETES_VERSIONS:%=-k %) build/kubernetes/regserve.yaml
+	$(PY) -m pytest -q tests/deploy
+
+# The Kubernetes releases the manifests are validated against (schemas shipped in kubernetes-validate),
+# the same as tests/deploy/test_kubernetes.py's.
+KUBERNETES_VERSIONS := 1.31.0 1.37.0
 
 # mypy reads the packages under their installed names (regserve.server, regserve.client,
 # regserve.v1 with its generated .pyi stubs): build/typecheck/regserve links the folders
