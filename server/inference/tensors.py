@@ -305,8 +305,8 @@ def _columns(inputs: Sequence[Tensor], feature_names: Sequence[str]) -> np.ndarr
             metadata={"feature": missing[0]},
         )
     out = np.empty((rows, len(feature_names)), dtype=np.float64)
-    for i, column in enumerate(columns):
-        out[:, i] = column
+    for i, values in enumerate(columns):
+        out[:, i] = values
     return out
 
 

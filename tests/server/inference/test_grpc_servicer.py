@@ -1,0 +1,365 @@
+"""inference.GRPCInferenceService on a real server through a real channel, against regserve.v1 Predict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from regserve.client import ModelAdminClient, RegressionClient
+from regserve.inference import grpc_service_pb2 as pb
+from regserve.inference import grpc_service_pb2_grpc as pb_grpc
+from regserve.server.datasets.demo import ensure_demo_models
+from tests.conftest import start_server
+
+GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl") or "grpcurl"
+Input = pb.ModelInferRequest.InferInputTensor
+
+
+def _demo_server(model_dir, **overrides):
+    app = start_server(model_dir, **overrides)
+    ensure_demo_models(app.store)
+    app.update_health()
+    return app
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    app = _demo_server(tmp_path_factory.mktemp("models"))
+    yield f"127.0.0.1:{app.port}"
+    app.stop(0)
+
+
+@pytest.fixture(scope="module")
+def stub(demo):
+    with grpc.insecure_channel(demo) as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def predict_client(demo):
+    with RegressionClient(demo, timeout=60) as client:
+        yield client
+
+
+def _rows(n, features, seed):
+    return np.random.default_rng(seed).normal(loc=1.0, size=(n, features))
+
+
+def _typed(X, name="inputs"):
+    return pb.ModelInferRequest.InferInputTensor(
+        name=name, datatype="FP64", shape=X.shape, contents=pb.InferTensorContents(fp64_contents=X.ravel())
+    )
+
+
+def _raw_request(model, X, **fields):
+    X = np.ascontiguousarray(X, dtype="<f8")
+    return pb.ModelInferRequest(
+        model_name=model,
+        inputs=[Input(name="inputs", datatype="FP64", shape=X.shape)],
+        raw_input_contents=[X.tobytes()],
+        **fields,
+    )
+
+
+def _outputs(response):
+    """Output name -> array, from raw or typed contents."""
+    out = {}
+    for i, tensor in enumerate(response.outputs):
+        if response.raw_output_contents:
+            raw = response.raw_output_contents[i]
+            if tensor.datatype == "BYTES":
+                items, offset = [], 0
+                while offset < len(raw):
+                    length = int.from_bytes(raw[offset : offset + 4], "little")
+                    items.append(raw[offset + 4 : offset + 4 + length])
+                    offset += 4 + length
+                data = np.array(items, dtype=object)
+            else:
+                data = np.frombuffer(raw, dtype={"FP64": "<f8", "INT64": "<i8"}[tensor.datatype])
+        else:
+            field = {"FP64": "fp64_contents", "INT64": "int64_contents", "BYTES": "bytes_contents"}[tensor.datatype]
+            data = np.array(list(getattr(tensor.contents, field)))
+        out[tensor.name] = data.reshape(tuple(tensor.shape))
+    return out
+
+
+def _error(call):
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    reasons = [d for d in status.details if d.Is(info.DESCRIPTOR)]
+    assert reasons, status
+    reasons[0].Unpack(info)
+    return caught.value.code(), info
+
+
+def test_live_ready_and_server_metadata(stub):
+    assert stub.ServerLive(pb.ServerLiveRequest()).live
+    assert stub.ServerReady(pb.ServerReadyRequest()).ready
+    meta = stub.ServerMetadata(pb.ServerMetadataRequest())
+    assert meta.name == "regserve" and "model_repository" in meta.extensions
+
+
+def test_a_server_without_models_is_live_but_not_ready(tmp_path):
+    app = start_server(tmp_path / "models")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerLive(pb.ServerLiveRequest()).live
+            assert not stub.ServerReady(pb.ServerReadyRequest()).ready
+            assert not stub.ModelReady(pb.ModelReadyRequest(name="iris")).ready
+    finally:
+        app.stop(0)
+
+
+def test_model_ready_by_regserve_or_bare_version(stub):
+    for version in ("", "1", "v1"):
+        assert stub.ModelReady(pb.ModelReadyRequest(name="iris", version=version)).ready
+    assert not stub.ModelReady(pb.ModelReadyRequest(name="iris", version="9")).ready
+    assert not stub.ModelReady(pb.ModelReadyRequest(name="nope")).ready
+
+
+def test_model_metadata_describes_the_demo_models(stub):
+    iris = stub.ModelMetadata(pb.ModelMetadataRequest(name="iris"))
+    assert list(iris.versions) == ["v1"]
+    assert [(t.name, t.datatype, list(t.shape)) for t in iris.inputs] == [("inputs", "FP64", [-1, 4])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in iris.outputs] == [
+        ("predictions", "INT64", [-1]),
+        ("labels", "BYTES", [-1]),
+        ("probabilities", "FP64", [-1, 3]),
+    ]
+    assert json.loads(iris.properties["classes"]) == ["setosa", "versicolor", "virginica"]
+    assert len(json.loads(iris.properties["feature_names"])) == 4
+    diabetes = stub.ModelMetadata(pb.ModelMetadataRequest(name="diabetes", version="1"))
+    assert [(t.name, t.datatype, list(t.shape)) for t in diabetes.outputs] == [("predictions", "FP64", [-1])]
+    assert json.loads(diabetes.properties["feature_names"])[0] == "age"
+
+
+@pytest.mark.parametrize("rows", [1, 10_000])
+@pytest.mark.parametrize("raw", [False, True])
+def test_infer_equals_predict(stub, predict_client, rows, raw):
+    for model, features, seed in (("iris", 4, 11), ("diabetes", 10, 12)):
+        X = _rows(rows, features, seed)
+        request = _raw_request(model, X) if raw else pb.ModelInferRequest(model_name=model, inputs=[_typed(X)])
+        response = stub.ModelInfer(request)
+        assert bool(response.raw_output_contents) == raw
+        assert (response.model_name, response.model_version) == (model, "v1")
+        out = _outputs(response)
+        expected = predict_client.predict(model, X)
+        if model == "iris":
+            np.testing.assert_array_equal(out["predictions"], expected.values.astype(np.int64))
+            assert [label.decode() for label in out["labels"]] == expected.labels
+            np.testing.assert_array_equal(out["probabilities"], expected.probabilities)
+        else:
+            assert list(out) == ["predictions"]
+            np.testing.assert_array_equal(out["predictions"], expected.values)
+
+
+def test_columnar_inputs_named_as_the_features(stub, predict_client):
+    names = json.loads(stub.ModelMetadata(pb.ModelMetadataRequest(name="diabetes")).properties["feature_names"])
+    X = _rows(5, len(names), 13)
+    inputs = [
+        Input(name=name, datatype="FP32", shape=[5], contents=pb.InferTensorContents(fp32_contents=X[:, i]))
+        for i, name in reversed(list(enumerate(names)))
+    ]
+    out = _outputs(stub.ModelInfer(pb.ModelInferRequest(model_name="diabetes", inputs=inputs)))
+    expected = predict_client.predict("diabetes", X.astype(np.float32).astype(np.float64)).values
+    np.testing.assert_array_equal(out["predictions"], expected)
+
+
+def test_requested_outputs_id_and_binary_data(stub):
+    X = _rows(3, 4, 14)
+    request = pb.ModelInferRequest(
+        model_name="iris",
+        id="req-7",
+        inputs=[_typed(X)],
+        outputs=[
+            pb.ModelInferRequest.InferRequestedOutputTensor(
+                name="labels", parameters={"binary_data": pb.InferParameter(bool_param=True)}
+            )
+        ],
+    )
+    response = stub.ModelInfer(request)
+    assert response.id == "req-7"
+    assert [t.name for t in response.outputs] == ["labels"]
+    assert len(response.raw_output_contents) == 1
+
+
+@pytest.mark.parametrize(
+    ("inputs", "raw", "reason"),
+    [
+        ([Input(name="inputs", datatype="FP64", shape=[1, 3])], [b"\0" * 24], "WRONG_SHAPE"),
+        ([Input(name="inputs", datatype="FP64", shape=[1, 4])], [b"\0" * 31], "RAW_LENGTH_MISMATCH"),
+        ([Input(name="inputs", datatype="BYTES", shape=[1, 4])], [b"\0" * 32], "RAW_LENGTH_MISMATCH"),
+        ([Input(name="inputs", datatype="FP64", shape=[1, 4])], [b"\0" * 32, b""], "RAW_CONTENTS_MISMATCH"),
+        ([Input(name="inputs", datatype="FP9", shape=[1, 4])], [b"\0" * 32], "UNKNOWN_DATATYPE"),
+        ([Input(name="inputs", datatype="FP16", shape=[1, 4])], [], "RAW_CONTENTS_REQUIRED"),
+        ([Input(name="inputs", datatype="FP64", shape=[1, 4])], [], "TENSOR_SIZE_MISMATCH"),
+        (
+            [Input(name="sepal_length", datatype="FP64", shape=[1]), Input(name="x", datatype="FP64", shape=[1])],
+            [b"\0" * 8, b"\0" * 8],
+            "UNKNOWN_INPUT",
+        ),
+        (
+            [Input(name="inputs", datatype="FP64", shape=[1, 4])],
+            [np.array([1.0, np.nan, 2.0, 3.0]).tobytes()],
+            "NON_FINITE_VALUE",
+        ),
+        ([], [], "MISSING_INPUTS"),
+    ],
+)
+def test_bad_tensors_are_invalid_argument_with_a_reason(stub, inputs, raw, reason):
+    request = pb.ModelInferRequest(model_name="iris", inputs=inputs, raw_input_contents=raw)
+    code, info = _error(lambda: stub.ModelInfer(request))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.reason == reason
+
+
+def test_unknown_models_versions_and_outputs(stub):
+    X = _rows(1, 4, 15)
+    code, info = _error(lambda: stub.ModelInfer(_raw_request("nope", X)))
+    assert (code, info.reason) == (grpc.StatusCode.NOT_FOUND, "UNKNOWN_MODEL")
+    code, info = _error(lambda: stub.ModelInfer(_raw_request("iris", X, model_version="7")))
+    assert (code, info.reason, info.metadata["version"]) == (grpc.StatusCode.NOT_FOUND, "UNKNOWN_VERSION", "v7")
+    asked = [pb.ModelInferRequest.InferRequestedOutputTensor(name="scores")]
+    code, info = _error(lambda: stub.ModelInfer(_raw_request("iris", X, outputs=asked)))
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_OUTPUT")
+
+
+def test_too_many_rows_are_refused_as_predict_refuses_them(tmp_path):
+    app = _demo_server(tmp_path / "models", max_predict_rows=10)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            code, info = _error(lambda: stub.ModelInfer(_raw_request("iris", _rows(11, 4, 16))))
+            assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "TOO_MANY_ROWS")
+    finally:
+        app.stop(0)
+
+
+@pytest.fixture
+def lifecycle(tmp_path):
+    """A server whose iris has a second version, v2, stored but not serving."""
+    app = _demo_server(tmp_path / "models")
+    target = f"127.0.0.1:{app.port}"
+    X = _rows(60, 4, 17)
+    y = np.array(["setosa", "versicolor", "virginica"] * 20)
+    with RegressionClient(target, timeout=60) as client:
+        client.train("iris", X, y, kind="logistic", promote=False, feature_names=["a", "b", "c", "d"])
+    with grpc.insecure_channel(target) as channel, ModelAdminClient(target, timeout=60) as admin:
+        yield pb_grpc.GRPCInferenceServiceStub(channel), admin
+    app.stop(0)
+
+
+def _index(stub, ready=False):
+    response = stub.RepositoryIndex(pb.RepositoryIndexRequest(ready=ready))
+    return {(m.name, m.version): (m.state, m.reason) for m in response.models}
+
+
+def test_frozen_versions_and_traffic_splits_route_as_for_predict(lifecycle):
+    stub, admin = lifecycle
+    X = _rows(1, 4, 18)
+    assert stub.ModelInfer(_raw_request("iris", X, model_version="2")).model_version == "v2"
+    admin.freeze("iris", "v2")
+    code, info = _error(lambda: stub.ModelInfer(_raw_request("iris", X, model_version="v2")))
+    assert (code, info.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "VERSION_FROZEN")
+    admin.unfreeze("iris", "v2")
+    admin.set_split("iris", {"v1": 0.5, "v2": 0.5})
+    arms = set()
+    for key in map(str, range(40)):
+        parameters = {"routing_key": pb.InferParameter(string_param=key)}
+        first = stub.ModelInfer(_raw_request("iris", X, parameters=parameters)).model_version
+        assert stub.ModelInfer(_raw_request("iris", X, parameters=parameters)).model_version == first
+        arms.add(first)
+    assert arms == {"v1", "v2"}
+
+
+def test_repository_index_load_and_unload(lifecycle):
+    stub, admin = lifecycle
+    assert _index(stub) == {
+        ("diabetes", "v1"): ("READY", "serving"),
+        ("iris", "v1"): ("READY", "serving"),
+        ("iris", "v2"): ("READY", "answers calls that name its version"),
+    }
+    # Load without a version: the model is ready as it is.
+    stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="iris"))
+    # Unload of a version freezes it; Unload of the whole model is refused.
+    version = {"version": pb.ModelRepositoryParameter(string_param="2")}
+    stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="iris", parameters=version))
+    assert _index(stub)[("iris", "v2")] == ("UNAVAILABLE", "frozen")
+    assert ("iris", "v2") not in _index(stub, ready=True)
+    assert not stub.ModelReady(pb.ModelReadyRequest(name="iris", version="2")).ready
+    code, info = _error(lambda: stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="iris")))
+    assert (code, info.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "MODEL_STAYS_SERVED")
+    serving = {"version": pb.ModelRepositoryParameter(string_param="v1")}
+    code, _ = _error(
+        lambda: stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="iris", parameters=serving))
+    )
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    # Load of a version unfreezes and promotes it.
+    load = pb.RepositoryModelLoadRequest(
+        model_name="iris", parameters={"version": pb.ModelRepositoryParameter(int64_param=2)}
+    )
+    stub.RepositoryModelLoad(load)
+    assert _index(stub)[("iris", "v2")] == ("READY", "serving")
+    assert stub.ModelInfer(_raw_request("iris", _rows(1, 4, 19))).model_version == "v2"
+    code, info = _error(lambda: stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="nope")))
+    assert (code, info.reason) == (grpc.StatusCode.NOT_FOUND, "UNKNOWN_MODEL")
+    config = {"config": pb.ModelRepositoryParameter(string_param="{}")}
+    code, info = _error(
+        lambda: stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="iris", parameters=config))
+    )
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_PARAMETER")
+
+
+def test_roles_apply_as_for_regserve_v1(tmp_path):
+    app = _demo_server(tmp_path / "models", tokens="admin:oip-admin,predict:oip-predict")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            predict = (("authorization", "Bearer oip-predict"),)
+            admin = (("authorization", "Bearer oip-admin"),)
+            code, _ = _error(lambda: stub.ModelInfer(_raw_request("iris", _rows(1, 4, 20))))
+            assert code is grpc.StatusCode.UNAUTHENTICATED
+            assert stub.ModelInfer(_raw_request("iris", _rows(1, 4, 20)), metadata=predict).model_version == "v1"
+            load = pb.RepositoryModelLoadRequest(model_name="iris")
+            code, _ = _error(lambda: stub.RepositoryModelLoad(load, metadata=predict))
+            assert code is grpc.StatusCode.PERMISSION_DENIED
+            stub.RepositoryModelLoad(load, metadata=admin)
+    finally:
+        app.stop(0)
+
+
+def test_grpcurl_lists_and_describes_the_service_through_reflection(demo):
+    listed = subprocess.run([GRPCURL, "-plaintext", demo, "list"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "inference.GRPCInferenceService" in listed.stdout.split()
+    described = subprocess.run(
+        [GRPCURL, "-plaintext", demo, "describe", "inference.GRPCInferenceService"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert described.returncode == 0, described.stderr
+    for rpc in ("ModelInfer", "ServerLive", "ModelMetadata", "RepositoryIndex", "RepositoryModelUnload"):
+        assert f"rpc {rpc} (" in described.stdout
+    body = json.dumps({"name": "iris"})
+    ready = subprocess.run(
+        [GRPCURL, "-plaintext", "-d", body, demo, "inference.GRPCInferenceService/ModelReady"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ready.returncode == 0, ready.stderr
+    assert json.loads(ready.stdout) == {"ready": True}
