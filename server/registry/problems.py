@@ -50,6 +50,8 @@ class ModelReport:
     """Stored versions whose files are missing or unreadable, by version."""
     load_failures: Mapping[str, Problem] = field(default_factory=lambda: _NO_PROBLEMS)
     """Versions this server was to route to but could not load, by version."""
+    served_generation: int = 0
+    """The generation of the state this server routes the model by; 0 when it routes nothing for it yet."""
 
     @property
     def version_names(self) -> tuple[str, ...]:

@@ -205,7 +205,9 @@ class ModelStore:
         except IntegrityError as exc:
             state, problem = ModelState(), Problem.of(exc)
         failures = self._builder.load_failures.get(model, {})
-        return ModelReport(model, state, tuple(versions), problem, damaged, failures)
+        route = self._snapshot.get(model)
+        served = route.generation if route is not None else 0
+        return ModelReport(model, state, tuple(versions), problem, damaged, failures, served)
 
     def reports(self) -> list[ModelReport]:
         """``report`` of every model in the registry, by name; a model deleted meanwhile is left out."""

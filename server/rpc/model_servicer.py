@@ -9,6 +9,9 @@ beside the others, instead of failing.
 
 from __future__ import annotations
 
+import os
+import socket
+
 import grpc
 
 from regserve.server.observability.serving_stats import ServingStats
@@ -97,7 +100,9 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
         reports = [self._store.report(request.model)] if request.model else self._store.reports()
-        return pb.GetStatusResponse(models=[self._status(report) for report in reports])
+        # Read per call: a worker forked after start has a pid of its own.
+        replica = f"{socket.gethostname()}:{os.getpid()}"
+        return pb.GetStatusResponse(models=[self._status(report) for report in reports], replica=replica)
 
     def _status(self, report: ModelReport) -> pb.ModelStatus:
         summaries = {v: self._stats.summary(report.model, v) for v in report.version_names}

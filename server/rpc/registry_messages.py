@@ -245,6 +245,7 @@ def report_to_status(report: ModelReport, summaries: Mapping[str, VersionSummary
     versions = report.version_names
     message = model_status_to_proto(report.model, report.state, versions, summaries)
     message.state.CopyFrom(report_to_state(report))
+    message.served_generation = report.served_generation
     for entry in message.versions:
         _set_problem(entry, "problem", report.version_problem(entry.version))
     return message

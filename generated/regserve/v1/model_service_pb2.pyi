@@ -220,17 +220,21 @@ class VersionStatus(_message.Message):
     def __init__(self, version: _Optional[str] = ..., serving_state: _Optional[_Union[_types_pb2.ServingState, str]] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rows: _Optional[int] = ..., latency_mean_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., problem: _Optional[_Union[_types_pb2.Problem, _Mapping]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("state", "versions", "history")
+    __slots__ = ("state", "versions", "history", "served_generation")
     STATE_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    SERVED_GENERATION_FIELD_NUMBER: _ClassVar[int]
     state: ModelState
     versions: _containers.RepeatedCompositeFieldContainer[VersionStatus]
     history: _containers.RepeatedCompositeFieldContainer[Switch]
-    def __init__(self, state: _Optional[_Union[ModelState, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[Switch, _Mapping]]] = ...) -> None: ...
+    served_generation: int
+    def __init__(self, state: _Optional[_Union[ModelState, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[Switch, _Mapping]]] = ..., served_generation: _Optional[int] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "replica")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ...) -> None: ...
+    replica: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., replica: _Optional[str] = ...) -> None: ...

@@ -5,7 +5,7 @@ import warnings
 
 from regserve.v1 import regression_service_pb2 as regserve_dot_v1_dot_regression__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
