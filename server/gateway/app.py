@@ -18,7 +18,8 @@ The modules behind it, each with one job:
 - ``admission``: the edge's token and rate-limit refusals, before a body is read;
 - ``limits`` and ``connections``: body sizes, uploads, timeouts and connections;
 - ``errors`` and ``answers``: gRPC status to HTTP status, error bodies as ``google.rpc.Status`` JSON;
-- ``openapi``: the OpenAPI 3 document.
+- ``openapi``: the OpenAPI 3 document;
+- ``v2``, ``v2_codec`` and ``v2_openapi``: the Open Inference Protocol's REST API (``/v2/...``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from regserve.server.gateway.local import LocalDispatch
 from regserve.server.gateway.openapi import load_comments, openapi_document
 from regserve.server.gateway.proxy import Upstream, endpoint_for
 from regserve.server.gateway.rules import HttpRoute, contract_services, http_routes
+from regserve.server.gateway.v2 import v2_routes
+from regserve.server.gateway.v2_openapi import add_v2_paths
 
 __all__ = [
     "EmbeddedGateway",
@@ -178,7 +181,7 @@ def create_gateway_app(
     routes = gateway_routes(services)
     upstream = Upstream(target, credentials, max_message_bytes, channels, answer_threads=limits.max_uploads)
     uploads = UploadSlots(limits.max_uploads)
-    document = openapi_document(routes, title="regserve", version=_version(), comments=load_comments())
+    document = add_v2_paths(openapi_document(routes, title="regserve", version=_version(), comments=load_comments()))
 
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(document)
@@ -198,6 +201,7 @@ def create_gateway_app(
             Route("/docs", _docs_page, methods=["GET"]),
             Mount(DOCS_STATIC, app=StaticFiles(directory=str(swagger_ui_path)), name="docs-static"),
             *rule_routes,
+            *v2_routes(upstream, local, limits),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

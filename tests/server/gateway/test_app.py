@@ -27,6 +27,7 @@ from openapi_spec_validator import validate
 from regserve.server.gateway.app import gateway_routes
 from regserve.server.gateway.errors import http_status_for
 from regserve.server.gateway.rules import PathTemplate, contract_services
+from regserve.server.gateway.v2 import v2_http_routes
 from regserve.v1 import model_service_pb2 as mpb
 from regserve.v1 import model_service_pb2_grpc as mpb_grpc
 from regserve.v1 import regression_service_pb2 as pb
@@ -342,7 +343,7 @@ def test_the_gateway_answers_its_own_errors_as_status_json(http):
     assert "must be a JSON object" in array.json()["message"]
     wrong_type = http.post("/v1/models/house:predict", content=b"a=1", headers={"content-type": "text/plain"})
     assert wrong_type.status_code == 415 and reason(wrong_type.json()) == "UNSUPPORTED_MEDIA_TYPE"
-    no_route = http.get("/v2/nothing")
+    no_route = http.get("/v9/nothing")
     assert no_route.status_code == 404 and reason(no_route.json()) == "ROUTE_NOT_FOUND"
     wrong_method = http.put("/v1/models/house")
     assert wrong_method.status_code == 405 and reason(wrong_method.json()) == "METHOD_NOT_ALLOWED"
@@ -469,7 +470,8 @@ def test_openapi_document_is_valid_and_lists_every_route(http):
     document = response.json()
     validate(document)
     listed = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
-    assert listed == {(r.http_method, r.path.openapi_path) for r in gateway_routes()}
+    routes = [*gateway_routes(), *v2_http_routes()]
+    assert listed == {(r.http_method, r.path.openapi_path) for r in routes}
     predict = document["paths"]["/v1/models/{model}:predict"]["post"]
     assert predict["summary"].startswith("Predict answers one or several rows")
     assert predict["responses"]["default"]["content"]["application/json"]["schema"]["$ref"].endswith(
