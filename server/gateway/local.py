@@ -38,6 +38,11 @@ in a thread, so the event loop never waits on a disk or a lock.
 """
 
 
+def _names_version(request) -> bool:
+    """Whether ``request`` names a version (regserve.v1's ``version``, the inference protocol's ``model_version``)."""
+    return bool(getattr(request, "version", "") or getattr(request, "model_version", ""))
+
+
 class LocalCallError(grpc.RpcError):
     """A failed in-process call; reads like the ``AioRpcError`` of a call over gRPC."""
 
@@ -155,7 +160,7 @@ class LocalDispatch:
         context = _Context(metadata, peer, timeout)
         self._running += 1
         try:
-            if method in _INLINE and not getattr(request, "version", ""):
+            if method in _INLINE and not _names_version(request):
                 response = handler(request, context)
             else:
                 response = await asyncio.wait_for(asyncio.to_thread(handler, request, context), timeout)
