@@ -10,6 +10,7 @@ parsed flags, and ``Settings.check`` refuses combinations that cannot be served.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, field, fields
 
@@ -36,7 +37,8 @@ class Settings:
     workers: int = 1
     reuse_port: bool = False
     max_message_mb: int = 64
-    grace_period: float = 10.0
+    drain_seconds: float = 5.0
+    grace_seconds: float = 10.0
     poll_interval: float = 2.0
     demo_models: bool = True
     log_level: str = "INFO"
@@ -99,6 +101,9 @@ class Settings:
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
         check_location(self.model_dir)
+        for name in ("drain_seconds", "grace_seconds"):
+            if not 0 <= getattr(self, name) < math.inf:  # written so that NaN fails it too
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number of seconds, 0 or more")
         if self.predict_threads < 0:
             raise ValueError("--predict-threads must be 0 (Predict on the --max-workers threads) or more")
         for name in ("health_threads", "admin_threads", "train_threads", "reflection_threads"):
@@ -151,7 +156,10 @@ _HELP = {
     "and has its own rate limits",
     "reuse_port": "let other processes bind the same port (SO_REUSEPORT); --workers sets it for its workers",
     "max_message_mb": "largest request or response message, in MiB",
-    "grace_period": "seconds calls in flight get to finish on SIGTERM",
+    "drain_seconds": "seconds the server keeps accepting and answering calls after the first SIGTERM or SIGINT, "
+    "with health NOT_SERVING, so probes and load balancers move away before the listener closes; 0: close at once",
+    "grace_seconds": "seconds calls in flight get to finish once the listener has closed (after the drain); "
+    "then they are cancelled and the process exits 0; a second SIGTERM or SIGINT cancels them at once (exit 1)",
     "poll_interval": "seconds between checks of the registry for changes made by other replicas",
     "demo_models": "train the demo models when the registry is empty",
     "log_level": "logging level (DEBUG, INFO, WARNING, ERROR)",

@@ -37,7 +37,7 @@ class HealthServicer(health.HealthServicer):
 
     def __init__(self) -> None:
         super().__init__(experimental_non_blocking=True)
-        self._outbox: queue.SimpleQueue[tuple[_Send, health_pb2.HealthCheckResponse]] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[_Send, health_pb2.HealthCheckResponse | None]] = queue.SimpleQueue()
         threading.Thread(target=self._deliver, name="regserve-health-watch", daemon=True).start()
 
     def set(self, service: str, status: int) -> None:
@@ -50,6 +50,17 @@ class HealthServicer(health.HealthServicer):
         response = health_pb2.HealthCheckResponse(status=status)
         for send in watchers:
             self._outbox.put((send, response))
+
+    def end_watches(self) -> None:
+        """End every open Watch stream (status OK) after the changes queued for it.
+
+        A server whose listener has closed waits for its calls in flight; watchers
+        never end by themselves, and would hold it for the whole grace period.
+        """
+        with self._lock:
+            watchers = [send for sends in self._send_response_callbacks.values() for send in sends]
+        for send in watchers:
+            self._outbox.put((send, None))  # None ends the stream, in grpcio and in grpc_health alike
 
     def _deliver(self) -> None:
         while True:

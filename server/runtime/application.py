@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import cast
@@ -60,7 +59,7 @@ class Application:
     server: grpc.Server
     port: int
     store: ModelStore
-    health: health.HealthServicer
+    health: HealthServicer
     stats: ServingStats
     metrics: Metrics | None = None
     metrics_port: int = -1
@@ -71,7 +70,7 @@ class Application:
     thread_pools: dict[Pool, futures.ThreadPoolExecutor] = field(default_factory=dict)
     """The threads that answer calls: the server's (``Pool.SERVER``) and each pool whose size is above 0."""
     shutting_down: threading.Event = field(default_factory=threading.Event)
-    """Set as ``stop`` begins: Trains still running stop at once (UNAVAILABLE SHUTTING_DOWN)."""
+    """Set as the listener closes (``close``): Trains still running stop at once (UNAVAILABLE SHUTTING_DOWN)."""
     _metrics_host: str = "127.0.0.1"
     _metrics_server: WSGIServer | None = None
 
@@ -90,18 +89,34 @@ class Application:
         self.server.start()
         self.store.start(on_change=self.update_health)
 
-    def stop(self, grace: float | None = None, *, while_draining: Callable[[], None] | None = None) -> None:
-        """Turn health NOT_SERVING, refuse new calls, let calls in flight finish within ``grace`` seconds.
+    def drain(self) -> None:
+        """Turn health NOT_SERVING for the server and every service, Watch streams told; calls are still answered.
 
-        ``while_draining`` runs after new calls are refused and before the wait for
-        the calls in flight (``serve`` stops its gateway there).
+        Probes and load balancers see the replica leave while its listener still takes
+        their calls; no later change of the registry turns it SERVING again.
+        """
+        self.health.enter_graceful_shutdown()
+
+    def calls_in_flight(self) -> int:
+        """Calls the edge has begun and not yet ended, the gateway's included; health and reflection are uncounted."""
+        if self.metrics is None:
+            return 0
+        return int(sum(sample.value for family in self.metrics.in_flight.collect() for sample in family.samples))
+
+    def close(self, grace: float | None) -> threading.Event:
+        """Close the listener: new connections and calls are refused, running Trains stop (SHUTTING_DOWN).
+
+        Calls in flight get ``grace`` seconds, then are cancelled; the event is set
+        once every call has ended.  Called again with 0, it cancels them at once.
         """
         self.shutting_down.set()
         self.health.enter_graceful_shutdown()
         stopped = self.server.stop(grace)
-        if while_draining is not None:
-            while_draining()
-        stopped.wait()
+        self.health.end_watches()
+        return stopped
+
+    def release(self) -> None:
+        """Free what the server held once its calls have ended: thread pools, the edge, registry polling, /metrics."""
         for pool in self.thread_pools.values():
             pool.shutdown(wait=False)
         if self.edge is not None:
@@ -111,6 +126,11 @@ class Application:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server = None
+
+    def stop(self, grace: float | None = None) -> None:
+        """Close the listener, let calls in flight finish within ``grace`` seconds, then release everything."""
+        self.close(grace).wait()
+        self.release()
 
 
 def create_server(settings: Settings, store: ModelStore | None = None) -> Application:

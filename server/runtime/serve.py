@@ -2,14 +2,20 @@
 
 It checks the settings, installs the signal handlers, loads (or trains) the models,
 starts the gRPC server and the embedded REST gateway, and waits for SIGTERM or
-SIGINT; then health turns NOT_SERVING, new calls are refused and calls in flight get
-``--grace-period`` seconds to finish.  With ``--workers`` above 1 it hands over to
-``regserve.server.runtime.workers`` instead.
+SIGINT.  Then it drains as Kubernetes expects: health turns NOT_SERVING at once
+while both ports keep accepting and answering calls for ``--drain-seconds``; then
+the listeners close, calls in flight get ``--grace-seconds`` to finish, and the
+process exits 0.  A second signal cancels what is left and exits 1.  With
+``--workers`` above 1 it hands over to ``regserve.server.runtime.workers`` instead.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
 
 from threadpoolctl import threadpool_limits
 
@@ -20,45 +26,90 @@ from regserve.server.registry.disk import ModelRegistry
 from regserve.server.registry.store import ModelStore
 from regserve.server.runtime.application import Application, create_server
 from regserve.server.runtime.cpus import pin_to_cpu, pinned_cpus
-from regserve.server.runtime.signals import exit_with_parent, stop_on_signals
+from regserve.server.runtime.signals import StopRequests, exit_with_parent, stop_on_signals
 from regserve.server.runtime.sockets import bind_socket
 from regserve.server.runtime.workers import serve_workers
+
+if TYPE_CHECKING:
+    from regserve.server.gateway.app import EmbeddedGateway
 
 __all__ = ["serve"]
 
 logger = logging.getLogger(__name__)
 
 
-def _embedded_gateway(settings: Settings, app: Application):
-    """The REST gateway to serve inside this process, its socket bound; None when ``gateway_port`` is off.
+def _embedded_gateway(settings: Settings, app: Application, sock: socket.socket) -> EmbeddedGateway:
+    """The REST gateway to serve inside this process on ``sock``, a bound socket.
 
     Unary routes call the servicers in process, through the edge; the
     streaming routes call this server's own port over gRPC, in plaintext.
     """
-    if settings.gateway_port < 0:
-        return None
     # Imported here: Starlette and uvicorn are not loaded by a server without a gateway.
     from regserve.server.gateway.app import EmbeddedGateway
     from regserve.server.gateway.limits import GatewayLimits
 
     wildcard = settings.host in {"0.0.0.0", "::", "[::]", ""}
     upstream = f"127.0.0.1:{app.port}" if wildcard else f"{settings.address.rsplit(':', 1)[0]}:{app.port}"
-    sock = bind_socket(settings.host, settings.gateway_port, reuse_port=settings.reuse_port)
     return EmbeddedGateway(
         sock,
         upstream,
         app.local,
         log_level=settings.log_level,
-        grace_period=settings.grace_period,
+        grace_period=settings.grace_seconds,
         max_message_bytes=settings.max_message_bytes,
         limits=GatewayLimits.from_settings(settings),
     )
 
 
-def serve(settings: Settings) -> int:
-    """Run the server until SIGTERM or SIGINT; returns the process exit code.
+def _wait_until_closed(sock: socket.socket, stopping: threading.Thread) -> None:
+    """Return once ``sock`` is closed, or its gateway has stopped, or after 5 s.
 
-    With ``settings.workers`` above 1, run that many server processes on the port instead.
+    uvicorn closes the very socket it was given as it stops accepting, on its next
+    tick; the timeline's "listener closed" must not come before that.
+    """
+    deadline = time.monotonic() + 5.0
+    while sock.fileno() >= 0 and stopping.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _shut_down(
+    app: Application,
+    gateway: EmbeddedGateway | None,
+    gateway_sock: socket.socket | None,
+    settings: Settings,
+    requests: StopRequests,
+) -> bool:
+    """Drain (after a signal), close both listeners, let the calls in flight finish; False when cut short.
+
+    Each phase is logged with its time, so an operator can build the timeline.
+    """
+    if requests.drain.is_set():
+        app.drain()
+        logger.info("draining: health NOT_SERVING, still accepting for %.1f s", settings.drain_seconds)
+        requests.at_once.wait(settings.drain_seconds)
+    grace = 0.0 if requests.at_once.is_set() else settings.grace_seconds
+    stopped = app.close(grace)
+    stopping = None
+    if gateway is not None and gateway_sock is not None:
+        # On a thread of its own: the gateway's stop waits for its open HTTP calls, and
+        # a second signal must not wait with it.
+        stopping = threading.Thread(target=gateway.stop, name="regserve-gateway-stop", daemon=True)
+        stopping.start()
+        _wait_until_closed(gateway_sock, stopping)
+    logger.info("listener closed; finishing %d calls within %.1f s", app.calls_in_flight(), grace)
+    while not stopped.is_set() or (stopping is not None and stopping.is_alive()):
+        if requests.at_once.wait(0.1):
+            app.close(0)
+            return False
+    return not requests.at_once.is_set()
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGTERM or SIGINT, then drain; returns the process exit code.
+
+    0 once drained and stopped; 1 when a second signal cut the drain short or the
+    REST gateway stopped by itself.  With ``settings.workers`` above 1, run that many
+    server processes on the port instead.
     """
     settings.check()
     if settings.workers > 1:
@@ -66,8 +117,8 @@ def serve(settings: Settings) -> int:
     if settings.pin_cpus:
         pin_to_cpu(pinned_cpus(settings.pin_cpus)[0])  # before the server starts its threads
     # Handlers go in first, so a SIGTERM is never met by Python's default (death by signal):
-    # one that comes while the models load stops the server as soon as it has started.
-    stopping = stop_on_signals(f"draining for up to {settings.grace_period:.1f} s")
+    # one that comes while the models load starts the drain as soon as the server has started.
+    requests = stop_on_signals("starting the drain")
     if settings.parent_pid:
         exit_with_parent(settings.parent_pid)
     if settings.blas_threads > 0:
@@ -83,7 +134,11 @@ def serve(settings: Settings) -> int:
     else:
         logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
     app = create_server(settings, store)
-    gateway = _embedded_gateway(settings, app)  # bound before anything starts: a port conflict stops here
+    # Bound before anything starts: a port conflict stops here.
+    gateway_sock = None
+    if settings.gateway_port >= 0:
+        gateway_sock = bind_socket(settings.host, settings.gateway_port, reuse_port=settings.reuse_port)
+    gateway = _embedded_gateway(settings, app, gateway_sock) if gateway_sock is not None else None
     app.start()
     if gateway is not None:
         try:
@@ -101,12 +156,15 @@ def serve(settings: Settings) -> int:
         f"http://{settings.host}:{gateway.port}/docs" if gateway is not None else "off",
     )
     code = 0
-    while not stopping.wait(1.0):
+    while not requests.drain.wait(1.0):
         if gateway is not None and not gateway.alive():
             logger.error("the REST gateway stopped; stopping")
             code = 1
             break
-
-    app.stop(settings.grace_period, while_draining=gateway.stop if gateway is not None else None)
-    logger.info("regserve stopped")
-    return code
+    if _shut_down(app, gateway, gateway_sock, settings, requests):
+        app.release()
+        logger.info("regserve stopped")
+        return code
+    app.release()
+    logger.info("regserve stopped; the calls still in flight were cancelled")
+    return 1

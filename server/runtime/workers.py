@@ -11,8 +11,11 @@ their next poll.
 Each worker also runs the REST gateway, on one HTTP port shared the same way.  The
 parent process serves nothing.  It trains the demo models once (so workers never
 race to create them), holds the ports while the workers start when port 0 asked for
-a free one, restarts a worker that dies, forwards SIGTERM and SIGINT and exits with 0
-once every worker has drained and stopped.
+a free one, restarts a worker that dies, passes SIGTERM and SIGINT on and exits with 0
+once every worker has drained and stopped.  Each worker drains as a single server does
+(``regserve.server.runtime.serve``), all at once: health NOT_SERVING while the shared
+ports still take calls, then the listeners close and the calls in flight finish.  A
+second signal is passed on too, and stops them at once.
 """
 
 from __future__ import annotations
@@ -61,7 +64,9 @@ class _Worker:
 
     def start(self) -> None:
         command = [sys.executable, "-m", "regserve.server.cli", "serve"]
-        self.process = subprocess.Popen(command, env=_environment(self.settings))
+        # A group of its own: a terminal's Ctrl-C reaches only the parent, which passes it
+        # on once; a worker that got it twice (from both) would skip its drain.
+        self.process = subprocess.Popen(command, env=_environment(self.settings), process_group=0)
         self.started = time.monotonic()
         logger.info("worker %d started (pid %d)", self.index, self.process.pid)
 
@@ -97,21 +102,31 @@ def _supervise(workers: list[_Worker], stopping: threading.Event) -> int:
     return 0
 
 
-def _stop_workers(workers: list[_Worker], timeout: float) -> int:
-    """SIGTERM every running worker and wait for all within ``timeout`` seconds; 1 when one did not exit 0."""
+def _stop_workers(workers: list[_Worker], timeout: float, at_once: threading.Event) -> int:
+    """SIGTERM every running worker (they drain) and wait for all within ``timeout`` seconds.
+
+    When ``at_once`` is set meanwhile, each worker still running gets a second SIGTERM,
+    which stops it at once.  Returns 1 when one did not exit 0.
+    """
     started = [(w.index, w.process) for w in workers if w.process is not None]
     for _, process in started:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
+    hurried = False
+    while any(process.poll() is None for _, process in started) and time.monotonic() < deadline:
+        if at_once.is_set() and not hurried:
+            hurried = True
+            for _, process in started:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
     code = 0
     for index, process in started:
-        try:
-            status = process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            logger.warning("worker %d did not stop within the grace period; killing it", index)
+        if process.poll() is None:
+            logger.warning("worker %d did not stop within its drain and grace period; killing it", index)
             process.kill()
-            status = process.wait()
+        status = process.wait()
         if status != 0:
             logger.error("worker %d exited with code %s", index, status)
             code = 1
@@ -136,7 +151,7 @@ def serve_workers(settings: Settings) -> int:
     settings.check()
     if settings.pin_cpus:
         pinned_cpus(settings.pin_cpus)  # a bad value stops here, before any worker starts
-    stopping = stop_on_signals(f"stopping {settings.workers} workers")
+    requests = stop_on_signals(f"passing it to the {settings.workers} workers, which drain")
     if settings.demo_models:
         store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
         store.load_all()
@@ -160,10 +175,11 @@ def serve_workers(settings: Settings) -> int:
             port,
             f"http://{settings.host}:{gateway_port}/docs in each worker" if gateway_port >= 0 else "off",
         )
-        code = _supervise(workers, stopping)
+        code = _supervise(workers, requests.drain)
     finally:
         # Whatever ended the loop, the workers drain within one shared deadline.
-        code = _stop_workers(workers, settings.grace_period + 10) or code
+        timeout = settings.drain_seconds + settings.grace_seconds + 10
+        code = _stop_workers(workers, timeout, requests.at_once) or code
         for sock in reserved:
             sock.close()
     logger.info("regserve stopped")

@@ -321,12 +321,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_sigterm_drains_calls_in_flight_refuses_new_ones_and_exits_zero(tmp_path, linear_data):
+def test_sigterm_without_a_drain_refuses_new_calls_at_once_and_lets_calls_in_flight_finish(tmp_path, linear_data):
+    """--drain-seconds 0: the listener closes as the signal comes (test_drain.py has the drain itself)."""
     X, y = linear_data
     port = _free_port()
     target = f"127.0.0.1:{port}"
     command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port)]
-    command += ["--model-dir", str(tmp_path / "models"), "--no-demo-models", "--grace-period", "20"]
+    command += ["--model-dir", str(tmp_path / "models"), "--no-demo-models", "--drain-seconds", "0"]
+    command += ["--grace-seconds", "20"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -392,7 +394,8 @@ def test_sigterm_with_the_gateway_and_a_slow_http_upload_still_stops_and_exits_z
     port, http_port = _free_port(), _free_port()
     target = f"127.0.0.1:{port}"
     command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port), "--gateway-port"]
-    command += [str(http_port), "--model-dir", str(tmp_path / "models"), "--no-demo-models", "--grace-period", "2"]
+    command += [str(http_port), "--model-dir", str(tmp_path / "models"), "--no-demo-models", "--drain-seconds", "1"]
+    command += ["--grace-seconds", "2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     upload = None

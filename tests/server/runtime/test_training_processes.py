@@ -35,7 +35,8 @@ def _serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str]]:
     """A `regserve serve` process whose system temporary directory (and so spool root) is ``tmp_path``."""
     port = _free_port()
     command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port), "--no-demo-models"]
-    command += ["--model-dir", str(tmp_path / "models"), "--grace-period", str(GRACE), "--no-access-log"]
+    command += ["--model-dir", str(tmp_path / "models"), "--grace-seconds", str(GRACE), "--no-access-log"]
+    command += ["--drain-seconds", "0"]  # the listener closes, and running Trains stop, as SIGTERM comes
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
     server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     target = f"127.0.0.1:{port}"

@@ -75,7 +75,7 @@ def test_two_workers_share_the_port_follow_the_registry_and_stop_on_sigterm(tmp_
     target = f"127.0.0.1:{port}"
     command = [sys.executable, "-m", "regserve.server.cli", "serve", "--workers", "2", "--port", str(port)]
     command += ["--model-dir", str(tmp_path / "models"), "--metrics-port", str(metrics), "--poll-interval", "0.2"]
-    command += ["--gateway-port", str(gateway)]
+    command += ["--gateway-port", str(gateway), "--drain-seconds", "0"]  # test_drain.py drains workers
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     channels = _channels(target)
@@ -187,7 +187,7 @@ def _allowed_cpus(pid: int) -> set[str]:
 def _serve_until_serving(tmp_path, *flags: str) -> subprocess.Popen:
     port = _free_ports(1)
     command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port), "--no-demo-models"]
-    command += ["--model-dir", str(tmp_path / "models"), "--gateway-port", "0", *flags]
+    command += ["--model-dir", str(tmp_path / "models"), "--gateway-port", "0", "--drain-seconds", "0", *flags]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
