@@ -23,6 +23,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The Open Inference Protocol suite's clients (tritonclient needs protobuf < 7, regserve >= 7): an
+# environment of their own; its tests start `regserve serve` from $(VENV) (tests/oip/server.py).
+OIP_VENV := .venv-oip
+OIP_STAMP := $(OIP_VENV)/.installed
+$(OIP_STAMP): tests/oip/requirements.txt
+	$(PYTHON) -m venv $(OIP_VENV)
+	$(OIP_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OIP_VENV)/bin/python -m pip install --quiet -r tests/oip/requirements.txt
+	touch $(OIP_STAMP)
+
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
@@ -40,9 +50,10 @@ serve: $(STAMP)
 	$(VENV)/bin/regserve serve --host $(HOST) --port $(PORT) --model-dir $(MODEL_DIR) \
 		--gateway-port $(GATEWAY_PORT) --metrics-port $(METRICS_PORT)
 
-## test: run the test suite against real servers on loopback.
-test: $(STAMP)
+## test: run the test suite against real servers on loopback, then tests/oip with tritonclient in .venv-oip.
+test: $(STAMP) $(OIP_STAMP)
 	$(PY) -m pytest
+	REGSERVE_PYTHON=$(abspath $(PY)) $(OIP_VENV)/bin/python -m pytest tests/oip --confcutdir=tests/oip -p no:cacheprovider
 
 ## lint: buf lint on the contract, ruff on the Python code, mypy on server/ and client/, deploy/kubernetes offline.
 lint: $(STAMP) $(BUF) $(GOOGLEAPIS) typecheck
@@ -88,4 +99,4 @@ soak: $(BENCH_STAMP)
 	$(PY) -m bench.soak
 
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info
+	rm -rf $(VENV) $(OIP_VENV) node_modules build *.egg-info
