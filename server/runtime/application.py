@@ -70,7 +70,8 @@ class Application:
     thread_pools: dict[Pool, futures.ThreadPoolExecutor] = field(default_factory=dict)
     """The threads that answer calls: the server's (``Pool.SERVER``) and each pool whose size is above 0."""
     shutting_down: threading.Event = field(default_factory=threading.Event)
-    """Set as the listener closes (``close``): Trains still running stop at once (UNAVAILABLE SHUTTING_DOWN)."""
+    """Set as the calls in flight are cancelled at once (``close`` with no grace): Trains still running stop
+    at their next step (UNAVAILABLE SHUTTING_DOWN) instead of running on after their call is gone."""
     _metrics_host: str = "127.0.0.1"
     _metrics_server: WSGIServer | None = None
 
@@ -104,12 +105,14 @@ class Application:
         return int(sum(sample.value for family in self.metrics.in_flight.collect() for sample in family.samples))
 
     def close(self, grace: float | None) -> threading.Event:
-        """Close the listener: new connections and calls are refused, running Trains stop (SHUTTING_DOWN).
+        """Close the listener: new connections and calls are refused, health Watch streams end.
 
-        Calls in flight get ``grace`` seconds, then are cancelled; the event is set
-        once every call has ended.  Called again with 0, it cancels them at once.
+        Calls in flight, running Trains among them, get ``grace`` seconds, then are
+        cancelled (a cancelled Train stores nothing); the event is set once every call
+        has ended.  Called again with 0, it cancels them at once.
         """
-        self.shutting_down.set()
+        if not grace:
+            self.shutting_down.set()
         self.health.enter_graceful_shutdown()
         stopped = self.server.stop(grace)
         self.health.end_watches()

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from regserve.client import RegressionClient
 from regserve.server.config import Settings
+from regserve.server.registry.disk import ModelRegistry
 from regserve.server.rpc.methods import SERVICE_NAMES
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import regression_service_pb2_grpc as pb_grpc
@@ -147,8 +148,40 @@ def _wait_serving(target: str) -> None:
             time.sleep(0.05)
 
 
+class HeldTrain:
+    """A Train of model "slow" whose client sends half its rows, then holds the stream open until ``join``."""
+
+    def __init__(self, target: str, X: np.ndarray, y: np.ndarray) -> None:
+        self._released = threading.Event()
+        self._sent = threading.Event()
+        self.answer: pb.TrainResponse | None = None
+        self.error: Exception | None = None
+        half = len(X) // 2
+
+        def chunks():
+            yield X[:half], y[:half]
+            self._sent.set()
+            self._released.wait(LONG)
+            yield X[half:], y[half:]
+
+        def run() -> None:
+            try:
+                with RegressionClient(target, timeout=2 * LONG) as client:
+                    self.answer = client.train("slow", chunks=chunks())
+            except Exception as exc:  # reported by the test
+                self.error = exc
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert self._sent.wait(30), "the Train's first rows were not taken"
+
+    def join(self) -> None:
+        self._released.set()
+        self._thread.join(LONG)
+
+
 class HeldStream:
-    """A BatchPredict stream answered once, then held open by its client until ``release``."""
+    """A BatchPredict stream answered once, then held open by its client until ``join``."""
 
     def __init__(self, target: str, rows: np.ndarray, chunks: int = 3) -> None:
         self._channel = grpc.insecure_channel(target)
@@ -177,10 +210,8 @@ class HeldStream:
         self._thread.start()
         assert self._answered.wait(30), "the stream's first chunk was not answered"
 
-    def release(self) -> None:
-        self._released.set()
-
     def join(self) -> None:
+        """Release the stream and wait for its end."""
         self._released.set()
         self._thread.join(LONG)
         self._channel.close()
@@ -209,6 +240,7 @@ def test_sigterm_drains_answering_calls_then_closes_the_listeners_and_finishes_c
         ]
         assert [next(watch).status for watch in watches] == [SERVING] * len(watches)
         held = HeldStream(target, X[:4])
+        training = HeldTrain(target, X, y)
 
         server.process.send_signal(signal.SIGTERM)
         draining = server.wait_for(r"draining: health NOT_SERVING, still accepting for 3\.0 s")[0]
@@ -225,15 +257,16 @@ def test_sigterm_drains_answering_calls_then_closes_the_listeners_and_finishes_c
         assert [next(watch).status for watch in watches] == [NOT_SERVING] * len(watches)
 
         closed = server.wait_for(r"listener closed; finishing (\d+) calls within 60\.0 s")[0]
-        assert int(closed.group(1)) >= 1  # the held stream
+        assert int(closed.group(1)) >= 2  # the held stream and the Train
         assert _refused(port) and _refused(http_port)
         for watch in watches:  # watchers are let go, so they hold no one up
             assert list(watch) == [] and watch.code() == grpc.StatusCode.OK
         watching.close()
-        assert server.process.poll() is None and held.error is None  # the held stream still runs
-        held.release()
+        assert server.process.poll() is None and held.error is None  # the held calls still run
         held.join()
         assert held.error is None and len(held.answers) == 3
+        training.join()
+        assert training.error is None and training.answer is not None and training.answer.model_version.version == "v1"
         assert server.process.wait(LONG) == 0
         stopped = server.wait_for(r"regserve stopped$")[0]
     assert _when(draining) <= _when(closed) <= _when(stopped)
@@ -241,6 +274,8 @@ def test_sigterm_drains_answering_calls_then_closes_the_listeners_and_finishes_c
     access = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     assert [a["code"] for a in access if a["method"].endswith("/BatchPredict")] == ["OK"]
     assert [a["code"] for a in access if a["method"].endswith("/Predict")] == ["OK", "OK"]
+    assert [a["code"] for a in access if a["method"].endswith("/Train")] == ["OK", "OK"]
+    assert sorted(ModelRegistry(tmp_path / "models").list_models()) == ["house", "slow"]
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ def _serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str]]:
     port = _free_port()
     command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", str(port), "--no-demo-models"]
     command += ["--model-dir", str(tmp_path / "models"), "--grace-seconds", str(GRACE), "--no-access-log"]
-    command += ["--drain-seconds", "0"]  # the listener closes, and running Trains stop, as SIGTERM comes
+    command += ["--drain-seconds", "0"]  # the listener closes as SIGTERM comes; the grace period starts
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
     server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     target = f"127.0.0.1:{port}"
@@ -89,7 +89,8 @@ def test_sigterm_stops_a_runaway_train_and_the_server_exits_within_the_grace_per
         caller.join(10)
         _, log = server.communicate(timeout=10)
     assert code == 0 and took < GRACE + 1.0, f"exit {code} after {took:.2f} s"
-    # UNAVAILABLE when the drain stops trainings as it begins; CANCELLED when the grace period ends them.
+    # A Train in flight runs on through the grace period like any call; at its end grpc cancels every
+    # call, which the client sees as UNAVAILABLE ("Cancelling all calls"), or CANCELLED in a race.
     assert outcome and outcome[0].code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
     assert "stopped training model runaway" in log
     assert ModelRegistry(tmp_path / "models").list_models() == []
