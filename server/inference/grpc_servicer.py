@@ -145,13 +145,6 @@ def _wants_raw(request: pb.ModelInferRequest) -> bool:
     return False
 
 
-def _output(tensor: Tensor, raw: bool) -> pb.ModelInferResponse.InferOutputTensor:
-    out = pb.ModelInferResponse.InferOutputTensor(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-    if not raw:
-        getattr(out.contents, _CONTENTS[tensor.datatype]).extend(tensor.data.ravel().tolist())
-    return out
-
-
 def _repository_parameters(parameters, known: Sequence[str], call: str) -> str:
     """The ``version`` parameter of a repository call; parameters not in ``known`` are refused."""
     unknown = sorted(set(parameters).difference(known))
@@ -260,12 +253,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             max_rows=self._max_rows,
         )
         raw = _wants_raw(request)
-        response = pb.ModelInferResponse(
-            model_name=result.model.name,
-            model_version=result.model.version,
-            id=request.id,
-            outputs=[_output(tensor, raw) for tensor in result.outputs],
-        )
+        served = result.model
+        response = pb.ModelInferResponse(model_name=served.name, model_version=served.version, id=request.id)
+        add = response.outputs.add  # made in place: a message passed to the constructor would be copied
+        for tensor in result.outputs:
+            out = add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+            if not raw:
+                getattr(out.contents, _CONTENTS[tensor.datatype]).extend(tensor.data.ravel().tolist())
         if raw:
             response.raw_output_contents.extend([tensors.raw_bytes(tensor) for tensor in result.outputs])
         return response

@@ -68,7 +68,9 @@ def infer(
     served, arm = store.route(model, parse_version(version), routing_key)
     tracked = stats.track(served.name, served.version, arm)
     try:
-        X = rows_from_inputs(inputs, tuple(served.feature_index), served.estimator.n_features_in_)
+        # The stored names, when there is one per column (what ``feature_index`` holds), without a copy.
+        names = served.metadata.feature_names if served.feature_index else ()
+        X = rows_from_inputs(inputs, names, served.estimator.n_features_in_)
         if len(X) > max_rows:
             _refuse_rows(len(X), max_rows)
         outputs = output_tensors(served, predict(served.estimator, X), requested)

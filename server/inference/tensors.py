@@ -100,7 +100,7 @@ def datatype_of(dtype: np.dtype) -> str:
 
 def _element_count(shape: Sequence[int], field: str) -> int:
     """The number of elements of ``shape``; a negative dimension is refused."""
-    if any(dim < 0 for dim in shape):
+    if shape and min(shape) < 0:
         raise InvalidInput(
             f"{field} has a negative dimension in shape {list(shape)}",
             reason="INVALID_SHAPE",
@@ -197,8 +197,10 @@ def _numeric(tensor: Tensor, field: str) -> None:
 
 def _sized(tensor: Tensor, field: str) -> np.ndarray:
     """The tensor's data in its shape; a data size that does not match the shape is refused."""
-    count = _element_count(tensor.shape, field)
     data = tensor.data
+    if data.shape == tensor.shape:  # raw tensors come viewed in their shape already
+        return data
+    count = _element_count(tensor.shape, field)
     if data.size != count:
         raise InvalidInput(
             f"{field} holds {data.size} elements; shape {list(tensor.shape)} takes {count}",
@@ -206,7 +208,7 @@ def _sized(tensor: Tensor, field: str) -> np.ndarray:
             violations=[(f"{field}.contents", f"send {count} elements for shape {list(tensor.shape)}")],
             metadata={"input": tensor.name, "elements": data.size, "expected": count},
         )
-    return data if data.shape == tensor.shape else data.reshape(tensor.shape)
+    return data.reshape(tensor.shape)
 
 
 def _as_float64(data: np.ndarray) -> np.ndarray:
@@ -238,7 +240,7 @@ def rows_from_inputs(inputs: Sequence[Tensor], feature_names: Sequence[str], fea
     if len(inputs) == 1:
         tensor = inputs[0]
         shape = tensor.shape
-        if tensor.name not in feature_names or (len(shape) == 2 and shape[1] == features):
+        if (len(shape) == 2 and shape[1] == features) or tensor.name not in feature_names:
             return _matrix(tensor, features)
     return _columns(inputs, feature_names)
 
