@@ -55,8 +55,9 @@ test: $(STAMP) $(OIP_STAMP)
 	$(PY) -m pytest
 	REGSERVE_PYTHON=$(abspath $(PY)) $(OIP_VENV)/bin/python -m pytest tests/oip --confcutdir=tests/oip -p no:cacheprovider
 
-## lint: buf lint on the contract, ruff on the Python code, mypy on server/ and client/, deploy/kubernetes offline.
-lint: $(STAMP) $(BUF) $(GOOGLEAPIS) typecheck
+## lint: buf lint on the contract, ruff on the Python code, mypy on server/ and client/, deploy/ offline
+## (deploy/kserve against the KServe SDK's models, which live in .venv-oip).
+lint: $(STAMP) $(OIP_STAMP) $(BUF) $(GOOGLEAPIS) typecheck
 	$(BUF) lint
 	$(VENV)/bin/ruff check server client tests bench scripts
 	mkdir -p build/kubernetes
