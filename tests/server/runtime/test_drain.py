@@ -48,7 +48,10 @@ class Served:
         command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", "0", "--no-demo-models"]
         command += ["--model-dir", str(model_dir), "--poll-interval", "0.2", *flags]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        # A session of its own, as a server started from a terminal has: killpg reaches the group a Ctrl-C would.
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         self._lines: list[str] = []
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -80,8 +83,17 @@ class Served:
         with self._changed:
             return "".join(self._lines)
 
+    def children(self) -> list[int]:
+        """The pids of this process's children: the workers, with --workers."""
+        pid = self.process.pid
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
     def stop(self) -> None:
         if self.process.poll() is None:
+            # Workers have process groups of their own; after a failed test none must outlive it.
+            for child in self.children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
             self.process.kill()
         self.process.wait(30)
         self._reader.join(30)
@@ -304,7 +316,7 @@ def test_a_second_signal_stops_at_once_cancelling_the_calls_in_flight(tmp_path, 
     assert held.error is not None and held.error.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
 
 
-def test_two_workers_drain_together_and_exit_zero(tmp_path, linear_data):
+def test_two_workers_drain_together_on_a_ctrl_c_and_exit_zero(tmp_path, linear_data):
     X, y = linear_data
     flags = ["--workers", "2", "--gateway-port", "0", "--drain-seconds", str(DRAIN), "--grace-seconds", str(LONG)]
     with _served(tmp_path / "models", *flags) as server:
@@ -332,7 +344,9 @@ def test_two_workers_drain_together_and_exit_zero(tmp_path, linear_data):
                 channel.close()
         held = HeldStream(target, X[:4])
 
-        server.process.send_signal(signal.SIGTERM)
+        # SIGINT to the whole process group, as a terminal sends it: the workers, in groups of their
+        # own, get it once, from the parent, and drain (a second one would stop them at once).
+        os.killpg(server.process.pid, signal.SIGINT)
         server.wait_for("draining: health NOT_SERVING", count=2)
         for _ in range(8):
             with _fresh_channel(target) as channel:
@@ -350,6 +364,24 @@ def test_two_workers_drain_together_and_exit_zero(tmp_path, linear_data):
         assert held.error is None and len(held.answers) == 3
         assert server.process.wait(LONG) == 0
         server.wait_for(r"regserve stopped$", count=3)  # both workers and the parent
+    assert "stopping at once" not in server.log()
+
+
+def test_a_second_signal_to_the_workers_parent_stops_them_at_once(tmp_path, linear_data):
+    X, y = linear_data
+    flags = ["--workers", "2", "--drain-seconds", str(LONG), "--grace-seconds", str(LONG)]
+    with _served(tmp_path / "models", *flags) as server:
+        port = int(server.wait_for(r"2 workers on 127\.0\.0\.1:(\d+)")[0].group(1))
+        server.wait_for("regserve listening on", count=2)
+        with RegressionClient(f"127.0.0.1:{port}", timeout=60) as client:
+            client.train("house", X, y)
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for("draining: health NOT_SERVING", count=2)
+        workers = server.children()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(LONG / 2) == 1  # well before the drain would have ended
+        server.wait_for("stopping at once", count=3)  # the parent and both workers
+    assert len(workers) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
 @pytest.mark.parametrize("name", ["drain_seconds", "grace_seconds"])
