@@ -12,6 +12,7 @@ like), which no number of idle BatchPredict streams or slow uploads can take.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
@@ -198,7 +199,7 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         InferenceServicer(
             store,
             app.stats,
-            lambda: not app.shutting_down.is_set() and store.has_serving_model(),
+            functools.partial(_serving, health_servicer),
             max_rows=settings.max_predict_rows,
             on_change=app.update_health,
         ),
@@ -251,6 +252,11 @@ def _thread_pools(settings: Settings) -> dict[Pool, futures.ThreadPoolExecutor]:
         for pool, size in sizes.items()
         if size > 0 or pool is Pool.SERVER
     }
+
+
+def _serving(health_servicer: HealthServicer) -> bool:
+    """Whether the server's health is SERVING: ServerReady answers as the gRPC health probe does, drain included."""
+    return health_servicer._server_status.get("") == health_pb2.HealthCheckResponse.SERVING
 
 
 def _admission(policy: EdgePolicy, edge: Edge) -> Admission | None:

@@ -123,6 +123,20 @@ def test_a_server_without_models_is_live_but_not_ready(tmp_path):
         app.stop(0)
 
 
+def test_a_draining_server_is_not_ready_and_still_answers(tmp_path):
+    app = _demo_server(tmp_path / "models")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerReady(pb.ServerReadyRequest()).ready
+            app.drain()
+            assert not stub.ServerReady(pb.ServerReadyRequest()).ready
+            assert stub.ServerLive(pb.ServerLiveRequest()).live
+            assert stub.ModelInfer(_raw_request("iris", _rows(1, 4, 21))).model_version == "v1"
+    finally:
+        app.stop(0)
+
+
 def test_model_ready_by_regserve_or_bare_version(stub):
     for version in ("", "1", "v1"):
         assert stub.ModelReady(pb.ModelReadyRequest(name="iris", version=version)).ready
