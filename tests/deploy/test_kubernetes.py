@@ -132,6 +132,25 @@ def test_every_regserve_variable_in_the_config_is_a_setting_regserve_reads():
             assert name in SETTING_NAMES, f"{name} is not a regserve setting"
 
 
+def test_the_aws_variables_are_those_botocore_reads():
+    """s3fs reaches S3 through botocore, which ignores variables it does not know (AWS_REGION among them)."""
+    from botocore.configprovider import BOTOCORE_DEFAUT_SESSION_VARIABLES
+    from botocore.credentials import EnvProvider
+
+    known = {
+        BOTOCORE_DEFAUT_SESSION_VARIABLES["region"][1],
+        EnvProvider.ACCESS_KEY,
+        EnvProvider.SECRET_KEY,
+        *EnvProvider.TOKENS,
+        "AWS_ENDPOINT_URL",
+    }
+    secret = _one("Secret", "regserve")["stringData"]
+    for name in (*_config(), *secret):
+        if name.startswith("AWS_"):
+            assert name in known, f"botocore does not read {name}"
+    assert "AWS_DEFAULT_REGION" in _config()
+
+
 def test_the_registry_is_object_storage_and_tokens_and_keys_are_placeholders_in_a_secret():
     assert _config()["REGSERVE_MODEL_DIR"].startswith("s3://")
     secret = _one("Secret", "regserve")
