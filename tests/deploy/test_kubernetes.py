@@ -198,7 +198,7 @@ def test_readiness_notices_a_drain_before_it_ends_and_liveness_never_restarts_a_
 
 
 def test_the_grpc_port_stays_plaintext_for_the_kubelets_probes():
-    """The kubelet's gRPC probe neither verifies nor presents a certificate."""
+    """The kubelet's gRPC probe speaks plaintext unless told `mode: TLS` (1.37 on), and never presents a certificate."""
     assert not {"REGSERVE_TLS_CERT", "REGSERVE_TLS_KEY"} & set(_config())
 
 
