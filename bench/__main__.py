@@ -14,7 +14,13 @@ in another, all on 127.0.0.1, with a 10-feature linear model:
   regserve's threads: 16 for the server and 2 of Predict's own) and aio;
 - ``bare sync shared``: the bare sync server with Predict on the server's 16
   threads, grpcio's usual set-up (unary at concurrency 8 only);
-- ``fastapi``: ``bench/fastapi_server.py``, a FastAPI ``def /predict`` JSON endpoint.
+- ``fastapi``: ``bench/fastapi_server.py``, a FastAPI ``def /predict`` JSON endpoint, and
+  a FastAPI ``def /v2/models/{model}/infer`` with pydantic models of the protocol's JSON.
+
+The ``ModelInfer`` scenarios call the Open Inference Protocol's ``inference.GRPCInferenceService``
+with the rows as one raw FP64 tensor, as tritonclient sends them; the bare servers answer
+the same ModelInfer from the compiled stubs with one matmul.  ``REST v2`` posts the
+protocol's JSON to ``/v2/models/{model}/infer``, on regserve's gateway and on FastAPI.
 
 All servers are started first; each scenario then runs ``--rounds`` times, its
 servers taking turns, and the table shows each server's mean throughput and median
@@ -78,6 +84,11 @@ SCENARIOS = [
         "REST c=8", dict(scenario="http", concurrency=8), ("regserve", "regserve pinned", "regserve x2", "fastapi")
     ),
     Scenario("Train closed form", dict(scenario="train", rows=100_000, chunks=10), ("regserve",), "rows_per_s", False),
+    Scenario("ModelInfer c=1", dict(scenario="infer", concurrency=1), _UNARY),
+    Scenario("ModelInfer c=8", dict(scenario="infer", concurrency=8), _UNARY),
+    Scenario("ModelInfer c=64", dict(scenario="infer", concurrency=64), _UNARY),
+    Scenario("ModelInfer 10,000x10", dict(scenario="infer", concurrency=8, rows=10_000), _UNARY, "rows_per_s"),
+    Scenario("REST v2 infer c=8", dict(scenario="http", concurrency=8, http_style="v2"), ("regserve", "fastapi")),
     Scenario("unary c=8, 8 conns", dict(scenario="unary", concurrency=8, channels=8), _CONNECTIONS),
     Scenario("unary c=64, 8 conns", dict(scenario="unary", concurrency=64, channels=8), _CONNECTIONS),
 ]
@@ -259,7 +270,7 @@ def run(duration: float, rounds: int = 2, only: set[str] | None = None) -> dict[
                         options = dict(scenario.options, features=FEATURES)
                         if scenario.timed:
                             options["duration"] = duration
-                        if options["scenario"] == "http" and name == "fastapi":
+                        if options["scenario"] == "http" and name == "fastapi" and "http_style" not in options:
                             options["http_style"] = "fastapi"
                         target = server.http_target if options["scenario"] == "http" else server.grpc_target
                         figures[name].append(load(target, **options))
@@ -330,6 +341,9 @@ TARGETS = [
     ("unary Predict p50 at c=1, regserve / bare sync", "unary c=1", "p50_ms", "bare sync", "<=", 1.2),
     ("BatchPredict rows/s, regserve / bare sync", "BatchPredict 10,000x10", "rows_per_s", "bare sync", ">=", 0.75),
     ("REST Predict req/s at c=8, regserve / FastAPI", "REST c=8", "rps", "fastapi", ">=", 1.0),
+    ("ModelInfer req/s at c=8, regserve / bare sync", "ModelInfer c=8", "rps", "bare sync", ">=", 0.85),
+    ("ModelInfer 10,000 rows/s, regserve / bare sync", "ModelInfer 10,000x10", "rows_per_s", "bare sync", ">=", 0.75),
+    ("REST v2 infer req/s at c=8, regserve / FastAPI", "REST v2 infer c=8", "rps", "fastapi", ">=", 1.0),
 ]
 
 
@@ -402,7 +416,10 @@ def main() -> None:
     print(table(results))
     print(
         "regserve: metrics, JSON access log and embedded REST gateway on, authentication off.  "
-        "'8 conns': the calls spread over 8 connections, so SO_REUSEPORT can give each worker some."
+        "'8 conns': the calls spread over 8 connections, so SO_REUSEPORT can give each worker some.  "
+        "ModelInfer: the Open Inference Protocol's gRPC call on one raw FP64 tensor, beside the bare servers' "
+        "same call; compare its req/s with unary Predict's at the same concurrency.  "
+        "REST v2: the protocol's JSON to /v2/models/{model}/infer, regserve's gateway against FastAPI with pydantic."
     )
     print(targets_text(checked))
     args.out.mkdir(parents=True, exist_ok=True)

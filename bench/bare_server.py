@@ -1,8 +1,10 @@
 """The baseline: a bare grpcio server doing Predict's arithmetic with no framework around it.
 
 It speaks regserve.v1's Predict and BatchPredict messages on the raw float64
-path (``np.frombuffer``, one matmul, ``tobytes``) and nothing else: no model
-store, no validation, no error mapping, no health, no reflection.
+path (``np.frombuffer``, one matmul, ``tobytes``), and the Open Inference
+Protocol's ModelInfer (``inference.GRPCInferenceService``, from the compiled
+stubs) on its raw tensors the same way, and nothing else: no model store, no
+validation, no error mapping, no health, no reflection.
 
     python -m bench.bare_server --mode sync|aio --port 0 --features 10 [--predict-threads 2]
 
@@ -20,6 +22,8 @@ from concurrent import futures
 import grpc
 import numpy as np
 
+from regserve.inference import grpc_service_pb2 as oip
+from regserve.inference import grpc_service_pb2_grpc as oip_grpc
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import regression_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
@@ -62,6 +66,30 @@ class AioServicer(SyncServicer):
             index += 1
 
 
+class SyncInferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
+    """ModelInfer on one raw FP64 input of shape [rows, features]: one output, ``predictions``, raw."""
+
+    def __init__(self, features: int) -> None:
+        self.w, self.b = _weights(features)
+
+    def ModelInfer(self, request, context):
+        (tensor,) = request.inputs
+        X = np.frombuffer(request.raw_input_contents[0], dtype=F8).reshape(tuple(tensor.shape))
+        output = oip.ModelInferResponse.InferOutputTensor(name="predictions", datatype="FP64", shape=[len(X)])
+        return oip.ModelInferResponse(
+            model_name=request.model_name,
+            model_version="v1",
+            id=request.id,
+            outputs=[output],
+            raw_output_contents=[(X @ self.w + self.b).tobytes()],
+        )
+
+
+class AioInferenceServicer(SyncInferenceServicer):
+    async def ModelInfer(self, request, context):
+        return super().ModelInfer(request, context)
+
+
 OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
@@ -70,8 +98,11 @@ def run_sync(port: int, features: int, workers: int, predict_threads: int) -> No
     servicer = SyncServicer(features)
     if predict_threads:
         # As regserve's --predict-threads: grpcio runs a behavior that names a pool on that pool.
-        SyncServicer.Predict.experimental_thread_pool = futures.ThreadPoolExecutor(predict_threads)
+        pool = futures.ThreadPoolExecutor(predict_threads)
+        SyncServicer.Predict.experimental_thread_pool = pool
+        SyncInferenceServicer.ModelInfer.experimental_thread_pool = pool
     pb_grpc.add_RegressionServiceServicer_to_server(servicer, server)
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(SyncInferenceServicer(features), server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print(bound, flush=True)
@@ -81,6 +112,7 @@ def run_sync(port: int, features: int, workers: int, predict_threads: int) -> No
 async def run_aio(port: int, features: int) -> None:
     server = grpc.aio.server(options=OPTIONS)
     pb_grpc.add_RegressionServiceServicer_to_server(AioServicer(features), server)
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(AioInferenceServicer(features), server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(bound, flush=True)

@@ -71,7 +71,9 @@ def _latency(axis, scenarios: list[str], results: dict) -> None:
 def draw(document: dict, path: Path) -> None:
     """Draw ``document`` (the JSON of a bench run) to ``path`` as a PNG."""
     results = document["results"]
-    rows = [name for name in results if name.startswith(("Predict 1,000", "BatchPredict", "Train"))]
+    rows = [
+        name for name in results if name.startswith(("Predict 1,000", "BatchPredict", "Train", "ModelInfer 10,000"))
+    ]
     calls = [name for name, by in results.items() if name not in rows and any("rps" in r for r in by.values())]
     figure, (top, middle, bottom) = plt.subplots(3, 1, figsize=(11, 13))
     _grouped_bars(top, calls, results, lambda r: r.get("rps"), label="requests per second")

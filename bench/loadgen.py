@@ -3,10 +3,13 @@
     python -m bench.loadgen --target 127.0.0.1:50051 --model bench --scenario unary --concurrency 8
 
 Scenarios: ``unary`` (Predict with --rows rows per request, --concurrency calls in
-flight over --channels connections, for --duration seconds), ``stream`` (BatchPredict
-of --chunks chunks of --rows x --features), ``http`` (one-row Predict as JSON over
---concurrency keep-alive connections; --target is then the HTTP host:port) and
-``train`` (a closed-form Train streamed as --chunks chunks of --rows x --features).
+flight over --channels connections, for --duration seconds), ``infer`` (the same with
+the Open Inference Protocol's ModelInfer, the rows as one raw FP64 tensor), ``stream``
+(BatchPredict of --chunks chunks of --rows x --features), ``http`` (one row as JSON over
+--concurrency keep-alive connections, to regserve.v1's Predict route, FastAPI's
+/predict, or with --http-style v2 the protocol's /v2/models/{model}/infer; --target is
+then the HTTP host:port) and ``train`` (a closed-form Train streamed as --chunks chunks
+of --rows x --features).
 It reports its own CPU time, so a reader can tell when the client rather than the
 server was the bottleneck.
 """
@@ -22,6 +25,8 @@ import time
 import grpc
 import numpy as np
 
+from regserve.inference import grpc_service_pb2 as oip
+from regserve.inference import grpc_service_pb2_grpc as oip_grpc
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import regression_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
@@ -37,32 +42,38 @@ def _cpu_seconds() -> float:
 async def unary(args) -> dict:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(args.rows, args.features))
-    request = pb.PredictRequest(model=args.model, inputs=types_pb2.Matrix(num_columns=args.features, raw=X.tobytes()))
     # Several channels get one connection each (a local subchannel pool), so a server
     # of several processes sharing the port (SO_REUSEPORT) sees several connections.
     options = OPTIONS + ([("grpc.use_local_subchannel_pool", 1)] if args.channels > 1 else [])
     channels = [grpc.aio.insecure_channel(args.target, options=options) for _ in range(args.channels)]
-    stubs = [pb_grpc.RegressionServiceStub(channel) for channel in channels]
-    for stub in stubs:
+    if args.scenario == "infer":
+        tensor = oip.ModelInferRequest.InferInputTensor(name="inputs", datatype="FP64", shape=list(X.shape))
+        request = oip.ModelInferRequest(model_name=args.model, inputs=[tensor], raw_input_contents=[X.tobytes()])
+        calls = [oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer for channel in channels]
+    else:
+        matrix = types_pb2.Matrix(num_columns=args.features, raw=X.tobytes())
+        request = pb.PredictRequest(model=args.model, inputs=matrix)
+        calls = [pb_grpc.RegressionServiceStub(channel).Predict for channel in channels]
+    for call in calls:
         for _ in range(50):  # warm-up
-            await stub.Predict(request)
+            await call(request)
     latencies: list[float] = []
     deadline = time.perf_counter() + args.duration
     failures = 0
 
-    async def worker(stub):
+    async def worker(call):
         nonlocal failures
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             try:
-                await stub.Predict(request)
+                await call(request)
             except grpc.RpcError:
                 failures += 1
                 continue
             latencies.append(time.perf_counter() - start)
 
     cpu0, wall0 = _cpu_seconds(), time.perf_counter()
-    await asyncio.gather(*(worker(stubs[i % len(stubs)]) for i in range(args.concurrency)))
+    await asyncio.gather(*(worker(calls[i % len(calls)]) for i in range(args.concurrency)))
     wall = time.perf_counter() - wall0
     cpu = _cpu_seconds() - cpu0
     for channel in channels:
@@ -83,13 +94,17 @@ async def http(args) -> dict:
     """One-row Predict as JSON over keep-alive HTTP/1.1 connections.
 
     ``--http-style regserve`` posts ``{"inputs": {"values": [...]}}`` to the gateway's
-    ``/v1/models/{model}:predict``; ``fastapi`` posts ``{"features": [...]}`` to ``/predict``.
+    ``/v1/models/{model}:predict``; ``fastapi`` posts ``{"features": [...]}`` to ``/predict``;
+    ``v2`` posts the protocol's one input of shape [1, features] to ``/v2/models/{model}/infer``.
     """
     host, port = args.target.rsplit(":", 1)
     rng = np.random.default_rng(0)
     row = rng.normal(size=args.features).tolist()
     if args.http_style == "fastapi":
         path, body = "/predict", json.dumps({"features": row}).encode()
+    elif args.http_style == "v2":
+        tensor = {"name": "inputs", "shape": [1, args.features], "datatype": "FP64", "data": row}
+        path, body = f"/v2/models/{args.model}/infer", json.dumps({"inputs": [tensor]}).encode()
     else:
         path, body = f"/v1/models/{args.model}:predict", json.dumps({"inputs": {"values": row}}).encode()
     head = (
@@ -192,13 +207,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True)
     parser.add_argument("--model", default="bench")
-    parser.add_argument("--scenario", choices=("unary", "stream", "http", "train"), default="unary")
+    parser.add_argument("--scenario", choices=("unary", "infer", "stream", "http", "train"), default="unary")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rows", type=int, default=1)
     parser.add_argument("--features", type=int, default=10)
     parser.add_argument("--chunks", type=int, default=100)
-    parser.add_argument("--http-style", choices=("regserve", "fastapi"), default="regserve")
+    parser.add_argument("--http-style", choices=("regserve", "fastapi", "v2"), default="regserve")
     parser.add_argument(
         "--channels", type=int, default=1, help="gRPC connections the unary calls are spread over (in turn)"
     )
@@ -208,7 +223,7 @@ def main() -> None:
     elif args.scenario == "train":
         result = train(args)
     else:
-        result = asyncio.run(unary(args) if args.scenario == "unary" else http(args))
+        result = asyncio.run(http(args) if args.scenario == "http" else unary(args))
     print(json.dumps(result))
 
 
