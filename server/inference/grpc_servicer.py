@@ -180,8 +180,8 @@ def _required_model(name: str, field: str) -> str:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Answers the Open Inference Protocol from the models of ``store``.
 
-    ``ready`` says whether the server is ready (a model can answer and the server is not
-    shutting down); ModelInfer counts in ``stats`` as Predict does and refuses more than
+    ``ready`` says whether the server is ready (its gRPC health is SERVING: a model can
+    answer and the server is not draining); ModelInfer counts in ``stats`` as Predict does and refuses more than
     ``max_rows`` rows (TOO_MANY_ROWS).  ``on_change`` is called after a repository call
     changed the registry, so the server can update its health status.
     """
@@ -297,7 +297,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelLoadResponse:
         model = _required_model(request.model_name, "model_name")
         version = _repository_parameters(request.parameters, ("version",), "RepositoryModelLoad")
-        self._store.refresh()
+        if self._store.refresh():
+            self._on_change()
         if version:
             if version in self._store.read_state(model).frozen:
                 self._store.unfreeze(model, version, _LOAD_REASON)

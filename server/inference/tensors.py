@@ -10,7 +10,6 @@ protocol says; ``decode_raw`` views them without copying.
 from __future__ import annotations
 
 import math
-import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -353,15 +352,12 @@ def output_tensors(model: ServedModel, prediction: Prediction, requested: set[st
     return out
 
 
-_VERSION = re.compile(r"[0-9]+")
-
-
 def parse_version(version: str) -> str:
     """A requested ``model_version`` as regserve names versions: ``3`` is ``v3``; ``v3`` and ``""`` stay.
 
     The empty version means the serving version, or a traffic split's arm.
     """
-    if _VERSION.fullmatch(version):
+    if version.isdecimal() and version.isascii():
         return f"v{int(version)}"
     return version
 

@@ -377,3 +377,20 @@ def test_grpcurl_lists_and_describes_the_service_through_reflection(demo):
     )
     assert ready.returncode == 0, ready.stderr
     assert json.loads(ready.stdout) == {"ready": True}
+
+
+def test_load_picks_up_a_version_another_replica_trained(tmp_path):
+    first = _demo_server(tmp_path / "models", poll_interval=3600)
+    second = start_server(tmp_path / "models", poll_interval=3600)
+    try:
+        with RegressionClient(f"127.0.0.1:{first.port}", timeout=60) as client:
+            y = np.array(["setosa", "versicolor", "virginica"] * 20)
+            client.train("iris", _rows(60, 4, 22), y, kind="logistic", promote=False)
+        with grpc.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert not stub.ModelReady(pb.ModelReadyRequest(name="iris", version="2")).ready
+            stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="iris"))
+            assert stub.ModelReady(pb.ModelReadyRequest(name="iris", version="2")).ready
+    finally:
+        second.stop(0)
+        first.stop(0)
