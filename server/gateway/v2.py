@@ -14,6 +14,9 @@ with the HTTP status of the gRPC code (400, 404, 429, 503, ...).
     GET  /v2/models/{name}[/versions/{version}]  ModelMetadata
     GET  .../ready                               ModelReady
     POST .../infer                               ModelInfer
+    POST /v2/repository/index                    RepositoryIndex (Triton's model repository extension)
+    POST /v2/repository/models/{name}/load       RepositoryModelLoad
+    POST /v2/repository/models/{name}/unload     RepositoryModelUnload
 """
 
 from __future__ import annotations
@@ -42,7 +45,14 @@ from regserve.server.gateway.limits import GatewayLimits, read_body
 from regserve.server.gateway.local import LocalDispatch, peer_of
 from regserve.server.gateway.proxy import Upstream
 from regserve.server.gateway.rules import HttpRoute, PathTemplate
-from regserve.server.gateway.v2_codec import HEADER_LENGTH, OutputChoice, answer_body, fill_infer_request, metadata_json
+from regserve.server.gateway.v2_codec import (
+    HEADER_LENGTH,
+    OutputChoice,
+    answer_body,
+    fill_infer_request,
+    fill_repository_request,
+    metadata_json,
+)
 from regserve.server.rpc.status import rich_status, status_for
 
 __all__ = ["INFERENCE_SERVICE", "V2_ROUTES", "v2_http_routes", "v2_routes"]
@@ -59,6 +69,9 @@ V2_ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/v2/models/{name}/versions/{version}/ready", "ModelReady"),
     ("POST", "/v2/models/{model_name}/infer", "ModelInfer"),
     ("POST", "/v2/models/{model_name}/versions/{model_version}/infer", "ModelInfer"),
+    ("POST", "/v2/repository/index", "RepositoryIndex"),
+    ("POST", "/v2/repository/models/{model_name}/load", "RepositoryModelLoad"),
+    ("POST", "/v2/repository/models/{model_name}/unload", "RepositoryModelUnload"),
 )
 """(HTTP method, path template, RPC): the protocol's REST API; path variables name the request's fields."""
 
@@ -129,6 +142,12 @@ def _infer_answer(request, response, choice: OutputChoice | None, headers: dict[
     return Response(answer.body, media_type=_BINARY, headers=headers)
 
 
+def _index_entry(entry) -> dict[str, str]:
+    """One model version of a repository index, as Triton's REST API lists it (empty fields left out)."""
+    found = {"name": entry.name, "version": entry.version, "state": entry.state, "reason": entry.reason}
+    return {key: value for key, value in found.items() if value}
+
+
 _ANSWERS: dict[str, Answer] = {
     "ServerMetadata": lambda req, res, _, h: _json(
         {"name": res.name, "version": res.version, "extensions": list(res.extensions)}, headers=h
@@ -138,6 +157,9 @@ _ANSWERS: dict[str, Answer] = {
     "ModelReady": lambda req, res, _, h: _verdict({"name": req.name, "ready": res.ready}, res.ready, h),
     "ModelMetadata": lambda req, res, _, h: _json(metadata_json(res), headers=h),
     "ModelInfer": _infer_answer,
+    "RepositoryIndex": lambda req, res, _, h: _json([_index_entry(entry) for entry in res.models], headers=h),
+    "RepositoryModelLoad": lambda req, res, _, h: Response(b"", headers=h),
+    "RepositoryModelUnload": lambda req, res, _, h: Response(b"", headers=h),
 }
 
 
@@ -196,7 +218,10 @@ def _endpoint(
                 _check_body_type(request)
                 length = _header_length(request)
                 body = await read_body(request, limits.max_body_bytes)
-                choice = fill_infer_request(message, body, length)
+                if route.method.name == "ModelInfer":
+                    choice = fill_infer_request(message, body, length)
+                else:
+                    fill_repository_request(message, body)
             if in_process is not None:
                 response, sent = await in_process.call(route.grpc_path, message, peer=peer, **options)
                 headers = echoed_headers(sent)

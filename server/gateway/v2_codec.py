@@ -31,6 +31,7 @@ __all__ = [
     "OutputChoice",
     "answer_body",
     "fill_infer_request",
+    "fill_repository_request",
     "metadata_json",
     "parameters_json",
 ]
@@ -278,6 +279,38 @@ def fill_infer_request(request, body: bytes, header_length: int | None) -> Outpu
         added = request.outputs.add(name=name)
         set_parameters(added.parameters, own, f"{where}.parameters")
     return choice
+
+
+def fill_repository_request(request, body: bytes) -> None:
+    """Fill a repository extension request from its optional JSON body.
+
+    RepositoryIndex reads ``{"ready": bool}``; RepositoryModelLoad and RepositoryModelUnload
+    read ``{"parameters": {name: string, number or boolean}}``, as Triton's REST API takes them.
+    """
+    if not body.strip():
+        return
+    document = _load_json(body)
+    if "ready" in document:
+        ready = document["ready"]
+        if not isinstance(ready, bool) or not hasattr(request, "ready"):
+            raise _bad(
+                "ready must be a boolean of RepositoryIndex", "INVALID_JSON_MESSAGE", "ready", "send true or false"
+            )
+        request.ready = ready
+    if "parameters" in document:
+        if not hasattr(request, "parameters"):
+            raise _bad("RepositoryIndex takes no parameters", "INVALID_JSON_MESSAGE", "parameters", "send none")
+        for key, value in _object(document["parameters"], "parameters").items():
+            slot = request.parameters[key]
+            if isinstance(value, bool):
+                slot.bool_param = value
+            elif isinstance(value, int) and -_INT64_MAX - 1 <= value <= _INT64_MAX:
+                slot.int64_param = value
+            elif isinstance(value, str):
+                slot.string_param = value
+            else:
+                name = f"parameters[{shown(key)}]"
+                raise _bad(f"{name} must be a string, an integer or a boolean", "INVALID_PARAMETER", name, "send one")
 
 
 def _list(value: object, where: str) -> list:

@@ -130,6 +130,32 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "reason": {"type": "string", "description": "regserve's UPPER_SNAKE reason, for a program."},
         },
     },
+    "v2.RepositoryIndexRequest": {
+        "type": "object",
+        "properties": {"ready": {"type": "boolean", "description": "List only the versions that can answer."}},
+    },
+    "v2.RepositoryIndex": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "state": {"type": "string", "enum": ["READY", "UNAVAILABLE"]},
+                "reason": {"type": "string"},
+            },
+        },
+    },
+    "v2.RepositoryModelRequest": {
+        "type": "object",
+        "properties": {
+            "parameters": {
+                "allOf": [{"$ref": _REF + "v2.Parameters"}],
+                "description": "`version`: the version to load (promote) or to unload (freeze).",
+            }
+        },
+    },
     "v2.Live": {"type": "object", "properties": {"live": {"type": "boolean"}}},
     "v2.Ready": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
     "v2.ModelReady": {"type": "object", "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
@@ -151,13 +177,24 @@ _SUMMARIES = {
     "ModelReady": ("Model ready: 200 when the model (at the version) can answer, 400 when not.", "v2.ModelReady"),
     "ModelMetadata": ("Model metadata: inputs and outputs with datatypes and shapes.", "v2.MetadataModelResponse"),
     "ModelInfer": ("Inference: tensors in, tensors out.", "v2.InferenceResponse"),
+    "RepositoryIndex": (
+        "Repository index: every stored version, READY or UNAVAILABLE with a reason.",
+        "v2.RepositoryIndex",
+    ),
+    "RepositoryModelLoad": ("Load: re-read the registry; with a `version` parameter, promote that version.", ""),
+    "RepositoryModelUnload": ("Unload one version (the `version` parameter): freeze it.", ""),
+}
+_REPOSITORY_BODIES = {
+    "RepositoryIndex": "v2.RepositoryIndexRequest",
+    "RepositoryModelLoad": "v2.RepositoryModelRequest",
+    "RepositoryModelUnload": "v2.RepositoryModelRequest",
 }
 
 
 def _operation(route) -> dict[str, Any]:
     rpc = route.method.name
     summary, answer = _SUMMARIES[rpc]
-    ok_content: dict[str, Any] = {"application/json": {"schema": {"$ref": _REF + answer}}}
+    ok_content: dict[str, Any] = {"application/json": {"schema": {"$ref": _REF + answer}}} if answer else {}
     operation: dict[str, Any] = {
         "operationId": f"v2_{rpc}" + ("_version" if "version" in route.path.template else ""),
         "tags": [TAG],
@@ -205,8 +242,16 @@ def _operation(route) -> dict[str, Any]:
                 "description": "The length of the JSON part of a body that binary tensor data follows.",
             },
         ]
+    if rpc in _REPOSITORY_BODIES:
+        operation["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": {"$ref": _REF + _REPOSITORY_BODIES[rpc]}}},
+        }
     error = {"description": "The error.", "content": {"application/json": {"schema": {"$ref": _REF + "v2.Error"}}}}
-    operation["responses"] = {"200": {"description": summary, "content": ok_content}, "default": error}
+    ok: dict[str, Any] = {"description": summary}
+    if ok_content:
+        ok["content"] = ok_content
+    operation["responses"] = {"200": ok, "default": error}
     return operation
 
 

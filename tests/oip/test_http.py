@@ -110,3 +110,18 @@ def test_an_unknown_model_is_404(client):
     with pytest.raises(InferenceServerException) as caught:
         client.get_model_metadata("nope")
     assert caught.value.status() == "404"
+
+
+def test_repository_index_load_and_unload(client):
+    index = client.get_model_repository_index()
+    assert sorted((m["name"], m["version"], m["state"]) for m in index) == [
+        ("diabetes", "v1", "READY"),
+        ("iris", "v1", "READY"),
+    ]
+    client.load_model("iris")
+    assert client.is_model_ready("iris")
+    with pytest.raises(InferenceServerException) as caught:
+        client.unload_model("iris")
+    assert caught.value.status() == "400"
+    assert "stays served" in caught.value.message()
+    assert client.is_model_ready("iris")

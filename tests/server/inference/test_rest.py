@@ -403,8 +403,35 @@ def test_the_edge_authenticates_v2_calls(tmp_path, mode):
             assert_error(http.get("/v2/models/iris"), 401, "MISSING_TOKEN")
             token = {"Authorization": "Bearer p-token"}
             assert http.post("/v2/models/iris/infer", json=infer_body(IRIS_ROWS), headers=token).status_code == 200
+            load = "/v2/repository/models/iris/load"
+            assert_error(http.post(load, headers=token), 403, "ROLE_NOT_ALLOWED")
+            assert http.post(load, headers={"Authorization": "Bearer a-token"}).status_code == 200
     finally:
         secured.stop(0)
+
+
+# ------------------------------------------------------------------ the model repository extension
+
+
+def test_the_repository_index_lists_every_version(http):
+    answer = http.post("/v2/repository/index")
+    assert answer.status_code == 200, answer.text
+    listed = sorted((m["name"], m["version"], m["state"]) for m in answer.json())
+    assert listed == [("diabetes", "v1", "READY"), ("iris", "v1", "READY")]
+    assert all(m["reason"] == "serving" for m in answer.json())
+    assert len(http.post("/v2/repository/index", json={"ready": True}).json()) == 2
+
+
+def test_load_and_unload_map_onto_the_lifecycle(http):
+    assert http.post("/v2/repository/models/iris/load").status_code == 200
+    assert http.post("/v2/repository/models/iris/load", json={"parameters": {"version": "1"}}).status_code == 200
+    refused = http.post("/v2/repository/models/iris/unload", json={"parameters": {"unload_dependents": False}})
+    assert_error(refused, 400, "MODEL_STAYS_SERVED")
+    assert http.get("/v2/models/iris/ready").status_code == 200
+    assert_error(http.post("/v2/repository/models/nothing/load"), 404, "UNKNOWN_MODEL")
+    unknown = http.post("/v2/repository/models/iris/load", json={"parameters": {"config": "{}"}})
+    assert_error(unknown, 400, "UNSUPPORTED_PARAMETER")
+    assert_error(http.post("/v2/repository/index", json={"ready": "yes"}), 400, "INVALID_JSON_MESSAGE")
 
 
 # ------------------------------------------------------------------ the OpenAPI document
