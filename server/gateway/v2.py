@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
@@ -41,7 +42,7 @@ from regserve.server.errors import RegserveError
 from regserve.server.gateway.answers import echoed_headers
 from regserve.server.gateway.call_options import call_options
 from regserve.server.gateway.errors import GatewayError, http_status_for, retry_delay, status_from_rpc_error
-from regserve.server.gateway.limits import GatewayLimits, read_body
+from regserve.server.gateway.limits import GatewayLimits, body_too_large, read_body
 from regserve.server.gateway.local import LocalDispatch, peer_of
 from regserve.server.gateway.proxy import Upstream
 from regserve.server.gateway.rules import HttpRoute, PathTemplate
@@ -78,6 +79,8 @@ V2_ROUTES: tuple[tuple[str, str, str], ...] = (
 _JSON = "application/json"
 _BINARY = "application/octet-stream"
 _BODY_TYPES = (_JSON, _BINARY)
+_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+"""zlib's window bits for each request ``Content-Encoding``: a gzip member, or a zlib stream (HTTP's deflate)."""
 
 
 def v2_http_routes() -> list[HttpRoute]:
@@ -180,6 +183,33 @@ def _header_length(request: Request) -> int | None:
     return int(value)
 
 
+def _decoded(request: Request, body: bytes, limit: int) -> bytes:
+    """``body`` without its ``Content-Encoding`` (gzip or deflate, as tritonclient compresses), within ``limit``."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in _ENCODINGS:
+        raise GatewayError(
+            code_pb2.INVALID_ARGUMENT,
+            f"unsupported content encoding {encoding!r}; send gzip, deflate or identity",
+            "UNSUPPORTED_MEDIA_TYPE",
+            http_status=415,
+        )
+    inflater = zlib.decompressobj(_ENCODINGS[encoding])
+    try:
+        # Inflating at most one byte past the limit bounds the memory a small compressed body can claim.
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise GatewayError(
+            code_pb2.INVALID_ARGUMENT, f"the {encoding} body does not decompress: {exc}", "MALFORMED_BODY"
+        ) from None
+    if len(plain) > limit or inflater.unconsumed_tail:
+        raise body_too_large("the decompressed request body", len(plain), limit)
+    if not inflater.eof:
+        raise GatewayError(code_pb2.INVALID_ARGUMENT, f"the {encoding} body is cut short", "MALFORMED_BODY")
+    return plain
+
+
 def _check_body_type(request: Request) -> None:
     content_type = request.headers.get("content-type")
     if content_type is None:
@@ -217,7 +247,7 @@ def _endpoint(
             if route.body:
                 _check_body_type(request)
                 length = _header_length(request)
-                body = await read_body(request, limits.max_body_bytes)
+                body = _decoded(request, await read_body(request, limits.max_body_bytes), limits.max_body_bytes)
                 if route.method.name == "ModelInfer":
                     choice = fill_infer_request(message, body, length)
                 else:

@@ -91,6 +91,17 @@ def test_requested_outputs_other_datatypes_and_a_version(client, served, tmp_pat
     np.testing.assert_array_equal(result.as_numpy("probabilities"), expected["probabilities"])
 
 
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_compressed_requests(client, served, tmp_path, compression):
+    X = _rows("diabetes", 100, seed=13)
+    tensor = triton.InferInput("inputs", list(X.shape), "FP64")
+    tensor.set_data_from_numpy(X)
+    result = client.infer(
+        "diabetes", [tensor], request_compression_algorithm=compression, response_compression_algorithm=compression
+    )
+    np.testing.assert_array_equal(result.as_numpy("predictions"), served.predict("diabetes", X, tmp_path)["values"])
+
+
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_a_bad_tensor_is_400_with_the_reason(client, binary):
     tensor = triton.InferInput("inputs", [1, 3], "FP64")

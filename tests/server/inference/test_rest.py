@@ -8,7 +8,9 @@ The gateway reaches the server both ways it can: over gRPC, and in process as in
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -287,6 +289,30 @@ def test_json_and_binary_inputs_mix(http, predict_client):
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["outputs"][0]["data"] == predict_client.predict("diabetes", rows).values.tolist()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_body_is_read_as_tritonclient_sends_it(http, predict_client, encoding):
+    plain = json.dumps(infer_body(IRIS_ROWS)).encode()
+    body = gzip.compress(plain) if encoding == "gzip" else zlib.compress(plain)
+    answer = http.post("/v2/models/iris/infer", content=body, headers={"Content-Encoding": encoding})
+    assert answer.status_code == 200, answer.text
+    assert outputs_by_name(answer.json())["labels"]["data"] == predict_client.predict("iris", IRIS_ROWS).labels
+
+
+def test_a_compressed_body_is_bounded_after_decompression_and_must_be_whole(demo_app):
+    with running_gateway(
+        f"127.0.0.1:{demo_app.port}", demo_app.local, limits=GatewayLimits(max_body_bytes=4096)
+    ) as http:
+        bomb = gzip.compress(b" " * 1_000_000)
+        assert len(bomb) < 4096
+        answer = http.post("/v2/models/iris/infer", content=bomb, headers={"Content-Encoding": "gzip"})
+        assert_error(answer, 413, "BODY_TOO_LARGE")
+        cut = gzip.compress(json.dumps(infer_body(IRIS_ROWS)).encode())[:-12]
+        answer = http.post("/v2/models/iris/infer", content=cut, headers={"Content-Encoding": "gzip"})
+        assert_error(answer, 400, "MALFORMED_BODY")
+        answer = http.post("/v2/models/iris/infer", content=b"{}", headers={"Content-Encoding": "br"})
+        assert_error(answer, 415, "UNSUPPORTED_MEDIA_TYPE")
 
 
 # ------------------------------------------------------------------ refusals
