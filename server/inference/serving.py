@@ -24,8 +24,9 @@ ROUTING_KEY = "routing_key"
 """The request parameter that picks a traffic split's arm, as regserve.v1's ``routing_key`` does."""
 SERVER_NAME = "regserve"
 """The ``name`` ServerMetadata reports."""
-SERVER_EXTENSIONS: tuple[str, ...] = ("model_repository",)
-"""The protocol extensions ServerMetadata reports."""
+SERVER_EXTENSIONS: tuple[str, ...] = ("model_repository", "binary_tensor_data")
+"""The protocol extensions ServerMetadata reports (Triton's names): the repository over gRPC and REST,
+and binary tensor data after the JSON of REST bodies (``Inference-Header-Content-Length``)."""
 
 
 class InferResult(NamedTuple):

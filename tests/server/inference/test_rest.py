@@ -142,7 +142,7 @@ def test_server_metadata(http):
     document = answer.json()
     assert document["name"] == "regserve"
     assert isinstance(document["version"], str) and document["version"]
-    assert isinstance(document["extensions"], list)
+    assert {"model_repository", "binary_tensor_data"} <= set(document["extensions"])
 
 
 def test_model_metadata_describes_inputs_and_outputs(http):
