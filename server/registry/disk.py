@@ -100,6 +100,11 @@ class ModelRegistry:
         for model in self.list_models():
             self._shrink_state(model)
 
+    @property
+    def storage(self) -> Storage:
+        """The backend holding the registry's objects."""
+        return self._storage
+
     def _shrink_state(self, model: str) -> None:
         """Rewrite a state file larger than this code writes (from before the bound), so polls stay cheap."""
         try:

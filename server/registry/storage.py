@@ -127,9 +127,11 @@ class LocalStorage:
         return os.path.join(self.root, *key.split("/"))
 
     @contextlib.contextmanager
-    def _lock(self, key: str) -> Iterator[None]:
-        """Hold the flock of the ``.lock`` file of the key's directory (exclusive across processes and threads)."""
-        directory = os.path.dirname(self._path(key))
+    def _lock(self, directory: str) -> Iterator[None]:
+        """Hold the flock of ``directory``'s ``.lock`` file (exclusive across processes and threads).
+
+        Temporary files are made only under it, so ``clean`` never removes one in use.
+        """
         os.makedirs(directory, exist_ok=True)
         # Each call opens its own file description, so flock also excludes other threads.
         with open(os.path.join(directory, _LOCK), "a+b") as f:
@@ -149,14 +151,14 @@ class LocalStorage:
         return Blob(data, _content_tag(data))
 
     def create(self, key: str, data: bytes) -> bool:
-        with self._lock(key):
+        with self._lock(os.path.dirname(self._path(key))):
             if os.path.exists(self._path(key)):
                 return False
             atomic_write_bytes(self._path(key), data)
             return True
 
     def replace(self, key: str, data: bytes, etag: str) -> bool:
-        with self._lock(key):
+        with self._lock(os.path.dirname(self._path(key))):
             current = self.read(key)
             if current is None or current.etag != etag:
                 return False
@@ -196,39 +198,40 @@ class LocalStorage:
         target = self._path(prefix)
         parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
-        tmp = temporary_path(os.path.dirname(parent))
-        os.mkdir(tmp)
-        try:
-            for name, data in files.items():
-                atomic_write_bytes(os.path.join(tmp, name), data)
+        with self._lock(os.path.dirname(parent)):
+            tmp = temporary_path(os.path.dirname(parent))
+            os.mkdir(tmp)
             try:
-                # rename() onto an existing non-empty directory fails, so a group is never overwritten.
-                os.rename(tmp, target)
-            except OSError:
-                if os.path.exists(target):
-                    return False
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        fsync_dir(parent)
+                for name, data in files.items():
+                    atomic_write_bytes(os.path.join(tmp, name), data)
+                try:
+                    # rename() onto an existing non-empty directory fails, so a group is never overwritten.
+                    os.rename(tmp, target)
+                except OSError:
+                    if os.path.exists(target):
+                        return False
+                    raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            fsync_dir(parent)
         return True
 
     def unpublish(self, prefix: str, names: frozenset[str]) -> None:
         target = self._path(prefix)
         parent = os.path.dirname(target)
-        tmp = temporary_path(os.path.dirname(parent), "deleted-")
-        # Renaming first takes the group out of every listing in one step.
-        os.rename(target, tmp)
-        fsync_dir(parent)
-        shutil.rmtree(tmp, ignore_errors=True)
+        with self._lock(os.path.dirname(parent)):
+            tmp = temporary_path(os.path.dirname(parent), "deleted-")
+            # Renaming first takes the group out of every listing in one step.
+            os.rename(target, tmp)
+            fsync_dir(parent)
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def clean(self, prefix: str) -> None:
         os.makedirs(self._path(prefix), exist_ok=True)
         for model in self.children(prefix):
-            key = _join(prefix, model, _LOCK)
+            directory = self._path(_join(prefix, model))
             try:
-                with self._lock(key):
-                    directory = self._path(_join(prefix, model))
+                with self._lock(directory):
                     remove_temporary([directory, os.path.join(directory, "versions")])
             except OSError:  # a read-only volume still serves; the leftovers stay ignored
                 continue
@@ -297,7 +300,7 @@ class ObjectStorage:
             ) from exc
 
     def read(self, key: str) -> Blob | None:
-        from fsspec.asyn import sync
+        from fsspec.asyn import sync  # type: ignore[import-untyped]  # fsspec ships no type information
 
         async def get() -> Blob:
             response = await self.fs._call_s3("get_object", Bucket=self.bucket, Key=self._key(key))

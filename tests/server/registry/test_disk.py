@@ -1,4 +1,4 @@
-"""Tests of the on-disk model registry: real files under tmp_path."""
+"""Tests of the model registry on both backends: real files under tmp_path, and real S3 (moto) on loopback."""
 
 from __future__ import annotations
 
@@ -22,10 +22,16 @@ from regserve.server.errors import (
     VersionFrozen,
 )
 from regserve.server.registry.disk import ModelRegistry
+from tests.server.registry.conftest import raw_keys, raw_read, raw_write
 
 
 @pytest.fixture
-def registry(tmp_path):
+def registry(location):
+    return ModelRegistry(location)
+
+
+@pytest.fixture
+def local_registry(tmp_path):
     return ModelRegistry(tmp_path / "root")
 
 
@@ -43,21 +49,18 @@ def _make(registry: ModelRegistry, model: str, n: int) -> list[str]:
     return [registry.create_version(model, _arrays(i), {"i": i}).version for i in range(n)]
 
 
-def _weights_path(registry, model, version):
-    return os.path.join(registry.root, "models", model, "versions", version, "weights.npz")
+def _weights_key(model, version):
+    return f"models/{model}/versions/{version}/weights.npz"
 
 
 def _state_bytes(registry, model):
-    with open(os.path.join(registry.root, "models", model, "state.json"), "rb") as f:
-        return f.read()
+    return raw_read(registry, f"models/{model}/state.json")
 
 
-def _flip_byte(path: str, offset: int = 100) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0xFF]))
+def _flip_byte(registry, key: str, offset: int = 100) -> None:
+    data = bytearray(raw_read(registry, key))
+    data[offset] ^= 0xFF
+    raw_write(registry, key, bytes(data))
 
 
 # ------------------------------------------------------------------ versions
@@ -70,8 +73,7 @@ def test_round_trip_and_numbering(registry):
     assert first.model == "house" and first.kind == "ols"
     assert first.raw["metrics"] == {"mse": 1.5}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first.created_at)
-    with open(_weights_path(registry, "house", "v1"), "rb") as f:
-        assert first.sha256 == hashlib.sha256(f.read()).hexdigest()
+    assert first.sha256 == hashlib.sha256(raw_read(registry, _weights_key("house", "v1"))).hexdigest()
 
     assert registry.list_models() == ["house"]
     assert [m.version for m in registry.list_versions("house")] == ["v1", "v2"]
@@ -105,7 +107,7 @@ def test_invalid_model_names(registry, name):
         registry.create_version(name, _arrays(0), {})
     assert info.value.reason == "INVALID_MODEL_NAME"
     assert info.value.violations[0][0] == "model"
-    assert os.listdir(os.path.join(registry.root, "models")) == []
+    assert raw_keys(registry) == [] and registry.list_models() == []
 
 
 def test_longest_valid_name(registry):
@@ -132,7 +134,7 @@ def test_unknown_model_and_version(registry):
 
 def test_checksum_tampering_detected(registry):
     _make(registry, "m", 1)
-    _flip_byte(_weights_path(registry, "m", "v1"))
+    _flip_byte(registry, _weights_key("m", "v1"))
     with pytest.raises(IntegrityError) as info:
         registry.load_version("m", "v1")
     assert info.value.reason == "CHECKSUM_MISMATCH"
@@ -147,19 +149,17 @@ def test_pickled_arrays_are_never_loaded(registry):
     buffer = io.BytesIO()
     np.savez(buffer, bad=np.array([{"a": 1}], dtype=object))
     payload = buffer.getvalue()
-    vdir = os.path.dirname(_weights_path(registry, "m", "v1"))
-    with open(os.path.join(vdir, "weights.npz"), "wb") as f:
-        f.write(payload)
+    raw_write(registry, _weights_key("m", "v1"), payload)
     metadata = registry.describe("m", "v1").to_json()
     metadata["sha256"] = hashlib.sha256(payload).hexdigest()
-    with open(os.path.join(vdir, "metadata.json"), "w") as f:
-        json.dump(metadata, f)
+    raw_write(registry, "models/m/versions/v1/metadata.json", json.dumps(metadata).encode())
     with pytest.raises(IntegrityError) as info:
         registry.load_version("m", "v1")
     assert info.value.reason == "CORRUPT_WEIGHTS"
 
 
-def test_incomplete_and_temporary_directories_are_not_listed(registry, tmp_path):
+def test_incomplete_and_temporary_directories_are_not_listed(local_registry):
+    registry = local_registry
     _make(registry, "m", 1)
     model_dir = os.path.join(registry.root, "models", "m")
     stale = os.path.join(model_dir, ".tmp-crashed")
@@ -379,8 +379,9 @@ def test_delete_version(registry):
         "to": "v4",
         "reason": "cleanup",
     }
-    assert not os.path.exists(os.path.join(registry.root, "models", "m", "versions", "v2"))
-    assert not [n for n in os.listdir(os.path.join(registry.root, "models", "m")) if n.startswith(".tmp-")]
+    assert not [k for k in raw_keys(registry) if "/v2/" in k]
+    if os.path.isdir(registry.root):
+        assert not [n for n in os.listdir(os.path.join(registry.root, "models", "m")) if n.startswith(".tmp-")]
     with pytest.raises(NotFound) as info:
         registry.load_version("m", "v2")
     assert info.value.reason == "UNKNOWN_VERSION"
@@ -418,15 +419,15 @@ def test_refusals_change_nothing(registry, index):
     registry.set_split("m", {"v2": 50, "v3": 50})
     registry.freeze("m", "v4")
     before = _state_bytes(registry, "m")
-    listing = sorted(os.listdir(os.path.join(registry.root, "models", "m", "versions")))
+    listing = raw_keys(registry)
     with pytest.raises(error) as info:
         call(registry)
     assert type(info.value) is error
     assert info.value.reason == reason
     assert info.value.violations and info.value.violations[0][0] == field
     assert _state_bytes(registry, "m") == before
-    assert sorted(os.listdir(os.path.join(registry.root, "models", "m", "versions"))) == listing
-    assert not os.path.exists(os.path.join(registry.root, "models", "other"))
+    assert raw_keys(registry) == listing
+    assert "other" not in registry.list_models()
 
 
 def test_rollback_refusal_changes_nothing(registry):
