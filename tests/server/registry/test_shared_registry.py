@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from regserve.server.config import Settings
-from regserve.server.errors import Unavailable, UnknownVersion
+from regserve.server.errors import NotFound, Unavailable, UnknownVersion
 from regserve.server.models.estimator import LinearModel
 from regserve.server.registry import disk
 from regserve.server.registry.disk import ModelRegistry
@@ -169,6 +169,30 @@ def test_a_version_without_its_completion_marker_is_not_listed_and_its_number_is
     # Taking a marker away takes its version out of every listing.
     raw_delete(registry, "models/m/versions/v1/_complete")
     assert [m.version for m in registry.list_versions("m")] == ["v3"]
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda r: raw_delete(r, "models/m/versions/v1/metadata.json"), "INCOMPLETE_VERSION"),
+        (lambda r: raw_delete(r, "models/m/versions/v1/weights.npz"), "INCOMPLETE_VERSION"),
+        (lambda r: raw_write(r, "models/m/versions/v1/metadata.json", b"{not json"), "CORRUPT_METADATA"),
+    ],
+    ids=["metadata missing", "weights missing", "metadata not json"],
+)
+def test_a_complete_version_damaged_since_is_reported_not_dropped(s3_url, damage, reason):
+    registry = ModelRegistry(s3_url)
+    for seed in range(2):
+        registry.create_version("m", _arrays(seed), {})
+    damage(registry)
+    usable, damaged = registry.scan_versions("m")
+    assert [m.version for m in usable] == ["v2"]
+    assert damaged["v1"].reason == reason
+    with pytest.raises(NotFound) as info:
+        registry.promote("m", "v1")
+    assert info.value.reason == reason
+    registry.delete_version("m", "v1", "damaged")  # how an operator clears it
+    assert registry.scan_versions("m")[1] == {}
 
 
 def test_deleting_a_version_leaves_no_object_of_it(s3_url):
