@@ -8,10 +8,14 @@ with RegressionClient("127.0.0.1:50051") as client:
 
 with ModelAdminClient("127.0.0.1:50051") as admin:
     admin.promote("diabetes", "v2", reason="better validation mse")
+
+Clients balance ``round_robin`` over every address of their target
+(``dns:///regserve-headless:50051``, ``ipv4:10.0.0.1:50051,10.0.0.2:50051``) and retry
+the calls that change nothing on UNAVAILABLE; ``options`` and ``service_config`` change that.
 """
 
 from regserve.client._admin import ModelAdminClient
-from regserve.client._channel import bearer_metadata, tls_credentials
+from regserve.client._channel import bearer_metadata, open_channel, tls_credentials
 from regserve.client._client import Prediction, RegressionClient
 from regserve.client._exceptions import (
     AlreadyExists,
@@ -27,6 +31,7 @@ from regserve.client._exceptions import (
     Unauthenticated,
     Unavailable,
 )
+from regserve.client._service_config import default_service_config
 
 __all__ = [
     "AlreadyExists",
@@ -45,5 +50,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "bearer_metadata",
+    "default_service_config",
+    "open_channel",
     "tls_credentials",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from regserve.client._channel import Connection, translating_errors
+from regserve.client._channel import Connection
 from regserve.v1 import model_service_pb2 as pb
 from regserve.v1 import model_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
@@ -15,26 +15,28 @@ __all__ = ["ModelAdminClient"]
 class ModelAdminClient(Connection):
     """A client of regserve's ModelService.
 
-    Parameters are those of ``Connection``: ``target`` (``host:port``),
-    ``timeout`` (seconds per call, ``None`` waits forever), ``credentials`` (TLS;
-    plaintext when omitted), ``metadata`` (sent with every call), ``max_message_mb``,
-    ``tls_ca``/``tls_cert``/``tls_key`` (PEM files, used when ``credentials`` is not
-    given) and ``token`` (sent as ``authorization: Bearer <token>``; the server's
-    lifecycle calls need the ``admin`` role when it checks tokens).  Failed calls raise the typed exceptions of
-    ``regserve.client`` (``NotFound``, ``FailedPrecondition``, ...), whose
-    ``reason`` is the server's ``ErrorInfo`` reason.
+    Parameters are those of ``Connection``: ``target`` (``host:port``, ``dns:///host:port``,
+    ``ipv4:addr:port,addr:port``), ``timeout`` (seconds per call, retries included, ``None``
+    waits forever), ``credentials`` (TLS; plaintext when omitted), ``metadata`` (sent with
+    every call), ``max_message_mb``, ``tls_ca``/``tls_cert``/``tls_key`` (PEM files, used
+    when ``credentials`` is not given), ``token`` (sent as ``authorization: Bearer
+    <token>``; the server's lifecycle calls need the ``admin`` role when it checks
+    tokens), ``options`` (gRPC channel options) and ``service_config`` (replaces the
+    default: ``round_robin``, and the reads retried on UNAVAILABLE; the changes are never
+    retried).  Failed calls raise the typed exceptions of ``regserve.client``
+    (``NotFound``, ``FailedPrecondition``, ...), whose ``reason`` is the server's
+    ``ErrorInfo`` reason and ``request_id`` the call's ``x-request-id``.
 
     The methods that change a model return its ``ModelState`` after the change.
     """
 
-    def __init__(self, target: str = "127.0.0.1:50051", **options) -> None:
-        super().__init__(target, **options)
+    def __init__(self, target: str = "127.0.0.1:50051", **connection) -> None:
+        super().__init__(target, **connection)
         self._stub = pb_grpc.ModelServiceStub(self._channel)
 
     def _call(self, method: str, request):
-        return getattr(self._stub, method)(request, timeout=self.timeout, metadata=self.metadata)
+        return self._unary(getattr(self._stub, method), request)
 
-    @translating_errors
     def list_models(self) -> list[pb.ModelState]:
         """The routing state of every model, by name.
 
@@ -43,7 +45,6 @@ class ModelAdminClient(Connection):
         """
         return list(self._call("ListModels", pb.ListModelsRequest()).models)
 
-    @translating_errors
     def list_versions(self, model: str) -> list[types_pb2.ModelVersion]:
         """The stored versions of ``model``, oldest first (without their coefficients).
 
@@ -51,47 +52,39 @@ class ModelAdminClient(Connection):
         """
         return list(self._call("ListVersions", pb.ListVersionsRequest(model=model)).versions)
 
-    @translating_errors
     def get_version(self, model: str, version: str) -> types_pb2.ModelVersion:
         """The full description of one version, coefficients included."""
         return self._call("GetVersion", pb.GetVersionRequest(model=model, version=version)).model_version
 
-    @translating_errors
     def promote(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Make ``version`` serve requests naming no version, once it passed its checks; ends any split."""
         request = pb.PromoteVersionRequest(model=model, version=version, reason=reason)
         return self._call("PromoteVersion", request).state
 
-    @translating_errors
     def rollback(self, model: str, reason: str = "") -> pb.ModelState:
         """Serve the version that served before the current one again."""
         return self._call("RollbackModel", pb.RollbackModelRequest(model=model, reason=reason)).state
 
-    @translating_errors
     def freeze(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Exclude ``version`` from routing and refuse requests naming it."""
         request = pb.FreezeVersionRequest(model=model, version=version, reason=reason)
         return self._call("FreezeVersion", request).state
 
-    @translating_errors
     def unfreeze(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Make a frozen version usable again."""
         request = pb.UnfreezeVersionRequest(model=model, version=version, reason=reason)
         return self._call("UnfreezeVersion", request).state
 
-    @translating_errors
     def set_split(self, model: str, weights: Mapping[str, float], reason: str = "") -> pb.ModelState:
         """Route requests between versions by relative weight, e.g. ``{"v1": 90, "v2": 10}``; ``{}`` ends the split."""
         request = pb.SetTrafficSplitRequest(model=model, weights=dict(weights), reason=reason)
         return self._call("SetTrafficSplit", request).state
 
-    @translating_errors
     def delete_version(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Delete a version that is neither serving nor in the split."""
         request = pb.DeleteVersionRequest(model=model, version=version, reason=reason)
         return self._call("DeleteVersion", request).state
 
-    @translating_errors
     def status(self, model: str = "") -> list[pb.ModelStatus]:
         """State, per-version traffic, errors and latency, and switch history of ``model`` (every model when "").
 

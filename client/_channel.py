@@ -1,16 +1,21 @@
-"""The channel every regserve client opens: plaintext or TLS, deadlines, metadata, typed errors."""
+"""The channel every regserve client opens: balancing and retries, TLS, deadlines, metadata, request ids."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from regserve.client._exceptions import from_rpc_error
+from regserve.client._service_config import service_config_json
 
-__all__ = ["Connection", "bearer_metadata", "tls_credentials", "translating_errors"]
+__all__ = ["REQUEST_ID", "Connection", "bearer_metadata", "channel_options", "open_channel", "tls_credentials"]
+
+REQUEST_ID = "x-request-id"
+"""Metadata key of the request id the server logs and echoes back."""
 
 
 def tls_credentials(ca: str | None = None, cert: str | None = None, key: str | None = None) -> grpc.ChannelCredentials:
@@ -33,32 +38,68 @@ def bearer_metadata(token: str) -> tuple[str, str]:
     return ("authorization", f"Bearer {token}")
 
 
-def translating_errors(method):
-    """Re-raise grpc.RpcError as the client's typed exceptions (the one mapping point)."""
+def channel_options(
+    options: Sequence[tuple[str, Any]] = (),
+    service_config: Mapping[str, Any] | str | None = None,
+    max_message_mb: int = 64,
+) -> list[tuple[str, Any]]:
+    """The gRPC channel options of a regserve client: its defaults, then ``options`` over them.
 
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        try:
-            return method(*args, **kwargs)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+    The defaults set the message size limits from ``max_message_mb``, turn gRPC's
+    retries on (``grpc.enable_retries``) and make ``service_config`` (the default one
+    when ``None``, see ``default_service_config``) the channel's only service config
+    (``grpc.service_config_disable_resolution``: one published in DNS is ignored).
+    The service config is given through ``service_config``, never as an option.
+    """
+    merged: dict[str, Any] = {
+        "grpc.max_receive_message_length": max_message_mb * 1024 * 1024,
+        "grpc.max_send_message_length": max_message_mb * 1024 * 1024,
+        "grpc.enable_retries": 1,
+        "grpc.service_config_disable_resolution": 1,
+    }
+    for key, value in options:
+        if key == "grpc.service_config":
+            raise ValueError("give the service config as service_config, not as a channel option")
+        merged[key] = value
+    merged["grpc.service_config"] = service_config_json(service_config)
+    return list(merged.items())
 
-    return wrapper
+
+def open_channel(
+    target: str,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+    service_config: Mapping[str, Any] | str | None = None,
+    max_message_mb: int = 64,
+) -> grpc.Channel:
+    """A channel to ``target`` with the options of ``channel_options``; plaintext without ``credentials``.
+
+    ``target`` is any gRPC target: ``host:port``, ``dns:///host:port`` (every address
+    the name resolves to, such as the pods of a headless Service) or
+    ``ipv4:127.0.0.1:50051,127.0.0.1:50052``.
+    """
+    merged = channel_options(options, service_config, max_message_mb)
+    if credentials is None:
+        return grpc.insecure_channel(target, options=merged)
+    return grpc.secure_channel(target, credentials, options=merged)
 
 
 class Connection:
-    """One channel to a regserve server, shared by the calls of a client; a context manager.
+    """One channel to regserve, shared by the calls of a client; a context manager.
 
     Parameters
     ----------
     target : str
-        ``host:port`` of the server.
+        A gRPC target: ``host:port``, ``dns:///host:port`` (every address the name
+        resolves to, e.g. a Kubernetes headless Service) or ``ipv4:addr:port,addr:port``.
     timeout : float
-        Deadline of each call, in seconds; ``None`` waits forever.
+        Deadline of each call, retries included, in seconds; ``None`` waits forever.
     credentials : grpc.ChannelCredentials, optional
         TLS credentials; plaintext when omitted (and no ``tls_*`` file is given).
     metadata : sequence of (key, value), optional
-        Sent with every call.
+        Sent with every call.  An ``x-request-id`` entry here is sent with every call;
+        without one, each call is sent with a fresh id (32 hex digits).
     max_message_mb : int
         Largest message sent or received, in MiB.
     tls_ca, tls_cert, tls_key : str, optional
@@ -66,6 +107,17 @@ class Connection:
         server's certificate, and this client's certificate and key for mutual TLS.
     token : str, optional
         Sent as ``authorization: Bearer <token>``.
+    options : sequence of (key, value), optional
+        gRPC channel options, applied over the client's own (see ``channel_options``).
+    service_config : dict or JSON str, optional
+        A gRPC service config that replaces the default one (``round_robin`` over every
+        address of the target; Predict, BatchPredict, ModelInfo, the registry's reads
+        and health checks retried on UNAVAILABLE, up to 4 attempts).  ``{}`` gives
+        gRPC's own behaviour: ``pick_first`` and no retries.
+
+    Failed calls raise the typed exceptions of ``regserve.client``, whose
+    ``request_id`` is the ``x-request-id`` the call was sent with (every attempt of a
+    retried call carries the same one).
     """
 
     def __init__(
@@ -80,21 +132,38 @@ class Connection:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         token: str | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+        service_config: Mapping[str, Any] | str | None = None,
     ) -> None:
         if credentials is None and (tls_ca or tls_cert or tls_key):
             credentials = tls_credentials(tls_ca, tls_cert, tls_key)
         if token:
             metadata = (*metadata, bearer_metadata(token))
-        options = [
-            ("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
-            ("grpc.max_send_message_length", max_message_mb * 1024 * 1024),
-        ]
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._channel = open_channel(
+            target,
+            credentials=credentials,
+            options=options,
+            service_config=service_config,
+            max_message_mb=max_message_mb,
+        )
         self.timeout = timeout
         self.metadata = tuple(metadata)
+
+    def _call_metadata(self) -> tuple[tuple[tuple[str, str], ...], str]:
+        """The metadata of one call and the request id in it: the caller's, or a fresh one."""
+        for key, value in self.metadata:
+            if key == REQUEST_ID:
+                return self.metadata, value
+        request_id = uuid.uuid4().hex
+        return (*self.metadata, (REQUEST_ID, request_id)), request_id
+
+    def _unary(self, rpc: grpc.UnaryUnaryMultiCallable, request):
+        """Call a unary method with the deadline and metadata; a failure raises the typed exception."""
+        metadata, request_id = self._call_metadata()
+        try:
+            return rpc(request, timeout=self.timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, request_id) from exc
 
     def __enter__(self):
         return self

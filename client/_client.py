@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from regserve.client._channel import Connection, translating_errors
+from regserve.client._channel import Connection
 from regserve.client._exceptions import from_rpc_error
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import regression_service_pb2_grpc as pb_grpc
@@ -86,25 +86,27 @@ def _train_chunk(X, y) -> types_pb2.TrainChunk:
 class RegressionClient(Connection):
     """A client of regserve's RegressionService.
 
-    Parameters are those of ``Connection``: ``target`` (``host:port``), ``timeout``
-    (seconds per call, ``None`` waits forever), ``credentials`` (TLS; plaintext when
-    omitted), ``metadata`` (sent with every call), ``max_message_mb``,
-    ``tls_ca``/``tls_cert``/``tls_key`` (PEM files, used when ``credentials`` is not
-    given) and ``token`` (sent as ``authorization: Bearer <token>``).
+    Parameters are those of ``Connection``: ``target`` (``host:port``, ``dns:///host:port``,
+    ``ipv4:addr:port,addr:port``), ``timeout`` (seconds per call, retries included,
+    ``None`` waits forever), ``credentials`` (TLS; plaintext when omitted), ``metadata``
+    (sent with every call), ``max_message_mb``, ``tls_ca``/``tls_cert``/``tls_key`` (PEM
+    files, used when ``credentials`` is not given), ``token`` (sent as ``authorization:
+    Bearer <token>``), ``options`` (gRPC channel options) and ``service_config`` (replaces
+    the default: ``round_robin``, and Predict, BatchPredict, ModelInfo and health checks
+    retried on UNAVAILABLE; Train is never retried).  Failed calls raise the typed
+    exceptions of ``regserve.client``, with the call's ``request_id``.
     """
 
-    def __init__(self, target: str = "127.0.0.1:50051", **options) -> None:
-        super().__init__(target, **options)
+    def __init__(self, target: str = "127.0.0.1:50051", **connection) -> None:
+        super().__init__(target, **connection)
         self._stub = pb_grpc.RegressionServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
-    @translating_errors
     def predict(self, model: str, X, *, version: str = "", routing_key: str = "") -> Prediction:
         """Predict for X, of shape (n_rows, n_features) or (n_features,) for one row."""
         request = pb.PredictRequest(model=model, version=version, inputs=_raw_matrix(X), routing_key=routing_key)
-        return self._prediction(self._stub.Predict(request, timeout=self.timeout, metadata=self.metadata))
+        return self._prediction(self._unary(self._stub.Predict, request))
 
-    @translating_errors
     def predict_named(
         self, model: str, rows: Sequence[Mapping[str, float]], *, version: str = "", routing_key: str = ""
     ) -> Prediction:
@@ -115,7 +117,7 @@ class RegressionClient(Connection):
             named_inputs=[types_pb2.NamedRow(features=row) for row in rows],
             routing_key=routing_key,
         )
-        return self._prediction(self._stub.Predict(request, timeout=self.timeout, metadata=self.metadata))
+        return self._prediction(self._unary(self._stub.Predict, request))
 
     @staticmethod
     def _prediction(response) -> Prediction:
@@ -146,8 +148,9 @@ class RegressionClient(Connection):
                     yield pb.BatchPredictRequest(inputs=_raw_matrix(chunk))
 
         classes = None  # sent with the first chunk's answer only
+        metadata, request_id = self._call_metadata()
         try:
-            for response in self._stub.BatchPredict(requests(), timeout=self.timeout, metadata=self.metadata):
+            for response in self._stub.BatchPredict(requests(), timeout=self.timeout, metadata=metadata):
                 classes = list(response.classes) or classes
                 probabilities = _matrix(response.probabilities) if response.labels else None
                 yield Prediction(
@@ -159,7 +162,7 @@ class RegressionClient(Connection):
                     classes if response.labels else None,
                 )
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+            raise from_rpc_error(exc, request_id) from exc
 
     def batch_predict(self, model: str, X, *, chunk_rows: int = 10_000, version: str = "") -> np.ndarray:
         """Predict for a large X of shape (n_rows, n_features) through BatchPredict; returns shape (n_rows,)."""
@@ -217,23 +220,22 @@ class RegressionClient(Connection):
                 failures.append(exc)
                 raise
 
+        metadata, request_id = self._call_metadata()
         try:
-            return self._stub.Train(requests(), timeout=self.timeout, metadata=self.metadata)
+            return self._stub.Train(requests(), timeout=self.timeout, metadata=metadata)
         except grpc.RpcError as exc:
             if failures:
                 raise failures[0] from None
-            raise from_rpc_error(exc) from exc
+            raise from_rpc_error(exc, request_id) from exc
 
-    @translating_errors
     def model_info(self, model: str, version: str = "") -> types_pb2.ModelVersion:
         """Describe a version of ``model`` (the serving one when ``version`` is empty)."""
         request = pb.ModelInfoRequest(model=model, version=version)
-        return self._stub.ModelInfo(request, timeout=self.timeout, metadata=self.metadata).model_version
+        return self._unary(self._stub.ModelInfo, request).model_version
 
-    @translating_errors
     def health(self, service: str = "") -> str:
         """The health status name (``SERVING``, ``NOT_SERVING``, ...) of the server or one service."""
         # types-grpcio-health-checking declares HealthStub without its methods.
         request = health_pb2.HealthCheckRequest(service=service)
-        response = self._health.Check(request, timeout=self.timeout)  # type: ignore[attr-defined]
+        response = self._unary(self._health.Check, request)  # type: ignore[attr-defined]
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

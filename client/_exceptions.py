@@ -55,9 +55,14 @@ class RegserveError(Exception):
         The ``ErrorInfo`` metadata (row index, model name, ...).
     field_violations : list of (field, description)
         The ``google.rpc.BadRequest`` violations, for bad input.
+    retry_after : float or None
+        Seconds to wait before trying again, from ``google.rpc.RetryInfo``.
+    request_id : str
+        The ``x-request-id`` the call was sent with, also when it reached no server;
+        the server logs its calls under it.
     """
 
-    def __init__(self, code, message, reason="", metadata=None, field_violations=(), retry_after=None):
+    def __init__(self, code, message, reason="", metadata=None, field_violations=(), retry_after=None, request_id=""):
         super().__init__(f"{code.name}: {message}" + (f" [{reason}]" if reason else ""))
         self.code = code
         self.message = message
@@ -65,6 +70,7 @@ class RegserveError(Exception):
         self.metadata = dict(metadata or {})
         self.field_violations = list(field_violations)
         self.retry_after = retry_after
+        self.request_id = request_id
 
 
 class InvalidArgument(RegserveError):
@@ -127,8 +133,8 @@ _BY_CODE = {
 }
 
 
-def from_rpc_error(error: grpc.RpcError) -> RegserveError:
-    """The typed exception for a failed call, with the rich details the server attached."""
+def from_rpc_error(error: grpc.RpcError, request_id: str = "") -> RegserveError:
+    """The typed exception for a failed call sent with ``request_id``, with the rich details the server attached."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     message = error.details() if hasattr(error, "details") else str(error)
     reason, metadata, violations, retry_after = "", {}, [], None
@@ -151,4 +157,4 @@ def from_rpc_error(error: grpc.RpcError) -> RegserveError:
             detail.Unpack(retry)
             retry_after = retry.retry_delay.ToNanoseconds() / 1e9
     cls = _BY_CODE.get(code, ServerError)
-    return cls(code, message or "", reason, metadata, violations, retry_after)
+    return cls(code, message or "", reason, metadata, violations, retry_after, request_id)
