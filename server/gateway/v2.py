@@ -280,7 +280,9 @@ def _endpoint(
 
 def _path(scope: Scope) -> str:
     path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
+    path = path[len(root) :] if root and path.startswith(root) else path
+    # The protocol's own OpenAPI document writes the server metadata path as /v2/.
+    return "/v2" if path == "/v2/" else path
 
 
 def _not_allowed(scope: Scope, allowed: list[str]) -> Response:

@@ -139,6 +139,7 @@ def test_model_ready_by_name_and_by_version(http):
 def test_server_metadata(http):
     answer = http.get("/v2")
     assert answer.status_code == 200
+    assert http.get("/v2/").json() == answer.json()
     document = answer.json()
     assert document["name"] == "regserve"
     assert isinstance(document["version"], str) and document["version"]
