@@ -262,6 +262,10 @@ class ObjectStorage:
         self.url = url
         self.bucket = parts.netloc
         self.prefix = parts.path.strip("/")
+        from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]  # no type information
+
+        # botocore's connection errors (refused, timed out, DNS) are no OSError.
+        self._failures: tuple[type[BaseException], ...] = (OSError, BotoCoreError)
         if fs is None:
             import s3fs  # type: ignore[import-untyped]  # s3fs ships no type information
 
@@ -292,7 +296,7 @@ class ObjectStorage:
             yield
         except FileNotFoundError:
             raise
-        except OSError as exc:
+        except self._failures as exc:
             raise Unavailable(
                 f"The registry at {self.url} cannot be reached: {exc}.",
                 reason="REGISTRY_UNAVAILABLE",
@@ -320,12 +324,20 @@ class ObjectStorage:
 
     def _put(self, key: str, data: bytes, **condition: str) -> bool:
         try:
-            self.fs.call_s3("put_object", Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
-        except OSError as exc:
-            if _precondition_failed(exc) or (isinstance(exc, FileNotFoundError) and "IfMatch" in condition):
-                return False  # another writer got there first, or the object to replace is gone
             with self._reachable():
-                raise
+                self.fs.call_s3("put_object", Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+        except Unavailable as exc:
+            if exc.__cause__ is not None and _precondition_failed(exc.__cause__):
+                return False  # another writer got there first
+            raise
+        except FileNotFoundError as exc:
+            if "IfMatch" in condition:
+                return False  # the object to replace is gone, so its tag cannot match
+            raise Unavailable(
+                f"The registry's bucket {self.bucket!r} is gone.",
+                reason="REGISTRY_UNAVAILABLE",
+                metadata={"registry": self.url},
+            ) from exc
         return True
 
     def create(self, key: str, data: bytes) -> bool:
