@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
+from regserve.server.cli import main
 from regserve.server.config import Settings
 from regserve.server.errors import NotFound, Unavailable, UnknownVersion
 from regserve.server.models.estimator import LinearModel
@@ -231,6 +232,18 @@ def test_a_registry_url_that_cannot_be_shared_safely_is_refused_at_start(locatio
         check_location(location)
     with pytest.raises(ValueError, match=message):
         Settings(model_dir=location).check()
+
+
+@pytest.mark.parametrize("location", ["gs://bucket/prefix", "s3://regserve-no-such-bucket/registry"])
+def test_serve_on_a_registry_it_cannot_use_stops_at_start_with_status_1(location, s3_endpoint, capsys):
+    assert main(["serve", "--port", "0", "--no-demo-models", "--model-dir", location]) == 1
+    err = capsys.readouterr().err
+    assert ("s3://" in err and "only" in err) if location.startswith("gs") else "does not exist" in err
+
+
+def test_settings_hold_the_location_as_text(tmp_path):
+    assert Settings(model_dir=tmp_path).model_dir == str(tmp_path)
+    assert Settings(model_dir="s3://bucket/prefix").model_dir == "s3://bucket/prefix"
 
 
 def test_a_file_url_is_a_directory(tmp_path):
