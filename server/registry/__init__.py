@@ -1,9 +1,10 @@
-"""The model registry: versions on disk, the in-memory store that serves them, and traffic
+"""The model registry: versions on a directory or on S3, the in-memory store that serves them, and traffic
 routing; no transport is imported here.
 
 ``store.ModelStore`` is the door every other layer goes through.  Beneath it:
-``disk`` (the versioned files, locked per model), ``files`` (crash-safe writes, npz),
-``state_file`` and ``version_files`` (reading and bounding ``state.json``, reading a
+``disk`` (the versioned files; every state change a compare-and-swap), ``storage`` (where
+the files live: a POSIX directory or S3, behind one interface), ``files`` (crash-safe writes, npz),
+``state_file`` and ``version_files`` (parsing and bounding ``state.json``, checking a
 version), ``file_checks`` (what those files must hold), ``state`` (the stored state and
 metadata as frozen values), ``lifecycle`` (the rules of promotion, rollback, freezing,
 splits and deletion), ``routing`` (split weights and arm choice), ``routes`` and
