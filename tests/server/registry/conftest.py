@@ -1,59 +1,16 @@
-"""Registries on both backends: a directory under tmp_path, and a bucket of a real S3 API on loopback.
+"""Registries on both backends: a directory under tmp_path, and a bucket of the S3 API on loopback.
 
-The S3 API is moto's server mode, started once per session on 127.0.0.1 with a port
-the OS picks; each test gets a bucket of its own.  The AWS_* variables point every
-S3 client of the session (and the servers it starts) at it.
+The S3 API (``s3_endpoint``, ``s3_url``) comes from the suite's top-level conftest.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
 import os
 
 import pytest
 
 from regserve.server.registry.disk import ModelRegistry
 from regserve.server.registry.storage import LocalStorage, ObjectStorage
-
-_BUCKETS = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """The endpoint URL of a moto S3 server on loopback, with the AWS_* variables set for it."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    settings = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    yield endpoint
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    server.stop()
-
-
-@pytest.fixture
-def s3_url(s3_endpoint):
-    """``s3://<a new bucket>/registry``."""
-    import s3fs
-
-    bucket = f"regserve-test-{next(_BUCKETS)}"
-    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
-    return f"s3://{bucket}/registry"
 
 
 @pytest.fixture(params=["local", "s3"])
