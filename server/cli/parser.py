@@ -29,7 +29,8 @@ def health_defaults(environ: Mapping[str, str]) -> dict[str, str | None]:
     host reached on loopback.  When REGSERVE_TLS_CERT says the port speaks TLS, the check
     trusts exactly that certificate (it calls the server whose certificate it is, so no CA
     is needed), and under mutual TLS (REGSERVE_TLS_CLIENT_CA) presents it as its own with
-    REGSERVE_TLS_KEY.  Flags given on the command line still win.
+    REGSERVE_TLS_KEY; REGSERVE_TLS_SERVER_NAME is the name to expect on that certificate
+    when it does not name the address called.  Flags given on the command line still win.
     """
     server = environ.get("REGSERVE_SERVER")
     if not server:
@@ -46,6 +47,7 @@ def health_defaults(environ: Mapping[str, str]) -> dict[str, str | None]:
         "tls_ca": cert,
         "tls_cert": cert if mutual else None,
         "tls_key": (environ.get("REGSERVE_TLS_KEY") or None) if mutual else None,
+        "tls_server_name": environ.get("REGSERVE_TLS_SERVER_NAME") or None,
     }
 
 
@@ -163,6 +165,11 @@ def _add_model_commands(client_command) -> None:
         model=False,
     )
     check.add_argument("--service", default="", help="a service name; the whole server when empty")
+    check.add_argument(
+        "--tls-server-name",
+        help="the name to expect on the server's certificate when it does not name the address called "
+        "(env REGSERVE_TLS_SERVER_NAME)",
+    )
     check.set_defaults(func=commands.cmd_health, timeout=3.0, **health_defaults(os.environ))
 
 

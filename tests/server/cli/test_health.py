@@ -26,6 +26,7 @@ _SERVER_ENV = (
     "REGSERVE_TLS_CERT",
     "REGSERVE_TLS_KEY",
     "REGSERVE_TLS_CLIENT_CA",
+    "REGSERVE_TLS_SERVER_NAME",
 )
 
 
@@ -38,14 +39,15 @@ def clean_environment(monkeypatch):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """A CA and a server certificate for 127.0.0.1 and localhost that it signed, as PEM files."""
+    """A CA; a server certificate for 127.0.0.1 and localhost, and one for a DNS name only, that it signed."""
     root = tmp_path_factory.mktemp("pki")
     ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    paths = {name: root / f"{name}.pem" for name in ("ca", "cert", "key")}
+    paths = {name: root / f"{name}.pem" for name in ("ca", "cert", "key", "named_cert", "named_key")}
     ca.cert_pem.write_to_path(paths["ca"])
-    server.private_key_pem.write_to_path(paths["key"])
-    server.cert_chain_pems[0].write_to_path(paths["cert"])
+    for prefix, names in (("", ("127.0.0.1", "localhost")), ("named_", ("regserve.example",))):
+        server = ca.issue_cert(*names)
+        server.private_key_pem.write_to_path(paths[f"{prefix}key"])
+        server.cert_chain_pems[0].write_to_path(paths[f"{prefix}cert"])
     return {name: str(path) for name, path in paths.items()}
 
 
@@ -74,6 +76,8 @@ def test_tls_follows_the_servers_certificate_and_client_ca():
     assert (tls["tls_ca"], tls["tls_cert"], tls["tls_key"]) == ("c.pem", None, None)
     mutual = health_defaults({"REGSERVE_TLS_CERT": "c.pem", "REGSERVE_TLS_KEY": "k.pem", "REGSERVE_TLS_CLIENT_CA": "a"})
     assert (mutual["tls_ca"], mutual["tls_cert"], mutual["tls_key"]) == ("c.pem", "c.pem", "k.pem")
+    assert plain["tls_server_name"] is None
+    assert health_defaults({"REGSERVE_TLS_SERVER_NAME": "regserve.example"})["tls_server_name"] == "regserve.example"
 
 
 def test_flags_win_over_the_environment(monkeypatch):
@@ -119,6 +123,24 @@ def test_tls_server_is_checked_over_tls_from_its_own_settings(tmp_path, monkeypa
         monkeypatch.delenv("REGSERVE_TLS_CERT")
         assert main(["health"]) == 1
         assert "UNAVAILABLE" in capsys.readouterr().err
+    finally:
+        app.stop(0)
+
+
+def test_a_certificate_for_another_name_is_checked_against_the_name_given(tmp_path, monkeypatch, pki, capsys):
+    app = _serving(tmp_path, tls_cert=pki["named_cert"], tls_key=pki["named_key"])
+    try:
+        monkeypatch.setenv("REGSERVE_PORT", str(app.port))
+        monkeypatch.setenv("REGSERVE_TLS_CERT", pki["named_cert"])
+        monkeypatch.setenv("REGSERVE_TLS_KEY", pki["named_key"])
+        # The certificate does not name 127.0.0.1, the address called: the handshake fails.
+        assert main(["health"]) == 1
+        assert "UNAVAILABLE" in capsys.readouterr().err
+        monkeypatch.setenv("REGSERVE_TLS_SERVER_NAME", "regserve.example")
+        assert main(["health"]) == 0
+        assert capsys.readouterr().out.strip() == "SERVING"
+        assert main(["health", "--tls-server-name", "other.example"]) == 1
+        capsys.readouterr()
     finally:
         app.stop(0)
 
