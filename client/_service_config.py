@@ -7,6 +7,10 @@ when they fail with UNAVAILABLE: the replica was unreachable, draining, or did n
 serve the model yet, and another attempt may land elsewhere.  Train and the
 registry's changes are never retried, so a change is never applied twice.
 
+CANCELLED is retried for the same calls: when a replica's drain ends and it closes its
+listener, grpcio's server cancels the calls that had reached it but not yet started
+(they race the GOAWAY it sends), and for a read another replica can answer instead.
+
 BatchPredict is retried too: gRPC replays a stream only until it is committed, that
 is before its first response arrives and while the chunks sent fit the per-call
 retry buffer (``grpc.per_rpc_retry_buffer_size``, 256 KiB by default), and a
@@ -41,14 +45,14 @@ RETRIED_METHODS: tuple[MethodDescriptor, ...] = (
     _MODEL.methods_by_name["GetStatus"],
     _HEALTH.methods_by_name["Check"],
 )
-"""The methods that only read: retried on UNAVAILABLE by the default service config."""
+"""The methods that only read: retried on UNAVAILABLE and CANCELLED by the default service config."""
 
 RETRY_POLICY: Mapping[str, Any] = {
     "maxAttempts": 4,
     "initialBackoff": "0.1s",
     "maxBackoff": "1s",
     "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE"],
+    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
 }
 """At most 4 attempts, about 0.1 s, 0.2 s, then 0.4 s apart (grpcio's core adds up to 20 % jitter).
 

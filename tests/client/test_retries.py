@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
-from regserve.client import ModelAdminClient, RegressionClient, RegserveError, ServerError, Unavailable
+from regserve.client import Cancelled, ModelAdminClient, RegressionClient, RegserveError, ServerError, Unavailable
 from tests.client.flaky_server import SERVICES, FlakyServer
 
 X = np.arange(6, dtype=np.float64).reshape(2, 3)
@@ -85,6 +85,18 @@ def test_retries_are_bounded_and_the_error_carries_the_request_id():
     assert len(attempts) == 4
     assert {attempt.request_id for attempt in attempts} == {info.value.request_id}
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_read_cancelled_by_a_closing_server_is_retried_and_a_change_is_not():
+    # A replica closing its listener cancels the calls that reached it but had not started.
+    with FlakyServer(failures=1, code=grpc.StatusCode.CANCELLED) as server:
+        client, admin = clients(server.target)
+        with client, admin:
+            client.predict("m", X)
+            with pytest.raises(Cancelled):
+                admin.promote("m", "v1")
+    assert len(server.attempts_of("Predict")) == 2
+    assert len(server.attempts_of("PromoteVersion")) == 1
 
 
 def test_other_failures_are_not_retried():

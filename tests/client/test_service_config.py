@@ -21,7 +21,7 @@ def test_the_default_balances_round_robin_and_retries_only_on_unavailable():
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
     (entry,) = config["methodConfig"]
     policy = entry["retryPolicy"]
-    assert policy["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert policy["retryableStatusCodes"] == ["UNAVAILABLE", "CANCELLED"]
     # gRPC caps maxAttempts at 5; a larger value would be silently lowered.
     assert 2 <= policy["maxAttempts"] <= 5
     assert policy["backoffMultiplier"] > 1
@@ -41,7 +41,8 @@ def test_each_call_gets_a_copy_of_the_default():
     config = default_service_config()
     config["methodConfig"][0]["retryPolicy"]["retryableStatusCodes"].append("INTERNAL")
     config["loadBalancingConfig"].clear()
-    assert default_service_config()["methodConfig"][0]["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    fresh = default_service_config()["methodConfig"][0]["retryPolicy"]
+    assert fresh["retryableStatusCodes"] == ["UNAVAILABLE", "CANCELLED"]
     assert default_service_config()["loadBalancingConfig"] == [{"round_robin": {}}]
 
 
