@@ -4,7 +4,11 @@ The servicer decodes the protocol's messages into ``Tensor`` values and answers 
 ``regserve.server.inference.serving.infer``: the routing, prediction and statistics of
 regserve.v1 Predict.  Raw input contents are viewed without copying; the answer comes
 back as raw output contents when the request came raw (or an output asks for
-``binary_data``), as typed contents otherwise.
+``binary_data``), as typed contents otherwise.  The common request, one FP64 or FP32
+input of shape [rows, features] asking for every output, goes from its contents
+straight to a matrix and from the prediction straight to the reply
+(``serving.infer_matrix``).  Any other request, and one whose shape does not fit the
+model, is read into ``Tensor`` values, which names what is wrong with it.
 
 The model repository extension maps onto regserve's lifecycle:
 
@@ -22,6 +26,7 @@ The model repository extension maps onto regserve's lifecycle:
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -32,9 +37,11 @@ from regserve.inference import grpc_service_pb2_grpc as pb_grpc
 from regserve.server import __version__
 from regserve.server.errors import FailedPrecondition, InvalidInput, RegserveError
 from regserve.server.inference import tensors
-from regserve.server.inference.serving import ROUTING_KEY, SERVER_EXTENSIONS, SERVER_NAME, infer
+from regserve.server.inference.serving import ROUTING_KEY, SERVER_EXTENSIONS, SERVER_NAME, infer, infer_matrix
 from regserve.server.inference.tensors import Tensor
+from regserve.server.models.prediction import Prediction
 from regserve.server.observability.serving_stats import ServingStats
+from regserve.server.registry.routes import ServedModel
 from regserve.server.registry.store import ModelStore
 from regserve.server.rpc.status import maps_errors
 
@@ -57,6 +64,16 @@ _CONTENTS = {
     "BYTES": "bytes_contents",
 }
 """The typed field of ``InferTensorContents`` for each datatype; FP16 has none and travels raw only."""
+
+_MATRIX_DATATYPES: dict[str, tuple[np.dtype, str]] = {
+    "FP64": (np.dtype("<f8"), "fp64_contents"),
+    "FP32": (np.dtype("<f4"), "fp32_contents"),
+}
+"""The datatypes ``_matrix`` reads: their dtype and typed field."""
+_SMALL_TYPED = 64
+"""Typed contents up to this many values are read through a list: below it that beats NumPy's array protocol."""
+_LITTLE_ENDIAN = sys.byteorder == "little"
+_INT64 = np.dtype(np.int64)
 
 _READY, _UNAVAILABLE = "READY", "UNAVAILABLE"
 _LOAD_REASON = "RepositoryModelLoad"
@@ -117,6 +134,90 @@ def _inputs(request: pb.ModelInferRequest) -> list[Tensor]:
         Tensor(tensor.name, tensor.datatype, tuple(tensor.shape), _typed(tensor, f"inputs[{i}]"))
         for i, tensor in enumerate(inputs)
     ]
+
+
+def _matrix(request: pb.ModelInferRequest) -> np.ndarray | None:
+    """The rows of a request whose one input is FP64 or FP32 of shape [rows, features], read whole; else None.
+
+    Raw contents are viewed without copying, typed ones copied once.  None for any other
+    request, and for one whose contents do not fill its shape: ``_inputs`` reads those.
+    """
+    tensor = request.inputs[0]
+    kind = _MATRIX_DATATYPES.get(tensor.datatype)
+    shape = tensor.shape
+    if kind is None or len(shape) != 2:
+        return None
+    rows, features = shape
+    if rows < 0 or features < 0:
+        return None
+    dtype, field = kind
+    raw = request.raw_input_contents
+    if raw:
+        if len(raw) != 1 or tensor.HasField("contents"):
+            return None
+        data = raw[0]
+        if len(data) != rows * features * dtype.itemsize:
+            return None
+        return np.ndarray((rows, features), dtype, data)
+    values = getattr(tensor.contents, field)
+    count = len(values)
+    if count != rows * features:
+        return None
+    # Straight to float64: a float32 value widens exactly, as the general path's astype does.
+    return np.array(values[:] if count <= _SMALL_TYPED else values, np.float64).reshape(rows, features)
+
+
+def _le_bytes(values: np.ndarray) -> bytes:
+    """The raw (little-endian, row-major) bytes of a computed float64 or int64 array."""
+    return values.tobytes() if _LITTLE_ENDIAN else values.astype(values.dtype.newbyteorder("<")).tobytes()
+
+
+def _raw_answer(served: ServedModel, prediction: Prediction) -> pb.ModelInferResponse:
+    """Every output of ``served`` for ``prediction``, as raw output contents."""
+    values = prediction.values
+    rows = (len(values),)
+    response = pb.ModelInferResponse(model_name=served.name, model_version=served.version)
+    add = response.outputs.add  # made in place: a message passed to the constructor would be copied
+    labels = prediction.labels
+    if labels is None:
+        add(name="predictions", datatype="FP64", shape=rows)
+        response.raw_output_contents.append(_le_bytes(values))
+        return response
+    probabilities = prediction.probabilities
+    assert probabilities is not None  # a classifier's prediction always has them
+    add(name="predictions", datatype="INT64", shape=rows)
+    add(name="labels", datatype="BYTES", shape=rows)
+    add(name="probabilities", datatype="FP64", shape=probabilities.shape)
+    response.raw_output_contents.extend(
+        [
+            _le_bytes(values.astype(_INT64)),
+            tensors.encode_bytes([label.encode() for label in labels]),
+            _le_bytes(probabilities),
+        ]
+    )
+    return response
+
+
+def _typed_answer(served: ServedModel, prediction: Prediction) -> pb.ModelInferResponse:
+    """Every output of ``served`` for ``prediction``, as typed contents."""
+    values = prediction.values
+    rows = (len(values),)
+    response = pb.ModelInferResponse(model_name=served.name, model_version=served.version)
+    add = response.outputs.add
+    labels = prediction.labels
+    if labels is None:
+        add(name="predictions", datatype="FP64", shape=rows).contents.fp64_contents.extend(values.tolist())
+        return response
+    probabilities = prediction.probabilities
+    assert probabilities is not None
+    add(name="predictions", datatype="INT64", shape=rows).contents.int64_contents.extend(values.astype(_INT64).tolist())
+    add(name="labels", datatype="BYTES", shape=rows).contents.bytes_contents.extend(
+        [label.encode() for label in labels]
+    )
+    add(name="probabilities", datatype="FP64", shape=probabilities.shape).contents.fp64_contents.extend(
+        probabilities.ravel().tolist()
+    )
+    return response
 
 
 def _string_parameter(parameters, name: str) -> str:
@@ -241,6 +342,30 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+        model = request.model_name
+        if model and len(request.inputs) == 1 and not request.outputs:
+            X = _matrix(request)
+            if X is not None:
+                parameters = request.parameters
+                response = infer_matrix(
+                    self._store,
+                    self._stats,
+                    model,
+                    request.model_version,
+                    X,
+                    _raw_answer if request.raw_input_contents else _typed_answer,
+                    routing_key=_string_parameter(parameters, ROUTING_KEY) if parameters else "",
+                    max_rows=self._max_rows,
+                )
+                if response is not None:
+                    request_id = request.id
+                    if request_id:
+                        response.id = request_id
+                    return response
+        return self._infer_tensors(request)
+
+    def _infer_tensors(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """ModelInfer on any request, read into ``Tensor`` values."""
         requested = {output.name for output in request.outputs} if request.outputs else None
         result = infer(
             self._store,
