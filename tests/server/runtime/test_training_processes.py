@@ -88,7 +88,8 @@ def test_sigterm_stops_a_runaway_train_and_the_server_exits_within_the_grace_per
         took = time.monotonic() - signalled
         caller.join(10)
         _, log = server.communicate(timeout=10)
-    assert code == 0 and took < GRACE + 1.0, f"exit {code} after {took:.2f} s"
+    # Bounded by the grace period, not by the 500,000 epochs (generous: the machine may be busy).
+    assert code == 0 and took < GRACE + 5.0, f"exit {code} after {took:.2f} s"
     # A Train in flight runs on through the grace period like any call; at its end grpc cancels every
     # call, which the client sees as UNAVAILABLE ("Cancelling all calls"), or CANCELLED in a race.
     assert outcome and outcome[0].code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
