@@ -102,10 +102,12 @@ class LinearModel:
     def _check_features(self, X: np.ndarray) -> None:
         if X.shape[1:] != self._row_shape:  # one comparison: a 1-D or 3-D X differs too
             got = X.shape[1] if X.ndim == 2 else f"an array of {X.ndim} dimension(s)"
+            expected = self._weights.shape[0]
             raise InvalidInput(
-                f"The model expects {self._weights.shape[0]} features per row, got {got}.",
+                f"The model expects {expected} features per row, got {got}.",
                 reason="FEATURE_COUNT_MISMATCH",
-                violations=[("inputs", f"expected {self._weights.shape[0]} features, got {got}")],
+                violations=[("inputs", f"expected {expected} features, got {got}")],
+                metadata={"expected": expected, **({"actual": got} if X.ndim == 2 else {"dimensions": X.ndim})},
             )
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -26,10 +26,14 @@ def checked_features(X: np.ndarray, y: np.ndarray, expected: int | None, first_r
     if X.ndim != 2 or X.shape[1] == 0 or (expected is not None and X.shape[1] != expected):
         got = f"{X.shape[1]} columns" if X.ndim == 2 else f"a {X.ndim}-D array"
         want = f"{expected} features" if expected else "a 2-D array with at least one feature"
+        # The counts a program reads: ``expected`` once known, ``actual`` for a 2-D chunk.
+        counts = {"expected": expected} if expected else {}
+        counts.update({"actual": X.shape[1]} if X.ndim == 2 else {"dimensions": X.ndim})
         raise InvalidInput(
             f"Expected {want} per row, got {got}.",
             reason="FEATURE_COUNT_MISMATCH",
             violations=[("chunk.features", f"expected {want}, got {got}")],
+            metadata=counts,
         )
     if X.shape[1] > MAX_FEATURES:
         raise InvalidInput(
