@@ -70,7 +70,7 @@ lint: $(STAMP) $(OIP_STAMP) $(BUF) $(GOOGLEAPIS) typecheck
 KUBERNETES_VERSIONS := 1.31.0 1.37.0
 
 # mypy reads the packages under their installed names (regserve.server, regserve.client,
-# regserve.v1 with its generated .pyi stubs): build/typecheck/regserve links the folders
+# regserve.v1 and the other generated packages with their .pyi stubs): build/typecheck/regserve links the folders
 # that setuptools maps onto those names.
 TYPECHECK := build/typecheck/regserve
 typecheck: $(STAMP)
@@ -79,6 +79,8 @@ typecheck: $(STAMP)
 	ln -sfn ../../../client $(TYPECHECK)/client
 	ln -sfn ../../../generated/regserve/v1 $(TYPECHECK)/v1
 	ln -sfn ../../../generated/inference $(TYPECHECK)/inference
+	mkdir -p $(TYPECHECK)/reflection
+	ln -sfn ../../../../generated/grpc/reflection/v1 $(TYPECHECK)/reflection/v1
 	cd build/typecheck && MYPYPATH=. ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml \
 		-p regserve.server -p regserve.client
 

@@ -1,4 +1,5 @@
-"""Compile proto/regserve/v1/*.proto into generated/regserve/v1 and proto/inference/*.proto into generated/inference.
+"""Compile proto/regserve/v1/*.proto into generated/regserve/v1, proto/inference/*.proto into generated/inference
+and proto/grpc/reflection/v1/*.proto into generated/grpc/reflection/v1.
 
 Usage: python scripts/generate_stubs.py [--check | --stage-googleapis] [OUT_DIR]
 
@@ -17,6 +18,10 @@ the contract with its source info, so the REST gateway can read the proto commen
 proto/inference holds the Open Inference Protocol's contract under its upstream package
 name, ``inference``; its stubs are installed as ``regserve.inference``, so the import
 protoc writes into its ``_pb2_grpc`` module is rewritten to that name.
+
+proto/grpc/reflection/v1 holds gRPC's server reflection v1 contract, copied unchanged from
+grpc-proto because grpcio-reflection ships only v1alpha; its stubs are installed as
+``regserve.reflection.v1`` (the name ``grpc`` is grpcio's package), rewritten the same way.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ PROTO_ROOT = ROOT / "proto"
 PACKAGE = Path("regserve") / "v1"
 OIP_PACKAGE = Path("inference")
 OIP_IMPORT = ("from inference import ", "from regserve.inference import ")
+REFLECTION_PACKAGE = Path("grpc") / "reflection" / "v1"
+REFLECTION_IMPORT = ("from grpc.reflection.v1 import ", "from regserve.reflection.v1 import ")
 GOOGLEAPIS_DIR = ROOT / "build" / "googleapis"
 GOOGLEAPIS_PROTOS = ("google/api/annotations.proto", "google/api/http.proto")
+PACKAGES = (PACKAGE, OIP_PACKAGE, REFLECTION_PACKAGE)
 DESCRIPTOR_SET = "regserve_v1.binpb"
 INIT_TEXT = '"""Stubs generated from proto/{} by scripts/generate_stubs.py; do not edit."""\n'
 
@@ -61,19 +69,25 @@ def _include_dirs() -> list[str]:
 
 
 def generate(out_dir: Path) -> None:
-    """Write a fresh generation of the stubs into ``out_dir/regserve/v1`` and ``out_dir/inference``."""
+    """Write a fresh generation of the stubs into ``out_dir/regserve/v1``, ``out_dir/inference`` and
+    ``out_dir/grpc/reflection/v1``."""
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE).glob("*.proto"))
     oip_protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / OIP_PACKAGE).glob("*.proto"))
+    reflection_protos = sorted(
+        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / REFLECTION_PACKAGE).glob("*.proto")
+    )
     with tempfile.TemporaryDirectory() as tmp:
         args = ["protoc", *(f"-I{d}" for d in _include_dirs())]
         args += [f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}"]
         (Path(tmp) / PACKAGE).mkdir(parents=True)
         descriptors = [f"--descriptor_set_out={Path(tmp) / PACKAGE / DESCRIPTOR_SET}", "--include_source_info"]
-        if protoc.main([*args, *descriptors, *protos]) != 0 or protoc.main([*args, *oip_protos]) != 0:
+        commands = ([*args, *descriptors, *protos], [*args, *oip_protos], [*args, *reflection_protos])
+        if any(protoc.main(command) != 0 for command in commands):
             raise SystemExit("protoc failed")
-        for stub in (Path(tmp) / OIP_PACKAGE).glob("*_pb2_grpc.py"):
-            stub.write_text(stub.read_text().replace(*OIP_IMPORT))
-        for package in (PACKAGE, OIP_PACKAGE):
+        for package, rewrite in ((OIP_PACKAGE, OIP_IMPORT), (REFLECTION_PACKAGE, REFLECTION_IMPORT)):
+            for stub in (Path(tmp) / package).glob("*_pb2_grpc.py"):
+                stub.write_text(stub.read_text().replace(*rewrite))
+        for package in PACKAGES:
             target = out_dir / package
             if target.exists():
                 shutil.rmtree(target)
@@ -110,7 +124,7 @@ def main() -> int:
         generate(Path(tmp))
         diffs = [
             f"{package.as_posix()}/{name}"
-            for package in (PACKAGE, OIP_PACKAGE)
+            for package in PACKAGES
             for name in differences(out_dir / package, Path(tmp) / package)
         ]
     if diffs:

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from regserve.inference import grpc_service_pb2 as inference_pb2
+from regserve.reflection.v1 import reflection_pb2 as reflection_v1_pb2
 from regserve.v1 import model_service_pb2, regression_service_pb2
 
 __all__ = [
@@ -52,6 +53,7 @@ OPEN_SERVICES = cast(
     "tuple[ServiceDescriptor, ...]",  # grpcio's packages type their descriptors as upb's own classes
     (
         health_pb2.DESCRIPTOR.services_by_name["Health"],
+        reflection_v1_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
         reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
     ),
 )
@@ -146,6 +148,7 @@ OPEN_METHODS: Mapping[str, Pool] = MappingProxyType(
         "/grpc.health.v1.Health/List": Pool.HEALTH,
         # Watch returns as soon as it has registered its callback: it holds no thread.
         "/grpc.health.v1.Health/Watch": Pool.HEALTH,
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Pool.REFLECTION,
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Pool.REFLECTION,
     }
 )

@@ -23,7 +23,6 @@ from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from regserve.inference import grpc_service_pb2_grpc as inference_pb2_grpc
 from regserve.server.config import Settings
@@ -42,6 +41,7 @@ from regserve.server.registry.store import ModelStore
 from regserve.server.rpc.health import HealthServicer
 from regserve.server.rpc.methods import METHODS, SERVICE_NAMES, Pool, check_methods
 from regserve.server.rpc.model_servicer import ModelServicer
+from regserve.server.rpc.reflection import enable_reflection
 from regserve.server.rpc.regression_servicer import RegressionServicer
 from regserve.server.rpc.tls import server_credentials
 from regserve.v1 import model_service_pb2_grpc, regression_service_pb2_grpc
@@ -221,9 +221,7 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     # EdgeServer has the two methods of a server that registration calls.
     open_registration = cast(grpc.Server, guarded)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, open_registration)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), open_registration
-    )
+    enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), open_registration)
     if settings.tls:
         credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         app.port = server.add_secure_port(settings.address, credentials)

@@ -1,0 +1,1 @@
+"""Stubs generated from proto/grpc/reflection/v1 by scripts/generate_stubs.py; do not edit."""
