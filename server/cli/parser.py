@@ -76,7 +76,12 @@ def _add_server_commands(subcommands) -> None:
     gateway.add_argument("--tls-ca", help="PEM file of the CA that signed the upstream's certificate (turns TLS on)")
     gateway.add_argument("--tls-cert", help="PEM certificate of the gateway, for mutual TLS to the upstream")
     gateway.add_argument("--tls-key", help="PEM private key of the gateway, for mutual TLS to the upstream")
-    gateway.add_argument("--grace-period", type=float, default=10.0, help="seconds open HTTP calls get on SIGTERM")
+    gateway.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=Settings.grace_seconds,
+        help="seconds open HTTP calls get to finish on SIGTERM (default: %(default)s)",
+    )
     gateway.add_argument(
         "--channels", type=int, default=1, help="connections to the upstream, used in turn (for --workers servers)"
     )

@@ -66,7 +66,7 @@ def cmd_gateway(args) -> int:
         args.upstream,
         credentials=credentials,
         log_level=args.log_level,
-        grace_period=args.grace_period,
+        grace_seconds=args.grace_seconds,
         channels=args.channels,
         limits=limits,
     )

@@ -4,8 +4,9 @@
 of every regserve.v1 RPC by calling the gRPC server at ``target`` (inside the server,
 ``EmbeddedGateway`` answers the unary ones in process instead); ``run_gateway``
 serves it with uvicorn.  Besides the API routes the app serves ``/openapi.json``
-(generated from the same descriptors and the proto comments) and ``/docs`` (Swagger
-UI from the local assets of the ``swagger-ui-bundle`` package).
+(generated from the same descriptors and the proto comments), ``/docs`` (Swagger
+UI from the local assets of the ``swagger-ui-bundle`` package), and ``/healthz`` and
+``/readyz`` (``health``: liveness, and readiness as the server's gRPC health reports it).
 
 The modules behind it, each with one job:
 
@@ -19,6 +20,7 @@ The modules behind it, each with one job:
 - ``limits`` and ``connections``: body sizes, uploads, timeouts and connections;
 - ``errors`` and ``answers``: gRPC status to HTTP status, error bodies as ``google.rpc.Status`` JSON;
 - ``openapi``: the OpenAPI 3 document;
+- ``health``: ``/healthz`` and ``/readyz``, open to every caller;
 - ``v2``, ``v2_codec`` and ``v2_openapi``: the Open Inference Protocol's REST API (``/v2/...``).
 """
 
@@ -49,6 +51,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from regserve.server.gateway.connections import protocol_for, quiet_accept_errors
 from regserve.server.gateway.errors import EXCEPTION_HANDLERS
+from regserve.server.gateway.health import ReadinessProbe, add_health_paths, health_routes
 from regserve.server.gateway.limits import GatewayLimits, UploadSlots
 from regserve.server.gateway.local import LocalDispatch
 from regserve.server.gateway.openapi import load_comments, openapi_document
@@ -182,6 +185,8 @@ def create_gateway_app(
     upstream = Upstream(target, credentials, max_message_bytes, channels, answer_threads=limits.max_uploads)
     uploads = UploadSlots(limits.max_uploads)
     document = add_v2_paths(openapi_document(routes, title="regserve", version=_version(), comments=load_comments()))
+    add_health_paths(document)
+    probe = ReadinessProbe(target, credentials)
 
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(document)
@@ -192,6 +197,7 @@ def create_gateway_app(
         quiet_accept_errors(asyncio.get_running_loop())
         yield
         await upstream.close()
+        await probe.close()
 
     rule_routes: list[_RuleRoute] = []
     rule_routes.extend(_RuleRoute(route, upstream, rule_routes, local, limits, uploads) for route in routes)
@@ -200,6 +206,7 @@ def create_gateway_app(
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/docs", _docs_page, methods=["GET"]),
             Mount(DOCS_STATIC, app=StaticFiles(directory=str(swagger_ui_path)), name="docs-static"),
+            *health_routes(probe),
             *rule_routes,
             *v2_routes(upstream, local, limits),
         ],
@@ -239,13 +246,13 @@ def run_gateway(
     *,
     credentials: grpc.ChannelCredentials | None = None,
     log_level: str = "info",
-    grace_period: float = 10.0,
+    grace_seconds: float = 10.0,
     channels: int = 1,
     limits: GatewayLimits | None = None,
 ) -> None:
     """Serve the gateway on ``host:port`` with uvicorn until interrupted, proxying to ``target``.
 
-    On SIGTERM or SIGINT, open HTTP calls get ``grace_period`` seconds to finish.
+    On SIGTERM or SIGINT, open HTTP calls get ``grace_seconds`` to finish.
     ``limits`` (default: ``GatewayLimits()``) also sets the largest message to and from ``target``.
     """
     limits = limits or GatewayLimits()
@@ -258,7 +265,7 @@ def run_gateway(
         port=port,
         log_level=log_level.lower(),
         # uvicorn types the grace period as int, but waits with asyncio.timeout, which takes a float.
-        timeout_graceful_shutdown=grace_period,
+        timeout_graceful_shutdown=grace_seconds,
     )
     uvicorn.Server(config).run()
 
@@ -267,7 +274,7 @@ class EmbeddedGateway:
     """The gateway served by uvicorn on a thread of the server process, on an already bound socket.
 
     Unary routes call the server's handlers in process (``local``); streaming routes
-    call ``target`` over gRPC.  ``stop`` gives open HTTP calls ``grace_period`` seconds.
+    call ``target`` over gRPC.  ``stop`` gives open HTTP calls ``grace_seconds`` to finish.
     ``limits`` (default: bodies of ``max_message_bytes``, the rest ``GatewayLimits()``)
     bound bodies, uploads, connections and their timeouts.
     """
@@ -279,7 +286,7 @@ class EmbeddedGateway:
         local: LocalDispatch | None,
         *,
         log_level: str = "info",
-        grace_period: float = 10.0,
+        grace_seconds: float = 10.0,
         max_message_bytes: int = 64 * MIB,
         limits: GatewayLimits | None = None,
     ) -> None:
@@ -292,10 +299,10 @@ class EmbeddedGateway:
             log_config=None,
             log_level=log_level.lower(),
             proxy_headers=False,
-            timeout_graceful_shutdown=grace_period,  # a float works (see run_gateway)
+            timeout_graceful_shutdown=grace_seconds,  # a float works (see run_gateway)
         )
         self._sock = sock
-        self._grace_period = grace_period
+        self._grace_seconds = grace_seconds
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="regserve-gateway", daemon=True
@@ -315,5 +322,5 @@ class EmbeddedGateway:
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(self._grace_period + 5)
+        self._thread.join(self._grace_seconds + 5)
         self._sock.close()

@@ -55,7 +55,7 @@ def _embedded_gateway(settings: Settings, app: Application, sock: socket.socket)
         upstream,
         app.local,
         log_level=settings.log_level,
-        grace_period=settings.grace_seconds,
+        grace_seconds=settings.grace_seconds,
         max_message_bytes=settings.max_message_bytes,
         limits=GatewayLimits.from_settings(settings),
     )

@@ -18,3 +18,57 @@ def test_a_domain_error_that_ends_serve_is_one_line_on_stderr(monkeypatch, tmp_p
 def test_a_gateway_with_half_a_client_certificate_is_refused(capsys):
     assert main(["gateway", "--upstream", "127.0.0.1:1", "--port", "0", "--tls-cert", "cert.pem"]) == 1
     assert capsys.readouterr().err == "regserve: give both cert and key for a client certificate, or neither\n"
+
+
+def test_the_gateway_takes_its_grace_as_serve_does(tmp_path):
+    """`regserve gateway --grace-seconds` is the flag of `regserve serve`; the old spelling is refused."""
+    import pytest
+
+    from regserve.server.cli.parser import build_parser
+    from regserve.server.config import Settings
+
+    parser = build_parser()
+    assert parser.parse_args(["gateway"]).grace_seconds == Settings.grace_seconds
+    assert parser.parse_args(["gateway", "--grace-seconds", "2.5"]).grace_seconds == 2.5
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["gateway", "--grace-period", "2.5"])
+    assert info.value.code == 2
+
+
+def test_the_gateway_command_stops_on_sigterm_within_its_grace(tmp_path):
+    """A `regserve gateway --grace-seconds 1` process holding an open HTTP call stops on SIGTERM."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "regserve.server.cli", "gateway", "--upstream", "127.0.0.1:1"]
+    command += ["--port", str(port), "--grace-seconds", "1", "--body-timeout", "3600"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                held = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "the gateway did not start"
+                time.sleep(0.1)
+        with held:
+            # A body that never comes: the call stays open until the grace ends it.
+            held.sendall(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            time.sleep(0.5)  # lets the gateway read the head, so the call is in flight
+            process.send_signal(signal.SIGTERM)
+            # uvicorn raises the signal it caught again once it has shut down, so the status names it.
+            assert process.wait(60) == -signal.SIGTERM
+            held.settimeout(60)
+            # uvicorn cancels a call still open when the grace ends and answers it 500.
+            assert held.recv(1024).startswith(b"HTTP/1.1 500 ")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
