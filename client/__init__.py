@@ -15,8 +15,9 @@ the calls that change nothing on UNAVAILABLE; ``options`` and ``service_config``
 """
 
 from regserve.client._admin import ModelAdminClient
+from regserve.client._calls import Prediction
 from regserve.client._channel import bearer_metadata, open_channel, tls_credentials
-from regserve.client._client import Prediction, RegressionClient
+from regserve.client._client import RegressionClient
 from regserve.client._exceptions import (
     AlreadyExists,
     Cancelled,

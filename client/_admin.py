@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from regserve.client import _calls
 from regserve.client._channel import Connection
 from regserve.v1 import model_service_pb2 as pb
 from regserve.v1 import model_service_pb2_grpc as pb_grpc
@@ -34,60 +35,52 @@ class ModelAdminClient(Connection):
         super().__init__(target, **connection)
         self._stub = pb_grpc.ModelServiceStub(self._channel)
 
-    def _call(self, method: str, request):
-        return self._unary(getattr(self._stub, method), request)
-
     def list_models(self) -> list[pb.ModelState]:
         """The routing state of every model, by name.
 
         A model whose state cannot be read is listed too, with ``problem`` set (reason
         ``CORRUPT_STATE``); ``serving_problem`` says why a serving version is not served.
         """
-        return list(self._call("ListModels", pb.ListModelsRequest()).models)
+        return self._send(self._stub, _calls.list_models())
 
     def list_versions(self, model: str) -> list[types_pb2.ModelVersion]:
         """The stored versions of ``model``, oldest first (without their coefficients).
 
         A version whose files are damaged is listed with ``problem`` set (``CORRUPT_METADATA``, ...).
         """
-        return list(self._call("ListVersions", pb.ListVersionsRequest(model=model)).versions)
+        return self._send(self._stub, _calls.list_versions(model))
 
     def get_version(self, model: str, version: str) -> types_pb2.ModelVersion:
         """The full description of one version, coefficients included."""
-        return self._call("GetVersion", pb.GetVersionRequest(model=model, version=version)).model_version
+        return self._send(self._stub, _calls.get_version(model, version))
 
     def promote(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Make ``version`` serve requests naming no version, once it passed its checks; ends any split."""
-        request = pb.PromoteVersionRequest(model=model, version=version, reason=reason)
-        return self._call("PromoteVersion", request).state
+        return self._send(self._stub, _calls.promote(model, version, reason))
 
     def rollback(self, model: str, reason: str = "") -> pb.ModelState:
         """Serve the version that served before the current one again."""
-        return self._call("RollbackModel", pb.RollbackModelRequest(model=model, reason=reason)).state
+        return self._send(self._stub, _calls.rollback(model, reason))
 
     def freeze(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Exclude ``version`` from routing and refuse requests naming it."""
-        request = pb.FreezeVersionRequest(model=model, version=version, reason=reason)
-        return self._call("FreezeVersion", request).state
+        return self._send(self._stub, _calls.freeze(model, version, reason))
 
     def unfreeze(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Make a frozen version usable again."""
-        request = pb.UnfreezeVersionRequest(model=model, version=version, reason=reason)
-        return self._call("UnfreezeVersion", request).state
+        return self._send(self._stub, _calls.unfreeze(model, version, reason))
 
     def set_split(self, model: str, weights: Mapping[str, float], reason: str = "") -> pb.ModelState:
         """Route requests between versions by relative weight, e.g. ``{"v1": 90, "v2": 10}``; ``{}`` ends the split."""
-        request = pb.SetTrafficSplitRequest(model=model, weights=dict(weights), reason=reason)
-        return self._call("SetTrafficSplit", request).state
+        return self._send(self._stub, _calls.set_split(model, weights, reason))
 
     def delete_version(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Delete a version that is neither serving nor in the split."""
-        request = pb.DeleteVersionRequest(model=model, version=version, reason=reason)
-        return self._call("DeleteVersion", request).state
+        return self._send(self._stub, _calls.delete_version(model, version, reason))
 
     def status(self, model: str = "") -> list[pb.ModelStatus]:
         """State, per-version traffic, errors and latency, and switch history of ``model`` (every model when "").
 
         Problems are reported as in ``list_models`` and ``list_versions``.
         """
-        return list(self._call("GetStatus", pb.GetStatusRequest(model=model)).models)
+        return self._send(self._stub, _calls.status(model))

@@ -5,14 +5,26 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 
+from regserve.client._calls import Call
 from regserve.client._exceptions import from_rpc_error
 from regserve.client._service_config import service_config_json
 
-__all__ = ["REQUEST_ID", "Connection", "bearer_metadata", "channel_options", "open_channel", "tls_credentials"]
+__all__ = [
+    "REQUEST_ID",
+    "BaseConnection",
+    "Connection",
+    "bearer_metadata",
+    "channel_options",
+    "open_channel",
+    "tls_credentials",
+]
+
+ChannelT = TypeVar("ChannelT")
+R = TypeVar("R")
 
 REQUEST_ID = "x-request-id"
 """Metadata key of the request id the server logs and echoes back."""
@@ -85,8 +97,11 @@ def open_channel(
     return grpc.secure_channel(target, credentials, options=merged)
 
 
-class Connection:
-    """One channel to regserve, shared by the calls of a client; a context manager.
+class BaseConnection(Generic[ChannelT]):
+    """One channel to regserve, shared by the calls of a client.
+
+    The blocking ``Connection`` and the asyncio ``regserve.client.aio.AsyncConnection``
+    differ only in the channel they open and how they wait for a call.
 
     Parameters
     ----------
@@ -139,7 +154,7 @@ class Connection:
             credentials = tls_credentials(tls_ca, tls_cert, tls_key)
         if token:
             metadata = (*metadata, bearer_metadata(token))
-        self._channel = open_channel(
+        self._channel = self._open_channel(
             target,
             credentials=credentials,
             options=options,
@@ -149,6 +164,10 @@ class Connection:
         self.timeout = timeout
         self.metadata = tuple(metadata)
 
+    def _open_channel(self, target: str, **channel: Any) -> ChannelT:
+        """The channel to ``target``, opened with ``open_channel``'s keyword arguments."""
+        raise NotImplementedError
+
     def _call_metadata(self) -> tuple[tuple[tuple[str, str], ...], str]:
         """The metadata of one call and the request id in it: the caller's, or a fresh one."""
         for key, value in self.metadata:
@@ -157,6 +176,13 @@ class Connection:
         request_id = uuid.uuid4().hex
         return (*self.metadata, (REQUEST_ID, request_id)), request_id
 
+
+class Connection(BaseConnection[grpc.Channel]):
+    """A blocking channel to regserve and a context manager; its parameters are those of ``BaseConnection``."""
+
+    def _open_channel(self, target: str, **channel: Any) -> grpc.Channel:
+        return open_channel(target, **channel)
+
     def _unary(self, rpc: grpc.UnaryUnaryMultiCallable, request):
         """Call a unary method with the deadline and metadata; a failure raises the typed exception."""
         metadata, request_id = self._call_metadata()
@@ -164,6 +190,10 @@ class Connection:
             return rpc(request, timeout=self.timeout, metadata=metadata)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, request_id) from exc
+
+    def _send(self, stub, call: Call[R]) -> R:
+        """Send ``call`` through the method of ``stub`` it names; return what it makes of the response."""
+        return call.result(self._unary(getattr(stub, call.method), call.request))
 
     def __enter__(self):
         return self

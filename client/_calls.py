@@ -1,0 +1,331 @@
+"""What each client call sends and what it makes of the answer, for the blocking and the asyncio clients alike.
+
+Nothing here touches a channel: a ``Call`` names the stub method, holds the request and
+turns the response into the value the client returns, and the streaming calls get their
+request messages and predictions from ``BatchStream`` and ``RequestStream``.  The
+clients in ``_client``/``_admin`` (blocking) and ``aio`` (asyncio) only send them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, NoReturn, TypeVar
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2
+
+from regserve.client._exceptions import from_rpc_error
+from regserve.v1 import model_service_pb2 as admin_pb
+from regserve.v1 import regression_service_pb2 as pb
+from regserve.v1 import types_pb2
+
+__all__ = [
+    "BatchStream",
+    "Call",
+    "Prediction",
+    "RequestStream",
+    "delete_version",
+    "freeze",
+    "get_version",
+    "health",
+    "join_values",
+    "list_models",
+    "list_versions",
+    "model_info",
+    "predict",
+    "predict_named",
+    "promote",
+    "rollback",
+    "row_blocks",
+    "set_split",
+    "status",
+    "train_pairs",
+    "train_requests",
+    "unfreeze",
+]
+
+R = TypeVar("R")
+
+_F8 = np.dtype("<f8")
+_KINDS = {
+    "linear": types_pb2.MODEL_KIND_LINEAR,
+    "ridge": types_pb2.MODEL_KIND_RIDGE,
+    "logistic": types_pb2.MODEL_KIND_LOGISTIC,
+}
+_SOLVERS = {
+    "auto": types_pb2.SOLVER_UNSPECIFIED,
+    "closed_form": types_pb2.SOLVER_CLOSED_FORM,
+    "gd": types_pb2.SOLVER_GRADIENT_DESCENT,
+    "sgd": types_pb2.SOLVER_SGD,
+    "newton": types_pb2.SOLVER_NEWTON,
+}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predictions for a block of rows and the version that made them.
+
+    values : ndarray of shape (n_rows,)
+        Regression values, or class indices for classifiers.
+    labels : list of str, or None
+        Predicted class labels, for classifiers.
+    probabilities : ndarray of shape (n_rows, n_classes), or None
+    classes : list of str, or None
+        Class labels in the order of the probability columns.
+    """
+
+    model: str
+    version: str
+    values: np.ndarray
+    labels: list[str] | None = None
+    probabilities: np.ndarray | None = None
+    classes: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Call(Generic[R]):
+    """One unary call: the stub's method name, its request, and what the client returns from the response."""
+
+    method: str
+    request: Any
+    result: Callable[[Any], R]
+
+
+def _raw_matrix(X) -> types_pb2.Matrix:
+    X = np.asarray(X, dtype=_F8)
+    if X.ndim == 1:
+        X = X.reshape(1, -1)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_rows, n_features), got shape {X.shape}")
+    return types_pb2.Matrix(num_columns=X.shape[1], raw=np.ascontiguousarray(X).tobytes())
+
+
+def _vector(vector: types_pb2.Vector) -> np.ndarray:
+    if vector.raw:
+        return np.frombuffer(vector.raw, dtype=_F8)
+    return np.array(vector.values, dtype=np.float64)
+
+
+def _matrix(matrix: types_pb2.Matrix) -> np.ndarray:
+    flat = np.frombuffer(matrix.raw, dtype=_F8) if matrix.raw else np.array(matrix.values, dtype=np.float64)
+    return flat.reshape(-1, matrix.num_columns or max(flat.size, 1))
+
+
+def _train_chunk(X, y) -> types_pb2.TrainChunk:
+    y = np.asarray(y)
+    chunk = types_pb2.TrainChunk(features=_raw_matrix(X))
+    if y.dtype.kind in "USO":
+        chunk.labels.extend(str(label) for label in y)
+    else:
+        chunk.targets.raw = np.ascontiguousarray(y, dtype=_F8).tobytes()
+    return chunk
+
+
+def _prediction(response: pb.PredictResponse) -> Prediction:
+    classes = list(response.classes) or None
+    return Prediction(
+        model=response.model,
+        version=response.version,
+        values=_vector(response.predictions),
+        labels=list(response.labels) or None,
+        probabilities=_matrix(response.probabilities) if classes else None,
+        classes=classes,
+    )
+
+
+# RegressionService and health.
+
+
+def predict(model: str, X, version: str, routing_key: str) -> Call[Prediction]:
+    request = pb.PredictRequest(model=model, version=version, inputs=_raw_matrix(X), routing_key=routing_key)
+    return Call("Predict", request, _prediction)
+
+
+def predict_named(model: str, rows: Sequence[Mapping[str, float]], version: str, routing_key: str) -> Call[Prediction]:
+    request = pb.PredictRequest(
+        model=model,
+        version=version,
+        named_inputs=[types_pb2.NamedRow(features=row) for row in rows],
+        routing_key=routing_key,
+    )
+    return Call("Predict", request, _prediction)
+
+
+def model_info(model: str, version: str) -> Call[types_pb2.ModelVersion]:
+    return Call("ModelInfo", pb.ModelInfoRequest(model=model, version=version), lambda r: r.model_version)
+
+
+def health(service: str) -> Call[str]:
+    return Call(
+        "Check",
+        health_pb2.HealthCheckRequest(service=service),
+        lambda r: health_pb2.HealthCheckResponse.ServingStatus.Name(r.status),
+    )
+
+
+class BatchStream:
+    """One BatchPredict call: a request per chunk of rows, the first naming the model, and a Prediction per answer."""
+
+    def __init__(self, model: str, version: str, routing_key: str) -> None:
+        self._head: tuple[str, str, str] | None = (model, version, routing_key)
+        self._classes: list[str] | None = None
+
+    def request(self, chunk) -> pb.BatchPredictRequest:
+        """The request for ``chunk``, of shape (n_rows, n_features)."""
+        if self._head is None:
+            return pb.BatchPredictRequest(inputs=_raw_matrix(chunk))
+        (model, version, routing_key), self._head = self._head, None
+        return pb.BatchPredictRequest(model=model, version=version, routing_key=routing_key, inputs=_raw_matrix(chunk))
+
+    def prediction(self, response: pb.BatchPredictResponse) -> Prediction:
+        """The Prediction of one answer, in the order of the chunks."""
+        # The server sends the class labels with the first answer only.
+        self._classes = list(response.classes) or self._classes
+        return Prediction(
+            response.model,
+            response.version,
+            _vector(response.predictions),
+            list(response.labels) or None,
+            _matrix(response.probabilities) if response.labels else None,
+            self._classes if response.labels else None,
+        )
+
+
+def row_blocks(X, chunk_rows: int) -> Iterator[np.ndarray]:
+    """X, of shape (n_rows, n_features), in blocks of at most ``chunk_rows`` rows."""
+    X = np.asarray(X, dtype=_F8)
+    return (X[start : start + chunk_rows] for start in range(0, X.shape[0], chunk_rows))
+
+
+def join_values(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The values of the chunks' predictions as one array of shape (n_rows,)."""
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def train_pairs(X, y, chunks, chunk_rows: int):
+    """The ``(X_chunk, y_chunk)`` pairs to send: ``chunks`` as given, or X and y cut into blocks of ``chunk_rows``."""
+    if (chunks is None) == (X is None):
+        raise ValueError("give either X and y, or chunks")
+    if chunks is not None:
+        return chunks
+    X = np.asarray(X)
+    y = np.asarray(y)
+    return ((X[i : i + chunk_rows], y[i : i + chunk_rows]) for i in range(0, len(X), chunk_rows))
+
+
+def train_requests(
+    model: str,
+    kind: str,
+    solver: str,
+    feature_names: Sequence[str],
+    class_labels: Sequence[str],
+    options: Mapping[str, Any],
+) -> tuple[pb.TrainRequest, Callable[[tuple], pb.TrainRequest]]:
+    """The first request of a Train call (its TrainSpec) and the function that makes a request of a chunk pair."""
+    spec = types_pb2.TrainSpec(
+        model=model,
+        kind=_KINDS[kind],
+        solver=_SOLVERS[solver],
+        feature_names=list(feature_names),
+        class_labels=[str(c) for c in class_labels],
+        **options,
+    )
+    return pb.TrainRequest(spec=spec), lambda pair: pb.TrainRequest(chunk=_train_chunk(*pair))
+
+
+class RequestStream:
+    """The request messages of one client-streaming call, made from the caller's iterable.
+
+    gRPC cancels the call when that iterable raises, so the server stores nothing; the
+    stream keeps the exception, and ``raise_error`` raises it to the caller in place of the
+    CANCELLED that the call ends with.
+    """
+
+    def __init__(self, first: Any | None, make: Callable[[Any], Any], items) -> None:
+        self._first = first
+        self._make = make
+        self._items = items
+        self.failure: Exception | None = None
+
+    def __iter__(self) -> Iterator:
+        if self._first is not None:
+            yield self._first
+        try:
+            for item in self._items:
+                yield self._make(item)
+        except Exception as exc:
+            self.failure = exc
+            raise
+
+    async def __aiter__(self) -> AsyncIterator:
+        """The messages from an iterable or an async iterable."""
+        if self._first is not None:
+            yield self._first
+        try:
+            if isinstance(self._items, AsyncIterable):
+                async for item in self._items:
+                    yield self._make(item)
+            else:
+                for item in self._items:
+                    yield self._make(item)
+        except Exception as exc:
+            self.failure = exc
+            raise
+
+    def raise_error(self, exc: grpc.RpcError, request_id: str) -> NoReturn:
+        """Raise what the caller gets for the failed call: its own iterable's exception, or the typed one."""
+        if self.failure is not None:
+            raise self.failure from None
+        raise from_rpc_error(exc, request_id) from exc
+
+
+# ModelService.
+
+
+def list_models() -> Call[list[admin_pb.ModelState]]:
+    return Call("ListModels", admin_pb.ListModelsRequest(), lambda r: list(r.models))
+
+
+def list_versions(model: str) -> Call[list[types_pb2.ModelVersion]]:
+    return Call("ListVersions", admin_pb.ListVersionsRequest(model=model), lambda r: list(r.versions))
+
+
+def get_version(model: str, version: str) -> Call[types_pb2.ModelVersion]:
+    return Call("GetVersion", admin_pb.GetVersionRequest(model=model, version=version), lambda r: r.model_version)
+
+
+def _state(response) -> admin_pb.ModelState:
+    return response.state
+
+
+def promote(model: str, version: str, reason: str) -> Call[admin_pb.ModelState]:
+    return Call("PromoteVersion", admin_pb.PromoteVersionRequest(model=model, version=version, reason=reason), _state)
+
+
+def rollback(model: str, reason: str) -> Call[admin_pb.ModelState]:
+    return Call("RollbackModel", admin_pb.RollbackModelRequest(model=model, reason=reason), _state)
+
+
+def freeze(model: str, version: str, reason: str) -> Call[admin_pb.ModelState]:
+    return Call("FreezeVersion", admin_pb.FreezeVersionRequest(model=model, version=version, reason=reason), _state)
+
+
+def unfreeze(model: str, version: str, reason: str) -> Call[admin_pb.ModelState]:
+    request = admin_pb.UnfreezeVersionRequest(model=model, version=version, reason=reason)
+    return Call("UnfreezeVersion", request, _state)
+
+
+def set_split(model: str, weights: Mapping[str, float], reason: str) -> Call[admin_pb.ModelState]:
+    request = admin_pb.SetTrafficSplitRequest(model=model, weights=dict(weights), reason=reason)
+    return Call("SetTrafficSplit", request, _state)
+
+
+def delete_version(model: str, version: str, reason: str) -> Call[admin_pb.ModelState]:
+    request = admin_pb.DeleteVersionRequest(model=model, version=version, reason=reason)
+    return Call("DeleteVersion", request, _state)
+
+
+def status(model: str) -> Call[list[admin_pb.ModelStatus]]:
+    return Call("GetStatus", admin_pb.GetStatusRequest(model=model), lambda r: list(r.models))
