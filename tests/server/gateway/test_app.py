@@ -26,6 +26,7 @@ from openapi_spec_validator import validate
 
 from regserve.server.gateway.app import gateway_routes
 from regserve.server.gateway.errors import http_status_for
+from regserve.server.gateway.health import HEALTH_PATHS
 from regserve.server.gateway.rules import PathTemplate, contract_services
 from regserve.server.gateway.v2 import v2_http_routes
 from regserve.v1 import model_service_pb2 as mpb
@@ -471,7 +472,7 @@ def test_openapi_document_is_valid_and_lists_every_route(http):
     validate(document)
     listed = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
     routes = [*gateway_routes(), *v2_http_routes()]
-    assert listed == {(r.http_method, r.path.openapi_path) for r in routes}
+    assert listed == {(r.http_method, r.path.openapi_path) for r in routes} | {("GET", path) for path in HEALTH_PATHS}
     predict = document["paths"]["/v1/models/{model}:predict"]["post"]
     assert predict["summary"].startswith("Predict answers one or several rows")
     assert predict["responses"]["default"]["content"]["application/json"]["schema"]["$ref"].endswith(

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
@@ -314,6 +315,41 @@ def test_a_second_signal_stops_at_once_cancelling_the_calls_in_flight(tmp_path, 
         server.wait_for("stopping at once")
         server.wait_for(r"regserve stopped; the calls still in flight were cancelled")
     assert held.error is not None and held.error.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+
+
+def _health_over_http(http_port: int, path: str) -> tuple[int, dict]:
+    """The gateway's answer on ``path`` (``/healthz`` or ``/readyz``), on a connection of its own."""
+    try:
+        status, body = _http(f"http://127.0.0.1:{http_port}{path}")
+    except urllib.error.HTTPError as error:  # urllib raises on 503
+        status, body = error.code, error.read()
+    return status, json.loads(body)
+
+
+def test_readyz_follows_the_drain_while_healthz_stays_live(tmp_path, linear_data):
+    """A load balancer that reads /readyz sees the replica leave as gRPC health does; /healthz keeps answering."""
+    X, y = linear_data
+    flags = ["--gateway-port", "0", "--drain-seconds", str(LONG), "--grace-seconds", str(LONG)]
+    with _served(tmp_path / "models", *flags) as server:
+        port, http_port = _listening(server)
+        target = f"127.0.0.1:{port}"
+        assert _health_over_http(http_port, "/readyz") == (503, {"status": "NOT_SERVING"})
+        with RegressionClient(target, timeout=60) as client:
+            client.train("house", X, y)
+        _wait_serving(target)
+        assert _health_over_http(http_port, "/readyz") == (200, {"status": "SERVING"})
+        assert _health_over_http(http_port, "/healthz") == (200, {"status": "live"})
+
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for(r"draining: health NOT_SERVING")
+        assert _health_over_http(http_port, "/readyz") == (503, {"status": "NOT_SERVING"})
+        assert _health_over_http(http_port, "/healthz") == (200, {"status": "live"})
+        status, _ = _http(
+            f"http://127.0.0.1:{http_port}/v1/models/house:predict", {"inputs": {"values": X[0].tolist()}}
+        )
+        assert status == 200  # still answering while it drains
+        server.process.send_signal(signal.SIGTERM)  # the second signal: no test waits out the long drain
+        assert server.process.wait(LONG / 2) == 1
 
 
 def test_two_workers_drain_together_on_a_ctrl_c_and_exit_zero(tmp_path, linear_data):
