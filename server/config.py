@@ -70,6 +70,7 @@ class Settings:
     max_streams_per_peer: int = 8
     stream_idle_timeout: float = 60.0
     max_concurrent_rpcs: int = 0
+    max_connection_age: float = 0.0
     parent_pid: int = 0
 
     def __post_init__(self) -> None:
@@ -101,7 +102,7 @@ class Settings:
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
         check_location(self.model_dir)
-        for name in ("drain_seconds", "grace_seconds"):
+        for name in ("drain_seconds", "grace_seconds", "max_connection_age"):
             if not 0 <= getattr(self, name) < math.inf:  # written so that NaN fails it too
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number of seconds, 0 or more")
         if self.predict_threads < 0:
@@ -204,6 +205,9 @@ _HELP = {
     "stream_idle_timeout": "seconds a stream may wait on its client (no message sent, no answer taken) before "
     "it is ended DEADLINE_EXCEEDED; 0: never",
     "max_concurrent_rpcs": "calls in progress before new ones get RESOURCE_EXHAUSTED; 0 means no limit",
+    "max_connection_age": "seconds (grpc adds +-10 %% jitter) after which the server asks a client to reconnect "
+    "(GOAWAY); calls in flight still finish, and clients resolve their target again, so long-lived balanced "
+    "clients spread to replicas added since; 0: never",
     "parent_pid": "the pid of this process's parent: stop once the parent is gone (set by --workers); 0: never",
 }
 

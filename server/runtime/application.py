@@ -155,6 +155,9 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     ]
     if settings.max_concurrent_streams > 0:
         options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
+    if settings.max_connection_age > 0:
+        # No grace option: grpc's default grace is unbounded, so a long Train stream on an aged connection is never cut.
+        options.append(("grpc.max_connection_age_ms", round(settings.max_connection_age * 1000)))
     stats = ServingStats()
     metrics = Metrics(stats)
     store.listen(metrics.record_event)
