@@ -33,6 +33,11 @@ $(OIP_STAMP): tests/oip/requirements.txt
 	$(OIP_VENV)/bin/python -m pip install --quiet -r tests/oip/requirements.txt
 	touch $(OIP_STAMP)
 
+# promtool checks the /metrics page in the tests; Debian ships it in the prometheus package.
+PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
+$(PROMTOOL):
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends prometheus
+
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
@@ -51,7 +56,7 @@ serve: $(STAMP)
 		--gateway-port $(GATEWAY_PORT) --metrics-port $(METRICS_PORT)
 
 ## test: run the test suite against real servers on loopback, then tests/oip with tritonclient in .venv-oip.
-test: $(STAMP) $(OIP_STAMP)
+test: $(STAMP) $(OIP_STAMP) $(PROMTOOL)
 	$(PY) -m pytest
 	REGSERVE_PYTHON=$(abspath $(PY)) $(OIP_VENV)/bin/python -m pytest tests/oip --confcutdir=tests/oip -p no:cacheprovider
 

@@ -17,7 +17,7 @@ import grpc
 
 from regserve.server.edge import auth
 from regserve.server.observability.access_log import ACCESS_LOGGER, access_writer
-from regserve.server.observability.metrics import Metrics
+from regserve.server.observability.metrics import GrpcMethod, Metrics
 from regserve.server.rpc.methods import Method
 
 __all__ = ["Route", "record_calls"]
@@ -34,17 +34,33 @@ def _count_value(counter: itertools.count) -> int:
 
 
 class Route:
-    """One method's precomputed part: names, metric series and what to count on success."""
+    """One method's precomputed part: names, metric series and what to count on success.
 
-    def __init__(self, method: Method, metrics: Metrics) -> None:
+    ``request_streaming`` and ``response_streaming`` are the method's kind, as its handler has it.
+    """
+
+    def __init__(self, method: Method, metrics: Metrics, request_streaming: bool, response_streaming: bool) -> None:
         self.method = method.full_name
         self.service, self.name = method.service, method.name
-        metrics.calls.add_method(self.service, self.name)
         # Calls begun and ended, as atomic counters (``next`` holds the GIL): the gauge of
         # calls in flight is their difference, taken when Prometheus scrapes, so a call
         # pays two counter steps instead of two locked gauge updates.
         self.begun = itertools.count()
         self.ended = itertools.count()
+        # A stream's messages, counted the same way for grpc_server_msg_received/sent_total.
+        self.received = itertools.count()
+        self.sent = itertools.count()
+        kind = {(False, False): "unary", (True, False): "client_stream", (False, True): "server_stream"}
+        metrics.calls.add_method(
+            self.service,
+            self.name,
+            GrpcMethod(
+                kind.get((request_streaming, response_streaming), "bidi_stream"),
+                lambda: _count_value(self.begun),
+                (lambda: _count_value(self.received)) if request_streaming else None,
+                (lambda: _count_value(self.sent)) if response_streaming else None,
+            ),
+        )
         metrics.in_flight.labels(self.service, self.name).set_function(
             lambda: _count_value(self.begun) - _count_value(self.ended)
         )
