@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
+import numpy as np
+
 from regserve.server.errors import (
     IntegrityError,
     RegserveError,
@@ -34,6 +36,7 @@ from regserve.server.registry.problems import ModelReport, Problem, no_serving_v
 from regserve.server.registry.promotion_gate import passes_gate
 from regserve.server.registry.route_builder import RouteBuilder
 from regserve.server.registry.routes import ModelRoute, ServedModel
+from regserve.server.registry.samples import sample_arrays, stored_sample
 from regserve.server.registry.state import (
     ModelState,
     ServingRole,
@@ -192,6 +195,15 @@ class ModelStore:
         """The metadata of every usable stored version of ``model``, read from disk, in version order."""
         return self._registry.list_versions(model)
 
+    def validation_sample(self, model: str, version: str) -> tuple[np.ndarray, np.ndarray]:
+        """The validation sample stored with ``version`` (``samples.stored_sample``), read from disk.
+
+        The version is checked as ``describe`` checks it, and its file against its checksum.
+        """
+        served = self.describe(model, version)
+        arrays, _ = self._registry.load_version(model, served.version)
+        return stored_sample(arrays, served.estimator.n_features_in_, model, served.version)
+
     def report(self, model: str) -> ModelReport:
         """``model`` as listings show it, read from disk, with what is wrong with it.
 
@@ -318,15 +330,19 @@ class ModelStore:
         *,
         promote: bool = True,
         gate: bool = False,
+        only_if_new_model: bool = False,
+        sample: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[VersionMetadata, bool, str]:
         """Store a trained model as a new version, and promote it if asked and allowed.
 
         The stored arrays are ``estimator.to_arrays()`` plus a probe (``probe_arrays``)
-        built around ``metadata["feature_stats"]``.
+        built around ``metadata["feature_stats"]``, and the validation ``sample`` (rows,
+        targets or class indices) when given (``samples``).
 
         With ``gate``, the new version is promoted only when it passes ``passes_gate``
         against the serving version; the first version of a model is always promoted
-        when ``promote`` is set.
+        when ``promote`` is set.  With ``only_if_new_model``, the version is stored only
+        as the model's first (``ModelRegistry.create_version``), else AlreadyExists.
 
         Returns
         -------
@@ -338,9 +354,9 @@ class ModelStore:
         """
         check_model_name(model)
         metadata = {**metadata, "kind": estimator.kind}
-        arrays = {**estimator.to_arrays(), **probe_arrays(metadata, estimator)}
+        arrays = {**estimator.to_arrays(), **probe_arrays(metadata, estimator), **sample_arrays(sample)}
         with self._write_lock:
-            stored = self._registry.create_version(model, arrays, metadata)
+            stored = self._registry.create_version(model, arrays, metadata, only_if_new_model=only_if_new_model)
             version = stored.version
             self._emit(model, "create", version)
             serving = self._registry.read_state(model).serving

@@ -14,6 +14,7 @@ import socket
 
 import grpc
 
+from regserve.server.errors import InvalidInput
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.problems import ModelReport
 from regserve.server.registry.state import ModelState
@@ -50,11 +51,22 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     def GetVersion(self, request: pb.GetVersionRequest, context: grpc.ServicerContext) -> pb.GetVersionResponse:
         model, version = _required(request.model, "model"), _required(request.version, "version")
+        if request.view not in pb.VersionView.values():
+            raise InvalidInput(
+                f"Unknown view {request.view}.",
+                reason="INVALID_VIEW",
+                violations=[("view", "must be a VersionView")],
+            )
         served = self._store.describe(model, version)
         role = self._store.read_state(model).role_of(version)
-        return pb.GetVersionResponse(
+        response = pb.GetVersionResponse(
             model_version=registry_messages.model_version_to_proto(served.metadata, served.estimator, role)
         )
+        if request.view == pb.VERSION_VIEW_VALIDATION_SAMPLE:
+            inputs, targets = self._store.validation_sample(model, version)
+            response.validation_sample.inputs.CopyFrom(convert.ndarray_to_matrix(inputs, raw=True))
+            response.validation_sample.targets.CopyFrom(convert.ndarray_to_vector(targets, raw=True))
+        return response
 
     def PromoteVersion(
         self, request: pb.PromoteVersionRequest, context: grpc.ServicerContext

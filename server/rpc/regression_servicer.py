@@ -258,7 +258,12 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         metadata = {**result.metadata, "regserve_version": __version__}
         promote = first.spec.promote if first.spec.HasField("promote") else True
         stored, promoted, reason = self._store.add_version(
-            model, result.model, metadata, promote=promote, gate=first.spec.promotion_gate
+            model,
+            result.model,
+            metadata,
+            promote=promote,
+            gate=first.spec.promotion_gate,
+            sample=result.validation_sample,
         )
         self._on_change()
         if self._on_trained is not None:

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from regserve.v1 import types_pb2 as regserve_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fregserve/v1/model_service.proto\x12\x0bregserve.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17regserve/v1/types.proto\"|\n\x06Switch\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x03 \x01(\t\x12\x12\n\nto_version\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xdb\x02\n\nModelState\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12\x19\n\x11previous_versions\x18\x03 \x03(\t\x12\x17\n\x0f\x66rozen_versions\x18\x04 \x03(\t\x12@\n\rtraffic_split\x18\x05 \x03(\x0b\x32).regserve.v1.ModelState.TrafficSplitEntry\x12\x12\n\ngeneration\x18\x06 \x01(\x04\x12\x10\n\x08versions\x18\x07 \x03(\t\x12%\n\x07problem\x18\x08 \x01(\x0b\x32\x14.regserve.v1.Problem\x12-\n\x0fserving_problem\x18\t \x01(\x0b\x32\x14.regserve.v1.Problem\x1a\x33\n\x11TrafficSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.regserve.v1.ModelState\"$\n\x13ListVersionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"C\n\x14ListVersionsResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.regserve.v1.ModelVersion\"3\n\x11GetVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"F\n\x12GetVersionResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.regserve.v1.ModelVersion\"G\n\x15PromoteVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"@\n\x16PromoteVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"5\n\x14RollbackModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x15RollbackModelResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"F\n\x14\x46reezeVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x15\x46reezeVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"H\n\x16UnfreezeVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x17UnfreezeVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"\xaa\x01\n\x16SetTrafficSplitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x41\n\x07weights\x18\x02 \x03(\x0b\x32\x30.regserve.v1.SetTrafficSplitRequest.WeightsEntry\x12\x0e\n\x06reason\x18\x03 \x01(\t\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x17SetTrafficSplitResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"F\n\x14\x44\x65leteVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x15\x44\x65leteVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"!\n\x10GetStatusRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xf2\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x30\n\rserving_state\x18\x02 \x01(\x0e\x32\x19.regserve.v1.ServingState\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\x12\x0c\n\x04rows\x18\x05 \x01(\x04\x12\x17\n\x0flatency_mean_ms\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x07 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x08 \x01(\x01\x12%\n\x07problem\x18\t \x01(\x0b\x32\x14.regserve.v1.Problem\"\xa4\x01\n\x0bModelStatus\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\x12,\n\x08versions\x18\x02 \x03(\x0b\x32\x1a.regserve.v1.VersionStatus\x12$\n\x07history\x18\x03 \x03(\x0b\x32\x13.regserve.v1.Switch\x12\x19\n\x11served_generation\x18\x04 \x01(\x04\"N\n\x11GetStatusResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.regserve.v1.ModelStatus\x12\x0f\n\x07replica\x18\x02 \x01(\t2\xbe\n\n\x0cModelService\x12\x61\n\nListModels\x12\x1e.regserve.v1.ListModelsRequest\x1a\x1f.regserve.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12x\n\x0cListVersions\x12 .regserve.v1.ListVersionsRequest\x1a!.regserve.v1.ListVersionsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/models/{model}/versions\x12|\n\nGetVersion\x12\x1e.regserve.v1.GetVersionRequest\x1a\x1f.regserve.v1.GetVersionResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/v1/models/{model}/versions/{version}\x12\x93\x01\n\x0ePromoteVersion\x12\".regserve.v1.PromoteVersionRequest\x1a#.regserve.v1.PromoteVersionResponse\"8\x82\xd3\xe4\x93\x02\x32\"-/v1/models/{model}/versions/{version}:promote:\x01*\x12~\n\rRollbackModel\x12!.regserve.v1.RollbackModelRequest\x1a\".regserve.v1.RollbackModelResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/models/{model}:rollback:\x01*\x12\x8f\x01\n\rFreezeVersion\x12!.regserve.v1.FreezeVersionRequest\x1a\".regserve.v1.FreezeVersionResponse\"7\x82\xd3\xe4\x93\x02\x31\",/v1/models/{model}/versions/{version}:freeze:\x01*\x12\x97\x01\n\x0fUnfreezeVersion\x12#.regserve.v1.UnfreezeVersionRequest\x1a$.regserve.v1.UnfreezeVersionResponse\"9\x82\xd3\xe4\x93\x02\x33\"./v1/models/{model}/versions/{version}:unfreeze:\x01*\x12\x8b\x01\n\x0fSetTrafficSplit\x12#.regserve.v1.SetTrafficSplitRequest\x1a$.regserve.v1.SetTrafficSplitResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/models/{model}:setTrafficSplit:\x01*\x12\x85\x01\n\rDeleteVersion\x12!.regserve.v1.DeleteVersionRequest\x1a\".regserve.v1.DeleteVersionResponse\"-\x82\xd3\xe4\x93\x02\'*%/v1/models/{model}/versions/{version}\x12{\n\tGetStatus\x12\x1d.regserve.v1.GetStatusRequest\x1a\x1e.regserve.v1.GetStatusResponse\"/\x82\xd3\xe4\x93\x02)\x12\n/v1/statusZ\x1b\x12\x19/v1/models/{model}/statusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fregserve/v1/model_service.proto\x12\x0bregserve.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17regserve/v1/types.proto\"|\n\x06Switch\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x03 \x01(\t\x12\x12\n\nto_version\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xdb\x02\n\nModelState\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12\x19\n\x11previous_versions\x18\x03 \x03(\t\x12\x17\n\x0f\x66rozen_versions\x18\x04 \x03(\t\x12@\n\rtraffic_split\x18\x05 \x03(\x0b\x32).regserve.v1.ModelState.TrafficSplitEntry\x12\x12\n\ngeneration\x18\x06 \x01(\x04\x12\x10\n\x08versions\x18\x07 \x03(\t\x12%\n\x07problem\x18\x08 \x01(\x0b\x32\x14.regserve.v1.Problem\x12-\n\x0fserving_problem\x18\t \x01(\x0b\x32\x14.regserve.v1.Problem\x1a\x33\n\x11TrafficSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.regserve.v1.ModelState\"$\n\x13ListVersionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"C\n\x14ListVersionsResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.regserve.v1.ModelVersion\"[\n\x11GetVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12&\n\x04view\x18\x03 \x01(\x0e\x32\x18.regserve.v1.VersionView\"]\n\x10ValidationSample\x12#\n\x06inputs\x18\x01 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12$\n\x07targets\x18\x02 \x01(\x0b\x32\x13.regserve.v1.Vector\"\x80\x01\n\x12GetVersionResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.regserve.v1.ModelVersion\x12\x38\n\x11validation_sample\x18\x02 \x01(\x0b\x32\x1d.regserve.v1.ValidationSample\"G\n\x15PromoteVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"@\n\x16PromoteVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"5\n\x14RollbackModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x15RollbackModelResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"F\n\x14\x46reezeVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x15\x46reezeVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"H\n\x16UnfreezeVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x17UnfreezeVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"\xaa\x01\n\x16SetTrafficSplitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x41\n\x07weights\x18\x02 \x03(\x0b\x32\x30.regserve.v1.SetTrafficSplitRequest.WeightsEntry\x12\x0e\n\x06reason\x18\x03 \x01(\t\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x17SetTrafficSplitResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"F\n\x14\x44\x65leteVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x15\x44\x65leteVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"!\n\x10GetStatusRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xf2\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x30\n\rserving_state\x18\x02 \x01(\x0e\x32\x19.regserve.v1.ServingState\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\x12\x0c\n\x04rows\x18\x05 \x01(\x04\x12\x17\n\x0flatency_mean_ms\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x07 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x08 \x01(\x01\x12%\n\x07problem\x18\t \x01(\x0b\x32\x14.regserve.v1.Problem\"\xa4\x01\n\x0bModelStatus\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\x12,\n\x08versions\x18\x02 \x03(\x0b\x32\x1a.regserve.v1.VersionStatus\x12$\n\x07history\x18\x03 \x03(\x0b\x32\x13.regserve.v1.Switch\x12\x19\n\x11served_generation\x18\x04 \x01(\x04\"N\n\x11GetStatusResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.regserve.v1.ModelStatus\x12\x0f\n\x07replica\x18\x02 \x01(\t*g\n\x0bVersionView\x12\x1c\n\x18VERSION_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12VERSION_VIEW_BASIC\x10\x01\x12\"\n\x1eVERSION_VIEW_VALIDATION_SAMPLE\x10\x02\x32\xbe\n\n\x0cModelService\x12\x61\n\nListModels\x12\x1e.regserve.v1.ListModelsRequest\x1a\x1f.regserve.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12x\n\x0cListVersions\x12 .regserve.v1.ListVersionsRequest\x1a!.regserve.v1.ListVersionsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/models/{model}/versions\x12|\n\nGetVersion\x12\x1e.regserve.v1.GetVersionRequest\x1a\x1f.regserve.v1.GetVersionResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/v1/models/{model}/versions/{version}\x12\x93\x01\n\x0ePromoteVersion\x12\".regserve.v1.PromoteVersionRequest\x1a#.regserve.v1.PromoteVersionResponse\"8\x82\xd3\xe4\x93\x02\x32\"-/v1/models/{model}/versions/{version}:promote:\x01*\x12~\n\rRollbackModel\x12!.regserve.v1.RollbackModelRequest\x1a\".regserve.v1.RollbackModelResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/models/{model}:rollback:\x01*\x12\x8f\x01\n\rFreezeVersion\x12!.regserve.v1.FreezeVersionRequest\x1a\".regserve.v1.FreezeVersionResponse\"7\x82\xd3\xe4\x93\x02\x31\",/v1/models/{model}/versions/{version}:freeze:\x01*\x12\x97\x01\n\x0fUnfreezeVersion\x12#.regserve.v1.UnfreezeVersionRequest\x1a$.regserve.v1.UnfreezeVersionResponse\"9\x82\xd3\xe4\x93\x02\x33\"./v1/models/{model}/versions/{version}:unfreeze:\x01*\x12\x8b\x01\n\x0fSetTrafficSplit\x12#.regserve.v1.SetTrafficSplitRequest\x1a$.regserve.v1.SetTrafficSplitResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/models/{model}:setTrafficSplit:\x01*\x12\x85\x01\n\rDeleteVersion\x12!.regserve.v1.DeleteVersionRequest\x1a\".regserve.v1.DeleteVersionResponse\"-\x82\xd3\xe4\x93\x02\'*%/v1/models/{model}/versions/{version}\x12{\n\tGetStatus\x12\x1d.regserve.v1.GetStatusRequest\x1a\x1e.regserve.v1.GetStatusResponse\"/\x82\xd3\xe4\x93\x02)\x12\n/v1/statusZ\x1b\x12\x19/v1/models/{model}/statusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,6 +58,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSERVICE'].methods_by_name['DeleteVersion']._serialized_options = b'\202\323\344\223\002\'*%/v1/models/{model}/versions/{version}'
   _globals['_MODELSERVICE'].methods_by_name['GetStatus']._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['GetStatus']._serialized_options = b'\202\323\344\223\002)\022\n/v1/statusZ\033\022\031/v1/models/{model}/status'
+  _globals['_VERSIONVIEW']._serialized_start=2563
+  _globals['_VERSIONVIEW']._serialized_end=2666
   _globals['_SWITCH']._serialized_start=136
   _globals['_SWITCH']._serialized_end=260
   _globals['_MODELSTATE']._serialized_start=263
@@ -73,43 +75,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTVERSIONSRESPONSE']._serialized_start=734
   _globals['_LISTVERSIONSRESPONSE']._serialized_end=801
   _globals['_GETVERSIONREQUEST']._serialized_start=803
-  _globals['_GETVERSIONREQUEST']._serialized_end=854
-  _globals['_GETVERSIONRESPONSE']._serialized_start=856
-  _globals['_GETVERSIONRESPONSE']._serialized_end=926
-  _globals['_PROMOTEVERSIONREQUEST']._serialized_start=928
-  _globals['_PROMOTEVERSIONREQUEST']._serialized_end=999
-  _globals['_PROMOTEVERSIONRESPONSE']._serialized_start=1001
-  _globals['_PROMOTEVERSIONRESPONSE']._serialized_end=1065
-  _globals['_ROLLBACKMODELREQUEST']._serialized_start=1067
-  _globals['_ROLLBACKMODELREQUEST']._serialized_end=1120
-  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=1122
-  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=1185
-  _globals['_FREEZEVERSIONREQUEST']._serialized_start=1187
-  _globals['_FREEZEVERSIONREQUEST']._serialized_end=1257
-  _globals['_FREEZEVERSIONRESPONSE']._serialized_start=1259
-  _globals['_FREEZEVERSIONRESPONSE']._serialized_end=1322
-  _globals['_UNFREEZEVERSIONREQUEST']._serialized_start=1324
-  _globals['_UNFREEZEVERSIONREQUEST']._serialized_end=1396
-  _globals['_UNFREEZEVERSIONRESPONSE']._serialized_start=1398
-  _globals['_UNFREEZEVERSIONRESPONSE']._serialized_end=1463
-  _globals['_SETTRAFFICSPLITREQUEST']._serialized_start=1466
-  _globals['_SETTRAFFICSPLITREQUEST']._serialized_end=1636
-  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_start=1590
-  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_end=1636
-  _globals['_SETTRAFFICSPLITRESPONSE']._serialized_start=1638
-  _globals['_SETTRAFFICSPLITRESPONSE']._serialized_end=1703
-  _globals['_DELETEVERSIONREQUEST']._serialized_start=1705
-  _globals['_DELETEVERSIONREQUEST']._serialized_end=1775
-  _globals['_DELETEVERSIONRESPONSE']._serialized_start=1777
-  _globals['_DELETEVERSIONRESPONSE']._serialized_end=1840
-  _globals['_GETSTATUSREQUEST']._serialized_start=1842
-  _globals['_GETSTATUSREQUEST']._serialized_end=1875
-  _globals['_VERSIONSTATUS']._serialized_start=1878
-  _globals['_VERSIONSTATUS']._serialized_end=2120
-  _globals['_MODELSTATUS']._serialized_start=2123
-  _globals['_MODELSTATUS']._serialized_end=2287
-  _globals['_GETSTATUSRESPONSE']._serialized_start=2289
-  _globals['_GETSTATUSRESPONSE']._serialized_end=2367
-  _globals['_MODELSERVICE']._serialized_start=2370
-  _globals['_MODELSERVICE']._serialized_end=3712
+  _globals['_GETVERSIONREQUEST']._serialized_end=894
+  _globals['_VALIDATIONSAMPLE']._serialized_start=896
+  _globals['_VALIDATIONSAMPLE']._serialized_end=989
+  _globals['_GETVERSIONRESPONSE']._serialized_start=992
+  _globals['_GETVERSIONRESPONSE']._serialized_end=1120
+  _globals['_PROMOTEVERSIONREQUEST']._serialized_start=1122
+  _globals['_PROMOTEVERSIONREQUEST']._serialized_end=1193
+  _globals['_PROMOTEVERSIONRESPONSE']._serialized_start=1195
+  _globals['_PROMOTEVERSIONRESPONSE']._serialized_end=1259
+  _globals['_ROLLBACKMODELREQUEST']._serialized_start=1261
+  _globals['_ROLLBACKMODELREQUEST']._serialized_end=1314
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=1316
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=1379
+  _globals['_FREEZEVERSIONREQUEST']._serialized_start=1381
+  _globals['_FREEZEVERSIONREQUEST']._serialized_end=1451
+  _globals['_FREEZEVERSIONRESPONSE']._serialized_start=1453
+  _globals['_FREEZEVERSIONRESPONSE']._serialized_end=1516
+  _globals['_UNFREEZEVERSIONREQUEST']._serialized_start=1518
+  _globals['_UNFREEZEVERSIONREQUEST']._serialized_end=1590
+  _globals['_UNFREEZEVERSIONRESPONSE']._serialized_start=1592
+  _globals['_UNFREEZEVERSIONRESPONSE']._serialized_end=1657
+  _globals['_SETTRAFFICSPLITREQUEST']._serialized_start=1660
+  _globals['_SETTRAFFICSPLITREQUEST']._serialized_end=1830
+  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_start=1784
+  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_end=1830
+  _globals['_SETTRAFFICSPLITRESPONSE']._serialized_start=1832
+  _globals['_SETTRAFFICSPLITRESPONSE']._serialized_end=1897
+  _globals['_DELETEVERSIONREQUEST']._serialized_start=1899
+  _globals['_DELETEVERSIONREQUEST']._serialized_end=1969
+  _globals['_DELETEVERSIONRESPONSE']._serialized_start=1971
+  _globals['_DELETEVERSIONRESPONSE']._serialized_end=2034
+  _globals['_GETSTATUSREQUEST']._serialized_start=2036
+  _globals['_GETSTATUSREQUEST']._serialized_end=2069
+  _globals['_VERSIONSTATUS']._serialized_start=2072
+  _globals['_VERSIONSTATUS']._serialized_end=2314
+  _globals['_MODELSTATUS']._serialized_start=2317
+  _globals['_MODELSTATUS']._serialized_end=2481
+  _globals['_GETSTATUSRESPONSE']._serialized_start=2483
+  _globals['_GETSTATUSRESPONSE']._serialized_end=2561
+  _globals['_MODELSERVICE']._serialized_start=2669
+  _globals['_MODELSERVICE']._serialized_end=4011
 # @@protoc_insertion_point(module_scope)

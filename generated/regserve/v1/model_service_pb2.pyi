@@ -4,12 +4,22 @@ from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from regserve.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class VersionView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERSION_VIEW_UNSPECIFIED: _ClassVar[VersionView]
+    VERSION_VIEW_BASIC: _ClassVar[VersionView]
+    VERSION_VIEW_VALIDATION_SAMPLE: _ClassVar[VersionView]
+VERSION_VIEW_UNSPECIFIED: VersionView
+VERSION_VIEW_BASIC: VersionView
+VERSION_VIEW_VALIDATION_SAMPLE: VersionView
 
 class Switch(_message.Message):
     __slots__ = ("time", "action", "from_version", "to_version", "reason")
@@ -77,18 +87,30 @@ class ListVersionsResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[_types_pb2.ModelVersion, _Mapping]]] = ...) -> None: ...
 
 class GetVersionRequest(_message.Message):
-    __slots__ = ("model", "version")
+    __slots__ = ("model", "version", "view")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    view: VersionView
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., view: _Optional[_Union[VersionView, str]] = ...) -> None: ...
+
+class ValidationSample(_message.Message):
+    __slots__ = ("inputs", "targets")
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    inputs: _types_pb2.Matrix
+    targets: _types_pb2.Vector
+    def __init__(self, inputs: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., targets: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ...) -> None: ...
 
 class GetVersionResponse(_message.Message):
-    __slots__ = ("model_version",)
+    __slots__ = ("model_version", "validation_sample")
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     model_version: _types_pb2.ModelVersion
-    def __init__(self, model_version: _Optional[_Union[_types_pb2.ModelVersion, _Mapping]] = ...) -> None: ...
+    validation_sample: ValidationSample
+    def __init__(self, model_version: _Optional[_Union[_types_pb2.ModelVersion, _Mapping]] = ..., validation_sample: _Optional[_Union[ValidationSample, _Mapping]] = ...) -> None: ...
 
 class PromoteVersionRequest(_message.Message):
     __slots__ = ("model", "version", "reason")

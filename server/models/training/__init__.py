@@ -12,6 +12,7 @@ The public face of the package; its modules each hold one part:
   removal of those left by processes that are gone;
 * ``budget``: what a run will cost, and its refusal past ``TrainingLimits``;
 * ``fitting``: one fit, from moments or spooled blocks, and its divergence check;
+* ``validation_sample``: the bounded, seeded sample of validation rows kept with the model;
 * ``trainer``: ``Trainer``, which takes the chunks and drives the rest.
 """
 
@@ -28,6 +29,7 @@ from regserve.server.models.training.spec import (
 )
 from regserve.server.models.training.spool_directory import default_spool_root, process_spool_dir
 from regserve.server.models.training.trainer import Trainer
+from regserve.server.models.training.validation_sample import SAMPLE_ROWS, SAMPLE_VALUES
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -36,6 +38,8 @@ __all__ = [
     "MAX_CLASSES",
     "MAX_CV_FOLDS",
     "MAX_FEATURES",
+    "SAMPLE_ROWS",
+    "SAMPLE_VALUES",
     "SOLVERS",
     "TrainResult",
     "TrainSpec",

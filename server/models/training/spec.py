@@ -132,3 +132,5 @@ class TrainResult:
 
     model: LinearModel
     metadata: dict
+    validation_sample: tuple[np.ndarray, np.ndarray] | None = None
+    """Up to ``SAMPLE_ROWS`` validation rows and their targets or class indices; None without a validation split."""

@@ -53,6 +53,7 @@ from regserve.server.models.training.sampling import RowGroups
 from regserve.server.models.training.spec import TrainResult, TrainSpec
 from regserve.server.models.training.spool import SpoolFile, SpoolView
 from regserve.server.models.training.spool_directory import process_spool_dir
+from regserve.server.models.training.validation_sample import draw_sample
 
 __all__ = ["Trainer"]
 
@@ -241,6 +242,7 @@ class Trainer:
                 l2 = spec.alpha / self._n_train
                 info.final_loss = 0.5 * training["mse"] + 0.5 * l2 * float((model.coef_**2).sum())
             validation = self._evaluate(model, spool, [-1], label_map) if self._n > self._n_train else None
+            sample = self._validation_sample(spool, d, label_map) if validation is not None else None
             cv = self._cross_validate(spool, classes, label_map) if spec.cv_folds else None
         except np.linalg.LinAlgError as exc:
             raise InvalidInput(
@@ -267,6 +269,7 @@ class Trainer:
             "validation_metrics": validation,
             "cv_metrics": cv,
             "solver_info": dataclasses.asdict(info),
+            "validation_sample_rows": 0 if sample is None else len(sample[1]),
             "duration_seconds": time.perf_counter() - self._started,
         }
         logger.info(
@@ -277,7 +280,7 @@ class Trainer:
             d,
             metadata["duration_seconds"],
         )
-        return TrainResult(model=model, metadata=_json_ready(metadata))
+        return TrainResult(model=model, metadata=_json_ready(metadata), validation_sample=sample)
 
     def _check_sizes(self) -> tuple[int, tuple[Moments, Moments]]:
         """The feature count and the moments, once the rows sent are enough for the spec; else InvalidInput."""
@@ -339,6 +342,11 @@ class Trainer:
                 self._interrupt()
                 tally.update(y, model.predict(X))
         return tally.result()
+
+    def _validation_sample(self, spool: SpoolFile, d: int, label_map) -> tuple[np.ndarray, np.ndarray]:
+        """The bounded seeded sample of the validation rows (see ``validation_sample``)."""
+        view = SpoolView(spool, [-1], 0.0, 1.0, 0, label_map)
+        return draw_sample(view, self._n - self._n_train, d, self.spec.seed, self._interrupt)
 
     def _cross_validate(self, spool, classes, label_map) -> dict:
         """k-fold scores, folds fitted in parallel threads (NumPy releases the GIL).
