@@ -5,10 +5,18 @@ protobuf's JSON mapping (lowerCamelCase names, 64-bit integers as strings, enums
 name, Timestamp as RFC 3339); descriptions are the proto comments, read from the
 descriptor set with source info that ``make generate`` ships beside the stubs
 (``regserve_v1.binpb``), because the descriptors compiled into ``*_pb2`` carry none.
+
+Every operation has an example that succeeds against the demo models, so "Try it out"
+in Swagger UI works as shown: without one, Swagger UI fills every field of the schema
+(both ``inputs`` and ``namedInputs``, which Predict refuses) and pretty-prints NDJSON.
+The examples tell one story on ``iris``, each succeeding once in this order: train a
+second version without promoting it, read, split traffic between v1 and v2, promote v2
+(which ends the split), roll back to v1, freeze and unfreeze v2, and delete it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from importlib import resources
@@ -20,7 +28,7 @@ from google.rpc import status_pb2
 
 from regserve.server.gateway.rules import HttpRoute, resolve_field_path
 
-__all__ = ["load_comments", "openapi_document"]
+__all__ = ["EXAMPLES", "load_comments", "openapi_document"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,64 @@ _WELL_KNOWN: dict[str, dict] = {
     "google.protobuf.Value": {},
     "google.protobuf.Empty": {"type": "object"},
 }
+_IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+_TWO_FLOWERS = {"numColumns": 4, "values": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}
+_TRAIN_SPEC = {
+    "spec": {
+        "model": "iris",
+        "kind": "MODEL_KIND_LOGISTIC",
+        "featureNames": _IRIS_FEATURES,
+        "standardize": True,
+        "alpha": 0.01,
+        "promote": False,
+    }
+}
+_TRAIN_CHUNK = {
+    "chunk": {
+        "features": {
+            "numColumns": 4,
+            "values": [
+                *(5.1, 3.5, 1.4, 0.2, 4.9, 3.0, 1.4, 0.2, 4.7, 3.2, 1.3, 0.2),
+                *(7.0, 3.2, 4.7, 1.4, 6.4, 3.2, 4.5, 1.5, 6.9, 3.1, 4.9, 1.5),
+                *(6.3, 3.3, 6.0, 2.5, 5.8, 2.7, 5.1, 1.9, 7.1, 3.0, 5.9, 2.1),
+            ],
+        },
+        "labels": [*["setosa"] * 3, *["versicolor"] * 3, *["virginica"] * 3],
+    }
+}
+
+
+def _ndjson(*lines: dict) -> str:
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+EXAMPLES: dict[str, dict] = {
+    "RegressionService.Train": {"body": _ndjson(_TRAIN_SPEC, _TRAIN_CHUNK)},
+    "RegressionService.Predict": {"path": {"model": "iris"}, "body": {"inputs": _TWO_FLOWERS}},
+    "RegressionService.BatchPredict": {
+        "path": {"model": "iris"},
+        "body": _ndjson({"inputs": _TWO_FLOWERS}, {"inputs": {"numColumns": 4, "values": [6.3, 3.3, 6.0, 2.5]}}),
+    },
+    "RegressionService.ModelInfo": {"path": {"model": "iris"}},
+    "ModelService.ListModels": {},
+    "ModelService.ListVersions": {"path": {"model": "iris"}},
+    "ModelService.GetVersion": {"path": {"model": "iris", "version": "v1"}},
+    "ModelService.PromoteVersion": {
+        "path": {"model": "iris", "version": "v2"},
+        "body": {"reason": "v2 trained on the new flowers"},
+    },
+    "ModelService.RollbackModel": {"path": {"model": "iris"}, "body": {"reason": "v2 answers worse than v1"}},
+    "ModelService.FreezeVersion": {"path": {"model": "iris", "version": "v2"}, "body": {"reason": "under review"}},
+    "ModelService.UnfreezeVersion": {"path": {"model": "iris", "version": "v2"}, "body": {"reason": "reviewed"}},
+    "ModelService.SetTrafficSplit": {
+        "path": {"model": "iris"},
+        "body": {"weights": {"v1": 0.9, "v2": 0.1}, "reason": "try v2 on a tenth of the traffic"},
+    },
+    "ModelService.DeleteVersion": {"path": {"model": "iris", "version": "v2"}, "query": {"reason": "not needed"}},
+    "ModelService.GetStatus": {"path": {"model": "iris"}},
+}
+"""The example of each method's routes, by ``Service.Method``: path variables, query parameters, the body."""
+
 # types-protobuf types ``Message.DESCRIPTOR`` as either backend's class; both are a ``Descriptor``.
 _STATUS_DESCRIPTOR = cast(Descriptor, status_pb2.Status.DESCRIPTOR)
 _STATUS = _STATUS_DESCRIPTOR.full_name
@@ -182,6 +248,7 @@ def _operation(route: HttpRoute, schemas: _Schemas) -> dict:
     request = method.input_type
     comment = schemas.comments.get(method.full_name, "")
     operation_id = f"{method.containing_service.name}_{method.name}" + (str(route.binding + 1) if route.binding else "")
+    example = EXAMPLES.get(f"{method.containing_service.name}.{method.name}", {})
     operation: dict = {"operationId": operation_id, "tags": [method.containing_service.name]}
     if comment:
         operation["summary"] = _first_sentence(comment)
@@ -196,6 +263,7 @@ def _operation(route: HttpRoute, schemas: _Schemas) -> dict:
                 "required": True,
                 "schema": schemas.scalar(field),
                 "description": schemas.comments.get(field.full_name, ""),
+                **({"example": example["path"][variable]} if variable in example.get("path", {}) else {}),
             }
         )
     bound = {variable.split(".")[0] for variable in route.path.variables} | {route.body}
@@ -210,6 +278,11 @@ def _operation(route: HttpRoute, schemas: _Schemas) -> dict:
                     "required": False,
                     "schema": schemas.field(field),
                     "description": schemas.comments.get(field.full_name, ""),
+                    **(
+                        {"example": example["query"][field.json_name]}
+                        if field.json_name in example.get("query", {})
+                        else {}
+                    ),
                 }
             )
     if parameters:
@@ -224,6 +297,8 @@ def _operation(route: HttpRoute, schemas: _Schemas) -> dict:
         else:
             content = {"application/json": {"schema": body_schema}}
             text = f"The {request.name}" + ("; path variables override the body." if route.path.variables else ".")
+        if "body" in example:
+            next(iter(content.values()))["example"] = example["body"]
         operation["requestBody"] = {"required": True, "description": text, "content": content}
     response = method.output_type
     result = schemas.ref(response)

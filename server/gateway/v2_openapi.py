@@ -2,7 +2,9 @@
 
 The protocol's JSON is not protobuf's JSON mapping, so these paths and schemas are
 written out here, after the protocol's own ``open_inference_rest.yaml``, rather than
-generated from the gRPC descriptors.  The examples infer with the ``iris`` demo model.
+generated from the gRPC descriptors.  The examples infer with the ``iris`` demo model; the
+repository's load and unload examples take part in the story of ``regserve.server.gateway.openapi``
+(load promotes v1, which already serves; unload freezes v2, which the Train example made).
 """
 
 from __future__ import annotations
@@ -185,10 +187,11 @@ _SUMMARIES = {
     "RepositoryModelUnload": ("Unload one version (the `version` parameter): freeze it.", ""),
 }
 _REPOSITORY_BODIES = {
-    "RepositoryIndex": "v2.RepositoryIndexRequest",
-    "RepositoryModelLoad": "v2.RepositoryModelRequest",
-    "RepositoryModelUnload": "v2.RepositoryModelRequest",
+    "RepositoryIndex": ("v2.RepositoryIndexRequest", {"ready": True}),
+    "RepositoryModelLoad": ("v2.RepositoryModelRequest", {"parameters": {"version": "v1"}}),
+    "RepositoryModelUnload": ("v2.RepositoryModelRequest", {"parameters": {"version": "v2"}}),
 }
+"""The body schema and example of each repository route."""
 
 
 def _operation(route) -> dict[str, Any]:
@@ -243,9 +246,10 @@ def _operation(route) -> dict[str, Any]:
             },
         ]
     if rpc in _REPOSITORY_BODIES:
+        schema, example = _REPOSITORY_BODIES[rpc]
         operation["requestBody"] = {
             "required": False,
-            "content": {"application/json": {"schema": {"$ref": _REF + _REPOSITORY_BODIES[rpc]}}},
+            "content": {"application/json": {"schema": {"$ref": _REF + schema}, "example": example}},
         }
     error = {"description": "The error.", "content": {"application/json": {"schema": {"$ref": _REF + "v2.Error"}}}}
     ok: dict[str, Any] = {"description": summary}
