@@ -84,3 +84,7 @@ class ModelAdminClient(Connection):
         Problems are reported as in ``list_models`` and ``list_versions``.
         """
         return self._send(self._stub, _calls.status(model))
+
+    def status_response(self, model: str = "") -> pb.GetStatusResponse:
+        """The whole GetStatus answer: the ``models`` of ``status`` and the ``replica`` (host:pid) that answered."""
+        return self._send(self._stub, _calls.Call("GetStatus", pb.GetStatusRequest(model=model), lambda r: r))

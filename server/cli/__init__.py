@@ -3,7 +3,7 @@
 parser.py           the subcommands and their flags
 commands.py         the client commands (train, predict, info, health, the model lifecycle)
 server_commands.py  serve and gateway
-render.py           what the commands print
+render.py           what the commands print, as text or (``--output json``) JSON
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import os
 import sys
 
 from regserve.client import RegserveError
-from regserve.server.cli.parser import build_parser
-from regserve.server.cli.render import print_client_error, print_error
+from regserve.server.cli.parser import build_parser, wants_json
+from regserve.server.cli.render import print_failure
 from regserve.server.datasets import csv_reader
 
 __all__ = ["main"]
@@ -22,7 +22,9 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``regserve`` with ``argv`` (``sys.argv[1:]`` when None); return the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(errors_as_json=wants_json(argv)).parse_args(argv)
+    as_json = getattr(args, "output", "text") == "json"
     # A CSV error while streaming cancels the call and is reported below; grpc's
     # own log of the cancelled request iterator would only repeat it as a traceback.
     logging.getLogger("grpc._channel").setLevel(logging.CRITICAL)
@@ -33,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except RegserveError as exc:
-        print_client_error(exc)
+        print_failure(exc, as_json)
         return 1
     except (csv_reader.InvalidInput, OSError, ValueError) as exc:  # a malformed CSV, a missing file, bad settings
-        print_error(exc)
+        print_failure(exc, as_json)
         return 1

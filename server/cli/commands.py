@@ -2,7 +2,9 @@
 
 They talk to a server only through the public client library (``regserve.client``)
 and read CSV files with ``regserve.server.datasets.csv_reader``.  Each takes the
-parsed arguments and returns the exit status.
+parsed arguments and returns the exit status.  With ``--output json`` each prints
+the JSON of the response message of the call it makes (predict: JSON Lines, one
+object per row; see ``render``).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from grpc_health.v1 import health_pb2
 
 from regserve.client import ModelAdminClient, RegressionClient
 from regserve.server.cli.render import (
-    print_error,
+    print_failure,
     print_json,
     print_model_info,
     print_states,
@@ -23,8 +26,10 @@ from regserve.server.cli.render import (
     print_trained,
     print_versions,
     write_predictions,
+    write_predictions_json,
 )
 from regserve.server.datasets.csv_reader import read_csv_chunks
+from regserve.v1 import model_service_pb2, regression_service_pb2
 
 __all__ = [
     "cmd_delete",
@@ -52,6 +57,10 @@ def _connection(args) -> dict:
         "tls_key": args.tls_key,
         "token": args.token,
     }
+
+
+def _json(args) -> bool:
+    return args.output == "json"
 
 
 def _client(args) -> RegressionClient:
@@ -85,7 +94,15 @@ def cmd_train(args) -> int:
     raw = path.open("rb")
     with raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text, _client(args) as client:
         names, chunks = read_csv_chunks(text, args.target, args.chunk_rows)
-        bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"train {args.model}", file=sys.stderr)
+        # With JSON output stderr carries only the error object a script parses.
+        bar = tqdm(
+            total=path.stat().st_size,
+            unit="B",
+            unit_scale=True,
+            desc=f"train {args.model}",
+            file=sys.stderr,
+            disable=_json(args),
+        )
 
         def pairs():
             for chunk in chunks:
@@ -102,29 +119,33 @@ def cmd_train(args) -> int:
                 promotion_gate=args.promotion_gate,
                 **_train_options(args),
             )
-    print_trained(response)
+    if _json(args):
+        print_json(response)
+    else:
+        print_trained(response)
     return 0
 
 
 def cmd_predict(args) -> int:
+    write = write_predictions_json if _json(args) else write_predictions
     with _client(args) as client:
         if args.features is not None:
             X = np.array([[float(v) for v in args.features.split(",")]])
-            write_predictions(client.predict(args.model, X, version=args.version))
+            write(client.predict(args.model, X, version=args.version))
             return 0
         # Each chunk's answers are printed as they arrive, so a file of any size streams through.
         with open(args.csv, newline="", encoding="utf-8") as stream:
             _, chunks = read_csv_chunks(stream, None, args.chunk_rows)
             for prediction in client.iter_batch_predict(args.model, (c.features for c in chunks), version=args.version):
-                write_predictions(prediction)
+                write(prediction)
     return 0
 
 
 def cmd_info(args) -> int:
     with _client(args) as client:
         version = client.model_info(args.model, args.version)
-    if args.json:
-        print_json(version)
+    if _json(args):
+        print_json(regression_service_pb2.ModelInfoResponse(model_version=version))
     else:
         print_model_info(version)
     return 0
@@ -135,34 +156,52 @@ def cmd_health(args) -> int:
     options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
     with RegressionClient(args.server, options=options, **_connection(args)) as client:
         status = client.health(args.service)
-    print(status)
+    if _json(args):
+        print_json(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.ServingStatus.Value(status)))
+    else:
+        print(status)
     return 0 if status == "SERVING" else 1
 
 
 def cmd_models(args) -> int:
     with _admin_client(args) as admin:
-        print_states(admin.list_models())
+        states = admin.list_models()
+    if _json(args):
+        print_json(model_service_pb2.ListModelsResponse(models=states))
+    else:
+        print_states(states)
     return 0
 
 
 def cmd_versions(args) -> int:
     with _admin_client(args) as admin:
         versions = admin.list_versions(args.model)
-    print_versions(versions)
+    if _json(args):
+        print_json(model_service_pb2.ListVersionsResponse(versions=versions))
+    else:
+        print_versions(versions)
     return 0
 
 
 def cmd_status(args) -> int:
     with _admin_client(args) as admin:
-        statuses = admin.status(args.model)
-    print_statuses(statuses)
+        response = admin.status_response(args.model)
+    if _json(args):
+        print_json(response)
+    else:
+        print_statuses(response.models, response.replica)
     return 0
 
 
 def _change(args, call) -> int:
-    """Run one lifecycle change and print the model's state after it."""
+    """Run one lifecycle change and print the model's state after it (as ``{"state": ...}`` in JSON)."""
     with _admin_client(args) as admin:
-        print_states([call(admin)])
+        state = call(admin)
+    if _json(args):
+        # Every lifecycle method answers a message whose one field is this state.
+        print_json(model_service_pb2.PromoteVersionResponse(state=state))
+    else:
+        print_states([state])
     return 0
 
 
@@ -202,11 +241,11 @@ def parse_weights(pairs: list[str]) -> dict[str, float]:
 
 def cmd_split(args) -> int:
     if args.clear == bool(args.weights):
-        print_error("give VERSION=WEIGHT pairs or --clear, not both nor neither")
+        print_failure("give VERSION=WEIGHT pairs or --clear, not both nor neither", _json(args))
         return 2
     try:
         weights = {} if args.clear else parse_weights(args.weights)
     except ValueError as exc:
-        print_error(exc)
+        print_failure(exc, _json(args))
         return 2
     return _change(args, lambda admin: admin.set_split(args.model, weights, args.reason))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 from regserve.server.cli import commands
+from regserve.server.cli.render import print_error_json
 from regserve.server.cli.server_commands import cmd_gateway, cmd_serve
 from regserve.server.config import Settings, add_arguments
 from regserve.v1 import types_pb2
@@ -17,9 +20,28 @@ _KINDS = tuple(
     name.removeprefix("MODEL_KIND_").lower() for name in types_pb2.ModelKind.keys() if name != "MODEL_KIND_UNSPECIFIED"
 )
 
-__all__ = ["DEFAULT_SERVER", "build_parser", "health_defaults"]
+__all__ = ["DEFAULT_SERVER", "OUTPUTS", "build_parser", "health_defaults", "wants_json"]
 
 DEFAULT_SERVER = os.environ.get("REGSERVE_SERVER", "127.0.0.1:50051")
+
+OUTPUTS = ("text", "json")
+"""The choices of ``--output``: tables and lines for people, or JSON for scripts."""
+
+
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` asks for ``--output json`` (``-o json``): read before parsing, so usage errors are JSON too."""
+    for flag, value in itertools.pairwise([*argv, ""]):
+        if flag in ("--output=json", "-ojson") or (flag in ("--output", "-o") and value == "json"):
+            return True
+    return False
+
+
+class _JsonErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser that reports a usage error as the JSON error object, for ``--output json``."""
+
+    def error(self, message: str) -> NoReturn:
+        print_error_json(f"{self.prog}: {message}")
+        self.exit(2)
 
 
 def health_defaults(environ: Mapping[str, str]) -> dict[str, str | None]:
@@ -51,12 +73,14 @@ def health_defaults(environ: Mapping[str, str]) -> dict[str, str | None]:
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``regserve``; ``parse_args`` sets ``func``, the command to call with the arguments."""
-    parser = argparse.ArgumentParser(
-        prog="regserve", description="Train, version and serve NumPy linear models over gRPC."
-    )
-    subcommands = parser.add_subparsers(dest="command", required=True)
+def build_parser(errors_as_json: bool = False) -> argparse.ArgumentParser:
+    """The parser of ``regserve``; ``parse_args`` sets ``func``, the command to call with the arguments.
+
+    With ``errors_as_json`` a usage error is printed as the JSON error object (exit status 2 still).
+    """
+    parser_class = _JsonErrorParser if errors_as_json else argparse.ArgumentParser
+    parser = parser_class(prog="regserve", description="Train, version and serve NumPy linear models over gRPC.")
+    subcommands = parser.add_subparsers(dest="command", required=True, parser_class=parser_class)
     _add_server_commands(subcommands)
     client_command = functools.partial(_add_client_command, subcommands)
     _add_model_commands(client_command)
@@ -117,6 +141,14 @@ def _add_client_command(subcommands, name: str, help_text: str, model: bool = Tr
     sub.add_argument("--tls-ca", help="PEM file of the CA that signed the server's certificate (turns TLS on)")
     sub.add_argument("--tls-cert", help="PEM certificate of this client, for mutual TLS")
     sub.add_argument("--tls-key", help="PEM private key of this client, for mutual TLS")
+    sub.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUTS,
+        default="text",
+        help="text for people; json for scripts: the call's response message as JSON, errors as a JSON "
+        "object on stderr (default: %(default)s)",
+    )
     if model:
         sub.add_argument("--model", required=True, help="model name")
     return sub
@@ -159,8 +191,7 @@ def _add_model_commands(client_command) -> None:
     predict.set_defaults(func=commands.cmd_predict)
 
     info = client_command("info", "describe a model version")
-    info.add_argument("--version", default="")
-    info.add_argument("--json", action="store_true", help="print the ModelVersion as JSON")
+    info.add_argument("--version", default="", help="a version to describe instead of the serving one")
     info.set_defaults(func=commands.cmd_info)
 
     check = client_command(

@@ -1,7 +1,8 @@
-"""What the ``regserve`` commands print: tables of metrics, states, versions and status.
+"""What the ``regserve`` commands print: tables of metrics, coefficients, states, versions and status, or JSON.
 
 Every function takes the messages of ``regserve.v1`` (or the client library's
-``Prediction``) and writes to stdout; errors go to stderr with a ``regserve:`` prefix.
+``Prediction``) and writes to stdout; errors go to stderr, as one line with a
+``regserve:`` prefix or, with ``--output json``, as one JSON object.
 """
 
 from __future__ import annotations
@@ -9,15 +10,25 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 from google.protobuf import json_format
 
+from regserve.client import RegserveError
 from regserve.v1 import types_pb2
 
 __all__ = [
+    "CoefficientColumn",
+    "coefficient_table",
+    "error_object",
+    "message_object",
+    "prediction_objects",
     "print_client_error",
+    "print_coefficients",
     "print_error",
+    "print_error_json",
+    "print_failure",
     "print_json",
     "print_metrics",
     "print_model_info",
@@ -31,7 +42,13 @@ __all__ = [
     "state_name",
     "version_order",
     "write_predictions",
+    "write_predictions_json",
 ]
+
+CoefficientColumn = tuple[str, "np.ndarray | None"]
+"""An optional column of the coefficients table: its header, and its values shaped like the
+coefficients plus one column for the intercept, (outputs, features + 1); None or an empty
+array leaves the column out, and a NaN prints as ``-``."""
 
 _VERSION_NAME = re.compile(r"v([1-9][0-9]*)")
 
@@ -55,9 +72,62 @@ def print_client_error(exc) -> None:
         print(f"  {field}: {description}", file=sys.stderr)
 
 
+def print_failure(error: object, as_json: bool) -> None:
+    """Report what ended a command on stderr: a JSON object when ``as_json``, else a ``regserve:`` line."""
+    if as_json:
+        print_error_json(error)
+    elif isinstance(error, RegserveError):
+        print_client_error(error)
+    else:
+        print_error(error)
+
+
+def error_object(error: object) -> dict:
+    """The JSON object of a failure: a failed call (a ``regserve.client.RegserveError``) or a local error.
+
+    ``code`` is the gRPC status name, null when no call failed (a bad file, flag or
+    CSV row); ``reason``, ``metadata`` and ``field_violations`` come from the server's
+    ``ErrorInfo`` and ``BadRequest``, or from a local error that carries them;
+    ``request_id`` is the call's ``x-request-id`` ("" without a call) and
+    ``retry_after_seconds`` the server's ``RetryInfo`` (null without one).
+    """
+    if isinstance(error, RegserveError):
+        code: str | None = error.code.name
+        message = error.message
+        request_id, retry_after = error.request_id, error.retry_after
+    else:
+        code, message, request_id, retry_after = None, str(getattr(error, "message", error)), "", None
+    violations = getattr(error, "field_violations", None) or getattr(error, "violations", None) or ()
+    return {
+        "code": code,
+        "reason": getattr(error, "reason", "") or "",
+        "message": message,
+        "metadata": dict(getattr(error, "metadata", None) or {}),
+        "request_id": request_id,
+        "field_violations": [{"field": field, "description": text} for field, text in violations],
+        "retry_after_seconds": retry_after,
+    }
+
+
+def print_error_json(error: object) -> None:
+    """Print ``error_object(error)`` on stderr as one line of JSON."""
+    print(json.dumps(error_object(error)), file=sys.stderr)
+
+
+def message_object(message) -> dict:
+    """A protobuf message as the commands' JSON: the .proto's field names, every scalar, list and map field
+    (zeros and empties too; unset message fields are left out), 64-bit integers as numbers."""
+    return json_format.MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        unquote_int64_if_possible=True,
+    )
+
+
 def print_json(message) -> None:
-    """Print a protobuf message as JSON (proto3 field names in camelCase)."""
-    print(json_format.MessageToJson(message))
+    """Print a protobuf message as ``message_object`` JSON, indented, keys sorted."""
+    print(json.dumps(message_object(message), indent=2, sort_keys=True))
 
 
 def version_order(version: str) -> int:
@@ -82,6 +152,31 @@ def write_predictions(prediction) -> None:
     sys.stdout.write("".join(f"{v}\n" if isinstance(v, str) else f"{v!r}\n" for v in values))
 
 
+def prediction_objects(prediction) -> Iterator[dict]:
+    """One JSON object per row of a ``Prediction``: model, version and prediction (the value, or the
+    class index), and for a classifier its label and its probability per class."""
+    values = prediction.values.tolist()
+    if prediction.labels is None:
+        for value in values:
+            yield {"model": prediction.model, "version": prediction.version, "prediction": value}
+        return
+    classes = prediction.classes or []
+    probabilities = prediction.probabilities.tolist() if prediction.probabilities is not None else None
+    for row, (value, label) in enumerate(zip(values, prediction.labels, strict=True)):
+        yield {
+            "model": prediction.model,
+            "version": prediction.version,
+            "prediction": int(value),
+            "label": label,
+            "probabilities": dict(zip(classes, probabilities[row], strict=True)) if probabilities else {},
+        }
+
+
+def write_predictions_json(prediction) -> None:
+    """Write ``prediction_objects`` as JSON Lines, one compact object per row."""
+    sys.stdout.write("".join(json.dumps(row) + "\n" for row in prediction_objects(prediction)))
+
+
 def print_trained(response) -> None:
     """Print the new version of a ``TrainResponse``, whether it serves, and its metrics."""
     version = response.model_version
@@ -94,7 +189,7 @@ def print_trained(response) -> None:
 
 
 def print_model_info(version) -> None:
-    """Describe a ``ModelVersion``: kind, state, provenance, features, solver, intercepts and metrics."""
+    """Describe a ``ModelVersion``: kind, state, provenance, features, solver, coefficients and metrics."""
     kind = types_pb2.ModelKind.Name(version.kind).removeprefix("MODEL_KIND_").lower()
     print(f"model       {version.model} {version.version} ({kind}, {state_name(version.serving_state)})")
     print(f"created     {version.create_time.ToJsonString()} by regserve {version.regserve_version}")
@@ -104,8 +199,65 @@ def print_model_info(version) -> None:
     print(f"rows        {version.num_samples} ({version.num_train} train, {version.num_validation} validation)")
     print(f"data sha256 {version.data_fingerprint}")
     print(f"solver      {types_pb2.Solver.Name(version.solver_report.solver).removeprefix('SOLVER_').lower()}")
-    print(f"intercepts  {json.dumps(list(version.intercepts))}")
+    if print_coefficients(version):
+        print()
     print_metrics(version)
+
+
+def _matrix(matrix: types_pb2.Matrix) -> np.ndarray:
+    """A ``Matrix`` as a 2-D array, whichever of ``values`` and ``raw`` carries it."""
+    flat = np.frombuffer(matrix.raw, dtype="<f8") if matrix.raw else np.array(matrix.values, dtype=np.float64)
+    return flat.reshape(-1, matrix.num_columns or max(flat.size, 1))
+
+
+def coefficient_table(
+    version, columns: Sequence[CoefficientColumn] = ()
+) -> tuple[tuple[str, ...], list[tuple[str, ...]]] | None:
+    """The header and rows of a ``ModelVersion``'s coefficients, or None when it carries none.
+
+    One row per feature and one for the intercept, per output: a ``class`` column names
+    the class of each row of a multinomial model.  The ``columns`` that have values
+    follow the coefficient (see ``CoefficientColumn``).
+    """
+    coefficients = _matrix(version.coefficients)
+    if coefficients.size == 0:
+        return None
+    outputs, features = coefficients.shape
+    intercepts = np.array(version.intercepts, dtype=np.float64)
+    table = np.column_stack([coefficients, intercepts if intercepts.size == outputs else np.full(outputs, np.nan)])
+    names = list(version.feature_names)
+    if len(names) != features:
+        names = [f"x{j}" for j in range(features)]
+    names.append("(intercept)")
+    extra = [(header, np.asarray(values, dtype=np.float64)) for header, values in columns if values is not None]
+    extra = [(header, values.reshape(table.shape)) for header, values in extra if values.size]
+    classes = list(version.classes) if len(version.classes) == outputs else [f"output {k}" for k in range(outputs)]
+    header = (*(("class",) if outputs > 1 else ()), "feature", "coefficient", *(h for h, _ in extra))
+    rows = []
+    for k in range(outputs):
+        for j, name in enumerate(names):
+            cells = [_number(table[k, j]), *(_number(values[k, j]) for _, values in extra)]
+            rows.append((*((classes[k],) if outputs > 1 else ()), name, *cells))
+    return header, rows
+
+
+def _number(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value:.6g}"
+
+
+def print_coefficients(version, columns: Sequence[CoefficientColumn] = ()) -> bool:
+    """Print the coefficients table of a ``ModelVersion`` under a title; False when it carries none."""
+    table = coefficient_table(version, columns)
+    if table is None:
+        return False
+    notes = []
+    if version.kind == types_pb2.MODEL_KIND_LOGISTIC and len(version.classes) == 2:
+        notes.append(f"log-odds of {version.classes[1]}")
+    if version.standardization.enabled:
+        notes.append("on standardized features, z = (x - mean) / scale")
+    print("\ncoefficients" + (f" ({'; '.join(notes)})" if notes else ""))
+    print_table(*table)
+    return True
 
 
 def print_metrics(version) -> None:
@@ -221,13 +373,21 @@ def _print_with_problems(header: tuple[str, ...], rows: Sequence[tuple[str, ...]
     print_problems(problems)
 
 
-def print_statuses(statuses) -> None:
-    """Print each ``ModelStatus``: its state, per-version traffic and latency, and its switch history."""
+def print_statuses(statuses, replica: str = "") -> None:
+    """Print the ``replica`` that answered, then each ``ModelStatus``: its state, the generation the replica
+    routes by, per-version traffic and latency, and its switch history."""
+    if replica:
+        print(f"replica {replica}\n")
     for index, status in enumerate(statuses):
         if index:
             print()
         state = status.state
-        print(f"model {state.model}: serving {state.serving_version or '-'}, generation {state.generation}")
+        # A replica polls the registry, so it may route by an older generation of the state for a while.
+        behind = " (behind)" if status.served_generation < state.generation else ""
+        print(
+            f"model {state.model}: serving {state.serving_version or '-'}, generation {state.generation}, "
+            f"served generation {status.served_generation}{behind}"
+        )
         if state.HasField("problem"):
             print(f"problem {state.problem.reason}: {state.problem.message}")
         if state.HasField("serving_problem"):

@@ -59,6 +59,12 @@ def test_train_predict_info(target, csv_file, linear_data, capsys, tmp_path):
     info = capsys.readouterr().out
     assert "house v1 (linear, serving)" in info
     assert "a, b, c, d, e" in info
+    # The coefficients table: a row per feature and one for the intercept, near the relation the data follow.
+    table = info.split("\ncoefficients\n")[1].split("\n\n")[0].splitlines()
+    assert table[0].split() == ["feature", "coefficient"]
+    rows = {name: float(value) for name, value in (line.split() for line in table[1:])}
+    assert list(rows) == ["a", "b", "c", "d", "e", "(intercept)"]
+    assert list(rows.values()) == pytest.approx([1.5, -2.0, 0.5, 3.0, -0.25, 4.0], abs=0.05)
 
 
 def test_errors_are_reported_without_a_traceback(target, csv_file, capsys):
@@ -157,5 +163,28 @@ def test_models_and_status_show_a_model_whose_state_is_corrupt_beside_the_others
     assert lines[3].startswith("broken: CORRUPT_STATE: The serving state of model 'broken' is unreadable")
     assert main(["status", "--server", target]) == 0
     out = capsys.readouterr().out
-    assert "model broken: serving -, generation 0\nproblem CORRUPT_STATE: " in out
-    assert "model house: serving v1" in out
+    assert out.startswith("replica ")
+    # The stored state is unreadable (generation 0); the replica still routes by the one it read before.
+    assert "model broken: serving -, generation 0, served generation 2\nproblem CORRUPT_STATE: " in out
+    assert "model house: serving v1, generation 2, served generation 2\n" in out
+
+
+def test_info_prints_a_multinomial_models_coefficients_per_class(target, client, capsys):
+    rng = np.random.default_rng(11)
+    centres = np.array([[-3.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
+    X = np.vstack([rng.normal(c, 1.0, size=(40, 2)) for c in centres])
+    labels = np.repeat(["low", "high", "up"], 40)
+    client.train("shapes", X, labels, kind="logistic", feature_names=["u", "v"], alpha=1.0)
+    assert main(["info", "--server", target, "--model", "shapes"]) == 0
+    table = capsys.readouterr().out.split("\ncoefficients\n")[1].split("\n\n")[0].splitlines()
+    assert table[0].split() == ["class", "feature", "coefficient"]
+    version = client.model_info("shapes")
+    coefficients = np.array(version.coefficients.values).reshape(3, 2)
+    expected = [
+        (label, name, value)
+        for k, label in enumerate(version.classes)
+        for name, value in zip(["u", "v", "(intercept)"], [*coefficients[k], version.intercepts[k]], strict=True)
+    ]
+    printed = [(c, f, float(v)) for c, f, v in (line.split() for line in table[1:])]
+    assert [row[:2] for row in printed] == [row[:2] for row in expected]
+    assert [row[2] for row in printed] == pytest.approx([row[2] for row in expected], rel=1e-5)

@@ -1,4 +1,4 @@
-"""Errors carry what a script needs: FEATURE_COUNT_MISMATCH names the expected and actual counts, through a real server."""
+"""FEATURE_COUNT_MISMATCH names the expected and actual feature counts in its metadata, through a real server."""
 
 from __future__ import annotations
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from regserve.server.cli import commands, server_commands
-from regserve.server.cli.parser import DEFAULT_SERVER, build_parser
+from regserve.server.cli.parser import DEFAULT_SERVER, build_parser, wants_json
 
 
 @pytest.mark.parametrize(
@@ -92,3 +94,28 @@ def test_split_takes_weights_or_clear():
 def test_status_names_no_model_by_default():
     assert build_parser().parse_args(["status"]).model == ""
     assert build_parser().parse_args(["status", "--model", "m"]).model == "m"
+
+
+@pytest.mark.parametrize("command", ["train f.csv --model m --target y", "predict --model m --features 1", "models"])
+def test_client_commands_print_text_unless_asked_for_json(command):
+    argv = command.split()
+    assert build_parser().parse_args(argv).output == "text"
+    for flags in (["--output", "json"], ["-o", "json"], ["--output=json"], ["-ojson"]):
+        assert build_parser().parse_args([*argv, *flags]).output == "json"
+        assert wants_json([*argv, *flags])
+    assert not wants_json([*argv, "--output", "text"]) and not wants_json(["predict", "--model", "json"])
+
+
+def test_an_unknown_output_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(["models", "--output", "yaml"])
+    assert caught.value.code == 2 and "invalid choice: 'yaml'" in capsys.readouterr().err
+
+
+def test_usage_errors_are_json_when_json_was_asked_for(capsys):
+    with pytest.raises(SystemExit) as caught:
+        build_parser(errors_as_json=True).parse_args(["versions", "-o", "json"])
+    assert caught.value.code == 2
+    error = json.loads(capsys.readouterr().err)
+    assert error["code"] is None
+    assert error["message"] == "regserve versions: the following arguments are required: --model"

@@ -5,9 +5,12 @@ from __future__ import annotations
 import grpc
 import numpy as np
 
-from regserve.client import NotFound, Prediction
+from regserve.client import NotFound, Prediction, ResourceExhausted
 from regserve.server.cli.render import (
+    coefficient_table,
+    error_object,
     print_client_error,
+    print_coefficients,
     print_metrics,
     print_states,
     print_statuses,
@@ -17,7 +20,9 @@ from regserve.server.cli.render import (
     state_name,
     version_order,
     write_predictions,
+    write_predictions_json,
 )
+from regserve.server.errors import InvalidInput
 from regserve.v1 import model_service_pb2, types_pb2
 
 
@@ -118,6 +123,7 @@ def test_damaged_versions_show_their_problem_in_listings_and_status(capsys):
     )
     status = model_service_pb2.ModelStatus(
         state=state,
+        served_generation=4,
         versions=[
             model_service_pb2.VersionStatus(version="v1"),
             model_service_pb2.VersionStatus(version="v2", problem=damaged),
@@ -126,8 +132,115 @@ def test_damaged_versions_show_their_problem_in_listings_and_status(capsys):
     print_statuses([status])
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == [
-        "model m: serving v2, generation 4",
+        "model m: serving v2, generation 4, served generation 4",
         "not served v2: CORRUPT_METADATA: Version v2 cannot be used.",
     ]
     assert lines[2].split()[-1] == "problem" and lines[4].split()[-1] == "CORRUPT_METADATA"
     assert lines[5] == "v2: CORRUPT_METADATA: Version v2 cannot be used."
+
+
+def _version(kind, coefficients, intercepts, features=("a", "b"), classes=()) -> types_pb2.ModelVersion:
+    matrix = np.atleast_2d(np.asarray(coefficients, dtype=np.float64))
+    return types_pb2.ModelVersion(
+        kind=kind,
+        feature_names=list(features),
+        classes=list(classes),
+        coefficients=types_pb2.Matrix(num_columns=matrix.shape[1], values=matrix.ravel().tolist()),
+        intercepts=intercepts,
+    )
+
+
+def test_the_coefficients_table_has_a_row_per_feature_and_the_intercept(capsys):
+    version = _version(types_pb2.MODEL_KIND_LINEAR, [1.5, -0.25], [4.0])
+    version.standardization.enabled = True
+    assert print_coefficients(version)
+    assert capsys.readouterr().out.splitlines() == [
+        "",
+        "coefficients (on standardized features, z = (x - mean) / scale)",
+        "feature      coefficient",
+        "a            1.5",
+        "b            -0.25",
+        "(intercept)  4",
+    ]
+
+
+def test_a_multinomial_model_has_a_class_column_and_a_binary_one_names_its_positive_class(capsys):
+    multinomial = _version(
+        types_pb2.MODEL_KIND_LOGISTIC, [[1, 2], [3, 4], [5, 6]], [0.1, 0.2, 0.3], classes=("x", "y", "z")
+    )
+    header, rows = coefficient_table(multinomial)
+    assert header == ("class", "feature", "coefficient")
+    assert rows[:3] == [("x", "a", "1"), ("x", "b", "2"), ("x", "(intercept)", "0.1")]
+    assert rows[-1] == ("z", "(intercept)", "0.3") and len(rows) == 9
+    binary = _version(types_pb2.MODEL_KIND_LOGISTIC, [0.5, 2.0], [-1.0], classes=("cold", "hot"))
+    print_coefficients(binary)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "coefficients (log-odds of hot)" and lines[2].split() == ["feature", "coefficient"]
+
+
+def test_optional_columns_appear_only_when_they_have_values():
+    version = _version(types_pb2.MODEL_KIND_LINEAR, [1.5, -0.25], [4.0])
+    errors = np.array([[0.1, 0.02, np.nan]])
+    header, rows = coefficient_table(version, [("std err", errors), ("t", None), ("p", np.empty(0))])
+    assert header == ("feature", "coefficient", "std err")
+    assert rows == [("a", "1.5", "0.1"), ("b", "-0.25", "0.02"), ("(intercept)", "4", "-")]
+
+
+def test_a_version_without_coefficients_prints_no_table(capsys):
+    assert coefficient_table(types_pb2.ModelVersion(feature_names=["a"])) is None
+    assert not print_coefficients(types_pb2.ModelVersion())
+    assert capsys.readouterr().out == ""
+
+
+def test_unnamed_features_are_numbered_and_raw_matrices_are_read():
+    matrix = types_pb2.Matrix(num_columns=2, raw=np.array([2.0, 3.0]).tobytes())
+    version = types_pb2.ModelVersion(coefficients=matrix, intercepts=[1.0])
+    assert [row[0] for row in coefficient_table(version)[1]] == ["x0", "x1", "(intercept)"]
+
+
+def test_statuses_name_the_replica_and_a_generation_not_yet_served(capsys):
+    state = model_service_pb2.ModelState(model="m", serving_version="v3", generation=7)
+    print_statuses([model_service_pb2.ModelStatus(state=state, served_generation=6)], "host:42")
+    assert capsys.readouterr().out.splitlines()[:3] == [
+        "replica host:42",
+        "",
+        "model m: serving v3, generation 7, served generation 6 (behind)",
+    ]
+
+
+def test_json_errors_name_code_reason_message_metadata_and_request_id():
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    error = ResourceExhausted(code, "slow down", "RATE_LIMITED", {"limit": "5"}, retry_after=0.5, request_id="r1")
+    assert error_object(error) == {
+        "code": "RESOURCE_EXHAUSTED",
+        "reason": "RATE_LIMITED",
+        "message": "slow down",
+        "metadata": {"limit": "5"},
+        "request_id": "r1",
+        "field_violations": [],
+        "retry_after_seconds": 0.5,
+    }
+    local = InvalidInput("bad line 3", reason="MALFORMED_CSV", violations=[("csv", "line 3")], metadata={"line": 3})
+    assert error_object(local) == {
+        "code": None,
+        "reason": "MALFORMED_CSV",
+        "message": "bad line 3",
+        "metadata": {"line": "3"},
+        "request_id": "",
+        "field_violations": [{"field": "csv", "description": "line 3"}],
+        "retry_after_seconds": None,
+    }
+    assert error_object(FileNotFoundError(2, "No such file or directory", "x.csv"))["message"].endswith("'x.csv'")
+
+
+def test_json_predictions_are_one_object_per_row(capsys):
+    write_predictions_json(Prediction(model="m", version="v1", values=np.array([0.1 + 0.2])))
+    probabilities = np.array([[0.25, 0.75]])
+    write_predictions_json(
+        Prediction("m", "v2", np.array([1.0]), ["hot"], probabilities=probabilities, classes=["cold", "hot"])
+    )
+    assert capsys.readouterr().out.splitlines() == [
+        '{"model": "m", "version": "v1", "prediction": 0.30000000000000004}',
+        '{"model": "m", "version": "v2", "prediction": 1, "label": "hot", '
+        '"probabilities": {"cold": 0.25, "hot": 0.75}}',
+    ]
