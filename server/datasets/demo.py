@@ -14,6 +14,7 @@ from typing import Any
 
 from regserve.server import __version__
 from regserve.server.datasets.csv_reader import read_csv_chunks
+from regserve.server.errors import AlreadyExists
 from regserve.server.models.training import Trainer, TrainSpec, process_spool_dir
 from regserve.server.registry.store import ModelStore
 
@@ -31,10 +32,12 @@ DEMO_MODELS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
-def train_demo_model(store: ModelStore, name: str, *, spool_dir: str = "") -> None:
+def train_demo_model(store: ModelStore, name: str, *, spool_dir: str = "", only_if_new_model: bool = False) -> None:
     """Train the demo model ``name`` from its bundled CSV and store it as serving.
 
     Rows are spooled under ``spool_dir`` (see ``--spool-dir``; empty: the default root).
+    With ``only_if_new_model``, AlreadyExists ``MODEL_EXISTS`` when the registry holds
+    the model already, and nothing is stored.
     """
     filename, target, options = DEMO_MODELS[name]
     with resources.files("regserve.server.datasets").joinpath(filename).open() as stream:
@@ -45,13 +48,28 @@ def train_demo_model(store: ModelStore, name: str, *, spool_dir: str = "") -> No
                 trainer.add_chunk(chunk.features, chunk.targets(classifier=spec.kind == "logistic"))
             result = trainer.finish()
     metadata = {**result.metadata, "regserve_version": __version__, "source": f"bundled dataset {filename}"}
-    store.add_version(name, result.model, metadata, promote=True, sample=result.validation_sample)
+    store.add_version(
+        name, result.model, metadata, promote=True, only_if_new_model=only_if_new_model, sample=result.validation_sample
+    )
     logger.info("trained demo model %s from the bundled %s", name, filename)
 
 
 def ensure_demo_models(store: ModelStore, *, spool_dir: str = "") -> None:
-    """Train the demo models when the registry holds no model at all, spooling under ``spool_dir``."""
-    if store.model_names():
+    """Train the demo models missing from a registry that holds no other model, spooling under ``spool_dir``.
+
+    Replicas starting at once on one empty registry may all train a demo model; the
+    registry stores it for exactly one of them (``only_if_new_model``), so each demo
+    model has one version.  The others route it from the registry once the winner has
+    promoted it: at the refresh that ends this call, else at the next poll.
+    """
+    if set(store.list_models()) - DEMO_MODELS.keys():
         return
     for name in DEMO_MODELS:
-        train_demo_model(store, name, spool_dir=spool_dir)
+        # Listed again for each model: a replica that started a little later skips the training.
+        if name in store.list_models():
+            continue
+        try:
+            train_demo_model(store, name, spool_dir=spool_dir, only_if_new_model=True)
+        except AlreadyExists:
+            logger.info("demo model %s was stored by another replica meanwhile; serving that one", name)
+    store.refresh()

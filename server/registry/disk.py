@@ -34,7 +34,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from regserve.server.errors import NotFound, RegserveError, Unavailable, UnknownModel, UnknownVersion
+from regserve.server.errors import (
+    AlreadyExists,
+    NotFound,
+    RegserveError,
+    Unavailable,
+    UnknownModel,
+    UnknownVersion,
+)
 from regserve.server.registry import lifecycle
 from regserve.server.registry.files import npz_bytes
 from regserve.server.registry.problems import Problem
@@ -222,7 +229,9 @@ class ModelRegistry:
         """
         return self._metadata(model, check_version_name(version))
 
-    def create_version(self, model: str, arrays: Mapping[str, np.ndarray], metadata: Mapping) -> VersionMetadata:
+    def create_version(
+        self, model: str, arrays: Mapping[str, np.ndarray], metadata: Mapping, *, only_if_new_model: bool = False
+    ) -> VersionMetadata:
         """Store a new immutable version and return its metadata.
 
         Parameters
@@ -234,6 +243,10 @@ class ModelRegistry:
         metadata : mapping
             JSON-serialisable facts stored beside the arrays; the keys ``sha256``,
             ``version``, ``model`` and ``created_at`` are set by the registry.
+        only_if_new_model : bool
+            Refuse with AlreadyExists ``MODEL_EXISTS`` when the model exists (a state or
+            any version stored); decided by the number's compare-and-swap, so of writers
+            racing to create one model exactly one succeeds.
         """
         check_model_name(model)
         payload = npz_bytes(arrays)
@@ -241,6 +254,11 @@ class ModelRegistry:
         def reserve(state: ModelState) -> ModelState:
             # Every vN prefix counts, complete or not, so a number never lands on leftovers.
             taken = [version_number(v) for v in self._storage.children(self._versions_key(model))]
+            # A stored state has a generation of 1 or more; a missing one reads as generation 0.
+            if only_if_new_model and (state.generation or state.last_version or taken):
+                raise AlreadyExists(
+                    f"Model {model!r} exists already.", reason="MODEL_EXISTS", metadata={"model": model}
+                )
             return replace(state, last_version=max([state.last_version, *taken]) + 1)
 
         # Recording the number before writing means a number is never given twice nor reused,

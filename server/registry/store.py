@@ -330,6 +330,7 @@ class ModelStore:
         *,
         promote: bool = True,
         gate: bool = False,
+        only_if_new_model: bool = False,
         sample: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[VersionMetadata, bool, str]:
         """Store a trained model as a new version, and promote it if asked and allowed.
@@ -340,7 +341,8 @@ class ModelStore:
 
         With ``gate``, the new version is promoted only when it passes ``passes_gate``
         against the serving version; the first version of a model is always promoted
-        when ``promote`` is set.
+        when ``promote`` is set.  With ``only_if_new_model``, the version is stored only
+        as the model's first (``ModelRegistry.create_version``), else AlreadyExists.
 
         Returns
         -------
@@ -354,7 +356,7 @@ class ModelStore:
         metadata = {**metadata, "kind": estimator.kind}
         arrays = {**estimator.to_arrays(), **probe_arrays(metadata, estimator), **sample_arrays(sample)}
         with self._write_lock:
-            stored = self._registry.create_version(model, arrays, metadata)
+            stored = self._registry.create_version(model, arrays, metadata, only_if_new_model=only_if_new_model)
             version = stored.version
             self._emit(model, "create", version)
             serving = self._registry.read_state(model).serving

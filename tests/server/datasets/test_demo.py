@@ -53,3 +53,38 @@ def test_demo_models_are_not_retrained_when_models_exist(tmp_path):
     ensure_demo_models(store)
     ensure_demo_models(store)
     assert [v.version for v in ModelRegistry(tmp_path).list_versions("diabetes")] == ["v1"]
+
+
+def test_replicas_bootstrapping_one_empty_s3_registry_at_once_store_each_demo_model_once(s3_url, caplog):
+    import logging
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from regserve.server.datasets.demo import DEMO_MODELS
+
+    caplog.set_level(logging.INFO, logger="regserve.server.datasets.demo")
+    stores = [ModelStore(ModelRegistry(s3_url)) for _ in range(3)]
+    for store in stores:
+        store.load_all()
+    barrier = threading.Barrier(len(stores))
+
+    def bootstrap(store: ModelStore) -> None:
+        barrier.wait(timeout=60)
+        ensure_demo_models(store)
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        for future in [pool.submit(bootstrap, store) for store in stores]:
+            future.result(timeout=300)
+    for store in stores:
+        store.refresh()  # what the poll does: a loser may have refreshed before the winner promoted
+    registry = ModelRegistry(s3_url)
+    assert registry.list_models() == sorted(DEMO_MODELS)
+    for name in DEMO_MODELS:
+        assert [v.version for v in registry.list_versions(name)] == ["v1"]
+        state = registry.read_state(name)
+        assert state.serving == "v1" and state.last_version == 1
+        assert [h.action for h in state.history] == ["promote"]
+        # The replicas that lost the race serve what the winner stored.
+        assert {store.resolve(name).version for store in stores} == {"v1"}
+    refused = [r for r in caplog.records if "stored by another replica" in r.getMessage()]
+    print(f"{len(refused)} demo trainings refused by the registry, {len(DEMO_MODELS)} stored")

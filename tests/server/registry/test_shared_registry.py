@@ -17,7 +17,7 @@ import pytest
 
 from regserve.server.cli import main
 from regserve.server.config import Settings
-from regserve.server.errors import NotFound, Unavailable, UnknownVersion
+from regserve.server.errors import AlreadyExists, NotFound, Unavailable, UnknownVersion
 from regserve.server.models.estimator import LinearModel
 from regserve.server.registry import disk
 from regserve.server.registry.disk import ModelRegistry
@@ -103,6 +103,32 @@ def test_two_replicas_creating_versions_at_once_get_distinct_numbers(location):
         arrays, _ = registries[1].load_version("shared", metadata.version)
         np.testing.assert_array_equal(arrays["coef"], _arrays(metadata.raw["seed"])["coef"])
     assert registries[1].read_state("shared").last_version == 12
+
+
+def test_replicas_creating_one_new_model_at_once_store_exactly_one_version(location):
+    registries = [ModelRegistry(location) for _ in range(4)]
+    barrier = threading.Barrier(len(registries))
+
+    def create(k: int) -> str:
+        barrier.wait(timeout=WAIT_SECONDS)
+        try:
+            return registries[k].create_version("fresh", _arrays(k), {"seed": k}, only_if_new_model=True).version
+        except AlreadyExists as exc:
+            assert exc.reason == "MODEL_EXISTS" and exc.metadata == {"model": "fresh"}
+            return "refused"
+
+    with ThreadPoolExecutor(len(registries)) as pool:
+        outcomes = [f.result(timeout=WAIT_SECONDS) for f in [pool.submit(create, k) for k in range(len(registries))]]
+    assert sorted(outcomes) == ["refused"] * (len(registries) - 1) + ["v1"]
+    (stored,) = registries[0].list_versions("fresh")
+    arrays, _ = registries[0].load_version("fresh", "v1")
+    np.testing.assert_array_equal(arrays["coef"], _arrays(stored.raw["seed"])["coef"])
+    assert registries[0].read_state("fresh").last_version == 1
+    # Once the model exists, the flag refuses even after its only version is gone; plain creation goes on.
+    registries[1].delete_version("fresh", "v1")
+    with pytest.raises(AlreadyExists):
+        registries[2].create_version("fresh", _arrays(9), {}, only_if_new_model=True)
+    assert registries[3].create_version("fresh", _arrays(9), {}).version == "v2"
 
 
 class _Interfering:
