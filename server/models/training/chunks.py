@@ -26,7 +26,7 @@ def checked_features(X: np.ndarray, y: np.ndarray, expected: int | None, first_r
     if X.ndim != 2 or X.shape[1] == 0 or (expected is not None and X.shape[1] != expected):
         got = f"{X.shape[1]} columns" if X.ndim == 2 else f"a {X.ndim}-D array"
         want = f"{expected} features" if expected else "a 2-D array with at least one feature"
-        # The counts a program reads: ``expected`` once known, ``actual`` for a 2-D chunk.
+        # ``expected`` is unknown until the spec or a first chunk sets it, and a count needs a 2-D chunk.
         counts = {"expected": expected} if expected else {}
         counts.update({"actual": X.shape[1]} if X.ndim == 2 else {"dimensions": X.ndim})
         raise InvalidInput(
