@@ -17,9 +17,8 @@ grpc.aio binds a channel to the loop it was made in.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -29,7 +28,7 @@ from grpc_health.v1 import health_pb2_grpc
 from regserve.client import _calls
 from regserve.client._calls import BatchStream, Call, Prediction, RequestStream
 from regserve.client._channel import BaseConnection, channel_options
-from regserve.client._exceptions import DeadlineExceeded, from_rpc_error
+from regserve.client._exceptions import from_rpc_error
 from regserve.v1 import model_service_pb2 as admin_pb
 from regserve.v1 import model_service_pb2_grpc as admin_grpc
 from regserve.v1 import regression_service_pb2 as pb
@@ -42,6 +41,48 @@ R = TypeVar("R")
 
 _LOST_STATUS = "Internal error from Core"
 """The details of the INTERNAL status grpc.aio puts in place of a stream call's own when a send fails."""
+
+
+class _FirstStatus:
+    """The status a stream call ended with, kept before grpc.aio overwrites it.
+
+    When a call ends (the server answered early or refused, or the deadline passed) while
+    a request is being sent, grpc.aio first sets the call's own status and then, as the
+    failed send comes back, replaces it with INTERNAL "Internal error from Core"
+    (grpc/grpc#36066); the blocking client reports the call's own status.
+    """
+
+    def __init__(self, call: grpc.aio.Call) -> None:
+        self.error: grpc.aio.AioRpcError | None = None
+        call.add_done_callback(self._keep)
+
+    def _keep(self, call) -> None:
+        # Done callbacks run as the first status is set, so each of these returns at once.
+        code, initial, trailing = (
+            _result(call.code()),
+            _result(call.initial_metadata()),
+            _result(call.trailing_metadata()),
+        )
+        if code is not None and initial is not None and trailing is not None:
+            details, debug = _result(call.details()), _result(call.debug_error_string())
+            self.error = grpc.aio.AioRpcError(code, initial, trailing, details, debug)
+
+    def of(self, exc: grpc.RpcError) -> grpc.RpcError:
+        """The error the call ended with: ``exc``, or the status it overwrote."""
+        lost = isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.INTERNAL
+        if lost and exc.details() == _LOST_STATUS and self.error is not None:
+            return self.error
+        return exc
+
+
+def _result(coroutine):
+    """The value of a coroutine that returns without waiting, or None when it would wait."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    return None
 
 
 def open_channel(
@@ -76,10 +117,6 @@ class AsyncConnection(BaseConnection[grpc.aio.Channel]):
             return await rpc(request, timeout=self.timeout, metadata=metadata)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, request_id) from exc
-
-    def _deadline(self) -> float:
-        """The ``time.monotonic()`` at which a call started now has used its timeout (never after gRPC's deadline)."""
-        return float("inf") if self.timeout is None else time.monotonic() + self.timeout
 
     async def _send(self, stub, call: Call[R]) -> R:
         """Send ``call`` through the method of ``stub`` it names; return what it makes of the response."""
@@ -129,13 +166,13 @@ class AsyncRegressionClient(AsyncConnection):
         batch = BatchStream(model, version, routing_key)
         requests = RequestStream(None, batch.request, chunks)
         metadata, request_id = self._call_metadata()
-        deadline = self._deadline()
         call = self._stub.BatchPredict(aiter(requests), timeout=self.timeout, metadata=metadata)
+        status = _FirstStatus(call)
         try:
             async for response in call:
                 yield batch.prediction(response)
         except grpc.RpcError as exc:
-            _raise_stream_error(requests, exc, request_id, deadline)
+            requests.raise_error(status.of(exc), request_id)
         except asyncio.CancelledError:
             _raise_failure(requests)
             raise
@@ -172,11 +209,12 @@ class AsyncRegressionClient(AsyncConnection):
         spec, chunk = _calls.train_requests(model, kind, solver, feature_names, class_labels, options)
         requests = RequestStream(spec, chunk, pairs)
         metadata, request_id = self._call_metadata()
-        deadline = self._deadline()
+        call = self._stub.Train(aiter(requests), timeout=self.timeout, metadata=metadata)
+        status = _FirstStatus(call)
         try:
-            return await self._stub.Train(aiter(requests), timeout=self.timeout, metadata=metadata)
+            return await call
         except grpc.RpcError as exc:
-            _raise_stream_error(requests, exc, request_id, deadline)
+            requests.raise_error(status.of(exc), request_id)
         except asyncio.CancelledError:
             _raise_failure(requests)
             raise
@@ -188,17 +226,6 @@ class AsyncRegressionClient(AsyncConnection):
     async def health(self, service: str = "") -> str:
         """The health status name (``SERVING``, ``NOT_SERVING``, ...) of the server or one service."""
         return await self._send(self._health, _calls.health(service))
-
-
-def _raise_stream_error(requests: RequestStream, exc: grpc.RpcError, request_id: str, deadline: float) -> NoReturn:
-    """Raise what the caller gets for a failed stream call, with the deadline grpc.aio may have lost."""
-    # grpc.aio reports INTERNAL "Internal error from Core" instead of DEADLINE_EXCEEDED when the
-    # deadline ends the call while a request is being sent (grpc/grpc#36066).
-    lost = isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.INTERNAL
-    if lost and exc.details() == _LOST_STATUS and requests.failure is None and time.monotonic() >= deadline:
-        code = grpc.StatusCode.DEADLINE_EXCEEDED
-        raise DeadlineExceeded(code, "Deadline Exceeded", request_id=request_id) from exc
-    requests.raise_error(exc, request_id)
 
 
 def _raise_failure(requests: RequestStream) -> None:
