@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from regserve.server.cli import commands
 from regserve.server.cli.render import print_error_json
+from regserve.server.cli.report import cmd_report
 from regserve.server.cli.server_commands import cmd_gateway, cmd_serve
 from regserve.server.config import Settings, add_arguments
 from regserve.v1 import types_pb2
@@ -85,6 +86,10 @@ def build_parser(errors_as_json: bool = False) -> argparse.ArgumentParser:
     client_command = functools.partial(_add_client_command, subcommands)
     _add_model_commands(client_command)
     _add_lifecycle_commands(client_command)
+    report = client_command("report", "write a self-contained HTML page of a model version's lineage and plots")
+    report.add_argument("--version", default="", help="the version to describe; the serving one when omitted")
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
