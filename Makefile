@@ -15,7 +15,7 @@ MODEL_DIR ?= var/models
 GATEWAY_PORT ?= 8080
 METRICS_PORT ?= 9090
 
-.PHONY: serve test lint typecheck generate check-generated bench soak clean
+.PHONY: serve test lint typecheck generate check-generated bench soak clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,8 +55,22 @@ serve: $(STAMP)
 	$(VENV)/bin/regserve serve --host $(HOST) --port $(PORT) --model-dir $(MODEL_DIR) \
 		--gateway-port $(GATEWAY_PORT) --metrics-port $(METRICS_PORT)
 
+CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+
+## chromium: Debian's chromium and chromium-driver for the tests that drive a real browser; installed when absent (as root).
+chromium:
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "make chromium: $(CHROMIUM) or $(CHROMEDRIVER) is missing and this is not root;" \
+			"install Debian's packages first: sudo apt-get install -y chromium chromium-driver" >&2; \
+		exit 1; \
+	fi
+
 ## test: run the test suite against real servers on loopback, then tests/oip with tritonclient in .venv-oip.
-test: $(STAMP) $(OIP_STAMP) $(PROMTOOL)
+test: $(STAMP) $(OIP_STAMP) $(PROMTOOL) chromium
 	$(PY) -m pytest
 	REGSERVE_PYTHON=$(abspath $(PY)) $(OIP_VENV)/bin/python -m pytest tests/oip --confcutdir=tests/oip -p no:cacheprovider
 

@@ -9,6 +9,7 @@ descriptor set with source info that ``make generate`` ships beside the stubs
 Every operation has an example that succeeds against the demo models, so "Try it out"
 in Swagger UI works as shown: without one, Swagger UI fills every field of the schema
 (both ``inputs`` and ``namedInputs``, which Predict refuses) and pretty-prints NDJSON.
+NDJSON request bodies are declared as ``application/x-NDJSON`` (``NDJSON_REQUEST``).
 The examples tell one story on ``iris``, each succeeding once in this order: train a
 second version without promoting it, read, split traffic between v1 and v2, promote v2
 (which ends the split), roll back to v1, freeze and unfreeze v2, and delete it.
@@ -28,7 +29,7 @@ from google.rpc import status_pb2
 
 from regserve.server.gateway.rules import HttpRoute, resolve_field_path
 
-__all__ = ["EXAMPLES", "load_comments", "openapi_document"]
+__all__ = ["EXAMPLES", "NDJSON_REQUEST", "load_comments", "openapi_document"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ _WELL_KNOWN: dict[str, dict] = {
     "google.protobuf.Value": {},
     "google.protobuf.Empty": {"type": "object"},
 }
+NDJSON_REQUEST = "application/x-NDJSON"
+"""The NDJSON request media type as the document spells it: media types ignore case (RFC 9110), but Swagger UI
+JSON-quotes a string example of any media type whose name contains a lower-case "json", so NDJSON would be sent
+as one JSON string; spelled so, the example is shown and sent as written, and the gateway reads it as
+application/x-ndjson."""
+
 _IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 _TWO_FLOWERS = {"numColumns": 4, "values": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}
 _TRAIN_SPEC = {
@@ -292,8 +299,8 @@ def _operation(route: HttpRoute, schemas: _Schemas) -> dict:
             schemas.ref(request) if route.body == "*" else schemas.field(resolve_field_path(request, route.body)[-1])
         )
         if method.client_streaming:
-            content = {"application/x-ndjson": {"schema": body_schema}}
-            text = f"Newline-delimited JSON: one {request.name} per line."
+            content = {NDJSON_REQUEST: {"schema": body_schema}}
+            text = f"Newline-delimited JSON (application/x-ndjson): one {request.name} per line."
         else:
             content = {"application/json": {"schema": body_schema}}
             text = f"The {request.name}" + ("; path variables override the body." if route.path.variables else ".")

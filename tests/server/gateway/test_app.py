@@ -479,7 +479,7 @@ def test_openapi_document_is_valid_and_lists_every_route(http):
         "google.rpc.Status"
     )
     batch = document["paths"]["/v1/models/{model}:batchPredict"]["post"]
-    assert "application/x-ndjson" in batch["requestBody"]["content"]
+    assert [media.lower() for media in batch["requestBody"]["content"]] == ["application/x-ndjson"]
     schemas = document["components"]["schemas"]
     assert schemas["regserve.v1.Matrix"]["properties"]["numColumns"]["description"] == (
         "The number of columns. When it is zero the data is read as a single row."
