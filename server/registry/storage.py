@@ -42,9 +42,12 @@ __all__ = [
     "Blob",
     "LocalStorage",
     "ObjectStorage",
+    "S3_ATTEMPTS",
+    "S3_CONNECT_TIMEOUT_SECONDS",
     "Storage",
     "check_location",
     "open_storage",
+    "s3_client_config",
 ]
 
 COMPLETE = "_complete"
@@ -54,6 +57,12 @@ SUPPORTED_SCHEMES = ("file://", "s3://")
 """The URL schemes ``--model-dir`` accepts besides plain paths."""
 
 _LOCK = ".lock"
+
+S3_CONNECT_TIMEOUT_SECONDS = 3.0
+"""How long one S3 request waits for its connection before it counts as failed."""
+
+S3_ATTEMPTS = 3
+"""Tries of one S3 request (botocore's standard retry mode) before the registry answers REGISTRY_UNAVAILABLE."""
 
 
 @dataclass(frozen=True)
@@ -249,12 +258,29 @@ def _precondition_failed(exc: BaseException) -> bool:
     return code in {"PreconditionFailed", "ConditionalRequestConflict"} or status in {409, 412}
 
 
+def s3_client_config(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The botocore ``Config`` settings of the registry's S3 client, given the process's environment.
+
+    botocore's own default (legacy mode, 5 attempts with growing pauses) holds a call about
+    9 s when the store refuses connections, and s3fs runs that up to 5 times over on a timeout;
+    here one request is tried ``S3_ATTEMPTS`` times in all, each connection waited for
+    ``S3_CONNECT_TIMEOUT_SECONDS``.  AWS_MAX_ATTEMPTS and AWS_RETRY_MODE, when set, still choose.
+    """
+    retries: dict[str, Any] = {}
+    if "AWS_RETRY_MODE" not in environ:
+        retries["mode"] = "standard"
+    if "AWS_MAX_ATTEMPTS" not in environ:
+        retries["total_max_attempts"] = S3_ATTEMPTS
+    return {"connect_timeout": S3_CONNECT_TIMEOUT_SECONDS, "retries": retries}
+
+
 class ObjectStorage:
     """An S3 bucket (or S3-compatible store) under a prefix, through s3fs.
 
     s3fs's listing cache is off, so every listing sees other replicas' writes.  The
     endpoint, keys and region come from the usual AWS settings (``AWS_ENDPOINT_URL``,
-    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, profiles).
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, profiles);
+    how long an unreachable store holds a call is bounded (``s3_client_config``).
     """
 
     def __init__(self, url: str, fs: Any = None) -> None:
@@ -269,7 +295,11 @@ class ObjectStorage:
         if fs is None:
             import s3fs  # type: ignore[import-untyped]  # s3fs ships no type information
 
-            fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+            fs = s3fs.S3FileSystem(
+                skip_instance_cache=True, use_listings_cache=False, config_kwargs=s3_client_config(os.environ)
+            )
+            # botocore retries already (see s3_client_config); s3fs's own loop would multiply its tries.
+            fs.retries = 1
         self.fs = fs
         with self._reachable():
             if not fs.exists(self.bucket):
