@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -169,12 +170,28 @@ class BaseConnection(Generic[ChannelT]):
         raise NotImplementedError
 
     def _call_metadata(self) -> tuple[tuple[tuple[str, str], ...], str]:
-        """The metadata of one call and the request id in it: the caller's, or a fresh one."""
-        for key, value in self.metadata:
+        """The metadata of one call and the request id in it: the caller's, or a fresh one.
+
+        When the application traces with OpenTelemetry and a span is current, the call also
+        carries its W3C ``traceparent`` (the application's propagators), so the server's span is its child.
+        """
+        metadata = self.metadata
+        if "opentelemetry.trace" in sys.modules:  # no span can be current before the application imports it
+            metadata = (*metadata, *_trace_context())
+        for key, value in metadata:
             if key == REQUEST_ID:
-                return self.metadata, value
+                return metadata, value
         request_id = uuid.uuid4().hex
-        return (*self.metadata, (REQUEST_ID, request_id)), request_id
+        return (*metadata, (REQUEST_ID, request_id)), request_id
+
+
+def _trace_context() -> tuple[tuple[str, str], ...]:
+    """The current span's propagation entries (``traceparent``, ...); none without a current span."""
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return tuple(carrier.items())
 
 
 class Connection(BaseConnection[grpc.Channel]):

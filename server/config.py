@@ -46,6 +46,7 @@ class Settings:
     access_log_peer: bool = False
     echo_request_id: bool = True
     metrics_port: int = -1
+    otlp_endpoint: str = ""
     gateway_port: int = -1
     gateway_header_timeout: float = 10.0
     gateway_body_timeout: float = 30.0
@@ -168,6 +169,9 @@ _HELP = {
     "access_log_peer": "add the caller's address to each access-log line (grpcio drops the GIL twice to read it)",
     "echo_request_id": "return x-request-id in the response metadata (trailing for unary calls, initial for streams)",
     "metrics_port": "HTTP port of the Prometheus /metrics endpoint; 0 picks a free one, -1 turns it off",
+    "otlp_endpoint": "base URL of an OTLP/HTTP collector (http://HOST:4318) that receives OpenTelemetry traces, "
+    "a span per RPC and per REST request (needs the tracing extra); empty: traces only when "
+    "OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set",
     "gateway_port": "HTTP port of the REST/JSON gateway served inside the server; 0 picks a free one, -1: off",
     "gateway_header_timeout": "seconds an HTTP client of the gateway has to send a request's headers",
     "gateway_body_timeout": "seconds a request body may stall while the gateway waits for it",

@@ -16,7 +16,8 @@ wait on their client too long), and every method refuses undecodable messages
 (``wrap_open``): probes are never authenticated, limited, counted or logged.  Refusals
 are domain errors turned into status by ``regserve.server.rpc.status.status_for``,
 like every other error.  The row limit of Predict and BatchPredict is the servicer's:
-it reads the rows anyway.
+it reads the rows anyway.  With tracing on, each wrapped handler is wrapped once more, in
+a span (``regserve.server.observability.tracing``); with it off, nothing is.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from regserve.server.edge.streams import OpenStream, StreamGuard
 from regserve.server.errors import RegserveError, ResourceExhausted
 from regserve.server.observability.batching import BatchWorker
 from regserve.server.observability.metrics import Metrics
+from regserve.server.observability.tracing import Tracing
 from regserve.server.rpc.methods import METHODS, OPEN_METHODS
 from regserve.server.rpc.status import abort, status_for
 
@@ -116,9 +118,10 @@ def _ended(stream: OpenStream | None, code: grpc.StatusCode) -> grpc.StatusCode:
 class Edge:
     """Wraps each regserve method's handler, once, with the edge's per-call work (see the module docstring)."""
 
-    def __init__(self, metrics: Metrics, policy: EdgePolicy) -> None:
+    def __init__(self, metrics: Metrics, policy: EdgePolicy, tracing: Tracing | None = None) -> None:
         self._metrics = metrics
         self._policy = policy
+        self._tracing = tracing
         self._needs_peer = policy.needs_peer
         self._echo = policy.echo_request_id
         self._guard = StreamGuard(policy.streams_per_peer, policy.stream_idle_timeout, metrics.streams_limited)
@@ -286,6 +289,11 @@ class Edge:
             behavior = self._stream_unary(handler.stream_unary, route)
         else:
             behavior = self._streaming(handler.unary_stream or handler.stream_stream, route)
+        if self._tracing is not None:
+            # Chosen here, once: without tracing the handler is the same as before, not a branch per call.
+            kinds = {(False, False): "unary_unary", (True, False): "stream_unary", (False, True): "unary_stream"}
+            kind = kinds.get((handler.request_streaming, handler.response_streaming), "stream_stream")
+            behavior = self._tracing.wrap(route.service, route.name, kind, behavior)
         return tolerant_handler(handler, behavior)
 
     def _unary_unary(self, behavior, route: Route):

@@ -59,6 +59,7 @@ from regserve.server.gateway.proxy import Upstream, endpoint_for
 from regserve.server.gateway.rules import HttpRoute, contract_services, http_routes
 from regserve.server.gateway.v2 import v2_routes
 from regserve.server.gateway.v2_openapi import add_v2_paths
+from regserve.server.observability.tracing import Tracing, TracingMiddleware
 
 __all__ = [
     "EmbeddedGateway",
@@ -102,13 +103,18 @@ class _RuleRoute(BaseRoute):
         self.endpoint = endpoint_for(route, upstream, local, limits=limits, uploads=uploads)
         self.siblings = siblings
 
+    @property
+    def path(self) -> str:
+        """The path template, as Starlette's routes name theirs (a trace's span name reads it)."""
+        return self.route.path.template
+
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http":
             return Match.NONE, {}
         values = self.route.path.match(_route_path(scope))
         if values is None:
             return Match.NONE, {}
-        child = {"endpoint": self.endpoint, "path_params": values}
+        child = {"endpoint": self.endpoint, "path_params": values, "route": self}
         return (Match.FULL if scope["method"] == self.route.http_method else Match.PARTIAL), child
 
     def url_path_for(self, name: str, /, **path_params) -> NoReturn:
@@ -171,6 +177,7 @@ def create_gateway_app(
     channels: int = 1,
     local: LocalDispatch | None = None,
     limits: GatewayLimits | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """The ASGI app serving the REST routes of ``services`` (default: every regserve.v1 service) from ``target``.
 
@@ -179,6 +186,7 @@ def create_gateway_app(
     ``channels`` above 1, that many connections are opened and used in turn.  With
     ``local``, the gateway runs inside the server and calls unary methods in process.
     ``limits`` bound bodies and uploads (default: bodies of ``max_message_bytes``).
+    With ``tracing``, each HTTP request has a span, the parent of its gRPC call's.
     """
     limits = limits or GatewayLimits(max_body_bytes=max_message_bytes)
     routes = gateway_routes(services)
@@ -214,6 +222,8 @@ def create_gateway_app(
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
+    if tracing is not None:
+        app.add_middleware(TracingMiddleware, tracing=tracing)
     app.state.routes = routes
     app.state.upstream = upstream
     app.state.limits = limits
@@ -289,8 +299,11 @@ class EmbeddedGateway:
         grace_seconds: float = 10.0,
         max_message_bytes: int = 64 * MIB,
         limits: GatewayLimits | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
-        app = create_gateway_app(target, local=local, max_message_bytes=max_message_bytes, limits=limits)
+        app = create_gateway_app(
+            target, local=local, max_message_bytes=max_message_bytes, limits=limits, tracing=tracing
+        )
         # log_config=None: uvicorn's own logging set-up (dictConfig) would close every
         # handler of this process, the access log's among them.  proxy_headers=False:
         # X-Forwarded-For from a local client must not choose its rate-limit bucket.

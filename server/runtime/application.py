@@ -36,6 +36,7 @@ from regserve.server.inference.grpc_servicer import InferenceServicer
 from regserve.server.models.training import TrainingLimits
 from regserve.server.observability.metrics import Metrics, start_metrics_server
 from regserve.server.observability.serving_stats import ServingStats
+from regserve.server.observability.tracing import Tracing
 from regserve.server.registry.disk import ModelRegistry
 from regserve.server.registry.store import ModelStore
 from regserve.server.rpc.health import HealthServicer
@@ -68,6 +69,8 @@ class Application:
     local: LocalDispatch | None = None
     """The servicers' handlers behind the edge, for in-process calls from the embedded gateway."""
     edge: Edge | None = None
+    tracing: Tracing | None = None
+    """The server's OpenTelemetry tracer; None when tracing is off."""
     thread_pools: dict[Pool, futures.ThreadPoolExecutor] = field(default_factory=dict)
     """The threads that answer calls: the server's (``Pool.SERVER``) and each pool whose size is above 0."""
     shutting_down: threading.Event = field(default_factory=threading.Event)
@@ -125,6 +128,8 @@ class Application:
             pool.shutdown(wait=False)
         if self.edge is not None:
             self.edge.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
         self.store.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -137,10 +142,11 @@ class Application:
         self.release()
 
 
-def create_server(settings: Settings, store: ModelStore | None = None) -> Application:
+def create_server(settings: Settings, store: ModelStore | None = None, tracing: Tracing | None = None) -> Application:
     """Build the server for ``settings``, bound but not started.
 
-    The store is loaded from ``settings.model_dir`` unless one is given.  Health
+    The store is loaded from ``settings.model_dir`` unless one is given; so is the tracing
+    (``settings.otlp_endpoint`` and the OTEL_* variables).  Health
     starts NOT_SERVING and turns SERVING once a model is loaded.
     """
     settings.check()
@@ -165,7 +171,9 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
     # makes over gRPC (see FORWARDED_PEER); never leaves the process but on loopback.
     forwarding_key = secrets.token_urlsafe(24)
     policy = _edge_policy(settings, forwarding_key)
-    edge = Edge(metrics, policy)
+    if tracing is None:
+        tracing = Tracing.from_settings(settings.otlp_endpoint)
+    edge = Edge(metrics, policy, tracing)
     pools = _thread_pools(settings)
     server = grpc.server(
         pools[Pool.SERVER], options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None
@@ -180,6 +188,7 @@ def create_server(settings: Settings, store: ModelStore | None = None) -> Applic
         metrics,
         settings.metrics_port,
         edge=edge,
+        tracing=tracing,
         thread_pools=pools,
         _metrics_host=settings.host,
     )

@@ -58,6 +58,7 @@ def _embedded_gateway(settings: Settings, app: Application, sock: socket.socket)
         grace_seconds=settings.grace_seconds,
         max_message_bytes=settings.max_message_bytes,
         limits=GatewayLimits.from_settings(settings),
+        tracing=app.tracing,
     )
 
 
