@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from regserve.client import RegressionClient
 from regserve.server.config import Settings
@@ -88,3 +89,69 @@ def test_replicas_bootstrapping_one_empty_s3_registry_at_once_store_each_demo_mo
         assert {store.resolve(name).version for store in stores} == {"v1"}
     refused = [r for r in caplog.records if "stored by another replica" in r.getMessage()]
     print(f"{len(refused)} demo trainings refused by the registry, {len(DEMO_MODELS)} stored")
+
+
+@pytest.mark.slow
+def test_three_serve_processes_started_at_once_on_an_empty_s3_registry_serve_one_version_of_each(s3_url):
+    """`regserve serve` with the demo models on, three processes at once, as a Deployment's first rollout starts."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import grpc
+
+    from regserve.server.datasets.demo import DEMO_MODELS
+    from regserve.v1 import model_service_pb2 as mpb
+    from regserve.v1 import model_service_pb2_grpc
+
+    command = [sys.executable, "-m", "regserve.server.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
+    command += ["--model-dir", s3_url, "--no-access-log", "--poll-interval", "0.2", "--drain-seconds", "0"]
+    processes = [subprocess.Popen(command, env=dict(os.environ), stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    logs: list[list[str]] = [[] for _ in processes]
+    readers = [
+        threading.Thread(target=lambda p=p, lines=lines: lines.extend(p.stderr), daemon=True)
+        for p, lines in zip(processes, logs, strict=True)
+    ]
+    for reader in readers:
+        reader.start()
+
+    def wait_for(condition, what: str) -> None:
+        deadline = time.monotonic() + 120
+        while not condition():
+            assert time.monotonic() < deadline, f"never saw {what}:\n" + "\n".join("".join(lines) for lines in logs)
+            time.sleep(0.05)
+
+    def serving(port: int) -> dict[str, tuple[str, int, int]]:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            answer = model_service_pb2_grpc.ModelServiceStub(channel).GetStatus(mpb.GetStatusRequest(), timeout=30)
+        return {
+            s.state.model: (s.state.serving_version, s.served_generation, s.state.generation) for s in answer.models
+        }
+
+    try:
+        ports = []
+        for lines in logs:
+            wait_for(lambda lines=lines: any("regserve listening on" in line for line in lines), "every replica start")
+            ports.append(int(re.search(r"listening on 127\.0\.0\.1:(\d+)", "".join(lines)).group(1)))
+        for port in ports:
+            # Every replica routes v1 of each demo model, by the generation the registry holds.
+            wait_for(
+                lambda port=port: (
+                    all(answer[0] == "v1" and answer[1] == answer[2] for answer in serving(port).values())
+                    and set(serving(port)) == set(DEMO_MODELS)
+                ),
+                f"the replica on port {port} serve every demo model",
+            )
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=60)
+    registry = ModelRegistry(s3_url)
+    for name in DEMO_MODELS:
+        assert [v.version for v in registry.list_versions(name)] == ["v1"]
+        assert [h.action for h in registry.read_state(name).history] == ["promote"]
+    assert [p.returncode for p in processes] == [0, 0, 0]
