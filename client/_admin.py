@@ -87,4 +87,4 @@ class ModelAdminClient(Connection):
 
     def status_response(self, model: str = "") -> pb.GetStatusResponse:
         """The whole GetStatus answer: the ``models`` of ``status`` and the ``replica`` (host:pid) that answered."""
-        return self._send(self._stub, _calls.Call("GetStatus", pb.GetStatusRequest(model=model), lambda r: r))
+        return self._send(self._stub, _calls.status_response(model))

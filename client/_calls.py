@@ -41,6 +41,7 @@ __all__ = [
     "row_blocks",
     "set_split",
     "status",
+    "status_response",
     "train_pairs",
     "train_requests",
     "unfreeze",
@@ -329,3 +330,7 @@ def delete_version(model: str, version: str, reason: str) -> Call[admin_pb.Model
 
 def status(model: str) -> Call[list[admin_pb.ModelStatus]]:
     return Call("GetStatus", admin_pb.GetStatusRequest(model=model), lambda r: list(r.models))
+
+
+def status_response(model: str) -> Call[admin_pb.GetStatusResponse]:
+    return Call("GetStatus", admin_pb.GetStatusRequest(model=model), lambda r: r)

@@ -281,3 +281,7 @@ class AsyncModelAdminClient(AsyncConnection):
     async def status(self, model: str = "") -> list[admin_pb.ModelStatus]:
         """State, per-version traffic, errors and latency, and switch history of ``model`` (every model when "")."""
         return await self._send(self._stub, _calls.status(model))
+
+    async def status_response(self, model: str = "") -> admin_pb.GetStatusResponse:
+        """The whole GetStatus answer: the ``models`` of ``status`` and the ``replica`` (host:pid) that answered."""
+        return await self._send(self._stub, _calls.status_response(model))

@@ -50,6 +50,9 @@ async def test_every_method_returns_what_the_blocking_client_returns(admin, hous
         assert await admin.list_models() == blocking.list_models()
         assert await admin.list_versions("house") == blocking.list_versions("house")
         assert await admin.get_version("house", "v2") == blocking.get_version("house", "v2")
+        answered = await admin.status_response("house")
+        assert answered.replica and answered.replica == blocking.status_response("house").replica
+        assert [m.state.model for m in answered.models] == ["house"]
     assert isinstance(await admin.get_version("house", "v2"), types_pb2.ModelVersion)
     changes = [
         (await admin.promote("house", "v2", reason="r"), "v2"),
