@@ -264,10 +264,17 @@ def run_gateway(
 
     On SIGTERM or SIGINT, open HTTP calls get ``grace_seconds`` to finish.
     ``limits`` (default: ``GatewayLimits()``) also sets the largest message to and from ``target``.
+    The OTEL_EXPORTER_OTLP_* variables turn tracing on, as for the server.
     """
     limits = limits or GatewayLimits()
+    tracing = Tracing.from_settings("")
     app = create_gateway_app(
-        target, credentials=credentials, channels=channels, max_message_bytes=limits.max_body_bytes, limits=limits
+        target,
+        credentials=credentials,
+        channels=channels,
+        max_message_bytes=limits.max_body_bytes,
+        limits=limits,
+        tracing=tracing,
     )
     config = uvicorn_config(
         app,
@@ -277,7 +284,11 @@ def run_gateway(
         # uvicorn types the grace period as int, but waits with asyncio.timeout, which takes a float.
         timeout_graceful_shutdown=grace_seconds,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
 
 
 class EmbeddedGateway:

@@ -157,6 +157,11 @@ class Tracing:
 
             def unary_unary(request, context):
                 span = start(service, name, context)
+                if not span.is_recording():  # sampled out: the call's attributes would be thrown away
+                    try:
+                        return behavior(request, context)
+                    finally:
+                        span.end()
                 attributes = _request_attributes(request)
                 try:
                     response = behavior(request, context)

@@ -5,7 +5,10 @@ stand-in collector on loopback."""
 from __future__ import annotations
 
 import http.server
+import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -145,6 +148,69 @@ def test_the_rest_span_is_the_parent_of_the_in_process_grpc_span(gateway, export
     assert grpc_missing.parent.span_id == rest_missing.context.span_id
     assert rest_missing.attributes["http.response.status_code"] == 404
     assert grpc_missing.status.status_code is StatusCode.ERROR
+
+
+def test_a_streaming_rest_call_carries_the_rest_span_over_grpc(gateway, exported, linear_data):
+    X, _ = linear_data
+    body = "".join(
+        json.dumps({"inputs": {"numColumns": 5, "values": X[i : i + 2].ravel().tolist()}}) + "\n" for i in (0, 2)
+    )
+    answer = httpx.post(
+        f"{gateway}/v1/models/house:batchPredict",
+        content=body,
+        headers={"content-type": "application/x-ndjson"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    (rest,) = rest_spans(exported, 1)
+    (batch,) = spans_named(exported, f"{R}/BatchPredict")
+    assert rest.name == "POST /v1/models/{model}:batchPredict" and rest.attributes["regserve.model"] == "house"
+    assert batch.parent.span_id == rest.context.span_id and batch.parent.is_remote
+    assert batch.attributes["regserve.messages_sent"] == 2
+
+
+def test_sampling_follows_otel_traces_sampler(tmp_path, monkeypatch, linear_data):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    exported = InMemorySpanExporter()
+    app = traced_server(tmp_path / "models", Tracing.with_processor(SimpleSpanProcessor(exported)))
+    X, y = linear_data
+    try:
+        with RegressionClient(f"127.0.0.1:{app.port}", timeout=30) as client:
+            client.train("house", X, y)
+            assert len(client.predict("house", X[:2]).values) == 2
+            with pytest.raises(NotFound):
+                client.predict("nowhere", X[:1])
+    finally:
+        app.stop(0)
+    assert exported.get_finished_spans() == ()
+
+
+def test_without_tracing_the_handlers_are_the_edges_own(tmp_path, exported):
+    plain = start_server(tmp_path / "plain")
+    traced = traced_server(tmp_path / "traced", Tracing.with_processor(SimpleSpanProcessor(exported)))
+    try:
+        predict = "/regserve.v1.RegressionService/Predict"
+        assert plain.local.handler(predict).__qualname__ == "Edge._unary_unary.<locals>.unary_unary"
+        assert traced.local.handler(predict).__qualname__ == "Tracing.wrap.<locals>.unary_unary"
+    finally:
+        plain.stop(0)
+        traced.stop(0)
+
+
+def test_the_client_library_does_not_import_opentelemetry(app, linear_data):
+    # A fresh interpreter: this one has loaded opentelemetry for the tests above.
+    script = (
+        "import sys, numpy as np\n"
+        "from regserve.client import RegressionClient, NotFound\n"
+        f"with RegressionClient('127.0.0.1:{app.port}', timeout=30) as client:\n"
+        "    try:\n"
+        "        client.predict('nowhere', np.ones((1, 2)))\n"
+        "    except NotFound:\n"
+        "        pass\n"
+        "print(sorted(name for name in sys.modules if name.startswith('opentelemetry')))\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert ran.stdout.strip() == "[]"
 
 
 def test_a_rest_clients_traceparent_is_the_parent_of_the_rest_span(gateway, exported, linear_data):
