@@ -188,6 +188,19 @@ def test_a_model_without_sample_or_traffic_says_so(served, tmp_path):
     assert [image["data-chart"] for image in Page(text).images] == ["coefficients"]
 
 
+def test_a_binary_classifier_draws_the_positive_class(served, tmp_path):
+    _, target, _ = served
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(400, 3))
+    labels = np.where(X @ [1.0, -1.0, 0.5] + rng.normal(scale=0.5, size=400) > 0, "yes", "no")
+    with RegressionClient(target, timeout=60) as client:
+        client.train("flag", X, labels.tolist(), kind="logistic", validation_fraction=0.25, seed=6)
+    text = _report(target, "flag", tmp_path / "flag.html")
+    assert [image["data-chart"] for image in Page(text).images] == ["coefficients", "confusion", "calibration", "roc"]
+    assert re.search(r"<tr><td>yes</td><td class=\"number\">0\.9[0-9]*</td></tr>", text)
+    assert "<tr><td>no</td>" not in text[text.index("ROC AUC") :]
+
+
 def test_roc_areas_match_scikit_learn_with_ties():
     from sklearn.metrics import roc_auc_score
     from sklearn.metrics import roc_curve as sk_roc_curve
