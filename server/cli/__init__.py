@@ -4,6 +4,7 @@ parser.py           the subcommands and their flags
 commands.py         the client commands (train, predict, info, health, the model lifecycle)
 server_commands.py  serve and gateway
 render.py           what the commands print, as text or (``--output json``) JSON
+report.py           report: a version's HTML page (``regserve.server.report``, matplotlib loaded only then)
 """
 
 from __future__ import annotations
