@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from importlib import resources
 
 import grpc
@@ -199,6 +200,14 @@ def test_a_binary_classifier_draws_the_positive_class(served, tmp_path):
     assert [image["data-chart"] for image in Page(text).images] == ["coefficients", "confusion", "calibration", "roc"]
     assert re.search(r"<tr><td>yes</td><td class=\"number\">0\.9[0-9]*</td></tr>", text)
     assert "<tr><td>no</td>" not in text[text.index("ROC AUC") :]
+
+
+def test_the_server_and_the_other_commands_never_import_matplotlib():
+    code = (
+        "import sys, regserve.server.cli, regserve.server.runtime.serve, regserve.server.runtime.application\n"
+        "sys.exit(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib')[:3] or 0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_roc_areas_match_scikit_learn_with_ties():
