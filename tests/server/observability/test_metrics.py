@@ -108,7 +108,15 @@ def test_in_flight_gauge_counts_an_open_stream(served, linear_data):
         worker = threading.Thread(target=lambda: results.extend(client.iter_batch_predict("house", chunks())))
         worker.start()
         assert opened.wait(10)
+        # The client asks for the second chunk once the first is sent, which may be before the
+        # server has begun the call: wait (generously) for the gauge to see it.
+        deadline = time.monotonic() + 10
         during = scrape(served)
+        while value(during, "regserve_requests_in_flight", service=R, method="BatchPredict") < 1:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+            during = scrape(served)
         release.set()
         worker.join(10)
     assert len(results) == 2
