@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from regserve.client import _calls
 from regserve.client._channel import Connection
@@ -53,6 +53,52 @@ class ModelAdminClient(Connection):
     def get_version(self, model: str, version: str) -> types_pb2.ModelVersion:
         """The full description of one version, coefficients included."""
         return self._send(self._stub, _calls.get_version(model, version))
+
+    def create_version(
+        self,
+        model: str,
+        kind: str,
+        coefficients,
+        intercepts,
+        *,
+        feature_names: Sequence[str] = (),
+        classes: Sequence[str] = (),
+        means=None,
+        scales=None,
+        training: Mapping[str, float] | None = None,
+        validation: Mapping[str, float] | None = None,
+        source: str = "",
+        data_fingerprint: str = "",
+        promote: bool = True,
+        promotion_gate: bool = False,
+    ) -> pb.CreateVersionResponse:
+        """Store a new version of ``model`` from fitted parameters; the answer says whether it was promoted.
+
+        ``kind`` is ``"linear"``, ``"ridge"`` or ``"logistic"``; ``coefficients`` has one row per
+        output (one, or one per class for three classes or more) and one column per feature, on the
+        standardized features when ``means`` and ``scales`` are given.  ``training`` and
+        ``validation`` are scalar metrics by name (the promotion gate compares the validation
+        ``mse`` or ``accuracy``); ``source`` and ``data_fingerprint`` are the version's lineage.
+        Parameters the server refuses raise ``InvalidArgument`` (reason ``INVALID_PARAMETERS``)
+        with a field violation for each problem.
+        """
+        call = _calls.create_version(
+            model,
+            kind,
+            coefficients,
+            intercepts,
+            feature_names=feature_names,
+            classes=classes,
+            means=means,
+            scales=scales,
+            training=training,
+            validation=validation,
+            source=source,
+            data_fingerprint=data_fingerprint,
+            promote=promote,
+            promotion_gate=promotion_gate,
+        )
+        return self._send(self._stub, call)
 
     def promote(self, model: str, version: str, reason: str = "") -> pb.ModelState:
         """Make ``version`` serve requests naming no version, once it passed its checks; ends any split."""

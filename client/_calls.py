@@ -37,6 +37,7 @@ __all__ = [
     "predict",
     "predict_named",
     "promote",
+    "create_version",
     "rollback",
     "row_blocks",
     "set_split",
@@ -299,6 +300,44 @@ def get_version(model: str, version: str) -> Call[types_pb2.ModelVersion]:
 
 def _state(response) -> admin_pb.ModelState:
     return response.state
+
+
+def create_version(
+    model: str,
+    kind: str,
+    coefficients,
+    intercepts,
+    *,
+    feature_names: Sequence[str] = (),
+    classes: Sequence[str] = (),
+    means=None,
+    scales=None,
+    training: Mapping[str, float] | None = None,
+    validation: Mapping[str, float] | None = None,
+    source: str = "",
+    data_fingerprint: str = "",
+    promote: bool = True,
+    promotion_gate: bool = False,
+) -> Call[admin_pb.CreateVersionResponse]:
+    coef = np.asarray(coefficients, dtype=_F8)
+    request = admin_pb.CreateVersionRequest(
+        model=model,
+        kind=_KINDS.get(kind, types_pb2.MODEL_KIND_UNSPECIFIED),
+        feature_names=list(feature_names),
+        classes=[str(c) for c in classes],
+        coefficients=_raw_matrix(coef.reshape(1, -1) if coef.ndim == 1 else coef),
+        intercepts=np.ravel(np.asarray(intercepts, dtype=_F8)).tolist(),
+        lineage=admin_pb.Lineage(source=source, data_fingerprint=data_fingerprint),
+        promote=promote,
+        promotion_gate=promotion_gate,
+    )
+    if means is not None or scales is not None:
+        request.standardization.enabled = True
+        request.standardization.means.extend(np.ravel(np.asarray(means, dtype=_F8)).tolist())
+        request.standardization.scales.extend(np.ravel(np.asarray(scales, dtype=_F8)).tolist())
+    for metrics, evaluation in ((training, request.training), (validation, request.validation)):
+        evaluation.metrics.update(metrics or {})
+    return Call("CreateVersion", request, lambda r: r)
 
 
 def promote(model: str, version: str, reason: str) -> Call[admin_pb.ModelState]:

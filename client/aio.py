@@ -254,6 +254,12 @@ class AsyncModelAdminClient(AsyncConnection):
         """The full description of one version, coefficients included."""
         return await self._send(self._stub, _calls.get_version(model, version))
 
+    async def create_version(
+        self, model: str, kind: str, coefficients, intercepts, **fitted
+    ) -> admin_pb.CreateVersionResponse:
+        """Store a new version from fitted parameters; keyword arguments as ``ModelAdminClient.create_version``."""
+        return await self._send(self._stub, _calls.create_version(model, kind, coefficients, intercepts, **fitted))
+
     async def promote(self, model: str, version: str, reason: str = "") -> admin_pb.ModelState:
         """Make ``version`` serve requests naming no version, once it passed its checks; ends any split."""
         return await self._send(self._stub, _calls.promote(model, version, reason))

@@ -11,8 +11,9 @@ in Swagger UI works as shown: without one, Swagger UI fills every field of the s
 (both ``inputs`` and ``namedInputs``, which Predict refuses) and pretty-prints NDJSON.
 NDJSON request bodies are declared as ``application/x-NDJSON`` (``NDJSON_REQUEST``).
 The examples tell one story on ``iris``, each succeeding once in this order: train a
-second version without promoting it, read, split traffic between v1 and v2, promote v2
-(which ends the split), roll back to v1, freeze and unfreeze v2, and delete it.
+second version without promoting it, create a third from fitted parameters without promoting
+it, read, split traffic between v1 and v2, promote v2 (which ends the split), roll back to v1,
+freeze and unfreeze v2, and delete it.
 """
 
 from __future__ import annotations
@@ -109,6 +110,21 @@ EXAMPLES: dict[str, dict] = {
     "ModelService.ListModels": {},
     "ModelService.ListVersions": {"path": {"model": "iris"}},
     "ModelService.GetVersion": {"path": {"model": "iris", "version": "v1"}},
+    "ModelService.CreateVersion": {
+        "path": {"model": "iris"},
+        "body": {
+            "kind": "MODEL_KIND_LOGISTIC",
+            "featureNames": _IRIS_FEATURES,
+            "classes": ["setosa", "versicolor", "virginica"],
+            "coefficients": {
+                "numColumns": 4,
+                "values": [*(-0.4, 0.9, -2.3, -1.0), *(0.5, -0.3, -0.2, -0.8), *(-0.1, -0.6, 2.5, 1.8)],
+            },
+            "intercepts": [9.8, 2.2, -12.0],
+            "lineage": {"source": "fitted by scikit-learn on the iris data"},
+            "promote": False,
+        },
+    },
     "ModelService.PromoteVersion": {
         "path": {"model": "iris", "version": "v2"},
         "body": {"reason": "v2 trained on the new flowers"},

@@ -119,6 +119,7 @@ METHODS: Mapping[str, Method] = MappingProxyType(
             Method(_MODEL, "ListModels", _PREDICT, Pool.ADMIN),
             Method(_MODEL, "ListVersions", _PREDICT, Pool.ADMIN),
             Method(_MODEL, "GetVersion", _PREDICT, Pool.ADMIN),
+            Method(_MODEL, "CreateVersion", _ADMIN, Pool.ADMIN, changes_registry=True),
             Method(_MODEL, "PromoteVersion", _ADMIN, Pool.ADMIN, changes_registry=True),
             Method(_MODEL, "RollbackModel", _ADMIN, Pool.ADMIN, changes_registry=True),
             Method(_MODEL, "FreezeVersion", _ADMIN, Pool.ADMIN, changes_registry=True),

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 
 import grpc
 
+from regserve.server import __version__
 from regserve.server.errors import InvalidInput
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.problems import ModelReport
 from regserve.server.registry.state import ModelState
 from regserve.server.registry.store import ModelStore
 from regserve.server.rpc import convert, registry_messages
+from regserve.server.rpc.fitted_models import fitted_version
 from regserve.server.rpc.status import maps_errors
 from regserve.v1 import model_service_pb2 as pb
 from regserve.v1 import model_service_pb2_grpc as pb_grpc
@@ -33,11 +36,16 @@ def _required(value: str, field: str) -> str:
 
 @maps_errors("regserve.v1.ModelService")
 class ModelServicer(pb_grpc.ModelServiceServicer):
-    """Answers ModelService calls for the models of ``store``, with statistics from ``stats``."""
+    """Answers ModelService calls for the models of ``store``, with statistics from ``stats``.
 
-    def __init__(self, store: ModelStore, stats: ServingStats) -> None:
+    ``on_change`` is called after CreateVersion stores a version, so the server can update
+    its health status.
+    """
+
+    def __init__(self, store: ModelStore, stats: ServingStats, on_change: Callable[[], None] = lambda: None) -> None:
         self._store = store
         self._stats = stats
+        self._on_change = on_change
 
     def _state(self, model: str, state: ModelState) -> pb.ModelState:
         return registry_messages.model_state_to_proto(model, state, self._store.report(model).version_names)
@@ -67,6 +75,27 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             response.validation_sample.inputs.CopyFrom(convert.ndarray_to_matrix(inputs, raw=True))
             response.validation_sample.targets.CopyFrom(convert.ndarray_to_vector(targets, raw=True))
         return response
+
+    def CreateVersion(
+        self, request: pb.CreateVersionRequest, context: grpc.ServicerContext
+    ) -> pb.CreateVersionResponse:
+        model = self._store.check_model_name(_required(request.model, "model"))
+        estimator, metadata = fitted_version(request)
+        promote = request.promote if request.HasField("promote") else True
+        stored, promoted, reason = self._store.add_version(
+            model,
+            estimator,
+            {**metadata, "regserve_version": __version__},
+            promote=promote,
+            gate=request.promotion_gate,
+        )
+        self._on_change()
+        role = self._store.serving_state(model, stored.version)
+        return pb.CreateVersionResponse(
+            model_version=registry_messages.model_version_to_proto(stored, estimator, role),
+            promoted=promoted,
+            promotion_reason=reason,
+        )
 
     def PromoteVersion(
         self, request: pb.PromoteVersionRequest, context: grpc.ServicerContext

@@ -104,6 +104,7 @@ def model_version_to_proto(
         regserve_version=metadata.regserve_version,
         serving_state=SERVING_STATES.get(serving_state, types_pb2.SERVING_STATE_UNSPECIFIED),
         training_seconds=metadata.duration_seconds,
+        source=str(metadata.raw.get("source") or ""),
     )
     if estimator is not None:
         message.coefficients.CopyFrom(ndarray_to_matrix(np.atleast_2d(estimator.coef_), raw=False))

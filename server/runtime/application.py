@@ -206,7 +206,9 @@ def create_server(settings: Settings, store: ModelStore | None = None, tracing: 
         ),
         guarded,
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, app.stats), guarded)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(store, app.stats, on_change=app.update_health), guarded
+    )
     inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(
             store,

@@ -26,6 +26,7 @@ ASYNC_CALLS = {
     "regserve.v1.ModelService/ListModels": lambda client, admin: admin.list_models(),
     "regserve.v1.ModelService/ListVersions": lambda client, admin: admin.list_versions("m"),
     "regserve.v1.ModelService/GetVersion": lambda client, admin: admin.get_version("m", "v1"),
+    "regserve.v1.ModelService/CreateVersion": lambda client, admin: admin.create_version("m", "linear", [[1.0]], [0.0]),
     "regserve.v1.ModelService/PromoteVersion": lambda client, admin: admin.promote("m", "v1"),
     "regserve.v1.ModelService/RollbackModel": lambda client, admin: admin.rollback("m"),
     "regserve.v1.ModelService/FreezeVersion": lambda client, admin: admin.freeze("m", "v1"),

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from regserve.v1 import types_pb2 as regserve_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fregserve/v1/model_service.proto\x12\x0bregserve.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17regserve/v1/types.proto\"|\n\x06Switch\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x03 \x01(\t\x12\x12\n\nto_version\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xdb\x02\n\nModelState\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12\x19\n\x11previous_versions\x18\x03 \x03(\t\x12\x17\n\x0f\x66rozen_versions\x18\x04 \x03(\t\x12@\n\rtraffic_split\x18\x05 \x03(\x0b\x32).regserve.v1.ModelState.TrafficSplitEntry\x12\x12\n\ngeneration\x18\x06 \x01(\x04\x12\x10\n\x08versions\x18\x07 \x03(\t\x12%\n\x07problem\x18\x08 \x01(\x0b\x32\x14.regserve.v1.Problem\x12-\n\x0fserving_problem\x18\t \x01(\x0b\x32\x14.regserve.v1.Problem\x1a\x33\n\x11TrafficSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.regserve.v1.ModelState\"$\n\x13ListVersionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"C\n\x14ListVersionsResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.regserve.v1.ModelVersion\"[\n\x11GetVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12&\n\x04view\x18\x03 \x01(\x0e\x32\x18.regserve.v1.VersionView\"]\n\x10ValidationSample\x12#\n\x06inputs\x18\x01 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12$\n\x07targets\x18\x02 \x01(\x0b\x32\x13.regserve.v1.Vector\"\x80\x01\n\x12GetVersionResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.regserve.v1.ModelVersion\x12\x38\n\x11validation_sample\x18\x02 \x01(\x0b\x32\x1d.regserve.v1.ValidationSample\"G\n\x15PromoteVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"@\n\x16PromoteVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"5\n\x14RollbackModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x15RollbackModelResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"F\n\x14\x46reezeVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x15\x46reezeVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"H\n\x16UnfreezeVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x17UnfreezeVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"\xaa\x01\n\x16SetTrafficSplitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x41\n\x07weights\x18\x02 \x03(\x0b\x32\x30.regserve.v1.SetTrafficSplitRequest.WeightsEntry\x12\x0e\n\x06reason\x18\x03 \x01(\t\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x17SetTrafficSplitResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"F\n\x14\x44\x65leteVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x15\x44\x65leteVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"!\n\x10GetStatusRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xf2\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x30\n\rserving_state\x18\x02 \x01(\x0e\x32\x19.regserve.v1.ServingState\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\x12\x0c\n\x04rows\x18\x05 \x01(\x04\x12\x17\n\x0flatency_mean_ms\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x07 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x08 \x01(\x01\x12%\n\x07problem\x18\t \x01(\x0b\x32\x14.regserve.v1.Problem\"\xa4\x01\n\x0bModelStatus\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\x12,\n\x08versions\x18\x02 \x03(\x0b\x32\x1a.regserve.v1.VersionStatus\x12$\n\x07history\x18\x03 \x03(\x0b\x32\x13.regserve.v1.Switch\x12\x19\n\x11served_generation\x18\x04 \x01(\x04\"N\n\x11GetStatusResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.regserve.v1.ModelStatus\x12\x0f\n\x07replica\x18\x02 \x01(\t*g\n\x0bVersionView\x12\x1c\n\x18VERSION_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12VERSION_VIEW_BASIC\x10\x01\x12\"\n\x1eVERSION_VIEW_VALIDATION_SAMPLE\x10\x02\x32\xbe\n\n\x0cModelService\x12\x61\n\nListModels\x12\x1e.regserve.v1.ListModelsRequest\x1a\x1f.regserve.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12x\n\x0cListVersions\x12 .regserve.v1.ListVersionsRequest\x1a!.regserve.v1.ListVersionsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/models/{model}/versions\x12|\n\nGetVersion\x12\x1e.regserve.v1.GetVersionRequest\x1a\x1f.regserve.v1.GetVersionResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/v1/models/{model}/versions/{version}\x12\x93\x01\n\x0ePromoteVersion\x12\".regserve.v1.PromoteVersionRequest\x1a#.regserve.v1.PromoteVersionResponse\"8\x82\xd3\xe4\x93\x02\x32\"-/v1/models/{model}/versions/{version}:promote:\x01*\x12~\n\rRollbackModel\x12!.regserve.v1.RollbackModelRequest\x1a\".regserve.v1.RollbackModelResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/models/{model}:rollback:\x01*\x12\x8f\x01\n\rFreezeVersion\x12!.regserve.v1.FreezeVersionRequest\x1a\".regserve.v1.FreezeVersionResponse\"7\x82\xd3\xe4\x93\x02\x31\",/v1/models/{model}/versions/{version}:freeze:\x01*\x12\x97\x01\n\x0fUnfreezeVersion\x12#.regserve.v1.UnfreezeVersionRequest\x1a$.regserve.v1.UnfreezeVersionResponse\"9\x82\xd3\xe4\x93\x02\x33\"./v1/models/{model}/versions/{version}:unfreeze:\x01*\x12\x8b\x01\n\x0fSetTrafficSplit\x12#.regserve.v1.SetTrafficSplitRequest\x1a$.regserve.v1.SetTrafficSplitResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/models/{model}:setTrafficSplit:\x01*\x12\x85\x01\n\rDeleteVersion\x12!.regserve.v1.DeleteVersionRequest\x1a\".regserve.v1.DeleteVersionResponse\"-\x82\xd3\xe4\x93\x02\'*%/v1/models/{model}/versions/{version}\x12{\n\tGetStatus\x12\x1d.regserve.v1.GetStatusRequest\x1a\x1e.regserve.v1.GetStatusResponse\"/\x82\xd3\xe4\x93\x02)\x12\n/v1/statusZ\x1b\x12\x19/v1/models/{model}/statusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fregserve/v1/model_service.proto\x12\x0bregserve.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17regserve/v1/types.proto\"|\n\x06Switch\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x03 \x01(\t\x12\x12\n\nto_version\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xdb\x02\n\nModelState\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12\x19\n\x11previous_versions\x18\x03 \x03(\t\x12\x17\n\x0f\x66rozen_versions\x18\x04 \x03(\t\x12@\n\rtraffic_split\x18\x05 \x03(\x0b\x32).regserve.v1.ModelState.TrafficSplitEntry\x12\x12\n\ngeneration\x18\x06 \x01(\x04\x12\x10\n\x08versions\x18\x07 \x03(\t\x12%\n\x07problem\x18\x08 \x01(\x0b\x32\x14.regserve.v1.Problem\x12-\n\x0fserving_problem\x18\t \x01(\x0b\x32\x14.regserve.v1.Problem\x1a\x33\n\x11TrafficSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.regserve.v1.ModelState\"$\n\x13ListVersionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"C\n\x14ListVersionsResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.regserve.v1.ModelVersion\"[\n\x11GetVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12&\n\x04view\x18\x03 \x01(\x0e\x32\x18.regserve.v1.VersionView\"]\n\x10ValidationSample\x12#\n\x06inputs\x18\x01 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12$\n\x07targets\x18\x02 \x01(\x0b\x32\x13.regserve.v1.Vector\"\x80\x01\n\x12GetVersionResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.regserve.v1.ModelVersion\x12\x38\n\x11validation_sample\x18\x02 \x01(\x0b\x32\x1d.regserve.v1.ValidationSample\"3\n\x07Lineage\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x18\n\x10\x64\x61ta_fingerprint\x18\x02 \x01(\t\"\x90\x04\n\x14\x43reateVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.regserve.v1.ModelKind\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12)\n\x0c\x63oefficients\x18\x05 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12\x12\n\nintercepts\x18\x06 \x03(\x01\x12\x35\n\x0fstandardization\x18\x07 \x01(\x0b\x32\x1c.regserve.v1.Standardization\x12)\n\x08training\x18\x08 \x01(\x0b\x32\x17.regserve.v1.Evaluation\x12+\n\nvalidation\x18\t \x01(\x0b\x32\x17.regserve.v1.Evaluation\x12\x30\n\rsolver_report\x18\n \x01(\x0b\x32\x19.regserve.v1.SolverReport\x12:\n\x12\x66\x65\x61ture_statistics\x18\x0b \x03(\x0b\x32\x1e.regserve.v1.FeatureStatistics\x12%\n\x07lineage\x18\x0c \x01(\x0b\x32\x14.regserve.v1.Lineage\x12\x14\n\x07promote\x18\r \x01(\x08H\x00\x88\x01\x01\x12\x16\n\x0epromotion_gate\x18\x0e \x01(\x08\x42\n\n\x08_promote\"u\n\x15\x43reateVersionResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.regserve.v1.ModelVersion\x12\x10\n\x08promoted\x18\x02 \x01(\x08\x12\x18\n\x10promotion_reason\x18\x03 \x01(\t\"G\n\x15PromoteVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"@\n\x16PromoteVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"5\n\x14RollbackModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x15RollbackModelResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"F\n\x14\x46reezeVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x15\x46reezeVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"H\n\x16UnfreezeVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x17UnfreezeVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"\xaa\x01\n\x16SetTrafficSplitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x41\n\x07weights\x18\x02 \x03(\x0b\x32\x30.regserve.v1.SetTrafficSplitRequest.WeightsEntry\x12\x0e\n\x06reason\x18\x03 \x01(\t\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x17SetTrafficSplitResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"F\n\x14\x44\x65leteVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x15\x44\x65leteVersionResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\"!\n\x10GetStatusRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xf2\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x30\n\rserving_state\x18\x02 \x01(\x0e\x32\x19.regserve.v1.ServingState\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\x12\x0c\n\x04rows\x18\x05 \x01(\x04\x12\x17\n\x0flatency_mean_ms\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x07 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x08 \x01(\x01\x12%\n\x07problem\x18\t \x01(\x0b\x32\x14.regserve.v1.Problem\"\xa4\x01\n\x0bModelStatus\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.regserve.v1.ModelState\x12,\n\x08versions\x18\x02 \x03(\x0b\x32\x1a.regserve.v1.VersionStatus\x12$\n\x07history\x18\x03 \x03(\x0b\x32\x13.regserve.v1.Switch\x12\x19\n\x11served_generation\x18\x04 \x01(\x04\"N\n\x11GetStatusResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.regserve.v1.ModelStatus\x12\x0f\n\x07replica\x18\x02 \x01(\t*g\n\x0bVersionView\x12\x1c\n\x18VERSION_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12VERSION_VIEW_BASIC\x10\x01\x12\"\n\x1eVERSION_VIEW_VALIDATION_SAMPLE\x10\x02\x32\xbe\x0b\n\x0cModelService\x12\x61\n\nListModels\x12\x1e.regserve.v1.ListModelsRequest\x1a\x1f.regserve.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12x\n\x0cListVersions\x12 .regserve.v1.ListVersionsRequest\x1a!.regserve.v1.ListVersionsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/models/{model}/versions\x12|\n\nGetVersion\x12\x1e.regserve.v1.GetVersionRequest\x1a\x1f.regserve.v1.GetVersionResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/v1/models/{model}/versions/{version}\x12~\n\rCreateVersion\x12!.regserve.v1.CreateVersionRequest\x1a\".regserve.v1.CreateVersionResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/models/{model}/versions:\x01*\x12\x93\x01\n\x0ePromoteVersion\x12\".regserve.v1.PromoteVersionRequest\x1a#.regserve.v1.PromoteVersionResponse\"8\x82\xd3\xe4\x93\x02\x32\"-/v1/models/{model}/versions/{version}:promote:\x01*\x12~\n\rRollbackModel\x12!.regserve.v1.RollbackModelRequest\x1a\".regserve.v1.RollbackModelResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/models/{model}:rollback:\x01*\x12\x8f\x01\n\rFreezeVersion\x12!.regserve.v1.FreezeVersionRequest\x1a\".regserve.v1.FreezeVersionResponse\"7\x82\xd3\xe4\x93\x02\x31\",/v1/models/{model}/versions/{version}:freeze:\x01*\x12\x97\x01\n\x0fUnfreezeVersion\x12#.regserve.v1.UnfreezeVersionRequest\x1a$.regserve.v1.UnfreezeVersionResponse\"9\x82\xd3\xe4\x93\x02\x33\"./v1/models/{model}/versions/{version}:unfreeze:\x01*\x12\x8b\x01\n\x0fSetTrafficSplit\x12#.regserve.v1.SetTrafficSplitRequest\x1a$.regserve.v1.SetTrafficSplitResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/models/{model}:setTrafficSplit:\x01*\x12\x85\x01\n\rDeleteVersion\x12!.regserve.v1.DeleteVersionRequest\x1a\".regserve.v1.DeleteVersionResponse\"-\x82\xd3\xe4\x93\x02\'*%/v1/models/{model}/versions/{version}\x12{\n\tGetStatus\x12\x1d.regserve.v1.GetStatusRequest\x1a\x1e.regserve.v1.GetStatusResponse\"/\x82\xd3\xe4\x93\x02)\x12\n/v1/statusZ\x1b\x12\x19/v1/models/{model}/statusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +44,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSERVICE'].methods_by_name['ListVersions']._serialized_options = b'\202\323\344\223\002\035\022\033/v1/models/{model}/versions'
   _globals['_MODELSERVICE'].methods_by_name['GetVersion']._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['GetVersion']._serialized_options = b'\202\323\344\223\002\'\022%/v1/models/{model}/versions/{version}'
+  _globals['_MODELSERVICE'].methods_by_name['CreateVersion']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['CreateVersion']._serialized_options = b'\202\323\344\223\002 \"\033/v1/models/{model}/versions:\001*'
   _globals['_MODELSERVICE'].methods_by_name['PromoteVersion']._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['PromoteVersion']._serialized_options = b'\202\323\344\223\0022\"-/v1/models/{model}/versions/{version}:promote:\001*'
   _globals['_MODELSERVICE'].methods_by_name['RollbackModel']._loaded_options = None
@@ -58,8 +60,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSERVICE'].methods_by_name['DeleteVersion']._serialized_options = b'\202\323\344\223\002\'*%/v1/models/{model}/versions/{version}'
   _globals['_MODELSERVICE'].methods_by_name['GetStatus']._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['GetStatus']._serialized_options = b'\202\323\344\223\002)\022\n/v1/statusZ\033\022\031/v1/models/{model}/status'
-  _globals['_VERSIONVIEW']._serialized_start=2563
-  _globals['_VERSIONVIEW']._serialized_end=2666
+  _globals['_VERSIONVIEW']._serialized_start=3266
+  _globals['_VERSIONVIEW']._serialized_end=3369
   _globals['_SWITCH']._serialized_start=136
   _globals['_SWITCH']._serialized_end=260
   _globals['_MODELSTATE']._serialized_start=263
@@ -80,40 +82,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATIONSAMPLE']._serialized_end=989
   _globals['_GETVERSIONRESPONSE']._serialized_start=992
   _globals['_GETVERSIONRESPONSE']._serialized_end=1120
-  _globals['_PROMOTEVERSIONREQUEST']._serialized_start=1122
-  _globals['_PROMOTEVERSIONREQUEST']._serialized_end=1193
-  _globals['_PROMOTEVERSIONRESPONSE']._serialized_start=1195
-  _globals['_PROMOTEVERSIONRESPONSE']._serialized_end=1259
-  _globals['_ROLLBACKMODELREQUEST']._serialized_start=1261
-  _globals['_ROLLBACKMODELREQUEST']._serialized_end=1314
-  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=1316
-  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=1379
-  _globals['_FREEZEVERSIONREQUEST']._serialized_start=1381
-  _globals['_FREEZEVERSIONREQUEST']._serialized_end=1451
-  _globals['_FREEZEVERSIONRESPONSE']._serialized_start=1453
-  _globals['_FREEZEVERSIONRESPONSE']._serialized_end=1516
-  _globals['_UNFREEZEVERSIONREQUEST']._serialized_start=1518
-  _globals['_UNFREEZEVERSIONREQUEST']._serialized_end=1590
-  _globals['_UNFREEZEVERSIONRESPONSE']._serialized_start=1592
-  _globals['_UNFREEZEVERSIONRESPONSE']._serialized_end=1657
-  _globals['_SETTRAFFICSPLITREQUEST']._serialized_start=1660
-  _globals['_SETTRAFFICSPLITREQUEST']._serialized_end=1830
-  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_start=1784
-  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_end=1830
-  _globals['_SETTRAFFICSPLITRESPONSE']._serialized_start=1832
-  _globals['_SETTRAFFICSPLITRESPONSE']._serialized_end=1897
-  _globals['_DELETEVERSIONREQUEST']._serialized_start=1899
-  _globals['_DELETEVERSIONREQUEST']._serialized_end=1969
-  _globals['_DELETEVERSIONRESPONSE']._serialized_start=1971
-  _globals['_DELETEVERSIONRESPONSE']._serialized_end=2034
-  _globals['_GETSTATUSREQUEST']._serialized_start=2036
-  _globals['_GETSTATUSREQUEST']._serialized_end=2069
-  _globals['_VERSIONSTATUS']._serialized_start=2072
-  _globals['_VERSIONSTATUS']._serialized_end=2314
-  _globals['_MODELSTATUS']._serialized_start=2317
-  _globals['_MODELSTATUS']._serialized_end=2481
-  _globals['_GETSTATUSRESPONSE']._serialized_start=2483
-  _globals['_GETSTATUSRESPONSE']._serialized_end=2561
-  _globals['_MODELSERVICE']._serialized_start=2669
-  _globals['_MODELSERVICE']._serialized_end=4011
+  _globals['_LINEAGE']._serialized_start=1122
+  _globals['_LINEAGE']._serialized_end=1173
+  _globals['_CREATEVERSIONREQUEST']._serialized_start=1176
+  _globals['_CREATEVERSIONREQUEST']._serialized_end=1704
+  _globals['_CREATEVERSIONRESPONSE']._serialized_start=1706
+  _globals['_CREATEVERSIONRESPONSE']._serialized_end=1823
+  _globals['_PROMOTEVERSIONREQUEST']._serialized_start=1825
+  _globals['_PROMOTEVERSIONREQUEST']._serialized_end=1896
+  _globals['_PROMOTEVERSIONRESPONSE']._serialized_start=1898
+  _globals['_PROMOTEVERSIONRESPONSE']._serialized_end=1962
+  _globals['_ROLLBACKMODELREQUEST']._serialized_start=1964
+  _globals['_ROLLBACKMODELREQUEST']._serialized_end=2017
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=2019
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=2082
+  _globals['_FREEZEVERSIONREQUEST']._serialized_start=2084
+  _globals['_FREEZEVERSIONREQUEST']._serialized_end=2154
+  _globals['_FREEZEVERSIONRESPONSE']._serialized_start=2156
+  _globals['_FREEZEVERSIONRESPONSE']._serialized_end=2219
+  _globals['_UNFREEZEVERSIONREQUEST']._serialized_start=2221
+  _globals['_UNFREEZEVERSIONREQUEST']._serialized_end=2293
+  _globals['_UNFREEZEVERSIONRESPONSE']._serialized_start=2295
+  _globals['_UNFREEZEVERSIONRESPONSE']._serialized_end=2360
+  _globals['_SETTRAFFICSPLITREQUEST']._serialized_start=2363
+  _globals['_SETTRAFFICSPLITREQUEST']._serialized_end=2533
+  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_start=2487
+  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_end=2533
+  _globals['_SETTRAFFICSPLITRESPONSE']._serialized_start=2535
+  _globals['_SETTRAFFICSPLITRESPONSE']._serialized_end=2600
+  _globals['_DELETEVERSIONREQUEST']._serialized_start=2602
+  _globals['_DELETEVERSIONREQUEST']._serialized_end=2672
+  _globals['_DELETEVERSIONRESPONSE']._serialized_start=2674
+  _globals['_DELETEVERSIONRESPONSE']._serialized_end=2737
+  _globals['_GETSTATUSREQUEST']._serialized_start=2739
+  _globals['_GETSTATUSREQUEST']._serialized_end=2772
+  _globals['_VERSIONSTATUS']._serialized_start=2775
+  _globals['_VERSIONSTATUS']._serialized_end=3017
+  _globals['_MODELSTATUS']._serialized_start=3020
+  _globals['_MODELSTATUS']._serialized_end=3184
+  _globals['_GETSTATUSRESPONSE']._serialized_start=3186
+  _globals['_GETSTATUSRESPONSE']._serialized_end=3264
+  _globals['_MODELSERVICE']._serialized_start=3372
+  _globals['_MODELSERVICE']._serialized_end=4842
 # @@protoc_insertion_point(module_scope)

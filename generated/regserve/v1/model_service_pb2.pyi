@@ -112,6 +112,56 @@ class GetVersionResponse(_message.Message):
     validation_sample: ValidationSample
     def __init__(self, model_version: _Optional[_Union[_types_pb2.ModelVersion, _Mapping]] = ..., validation_sample: _Optional[_Union[ValidationSample, _Mapping]] = ...) -> None: ...
 
+class Lineage(_message.Message):
+    __slots__ = ("source", "data_fingerprint")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    data_fingerprint: str
+    def __init__(self, source: _Optional[str] = ..., data_fingerprint: _Optional[str] = ...) -> None: ...
+
+class CreateVersionRequest(_message.Message):
+    __slots__ = ("model", "kind", "feature_names", "classes", "coefficients", "intercepts", "standardization", "training", "validation", "solver_report", "feature_statistics", "lineage", "promote", "promotion_gate")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    COEFFICIENTS_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPTS_FIELD_NUMBER: _ClassVar[int]
+    STANDARDIZATION_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    SOLVER_REPORT_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_GATE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    kind: _types_pb2.ModelKind
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    coefficients: _types_pb2.Matrix
+    intercepts: _containers.RepeatedScalarFieldContainer[float]
+    standardization: _types_pb2.Standardization
+    training: _types_pb2.Evaluation
+    validation: _types_pb2.Evaluation
+    solver_report: _types_pb2.SolverReport
+    feature_statistics: _containers.RepeatedCompositeFieldContainer[_types_pb2.FeatureStatistics]
+    lineage: Lineage
+    promote: bool
+    promotion_gate: bool
+    def __init__(self, model: _Optional[str] = ..., kind: _Optional[_Union[_types_pb2.ModelKind, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., coefficients: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., intercepts: _Optional[_Iterable[float]] = ..., standardization: _Optional[_Union[_types_pb2.Standardization, _Mapping]] = ..., training: _Optional[_Union[_types_pb2.Evaluation, _Mapping]] = ..., validation: _Optional[_Union[_types_pb2.Evaluation, _Mapping]] = ..., solver_report: _Optional[_Union[_types_pb2.SolverReport, _Mapping]] = ..., feature_statistics: _Optional[_Iterable[_Union[_types_pb2.FeatureStatistics, _Mapping]]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., promote: _Optional[bool] = ..., promotion_gate: _Optional[bool] = ...) -> None: ...
+
+class CreateVersionResponse(_message.Message):
+    __slots__ = ("model_version", "promoted", "promotion_reason")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    model_version: _types_pb2.ModelVersion
+    promoted: bool
+    promotion_reason: str
+    def __init__(self, model_version: _Optional[_Union[_types_pb2.ModelVersion, _Mapping]] = ..., promoted: _Optional[bool] = ..., promotion_reason: _Optional[str] = ...) -> None: ...
+
 class PromoteVersionRequest(_message.Message):
     __slots__ = ("model", "version", "reason")
     MODEL_FIELD_NUMBER: _ClassVar[int]

@@ -51,6 +51,11 @@ class ModelServiceStub:
                 request_serializer=regserve_dot_v1_dot_model__service__pb2.GetVersionRequest.SerializeToString,
                 response_deserializer=regserve_dot_v1_dot_model__service__pb2.GetVersionResponse.FromString,
                 _registered_method=True)
+        self.CreateVersion = channel.unary_unary(
+                '/regserve.v1.ModelService/CreateVersion',
+                request_serializer=regserve_dot_v1_dot_model__service__pb2.CreateVersionRequest.SerializeToString,
+                response_deserializer=regserve_dot_v1_dot_model__service__pb2.CreateVersionResponse.FromString,
+                _registered_method=True)
         self.PromoteVersion = channel.unary_unary(
                 '/regserve.v1.ModelService/PromoteVersion',
                 request_serializer=regserve_dot_v1_dot_model__service__pb2.PromoteVersionRequest.SerializeToString,
@@ -109,6 +114,13 @@ class ModelServiceServicer:
 
     def GetVersion(self, request, context):
         """GetVersion describes one stored version of a model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateVersion(self, request, context):
+        """CreateVersion stores a new version of a model from fitted parameters, checked as a trained version is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,6 +192,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.GetVersion,
                     request_deserializer=regserve_dot_v1_dot_model__service__pb2.GetVersionRequest.FromString,
                     response_serializer=regserve_dot_v1_dot_model__service__pb2.GetVersionResponse.SerializeToString,
+            ),
+            'CreateVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateVersion,
+                    request_deserializer=regserve_dot_v1_dot_model__service__pb2.CreateVersionRequest.FromString,
+                    response_serializer=regserve_dot_v1_dot_model__service__pb2.CreateVersionResponse.SerializeToString,
             ),
             'PromoteVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.PromoteVersion,
@@ -300,6 +317,33 @@ class ModelService:
             '/regserve.v1.ModelService/GetVersion',
             regserve_dot_v1_dot_model__service__pb2.GetVersionRequest.SerializeToString,
             regserve_dot_v1_dot_model__service__pb2.GetVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/regserve.v1.ModelService/CreateVersion',
+            regserve_dot_v1_dot_model__service__pb2.CreateVersionRequest.SerializeToString,
+            regserve_dot_v1_dot_model__service__pb2.CreateVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

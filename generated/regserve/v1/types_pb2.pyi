@@ -234,7 +234,7 @@ class SolverReport(_message.Message):
     def __init__(self, solver: _Optional[_Union[Solver, str]] = ..., rank: _Optional[int] = ..., condition_number: _Optional[float] = ..., least_squares_fallback: _Optional[bool] = ..., iterations: _Optional[int] = ..., converged: _Optional[bool] = ..., final_loss: _Optional[float] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("model", "version", "kind", "feature_names", "classes", "coefficients", "intercepts", "standardization", "spec", "training", "validation", "cross_validation", "solver_report", "feature_statistics", "num_samples", "num_train", "num_validation", "data_fingerprint", "checksum", "create_time", "regserve_version", "serving_state", "training_seconds", "problem")
+    __slots__ = ("model", "version", "kind", "feature_names", "classes", "coefficients", "intercepts", "standardization", "spec", "training", "validation", "cross_validation", "solver_report", "feature_statistics", "num_samples", "num_train", "num_validation", "data_fingerprint", "checksum", "create_time", "regserve_version", "serving_state", "training_seconds", "problem", "source")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +259,7 @@ class ModelVersion(_message.Message):
     SERVING_STATE_FIELD_NUMBER: _ClassVar[int]
     TRAINING_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     kind: ModelKind
@@ -283,4 +284,5 @@ class ModelVersion(_message.Message):
     serving_state: ServingState
     training_seconds: float
     problem: Problem
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., coefficients: _Optional[_Union[Matrix, _Mapping]] = ..., intercepts: _Optional[_Iterable[float]] = ..., standardization: _Optional[_Union[Standardization, _Mapping]] = ..., spec: _Optional[_Union[TrainSpec, _Mapping]] = ..., training: _Optional[_Union[Evaluation, _Mapping]] = ..., validation: _Optional[_Union[Evaluation, _Mapping]] = ..., cross_validation: _Optional[_Union[CrossValidation, _Mapping]] = ..., solver_report: _Optional[_Union[SolverReport, _Mapping]] = ..., feature_statistics: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ..., num_samples: _Optional[int] = ..., num_train: _Optional[int] = ..., num_validation: _Optional[int] = ..., data_fingerprint: _Optional[str] = ..., checksum: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., regserve_version: _Optional[str] = ..., serving_state: _Optional[_Union[ServingState, str]] = ..., training_seconds: _Optional[float] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ...) -> None: ...
+    source: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., coefficients: _Optional[_Union[Matrix, _Mapping]] = ..., intercepts: _Optional[_Iterable[float]] = ..., standardization: _Optional[_Union[Standardization, _Mapping]] = ..., spec: _Optional[_Union[TrainSpec, _Mapping]] = ..., training: _Optional[_Union[Evaluation, _Mapping]] = ..., validation: _Optional[_Union[Evaluation, _Mapping]] = ..., cross_validation: _Optional[_Union[CrossValidation, _Mapping]] = ..., solver_report: _Optional[_Union[SolverReport, _Mapping]] = ..., feature_statistics: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ..., num_samples: _Optional[int] = ..., num_train: _Optional[int] = ..., num_validation: _Optional[int] = ..., data_fingerprint: _Optional[str] = ..., checksum: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., regserve_version: _Optional[str] = ..., serving_state: _Optional[_Union[ServingState, str]] = ..., training_seconds: _Optional[float] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...

@@ -98,7 +98,7 @@ def test_route_table_matches_the_golden_file():
 def test_every_rpc_of_the_contract_has_a_route():
     methods = {m.full_name for service in contract_services() for m in service.methods}
     assert methods == {route.rpc for route in gateway_routes()}
-    assert len(methods) == 14
+    assert len(methods) == 15
 
 
 @pytest.mark.parametrize(

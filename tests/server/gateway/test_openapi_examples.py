@@ -22,6 +22,7 @@ from tests.server.gateway.helpers import MODES, running_gateway
 
 STORY = (
     "RegressionService_Train",
+    "ModelService_CreateVersion",
     "RegressionService_Predict",
     "RegressionService_BatchPredict",
     "RegressionService_ModelInfo",
@@ -115,6 +116,6 @@ def test_every_example_succeeds_against_the_demo_models(demo_http):
         if response.headers.get("content-type", "").startswith("application/x-ndjson"):
             lines = [json.loads(line) for line in response.text.splitlines()]
             assert lines and all("result" in line for line in lines), (name, response.text)
-    # The story ends where it began: v1 of iris serving, v2 gone.
+    # The story ends where it began, but for v3, created from fitted parameters: v1 of iris serving, v2 gone.
     state = demo_http.get("/v1/models/iris/versions").json()
-    assert [v["version"] for v in state["versions"]] == ["v1"]
+    assert [v["version"] for v in state["versions"]] == ["v1", "v3"]

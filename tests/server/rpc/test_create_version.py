@@ -1,0 +1,164 @@
+"""CreateVersion end to end: a real server on port 0, called through ModelAdminClient and a raw stub."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+
+from regserve.client import InvalidArgument, ModelAdminClient
+from regserve.client._exceptions import from_rpc_error
+from regserve.v1 import model_service_pb2 as pb
+from regserve.v1 import model_service_pb2_grpc as pb_grpc
+from regserve.v1 import types_pb2
+
+RNG_SEED = 20
+
+
+@pytest.fixture
+def admin(target):
+    with ModelAdminClient(target, timeout=30) as admin:
+        yield admin
+
+
+def refused(call, *args, **kwargs) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidArgument) as info:
+        call(*args, **kwargs)
+    assert info.value.reason == "INVALID_PARAMETERS", info.value
+    return info.value.field_violations
+
+
+def fields(violations) -> set[str]:
+    return {field for field, _ in violations}
+
+
+def test_a_linear_version_is_stored_served_and_described(admin, client):
+    rng = np.random.default_rng(RNG_SEED)
+    coef, X = rng.normal(size=3), rng.normal(size=(20, 3))
+    answer = admin.create_version(
+        "house",
+        "linear",
+        coef,
+        [0.5],
+        feature_names=["a", "b", "c"],
+        training={"mse": 0.25},
+        source="imported from house.json",
+        data_fingerprint="ab" * 32,
+    )
+    assert answer.promoted and answer.promotion_reason == "first serving version of the model"
+    version = answer.model_version
+    assert (version.model, version.version, version.kind) == ("house", "v1", types_pb2.MODEL_KIND_LINEAR)
+    assert (list(version.feature_names), version.source, version.data_fingerprint) == (
+        ["a", "b", "c"],
+        "imported from house.json",
+        "ab" * 32,
+    )
+    assert version.training.metrics["mse"] == 0.25 and len(version.checksum) == 64
+    np.testing.assert_allclose(client.predict("house", X).values, X @ coef + 0.5, rtol=1e-12)
+    assert admin.get_version("house", "v1").source == "imported from house.json"
+
+
+def test_a_standardized_multinomial_version_answers_its_softmax(admin, client):
+    rng = np.random.default_rng(RNG_SEED)
+    coef, intercepts = rng.normal(size=(3, 4)), rng.normal(size=3)
+    means, scales = rng.normal(size=4), rng.uniform(0.5, 2.0, size=4)
+    admin.create_version("flowers", "logistic", coef, intercepts, classes=["a", "b", "c"], means=means, scales=scales)
+    X = rng.normal(size=(10, 4))
+    scores = ((X - means) / scales) @ coef.T + intercepts
+    expected = np.exp(scores - scores.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    answer = client.predict("flowers", X)
+    np.testing.assert_allclose(answer.probabilities, expected, rtol=1e-12)
+    assert answer.labels == [["a", "b", "c"][i] for i in expected.argmax(axis=1)]
+
+
+def test_promote_false_and_the_gate_decide_as_for_train(admin):
+    admin.create_version("house", "linear", [[1.0, 2.0]], [0.0], validation={"mse": 1.0})
+    stored = admin.create_version("house", "linear", [[1.0, 2.5]], [0.0], promote=False)
+    assert (stored.model_version.version, stored.promoted) == ("v2", False)
+    worse = admin.create_version("house", "linear", [[1.0, 3.0]], [0.0], validation={"mse": 2.0}, promotion_gate=True)
+    assert not worse.promoted and "worse" in worse.promotion_reason
+    better = admin.create_version("house", "linear", [[1.0, 2.1]], [0.0], validation={"mse": 0.5}, promotion_gate=True)
+    assert better.promoted and better.model_version.serving_state == types_pb2.SERVING_STATE_SERVING
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (dict(kind="linear", coefficients=[[1.0, 2.0], [3.0, 4.0]], intercepts=[0.0, 0.0]), {"coefficients"}),
+        (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0, 1.0]), {"intercepts"}),
+        (dict(kind="linear", coefficients=[[1.0, np.nan]], intercepts=[0.0]), {"coefficients"}),
+        (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[np.inf]), {"intercepts"}),
+        (dict(kind="polynomial", coefficients=[[1.0, 2.0]], intercepts=[0.0]), {"kind"}),
+        (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], classes=["a", "b"]), {"classes"}),
+        (dict(kind="logistic", coefficients=[[1.0, 2.0]], intercepts=[0.0], classes=["a"]), {"classes"}),
+        (dict(kind="logistic", coefficients=[[1.0, 2.0]], intercepts=[0.0], classes=["a", "a"]), {"classes"}),
+        (
+            dict(kind="logistic", coefficients=[[1.0, 2.0], [3.0, 4.0]], intercepts=[0.0, 0.0], classes=["a", "b"]),
+            {"coefficients"},
+        ),
+        (
+            dict(kind="logistic", coefficients=[[1.0, 2.0]], intercepts=[0.0], classes=["a", "b", "c"]),
+            {"coefficients"},
+        ),
+        (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], feature_names=["a"]), {"feature_names"}),
+        (
+            dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], feature_names=["a", "a"]),
+            {"feature_names"},
+        ),
+        (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], feature_names=["a", ""]), {"feature_names"}),
+        (
+            dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], feature_names=["a", "b" * 257]),
+            {"feature_names"},
+        ),
+        (
+            dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], means=[0.0], scales=[1.0, 1.0]),
+            {"standardization.means"},
+        ),
+        (
+            dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], means=[0.0, 0.0], scales=[1.0, 0.0]),
+            {"standardization.scales"},
+        ),
+        (
+            dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], validation={"mse": np.nan}),
+            {"validation.metrics[mse]"},
+        ),
+        (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], source="s" * 1025), {"lineage.source"}),
+    ],
+)
+def test_bad_parameters_are_refused_with_field_violations(admin, arguments, expected):
+    violations = refused(admin.create_version, "house", **arguments)
+    assert fields(violations) == expected, violations
+    assert admin.list_models() == []
+
+
+def test_every_problem_is_named_at_once(admin):
+    violations = refused(
+        admin.create_version, "house", "logistic", [[np.nan, 1.0]], [0.0, 1.0], classes=["a"], feature_names=["x"]
+    )
+    assert fields(violations) == {"classes", "coefficients", "intercepts", "feature_names"}
+
+
+def test_an_invalid_model_name_is_refused(admin):
+    with pytest.raises(InvalidArgument) as info:
+        admin.create_version("no/such name", "linear", [[1.0]], [0.0])
+    assert info.value.reason == "INVALID_MODEL_NAME"
+    assert fields(info.value.field_violations) == {"model"}
+
+
+def test_answers_that_overflow_are_refused_before_anything_is_stored(admin):
+    with pytest.raises(InvalidArgument) as info:
+        admin.create_version("house", "linear", [[1e308, 1e308]], [0.0], means=[1e5, 1e5], scales=[1e-3, 1e-3])
+    assert info.value.reason == "UNUSABLE_PARAMETERS"
+    assert admin.list_models() == []
+
+
+def test_missing_coefficients_and_a_regressor_confusion_matrix_are_refused(channel):
+    stub = pb_grpc.ModelServiceStub(channel)
+    request = pb.CreateVersionRequest(model="house", kind=types_pb2.MODEL_KIND_RIDGE, intercepts=[0.0])
+    request.training.confusion_matrix.CopyFrom(types_pb2.Matrix(num_columns=1, values=[1.0]))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.CreateVersion(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    error = from_rpc_error(info.value, "")
+    assert fields(error.field_violations) == {"coefficients", "training.confusion_matrix"}
