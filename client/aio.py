@@ -17,6 +17,7 @@ grpc.aio binds a channel to the loop it was made in.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -49,11 +50,15 @@ class _FirstStatus:
     When a call ends (the server answered early or refused, or the deadline passed) while
     a request is being sent, grpc.aio first sets the call's own status and then, as the
     failed send comes back, replaces it with INTERNAL "Internal error from Core"
-    (grpc/grpc#36066); the blocking client reports the call's own status.
+    (grpc/grpc#36066); the blocking client reports the call's own status.  A send refused
+    at once, as when the deadline had passed before the call began, leaves no other
+    status: then ``deadline`` (a ``time.monotonic()`` no later than gRPC's own deadline)
+    tells whether the call ran out of time.
     """
 
-    def __init__(self, call: grpc.aio.Call) -> None:
+    def __init__(self, call: grpc.aio.Call, deadline: float) -> None:
         self.error: grpc.aio.AioRpcError | None = None
+        self.deadline = deadline
         call.add_done_callback(self._keep)
 
     def _keep(self, call) -> None:
@@ -69,10 +74,23 @@ class _FirstStatus:
 
     def of(self, exc: grpc.RpcError) -> grpc.RpcError:
         """The error the call ended with: ``exc``, or the status it overwrote."""
-        lost = isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.INTERNAL
-        if lost and exc.details() == _LOST_STATUS and self.error is not None:
+        if not _lost(exc):
+            return exc
+        if self.error is not None and not _lost(self.error):
             return self.error
+        if time.monotonic() >= self.deadline:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "Deadline Exceeded")
         return exc
+
+
+def _lost(exc: grpc.RpcError) -> bool:
+    """True for the INTERNAL status grpc.aio sets in place of a stream call's own."""
+    return (
+        isinstance(exc, grpc.aio.AioRpcError)
+        and exc.code() == grpc.StatusCode.INTERNAL
+        and exc.details() == _LOST_STATUS
+    )
 
 
 def _result(coroutine):
@@ -117,6 +135,10 @@ class AsyncConnection(BaseConnection[grpc.aio.Channel]):
             return await rpc(request, timeout=self.timeout, metadata=metadata)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, request_id) from exc
+
+    def _deadline(self) -> float:
+        """The ``time.monotonic()`` by which a call started now has used its timeout (never after gRPC's deadline)."""
+        return float("inf") if self.timeout is None else time.monotonic() + self.timeout
 
     async def _send(self, stub, call: Call[R]) -> R:
         """Send ``call`` through the method of ``stub`` it names; return what it makes of the response."""
@@ -166,8 +188,9 @@ class AsyncRegressionClient(AsyncConnection):
         batch = BatchStream(model, version, routing_key)
         requests = RequestStream(None, batch.request, chunks)
         metadata, request_id = self._call_metadata()
+        deadline = self._deadline()
         call = self._stub.BatchPredict(aiter(requests), timeout=self.timeout, metadata=metadata)
-        status = _FirstStatus(call)
+        status = _FirstStatus(call, deadline)
         try:
             async for response in call:
                 yield batch.prediction(response)
@@ -209,8 +232,9 @@ class AsyncRegressionClient(AsyncConnection):
         spec, chunk = _calls.train_requests(model, kind, solver, feature_names, class_labels, options)
         requests = RequestStream(spec, chunk, pairs)
         metadata, request_id = self._call_metadata()
+        deadline = self._deadline()
         call = self._stub.Train(aiter(requests), timeout=self.timeout, metadata=metadata)
-        status = _FirstStatus(call)
+        status = _FirstStatus(call, deadline)
         try:
             return await call
         except grpc.RpcError as exc:

@@ -31,9 +31,19 @@ pytestmark = pytest.mark.anyio
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def anyio_backend():
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def one_event_loop():
+    """Keeps one event loop for every asyncio test, as an application has.
+
+    grpc.aio hands a call's last events (a cancelled stream's, say) to the loop that made
+    the call, also after the test ended; a loop closed meanwhile fails the next test.
+    """
+    yield
 
 
 @pytest.fixture

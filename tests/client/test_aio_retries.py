@@ -39,9 +39,19 @@ ASYNC_CALLS = {
 """The asyncio call for each method the blocking clients call."""
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def anyio_backend():
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def one_event_loop():
+    """Keeps one event loop for every asyncio test, as an application has.
+
+    grpc.aio hands a call's last events (a cancelled stream's, say) to the loop that made
+    the call, also after the test ended; a loop closed meanwhile fails the next test.
+    """
+    yield
 
 
 def clients(target: str, **connection):
@@ -50,7 +60,7 @@ def clients(target: str, **connection):
     )
 
 
-def test_the_asyncio_clients_make_every_call_the_blocking_ones_make():
+async def test_the_asyncio_clients_make_every_call_the_blocking_ones_make():
     assert ASYNC_CALLS.keys() == CALLS.keys()
 
 
