@@ -136,13 +136,13 @@ def _inputs(request: pb.ModelInferRequest) -> list[Tensor]:
     ]
 
 
-def _matrix(request: pb.ModelInferRequest) -> np.ndarray | None:
-    """The rows of a request whose one input is FP64 or FP32 of shape [rows, features], read whole; else None.
+def _matrix(tensor: pb.ModelInferRequest.InferInputTensor, raw: Sequence[bytes]) -> np.ndarray | None:
+    """The rows of a request whose one input, ``tensor``, is FP64 or FP32 of shape [rows, features]; else None.
 
-    Raw contents are viewed without copying, typed ones copied once.  None for any other
-    request, and for one whose contents do not fill its shape: ``_inputs`` reads those.
+    ``raw`` is the request's raw_input_contents.  Raw contents are viewed without
+    copying, typed ones copied once.  None for any other input, and for one whose
+    contents do not fill its shape: ``_inputs`` reads those.
     """
-    tensor = request.inputs[0]
     kind = _MATRIX_DATATYPES.get(tensor.datatype)
     shape = tensor.shape
     if kind is None or len(shape) != 2:
@@ -151,7 +151,6 @@ def _matrix(request: pb.ModelInferRequest) -> np.ndarray | None:
     if rows < 0 or features < 0:
         return None
     dtype, field = kind
-    raw = request.raw_input_contents
     if raw:
         if len(raw) != 1 or tensor.HasField("contents"):
             return None
@@ -343,8 +342,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
         model = request.model_name
-        if model and len(request.inputs) == 1 and not request.outputs:
-            X = _matrix(request)
+        inputs = request.inputs
+        if model and len(inputs) == 1 and not request.outputs:
+            raw = request.raw_input_contents
+            X = _matrix(inputs[0], raw)
             if X is not None:
                 parameters = request.parameters
                 response = infer_matrix(
@@ -353,7 +354,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     model,
                     request.model_version,
                     X,
-                    _raw_answer if request.raw_input_contents else _typed_answer,
+                    _raw_answer if raw else _typed_answer,
                     routing_key=_string_parameter(parameters, ROUTING_KEY) if parameters else "",
                     max_rows=self._max_rows,
                 )
