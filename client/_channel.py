@@ -128,7 +128,7 @@ class BaseConnection(Generic[ChannelT]):
     service_config : dict or JSON str, optional
         A gRPC service config that replaces the default one (``round_robin`` over every
         address of the target; Predict, BatchPredict, ModelInfo, the registry's reads
-        and health checks retried on UNAVAILABLE, up to 4 attempts).  ``{}`` gives
+        and health checks retried on UNAVAILABLE and CANCELLED, up to 4 attempts).  ``{}`` gives
         gRPC's own behaviour: ``pick_first`` and no retries.
 
     Failed calls raise the typed exceptions of ``regserve.client``, whose

@@ -28,7 +28,7 @@ class RegressionClient(Connection):
     files, used when ``credentials`` is not given), ``token`` (sent as ``authorization:
     Bearer <token>``), ``options`` (gRPC channel options) and ``service_config`` (replaces
     the default: ``round_robin``, and Predict, BatchPredict, ModelInfo and health checks
-    retried on UNAVAILABLE; Train is never retried).  Failed calls raise the typed
+    retried on UNAVAILABLE and CANCELLED; Train is never retried).  Failed calls raise the typed
     exceptions of ``regserve.client``, with the call's ``request_id``.
     """
 
