@@ -317,3 +317,20 @@ def test_a_rest_predict_exported_over_otlp_http_shows_the_gateway_span_as_parent
     assert attributes["rpc.grpc.status_code"].int_value == 0
     service = {a.key: a.value.string_value for a in resource.attributes}["service.name"]
     assert service == "regserve"
+
+
+def test_the_standard_otel_variables_name_the_collector_and_the_service(tmp_path, collector, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.server_port}")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "regserve-canary")
+    app = traced_server(tmp_path / "models")
+    try:
+        with RegressionClient(f"127.0.0.1:{app.port}", timeout=30) as client, pytest.raises(NotFound):
+            client.model_info("nowhere")
+    finally:
+        app.stop(0)
+    (export,) = collector.exports
+    (resource_spans,) = export.resource_spans
+    service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}["service.name"]
+    (span,) = (span for scope_spans in resource_spans.scope_spans for span in scope_spans.spans)
+    assert service == "regserve-canary"
+    assert span.name == f"{R}/ModelInfo" and span.status.code == span.status.STATUS_CODE_ERROR
