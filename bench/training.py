@@ -395,7 +395,7 @@ def trainer_breakdown(n: int, d: int) -> dict:
         (training.Trainer, "_checked"),
         (training.Trainer, "_fingerprint"),
         (training.moments.Moments, "add"),
-        (training.sampling.SeededDraws, "take"),
+        (training.sampling.RowGroups, "take"),
         (training.Trainer, "_fit"),
         (training.Trainer, "_evaluate"),
         (training.Trainer, "_feature_stats"),

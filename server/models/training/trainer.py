@@ -107,6 +107,7 @@ class Trainer:
         # The training rows' moments, then the validation rows', from the first chunk on.
         self._moments: tuple[Moments, Moments] | None = None
         self._groups = RowGroups(spec.seed, spec.validation_fraction, self._n_folds)
+        self._fold_rows = np.zeros(self._n_folds, dtype=np.int64)
         directory = process_spool_dir() if spool_dir is None else spool_dir
         fd, spool_path = tempfile.mkstemp(prefix="regserve-spool-", suffix=".f64", dir=directory)
         self._spool_path: str | None = spool_path
@@ -158,7 +159,7 @@ class Trainer:
             return
         X, targets, labels = self._checked(X, y)
         n, d = X.shape
-        group, n_train = self._groups.take(self._n, self._n_train, n)
+        group, n_train = self._groups.take(self._n, n)
         if labels is not None:
             targets = self._labels.ids(labels, group)
         try:
@@ -177,6 +178,7 @@ class Trainer:
         self._spool.write(np.column_stack([X, targets, group]).astype("<f8", copy=False).tobytes())
         self._n += n
         self._n_train += n_train
+        self._fold_rows += np.bincount(group[training].astype(np.intp), minlength=self._n_folds)
 
     def _checked(self, X: np.ndarray, y: np.ndarray):
         """Return ``(X float64, targets or None, labels or None)`` or raise InvalidInput."""
@@ -297,7 +299,8 @@ class Trainer:
                 reason="TOO_FEW_ROWS",
                 violations=[("spec.validation_fraction", "needs >= 1 validation and >= 2 training rows")],
             )
-        if spec.cv_folds and self._n_train < spec.cv_folds:
+        # A fold is dealt by its rows' global indices, so a few training rows may leave one empty.
+        if spec.cv_folds and (self._n_train < spec.cv_folds or not self._fold_rows.all()):
             raise InvalidInput(
                 f"{self._n_train} training rows cannot fill {spec.cv_folds} folds.",
                 reason="TOO_FEW_ROWS",

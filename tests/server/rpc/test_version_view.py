@@ -37,7 +37,7 @@ def test_the_view_answers_the_validation_rows_stored_at_training(client, stub, l
     response = stub.GetVersion(request, timeout=30)
     assert response.model_version == basic.model_version
     inputs, targets = _sample(response)
-    held_out = RowGroups(3, 0.25, 1).take(0, 0, X.shape[0])[0] == -1
+    held_out = RowGroups(3, 0.25, 1).take(0, X.shape[0])[0] == -1
     np.testing.assert_array_equal(inputs, X[held_out])
     np.testing.assert_array_equal(targets, y[held_out])
     assert inputs.shape[0] == response.model_version.num_validation <= SAMPLE_ROWS

@@ -10,6 +10,7 @@ from sklearn.linear_model import Ridge
 
 from regserve.server.errors import FailedPrecondition, InvalidInput
 from regserve.server.models.training import Trainer, TrainSpec
+from regserve.server.models.training.sampling import RowGroups
 from tests.server.models.training.helpers import assert_close_tree, train, uneven_splits
 
 
@@ -94,7 +95,7 @@ def test_metadata_is_json_and_describes_the_run(diabetes):
     assert cv["folds"] == 4 and len(cv["per_fold"]) == 4 and set(cv["mean"]) == {"mse", "rmse", "mae", "r2"}
     np.testing.assert_allclose(cv["mean"]["mse"], np.mean([f["mse"] for f in cv["per_fold"]]), rtol=1e-12)
     # The documented split rule: row i is held out when its seeded uniform is below the fraction.
-    held_out = np.random.default_rng([3, 0, 0]).random(4096)[:442] < 0.25
+    held_out = RowGroups(3, 0.25, 1).take(0, 442)[0] < 0
     assert meta["n_validation"] == held_out.sum()
     reference = Ridge(alpha=1.0).fit(X[~held_out], y[~held_out])
     np.testing.assert_allclose(result.model.coef_[0], reference.coef_, rtol=1e-8)

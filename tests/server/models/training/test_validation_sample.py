@@ -27,7 +27,7 @@ def test_the_sample_is_every_validation_row_when_there_are_few(tmp_path):
     X, y = _regression_rows(500, 3)
     spec = TrainSpec(validation_fraction=0.3, seed=4)
     result = _train(spec, X, y, tmp_path)
-    held_out = RowGroups(4, 0.3, 1).take(0, 0, 500)[0] == -1
+    held_out = RowGroups(4, 0.3, 1).take(0, 500)[0] == -1
     inputs, targets = result.validation_sample
     np.testing.assert_array_equal(inputs, X[held_out])
     np.testing.assert_array_equal(targets, y[held_out])
@@ -44,7 +44,7 @@ def test_the_sample_is_bounded_seeded_and_independent_of_chunking(tmp_path):
     np.testing.assert_array_equal(chunked.validation_sample[0], inputs)
     np.testing.assert_array_equal(chunked.validation_sample[1], targets)
     # Every sampled row is a distinct validation row, with its own target.
-    held_out = RowGroups(9, 0.5, 1).take(0, 0, 12_000)[0] == -1
+    held_out = RowGroups(9, 0.5, 1).take(0, 12_000)[0] == -1
     index = {row.tobytes(): i for i, row in enumerate(X)}
     rows = [index[row.tobytes()] for row in inputs]
     assert len(set(rows)) == SAMPLE_ROWS and held_out[rows].all()
