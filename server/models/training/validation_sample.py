@@ -39,7 +39,7 @@ def draw_sample(
     X, y = np.empty((k, n_features)), np.empty(k)
     if k == 0:
         return X, y
-    # Its own stream of the seed: the split's draws use [seed, 0, ...], the folds' [seed, 1, ...].
+    # A generator of its own from the seed, apart from the split's and the folds' SplitMix64 draws (``sampling``).
     picks = np.sort(np.random.default_rng([seed, 2]).choice(n_validation, size=k, replace=False))
     offset = taken = 0
     for block_X, block_y in view.raw_blocks():
