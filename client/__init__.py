@@ -9,6 +9,9 @@ with RegressionClient("127.0.0.1:50051") as client:
 with ModelAdminClient("127.0.0.1:50051") as admin:
     admin.promote("diabetes", "v2", reason="better validation mse")
 
+For asyncio (grpc.aio, Starlette, FastAPI, aiohttp), ``regserve.client.aio`` has
+``AsyncRegressionClient`` and ``AsyncModelAdminClient``: the same calls, awaited.
+
 Clients balance ``round_robin`` over every address of their target
 (``dns:///regserve-headless:50051``, ``ipv4:10.0.0.1:50051,10.0.0.2:50051``) and retry
 the calls that change nothing on UNAVAILABLE; ``options`` and ``service_config`` change that.

@@ -7,6 +7,7 @@ every call is compared with the blocking client's answer from the same server.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 
 import grpc
@@ -18,12 +19,14 @@ import trustme
 from regserve.client import (
     DeadlineExceeded,
     InvalidArgument,
+    ModelAdminClient,
     NotFound,
     Prediction,
+    RegressionClient,
     RegserveError,
     Unavailable,
 )
-from regserve.client.aio import AsyncRegressionClient
+from regserve.client.aio import AsyncModelAdminClient, AsyncRegressionClient
 from tests.conftest import start_server
 
 pytestmark = pytest.mark.anyio
@@ -74,6 +77,22 @@ def assert_same(ours: Prediction, theirs: Prediction) -> None:
         assert ours.probabilities is None
     else:
         np.testing.assert_array_equal(ours.probabilities, theirs.probabilities)
+
+
+@pytest.mark.parametrize(
+    ("blocking", "asynchronous"),
+    [(RegressionClient, AsyncRegressionClient), (ModelAdminClient, AsyncModelAdminClient)],
+    ids=["regression", "admin"],
+)
+async def test_every_method_of_a_blocking_client_has_an_asyncio_peer(blocking, asynchronous):
+    def methods(cls):
+        return {name for name, member in inspect.getmembers(cls, inspect.isfunction) if not name.startswith("_")}
+
+    assert methods(asynchronous) == methods(blocking)
+    for name in methods(blocking):
+        method = getattr(asynchronous, name)
+        assert inspect.iscoroutinefunction(method) or inspect.isasyncgenfunction(method), name
+    assert inspect.isasyncgenfunction(AsyncRegressionClient.iter_batch_predict)
 
 
 async def test_every_call_answers_what_the_blocking_client_answers(aclient, client, linear_data):
