@@ -5,6 +5,7 @@ commands.py         the client commands (train, predict, info, health, the model
 server_commands.py  serve and gateway
 render.py           what the commands print, as text or (``--output json``) JSON
 report.py           report: a version's HTML page (``regserve.server.report``, matplotlib loaded only then)
+importing.py        import: a fitted scikit-learn model (skops) or JSON coefficients, stored with CreateVersion
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from regserve.server.cli import commands
+from regserve.server.cli.importing import FORMATS, cmd_import
 from regserve.server.cli.render import print_error_json
 from regserve.server.cli.report import cmd_report
 from regserve.server.cli.server_commands import cmd_gateway, cmd_serve
@@ -86,6 +87,14 @@ def build_parser(errors_as_json: bool = False) -> argparse.ArgumentParser:
     client_command = functools.partial(_add_client_command, subcommands)
     _add_model_commands(client_command)
     _add_lifecycle_commands(client_command)
+    imported = client_command("import", "store a fitted scikit-learn model (.skops) or JSON coefficients as a version")
+    imported.add_argument("file", help="a .skops file of a LinearRegression, Ridge or LogisticRegression, or a .json")
+    imported.add_argument("--format", choices=FORMATS, help="the file's format (default: from its suffix)")
+    imported.add_argument(
+        "--promote", action=argparse.BooleanOptionalAction, default=None, help="serve it at once (default: yes)"
+    )
+    imported.add_argument("--promotion-gate", action="store_true", help="promote only if it validates no worse")
+    imported.set_defaults(func=cmd_import)
     report = client_command("report", "write a self-contained HTML page of a model version's lineage and plots")
     report.add_argument("--version", default="", help="the version to describe; the serving one when omitted")
     report.add_argument("--out", required=True, help="the HTML file to write")

@@ -237,10 +237,11 @@ def fitted_version(request: pb.CreateVersionRequest) -> tuple[LinearModel, dict[
     coef = _coefficients(request, kind, checks)
     intercepts = _vector(request.intercepts)
     d = 0 if coef is None else coef.shape[1]
-    if coef is not None:
-        checks.require(
-            intercepts.shape == (coef.shape[0],), "intercepts", f"one intercept per coefficient row ({coef.shape[0]})"
-        )
+    # The outputs the kind and classes call for, else (when those are refused) as many as the coefficients have.
+    known = kind != "logistic" or len(classes) >= 2
+    outputs = _outputs(kind, classes) if known else None if coef is None else coef.shape[0]
+    if outputs is not None:
+        checks.require(intercepts.shape == (outputs,), "intercepts", f"one intercept per output ({outputs})")
     checks.finite(intercepts, "intercepts")
     names = tuple(request.feature_names) or tuple(f"x{j}" for j in range(d))
     checks.names(names, "feature_names", FEATURE_NAME_MAX, MAX_FEATURES, "feature name")

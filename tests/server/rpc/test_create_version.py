@@ -85,7 +85,10 @@ def test_promote_false_and_the_gate_decide_as_for_train(admin):
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [
-        (dict(kind="linear", coefficients=[[1.0, 2.0], [3.0, 4.0]], intercepts=[0.0, 0.0]), {"coefficients"}),
+        (
+            dict(kind="linear", coefficients=[[1.0, 2.0], [3.0, 4.0]], intercepts=[0.0, 0.0]),
+            {"coefficients", "intercepts"},
+        ),
         (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0, 1.0]), {"intercepts"}),
         (dict(kind="linear", coefficients=[[1.0, np.nan]], intercepts=[0.0]), {"coefficients"}),
         (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[np.inf]), {"intercepts"}),
@@ -95,11 +98,11 @@ def test_promote_false_and_the_gate_decide_as_for_train(admin):
         (dict(kind="logistic", coefficients=[[1.0, 2.0]], intercepts=[0.0], classes=["a", "a"]), {"classes"}),
         (
             dict(kind="logistic", coefficients=[[1.0, 2.0], [3.0, 4.0]], intercepts=[0.0, 0.0], classes=["a", "b"]),
-            {"coefficients"},
+            {"coefficients", "intercepts"},
         ),
         (
             dict(kind="logistic", coefficients=[[1.0, 2.0]], intercepts=[0.0], classes=["a", "b", "c"]),
-            {"coefficients"},
+            {"coefficients", "intercepts"},
         ),
         (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], feature_names=["a"]), {"feature_names"}),
         (

@@ -1,0 +1,317 @@
+"""``regserve import``: a fitted model from a file, stored as a new version with CreateVersion.
+
+Two formats, neither of which can run code when read:
+
+``skops``
+    A scikit-learn ``LinearRegression``, ``Ridge`` or ``LogisticRegression`` saved with
+    ``skops.io.dump``.  Every type the file names is checked against ``trusted_types()``
+    (those three classes, the builtin containers and the NumPy types their fitted
+    attributes use) before anything is built, and ``skops.io.load`` is given exactly that
+    list; a file naming any other type is refused.  Pickle is never used.
+``json``
+    A document of coefficients (``JSON_KEYS`` lists its keys)::
+
+        {"kind": "logistic",
+         "coefficients": [[...], [...], [...]],   one row per output, one column per feature
+         "intercepts": [..., ..., ...],
+         "feature_names": [...],                  optional; x0, x1, ... when absent
+         "classes": [...],                        logistic only, in the order of the outputs
+         "standardization": {"means": [...], "scales": [...]},   optional
+         "metrics": {"training": {"mse": ...}, "validation": {...}},   optional
+         "source": "...",                         optional: where the coefficients came from
+         "data_fingerprint": "..."}               optional: of the data they were fitted on
+
+The version's lineage names the file, its SHA-256 and its format, and for skops files
+the scikit-learn release that fitted the model.  The server checks the parameters as it
+checks a trained version's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from regserve.client import ModelAdminClient
+from regserve.server.cli.render import print_json, print_metrics
+
+__all__ = ["FORMATS", "JSON_KEYS", "FittedModel", "ImportRefused", "cmd_import", "read_fitted", "trusted_types"]
+
+FORMATS = ("skops", "json")
+
+_ESTIMATORS = {"LinearRegression": "linear", "Ridge": "ridge", "LogisticRegression": "logistic"}
+"""The classes of ``sklearn.linear_model`` that ``regserve import`` reads, and the kind each becomes."""
+
+_DATA_TYPES = (
+    "builtins.dict",
+    "builtins.list",
+    "builtins.tuple",
+    "builtins.str",
+    "builtins.int",
+    "builtins.float",
+    "builtins.bool",
+    "numpy.ndarray",
+    "numpy.float64",
+    "numpy.float32",
+    "numpy.int64",
+    "numpy.int32",
+    "numpy.str_",
+    "numpy.bool_",
+)
+"""The types the fitted attributes and hyperparameters of those classes are stored as."""
+
+JSON_KEYS = (
+    "kind",
+    "coefficients",
+    "intercepts",
+    "feature_names",
+    "classes",
+    "standardization",
+    "metrics",
+    "source",
+    "data_fingerprint",
+)
+
+
+class ImportRefused(ValueError):
+    """The file holds no model ``regserve import`` can read; the message says why, ``reason`` in UPPER_SNAKE."""
+
+    def __init__(self, message: str, reason: str = "IMPORT_REFUSED") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class FittedModel:
+    """A fitted linear model as CreateVersion takes it, and where it came from."""
+
+    kind: str
+    coefficients: np.ndarray
+    intercepts: np.ndarray
+    feature_names: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    means: np.ndarray | None = None
+    scales: np.ndarray | None = None
+    training: dict[str, float] | None = None
+    validation: dict[str, float] | None = None
+    source: str = ""
+    data_fingerprint: str = ""
+
+
+def _estimator_classes() -> dict[str, type]:
+    try:
+        from sklearn import linear_model  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise ImportRefused("reading .skops files needs scikit-learn: pip install 'regserve[import]'") from exc
+    return {name: getattr(linear_model, name) for name in _ESTIMATORS}
+
+
+def trusted_types() -> list[str]:
+    """The types a skops file may name: the three estimator classes where this scikit-learn defines them, and data."""
+    return [f"{cls.__module__}.{cls.__qualname__}" for cls in _estimator_classes().values()] + list(_DATA_TYPES)
+
+
+def _named_types(node: Any) -> Iterator[str]:
+    """Every ``module.Class`` a skops schema names, at any depth."""
+    if isinstance(node, dict):
+        if "__module__" in node and "__class__" in node:
+            yield f"{node['__module__']}.{node['__class__']}"
+        for value in node.values():
+            yield from _named_types(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _named_types(value)
+
+
+def _check_skops_types(path: Path, trusted: list[str]) -> dict:
+    """Refuse a skops file that names any type outside ``trusted``, reading only its JSON schema; return the schema."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ImportRefused(f"{path.name} is not a skops file ({exc})") from exc
+    untrusted = sorted(set(_named_types(schema)) - set(trusted))
+    if untrusted:
+        raise ImportRefused(
+            f"{path.name} holds types regserve does not trust: {', '.join(untrusted)}. Only scikit-learn's "
+            "LinearRegression, Ridge and LogisticRegression, fitted on numbers, are imported; nothing was loaded.",
+            reason="UNTRUSTED_TYPES",
+        )
+    return schema
+
+
+def _fitted_by(schema: dict) -> str:
+    """The scikit-learn release the schema says fitted the model, or "" (scikit-learn drops it on loading)."""
+    try:
+        node = schema["content"]["content"]["_sklearn_version"]
+        release = json.loads(node["content"]) if node.get("is_json") else node["content"]
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return release if isinstance(release, str) else ""
+
+
+def _load_skops(path: Path) -> tuple[Any, str]:
+    """The object in the skops file at ``path`` and the scikit-learn release that fitted it ("" when unknown)."""
+    trusted = trusted_types()
+    schema = _check_skops_types(path, trusted)
+    try:
+        import skops.io  # type: ignore[import-untyped]
+        from skops.io.exceptions import UntrustedTypesFoundException  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise ImportRefused("reading .skops files needs skops: pip install 'regserve[import]'") from exc
+    try:
+        return skops.io.load(path, trusted=trusted), _fitted_by(schema)
+    except UntrustedTypesFoundException as exc:
+        raise ImportRefused(f"{path.name} holds types regserve does not trust: {exc}", "UNTRUSTED_TYPES") from exc
+
+
+def _from_estimator(model: Any, release: str, lineage: str) -> FittedModel:
+    classes = _estimator_classes()
+    name = next((n for n, cls in classes.items() if type(model) is cls), None)
+    if name is None:
+        raise ImportRefused(f"the file holds a {type(model).__name__}, not one of {', '.join(classes)}")
+    kind = _ESTIMATORS[name]
+    if not hasattr(model, "coef_"):
+        raise ImportRefused(f"the {name} in the file was never fitted")
+    coef = np.atleast_2d(np.asarray(model.coef_, dtype=np.float64))
+    intercepts = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64))
+    fitted = FittedModel(kind, coef, intercepts)
+    if kind == "logistic":
+        fitted.classes = [str(label) for label in model.classes_]
+        # One-vs-rest normalises K sigmoids, not a softmax: served as multinomial it would answer otherwise.
+        if len(fitted.classes) > 2 and (
+            getattr(model, "multi_class", "auto") == "ovr" or getattr(model, "solver", "") == "liblinear"
+        ):
+            raise ImportRefused(f"the {name} is one-vs-rest over {len(fitted.classes)} classes; only multinomial ones")
+    elif coef.shape[0] != 1 or intercepts.size != 1:
+        raise ImportRefused(f"the {name} predicts {coef.shape[0]} targets; regserve serves one")
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        fitted.feature_names = [str(n) for n in names]
+    fitted.source = f"scikit-learn {release or 'of an unknown release'} {name} from {lineage}"
+    return fitted
+
+
+def _numbers(value: Any, key: str, dimensions: int) -> np.ndarray:
+    try:
+        array = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ImportRefused(f"{key} must hold numbers ({exc})") from exc
+    if array.ndim > dimensions:
+        raise ImportRefused(f"{key} must be a {'list of lists' if dimensions == 2 else 'list'} of numbers")
+    return array
+
+
+def _texts(value: Any, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ImportRefused(f"{key} must be a list of strings")
+    return list(value)
+
+
+def _metrics(value: Any, key: str) -> dict[str, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+    ):
+        raise ImportRefused(f"{key} must map metric names to numbers")
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def _from_document(document: Any, lineage: str) -> FittedModel:
+    if not isinstance(document, dict):
+        raise ImportRefused("the JSON document must be an object")
+    unknown = sorted(set(document) - set(JSON_KEYS))
+    if unknown:
+        raise ImportRefused(f"unknown key(s) {', '.join(unknown)}; the document takes {', '.join(JSON_KEYS)}")
+    for key in ("kind", "coefficients", "intercepts"):
+        if key not in document:
+            raise ImportRefused(f"the document has no {key!r}")
+    if not isinstance(document["kind"], str):
+        raise ImportRefused("kind must be a string: linear, ridge or logistic")
+    coef = np.atleast_2d(_numbers(document["coefficients"], "coefficients", 2))
+    fitted = FittedModel(document["kind"], coef, np.atleast_1d(_numbers(document["intercepts"], "intercepts", 1)))
+    fitted.feature_names = _texts(document.get("feature_names", []), "feature_names")
+    fitted.classes = _texts(document.get("classes", []), "classes")
+    scaler = document.get("standardization")
+    if scaler is not None:
+        if not isinstance(scaler, dict) or set(scaler) != {"means", "scales"}:
+            raise ImportRefused("standardization must be an object of means and scales")
+        fitted.means = _numbers(scaler["means"], "standardization.means", 1)
+        fitted.scales = _numbers(scaler["scales"], "standardization.scales", 1)
+    metrics = document.get("metrics") or {}
+    if not isinstance(metrics, dict) or not set(metrics) <= {"training", "validation"}:
+        raise ImportRefused("metrics must be an object of training and validation metrics")
+    fitted.training = _metrics(metrics.get("training"), "metrics.training")
+    fitted.validation = _metrics(metrics.get("validation"), "metrics.validation")
+    for key in ("source", "data_fingerprint"):
+        if not isinstance(document.get(key, ""), str):
+            raise ImportRefused(f"{key} must be a string")
+    fitted.data_fingerprint = document.get("data_fingerprint", "")
+    described = document.get("source", "")
+    fitted.source = f"coefficients from {lineage}" + (f": {described}" if described else "")
+    return fitted
+
+
+def format_of(path: Path, given: str | None) -> str:
+    """The format to read ``path`` in: ``given``, else the one its suffix names."""
+    if given:
+        return given
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise ImportRefused(f"cannot tell the format of {path.name} from its name: give --format skops or json")
+    return suffix
+
+
+def read_fitted(path: str | Path, file_format: str | None = None) -> FittedModel:
+    """The fitted model in the file at ``path``, in ``file_format`` (skops or json; from the suffix when None)."""
+    path = Path(path)
+    file_format = format_of(path, file_format)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    lineage = f"{path.name} ({file_format}, sha256 {digest})"
+    if file_format == "skops":
+        return _from_estimator(*_load_skops(path), lineage)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ImportRefused(f"{path.name} is not a JSON document ({exc})") from exc
+    return _from_document(document, lineage)
+
+
+def cmd_import(args) -> int:
+    fitted = read_fitted(args.file, args.format)
+    options = {} if args.promote is None else {"promote": args.promote}
+    connection = dict(timeout=args.timeout, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    with ModelAdminClient(args.server, token=args.token, **connection) as admin:
+        response = admin.create_version(
+            args.model,
+            fitted.kind,
+            fitted.coefficients,
+            fitted.intercepts,
+            feature_names=fitted.feature_names,
+            classes=fitted.classes,
+            means=fitted.means,
+            scales=fitted.scales,
+            training=fitted.training,
+            validation=fitted.validation,
+            source=fitted.source,
+            data_fingerprint=fitted.data_fingerprint,
+            promotion_gate=args.promotion_gate,
+            **options,
+        )
+    if args.output == "json":
+        print_json(response)
+        return 0
+    version = response.model_version
+    state = "serving" if response.promoted else "not promoted"
+    reason = f" ({response.promotion_reason})" if response.promotion_reason else ""
+    print(f"{version.model} {version.version}: {state}{reason}")
+    print(f"source      {version.source}")
+    print_metrics(version)
+    return 0

@@ -1,0 +1,194 @@
+"""``regserve import`` against a real server: scikit-learn models from skops files and JSON documents."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import sklearn
+import skops.io
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from regserve.client import ModelAdminClient
+from regserve.server.cli import main
+from regserve.server.cli.importing import ImportRefused, read_fitted, trusted_types
+
+SEED = 11
+
+
+def import_file(target, path, model, *extra) -> int:
+    return main(["import", str(path), "--server", target, "--model", model, *extra])
+
+
+def dump(model, path):
+    skops.io.dump(model, path)
+    return path
+
+
+def assert_predicts_as(client, name, estimator, X, version=""):
+    answer = client.predict(name, X, version=version)
+    if hasattr(estimator, "predict_proba"):
+        assert answer.labels == [str(label) for label in estimator.predict(X)]
+        np.testing.assert_allclose(answer.probabilities, estimator.predict_proba(X), rtol=1e-12, atol=0)
+    else:
+        np.testing.assert_allclose(answer.values, estimator.predict(X), rtol=1e-12, atol=0)
+
+
+def seeded_regression(rows=300, features=6):
+    rng = np.random.default_rng(SEED)
+    X = rng.normal(size=(rows, features)) * rng.uniform(0.1, 10, size=features)
+    return X, X @ rng.normal(size=features) + 3.0 + rng.normal(scale=0.1, size=rows)
+
+
+def test_linear_and_ridge_from_skops_predict_as_scikit_learn(target, client, tmp_path, capsys):
+    X, y = load_diabetes(return_X_y=True)
+    linear = LinearRegression().fit(X, y)
+    assert import_file(target, dump(linear, tmp_path / "diabetes.skops"), "diabetes") == 0
+    out = capsys.readouterr().out
+    assert "diabetes v1: serving" in out and "LinearRegression from diabetes.skops (skops, sha256 " in out
+    assert_predicts_as(client, "diabetes", linear, X)
+
+    Xs, ys = seeded_regression()
+    ridge = Ridge(alpha=3.0).fit(Xs, ys)
+    assert import_file(target, dump(ridge, tmp_path / "ridge.skops"), "synthetic", "--no-promote") == 0
+    assert "synthetic v1: not promoted (promotion was not requested)" in capsys.readouterr().out
+    assert_predicts_as(client, "synthetic", ridge, Xs, version="v1")
+
+
+def test_logistic_from_skops_multinomial_and_binary_predict_as_scikit_learn(target, client, tmp_path):
+    X, y = load_iris(return_X_y=True)
+    species = np.array(["setosa", "versicolor", "virginica"])[y]
+    multinomial = LogisticRegression(max_iter=2000).fit(X, species)
+    assert import_file(target, dump(multinomial, tmp_path / "iris.skops"), "iris") == 0
+    assert_predicts_as(client, "iris", multinomial, X)
+
+    binary = LogisticRegression(C=0.5, max_iter=2000).fit(X, y == 2)
+    assert import_file(target, dump(binary, tmp_path / "virginica.skops"), "virginica") == 0
+    assert_predicts_as(client, "virginica", binary, X)
+
+
+def test_the_version_records_where_it_came_from(target, tmp_path, capsys):
+    X, y = seeded_regression()
+    path = dump(LinearRegression().fit(X, y), tmp_path / "model.skops")
+    assert import_file(target, path, "m", "--output", "json") == 0
+    version = json.loads(capsys.readouterr().out)["model_version"]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (
+        version["source"]
+        == f"scikit-learn {sklearn.__version__} LinearRegression from model.skops (skops, sha256 {digest})"
+    )
+    with ModelAdminClient(target, timeout=30) as admin:
+        assert admin.get_version("m", "v1").source == version["source"]
+
+
+def test_a_json_document_with_standardization_predicts_as_the_pipeline(target, client, tmp_path):
+    X, y = load_iris(return_X_y=True)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, y)
+    scaler, logistic = pipeline[0], pipeline[1]
+    document = {
+        "kind": "logistic",
+        "coefficients": logistic.coef_.tolist(),
+        "intercepts": logistic.intercept_.tolist(),
+        "feature_names": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+        "classes": [str(c) for c in logistic.classes_],
+        "standardization": {"means": scaler.mean_.tolist(), "scales": scaler.scale_.tolist()},
+        "metrics": {"training": {"accuracy": float(pipeline.score(X, y))}},
+        "source": "a notebook",
+    }
+    path = tmp_path / "iris.json"
+    path.write_text(json.dumps(document))
+    assert import_file(target, path, "iris") == 0
+    assert_predicts_as(client, "iris", pipeline, X)
+    with ModelAdminClient(target, timeout=30) as admin:
+        version = admin.get_version("iris", "v1")
+    assert version.source.startswith("coefficients from iris.json (json, sha256 ") and version.source.endswith(
+        ": a notebook"
+    )
+    assert version.training.metrics["accuracy"] == document["metrics"]["training"]["accuracy"]
+
+
+def test_a_linear_json_document_predicts_as_scikit_learn(target, client, tmp_path):
+    X, y = seeded_regression()
+    linear = LinearRegression().fit(X, y)
+    path = tmp_path / "coefficients.txt"
+    path.write_text(
+        json.dumps({"kind": "linear", "coefficients": [linear.coef_.tolist()], "intercepts": linear.intercept_})
+    )
+    assert import_file(target, path, "m", "--format", "json") == 0
+    assert_predicts_as(client, "m", linear, X)
+
+
+def test_parameters_the_server_refuses_are_reported_with_their_fields(target, tmp_path, capsys):
+    path = tmp_path / "bad.json"
+    path.write_text('{"kind": "logistic", "coefficients": [[1, NaN]], "intercepts": [0], "classes": ["a", "b", "c"]}')
+    assert import_file(target, path, "m", "--output", "json") == 1
+    error = json.loads(capsys.readouterr().err)
+    assert (error["code"], error["reason"]) == ("INVALID_ARGUMENT", "INVALID_PARAMETERS")
+    assert {v["field"] for v in error["field_violations"]} == {"coefficients", "intercepts"}
+    with ModelAdminClient(target, timeout=30) as admin:
+        assert admin.list_models() == []
+
+
+def test_a_skops_file_with_an_untrusted_type_is_refused_before_loading(target, tmp_path, capsys):
+    X, y = seeded_regression()
+    pipeline = make_pipeline(StandardScaler(), LinearRegression()).fit(X, y)
+    path = dump(pipeline, tmp_path / "pipeline.skops")
+    assert import_file(target, path, "m") == 1
+    err = capsys.readouterr().err
+    assert "pipeline.skops holds types regserve does not trust: sklearn.pipeline.Pipeline" in err
+    assert "sklearn.preprocessing._data.StandardScaler" in err and "nothing was loaded" in err
+    with ModelAdminClient(target, timeout=30) as admin:
+        assert admin.list_models() == []
+
+
+def test_a_forged_skops_file_naming_a_function_is_refused_without_running_it(tmp_path):
+    X, y = seeded_regression()
+    path = dump(LinearRegression().fit(X, y), tmp_path / "model.skops")
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    schema = json.loads(members["schema.json"])
+    schema["content"]["content"]["fit_intercept"].update({"__module__": "os", "__class__": "system"})
+    members["schema.json"] = json.dumps(schema).encode()
+    forged = tmp_path / "forged.skops"
+    with zipfile.ZipFile(forged, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(ImportRefused, match="does not trust: os.system") as info:
+        read_fitted(forged)
+    assert info.value.reason == "UNTRUSTED_TYPES"
+
+
+def test_the_trusted_list_is_exactly_the_three_classes_and_data_types():
+    classes = [name for name in trusted_types() if name.startswith("sklearn.")]
+    assert sorted(name.rsplit(".", 1)[1] for name in classes) == ["LinearRegression", "LogisticRegression", "Ridge"]
+    assert all(name.split(".")[0] in ("builtins", "numpy") for name in trusted_types() if name not in classes)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"kind": "linear", "coefficients": [[1.0]]}, "no 'intercepts'"),
+        ({"kind": "linear", "coefficients": [[1.0]], "intercepts": [0], "coefs": 1}, "unknown key(s) coefs"),
+        ({"kind": "linear", "coefficients": [["a"]], "intercepts": [0]}, "coefficients must hold numbers"),
+        ({"kind": 3, "coefficients": [[1.0]], "intercepts": [0]}, "kind must be a string"),
+    ],
+)
+def test_malformed_json_documents_are_refused_with_a_clear_message(tmp_path, document, message):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ImportRefused, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_fitted(path)
+
+
+def test_a_one_vs_rest_classifier_is_refused(tmp_path):
+    X, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=2000).fit(X, y)
+    model.solver = "liblinear"  # as a one-vs-rest model saved by an older scikit-learn reads back
+    with pytest.raises(ImportRefused, match="one-vs-rest"):
+        read_fitted(dump(model, tmp_path / "ovr.skops"))
