@@ -17,7 +17,7 @@ import sys
 from regserve.client import RegserveError
 from regserve.server.cli.parser import build_parser, wants_json
 from regserve.server.cli.render import print_failure
-from regserve.server.datasets import csv_reader
+from regserve.server.errors import InvalidInput
 
 __all__ = ["main"]
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(errors_as_json=wants_json(argv)).parse_args(argv)
     as_json = getattr(args, "output", "text") == "json"
-    # A CSV error while streaming cancels the call and is reported below; grpc's
+    # A data file error while streaming cancels the call and is reported below; grpc's
     # own log of the cancelled request iterator would only repeat it as a traceback.
     logging.getLogger("grpc._channel").setLevel(logging.CRITICAL)
     try:
@@ -39,6 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     except RegserveError as exc:
         print_failure(exc, as_json)
         return 1
-    except (csv_reader.InvalidInput, OSError, ValueError) as exc:  # a malformed CSV, a missing file, bad settings
+    except (InvalidInput, OSError, ValueError) as exc:  # a malformed data file, a missing file, bad settings
         print_failure(exc, as_json)
         return 1

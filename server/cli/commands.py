@@ -1,7 +1,8 @@
 """The client commands of ``regserve``: train, predict, info, health, and the model lifecycle.
 
 They talk to a server only through the public client library (``regserve.client``)
-and read CSV files with ``regserve.server.datasets.csv_reader``.  Each takes the
+and read CSV and Parquet files with ``regserve.server.datasets.tables`` (pyarrow, the
+``files`` extra, imported only by the commands that read a file).  Each takes the
 parsed arguments and returns the exit status.  With ``--output json`` each prints
 the JSON of the response message of the call it makes (predict: JSON Lines, one
 object per row; see ``render``).
@@ -9,9 +10,7 @@ object per row; see ``render``).
 
 from __future__ import annotations
 
-import io
 import sys
-from pathlib import Path
 
 import numpy as np
 from grpc_health.v1 import health_pb2
@@ -28,7 +27,6 @@ from regserve.server.cli.render import (
     write_predictions,
     write_predictions_json,
 )
-from regserve.server.datasets.csv_reader import read_csv_chunks
 from regserve.v1 import model_service_pb2, regression_service_pb2
 
 __all__ = [
@@ -87,17 +85,29 @@ def _train_options(args) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def _open_table(args, source: str, target: str | None, classifier: bool = False, feature_columns=None):
+    """``source`` opened for streaming, or None after saying that pyarrow is missing."""
+    try:
+        from regserve.server.datasets.tables import open_table
+    except ImportError as exc:
+        print_failure(f"regserve {args.command} reads files with pyarrow: install regserve[files] ({exc})", _json(args))
+        return None
+    return open_table(
+        source, target, classifier=classifier, chunk_rows=args.chunk_rows, feature_columns=feature_columns
+    )
+
+
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    path = Path(args.file)
-    raw = path.open("rb")
-    with raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text, _client(args) as client:
-        names, chunks = read_csv_chunks(text, args.target, args.chunk_rows)
+    table = _open_table(args, args.file, args.target, args.kind == "logistic", args.feature_columns)
+    if table is None:
+        return 1
+    with _client(args) as client:
         # With JSON output stderr carries only the error object a script parses.
         bar = tqdm(
-            total=path.stat().st_size,
-            unit="B",
+            total=table.size,
+            unit=table.unit,
             unit_scale=True,
             desc=f"train {args.model}",
             file=sys.stderr,
@@ -105,9 +115,9 @@ def cmd_train(args) -> int:
         )
 
         def pairs():
-            for chunk in chunks:
-                yield chunk.features, chunk.targets(classifier=args.kind == "logistic")
-                bar.update(raw.tell() - bar.n)
+            for chunk in table.chunks:
+                yield chunk.features, chunk.target
+                bar.update(table.done() - bar.n)
 
         with bar:
             response = client.train(
@@ -115,7 +125,7 @@ def cmd_train(args) -> int:
                 chunks=pairs(),
                 kind=args.kind,
                 solver=args.solver,
-                feature_names=names,
+                feature_names=table.feature_names,
                 promotion_gate=args.promotion_gate,
                 **_train_options(args),
             )
@@ -133,11 +143,13 @@ def cmd_predict(args) -> int:
             X = np.array([[float(v) for v in args.features.split(",")]])
             write(client.predict(args.model, X, version=args.version))
             return 0
+        table = _open_table(args, args.csv, None)
+        if table is None:
+            return 1
         # Each chunk's answers are printed as they arrive, so a file of any size streams through.
-        with open(args.csv, newline="", encoding="utf-8") as stream:
-            _, chunks = read_csv_chunks(stream, None, args.chunk_rows)
-            for prediction in client.iter_batch_predict(args.model, (c.features for c in chunks), version=args.version):
-                write(prediction)
+        rows = (chunk.features for chunk in table.chunks)
+        for prediction in client.iter_batch_predict(args.model, rows, version=args.version):
+            write(prediction)
     return 0
 
 

@@ -169,8 +169,10 @@ def _add_client_command(subcommands, name: str, help_text: str, model: bool = Tr
 
 
 def _add_model_commands(client_command) -> None:
-    train = client_command("train", "train a new version of a model from a CSV file")
-    train.add_argument("file", help="CSV file with a header line")
+    train = client_command("train", "train a new version of a model from a CSV or Parquet file")
+    train.add_argument(
+        "file", help="a CSV file with a header line, or Parquet: a .parquet file, a directory or a quoted glob"
+    )
     train.add_argument("--target", required=True, help="the column to predict")
     train.add_argument("--kind", choices=_KINDS, default="linear")
     train.add_argument("--solver", choices=("auto", "closed_form", "gd", "sgd", "newton"), default="auto")
@@ -194,6 +196,11 @@ def _add_model_commands(client_command) -> None:
         help="promote only if the validation metric is no worse than the serving version's",
     )
     train.add_argument("--chunk-rows", type=int, default=65536, help="rows per streamed chunk")
+    train.add_argument(
+        "--feature-columns",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        help="comma-separated feature columns, the only ones read besides the target (default: all the others)",
+    )
     train.set_defaults(func=commands.cmd_train)
 
     predict = client_command("predict", "print one prediction per line")

@@ -1,100 +1,266 @@
-"""Reading CSV files of training or prediction rows in bounded chunks.
+"""Streaming a CSV file of training or prediction rows through pyarrow, naming a bad row by its line.
 
-A malformed file raises ``InvalidInput`` (reason ``MALFORMED_CSV``) naming the line.
+``pyarrow.csv.open_csv`` parses the file in blocks of at most ``BLOCK_BYTES`` and converts
+the cells to float64 as it goes, so memory stays bounded whatever the file's size; a UTF-8
+byte-order mark, CRLF, quoted fields (also over several lines) and blank lines are its
+own business.  The file has a header line; every column but the target is a feature
+unless ``feature_columns`` names them, and only those and the target are converted.
+
+A bad row (ragged, an empty cell, a cell that is not a number, NaN or infinity) stops the
+read.  pyarrow's streaming reader does not know physical line numbers, so the file is
+then read again from its start with Python's ``csv`` module, which counts them, up to
+the first bad row: the ``InvalidInput`` (reason ``MALFORMED_CSV``) names its line (the
+first physical line of the record), the column and the kind of fault.  Only a file that
+fails pays for that second pass.
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import os
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
+from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk
 from regserve.server.errors import InvalidInput
 
-__all__ = ["CsvChunk", "InvalidInput", "read_csv_chunks"]
+__all__ = ["BLOCK_BYTES", "read_csv"]
+
+BLOCK_BYTES = 1 << 22
+"""The most bytes of the file parsed at once."""
+_LOCATE_ROWS = 8192  # records checked at once when looking for the bad row
 
 
-@dataclass(frozen=True)
-class CsvChunk:
-    """Rows ``first_line``.. of a CSV file.
+class _BadRow(Exception):
+    """The streaming read met a bad row; which one is found by ``_locate``."""
 
-    features : ndarray of shape (n_rows, n_features), float64
-    target : ndarray of shape (n_rows,) of str, or None when no target column was asked for
+
+def read_csv(
+    path: str | os.PathLike,
+    target: str | None = None,
+    *,
+    classifier: bool = False,
+    chunk_rows: int = 65536,
+    feature_columns: Sequence[str] | None = None,
+) -> Table:
+    """Open a CSV file with a header line for streaming in chunks of ``chunk_rows`` rows.
+
+    The ``target`` column, when named, is read as strings for a ``classifier`` and as
+    float64 otherwise; the feature columns must be numeric.  Raises InvalidInput for
+    an empty file, an unknown or repeated column; the chunks raise it for a bad row.
     """
-
-    first_line: int
-    features: np.ndarray
-    target: np.ndarray | None
-
-    def targets(self, classifier: bool) -> np.ndarray:
-        """The target column as a classifier's string labels, or as a regressor's float64 values."""
-        if self.target is None:
-            raise ValueError("this chunk was read without a target column")
-        if classifier:
-            return self.target
-        try:
-            return self.target.astype(np.float64)
-        except ValueError:
-            raise InvalidInput(
-                f"a non-numeric target in lines {self.first_line}-{self.first_line + len(self.target) - 1}; "
-                "a regression target must be a number (train a classifier with --kind logistic)",
-                reason="MALFORMED_CSV",
-                violations=[("csv", f"non-numeric target near line {self.first_line}")],
-            ) from None
-
-
-def read_csv_chunks(
-    stream: Iterable[str], target: str | None = None, chunk_rows: int = 65536
-) -> tuple[list[str], Iterator[CsvChunk]]:
-    """Read a CSV with a header line; return the feature names and an iterator of chunks.
-
-    The ``target`` column, when named, is returned as strings (a classifier's
-    labels or a regressor's numbers); every other column must be numeric.
-    """
-    reader = csv.reader(stream)
-    header = [name.strip() for name in next(reader, [])]
-    if not header:
-        raise InvalidInput("the CSV file is empty", reason="EMPTY_CSV", violations=[("csv", "no header line")])
-    if target is not None and target not in header:
+    path = os.fspath(path)
+    header = _header(path)
+    names = [name.strip() for name in header]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
         raise InvalidInput(
-            f"the CSV has no column {target!r}; its columns are {', '.join(header)}",
+            f"the CSV names column {repeated[0]!r} more than once",
+            reason="DUPLICATE_COLUMN",
+            violations=[("csv", f"repeated column: {repeated[0]}")],
+        )
+    features = _feature_columns(names, target, feature_columns)
+    raw = dict(zip(names, header, strict=True))
+    types = {raw[name]: pa.float64() for name in features}
+    if target is not None:
+        types[raw[target]] = pa.string() if classifier else pa.float64()
+    used = [names.index(name) for name in features] + ([names.index(target)] if target is not None else [])
+    source = pa.OSFile(path)
+
+    def pieces() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        reader = pacsv.open_csv(
+            source,
+            read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types,
+                include_columns=[header[j] for j in used],
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            yield _arrays(batch, len(features), target is not None and classifier)
+
+    def chunks() -> Iterator[RowChunk]:
+        try:
+            yield from rechunk(pieces(), chunk_rows)
+        except (_BadRow, pa.ArrowInvalid) as exc:
+            target_index = used[-1] if target is not None else None
+            numeric = set(used[: len(features)]) if classifier or target_index is None else set(used)
+            found = _locate(path, header, used, numeric, target_index)
+            if found is None:
+                raise InvalidInput(
+                    f"the CSV could not be read: {exc}", reason="MALFORMED_CSV", violations=[("csv", str(exc))]
+                ) from None
+            raise found from None
+        finally:
+            source.close()
+
+    return Table(features, chunks(), os.path.getsize(path), "B", source.tell)
+
+
+def _header(path: str) -> list[str]:
+    """The header line's fields, as written (a BOM dropped)."""
+    with open(path, encoding="utf-8-sig", newline="") as stream:
+        for record in csv.reader(stream):
+            if record:
+                return record
+    raise InvalidInput("the CSV file is empty", reason="EMPTY_CSV", violations=[("csv", "no header line")])
+
+
+def _feature_columns(names: list[str], target: str | None, chosen: Sequence[str] | None) -> list[str]:
+    """The feature columns: ``chosen``, else every column but the target; InvalidInput for an unknown name."""
+    if target is not None and target not in names:
+        raise InvalidInput(
+            f"the CSV has no column {target!r}; its columns are {', '.join(names)}",
             reason="UNKNOWN_TARGET_COLUMN",
             violations=[("target", f"not a column of the CSV: {target}")],
         )
-    target_index = header.index(target) if target is not None else None
-    feature_columns = [i for i in range(len(header)) if i != target_index]
-    names = [header[i] for i in feature_columns]
+    if not chosen:
+        return [name for name in names if name != target]
+    unknown = [name for name in chosen if name not in names or name == target]
+    if unknown:
+        raise InvalidInput(
+            f"{unknown[0]!r} is not a feature column of the CSV; its columns are {', '.join(names)}",
+            reason="UNKNOWN_FEATURE_COLUMN",
+            violations=[("feature_columns", f"not a feature column of the CSV: {unknown[0]}")],
+        )
+    return list(chosen)
 
-    def chunks() -> Iterator[CsvChunk]:
-        line = 2
-        while rows := list(itertools.islice(reader, chunk_rows)):
-            try:
-                cells = np.array(rows, dtype=np.str_)
-            except ValueError:
-                raise InvalidInput(
-                    f"a row near line {line} has the wrong number of columns (expected {len(header)})",
-                    reason="MALFORMED_CSV",
-                    violations=[("csv", f"ragged row near line {line}")],
-                ) from None
-            if cells.ndim != 2 or cells.shape[1] != len(header):
-                raise InvalidInput(
-                    f"rows from line {line} do not have {len(header)} columns",
-                    reason="MALFORMED_CSV",
-                    violations=[("csv", f"expected {len(header)} columns from line {line}")],
-                )
-            try:
-                features = cells[:, feature_columns].astype(np.float64)
-            except ValueError:
-                raise InvalidInput(
-                    f"non-numeric feature value in lines {line}-{line + len(rows) - 1}",
-                    reason="MALFORMED_CSV",
-                    violations=[("csv", f"non-numeric feature near line {line}")],
-                ) from None
-            labels = cells[:, target_index] if target_index is not None else None
-            yield CsvChunk(line, features, labels)
-            line += len(rows)
 
-    return names, chunks()
+def _arrays(batch: pa.RecordBatch, d: int, labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """A batch's features (n, d) and target (n,) or None; ``_BadRow`` for an empty or non-finite cell."""
+    columns = batch.columns
+    if any(column.null_count for column in columns):
+        raise _BadRow
+    X = np.column_stack([column.to_numpy() for column in columns[:d]]) if d else np.empty((batch.num_rows, 0))
+    if not np.isfinite(X).all():
+        raise _BadRow
+    if len(columns) == d:
+        return X, None
+    if labels:
+        return X, columns[d].to_numpy(zero_copy_only=False).astype(np.str_)
+    y = columns[d].to_numpy()
+    if not np.isfinite(y).all():
+        raise _BadRow
+    return X, y
+
+
+def _locate(
+    path: str, header: list[str], used: list[int], numeric: set[int], target_index: int | None
+) -> InvalidInput | None:
+    """The error for the first bad row of the file (columns ``used``, ``numeric`` of them numbers), or None."""
+    width = len(header)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as stream:
+            reader = csv.reader(stream)
+            for record in reader:
+                if record:
+                    break
+            records: list[list[str]] = []
+            lines: list[int] = []
+            before = reader.line_num
+            for record in reader:
+                start, before = before + 1, reader.line_num
+                if not record:
+                    continue
+                if len(record) != width:
+                    earlier = _cell_error(header, records, lines, used, numeric, target_index)
+                    return earlier or _ragged(header, record, start)
+                records.append(record)
+                lines.append(start)
+                if len(records) == _LOCATE_ROWS:
+                    if error := _cell_error(header, records, lines, used, numeric, target_index):
+                        return error
+                    records, lines = [], []
+            return _cell_error(header, records, lines, used, numeric, target_index)
+    except UnicodeDecodeError as exc:
+        return InvalidInput(
+            f"the CSV is not UTF-8 text: {exc}", reason="MALFORMED_CSV", violations=[("csv", "not UTF-8 text")]
+        )
+
+
+def _ragged(header: list[str], record: list[str], line: int) -> InvalidInput:
+    width = len(header)
+    if len(record) < width:
+        column, detail = header[len(record)].strip(), f"column {header[len(record)].strip()!r} and after are missing"
+    else:
+        column, detail = header[-1].strip(), f"{len(record) - width} field(s) after column {header[-1].strip()!r}"
+    return InvalidInput(
+        f"line {line} has {len(record)} fields where the header has {width}: {detail}",
+        reason="MALFORMED_CSV",
+        violations=[(column, f"line {line}: ragged row")],
+        metadata={"line": line, "column": column, "problem": "ragged"},
+    )
+
+
+def _cell_error(
+    header: list[str],
+    records: list[list[str]],
+    lines: list[int],
+    used: list[int],
+    numeric: set[int],
+    target_index: int | None,
+) -> InvalidInput | None:
+    """The error for the first bad cell of ``records`` (in row order, then column order), or None."""
+    first: tuple[int, int, str] | None = None  # (record, column, problem)
+    for j in used:
+        cells = [record[j] for record in records]
+        problems = _cell_problems(cells, j in numeric)
+        bad = np.flatnonzero(problems != "")
+        if bad.size and (first is None or bad[0] < first[0]):
+            first = (int(bad[0]), j, str(problems[bad[0]]))
+    if first is None:
+        return None
+    i, j, problem = first
+    line, column, text = lines[i], header[j].strip(), records[i][j]
+    detail = {"empty": "the cell is empty", "non-numeric": f"{text!r} is not a number"}.get(
+        problem, f"{text!r} is not a finite number"
+    )
+    if problem == "non-numeric" and j == target_index:
+        detail += "; a regression target must be a number (train a classifier with --kind logistic)"
+    message = f"line {line}, column {column!r}: {detail}"
+    return InvalidInput(
+        message,
+        reason="MALFORMED_CSV",
+        violations=[(column, f"line {line}: {problem} cell")],
+        metadata={"line": line, "column": column, "problem": problem},
+    )
+
+
+def _cell_problems(cells: list[str], numeric: bool) -> np.ndarray:
+    """Per cell: "" when fine, else "empty", "non-numeric" or "non-finite"; str array of shape (len(cells),)."""
+    problems = np.array(["empty" if cell == "" else "" for cell in cells], dtype=object)
+    if not numeric:
+        return problems
+    filled = ["0" if cell == "" else cell for cell in cells]
+    try:
+        values = pc.cast(pa.array(filled, pa.string()), pa.float64()).to_numpy()
+    except pa.ArrowInvalid:
+        values = np.array([_parsed(cell) for cell in filled])
+    problems[(problems == "") & np.isnan(values) & ~_spelled_nan(filled)] = "non-numeric"
+    problems[(problems == "") & ~np.isfinite(values)] = "non-finite"
+    return problems
+
+
+def _parsed(cell: str) -> float:
+    """The cell as pyarrow converts it to float64; NaN when it cannot (told apart by ``_spelled_nan``)."""
+    try:
+        return float(pc.cast(pa.array([cell], pa.string()), pa.float64())[0].as_py())
+    except pa.ArrowInvalid:
+        return float("nan")
+
+
+def _spelled_nan(cells: list[str]) -> np.ndarray:
+    """Whether each cell converts to NaN because it says so, bool of shape (len(cells),)."""
+    return np.array([cell.strip().lstrip("+-").lower() == "nan" for cell in cells], dtype=bool)

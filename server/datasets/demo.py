@@ -8,12 +8,14 @@ on Fisher's iris data (1936), 150 flowers, 4 features, 3 species.
 
 from __future__ import annotations
 
+import csv
 import logging
 from importlib import resources
 from typing import Any
 
+import numpy as np
+
 from regserve.server import __version__
-from regserve.server.datasets.csv_reader import read_csv_chunks
 from regserve.server.errors import AlreadyExists
 from regserve.server.models.training import Trainer, TrainSpec, process_spool_dir
 from regserve.server.registry.store import ModelStore
@@ -40,18 +42,34 @@ def train_demo_model(store: ModelStore, name: str, *, spool_dir: str = "", only_
     the model already, and nothing is stored.
     """
     filename, target, options = DEMO_MODELS[name]
-    with resources.files("regserve.server.datasets").joinpath(filename).open() as stream:
-        feature_names, chunks = read_csv_chunks(stream, target)
-        spec = TrainSpec(feature_names=tuple(feature_names), **options)
-        with Trainer(spec, spool_dir=process_spool_dir(spool_dir or None)) as trainer:
-            for chunk in chunks:
-                trainer.add_chunk(chunk.features, chunk.targets(classifier=spec.kind == "logistic"))
-            result = trainer.finish()
+    feature_names, X, y = _bundled_rows(filename, target, classifier=options["kind"] == "logistic")
+    spec = TrainSpec(feature_names=tuple(feature_names), **options)
+    with Trainer(spec, spool_dir=process_spool_dir(spool_dir or None)) as trainer:
+        trainer.add_chunk(X, y)
+        result = trainer.finish()
     metadata = {**result.metadata, "regserve_version": __version__, "source": f"bundled dataset {filename}"}
     store.add_version(
         name, result.model, metadata, promote=True, only_if_new_model=only_if_new_model, sample=result.validation_sample
     )
     logger.info("trained demo model %s from the bundled %s", name, filename)
+
+
+def _bundled_rows(filename: str, target: str, classifier: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The feature names, features (n, d) and target (n,) of a bundled CSV file.
+
+    These few hundred clean rows are read with the standard library, so a server
+    needs no pyarrow (the ``files`` extra) to train its demo models.
+    """
+    text = resources.files("regserve.server.datasets").joinpath(filename).read_text(encoding="utf-8")
+    header, *rows = list(csv.reader(text.splitlines()))
+    t = header.index(target)
+    cells = np.array(rows, dtype=np.str_)
+    features = np.delete(cells, t, axis=1).astype(np.float64)
+    return (
+        [name for j, name in enumerate(header) if j != t],
+        features,
+        cells[:, t] if classifier else cells[:, t].astype(np.float64),
+    )
 
 
 def ensure_demo_models(store: ModelStore, *, spool_dir: str = "") -> None:

@@ -107,7 +107,7 @@ def test_a_bad_row_mid_file_stores_nothing(target, tmp_path, capsys, model_dir):
     assert (
         main(["train", str(path), "--server", target, "--model", "broken", "--target", "y", "--chunk-rows", "50"]) == 1
     )
-    assert "non-numeric feature" in capsys.readouterr().err
+    assert "line 102, column 'x': 'oops' is not a number" in capsys.readouterr().err
     from regserve.server.registry.disk import ModelRegistry
 
     assert "broken" not in ModelRegistry(model_dir).list_models()
@@ -118,7 +118,8 @@ def test_a_non_numeric_regression_target_is_reported_plainly(target, tmp_path, c
     path.write_text("x,y\n1,2\n2,hot\n")
     assert main(["train", str(path), "--server", target, "--model", "typo", "--target", "y"]) == 1
     err = capsys.readouterr().err
-    assert "non-numeric target in lines 2-3" in err and "np.str_" not in err
+    assert "line 3, column 'y': 'hot' is not a number; a regression target must be a number" in err
+    assert "np.str_" not in err
     from regserve.server.registry.disk import ModelRegistry
 
     assert "typo" not in ModelRegistry(model_dir).list_models()

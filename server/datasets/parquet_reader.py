@@ -1,0 +1,149 @@
+"""Streaming Parquet files of training rows: one file, a directory of them, or a glob.
+
+The files are read in a fixed order (sorted paths; a directory's files as
+``pyarrow.dataset`` discovers them, hidden and ``_``-prefixed ones left out), and each
+file batch by batch through ``ParquetFile.iter_batches``, which reads one row group at
+a time and only the feature and target columns.  So memory stays bounded, and a row's
+global index, which sets its validation split and fold, is the same on every read.
+
+Feature columns must hold numbers (integers and decimals are read as float64); a
+classifier's target may be strings or integers.  A null or non-finite value is refused
+with its file, its 1-based row number in that file and its column.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk
+from regserve.server.errors import InvalidInput
+
+__all__ = ["is_parquet", "parquet_files", "read_parquet"]
+
+_SUFFIXES = (".parquet", ".parq", ".pq")
+
+
+def is_parquet(source: str) -> bool:
+    """Whether ``source`` names Parquet: a directory, a glob, or a file with a Parquet suffix."""
+    return glob.has_magic(source) or os.path.isdir(source) or source.lower().endswith(_SUFFIXES)
+
+
+def parquet_files(source: str) -> list[str]:
+    """The files of ``source`` in reading order; InvalidInput when there are none."""
+    if glob.has_magic(source):
+        files = sorted(path for path in glob.glob(source, recursive=True) if os.path.isfile(path))
+    elif os.path.isdir(source):
+        files = sorted(ds.dataset(source, format="parquet").files)
+    else:
+        files = [source] if os.path.exists(source) else []
+    if not files:
+        raise InvalidInput(
+            f"no Parquet file at {source}",
+            reason="NO_INPUT_FILES",
+            violations=[("file", f"matches no file: {source}")],
+        )
+    return files
+
+
+def read_parquet(
+    source: str,
+    target: str | None = None,
+    *,
+    classifier: bool = False,
+    chunk_rows: int = 65536,
+    feature_columns: Sequence[str] | None = None,
+) -> Table:
+    """Open the Parquet file(s) of ``source`` for streaming in chunks of ``chunk_rows`` rows.
+
+    The features are ``feature_columns``, else every column of the first file but the
+    target, in its order.  Raises InvalidInput for a missing or non-numeric column.
+    """
+    files = parquet_files(source)
+    first = pq.ParquetFile(files[0]).schema_arrow
+    names = [field.name for field in first]
+    if target is not None and target not in names:
+        raise InvalidInput(
+            f"{files[0]} has no column {target!r}; its columns are {', '.join(names)}",
+            reason="UNKNOWN_TARGET_COLUMN",
+            violations=[("target", f"not a column of the Parquet data: {target}")],
+        )
+    features = list(feature_columns) if feature_columns else [name for name in names if name != target]
+    columns = features + ([target] if target is not None else [])
+    total = 0
+    for path in files:
+        metadata = pq.ParquetFile(path).metadata
+        _check_schema(path, metadata.schema.to_arrow_schema(), features, target, classifier)
+        total += metadata.num_rows
+    read = [0]
+
+    def pieces() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for path in files:
+            row = 0
+            with pq.ParquetFile(path) as parquet:
+                for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns):
+                    yield _arrays(batch, path, row, len(features), target is not None and classifier)
+                    row += batch.num_rows
+                    read[0] += batch.num_rows
+
+    def chunks() -> Iterator[RowChunk]:
+        yield from rechunk(pieces(), chunk_rows)
+
+    return Table(features, chunks(), total, "rows", lambda: read[0])
+
+
+def _check_schema(path: str, schema: pa.Schema, features: list[str], target: str | None, classifier: bool) -> None:
+    """InvalidInput unless ``schema`` has the columns, features numeric, the target as the kind needs."""
+    for name in [*features, *([target] if target is not None else [])]:
+        if name not in schema.names:
+            raise InvalidInput(
+                f"{path} has no column {name!r}; its columns are {', '.join(schema.names)}",
+                reason="UNKNOWN_FEATURE_COLUMN" if name != target else "UNKNOWN_TARGET_COLUMN",
+                violations=[("feature_columns" if name != target else "target", f"not a column of {path}: {name}")],
+            )
+        kind = schema.field(name).type
+        numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+        labels = numeric or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        if not (labels if name == target and classifier else numeric):
+            raise InvalidInput(
+                f"column {name!r} of {path} holds {kind}, not numbers",
+                reason="NON_NUMERIC_COLUMN",
+                violations=[(name, f"{kind} in {path}")],
+                metadata={"file": path, "column": name, "type": str(kind)},
+            )
+
+
+def _arrays(
+    batch: pa.RecordBatch, path: str, first_row: int, d: int, labels: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A batch's features (n, d) as float64 and target (n,), refusing nulls and non-finite values."""
+    columns = [column if labels and j == d else pc.cast(column, pa.float64()) for j, column in enumerate(batch.columns)]
+    for j, column in enumerate(columns):
+        problem = "empty" if column.null_count else None
+        if problem is None and not (labels and j == d):
+            values = column.to_numpy()
+            problem = None if np.isfinite(values).all() else "non-finite"
+        if problem is not None:
+            bad = column.is_null() if problem == "empty" else pa.array(~np.isfinite(column.to_numpy()))
+            row = first_row + int(np.argmax(bad.to_numpy(zero_copy_only=False))) + 1
+            name = batch.schema.names[j]
+            raise InvalidInput(
+                f"{path}, row {row}, column {name!r}: " + ("the value is null" if problem == "empty" else "not finite"),
+                reason="MALFORMED_PARQUET",
+                violations=[(name, f"{path} row {row}: {problem} value")],
+                metadata={"file": path, "row": row, "column": name, "problem": problem},
+            )
+    X = np.column_stack([column.to_numpy() for column in columns[:d]])
+    if len(columns) == d:
+        return X, None
+    target = columns[d]
+    if labels:
+        return X, target.to_numpy(zero_copy_only=False).astype(np.str_)
+    return X, target.to_numpy()

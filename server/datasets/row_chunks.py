@@ -1,0 +1,62 @@
+"""Rows of a data file as the chunks that are streamed: features, target, and where they start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["RowChunk", "Table", "rechunk"]
+
+
+@dataclass(frozen=True)
+class RowChunk:
+    """Rows ``first_row``.. (0-based, counted over the whole input) of a data file.
+
+    features : ndarray of shape (n_rows, n_features), float64
+    target : ndarray of shape (n_rows,): float64 for a regressor, str for a classifier;
+        None when no target column was asked for
+    """
+
+    first_row: int
+    features: np.ndarray
+    target: np.ndarray | None
+
+
+def rechunk(pieces: Iterable[tuple[np.ndarray, np.ndarray | None]], chunk_rows: int) -> Iterator[RowChunk]:
+    """Chunks of ``chunk_rows`` rows (the last may be shorter) from pieces of any size, in order."""
+    held: list[tuple[np.ndarray, np.ndarray | None]] = []
+    count = first = 0
+
+    def joined() -> RowChunk:
+        X = np.concatenate([p[0] for p in held]) if len(held) > 1 else held[0][0]
+        target = None if held[0][1] is None else np.concatenate([p[1] for p in held if p[1] is not None])
+        return RowChunk(first, X, target)
+
+    for X, y in pieces:
+        start = 0
+        while start < X.shape[0]:
+            take = min(chunk_rows - count, X.shape[0] - start)
+            held.append((X[start : start + take], None if y is None else y[start : start + take]))
+            count, start = count + take, start + take
+            if count == chunk_rows:
+                yield joined()
+                held, count, first = [], 0, first + chunk_rows
+    if count:
+        yield joined()
+
+
+@dataclass
+class Table:
+    """A data file opened for streaming: its feature names, its chunks, and how far reading has gone.
+
+    ``size`` is the whole input in ``unit`` (``"B"`` for bytes, ``"rows"``) and
+    ``done()`` how much of it has been read, for a progress bar.
+    """
+
+    feature_names: list[str]
+    chunks: Iterator[RowChunk]
+    size: int
+    unit: str
+    done: Callable[[], int]

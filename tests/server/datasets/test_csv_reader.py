@@ -1,0 +1,110 @@
+"""CSV files as spreadsheets write them, read through pyarrow; a bad row named by its physical line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regserve.server.datasets.csv_reader import read_csv
+from regserve.server.errors import InvalidInput
+
+
+def _rows(path, target="y", **options):
+    table = read_csv(path, target, **options)
+    chunks = list(table.chunks)
+    X = np.concatenate([c.features for c in chunks])
+    y = np.concatenate([c.target for c in chunks])
+    return table.feature_names, X, y, [c.first_row for c in chunks]
+
+
+def _refusal(path, target="y", **options) -> InvalidInput:
+    with pytest.raises(InvalidInput) as refused:
+        _rows(path, target, **options)
+    assert refused.value.reason == "MALFORMED_CSV"
+    return refused.value
+
+
+def test_bom_crlf_blank_lines_and_quoted_fields_just_work(tmp_path):
+    path = tmp_path / "spreadsheet.csv"
+    path.write_bytes(b'\xef\xbb\xbf"a","b",y\r\n1,2,3\r\n\r\n"4",5.5,"6"\r\n\r\n7,8e1,-9\r\n\r\n\r\n')
+    names, X, y, _ = _rows(path)
+    assert names == ["a", "b"]
+    np.testing.assert_array_equal(X, [[1, 2], [4, 5.5], [7, 80]])
+    np.testing.assert_array_equal(y, [3, 6, -9])
+
+
+def test_chunks_have_the_asked_size_and_count_rows_from_zero(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(10)))
+    _, X, y, firsts = _rows(path, chunk_rows=4)
+    assert firsts == [0, 4, 8]
+    np.testing.assert_array_equal(X[:, 0], np.arange(10))
+
+
+def test_a_classifiers_labels_may_be_quoted_and_span_lines(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text('x,kind\n1,cold\n2,"very\nhot"\n3,"a, b"\n')
+    _, X, y, _ = _rows(path, "kind", classifier=True)
+    assert y.tolist() == ["cold", "very\nhot", "a, b"] and X[:, 0].tolist() == [1, 2, 3]
+
+
+def test_feature_columns_choose_and_order_the_features(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text("a,note,b,y\n1,x,2,3\n4,yy,5,6\n")
+    names, X, _, _ = _rows(path, feature_columns=["b", "a"])
+    assert names == ["b", "a"] and X.tolist() == [[2, 1], [5, 4]]
+    with pytest.raises(InvalidInput) as refused:
+        read_csv(path, "y", feature_columns=["a", "nope"])
+    assert refused.value.reason == "UNKNOWN_FEATURE_COLUMN"
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "column", "problem"),
+    [
+        ("1,2,3\n4,5\n", 3, "y", "ragged"),
+        ("1,2,3\n4,5,6,7\n", 3, "y", "ragged"),
+        ("1,2,3\n4,,6\n", 3, "b", "empty"),
+        ("1,2,3\n4,five,6\n", 3, "b", "non-numeric"),
+        ("1,2,3\n4,5,\n", 3, "y", "empty"),
+        ("1,2,3\n4,5,inf\n", 3, "y", "non-finite"),
+        # The first bad row in file order wins, whatever its fault or column.
+        ("1,,3\n4,5\n", 2, "b", "empty"),
+    ],
+)
+def test_a_bad_row_is_named_by_line_column_and_kind(tmp_path, body, line, column, problem):
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b,y\n" + body)
+    error = _refusal(path)
+    assert error.metadata == {"line": str(line), "column": column, "problem": problem}
+    assert str(error).startswith(f"line {line}")
+
+
+def test_the_line_is_the_physical_line_past_blank_lines_and_quoted_newlines(tmp_path):
+    path = tmp_path / "lines.csv"
+    # Data rows 1-3 take lines 2-7: a blank line, then a label over three lines.
+    path.write_bytes(b'x,kind\r\n1,cold\r\n\r\n2,"very\r\nvery\r\nhot"\r\n3,warm\r\n\r\n,cold\r\n')
+    error = _refusal(path, "kind", classifier=True)
+    assert error.metadata == {"line": "9", "column": "x", "problem": "empty"}
+
+
+def test_a_bad_row_past_the_first_blocks_is_found_on_its_line(tmp_path):
+    path = tmp_path / "long.csv"
+    rng = np.random.default_rng(7)
+    lines = [f"{a:.6f},{b:.6f}" for a, b in rng.normal(size=(50_000, 2))]
+    lines[41_234] = "1.5,oops"
+    path.write_text("a,y\n" + "\n".join(lines) + "\n")
+    error = _refusal(path, chunk_rows=1000)
+    assert error.metadata == {"line": "41236", "column": "y", "problem": "non-numeric"}
+
+
+def test_an_empty_file_and_a_repeated_column_are_refused(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("\n\n")
+    with pytest.raises(InvalidInput) as refused:
+        read_csv(empty, "y")
+    assert refused.value.reason == "EMPTY_CSV"
+    twice = tmp_path / "twice.csv"
+    twice.write_text("a,a,y\n1,2,3\n")
+    with pytest.raises(InvalidInput) as refused:
+        read_csv(twice, "y")
+    assert refused.value.reason == "DUPLICATE_COLUMN"

@@ -1,0 +1,75 @@
+"""Parquet as it is kept: one file, a directory, a glob; only the chosen columns; bad values named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from regserve.server.datasets.parquet_reader import read_parquet
+from regserve.server.errors import InvalidInput
+
+
+@pytest.fixture
+def parts(tmp_path):
+    """Three files of 500 rows in row groups of 128: features a, b, a text column, target y."""
+    rng = np.random.default_rng(17)
+    X = rng.normal(size=(1500, 2))
+    y = X @ [2.0, -1.0] + 0.5
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(3):
+        rows = slice(500 * i, 500 * (i + 1))
+        table = pa.table({"a": X[rows, 0], "note": ["n"] * 500, "b": X[rows, 1], "y": y[rows]})
+        pq.write_table(table, folder / f"part-{i}.parquet", row_group_size=128)
+    (folder / "_SUCCESS").write_text("")
+    return folder, X, y
+
+
+def _all(table):
+    chunks = list(table.chunks)
+    return np.concatenate([c.features for c in chunks]), np.concatenate([c.target for c in chunks]), chunks
+
+
+def test_a_directory_and_a_glob_read_every_file_in_order(parts):
+    folder, X, y = parts
+    for source in (str(folder), str(folder / "part-*.parquet")):
+        table = read_parquet(source, "y", chunk_rows=200, feature_columns=["a", "b"])
+        assert table.feature_names == ["a", "b"] and (table.size, table.unit) == (1500, "rows")
+        got_X, got_y, chunks = _all(table)
+        np.testing.assert_array_equal(got_X, X)
+        np.testing.assert_array_equal(got_y, y)
+        assert [c.first_row for c in chunks] == list(range(0, 1500, 200)) and table.done() == 1500
+
+
+def test_one_file_and_projection_read_only_the_chosen_columns(parts):
+    folder, X, _ = parts
+    table = read_parquet(str(folder / "part-1.parquet"), "y", feature_columns=["b"])
+    got_X, _, _ = _all(table)
+    np.testing.assert_array_equal(got_X[:, 0], X[500:1000, 1])
+    # Without a choice every other column is a feature, and the text one is refused.
+    with pytest.raises(InvalidInput) as refused:
+        read_parquet(str(folder), "y")
+    assert refused.value.reason == "NON_NUMERIC_COLUMN" and refused.value.metadata["column"] == "note"
+
+
+def test_a_null_is_refused_with_its_file_row_and_column(tmp_path):
+    path = tmp_path / "holes.parquet"
+    pq.write_table(pa.table({"a": [1.0, 2.0, None, 4.0], "y": [1, 2, 3, 4]}), path, row_group_size=2)
+    with pytest.raises(InvalidInput) as refused:
+        list(read_parquet(str(path), "y").chunks)
+    assert refused.value.metadata == {"file": str(path), "row": "3", "column": "a", "problem": "empty"}
+
+
+def test_classifier_labels_and_missing_inputs(tmp_path):
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"x": [1, 2, 3], "kind": ["a", "b", "a"]}), path)
+    _, labels, _ = _all(read_parquet(str(path), "kind", classifier=True))
+    assert labels.tolist() == ["a", "b", "a"]
+    with pytest.raises(InvalidInput) as refused:
+        read_parquet(str(tmp_path / "none-*.parquet"), "kind")
+    assert refused.value.reason == "NO_INPUT_FILES"
+    with pytest.raises(InvalidInput) as refused:
+        read_parquet(str(path), "price")
+    assert refused.value.reason == "UNKNOWN_TARGET_COLUMN"
