@@ -6,11 +6,13 @@ import grpc
 import numpy as np
 import pytest
 
-from regserve.client import InvalidArgument, ModelAdminClient
+from regserve.client import InvalidArgument, ModelAdminClient, PermissionDenied
 from regserve.client._exceptions import from_rpc_error
 from regserve.v1 import model_service_pb2 as pb
 from regserve.v1 import model_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
+from tests.conftest import start_server
+from tests.server.gateway.helpers import MODES, running_gateway
 
 RNG_SEED = 20
 
@@ -165,3 +167,37 @@ def test_missing_coefficients_and_a_regressor_confusion_matrix_are_refused(chann
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     error = from_rpc_error(info.value, "")
     assert fields(error.field_violations) == {"coefficients", "training.confusion_matrix"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rest_creates_a_version_and_refuses_bad_parameters_with_their_fields(app, target, client, mode):
+    with running_gateway(target, app.local if mode == "in_process" else None) as http:
+        bad = http.post("/v1/models/house/versions", json={"kind": "MODEL_KIND_LINEAR", "intercepts": [0.0]})
+        assert bad.status_code == 400
+        (violations,) = [d for d in bad.json()["details"] if d["@type"].endswith("google.rpc.BadRequest")]
+        assert {v["field"] for v in violations["fieldViolations"]} == {"coefficients"}
+        body = {
+            "kind": "MODEL_KIND_LINEAR",
+            "coefficients": {"numColumns": 2, "values": [1.5, -2.0]},
+            "intercepts": [0.25],
+            "lineage": {"source": "typed in by hand"},
+        }
+        created = http.post("/v1/models/house/versions", json=body)
+        assert created.status_code == 200, created.text
+        assert created.json()["modelVersion"]["source"] == "typed in by hand" and created.json()["promoted"]
+    np.testing.assert_allclose(client.predict("house", [[2.0, 1.0]]).values, [1.25], rtol=1e-12)
+
+
+def test_only_the_admin_role_may_create_a_version(tmp_path):
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("admin:admin-secret-0123456789\npredict:predict-secret-0123456789\n", encoding="utf-8")
+    app = start_server(tmp_path / "models", tokens_file=str(tokens))
+    target = f"127.0.0.1:{app.port}"
+    try:
+        with ModelAdminClient(target, timeout=30, token="predict-secret-0123456789") as admin:
+            with pytest.raises(PermissionDenied):
+                admin.create_version("house", "linear", [[1.0]], [0.0])
+        with ModelAdminClient(target, timeout=30, token="admin-secret-0123456789") as admin:
+            assert admin.create_version("house", "linear", [[1.0]], [0.0]).promoted
+    finally:
+        app.stop(0)
