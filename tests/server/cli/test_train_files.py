@@ -1,0 +1,131 @@
+"""regserve train on files as users have them, against a real server: Parquet, awkward CSV, bad rows by line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from regserve.server.cli import main
+from regserve.server.registry.disk import ModelRegistry
+
+SPLIT = ("--validation-fraction", "0.25", "--seed", "5", "--cv", "3")
+
+
+def _train(target, source, model, *extra):
+    return main(["train", str(source), "--server", target, "--model", model, "--target", "price", *SPLIT, *extra])
+
+
+def _version(client, model):
+    return client.model_info(model)
+
+
+def _same_model(a, b):
+    assert a.data_fingerprint == b.data_fingerprint and a.num_samples == b.num_samples
+    assert a.num_validation == b.num_validation and list(a.feature_names) == list(b.feature_names)
+    np.testing.assert_allclose(
+        np.frombuffer(a.coefficients.raw), np.frombuffer(b.coefficients.raw), rtol=1e-10, atol=1e-12
+    )
+    assert a.validation.metrics.keys() == b.validation.metrics.keys()
+    for name in a.validation.metrics:
+        assert a.validation.metrics[name] == pytest.approx(b.validation.metrics[name], rel=1e-10, abs=1e-12)
+
+
+@pytest.fixture
+def parquet_parts(tmp_path, linear_data):
+    """linear_data as four files of 100 rows in row groups of 32, with a text column no model may read."""
+    X, y = linear_data
+    folder = tmp_path / "houses"
+    folder.mkdir()
+    for i in range(4):
+        rows = slice(100 * i, 100 * (i + 1))
+        columns = {name: X[rows, j] for j, name in enumerate("abcde")}
+        table = pa.table({**columns, "street": ["Elm St"] * 100, "price": y[rows]})
+        pq.write_table(table, folder / f"part-{i}.parquet", row_group_size=32)
+    return folder
+
+
+def test_parquet_directory_glob_and_file_train_as_the_same_rows_sent_from_python(
+    target, client, parquet_parts, linear_data, capsys
+):
+    X, y = linear_data
+    client.train("reference", X, y, feature_names=list("abcde"), validation_fraction=0.25, seed=5, cv_folds=3)
+    columns = ("--feature-columns", "a,b,c,d,e")
+    assert _train(target, parquet_parts, "folder", *columns, "--chunk-rows", "50") == 0
+    assert "folder v1: 400 rows" in capsys.readouterr().out
+    assert _train(target, parquet_parts / "part-*.parquet", "glob", *columns) == 0
+    reference = _version(client, "reference")
+    _same_model(_version(client, "folder"), reference)
+    _same_model(_version(client, "glob"), reference)
+    # One file, and a projection of two of its columns.
+    assert _train(target, parquet_parts / "part-2.parquet", "one", "--feature-columns", "d,a") == 0
+    one = _version(client, "one")
+    assert list(one.feature_names) == ["d", "a"] and one.num_samples == 100
+    capsys.readouterr()
+    # Without a projection the text column is a feature, and the file is refused before anything is sent.
+    assert _train(target, parquet_parts, "text") == 1
+    assert "column 'street'" in capsys.readouterr().err
+
+
+def test_csv_with_bom_crlf_blank_lines_and_quotes_trains_as_a_plain_one(target, client, tmp_path, linear_data):
+    X, y = linear_data
+    plain = tmp_path / "plain.csv"
+    np.savetxt(plain, np.column_stack([X, y]), delimiter=",", header="a,b,c,d,e,price", comments="", fmt="%.17g")
+    rows = [",".join(f"{v:.17g}" for v in row) for row in np.column_stack([X, y])]
+    awkward_rows = []
+    for i, row in enumerate(rows):
+        cells = row.split(",")
+        awkward_rows.append(",".join(f'"{c}"' if (i + k) % 3 == 0 else c for k, c in enumerate(cells)))
+        if i % 50 == 7:
+            awkward_rows.append("")
+    body = '"a","b",c,d,e,"price"\r\n' + "\r\n".join(awkward_rows) + "\r\n\r\n\r\n"
+    awkward = tmp_path / "awkward.csv"
+    awkward.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert _train(target, plain, "plain") == 0
+    assert _train(target, awkward, "awkward", "--chunk-rows", "33") == 0
+    _same_model(_version(client, "awkward"), _version(client, "plain"))
+
+
+def test_a_ragged_row_at_line_4_is_named_and_nothing_is_stored(target, tmp_path, capsys, model_dir):
+    path = tmp_path / "ragged.csv"
+    path.write_text("a,b,price\n1,2,3\n2,3,4\n4,5\n5,6,7\n")
+    assert _train(target, path, "ragged") == 1
+    assert "line 4 has 2 fields where the header has 3: column 'price' and after are missing" in (
+        capsys.readouterr().err
+    )
+    assert "ragged" not in ModelRegistry(model_dir).list_models()
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "problem"), [("4,,6", "b", "empty"), ("4,n/a,6", "b", "non-numeric"), ("4,5,", "price", "empty")]
+)
+def test_an_empty_or_non_numeric_cell_is_named_in_json(target, tmp_path, capsys, model_dir, row, column, problem):
+    path = tmp_path / "cells.csv"
+    path.write_text(f"a,b,price\n1,2,3\n\n{row}\n5,6,7\n")
+    assert _train(target, path, "cells", "-o", "json") == 1
+    error = json.loads(capsys.readouterr().err)
+    assert error["reason"] == "MALFORMED_CSV"
+    assert error["metadata"] == {"line": "4", "column": column, "problem": problem}
+    assert "cells" not in ModelRegistry(model_dir).list_models()
+
+
+@pytest.mark.slow
+def test_a_ragged_row_at_line_900001_is_named_and_nothing_is_stored(target, tmp_path, capsys, model_dir):
+    rng = np.random.default_rng(900_001)
+    X = rng.integers(-1000, 1000, size=(899_998, 2))
+    lines = np.char.add(np.char.add(X[:, 0].astype(str), ","), X[:, 1].astype(str))
+    lines = np.char.add(lines, ",1")
+    path = tmp_path / "big.csv"
+    with path.open("w") as out:
+        out.write("a,b,price\n")
+        out.write("\n".join(lines[:1000]) + "\n\n")  # a blank line at line 1,002: lines and rows part there
+        out.write("\n".join(lines[1000:]) + "\n")
+        out.write("1,2,3,4\n")  # line 900,001
+        out.write("\n".join(lines[:500]) + "\n")
+    assert _train(target, path, "big") == 1
+    err = capsys.readouterr().err
+    assert "line 900001 has 4 fields where the header has 3" in err
+    assert "big" not in ModelRegistry(model_dir).list_models()
