@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from regserve.server.models.objective import Objective
+from regserve.server.models.objective import ArrayBlocks, Objective
 
 __all__ = [
     "SolverInfo",
@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 # is not trusted and the rank-revealing least-squares solve takes over.
 _MAX_CONDITION = 1e12
 _SUBSTITUTION_BLOCK = 128  # rows per diagonal block of a triangular solve
+WARM_START_ROWS = 65_536
+"""Most rows of the sample a Newton run over many more rows first converges on, in memory."""
+_WARM_START_VALUES = 2**21  # most values (rows × parameters) that sample holds, 16 MiB
+_WARM_START_STRIDE = 4  # a sample of fewer than 1 row in this many saves no pass over the data
 
 
 @dataclass
@@ -241,9 +245,23 @@ def solve_newton(objective: Objective, *, max_iterations: int, tolerance: float)
 
     Stops when ``‖∇F‖₂ < tolerance``.  H is solved by Cholesky, falling back to
     least squares where it is singular (separable or collinear data).
+
+    On many rows the run starts from the optimum of a strided sample of them (see
+    ``_warm_start``), a few quadratically converging steps from the full optimum,
+    so it needs fewer passes over the data; ``iterations`` counts the steps on
+    all the rows.
     """
     theta = np.zeros(objective.shape)
-    F, G, H = objective.evaluate(theta, hessian=True)
+    start = None
+    warm = _warm_start(objective, max_iterations=max_iterations, tolerance=tolerance)
+    if warm is not None:
+        start = objective.evaluate(warm, hessian=True)
+        # At θ = 0 every row's log-loss is log K (log 2 when binary): a worse start is dropped.
+        if start[0] <= np.log(max(objective.shape[0], 2)):
+            theta = warm
+        else:
+            start = None
+    F, G, H = start if start is not None else objective.evaluate(theta, hessian=True)
     converged, iterations, fallback = False, 0, None
     roundoff = 8 * np.finfo(float).eps
     while not (converged := float(np.linalg.norm(G)) < tolerance) and iterations < max_iterations:
@@ -270,6 +288,29 @@ def solve_newton(objective: Objective, *, max_iterations: int, tolerance: float)
         theta, F, G, H = candidate, F_new, G_new, H_new
     gauge = 0.5 * objective.gauge * float(theta.sum(axis=0) @ theta.sum(axis=0))
     return theta, SolverInfo(iterations=iterations, converged=converged, final_loss=F - gauge, fallback=fallback)
+
+
+def _warm_start(objective: Objective, *, max_iterations: int, tolerance: float) -> np.ndarray | None:
+    """Newton's optimum on every s-th row, read in one pass, or None when the rows are too few to gain.
+
+    The sample's optimum lies within about 1/√(sample rows) of the full one, where
+    Newton converges quadratically: two or three steps on all the rows instead of
+    the six or more from zero, for one extra pass that only reads.
+    """
+    rows = min(WARM_START_ROWS, _WARM_START_VALUES // (objective.shape[0] * objective.shape[1]))
+    stride = objective.data.n // max(rows, 1)
+    if stride < _WARM_START_STRIDE or rows < 20 * objective.shape[0] * objective.shape[1]:
+        return None
+    Zs, ys, seen = [], [], 0
+    for Z, y in objective.data.blocks():
+        objective.interrupt()
+        first = -seen % stride  # global rows 0, s, 2s, ... whatever the block boundaries
+        Zs.append(Z[first::stride].copy())
+        ys.append(y[first::stride].copy())
+        seen += y.shape[0]
+    sample = objective.on(ArrayBlocks(np.concatenate(Zs), np.concatenate(ys)))
+    theta, info = solve_newton(sample, max_iterations=max_iterations, tolerance=tolerance)
+    return theta if np.isfinite(theta).all() else None
 
 
 def _newton_step(H: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, str | None]:

@@ -72,7 +72,9 @@ class SpoolView:
         starts = np.arange(0, self._spool.shape[0], self._block)
         for start in starts if order is None else starts[order]:
             block = np.asarray(self._spool[start : start + self._block])
-            block = block[np.isin(block[:, -1], self._groups)]
+            chosen = np.isin(block[:, -1], self._groups)
+            if not chosen.all():  # a block wholly chosen (no split, no folds) needs no copy
+                block = block[chosen]
             if block.shape[0]:
                 yield block
 
@@ -98,4 +100,6 @@ class SpoolView:
 
     def _scaled(self, blocks: Iterator[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for X, y in blocks:
-            yield (X - self._shift) / self._scale, y
+            Z = X - self._shift
+            Z /= self._scale  # in place: one temporary per block, not two
+            yield Z, y

@@ -170,12 +170,18 @@ class Trainer:
         if self._moments is None:
             p = d + (self.spec.kind != "logistic")
             self._moments = (Moments(p), Moments(p))
-        self._fingerprint(X, targets, labels)
-        V = X if self.spec.kind == "logistic" else np.column_stack([X, targets])
+        # One [x, y, group] array feeds the fingerprint, the moments and the spool, so each row is copied once.
+        rows = np.empty((n, d + 2), dtype="<f8")
+        rows[:, :d], rows[:, d], rows[:, d + 1] = X, targets, group
+        self._fingerprint(rows, labels)
+        V = rows[:, : d + (self.spec.kind != "logistic")]
         training = group >= 0
-        self._moments[0].add(V[training])
-        self._moments[1].add(V[~training])
-        self._spool.write(np.column_stack([X, targets, group]).astype("<f8", copy=False).tobytes())
+        if n_train == n:
+            self._moments[0].add(V)
+        else:
+            self._moments[0].add(V[training])
+            self._moments[1].add(V[~training])
+        self._spool.write(rows.data)
         self._n += n
         self._n_train += n_train
         self._fold_rows += np.bincount(group[training].astype(np.intp), minlength=self._n_folds)
@@ -188,22 +194,29 @@ class Trainer:
             return X, checked_targets(y, self._n), None
         return X, None, checked_labels(y, self._n, self._declared)
 
-    def _fingerprint(self, X: np.ndarray, targets: np.ndarray, labels: np.ndarray | None) -> None:
-        # Row-major [x, y] bytes, row after row: identical however the rows are chunked.
+    def _fingerprint(self, rows: np.ndarray, labels: np.ndarray | None) -> None:
+        """Hash spool ``rows`` [x, y, group] (little-endian float64) in the fingerprint's byte format.
+
+        Row-major [x, y] bytes, row after row, or for labels each row's x bytes and then
+        its label as a 4-byte little-endian length and UTF-8 bytes: identical however
+        the rows are chunked.
+        """
+        d = rows.shape[1] - 2
         if labels is None:
-            self._hash.update(np.column_stack([X, targets]).astype("<f8", copy=False).tobytes())
+            self._hash.update(np.ascontiguousarray(rows[:, : d + 1]).data)
             return
-        encoded = {}
-        row_bytes = X.astype("<f8", copy=False).tobytes()
-        width = 8 * X.shape[1]
-        parts = []
-        for i, label in enumerate(labels.tolist()):
-            if label not in encoded:
-                raw = label.encode("utf-8")
-                encoded[label] = len(raw).to_bytes(4, "little") + raw
-            parts.append(row_bytes[i * width : (i + 1) * width])
-            parts.append(encoded[label])
-        self._hash.update(b"".join(parts))
+        values, inverse = np.unique(labels, return_inverse=True)
+        encoded = [len(raw).to_bytes(4, "little") + raw for raw in (str(v).encode("utf-8") for v in values)]
+        x_bytes = np.ascontiguousarray(rows[:, :d]).view(np.uint8)
+        if len({len(e) for e in encoded}) == 1:
+            # Labels of one encoded width (the usual case) make the byte stream a 2-D array.
+            table = np.frombuffer(b"".join(encoded), dtype=np.uint8).reshape(len(encoded), -1)
+            self._hash.update(np.hstack([x_bytes, table[inverse.ravel()]]).data)
+            return
+        flat, width = x_bytes.tobytes(), x_bytes.shape[1]
+        self._hash.update(
+            b"".join(flat[i * width : (i + 1) * width] + encoded[j] for i, j in enumerate(inverse.ravel().tolist()))
+        )
 
     # ------------------------------------------------------------------ fitting
 

@@ -191,3 +191,59 @@ def test_the_rank_from_the_eigenvalues_is_numpys_matrix_rank():
     for gram in (A.T @ A, (A[:, :3] @ rng.normal(size=(3, 8))).T @ A[:, :3] @ rng.normal(size=(3, 8))):
         gram = (gram + gram.T) / 2
         assert solvers._rank(np.linalg.eigvalsh(gram)) == np.linalg.matrix_rank(gram, hermitian=True)
+
+
+class CountingSource(ArraySource):
+    """An ArraySource that counts the passes made over it."""
+
+    passes = 0
+
+    def blocks(self):
+        self.passes += 1
+        return super().blocks()
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_newton_from_a_strided_sample_reaches_the_same_optimum_in_fewer_passes(binary, monkeypatch):
+    rng = np.random.default_rng(8)
+    Z = rng.normal(size=(20_000, 5))
+    labels = np.digitize(
+        Z @ [1.0, -2.0, 0.5, 0.0, 1.5] + rng.logistic(size=20_000), [-1.0, 1.0] if not binary else [0.5]
+    )
+    K = len(np.unique(labels))
+
+    def run(sample_rows):
+        monkeypatch.setattr(solvers, "WARM_START_ROWS", sample_rows)
+        source = CountingSource(Z, labels, block=4096)
+        objective = make_objective(source, kind="logistic", n_classes=K, d=5, l2=0.01, fit_intercept=True)
+        theta, info = solvers.solve_newton(objective, max_iterations=50, tolerance=1e-10)
+        assert info.converged
+        return theta, info, source.passes
+
+    cold, cold_info, cold_passes = run(10**9)  # a sample of no row: Newton from zero
+    warm, warm_info, warm_passes = run(2000)  # every 10th row
+    np.testing.assert_allclose(warm, cold, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(warm_info.final_loss, cold_info.final_loss, rtol=1e-12)
+    assert warm_info.iterations < cold_info.iterations
+    assert warm_passes < cold_passes
+
+
+def test_a_warm_start_worse_than_zero_is_dropped(standardized, monkeypatch):
+    Z, _, labels = standardized
+    labels = (labels == 2).astype(np.intp)
+    labels[::5] = 1 - labels[::5]  # the strided sample (every 5th row) sees every label flipped
+    monkeypatch.setattr(solvers, "WARM_START_ROWS", 300)
+    objective = make_objective(ArraySource(Z, labels), kind="logistic", n_classes=2, d=5, l2=0.01, fit_intercept=True)
+    evaluated = []
+    evaluate = objective.evaluate
+
+    def spy(theta, hessian=False):
+        evaluated.append(theta.copy())
+        return evaluate(theta, hessian)
+
+    monkeypatch.setattr(objective, "evaluate", spy)
+    theta, info = solvers.solve_newton(objective, max_iterations=50, tolerance=1e-10)
+    assert np.abs(evaluated[0]).max() > 0 and np.all(evaluated[1] == 0)  # the warm start, then zero
+    reference = _sklearn_logistic(Z, labels, 0.01)
+    assert info.converged
+    np.testing.assert_allclose(theta[0, 1:], reference.coef_[0], rtol=1e-5, atol=1e-6)

@@ -141,3 +141,22 @@ def test_finished_trainer_refuses_more_work_and_cleans_up(tmp_path, diabetes):
     with pytest.raises(FailedPrecondition):
         trainer.finish()
     trainer.close()
+
+
+def test_fingerprint_of_labels_is_each_row_then_its_length_prefixed_label(diabetes):
+    X, y = diabetes
+    labels = np.array(["low", "mid", "é", "high"])[np.digitize(y, [100, 150, 200])]
+    expected = hashlib.sha256()
+    for row, label in zip(X.astype("<f8"), labels.tolist(), strict=True):
+        raw = label.encode("utf-8")
+        expected.update(row.tobytes() + len(raw).to_bytes(4, "little") + raw)
+    for chunks in ([], [1, 57, 300]):
+        result = train(TrainSpec(kind="logistic"), X, labels, chunks=chunks)
+        assert result.metadata["fingerprint"] == expected.hexdigest()
+    # Labels of one encoded width take another route to the same format.
+    same_width = np.array(["lo", "mi", "hi", "ab"])[np.digitize(y, [100, 150, 200])]
+    one_width = hashlib.sha256()
+    for row, label in zip(X.astype("<f8"), same_width.tolist(), strict=True):
+        raw = label.encode("utf-8")
+        one_width.update(row.tobytes() + len(raw).to_bytes(4, "little") + raw)
+    assert train(TrainSpec(kind="logistic"), X, same_width, chunks=[5]).metadata["fingerprint"] == one_width.hexdigest()
