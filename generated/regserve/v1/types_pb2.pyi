@@ -87,7 +87,7 @@ class Problem(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class TrainSpec(_message.Message):
-    __slots__ = ("model", "kind", "solver", "feature_names", "alpha", "fit_intercept", "standardize", "learning_rate", "epochs", "batch_size", "tolerance", "max_iterations", "validation_fraction", "cv_folds", "seed", "class_labels", "promote", "promotion_gate")
+    __slots__ = ("model", "kind", "solver", "feature_names", "alpha", "fit_intercept", "standardize", "learning_rate", "epochs", "batch_size", "tolerance", "max_iterations", "validation_fraction", "cv_folds", "seed", "class_labels", "promote", "promotion_gate", "c")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SOLVER_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,7 @@ class TrainSpec(_message.Message):
     CLASS_LABELS_FIELD_NUMBER: _ClassVar[int]
     PROMOTE_FIELD_NUMBER: _ClassVar[int]
     PROMOTION_GATE_FIELD_NUMBER: _ClassVar[int]
+    C_FIELD_NUMBER: _ClassVar[int]
     model: str
     kind: ModelKind
     solver: Solver
@@ -124,7 +125,8 @@ class TrainSpec(_message.Message):
     class_labels: _containers.RepeatedScalarFieldContainer[str]
     promote: bool
     promotion_gate: bool
-    def __init__(self, model: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., solver: _Optional[_Union[Solver, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., alpha: _Optional[float] = ..., fit_intercept: _Optional[bool] = ..., standardize: _Optional[bool] = ..., learning_rate: _Optional[float] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., tolerance: _Optional[float] = ..., max_iterations: _Optional[int] = ..., validation_fraction: _Optional[float] = ..., cv_folds: _Optional[int] = ..., seed: _Optional[int] = ..., class_labels: _Optional[_Iterable[str]] = ..., promote: _Optional[bool] = ..., promotion_gate: _Optional[bool] = ...) -> None: ...
+    c: float
+    def __init__(self, model: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., solver: _Optional[_Union[Solver, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., alpha: _Optional[float] = ..., fit_intercept: _Optional[bool] = ..., standardize: _Optional[bool] = ..., learning_rate: _Optional[float] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., tolerance: _Optional[float] = ..., max_iterations: _Optional[int] = ..., validation_fraction: _Optional[float] = ..., cv_folds: _Optional[int] = ..., seed: _Optional[int] = ..., class_labels: _Optional[_Iterable[str]] = ..., promote: _Optional[bool] = ..., promotion_gate: _Optional[bool] = ..., c: _Optional[float] = ...) -> None: ...
 
 class TrainChunk(_message.Message):
     __slots__ = ("features", "targets", "labels")
@@ -233,8 +235,16 @@ class SolverReport(_message.Message):
     final_loss: float
     def __init__(self, solver: _Optional[_Union[Solver, str]] = ..., rank: _Optional[int] = ..., condition_number: _Optional[float] = ..., least_squares_fallback: _Optional[bool] = ..., iterations: _Optional[int] = ..., converged: _Optional[bool] = ..., final_loss: _Optional[float] = ...) -> None: ...
 
+class FitWarning(_message.Message):
+    __slots__ = ("reason", "message")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    message: str
+    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class ModelVersion(_message.Message):
-    __slots__ = ("model", "version", "kind", "feature_names", "classes", "coefficients", "intercepts", "standardization", "spec", "training", "validation", "cross_validation", "solver_report", "feature_statistics", "num_samples", "num_train", "num_validation", "data_fingerprint", "checksum", "create_time", "regserve_version", "serving_state", "training_seconds", "problem", "source")
+    __slots__ = ("model", "version", "kind", "feature_names", "classes", "coefficients", "intercepts", "standardization", "spec", "training", "validation", "cross_validation", "solver_report", "feature_statistics", "num_samples", "num_train", "num_validation", "data_fingerprint", "checksum", "create_time", "regserve_version", "serving_state", "training_seconds", "problem", "source", "warnings")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +270,7 @@ class ModelVersion(_message.Message):
     TRAINING_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     kind: ModelKind
@@ -285,4 +296,5 @@ class ModelVersion(_message.Message):
     training_seconds: float
     problem: Problem
     source: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., coefficients: _Optional[_Union[Matrix, _Mapping]] = ..., intercepts: _Optional[_Iterable[float]] = ..., standardization: _Optional[_Union[Standardization, _Mapping]] = ..., spec: _Optional[_Union[TrainSpec, _Mapping]] = ..., training: _Optional[_Union[Evaluation, _Mapping]] = ..., validation: _Optional[_Union[Evaluation, _Mapping]] = ..., cross_validation: _Optional[_Union[CrossValidation, _Mapping]] = ..., solver_report: _Optional[_Union[SolverReport, _Mapping]] = ..., feature_statistics: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ..., num_samples: _Optional[int] = ..., num_train: _Optional[int] = ..., num_validation: _Optional[int] = ..., data_fingerprint: _Optional[str] = ..., checksum: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., regserve_version: _Optional[str] = ..., serving_state: _Optional[_Union[ServingState, str]] = ..., training_seconds: _Optional[float] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedCompositeFieldContainer[FitWarning]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., coefficients: _Optional[_Union[Matrix, _Mapping]] = ..., intercepts: _Optional[_Iterable[float]] = ..., standardization: _Optional[_Union[Standardization, _Mapping]] = ..., spec: _Optional[_Union[TrainSpec, _Mapping]] = ..., training: _Optional[_Union[Evaluation, _Mapping]] = ..., validation: _Optional[_Union[Evaluation, _Mapping]] = ..., cross_validation: _Optional[_Union[CrossValidation, _Mapping]] = ..., solver_report: _Optional[_Union[SolverReport, _Mapping]] = ..., feature_statistics: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ..., num_samples: _Optional[int] = ..., num_train: _Optional[int] = ..., num_validation: _Optional[int] = ..., data_fingerprint: _Optional[str] = ..., checksum: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., regserve_version: _Optional[str] = ..., serving_state: _Optional[_Union[ServingState, str]] = ..., training_seconds: _Optional[float] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ..., source: _Optional[str] = ..., warnings: _Optional[_Iterable[_Union[FitWarning, _Mapping]]] = ...) -> None: ...
