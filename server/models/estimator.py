@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from regserve.server.errors import IntegrityError, InvalidInput
+from regserve.server.models.statistics import Inference
 
 __all__ = ["LinearModel", "MODEL_KINDS"]
 
@@ -63,6 +64,8 @@ class LinearModel:
         self.mean_ = None if mean is None else np.array(mean, dtype=np.float64)
         self.scale_ = None if scale is None else np.array(scale, dtype=np.float64)
         self.classes_ = None if classes is None else tuple(str(c) for c in classes)
+        self.inference: Inference | None = None
+        """Covariances and fit statistics for tests and intervals (``statistics``), when the version has them."""
         # Fold the scaler in: w·(x - m)/s + b = (w/s)·x + (b - (m/s)·w).
         weights, bias = self.coef_, self.intercept_
         if self.scale_ is not None and self.mean_ is not None:
@@ -157,7 +160,7 @@ class LinearModel:
         """Numeric arrays (and classes as a unicode array) for ``np.savez``.
 
         Keys: ``coef``, ``intercept``, and when present ``mean``, ``scale``,
-        ``classes``.  No object arrays, so ``np.load(allow_pickle=False)`` works.
+        ``classes`` and the ``inference_*`` arrays.  No object arrays, so ``np.load(allow_pickle=False)`` works.
         """
         arrays = {"coef": self.coef_.copy(), "intercept": self.intercept_.copy()}
         if self.mean_ is not None and self.scale_ is not None:
@@ -165,6 +168,8 @@ class LinearModel:
             arrays["scale"] = self.scale_.copy()
         if self.classes_ is not None:
             arrays["classes"] = np.array(self.classes_, dtype=np.str_)
+        if self.inference is not None:
+            arrays.update(self.inference.to_arrays())
         return arrays
 
     @classmethod
@@ -215,7 +220,9 @@ class LinearModel:
                 raise _corrupt(f"{len(classes)} classes do not fit {n_outputs} output(s)")
         elif stored_classes is not None or n_outputs != 1:
             raise _corrupt(f"a {kind} model has one output and no classes")
-        return cls(kind, coef, intercept, mean=mean, scale=scale, classes=classes)
+        model = cls(kind, coef, intercept, mean=mean, scale=scale, classes=classes)
+        model.inference = Inference.from_arrays(kind, arrays, coef.shape[1])
+        return model
 
     def __repr__(self) -> str:
         extra = f", classes={list(self.classes_)}" if self.classes_ is not None else ""

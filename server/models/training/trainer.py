@@ -40,7 +40,7 @@ import joblib
 import numpy as np
 
 from regserve.server.errors import FailedPrecondition, InvalidInput, ResourceExhausted
-from regserve.server.models import solvers
+from regserve.server.models import solvers, statistics
 from regserve.server.models.estimator import LinearModel
 from regserve.server.models.interrupt import Interrupt, uninterrupted
 from regserve.server.models.scoring import ClassificationTally, RegressionTally
@@ -252,6 +252,7 @@ class Trainer:
             model, info = self._fit(spool, folds, moments[0], classes, label_map)
             check_model_finite(model, spec)
             training = self._evaluate(model, spool, folds, label_map)
+            model.inference = self._inference(model, spool, folds, moments[0], label_map)
             if info.final_loss is None and training.get("mse") is not None:
                 # The closed form's objective, ½·MSE + (alpha/n)/2·‖w‖², from the scoring pass.
                 l2 = spec.alpha / self._n_train
@@ -333,6 +334,26 @@ class Trainer:
         """Fit on the training groups (folds) ``groups``, whose rows have the moments ``moments``."""
         d = spool.shape[1] - 2  # spool rows are [x, y or label id, group]
         return fit_model(self.spec, d, moments, spool, groups, classes, label_map, self._interrupt)
+
+    def _inference(self, model: LinearModel, spool: SpoolFile, groups: list[int], moments: Moments, label_map):
+        """Covariances and fit statistics for tests and intervals; None for fits they do not describe.
+
+        Only unpenalized linear and binary logistic fits get them (``statistics``), from
+        one more pass over the training rows.
+        """
+        spec = self.spec
+        binary = model.classes_ is None or len(model.classes_) == 2
+        if spec.kind == "ridge" or spec.penalised or not binary:
+            return None
+
+        def blocks():
+            for X, y in SpoolView(spool, groups, 0.0, 1.0, 0, label_map).raw_blocks():
+                self._interrupt()
+                yield X, y
+
+        if spec.kind == "linear":
+            return statistics.linear_inference(model, moments, blocks(), fit_intercept=spec.fit_intercept)
+        return statistics.logistic_inference(model, blocks(), fit_intercept=spec.fit_intercept)
 
     def _moments_of(self, spool: SpoolFile, groups: list[int]) -> Moments:
         """The moments of the spooled rows of ``groups``, as the stream's moments are kept."""

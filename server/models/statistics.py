@@ -1,0 +1,311 @@
+"""Inference for unpenalized linear and binary logistic regression: covariances, tests, fit statistics.
+
+At training, ``linear_inference`` and ``logistic_inference`` compute from the training
+moments and one pass over the spooled training rows what inference needs, in the
+ORIGINAL feature space with the intercept first (standardization folded in):
+
+* linear regression (no penalty): the unscaled covariance (XᵀX)⁻¹, σ̂² = SSR / df_resid,
+  the HC3 covariance (the leverages hᵢ = x̃ᵢᵀ(XᵀX)⁻¹x̃ᵢ need (XᵀX)⁻¹, known once the moments
+  are, so the pass that sums the residuals also sums Σ eᵢ²/(1-hᵢ)² x̃ᵢx̃ᵢᵀ), R², adjusted R²,
+  F, log-likelihood, AIC, BIC and the condition number, with statsmodels' definitions;
+* binary logistic regression (no penalty): the inverse Hessian at the solution, the
+  log-likelihood and that of the intercept-only model, McFadden's pseudo-R², AIC, BIC.
+
+``Inference`` is stored with the version as plain float and unicode arrays (no pickle);
+``coefficient_statistics`` and ``model_statistics`` turn it into tests and intervals at
+a confidence level chosen when they are asked for.  Ridge, penalized logistic and
+multinomial models get none; ``unavailable_note`` says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_LEVEL",
+    "CoefficientRow",
+    "Inference",
+    "coefficient_statistics",
+    "critical_value",
+    "linear_inference",
+    "logistic_inference",
+    "model_statistics",
+    "unavailable_note",
+]
+
+DEFAULT_LEVEL = 0.95
+
+_PREFIX = "inference_"
+_NAMES, _VALUES = "inference_names", "inference_values"
+_COV, _ROBUST = "inference_covariance", "inference_robust_covariance"
+
+
+@dataclass(frozen=True)
+class Inference:
+    """What a version stores for inference, over the parameters [intercept (if fitted), features...].
+
+    ``unscaled`` times ``values["scale"]`` is the covariance of the estimates: (XᵀX)⁻¹ and
+    σ̂² for linear regression, the inverse Hessian and 1 for logistic regression.
+    ``robust`` is the HC3 covariance (linear regression only).  ``values`` holds the
+    model-level numbers by name (nobs, df_model, df_resid, k_constant, scale, ...).
+    """
+
+    kind: str
+    unscaled: np.ndarray
+    robust: np.ndarray | None
+    values: Mapping[str, float]
+
+    @property
+    def covariance(self) -> np.ndarray:
+        return self.unscaled * self.values["scale"]
+
+    @property
+    def has_intercept(self) -> bool:
+        return bool(self.values["k_constant"])
+
+    @property
+    def df_resid(self) -> float:
+        return self.values["df_resid"]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays for the version's npz file, every key prefixed ``inference_``."""
+        names = sorted(self.values)
+        arrays = {
+            _NAMES: np.array(names, dtype=np.str_),
+            _VALUES: np.array([self.values[k] for k in names], dtype=np.float64),
+            _COV: np.ascontiguousarray(self.unscaled, dtype=np.float64),
+        }
+        if self.robust is not None:
+            arrays[_ROBUST] = np.ascontiguousarray(self.robust, dtype=np.float64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, kind: str, arrays: Mapping[str, np.ndarray], n_parameters: int) -> Inference | None:
+        """The stored inference, None when the version has none; ValueError when the arrays do not fit."""
+        if _COV not in arrays:
+            return None
+        names, values = np.asarray(arrays[_NAMES]), np.asarray(arrays[_VALUES], dtype=np.float64)
+        if names.dtype.kind != "U" or names.shape != values.shape:
+            raise ValueError("inference names and values disagree")
+        unscaled = np.asarray(arrays[_COV], dtype=np.float64)
+        robust = arrays.get(_ROBUST)
+        by_name = {str(k): float(v) for k, v in zip(names, values, strict=True)}
+        p = n_parameters + int(by_name.get("k_constant", 0.0))
+        for matrix in (unscaled, robust):
+            if matrix is not None and np.shape(matrix) != (p, p):
+                raise ValueError(f"an inference covariance of shape {np.shape(matrix)} for {p} parameters")
+        if not {"scale", "k_constant", "df_resid", "nobs"} <= by_name.keys():
+            raise ValueError("inference values lack scale, k_constant, df_resid or nobs")
+        return cls(kind, unscaled, None if robust is None else np.asarray(robust, dtype=np.float64), by_name)
+
+
+def unavailable_note(kind: str, alpha: float, n_classes: int) -> str:
+    """Why a version of this kind carries no inference; empty when it should carry it."""
+    if kind == "ridge":
+        return (
+            "ridge regression: the L2 penalty biases the estimates, so classical standard errors, "
+            "tests and intervals do not apply; train kind linear for them"
+        )
+    if kind == "logistic" and alpha > 0:
+        return (
+            "penalized logistic regression: the L2 penalty biases the estimates, so standard errors, "
+            "tests and intervals do not apply; train with alpha 0 for them"
+        )
+    if kind == "logistic" and n_classes > 2:
+        return "multinomial logistic regression: standard errors, tests and intervals are given for binary models only"
+    return ""
+
+
+def _design(X: np.ndarray, has_intercept: bool) -> np.ndarray:
+    return np.column_stack([np.ones(X.shape[0]), X]) if has_intercept else X
+
+
+def linear_inference(
+    model, moments, blocks: Iterable[tuple[np.ndarray, np.ndarray]], *, fit_intercept: bool
+) -> Inference | None:
+    """Inference for an unpenalized linear regression, from the training ``moments`` of [x, y] and ``blocks``.
+
+    ``blocks`` yields the training rows (X, y) once, in the original feature space.
+    None when XᵀX is singular or no residual degree of freedom is left.
+    """
+    d, n = model.n_features_in_, int(moments.n)
+    k = int(fit_intercept)
+    df_model, df_resid = d, n - d - k
+    if df_resid <= 0:
+        return None
+    mean, comoment = moments.mean[:d], moments.comoment[:d, :d]
+    y_mean, syy = float(moments.mean[d]), float(moments.comoment[d, d])
+    raw = comoment + n * np.outer(mean, mean)
+    gram = np.block([[np.array([[n]]), n * mean[None, :]], [n * mean[:, None], raw]]) if k else raw
+    try:
+        if k:
+            # (XᵀX)⁻¹ of [1, x] by blocks around the centred comoment, which is far better conditioned.
+            inner = np.linalg.inv(comoment)
+            shift = inner @ mean
+            unscaled = np.block([[np.array([[1.0 / n + mean @ shift]]), -shift[None, :]], [-shift[:, None], inner]])
+        else:
+            unscaled = np.linalg.inv(raw)
+    except np.linalg.LinAlgError:
+        return None
+    unscaled = (unscaled + unscaled.T) / 2
+    beta = np.concatenate([[model._bias[0]], model._weights[:, 0]]) if k else model._weights[:, 0].copy()
+    ssr = 0.0
+    meat = np.zeros_like(unscaled)
+    for X, y in blocks:
+        design = _design(X, bool(k))
+        residual = y - design @ beta
+        leverage = np.einsum("ij,jk,ik->i", design, unscaled, design)
+        ssr += float(residual @ residual)
+        weight = (residual / (1.0 - leverage)) ** 2
+        meat += (design * weight[:, None]).T @ design
+    scale = ssr / df_resid
+    tss = syy if k else syy + n * y_mean**2
+    rsquared = 1.0 - ssr / tss if tss > 0 else math.nan
+    f_value = ((tss - ssr) / df_model) / scale if df_model and scale > 0 else math.nan
+    llf = -n / 2 * (math.log(2 * math.pi) + math.log(ssr / n) + 1) if ssr > 0 else math.nan
+    eigenvalues = np.linalg.eigvalsh(gram)
+    values = {
+        "nobs": float(n),
+        "k_constant": float(k),
+        "df_model": float(df_model),
+        "df_resid": float(df_resid),
+        "scale": scale,
+        "ssr": ssr,
+        "rsquared": rsquared,
+        "rsquared_adj": 1.0 - (n - k) / df_resid * (1.0 - rsquared),
+        "fvalue": f_value,
+        "f_pvalue": _f_sf(f_value, df_model, df_resid),
+        "llf": llf,
+        "aic": -2 * llf + 2 * (df_model + k),
+        "bic": -2 * llf + math.log(n) * (df_model + k),
+        "condition_number": math.sqrt(eigenvalues.max() / eigenvalues.min()) if eigenvalues.min() > 0 else math.inf,
+    }
+    robust = unscaled @ meat @ unscaled
+    return Inference("linear", unscaled, (robust + robust.T) / 2, values)
+
+
+def logistic_inference(
+    model, blocks: Iterable[tuple[np.ndarray, np.ndarray]], *, fit_intercept: bool
+) -> Inference | None:
+    """Inference for an unpenalized binary logistic regression from one pass over its training ``blocks``.
+
+    ``blocks`` yields (X, class index) of the training rows.  None when the Hessian is singular.
+    """
+    d, k = model.n_features_in_, int(fit_intercept)
+    beta = np.concatenate([[model._bias[0]], model._weights[:, 0]]) if k else model._weights[:, 0].copy()
+    hessian = np.zeros((d + k, d + k))
+    llf, n, positives = 0.0, 0, 0.0
+    for X, y in blocks:
+        design = _design(X, bool(k))
+        eta = design @ beta
+        p = 0.5 * (1.0 + np.tanh(eta / 2))  # the logistic function without overflow warnings
+        hessian += (design * (p * (1.0 - p))[:, None]).T @ design
+        # log p = -log(1 + e^-η), log(1 - p) = -log(1 + e^η): exact for large |η|.
+        llf -= float(y @ np.logaddexp(0.0, -eta) + (1.0 - y) @ np.logaddexp(0.0, eta))
+        n += X.shape[0]
+        positives += float(y.sum())
+    df_resid = n - d - k
+    if df_resid <= 0:
+        return None
+    try:
+        unscaled = np.linalg.inv(hessian)
+    except np.linalg.LinAlgError:
+        return None
+    if not np.isfinite(unscaled).all() or (np.diag(unscaled) <= 0).any():
+        return None
+    rate = positives / n
+    if k:
+        llnull = n * sum(q * math.log(q) for q in (rate, 1.0 - rate) if q > 0)
+    else:
+        llnull = n * math.log(0.5)
+    llr = 2 * (llf - llnull)
+    values = {
+        "nobs": float(n),
+        "k_constant": float(k),
+        "df_model": float(d),
+        "df_resid": float(df_resid),
+        "scale": 1.0,
+        "llf": llf,
+        "llnull": llnull,
+        "prsquared": 1.0 - llf / llnull if llnull else math.nan,
+        "llr": llr,
+        "llr_pvalue": _chi2_sf(llr, d),
+        "aic": -2 * (llf - (d + k)),
+        "bic": -2 * llf + math.log(n) * (d + k),
+    }
+    return Inference("logistic", (unscaled + unscaled.T) / 2, None, values)
+
+
+def _f_sf(value: float, dfn: float, dfd: float) -> float:
+    from scipy import stats
+
+    return float(stats.f.sf(value, dfn, dfd)) if math.isfinite(value) else math.nan
+
+
+def _chi2_sf(value: float, df: float) -> float:
+    from scipy import stats
+
+    return float(stats.chi2.sf(value, df)) if math.isfinite(value) else math.nan
+
+
+def critical_value(inference: Inference, level: float) -> float:
+    """The two-sided quantile at ``level``: Student's t with df_resid degrees of freedom for linear, else normal."""
+    from scipy import stats
+
+    upper = 0.5 + level / 2
+    if inference.kind == "linear":
+        return float(stats.t.ppf(upper, inference.df_resid))
+    return float(stats.norm.ppf(upper))
+
+
+@dataclass(frozen=True)
+class CoefficientRow:
+    """One coefficient's estimate, standard errors, test and interval."""
+
+    name: str
+    estimate: float
+    std_error: float
+    statistic: float
+    p_value: float
+    ci_low: float
+    ci_high: float
+    robust_std_error: float
+
+
+def coefficient_statistics(model, inference: Inference, feature_names: list[str], level: float) -> list[CoefficientRow]:
+    """One row per coefficient in the original feature space: the intercept first when fitted, then the features."""
+    from scipy import stats
+
+    k = inference.has_intercept
+    beta = np.concatenate([[model._bias[0]], model._weights[:, 0]]) if k else model._weights[:, 0]
+    names = (["(intercept)"] if k else []) + list(feature_names)
+    se = np.sqrt(np.diag(inference.covariance))
+    robust = np.sqrt(np.diag(inference.robust)) if inference.robust is not None else np.full(len(beta), math.nan)
+    statistic = beta / se
+    if inference.kind == "linear":
+        p_values = 2 * stats.t.sf(np.abs(statistic), inference.df_resid)
+    else:
+        p_values = 2 * stats.norm.sf(np.abs(statistic))
+    q = critical_value(inference, level)
+    return [
+        CoefficientRow(
+            names[j],
+            float(beta[j]),
+            float(se[j]),
+            float(statistic[j]),
+            float(p_values[j]),
+            float(beta[j] - q * se[j]),
+            float(beta[j] + q * se[j]),
+            float(robust[j]),
+        )
+        for j in range(len(beta))
+    ]
+
+
+def model_statistics(inference: Inference) -> dict[str, float]:
+    """The model-level numbers by name, as stored."""
+    return dict(inference.values)
