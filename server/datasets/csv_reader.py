@@ -30,8 +30,8 @@ from regserve.server.errors import InvalidInput
 
 __all__ = ["BLOCK_BYTES", "read_csv"]
 
-BLOCK_BYTES = 1 << 22
-"""The most bytes of the file parsed at once."""
+BLOCK_BYTES = 1 << 20
+"""The bytes of the file parsed at once; pyarrow reads a few dozen blocks ahead, so this bounds memory."""
 _LOCATE_ROWS = 8192  # records checked at once when looking for the bad row
 
 

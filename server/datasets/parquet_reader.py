@@ -2,9 +2,10 @@
 
 The files are read in a fixed order (sorted paths; a directory's files as
 ``pyarrow.dataset`` discovers them, hidden and ``_``-prefixed ones left out), and each
-file batch by batch through ``ParquetFile.iter_batches``, which reads one row group at
-a time and only the feature and target columns.  So memory stays bounded, and a row's
-global index, which sets its validation split and fold, is the same on every read.
+file one row group at a time (``ParquetFile.read_row_group``), only the feature and
+target columns.  So memory is bounded by a row group, not the file (``iter_batches``
+was measured to hold more of a file the further it read), and a row's global index,
+which sets its validation split and fold, is the same on every read.
 
 Feature columns must hold numbers (integers and decimals are read as float64); a
 classifier's target may be strings or integers.  A null or non-finite value is refused
@@ -88,10 +89,11 @@ def read_parquet(
         for path in files:
             row = 0
             with pq.ParquetFile(path) as parquet:
-                for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns):
-                    yield _arrays(batch, path, row, len(features), target is not None and classifier)
-                    row += batch.num_rows
-                    read[0] += batch.num_rows
+                for group in range(parquet.num_row_groups):
+                    for batch in parquet.read_row_group(group, columns=columns).to_batches(max_chunksize=chunk_rows):
+                        yield _arrays(batch, path, row, len(features), target is not None and classifier)
+                        row += batch.num_rows
+                        read[0] += batch.num_rows
 
     def chunks() -> Iterator[RowChunk]:
         yield from rechunk(pieces(), chunk_rows)

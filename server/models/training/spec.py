@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from regserve.server.errors import InvalidInput
+from regserve.server.models.drift import DriftReference
 from regserve.server.models.estimator import MODEL_KINDS, LinearModel
 
 __all__ = ["KINDS", "MAX_CLASSES", "MAX_CV_FOLDS", "MAX_FEATURES", "SOLVERS", "TrainResult", "TrainSpec"]
@@ -134,3 +135,5 @@ class TrainResult:
     metadata: dict
     validation_sample: tuple[np.ndarray, np.ndarray] | None = None
     """Up to ``SAMPLE_ROWS`` validation rows and their targets or class indices; None without a validation split."""
+    drift_reference: DriftReference | None = None
+    """The training rows' bins and moments live rows are compared with (``drift``); None when not computed."""

@@ -46,6 +46,7 @@ from regserve.server.models.interrupt import Interrupt, uninterrupted
 from regserve.server.models.scoring import ClassificationTally, RegressionTally
 from regserve.server.models.training.budget import DEFAULT_LIMITS, RunSize, TrainingBudget, TrainingLimits
 from regserve.server.models.training.chunks import checked_features, checked_labels, checked_targets
+from regserve.server.models.training.drift_reference import build_drift_reference
 from regserve.server.models.training.fitting import check_model_finite, fit_model
 from regserve.server.models.training.labels import LabelTable
 from regserve.server.models.training.moments import Moments
@@ -260,6 +261,8 @@ class Trainer:
             validation = self._evaluate(model, spool, [-1], label_map) if self._n > self._n_train else None
             sample = self._validation_sample(spool, d, label_map) if validation is not None else None
             cv = self._cross_validate(spool, classes, label_map) if spec.cv_folds else None
+            training_rows = SpoolView(spool, folds, 0.0, 1.0, 0, None)
+            reference = build_drift_reference(training_rows, model, self._n_train, d, spec.seed, self._interrupt)
         except np.linalg.LinAlgError as exc:
             raise InvalidInput(
                 f"The solver failed on this data ({exc}); scale the features or add a penalty.",
@@ -296,7 +299,9 @@ class Trainer:
             d,
             metadata["duration_seconds"],
         )
-        return TrainResult(model=model, metadata=_json_ready(metadata), validation_sample=sample)
+        return TrainResult(
+            model=model, metadata=_json_ready(metadata), validation_sample=sample, drift_reference=reference
+        )
 
     def _check_sizes(self) -> tuple[int, tuple[Moments, Moments]]:
         """The feature count and the moments, once the rows sent are enough for the spec; else InvalidInput."""

@@ -1,0 +1,109 @@
+"""What a version keeps of its training rows to tell when live rows no longer look like them.
+
+``DriftReference`` holds, per feature, the inner edges of quantile bins drawn from the
+training rows, the share of training rows in each bin, and the training mean and standard
+deviation; for a classifier, also the share of training rows the model assigns to each
+class.  It travels in the version's ``weights.npz`` as plain float arrays (``to_arrays``,
+``from_arrays``), so it is covered by the checksum and loaded without pickle.
+
+``bin_counts`` tallies rows into those bins, ``psi`` compares two distributions over the
+same bins (the population stability index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["BINS", "DRIFT_KEYS", "PSI_FLOOR", "DriftReference", "bin_counts", "psi"]
+
+BINS = 10
+"""Quantile bins per feature: deciles of the training rows."""
+PSI_FLOOR = 1e-4
+"""The least share a bin counts with in ``psi``, so an empty bin adds a bounded term rather than infinity."""
+DRIFT_KEYS = ("drift_edges", "drift_proportions", "drift_mean", "drift_std", "drift_class_proportions")
+
+
+@dataclass(frozen=True)
+class DriftReference:
+    """The training side of drift detection for one version.
+
+    edges : ndarray of shape (n_features, BINS - 1)
+        Inner bin edges per feature, non-decreasing; bin ``i`` holds ``edges[i-1] <= x < edges[i]``.
+    proportions : ndarray of shape (n_features, BINS)
+        Share of training rows in each bin; each row sums to 1.
+    mean, std : ndarray of shape (n_features,)
+        Training mean and (population) standard deviation of each feature.
+    class_proportions : ndarray of shape (n_classes,), or None
+        Share of training rows the model predicts as each class; None for a regression.
+    """
+
+    edges: np.ndarray
+    proportions: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    class_proportions: np.ndarray | None = None
+
+    @property
+    def n_features(self) -> int:
+        return int(self.edges.shape[0])
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays to store beside the model, under ``DRIFT_KEYS``."""
+        arrays = dict(zip(DRIFT_KEYS[:4], (self.edges, self.proportions, self.mean, self.std), strict=True))
+        if self.class_proportions is not None:
+            arrays[DRIFT_KEYS[4]] = self.class_proportions
+        return {key: np.ascontiguousarray(value, dtype=np.float64) for key, value in arrays.items()}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], n_features: int) -> DriftReference | None:
+        """The reference stored in a version's ``arrays``; None when it has none or it does not fit the model.
+
+        Versions stored before drift detection, or from fitted parameters, have none:
+        drift is then not computed for them.
+        """
+        edges, proportions, mean, std = (arrays.get(key) for key in DRIFT_KEYS[:4])
+        classes = arrays.get(DRIFT_KEYS[4])
+        if edges is None or proportions is None or mean is None or std is None:
+            return None
+        shapes_fit = (
+            edges.shape == (n_features, BINS - 1)
+            and proportions.shape == (n_features, BINS)
+            and mean.shape == std.shape == (n_features,)
+            and (classes is None or classes.ndim == 1)
+        )
+        if not shapes_fit or any(a.dtype.kind != "f" for a in (edges, proportions, mean, std)):
+            return None
+        return cls(edges, proportions, mean, std, classes)
+
+
+def bin_counts(X: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Rows per bin of each feature: shape (n_features, BINS), for X of shape (n_rows, n_features).
+
+    One ``searchsorted`` per feature, then one ``bincount`` over every feature's bins.
+    """
+    n, d = X.shape
+    index = np.empty((d, n), dtype=np.intp)
+    for j in range(d):
+        index[j] = np.searchsorted(edges[j], X[:, j], side="right")
+    index += (np.arange(d, dtype=np.intp) * BINS)[:, None]
+    return np.bincount(index.ravel(), minlength=d * BINS).reshape(d, BINS)
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Population stability index of ``actual`` against ``expected`` over the last axis.
+
+    Both are shares (or counts, normalised here) per bin; Σ (a - e)·ln(a / e), with every
+    share floored at ``PSI_FLOOR``.  Shape: that of the inputs without their last axis.
+    """
+    e = np.maximum(_shares(expected), PSI_FLOOR)
+    a = np.maximum(_shares(actual), PSI_FLOOR)
+    return ((a - e) * np.log(a / e)).sum(axis=-1)
+
+
+def _shares(counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=-1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)

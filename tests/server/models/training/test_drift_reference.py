@@ -1,0 +1,79 @@
+"""The drift reference a training run stores: deciles of the training rows, their moments, predicted classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regserve.server.models.drift import BINS
+from regserve.server.models.training import TrainSpec
+from regserve.server.models.training import drift_reference as drift_module
+from tests.server.models.training.helpers import train
+
+
+def test_linear_reference_holds_training_deciles_mean_and_std():
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(5_000, 3)) * [1.0, 5.0, 0.1] + [0.0, 100.0, -3.0]
+    y = X @ [1.0, 2.0, 3.0] + rng.normal(size=5_000)
+    result = train(TrainSpec(kind="linear", validation_fraction=0.0, seed=3), X, y)
+    reference = result.drift_reference
+    assert reference is not None and reference.class_proportions is None
+    assert reference.edges.shape == (3, BINS - 1)
+    # Every training row is sampled here, so the edges are the exact deciles and each bin holds a tenth.
+    np.testing.assert_allclose(reference.edges, np.quantile(X, np.arange(1, BINS) / BINS, axis=0).T)
+    np.testing.assert_allclose(reference.proportions, np.full((3, BINS), 0.1), atol=1e-3)
+    np.testing.assert_allclose(reference.mean, X.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(reference.std, X.std(axis=0), rtol=1e-10)
+
+
+def test_only_training_rows_make_the_reference():
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(2_000, 2))
+    y = X.sum(axis=1)
+    result = train(TrainSpec(kind="linear", validation_fraction=0.5, seed=1), X, y)
+    assert result.metadata["n_train"] < 2_000
+    reference = result.drift_reference
+    assert reference is not None
+    # Shares are counted over the n_train training rows: each is a multiple of 1 / n_train.
+    np.testing.assert_allclose(reference.proportions.sum(axis=1), 1.0)
+    counts = reference.proportions * result.metadata["n_train"]
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)
+
+
+def test_edges_come_from_a_bounded_sample_and_proportions_from_every_row(monkeypatch):
+    monkeypatch.setattr(drift_module, "EDGE_SAMPLE_ROWS", 500)
+    rng = np.random.default_rng(13)
+    X = rng.uniform(size=(20_000, 2))
+    y = X.sum(axis=1)
+    reference = train(TrainSpec(kind="linear", validation_fraction=0.0, seed=5), X, y).drift_reference
+    assert reference is not None
+    # A sample of 500 puts the deciles within a few hundredths of the true ones.
+    np.testing.assert_allclose(reference.edges, np.tile(np.arange(1, BINS) / BINS, (2, 1)), atol=0.05)
+    expected = np.stack(
+        [np.bincount(np.searchsorted(reference.edges[j], X[:, j], side="right"), minlength=BINS) for j in range(2)]
+    ) / len(X)
+    np.testing.assert_allclose(reference.proportions, expected, rtol=1e-12)
+
+
+def test_the_same_rows_in_other_chunks_give_the_same_reference():
+    rng = np.random.default_rng(14)
+    X = rng.normal(size=(3_000, 2))
+    y = X[:, 0] - X[:, 1]
+    spec = TrainSpec(kind="linear", validation_fraction=0.2, seed=9)
+    one = train(spec, X, y).drift_reference
+    many = train(spec, X, y, chunks=[17, 900, 2_001]).drift_reference
+    assert one is not None and many is not None
+    np.testing.assert_array_equal(one.edges, many.edges)
+    np.testing.assert_array_equal(one.proportions, many.proportions)
+
+
+def test_classifier_reference_holds_the_classes_the_model_predicts():
+    rng = np.random.default_rng(15)
+    X = rng.normal(size=(3_000, 2))
+    labels = np.where(X[:, 0] + 0.3 * rng.normal(size=3_000) > 0.5, "yes", "no")
+    result = train(TrainSpec(kind="logistic", validation_fraction=0.0, seed=2), X, labels)
+    reference = result.drift_reference
+    assert reference is not None and reference.class_proportions is not None
+    predicted = result.model.predict_proba(X).argmax(axis=1)
+    np.testing.assert_allclose(reference.class_proportions, np.bincount(predicted, minlength=2) / len(X))
+    assert reference.class_proportions.sum() == pytest.approx(1.0)
