@@ -76,6 +76,11 @@ class Prediction:
     probabilities : ndarray of shape (n_rows, n_classes), or None
     classes : list of str, or None
         Class labels in the order of the probability columns.
+    mean_lower, mean_upper : ndarray of shape (n_rows,), or None
+        With an interval level: the confidence interval of the mean per row (the value of a
+        regression, the probability of a binary classifier's second class).
+    prediction_lower, prediction_upper : ndarray of shape (n_rows,), or None
+        With an interval level, for linear regression: the prediction interval of a new observation.
     """
 
     model: str
@@ -84,6 +89,10 @@ class Prediction:
     labels: list[str] | None = None
     probabilities: np.ndarray | None = None
     classes: list[str] | None = None
+    mean_lower: np.ndarray | None = None
+    mean_upper: np.ndarray | None = None
+    prediction_lower: np.ndarray | None = None
+    prediction_upper: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,12 @@ def _train_chunk(X, y) -> types_pb2.TrainChunk:
     return chunk
 
 
+def _bounds(response) -> dict[str, np.ndarray | None]:
+    """The interval fields of a Predict or BatchPredict answer, None for those it does not carry."""
+    names = ("mean_lower", "mean_upper", "prediction_lower", "prediction_upper")
+    return {name: _vector(getattr(response, name)) if response.HasField(name) else None for name in names}
+
+
 def _prediction(response: pb.PredictResponse) -> Prediction:
     classes = list(response.classes) or None
     return Prediction(
@@ -134,14 +149,17 @@ def _prediction(response: pb.PredictResponse) -> Prediction:
         labels=list(response.labels) or None,
         probabilities=_matrix(response.probabilities) if classes else None,
         classes=classes,
+        **_bounds(response),
     )
 
 
 # RegressionService and health.
 
 
-def predict(model: str, X, version: str, routing_key: str) -> Call[Prediction]:
-    request = pb.PredictRequest(model=model, version=version, inputs=_raw_matrix(X), routing_key=routing_key)
+def predict(model: str, X, version: str, routing_key: str, interval: float = 0.0) -> Call[Prediction]:
+    request = pb.PredictRequest(
+        model=model, version=version, inputs=_raw_matrix(X), routing_key=routing_key, interval_level=interval
+    )
     return Call("Predict", request, _prediction)
 
 
@@ -155,8 +173,9 @@ def predict_named(model: str, rows: Sequence[Mapping[str, float]], version: str,
     return Call("Predict", request, _prediction)
 
 
-def model_info(model: str, version: str) -> Call[types_pb2.ModelVersion]:
-    return Call("ModelInfo", pb.ModelInfoRequest(model=model, version=version), lambda r: r.model_version)
+def model_info(model: str, version: str, confidence_level: float = 0.0) -> Call[types_pb2.ModelVersion]:
+    request = pb.ModelInfoRequest(model=model, version=version, confidence_level=confidence_level)
+    return Call("ModelInfo", request, lambda r: r.model_version)
 
 
 def health(service: str) -> Call[str]:
@@ -170,8 +189,9 @@ def health(service: str) -> Call[str]:
 class BatchStream:
     """One BatchPredict call: a request per chunk of rows, the first naming the model, and a Prediction per answer."""
 
-    def __init__(self, model: str, version: str, routing_key: str) -> None:
+    def __init__(self, model: str, version: str, routing_key: str, interval: float = 0.0) -> None:
         self._head: tuple[str, str, str] | None = (model, version, routing_key)
+        self._interval = interval
         self._classes: list[str] | None = None
 
     def request(self, chunk) -> pb.BatchPredictRequest:
@@ -179,7 +199,13 @@ class BatchStream:
         if self._head is None:
             return pb.BatchPredictRequest(inputs=_raw_matrix(chunk))
         (model, version, routing_key), self._head = self._head, None
-        return pb.BatchPredictRequest(model=model, version=version, routing_key=routing_key, inputs=_raw_matrix(chunk))
+        return pb.BatchPredictRequest(
+            model=model,
+            version=version,
+            routing_key=routing_key,
+            inputs=_raw_matrix(chunk),
+            interval_level=self._interval,
+        )
 
     def prediction(self, response: pb.BatchPredictResponse) -> Prediction:
         """The Prediction of one answer, in the order of the chunks."""
@@ -192,6 +218,7 @@ class BatchStream:
             list(response.labels) or None,
             _matrix(response.probabilities) if response.labels else None,
             self._classes if response.labels else None,
+            **_bounds(response),
         )
 
 

@@ -37,9 +37,13 @@ class RegressionClient(Connection):
         self._stub = pb_grpc.RegressionServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
-    def predict(self, model: str, X, *, version: str = "", routing_key: str = "") -> Prediction:
-        """Predict for X, of shape (n_rows, n_features) or (n_features,) for one row."""
-        return self._send(self._stub, _calls.predict(model, X, version, routing_key))
+    def predict(self, model: str, X, *, version: str = "", routing_key: str = "", interval: float = 0.0) -> Prediction:
+        """Predict for X, of shape (n_rows, n_features) or (n_features,) for one row.
+
+        With ``interval`` (a level such as 0.95) the answer carries per-row bounds: ``mean_lower``,
+        ``mean_upper`` and, for linear regression, ``prediction_lower``, ``prediction_upper``.
+        """
+        return self._send(self._stub, _calls.predict(model, X, version, routing_key, interval))
 
     def predict_named(
         self, model: str, rows: Sequence[Mapping[str, float]], *, version: str = "", routing_key: str = ""
@@ -48,13 +52,13 @@ class RegressionClient(Connection):
         return self._send(self._stub, _calls.predict_named(model, rows, version, routing_key))
 
     def iter_batch_predict(
-        self, model: str, chunks: Iterable, *, version: str = "", routing_key: str = ""
+        self, model: str, chunks: Iterable, *, version: str = "", routing_key: str = "", interval: float = 0.0
     ) -> Iterator[Prediction]:
         """Stream chunks of rows (each of shape (n_rows, n_features)); yield one Prediction per chunk, in order.
 
         When ``chunks`` raises, the call is cancelled and that exception reaches the caller.
         """
-        batch = BatchStream(model, version, routing_key)
+        batch = BatchStream(model, version, routing_key, interval)
         requests = RequestStream(None, batch.request, chunks)
         metadata, request_id = self._call_metadata()
         try:
@@ -86,7 +90,7 @@ class RegressionClient(Connection):
 
         Give either ``X`` (n_rows, n_features) and ``y`` (n_rows,) or ``chunks``,
         an iterable of ``(X_chunk, y_chunk)`` pairs.  String labels in ``y`` are
-        sent as class labels.  ``options`` are TrainSpec fields (alpha,
+        sent as class labels.  ``options`` are TrainSpec fields (alpha, c,
         standardize, learning_rate, epochs, batch_size, tolerance, max_iterations,
         validation_fraction, cv_folds, seed, promote, promotion_gate, fit_intercept).
         When ``chunks`` raises, the call is cancelled, nothing is stored, and that
@@ -101,9 +105,12 @@ class RegressionClient(Connection):
         except grpc.RpcError as exc:
             requests.raise_error(exc, request_id)
 
-    def model_info(self, model: str, version: str = "") -> types_pb2.ModelVersion:
-        """Describe a version of ``model`` (the serving one when ``version`` is empty)."""
-        return self._send(self._stub, _calls.model_info(model, version))
+    def model_info(self, model: str, version: str = "", *, confidence_level: float = 0.0) -> types_pb2.ModelVersion:
+        """Describe a version of ``model`` (the serving one when ``version`` is empty).
+
+        ``statistics`` carries confidence intervals at ``confidence_level`` (0.95 when 0).
+        """
+        return self._send(self._stub, _calls.model_info(model, version, confidence_level))
 
     def health(self, service: str = "") -> str:
         """The health status name (``SERVING``, ``NOT_SERVING``, ...) of the server or one service."""

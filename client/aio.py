@@ -167,9 +167,15 @@ class AsyncRegressionClient(AsyncConnection):
         self._stub = pb_grpc.RegressionServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
-    async def predict(self, model: str, X, *, version: str = "", routing_key: str = "") -> Prediction:
-        """Predict for X, of shape (n_rows, n_features) or (n_features,) for one row."""
-        return await self._send(self._stub, _calls.predict(model, X, version, routing_key))
+    async def predict(
+        self, model: str, X, *, version: str = "", routing_key: str = "", interval: float = 0.0
+    ) -> Prediction:
+        """Predict for X, of shape (n_rows, n_features) or (n_features,) for one row.
+
+        With ``interval`` (a level such as 0.95) the answer carries per-row bounds: ``mean_lower``,
+        ``mean_upper`` and, for linear regression, ``prediction_lower``, ``prediction_upper``.
+        """
+        return await self._send(self._stub, _calls.predict(model, X, version, routing_key, interval))
 
     async def predict_named(
         self, model: str, rows: Sequence[Mapping[str, float]], *, version: str = "", routing_key: str = ""
@@ -178,14 +184,20 @@ class AsyncRegressionClient(AsyncConnection):
         return await self._send(self._stub, _calls.predict_named(model, rows, version, routing_key))
 
     async def iter_batch_predict(
-        self, model: str, chunks: Iterable | AsyncIterable, *, version: str = "", routing_key: str = ""
+        self,
+        model: str,
+        chunks: Iterable | AsyncIterable,
+        *,
+        version: str = "",
+        routing_key: str = "",
+        interval: float = 0.0,
     ) -> AsyncIterator[Prediction]:
         """Stream chunks of rows (each of shape (n_rows, n_features)); yield one Prediction per chunk, in order.
 
         When ``chunks`` raises, the call is cancelled and that exception reaches the caller;
         leaving the loop early cancels the call.
         """
-        batch = BatchStream(model, version, routing_key)
+        batch = BatchStream(model, version, routing_key, interval)
         requests = RequestStream(None, batch.request, chunks)
         metadata, request_id = self._call_metadata()
         deadline = self._deadline()
@@ -243,9 +255,14 @@ class AsyncRegressionClient(AsyncConnection):
             _raise_failure(requests)
             raise
 
-    async def model_info(self, model: str, version: str = "") -> types_pb2.ModelVersion:
-        """Describe a version of ``model`` (the serving one when ``version`` is empty)."""
-        return await self._send(self._stub, _calls.model_info(model, version))
+    async def model_info(
+        self, model: str, version: str = "", *, confidence_level: float = 0.0
+    ) -> types_pb2.ModelVersion:
+        """Describe a version of ``model`` (the serving one when ``version`` is empty).
+
+        ``statistics`` carries confidence intervals at ``confidence_level`` (0.95 when 0).
+        """
+        return await self._send(self._stub, _calls.model_info(model, version, confidence_level))
 
     async def health(self, service: str = "") -> str:
         """The health status name (``SERVING``, ``NOT_SERVING``, ...) of the server or one service."""

@@ -19,7 +19,7 @@ from regserve.server.models.training import DEFAULT_LIMITS, Trainer, TrainingLim
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.store import ModelStore
 from regserve.server.registry.text_limits import shown
-from regserve.server.rpc import convert, registry_messages
+from regserve.server.rpc import convert, registry_messages, statistics_messages
 from regserve.server.rpc.status import maps_errors
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import regression_service_pb2_grpc as pb_grpc
@@ -186,6 +186,10 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
             )
             if result.labels is not None:
                 convert.add_class_fields(response, result, raw, served.classes)
+            if request.interval_level:
+                statistics_messages.add_intervals(
+                    response, served.estimator, X, request.interval_level, raw, served.metadata.spec
+                )
         except BaseException:
             stats.record(time.perf_counter() - started, 0, failed=True)
             raise
@@ -196,7 +200,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         self, request_iterator: Iterator[pb.BatchPredictRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.BatchPredictResponse]:
         served, arm = None, ""
-        offset = 0
+        offset, level = 0, 0.0
         for index, request in enumerate(request_iterator):
             started = time.perf_counter()
             X, raw = convert.read_matrix(request.inputs, "inputs")
@@ -204,6 +208,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                 _refuse_rows(len(X), self._max_rows)
             if served is None:
                 served, arm = self._store.route(_require_model(request.model), request.version, request.routing_key)
+                level = request.interval_level
             elif request.model and request.model != served.name:
                 raise InvalidInput(
                     f"chunk {index} names model {shown(request.model)}, but the stream is for {served.name!r}",
@@ -223,6 +228,8 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                 )
                 if result.labels is not None:
                     convert.add_class_fields(response, result, raw, served.classes if index == 0 else ())
+                if level:
+                    statistics_messages.add_intervals(response, served.estimator, X, level, raw, served.metadata.spec)
             except BaseException:
                 stats.record(time.perf_counter() - started, 0, failed=True)
                 raise
@@ -269,8 +276,10 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         if self._on_trained is not None:
             _report_trained(self._on_trained, model, time.perf_counter() - started)
         role = self._store.serving_state(model, stored.version)
+        described = registry_messages.model_version_to_proto(stored, result.model, role)
+        described.statistics.CopyFrom(statistics_messages.statistics_to_proto(result.model, stored, 0.0))
         return pb.TrainResponse(
-            model_version=registry_messages.model_version_to_proto(stored, result.model, role),
+            model_version=described,
             promoted=promoted,
             promotion_reason=reason,
         )
@@ -278,6 +287,8 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
     def ModelInfo(self, request: pb.ModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfoResponse:
         served = self._store.describe(_require_model(request.model), request.version)
         role = self._store.serving_state(served.name, served.version)
-        return pb.ModelInfoResponse(
-            model_version=registry_messages.model_version_to_proto(served.metadata, served.estimator, role)
+        described = registry_messages.model_version_to_proto(served.metadata, served.estimator, role)
+        described.statistics.CopyFrom(
+            statistics_messages.statistics_to_proto(served.estimator, served.metadata, request.confidence_level)
         )
+        return pb.ModelInfoResponse(model_version=described)

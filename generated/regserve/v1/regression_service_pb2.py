@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from regserve.v1 import types_pb2 as regserve_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$regserve/v1/regression_service.proto\x12\x0bregserve.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17regserve/v1/types.proto\"k\n\x0cTrainRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x16.regserve.v1.TrainSpecH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.regserve.v1.TrainChunkH\x00\x42\t\n\x07payload\"m\n\rTrainResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.regserve.v1.ModelVersion\x12\x10\n\x08promoted\x18\x02 \x01(\x08\x12\x18\n\x10promotion_reason\x18\x03 \x01(\t\"\x97\x01\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12#\n\x06inputs\x18\x03 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12+\n\x0cnamed_inputs\x18\x04 \x03(\x0b\x32\x15.regserve.v1.NamedRow\x12\x13\n\x0brouting_key\x18\x05 \x01(\t\"\xa8\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12(\n\x0bpredictions\x18\x03 \x01(\x0b\x32\x13.regserve.v1.Vector\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12*\n\rprobabilities\x18\x05 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12\x0f\n\x07\x63lasses\x18\x06 \x03(\t\"o\n\x13\x42\x61tchPredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12#\n\x06inputs\x18\x03 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12\x13\n\x0brouting_key\x18\x04 \x01(\t\"\xd6\x01\n\x14\x42\x61tchPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x03 \x01(\x04\x12\x12\n\nrow_offset\x18\x04 \x01(\x04\x12(\n\x0bpredictions\x18\x05 \x01(\x0b\x32\x13.regserve.v1.Vector\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12*\n\rprobabilities\x18\x07 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12\x0f\n\x07\x63lasses\x18\x08 \x03(\t\"2\n\x10ModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"E\n\x11ModelInfoResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.regserve.v1.ModelVersion2\xcd\x03\n\x11RegressionService\x12]\n\x05Train\x12\x19.regserve.v1.TrainRequest\x1a\x1a.regserve.v1.TrainResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/models:train:\x01*(\x01\x12k\n\x07Predict\x12\x1b.regserve.v1.PredictRequest\x1a\x1c.regserve.v1.PredictResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/models/{model}:predict:\x01*\x12\x83\x01\n\x0c\x42\x61tchPredict\x12 .regserve.v1.BatchPredictRequest\x1a!.regserve.v1.BatchPredictResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/models/{model}:batchPredict:\x01*(\x01\x30\x01\x12\x66\n\tModelInfo\x12\x1d.regserve.v1.ModelInfoRequest\x1a\x1e.regserve.v1.ModelInfoResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{model}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$regserve/v1/regression_service.proto\x12\x0bregserve.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17regserve/v1/types.proto\"k\n\x0cTrainRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x16.regserve.v1.TrainSpecH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.regserve.v1.TrainChunkH\x00\x42\t\n\x07payload\"m\n\rTrainResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.regserve.v1.ModelVersion\x12\x10\n\x08promoted\x18\x02 \x01(\x08\x12\x18\n\x10promotion_reason\x18\x03 \x01(\t\"\xaf\x01\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12#\n\x06inputs\x18\x03 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12+\n\x0cnamed_inputs\x18\x04 \x03(\x0b\x32\x15.regserve.v1.NamedRow\x12\x13\n\x0brouting_key\x18\x05 \x01(\t\x12\x16\n\x0einterval_level\x18\x06 \x01(\x01\"\xd8\x02\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12(\n\x0bpredictions\x18\x03 \x01(\x0b\x32\x13.regserve.v1.Vector\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12*\n\rprobabilities\x18\x05 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12\x0f\n\x07\x63lasses\x18\x06 \x03(\t\x12\'\n\nmean_lower\x18\x07 \x01(\x0b\x32\x13.regserve.v1.Vector\x12\'\n\nmean_upper\x18\x08 \x01(\x0b\x32\x13.regserve.v1.Vector\x12-\n\x10prediction_lower\x18\t \x01(\x0b\x32\x13.regserve.v1.Vector\x12-\n\x10prediction_upper\x18\n \x01(\x0b\x32\x13.regserve.v1.Vector\"\x87\x01\n\x13\x42\x61tchPredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12#\n\x06inputs\x18\x03 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12\x13\n\x0brouting_key\x18\x04 \x01(\t\x12\x16\n\x0einterval_level\x18\x05 \x01(\x01\"\x86\x03\n\x14\x42\x61tchPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x03 \x01(\x04\x12\x12\n\nrow_offset\x18\x04 \x01(\x04\x12(\n\x0bpredictions\x18\x05 \x01(\x0b\x32\x13.regserve.v1.Vector\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12*\n\rprobabilities\x18\x07 \x01(\x0b\x32\x13.regserve.v1.Matrix\x12\x0f\n\x07\x63lasses\x18\x08 \x03(\t\x12\'\n\nmean_lower\x18\t \x01(\x0b\x32\x13.regserve.v1.Vector\x12\'\n\nmean_upper\x18\n \x01(\x0b\x32\x13.regserve.v1.Vector\x12-\n\x10prediction_lower\x18\x0b \x01(\x0b\x32\x13.regserve.v1.Vector\x12-\n\x10prediction_upper\x18\x0c \x01(\x0b\x32\x13.regserve.v1.Vector\"L\n\x10ModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x18\n\x10\x63onfidence_level\x18\x03 \x01(\x01\"E\n\x11ModelInfoResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.regserve.v1.ModelVersion2\xcd\x03\n\x11RegressionService\x12]\n\x05Train\x12\x19.regserve.v1.TrainRequest\x1a\x1a.regserve.v1.TrainResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/models:train:\x01*(\x01\x12k\n\x07Predict\x12\x1b.regserve.v1.PredictRequest\x1a\x1c.regserve.v1.PredictResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/models/{model}:predict:\x01*\x12\x83\x01\n\x0c\x42\x61tchPredict\x12 .regserve.v1.BatchPredictRequest\x1a!.regserve.v1.BatchPredictResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/models/{model}:batchPredict:\x01*(\x01\x30\x01\x12\x66\n\tModelInfo\x12\x1d.regserve.v1.ModelInfoRequest\x1a\x1e.regserve.v1.ModelInfoResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{model}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,17 +46,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAINRESPONSE']._serialized_start=217
   _globals['_TRAINRESPONSE']._serialized_end=326
   _globals['_PREDICTREQUEST']._serialized_start=329
-  _globals['_PREDICTREQUEST']._serialized_end=480
-  _globals['_PREDICTRESPONSE']._serialized_start=483
-  _globals['_PREDICTRESPONSE']._serialized_end=651
-  _globals['_BATCHPREDICTREQUEST']._serialized_start=653
-  _globals['_BATCHPREDICTREQUEST']._serialized_end=764
-  _globals['_BATCHPREDICTRESPONSE']._serialized_start=767
-  _globals['_BATCHPREDICTRESPONSE']._serialized_end=981
-  _globals['_MODELINFOREQUEST']._serialized_start=983
-  _globals['_MODELINFOREQUEST']._serialized_end=1033
-  _globals['_MODELINFORESPONSE']._serialized_start=1035
-  _globals['_MODELINFORESPONSE']._serialized_end=1104
-  _globals['_REGRESSIONSERVICE']._serialized_start=1107
-  _globals['_REGRESSIONSERVICE']._serialized_end=1568
+  _globals['_PREDICTREQUEST']._serialized_end=504
+  _globals['_PREDICTRESPONSE']._serialized_start=507
+  _globals['_PREDICTRESPONSE']._serialized_end=851
+  _globals['_BATCHPREDICTREQUEST']._serialized_start=854
+  _globals['_BATCHPREDICTREQUEST']._serialized_end=989
+  _globals['_BATCHPREDICTRESPONSE']._serialized_start=992
+  _globals['_BATCHPREDICTRESPONSE']._serialized_end=1382
+  _globals['_MODELINFOREQUEST']._serialized_start=1384
+  _globals['_MODELINFOREQUEST']._serialized_end=1460
+  _globals['_MODELINFORESPONSE']._serialized_start=1462
+  _globals['_MODELINFORESPONSE']._serialized_end=1531
+  _globals['_REGRESSIONSERVICE']._serialized_start=1534
+  _globals['_REGRESSIONSERVICE']._serialized_end=1995
 # @@protoc_insertion_point(module_scope)

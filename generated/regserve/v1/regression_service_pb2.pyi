@@ -27,49 +27,61 @@ class TrainResponse(_message.Message):
     def __init__(self, model_version: _Optional[_Union[_types_pb2.ModelVersion, _Mapping]] = ..., promoted: _Optional[bool] = ..., promotion_reason: _Optional[str] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("model", "version", "inputs", "named_inputs", "routing_key")
+    __slots__ = ("model", "version", "inputs", "named_inputs", "routing_key", "interval_level")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     NAMED_INPUTS_FIELD_NUMBER: _ClassVar[int]
     ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_LEVEL_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     inputs: _types_pb2.Matrix
     named_inputs: _containers.RepeatedCompositeFieldContainer[_types_pb2.NamedRow]
     routing_key: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., named_inputs: _Optional[_Iterable[_Union[_types_pb2.NamedRow, _Mapping]]] = ..., routing_key: _Optional[str] = ...) -> None: ...
+    interval_level: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., named_inputs: _Optional[_Iterable[_Union[_types_pb2.NamedRow, _Mapping]]] = ..., routing_key: _Optional[str] = ..., interval_level: _Optional[float] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("model", "version", "predictions", "labels", "probabilities", "classes")
+    __slots__ = ("model", "version", "predictions", "labels", "probabilities", "classes", "mean_lower", "mean_upper", "prediction_lower", "prediction_upper")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_LOWER_FIELD_NUMBER: _ClassVar[int]
+    MEAN_UPPER_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_LOWER_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_UPPER_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     predictions: _types_pb2.Vector
     labels: _containers.RepeatedScalarFieldContainer[str]
     probabilities: _types_pb2.Matrix
     classes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., predictions: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., probabilities: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
+    mean_lower: _types_pb2.Vector
+    mean_upper: _types_pb2.Vector
+    prediction_lower: _types_pb2.Vector
+    prediction_upper: _types_pb2.Vector
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., predictions: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., probabilities: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., classes: _Optional[_Iterable[str]] = ..., mean_lower: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., mean_upper: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., prediction_lower: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., prediction_upper: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ...) -> None: ...
 
 class BatchPredictRequest(_message.Message):
-    __slots__ = ("model", "version", "inputs", "routing_key")
+    __slots__ = ("model", "version", "inputs", "routing_key", "interval_level")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_LEVEL_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     inputs: _types_pb2.Matrix
     routing_key: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., routing_key: _Optional[str] = ...) -> None: ...
+    interval_level: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., routing_key: _Optional[str] = ..., interval_level: _Optional[float] = ...) -> None: ...
 
 class BatchPredictResponse(_message.Message):
-    __slots__ = ("model", "version", "chunk_index", "row_offset", "predictions", "labels", "probabilities", "classes")
+    __slots__ = ("model", "version", "chunk_index", "row_offset", "predictions", "labels", "probabilities", "classes", "mean_lower", "mean_upper", "prediction_lower", "prediction_upper")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +90,10 @@ class BatchPredictResponse(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_LOWER_FIELD_NUMBER: _ClassVar[int]
+    MEAN_UPPER_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_LOWER_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_UPPER_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     chunk_index: int
@@ -86,15 +102,21 @@ class BatchPredictResponse(_message.Message):
     labels: _containers.RepeatedScalarFieldContainer[str]
     probabilities: _types_pb2.Matrix
     classes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., chunk_index: _Optional[int] = ..., row_offset: _Optional[int] = ..., predictions: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., probabilities: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
+    mean_lower: _types_pb2.Vector
+    mean_upper: _types_pb2.Vector
+    prediction_lower: _types_pb2.Vector
+    prediction_upper: _types_pb2.Vector
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., chunk_index: _Optional[int] = ..., row_offset: _Optional[int] = ..., predictions: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., probabilities: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., classes: _Optional[_Iterable[str]] = ..., mean_lower: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., mean_upper: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., prediction_lower: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., prediction_upper: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
-    __slots__ = ("model", "version")
+    __slots__ = ("model", "version", "confidence_level")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    confidence_level: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., confidence_level: _Optional[float] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
     __slots__ = ("model_version",)

@@ -244,7 +244,7 @@ class FitWarning(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("model", "version", "kind", "feature_names", "classes", "coefficients", "intercepts", "standardization", "spec", "training", "validation", "cross_validation", "solver_report", "feature_statistics", "num_samples", "num_train", "num_validation", "data_fingerprint", "checksum", "create_time", "regserve_version", "serving_state", "training_seconds", "problem", "source", "warnings")
+    __slots__ = ("model", "version", "kind", "feature_names", "classes", "coefficients", "intercepts", "standardization", "spec", "training", "validation", "cross_validation", "solver_report", "feature_statistics", "num_samples", "num_train", "num_validation", "data_fingerprint", "checksum", "create_time", "regserve_version", "serving_state", "training_seconds", "problem", "source", "warnings", "statistics")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -271,6 +271,7 @@ class ModelVersion(_message.Message):
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     kind: ModelKind
@@ -297,4 +298,73 @@ class ModelVersion(_message.Message):
     problem: Problem
     source: str
     warnings: _containers.RepeatedCompositeFieldContainer[FitWarning]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., coefficients: _Optional[_Union[Matrix, _Mapping]] = ..., intercepts: _Optional[_Iterable[float]] = ..., standardization: _Optional[_Union[Standardization, _Mapping]] = ..., spec: _Optional[_Union[TrainSpec, _Mapping]] = ..., training: _Optional[_Union[Evaluation, _Mapping]] = ..., validation: _Optional[_Union[Evaluation, _Mapping]] = ..., cross_validation: _Optional[_Union[CrossValidation, _Mapping]] = ..., solver_report: _Optional[_Union[SolverReport, _Mapping]] = ..., feature_statistics: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ..., num_samples: _Optional[int] = ..., num_train: _Optional[int] = ..., num_validation: _Optional[int] = ..., data_fingerprint: _Optional[str] = ..., checksum: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., regserve_version: _Optional[str] = ..., serving_state: _Optional[_Union[ServingState, str]] = ..., training_seconds: _Optional[float] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ..., source: _Optional[str] = ..., warnings: _Optional[_Iterable[_Union[FitWarning, _Mapping]]] = ...) -> None: ...
+    statistics: ModelStatistics
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., coefficients: _Optional[_Union[Matrix, _Mapping]] = ..., intercepts: _Optional[_Iterable[float]] = ..., standardization: _Optional[_Union[Standardization, _Mapping]] = ..., spec: _Optional[_Union[TrainSpec, _Mapping]] = ..., training: _Optional[_Union[Evaluation, _Mapping]] = ..., validation: _Optional[_Union[Evaluation, _Mapping]] = ..., cross_validation: _Optional[_Union[CrossValidation, _Mapping]] = ..., solver_report: _Optional[_Union[SolverReport, _Mapping]] = ..., feature_statistics: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ..., num_samples: _Optional[int] = ..., num_train: _Optional[int] = ..., num_validation: _Optional[int] = ..., data_fingerprint: _Optional[str] = ..., checksum: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., regserve_version: _Optional[str] = ..., serving_state: _Optional[_Union[ServingState, str]] = ..., training_seconds: _Optional[float] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ..., source: _Optional[str] = ..., warnings: _Optional[_Iterable[_Union[FitWarning, _Mapping]]] = ..., statistics: _Optional[_Union[ModelStatistics, _Mapping]] = ...) -> None: ...
+
+class CoefficientStatistics(_message.Message):
+    __slots__ = ("name", "estimate", "std_error", "statistic", "p_value", "ci_low", "ci_high", "robust_std_error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    STD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    ROBUST_STD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    estimate: float
+    std_error: float
+    statistic: float
+    p_value: float
+    ci_low: float
+    ci_high: float
+    robust_std_error: float
+    def __init__(self, name: _Optional[str] = ..., estimate: _Optional[float] = ..., std_error: _Optional[float] = ..., statistic: _Optional[float] = ..., p_value: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., robust_std_error: _Optional[float] = ...) -> None: ...
+
+class ModelStatistics(_message.Message):
+    __slots__ = ("note", "confidence_level", "covariance_type", "robust_covariance_type", "distribution", "coefficients", "num_observations", "df_model", "df_resid", "residual_variance", "r_squared", "adjusted_r_squared", "f_statistic", "f_p_value", "log_likelihood", "null_log_likelihood", "pseudo_r_squared", "llr", "llr_p_value", "aic", "bic", "condition_number")
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    COVARIANCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ROBUST_COVARIANCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    COEFFICIENTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    DF_MODEL_FIELD_NUMBER: _ClassVar[int]
+    DF_RESID_FIELD_NUMBER: _ClassVar[int]
+    RESIDUAL_VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    R_SQUARED_FIELD_NUMBER: _ClassVar[int]
+    ADJUSTED_R_SQUARED_FIELD_NUMBER: _ClassVar[int]
+    F_STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    F_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    NULL_LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    PSEUDO_R_SQUARED_FIELD_NUMBER: _ClassVar[int]
+    LLR_FIELD_NUMBER: _ClassVar[int]
+    LLR_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    AIC_FIELD_NUMBER: _ClassVar[int]
+    BIC_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    note: str
+    confidence_level: float
+    covariance_type: str
+    robust_covariance_type: str
+    distribution: str
+    coefficients: _containers.RepeatedCompositeFieldContainer[CoefficientStatistics]
+    num_observations: int
+    df_model: float
+    df_resid: float
+    residual_variance: float
+    r_squared: float
+    adjusted_r_squared: float
+    f_statistic: float
+    f_p_value: float
+    log_likelihood: float
+    null_log_likelihood: float
+    pseudo_r_squared: float
+    llr: float
+    llr_p_value: float
+    aic: float
+    bic: float
+    condition_number: float
+    def __init__(self, note: _Optional[str] = ..., confidence_level: _Optional[float] = ..., covariance_type: _Optional[str] = ..., robust_covariance_type: _Optional[str] = ..., distribution: _Optional[str] = ..., coefficients: _Optional[_Iterable[_Union[CoefficientStatistics, _Mapping]]] = ..., num_observations: _Optional[int] = ..., df_model: _Optional[float] = ..., df_resid: _Optional[float] = ..., residual_variance: _Optional[float] = ..., r_squared: _Optional[float] = ..., adjusted_r_squared: _Optional[float] = ..., f_statistic: _Optional[float] = ..., f_p_value: _Optional[float] = ..., log_likelihood: _Optional[float] = ..., null_log_likelihood: _Optional[float] = ..., pseudo_r_squared: _Optional[float] = ..., llr: _Optional[float] = ..., llr_p_value: _Optional[float] = ..., aic: _Optional[float] = ..., bic: _Optional[float] = ..., condition_number: _Optional[float] = ...) -> None: ...
