@@ -155,7 +155,7 @@ def cmd_predict(args) -> int:
 
 def cmd_info(args) -> int:
     with _client(args) as client:
-        version = client.model_info(args.model, args.version)
+        version = client.model_info(args.model, args.version, confidence_level=args.confidence_level)
     if _json(args):
         print_json(regression_service_pb2.ModelInfoResponse(model_version=version))
     else:

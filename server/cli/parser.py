@@ -213,6 +213,12 @@ def _add_model_commands(client_command) -> None:
 
     info = client_command("info", "describe a model version")
     info.add_argument("--version", default="", help="a version to describe instead of the serving one")
+    info.add_argument(
+        "--confidence-level",
+        type=float,
+        default=0.0,
+        help="the level of the coefficients' confidence intervals, strictly between 0 and 1 (default 0.95)",
+    )
     info.set_defaults(func=commands.cmd_info)
 
     check = client_command(

@@ -21,6 +21,7 @@ from regserve.v1 import types_pb2
 __all__ = [
     "CoefficientColumn",
     "coefficient_table",
+    "inference_columns",
     "error_object",
     "message_object",
     "prediction_objects",
@@ -32,6 +33,7 @@ __all__ = [
     "print_json",
     "print_metrics",
     "print_model_info",
+    "print_statistics",
     "print_problems",
     "print_states",
     "print_statuses",
@@ -199,7 +201,9 @@ def print_model_info(version) -> None:
     print(f"rows        {version.num_samples} ({version.num_train} train, {version.num_validation} validation)")
     print(f"data sha256 {version.data_fingerprint}")
     print(f"solver      {types_pb2.Solver.Name(version.solver_report.solver).removeprefix('SOLVER_').lower()}")
-    if print_coefficients(version):
+    if print_coefficients(version, () if version.standardization.enabled else inference_columns(version)):
+        print()
+    if print_statistics(version):
         print()
     print_metrics(version)
 
@@ -257,6 +261,87 @@ def print_coefficients(version, columns: Sequence[CoefficientColumn] = ()) -> bo
         notes.append("on standardized features, z = (x - mean) / scale")
     print("\ncoefficients" + (f" ({'; '.join(notes)})" if notes else ""))
     print_table(*table)
+    return True
+
+
+def _inference_headers(statistics) -> tuple[str, ...]:
+    """statsmodels' column headers for a ``ModelStatistics``: std err, t or z, its p-value, the interval, HC3."""
+    letter = "t" if statistics.distribution == "t" else "z"
+    tail = (1 - statistics.confidence_level) / 2
+    robust = (f"{statistics.robust_covariance_type} std err",) if statistics.robust_covariance_type else ()
+    return ("std err", letter, f"P>|{letter}|", f"[{tail:g}", f"{1 - tail:g}]", *robust)
+
+
+def _inference_values(row, statistics) -> tuple[float, ...]:
+    robust = (row.robust_std_error,) if statistics.robust_covariance_type else ()
+    return (row.std_error, row.statistic, row.p_value, row.ci_low, row.ci_high, *robust)
+
+
+def inference_columns(version) -> list[CoefficientColumn]:
+    """The coefficients table's inference columns from ``version.statistics``; none when it has no statistics.
+
+    The statistics are in the original feature space, so they are columns of the table only
+    when the coefficients are too (no standardization).
+    """
+    statistics = version.statistics
+    rows = list(statistics.coefficients)
+    features = len(version.feature_names)
+    if not rows or len(version.intercepts) != 1 or len(rows) not in (features, features + 1):
+        return []
+    # The statistics list the intercept first; the table puts it last.
+    by_name = {row.name: _inference_values(row, statistics) for row in rows}
+    missing = (np.nan,) * len(_inference_headers(statistics))
+    names = [*version.feature_names, "(intercept)"]
+    values = np.array([by_name.get(name, missing) for name in names], dtype=np.float64)
+    return [(header, values[:, j].reshape(1, -1)) for j, header in enumerate(_inference_headers(statistics))]
+
+
+def print_statistics(version) -> bool:
+    """Print a ``ModelVersion``'s statistics as statsmodels' summary does; False when it carries none.
+
+    Under standardization the coefficients table shows standardized weights, so the
+    estimates in the original feature space get a table of their own here.
+    """
+    statistics = version.statistics
+    if statistics.note:
+        print(f"\nstatistics  not given: {statistics.note}")
+        return True
+    if not statistics.coefficients:
+        return False
+    if version.standardization.enabled:
+        print("\ncoefficients in the original feature space")
+        rows = [
+            (row.name, *(_number(v) for v in (row.estimate, *_inference_values(row, statistics))))
+            for row in statistics.coefficients
+        ]
+        print_table(("feature", "coefficient", *_inference_headers(statistics)), rows)
+    robust = f"; {statistics.robust_covariance_type} robust std err" if statistics.robust_covariance_type else ""
+    print(f"\nstatistics ({statistics.covariance_type} covariance{robust})")
+    linear = statistics.distribution == "t"
+    numbers = [
+        ("no. observations", float(statistics.num_observations)),
+        ("df model", statistics.df_model),
+        ("df residuals", statistics.df_resid),
+    ]
+    if linear:
+        numbers += [
+            ("R-squared", statistics.r_squared),
+            ("adj. R-squared", statistics.adjusted_r_squared),
+            ("F-statistic", statistics.f_statistic),
+            ("prob (F-statistic)", statistics.f_p_value),
+            ("residual variance", statistics.residual_variance),
+        ]
+    else:
+        numbers += [
+            ("pseudo R-squared", statistics.pseudo_r_squared),
+            ("log-likelihood null", statistics.null_log_likelihood),
+            ("LLR", statistics.llr),
+            ("LLR p-value", statistics.llr_p_value),
+        ]
+    numbers += [("log-likelihood", statistics.log_likelihood), ("AIC", statistics.aic), ("BIC", statistics.bic)]
+    if linear:
+        numbers.append(("condition no.", statistics.condition_number))
+    print_table(("statistic", "value"), [(name, _number(value)) for name, value in numbers])
     return True
 
 
