@@ -158,10 +158,12 @@ def linear_inference(
     for X, y in blocks:
         design = _design(X, bool(k))
         residual = y - design @ beta
-        leverage = np.einsum("ij,jk,ik->i", design, unscaled, design)
+        # hᵢ = aᵢUaᵢᵀ after one matrix product AU, and the meat Σ wᵢaᵢaᵢᵀ as SᵀS with S = A·√w, one BLAS
+        # syrk: the three-operand einsum and the general product (A·w)ᵀA took seconds per million rows.
+        leverage = np.einsum("ij,ij->i", design @ unscaled, design)
         ssr += float(residual @ residual)
-        weight = (residual / (1.0 - leverage)) ** 2
-        meat += (design * weight[:, None]).T @ design
+        root = design * np.abs(residual / (1.0 - leverage))[:, None]
+        meat += root.T @ root
     scale = ssr / df_resid
     tss = syy if k else syy + n * y_mean**2
     rsquared = 1.0 - ssr / tss if tss > 0 else math.nan
@@ -203,7 +205,8 @@ def logistic_inference(
         design = _design(X, bool(k))
         eta = design @ beta
         p = 0.5 * (1.0 + np.tanh(eta / 2))  # the logistic function without overflow warnings
-        hessian += (design * (p * (1.0 - p))[:, None]).T @ design
+        root = design * np.sqrt(p * (1.0 - p))[:, None]
+        hessian += root.T @ root  # one BLAS syrk, several times faster than (A·w)ᵀA
         # log p = -log(1 + e^-η), log(1 - p) = -log(1 + e^η): exact for large |η|.
         llf -= float(y @ np.logaddexp(0.0, -eta) + (1.0 - y) @ np.logaddexp(0.0, eta))
         n += X.shape[0]
