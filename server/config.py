@@ -64,6 +64,8 @@ class Settings:
     rate_limit: float = 0.0
     rate_burst: int = 20
     max_predict_rows: int = 1_000_000
+    drift_window: int = 10_000
+    drift_threshold: float = 0.2
     max_train_memory_mb: int = 2048
     max_train_gflop: int = 200
     spool_dir: str = ""
@@ -120,6 +122,10 @@ class Settings:
         for name in ("gateway_max_connections", "gateway_max_uploads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.drift_window < 0:
+            raise ValueError("--drift-window must be 0 (off) or a number of rows")
+        if not 0 < self.drift_threshold < math.inf:
+            raise ValueError("--drift-threshold must be a PSI above 0")
         if self.max_train_memory_mb < 1 or self.max_train_gflop < 1:
             raise ValueError("--max-train-memory-mb and --max-train-gflop must be at least 1")
         if self.tls_client_ca and not self.tls:
@@ -194,6 +200,9 @@ _HELP = {
     "rate_limit": "calls per second allowed to each client (token, else peer address); 0 turns limits off",
     "rate_burst": "calls a client may make at once before the rate limit applies",
     "max_predict_rows": "most rows in one Predict request or BatchPredict message",
+    "drift_window": "rows of each version's sliding drift window (the most recent ones, in ten steps); drift is "
+    "reported once a tenth of it has been predicted; 0 turns drift detection off",
+    "drift_threshold": "the population stability index above which a feature is flagged as drifted",
     "max_train_memory_mb": "most memory one Train may need at its peak, in MiB, estimated from the spec, the "
     "features, the classes and the rows as they arrive; a Train that needs more is refused RESOURCE_EXHAUSTED "
     "TRAINING_TOO_LARGE before it allocates",

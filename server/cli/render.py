@@ -458,6 +458,23 @@ def _print_with_problems(header: tuple[str, ...], rows: Sequence[tuple[str, ...]
     print_problems(problems)
 
 
+def _print_drift(version: str, drift) -> None:
+    """Print a ``VersionDrift``: one line, then the flagged features (all of them can be many; JSON has them)."""
+    classes = ""
+    if drift.HasField("class_psi"):
+        classes = f"; predicted classes PSI {drift.class_psi:.4f}{' FLAGGED' if drift.class_flagged else ''}"
+    if drift.flagged_features:
+        summary = f"{drift.flagged_features} of {len(drift.features)} features flagged"
+    else:
+        top = max(drift.features, key=lambda f: f.psi, default=None)
+        summary = "no feature flagged" + (f" (largest PSI {top.psi:.4f}, {top.feature})" if top else "")
+    window = f"its last {drift.window_rows} rows (PSI threshold {drift.threshold:g})"
+    print(f"drift of {version} over {window}: {summary}{classes}")
+    flagged = [(f.feature, f"{f.psi:.4f}", f"{f.mean_shift:+.3f}") for f in drift.features if f.flagged]
+    if flagged:
+        print_table(("feature", "psi", "mean shift (sd)"), flagged)
+
+
 def print_statuses(statuses, replica: str = "") -> None:
     """Print the ``replica`` that answered, then each ``ModelStatus``: its state, the generation the replica
     routes by, per-version traffic and latency, and its switch history."""
@@ -495,6 +512,9 @@ def print_statuses(statuses, replica: str = "") -> None:
         ]
         header = ("version", "state", "requests", "errors", "rows", "mean ms", "p50 ms", "p99 ms")
         _print_with_problems(header, rows, status.versions)
+        for v in status.versions:
+            if v.HasField("drift"):
+                _print_drift(v.version, v.drift)
         if status.history:
             print("history")
             history = [

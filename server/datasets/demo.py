@@ -49,7 +49,13 @@ def train_demo_model(store: ModelStore, name: str, *, spool_dir: str = "", only_
         result = trainer.finish()
     metadata = {**result.metadata, "regserve_version": __version__, "source": f"bundled dataset {filename}"}
     store.add_version(
-        name, result.model, metadata, promote=True, only_if_new_model=only_if_new_model, sample=result.validation_sample
+        name,
+        result.model,
+        metadata,
+        promote=True,
+        only_if_new_model=only_if_new_model,
+        sample=result.validation_sample,
+        drift=result.drift_reference,
     )
     logger.info("trained demo model %s from the bundled %s", name, filename)
 

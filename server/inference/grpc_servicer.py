@@ -40,6 +40,7 @@ from regserve.server.inference import tensors
 from regserve.server.inference.serving import ROUTING_KEY, SERVER_EXTENSIONS, SERVER_NAME, infer, infer_matrix
 from regserve.server.inference.tensors import Tensor
 from regserve.server.models.prediction import Prediction
+from regserve.server.observability.drift import DriftMonitor
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.routes import ServedModel
 from regserve.server.registry.store import ModelStore
@@ -282,8 +283,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     ``ready`` says whether the server is ready (its gRPC health is SERVING: a model can
     answer and the server is not draining); ModelInfer counts in ``stats`` as Predict does and refuses more than
-    ``max_rows`` rows (TOO_MANY_ROWS).  ``on_change`` is called after a repository call
-    changed the registry, so the server can update its health status.
+    ``max_rows`` rows (TOO_MANY_ROWS); the rows it answers go to ``drift`` when given.  ``on_change``
+    is called after a repository call changed the registry, so the server can update its health status.
     """
 
     def __init__(
@@ -294,9 +295,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         *,
         max_rows: int = 1_000_000,
         on_change: Callable[[], None] = lambda: None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self._store = store
         self._stats = stats
+        self._drift = drift
         self._ready = ready
         self._max_rows = max_rows
         self._on_change = on_change
@@ -357,6 +360,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     _raw_answer if raw else _typed_answer,
                     routing_key=_string_parameter(parameters, ROUTING_KEY) if parameters else "",
                     max_rows=self._max_rows,
+                    drift=self._drift,
                 )
                 if response is not None:
                     request_id = request.id
@@ -377,6 +381,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             requested,
             routing_key=_string_parameter(request.parameters, ROUTING_KEY),
             max_rows=self._max_rows,
+            drift=self._drift,
         )
         raw = _wants_raw(request)
         served = result.model

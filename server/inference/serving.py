@@ -16,6 +16,7 @@ import numpy as np
 from regserve.server.errors import InvalidInput
 from regserve.server.inference.tensors import Tensor, output_tensors, parse_version, rows_from_inputs
 from regserve.server.models.prediction import Prediction, predict
+from regserve.server.observability.drift import DriftMonitor
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.routes import ServedModel
 from regserve.server.registry.store import ModelStore
@@ -60,11 +61,13 @@ def infer(
     *,
     routing_key: str = "",
     max_rows: int = 1_000_000,
+    drift: DriftMonitor | None = None,
 ) -> InferResult:
     """Answer ``inputs`` with ``model`` at ``version`` (``3``, ``v3``, or empty for the serving one or a split's arm).
 
     Refuses more than ``max_rows`` rows (TOO_MANY_ROWS), as Predict does, and counts the
-    request in ``stats`` against the version that answered it, or failed to.
+    request in ``stats`` against the version that answered it, or failed to; the rows it
+    answered go to ``drift`` when given.
     """
     started = time.perf_counter()
     if not model:
@@ -79,11 +82,14 @@ def infer(
         X = rows_from_inputs(inputs, names, served.estimator.n_features_in_)
         if len(X) > max_rows:
             _refuse_rows(len(X), max_rows)
-        outputs = output_tensors(served, predict(served.estimator, X), requested)
+        prediction = predict(served.estimator, X)
+        outputs = output_tensors(served, prediction, requested)
     except BaseException:
         tracked.record(time.perf_counter() - started, 0, failed=True)
         raise
     tracked.record(time.perf_counter() - started, len(X))
+    if drift is not None:
+        drift.observe(served, X, prediction.values)
     return InferResult(served, outputs)
 
 
@@ -97,11 +103,12 @@ def infer_matrix(
     *,
     routing_key: str = "",
     max_rows: int = 1_000_000,
+    drift: DriftMonitor | None = None,
 ) -> _Reply | None:
     """Answer the rows ``X`` (2-D, any float dtype) as ``infer`` answers one input of their shape, in fewer steps.
 
     ``model`` is not empty.  ``answer(served, prediction)`` makes the reply, counted in
-    ``stats`` as ``infer`` counts it.  None, with nothing counted, when the version that
+    ``stats`` and ``drift`` as ``infer`` counts it.  None, with nothing counted, when the version that
     answers takes another number of features than ``X`` has: ``infer`` then reads the
     request as any other, and says what is wrong with it.
     """
@@ -115,9 +122,12 @@ def infer_matrix(
             _refuse_rows(len(X), max_rows)
         if X.dtype != _FP64:
             X = X.astype(np.float64)
-        reply = answer(served, predict(served.estimator, X))
+        prediction = predict(served.estimator, X)
+        reply = answer(served, prediction)
     except BaseException:
         tracked.record(time.perf_counter() - started, 0, failed=True)
         raise
     tracked.record(time.perf_counter() - started, len(X))
+    if drift is not None:
+        drift.observe(served, X, prediction.values)
     return reply

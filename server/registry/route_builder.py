@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from regserve.server.errors import RegserveError, UnknownModel
+from regserve.server.models.drift import DriftReference
 from regserve.server.registry.disk import ModelRegistry
 from regserve.server.registry.probe import verified_estimator
 from regserve.server.registry.problems import Problem
@@ -44,7 +45,8 @@ class RouteBuilder:
             return cached
         arrays, metadata = self._registry.load_version(model, version)
         estimator = verified_estimator(metadata.kind, arrays, model, version)
-        served = served_model(model, version, estimator, metadata)
+        drift = DriftReference.from_arrays(arrays, estimator.n_features_in_)
+        served = served_model(model, version, estimator, metadata, drift)
         self.loaded[(model, version)] = served
         return served
 

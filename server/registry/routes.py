@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from regserve.server.models.drift import DriftReference
 from regserve.server.models.estimator import LinearModel
 from regserve.server.registry.routing import SplitTable
 from regserve.server.registry.state import ModelState, VersionMetadata
@@ -26,14 +27,18 @@ class ServedModel:
     """Feature name -> column, for features given by name; empty when names are unknown."""
     classes: tuple[str, ...] = ()
     """A classifier's class labels, in the order of its probabilities; empty for a regression."""
+    drift: DriftReference | None = None
+    """What live rows are compared with for drift; None for versions stored without it."""
 
 
-def served_model(model: str, version: str, estimator: LinearModel, metadata: VersionMetadata) -> ServedModel:
+def served_model(
+    model: str, version: str, estimator: LinearModel, metadata: VersionMetadata, drift: DriftReference | None = None
+) -> ServedModel:
     """A verified version with its feature index (empty unless there is one name per column)."""
     index = {name: i for i, name in enumerate(metadata.feature_names)}
     if len(index) != estimator.n_features_in_:
         index = {}
-    return ServedModel(model, version, estimator, metadata, MappingProxyType(index), estimator.classes_ or ())
+    return ServedModel(model, version, estimator, metadata, MappingProxyType(index), estimator.classes_ or (), drift)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from regserve.server.errors import (
     UnknownVersion,
     VersionFrozen,
 )
+from regserve.server.models.drift import DriftReference
 from regserve.server.models.estimator import LinearModel
 from regserve.server.registry.disk import ModelRegistry
 from regserve.server.registry.events import EventCallback, RegistryAction, RegistryEvent
@@ -332,12 +333,13 @@ class ModelStore:
         gate: bool = False,
         only_if_new_model: bool = False,
         sample: tuple[np.ndarray, np.ndarray] | None = None,
+        drift: DriftReference | None = None,
     ) -> tuple[VersionMetadata, bool, str]:
         """Store a trained model as a new version, and promote it if asked and allowed.
 
         The stored arrays are ``estimator.to_arrays()`` plus a probe (``probe_arrays``)
         built around ``metadata["feature_stats"]``, and the validation ``sample`` (rows,
-        targets or class indices) when given (``samples``).
+        targets or class indices) when given (``samples``), and the ``drift`` reference when given.
 
         With ``gate``, the new version is promoted only when it passes ``passes_gate``
         against the serving version; the first version of a model is always promoted
@@ -355,6 +357,8 @@ class ModelStore:
         check_model_name(model)
         metadata = {**metadata, "kind": estimator.kind}
         arrays = {**estimator.to_arrays(), **probe_arrays(metadata, estimator), **sample_arrays(sample)}
+        if drift is not None:
+            arrays.update(drift.to_arrays())
         with self._write_lock:
             stored = self._registry.create_version(model, arrays, metadata, only_if_new_model=only_if_new_model)
             version = stored.version

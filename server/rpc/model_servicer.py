@@ -17,6 +17,7 @@ import grpc
 
 from regserve.server import __version__
 from regserve.server.errors import InvalidInput
+from regserve.server.observability.drift import DriftMonitor
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.problems import ModelReport
 from regserve.server.registry.state import ModelState
@@ -36,15 +37,22 @@ def _required(value: str, field: str) -> str:
 
 @maps_errors("regserve.v1.ModelService")
 class ModelServicer(pb_grpc.ModelServiceServicer):
-    """Answers ModelService calls for the models of ``store``, with statistics from ``stats``.
+    """Answers ModelService calls for the models of ``store``, with statistics from ``stats`` and ``drift``.
 
     ``on_change`` is called after CreateVersion stores a version, so the server can update
     its health status.
     """
 
-    def __init__(self, store: ModelStore, stats: ServingStats, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        stats: ServingStats,
+        on_change: Callable[[], None] = lambda: None,
+        drift: DriftMonitor | None = None,
+    ) -> None:
         self._store = store
         self._stats = stats
+        self._drift = drift or DriftMonitor(0)
         self._on_change = on_change
 
     def _state(self, model: str, state: ModelState) -> pb.ModelState:
@@ -147,4 +155,9 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     def _status(self, report: ModelReport) -> pb.ModelStatus:
         summaries = {v: self._stats.summary(report.model, v) for v in report.version_names}
-        return registry_messages.report_to_status(report, summaries)
+        message = registry_messages.report_to_status(report, summaries)
+        for entry in message.versions:
+            drift = self._drift.summary(report.model, entry.version)
+            if drift is not None:
+                entry.drift.CopyFrom(registry_messages.drift_to_proto(drift))
+        return message

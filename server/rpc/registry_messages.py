@@ -25,6 +25,7 @@ from regserve.server.rpc.convert import KIND_VALUES, SOLVER_VALUES, ndarray_to_m
 from regserve.v1 import model_service_pb2, types_pb2
 
 if TYPE_CHECKING:
+    from regserve.server.observability.drift import VersionDrift
     from regserve.server.observability.serving_stats import VersionSummary
 
 __all__ = [
@@ -249,6 +250,23 @@ def report_to_status(report: ModelReport, summaries: Mapping[str, VersionSummary
     message.served_generation = report.served_generation
     for entry in message.versions:
         _set_problem(entry, "problem", report.version_problem(entry.version))
+    return message
+
+
+def drift_to_proto(drift: VersionDrift) -> model_service_pb2.VersionDrift:
+    """The drift of one version over its window."""
+    message = model_service_pb2.VersionDrift(
+        window_rows=drift.rows,
+        threshold=drift.threshold,
+        features=[
+            model_service_pb2.FeatureDrift(feature=f.name, psi=f.psi, mean_shift=f.mean_shift, flagged=f.flagged)
+            for f in drift.features
+        ],
+        flagged_features=drift.flagged_features,
+        class_flagged=drift.class_flagged,
+    )
+    if drift.class_psi is not None:
+        message.class_psi = drift.class_psi
     return message
 
 

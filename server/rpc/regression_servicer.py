@@ -16,6 +16,7 @@ from regserve.server import __version__
 from regserve.server.errors import Cancelled, DeadlineExceeded, InvalidInput, RegserveError, Unavailable
 from regserve.server.models.prediction import predict
 from regserve.server.models.training import DEFAULT_LIMITS, Trainer, TrainingLimits, process_spool_dir
+from regserve.server.observability.drift import DriftMonitor
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.store import ModelStore
 from regserve.server.registry.text_limits import shown
@@ -133,7 +134,8 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
     A Predict request or BatchPredict message of more than ``max_rows`` rows is
     refused (INVALID_ARGUMENT ``TOO_MANY_ROWS``), like rows that cannot be read,
     before a version is chosen.  Every other Predict and BatchPredict message is
-    counted in ``stats`` against the version that answered it, or failed to.
+    counted in ``stats`` against the version that answered it, or failed to, and
+    the rows it answered are handed to ``drift`` (``DriftMonitor.observe``).
     ``on_change`` is called after a Train stores a version, so the server can
     update its health status; then ``on_trained(model, seconds)``, with the
     seconds the Train call took until the version was stored.  An exception
@@ -159,9 +161,11 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         training_limits: TrainingLimits = DEFAULT_LIMITS,
         spool_dir: str | os.PathLike[str] = "",
         shutting_down: threading.Event | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self._store = store
         self._stats = stats
+        self._observe = (drift or DriftMonitor(0)).observe
         self._on_change = on_change
         self._on_trained = on_trained
         self._max_rows = max_rows
@@ -194,6 +198,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
             stats.record(time.perf_counter() - started, 0, failed=True)
             raise
         stats.record(time.perf_counter() - started, len(X))
+        self._observe(served, X, result.values)
         return response
 
     def BatchPredict(
@@ -234,6 +239,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                 stats.record(time.perf_counter() - started, 0, failed=True)
                 raise
             stats.record(time.perf_counter() - started, X.shape[0])
+            self._observe(served, X, result.values)
             offset += X.shape[0]
             yield response
 
@@ -271,6 +277,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
             promote=promote,
             gate=first.spec.promotion_gate,
             sample=result.validation_sample,
+            drift=result.drift_reference,
         )
         self._on_change()
         if self._on_trained is not None:

@@ -34,6 +34,7 @@ from regserve.server.gateway.admission import Admission
 from regserve.server.gateway.local import LocalDispatch
 from regserve.server.inference.grpc_servicer import InferenceServicer
 from regserve.server.models.training import TrainingLimits
+from regserve.server.observability.drift import DriftCollector, DriftMonitor
 from regserve.server.observability.metrics import Metrics, start_metrics_server
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.observability.tracing import Tracing
@@ -72,6 +73,8 @@ class Application:
     tracing: Tracing | None = None
     """The server's OpenTelemetry tracer; None when tracing is off."""
     thread_pools: dict[Pool, futures.ThreadPoolExecutor] = field(default_factory=dict)
+    drift: DriftMonitor = field(default_factory=lambda: DriftMonitor(0))
+    """The drift windows of the versions this server predicts with (off with ``--drift-window 0``)."""
     """The threads that answer calls: the server's (``Pool.SERVER``) and each pool whose size is above 0."""
     shutting_down: threading.Event = field(default_factory=threading.Event)
     """Set as the calls in flight are cancelled at once (``close`` with no grace): Trains still running stop
@@ -93,6 +96,7 @@ class Application:
             )
         self.server.start()
         self.store.start(on_change=self.update_health)
+        self.drift.start()
 
     def drain(self) -> None:
         """Turn health NOT_SERVING for the server and every service, Watch streams told; calls are still answered.
@@ -131,6 +135,7 @@ class Application:
         if self.tracing is not None:
             self.tracing.shutdown()
         self.store.stop()
+        self.drift.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -166,6 +171,8 @@ def create_server(settings: Settings, store: ModelStore | None = None, tracing: 
         options.append(("grpc.max_connection_age_ms", round(settings.max_connection_age * 1000)))
     stats = ServingStats()
     metrics = Metrics(stats)
+    drift = DriftMonitor(settings.drift_window, settings.drift_threshold)
+    metrics.registry.register(DriftCollector(drift))
     store.listen(metrics.record_event)
     # Lets the REST gateway inside this process name the HTTP client of the calls it
     # makes over gRPC (see FORWARDED_PEER); never leaves the process but on loopback.
@@ -190,6 +197,7 @@ def create_server(settings: Settings, store: ModelStore | None = None, tracing: 
         edge=edge,
         tracing=tracing,
         thread_pools=pools,
+        drift=drift,
         _metrics_host=settings.host,
     )
     guarded = EdgeServer(server, edge, pools)
@@ -203,11 +211,12 @@ def create_server(settings: Settings, store: ModelStore | None = None, tracing: 
             training_limits=TrainingLimits(settings.max_train_memory_mb, settings.max_train_gflop),
             spool_dir=settings.spool_dir,
             shutting_down=app.shutting_down,
+            drift=drift,
         ),
         guarded,
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(store, app.stats, on_change=app.update_health), guarded
+        ModelServicer(store, app.stats, on_change=app.update_health, drift=drift), guarded
     )
     inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(
@@ -216,6 +225,7 @@ def create_server(settings: Settings, store: ModelStore | None = None, tracing: 
             functools.partial(_serving, health_servicer),
             max_rows=settings.max_predict_rows,
             on_change=app.update_health,
+            drift=drift,
         ),
         guarded,
     )

@@ -270,7 +270,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class VersionStatus(_message.Message):
-    __slots__ = ("version", "serving_state", "requests", "errors", "rows", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms", "problem")
+    __slots__ = ("version", "serving_state", "requests", "errors", "rows", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms", "problem", "drift")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVING_STATE_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +280,7 @@ class VersionStatus(_message.Message):
     LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
     version: str
     serving_state: _types_pb2.ServingState
     requests: int
@@ -289,7 +290,36 @@ class VersionStatus(_message.Message):
     latency_p50_ms: float
     latency_p99_ms: float
     problem: _types_pb2.Problem
-    def __init__(self, version: _Optional[str] = ..., serving_state: _Optional[_Union[_types_pb2.ServingState, str]] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rows: _Optional[int] = ..., latency_mean_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., problem: _Optional[_Union[_types_pb2.Problem, _Mapping]] = ...) -> None: ...
+    drift: VersionDrift
+    def __init__(self, version: _Optional[str] = ..., serving_state: _Optional[_Union[_types_pb2.ServingState, str]] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rows: _Optional[int] = ..., latency_mean_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., problem: _Optional[_Union[_types_pb2.Problem, _Mapping]] = ..., drift: _Optional[_Union[VersionDrift, _Mapping]] = ...) -> None: ...
+
+class VersionDrift(_message.Message):
+    __slots__ = ("window_rows", "threshold", "features", "flagged_features", "class_psi", "class_flagged")
+    WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    CLASS_PSI_FIELD_NUMBER: _ClassVar[int]
+    CLASS_FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    window_rows: int
+    threshold: float
+    features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    flagged_features: int
+    class_psi: float
+    class_flagged: bool
+    def __init__(self, window_rows: _Optional[int] = ..., threshold: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., flagged_features: _Optional[int] = ..., class_psi: _Optional[float] = ..., class_flagged: _Optional[bool] = ...) -> None: ...
+
+class FeatureDrift(_message.Message):
+    __slots__ = ("feature", "psi", "mean_shift", "flagged")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SHIFT_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    psi: float
+    mean_shift: float
+    flagged: bool
+    def __init__(self, feature: _Optional[str] = ..., psi: _Optional[float] = ..., mean_shift: _Optional[float] = ..., flagged: _Optional[bool] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
     __slots__ = ("state", "versions", "history", "served_generation")

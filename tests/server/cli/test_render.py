@@ -139,6 +139,42 @@ def test_damaged_versions_show_their_problem_in_listings_and_status(capsys):
     assert lines[5] == "v2: CORRUPT_METADATA: Version v2 cannot be used."
 
 
+def test_status_shows_drift_with_its_flagged_features(capsys):
+    drifted = model_service_pb2.VersionDrift(
+        window_rows=1800,
+        threshold=0.2,
+        features=[
+            model_service_pb2.FeatureDrift(feature="age", psi=0.01, mean_shift=0.02),
+            model_service_pb2.FeatureDrift(feature="tenure", psi=0.53, mean_shift=1.04, flagged=True),
+        ],
+        flagged_features=1,
+        class_psi=0.31,
+        class_flagged=True,
+    )
+    steady = model_service_pb2.VersionDrift(
+        window_rows=900, threshold=0.2, features=[model_service_pb2.FeatureDrift(feature="age", psi=0.004)]
+    )
+    status = model_service_pb2.ModelStatus(
+        state=model_service_pb2.ModelState(model="m", serving_version="v2", generation=2),
+        served_generation=2,
+        versions=[
+            model_service_pb2.VersionStatus(version="v1", drift=steady),
+            model_service_pb2.VersionStatus(version="v2", drift=drifted),
+            model_service_pb2.VersionStatus(version="v3"),
+        ],
+    )
+    print_statuses([status])
+    lines = capsys.readouterr().out.splitlines()
+    drift = lines[lines.index(next(line for line in lines if line.startswith("drift of v1"))) :]
+    assert drift == [
+        "drift of v1 over its last 900 rows (PSI threshold 0.2): no feature flagged (largest PSI 0.0040, age)",
+        "drift of v2 over its last 1800 rows (PSI threshold 0.2): 1 of 2 features flagged; "
+        "predicted classes PSI 0.3100 FLAGGED",
+        "feature  psi     mean shift (sd)",
+        "tenure   0.5300  +1.040",
+    ]
+
+
 def _version(kind, coefficients, intercepts, features=("a", "b"), classes=()) -> types_pb2.ModelVersion:
     matrix = np.atleast_2d(np.asarray(coefficients, dtype=np.float64))
     return types_pb2.ModelVersion(
