@@ -1,14 +1,15 @@
 """Opening a data file for ``regserve train`` or ``predict``: CSV, or Parquet (a file, a directory or a glob).
 
 Both readers are built on ``pyarrow``, which is the ``files`` extra (``pip install
-"regserve[files]"``): the server does not need it, so it is imported only here, when a
-command reads a file.
+"regserve[files]"``): the server does not need it, so importing this module raises
+ImportError without it, and the commands import it only when they read a file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from regserve.server.datasets import csv_reader, parquet_reader
 from regserve.server.datasets.row_chunks import Table
 
 __all__ = ["open_table"]
@@ -23,7 +24,5 @@ def open_table(
     feature_columns: Sequence[str] | None = None,
 ) -> Table:
     """Open ``source`` for streaming: Parquet when it is a directory, a glob or a ``.parquet`` file, else CSV."""
-    from regserve.server.datasets import csv_reader, parquet_reader  # ImportError without the files extra
-
     read = parquet_reader.read_parquet if parquet_reader.is_parquet(source) else csv_reader.read_csv
     return read(source, target, classifier=classifier, chunk_rows=chunk_rows, feature_columns=feature_columns)

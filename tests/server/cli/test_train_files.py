@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -129,3 +131,17 @@ def test_a_ragged_row_at_line_900001_is_named_and_nothing_is_stored(target, tmp_
     err = capsys.readouterr().err
     assert "line 900001 has 4 fields where the header has 3" in err
     assert "big" not in ModelRegistry(model_dir).list_models()
+
+
+def test_without_pyarrow_train_names_the_extra_to_install(target, tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("a,price\n1,2\n2,3\n")
+    # pyarrow is the files extra: a None entry in sys.modules makes importing it fail as when it is absent.
+    script = (
+        "import sys; sys.modules['pyarrow'] = None\n"
+        "from regserve.server.cli import main\n"
+        f"sys.exit(main(['train', {str(path)!r}, '--server', {target!r}, '--model', 'm', '--target', 'price']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "install regserve[files]" in done.stderr
+    assert "Traceback" not in done.stderr
