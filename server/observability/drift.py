@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 STEPS = 10
 """Buckets a window slides by."""
-DEFAULT_QUEUE_BLOCKS = 4096
+DEFAULT_QUEUE_BLOCKS = 16_384
 """Blocks of rows the queue holds before new ones are dropped."""
 
 
@@ -169,7 +169,7 @@ class DriftMonitor:
         threshold: float = 0.2,
         *,
         queue_blocks: int = DEFAULT_QUEUE_BLOCKS,
-        interval: float = 0.5,
+        interval: float = 0.1,
     ) -> None:
         self.window_rows, self.threshold, self.interval = window_rows, threshold, interval
         self._limit = queue_blocks
