@@ -21,6 +21,7 @@ from regserve.server.models.estimator import LinearModel
 from regserve.server.registry.problems import ModelReport, Problem
 from regserve.server.registry.state import ModelState, Switch, VersionMetadata
 from regserve.server.registry.text_limits import REASON_MAX
+from regserve.server.rpc import statistics_messages
 from regserve.server.rpc.convert import KIND_VALUES, SOLVER_VALUES, ndarray_to_matrix, spec_to_proto
 from regserve.v1 import model_service_pb2, types_pb2
 
@@ -86,7 +87,7 @@ def _solver_report(metadata: VersionMetadata, report: types_pb2.SolverReport) ->
 def model_version_to_proto(
     metadata: VersionMetadata, estimator: LinearModel | None, serving_state: str
 ) -> types_pb2.ModelVersion:
-    """Describe a stored version: its ``metadata``, ``estimator`` its weights (None leaves them out).
+    """Describe a stored version: its ``metadata``, ``estimator`` its weights and statistics (None leaves them out).
 
     ``serving_state`` is a ``ModelState.role_of`` name.
     """
@@ -114,6 +115,7 @@ def model_version_to_proto(
             message.standardization.enabled = True
             message.standardization.means.extend(estimator.mean_.tolist())
             message.standardization.scales.extend(estimator.scale_.tolist())
+        message.statistics.CopyFrom(statistics_messages.statistics_to_proto(estimator, metadata, 0.0))
     for stats in metadata.feature_stats:
         message.feature_statistics.add(**{k: stats[k] for k in ("name", "mean", "std", "min", "max") if k in stats})
     for metrics, target in (

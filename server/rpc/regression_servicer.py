@@ -283,10 +283,8 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         if self._on_trained is not None:
             _report_trained(self._on_trained, model, time.perf_counter() - started)
         role = self._store.serving_state(model, stored.version)
-        described = registry_messages.model_version_to_proto(stored, result.model, role)
-        described.statistics.CopyFrom(statistics_messages.statistics_to_proto(result.model, stored, 0.0))
         return pb.TrainResponse(
-            model_version=described,
+            model_version=registry_messages.model_version_to_proto(stored, result.model, role),
             promoted=promoted,
             promotion_reason=reason,
         )
