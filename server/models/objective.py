@@ -108,11 +108,21 @@ class Objective:
         self.penalised = np.ones(self.shape[1])
         if fit_intercept:
             self.penalised[0] = 0.0
+        self._standardization: tuple[np.ndarray, np.ndarray] | None = None
+
+    def standardize_as_read(self, shift: np.ndarray, scale: np.ndarray) -> None:
+        """Take the blocks' features as raw ``x`` and read them as ``z = (x - shift) / scale``.
+
+        Each step's rows are standardized in the design buffer while they are in cache,
+        with the same arithmetic as a standardized source, so no scaled copy of a whole
+        block is made.
+        """
+        self._standardization = (shift, scale)
 
     def on(self, data: BlockSource) -> Objective:
-        """The same objective (loss, penalty, intercept, interrupt) over other rows ``data``."""
+        """The same objective (loss, penalty, intercept, standardization, interrupt) over other rows ``data``."""
         k, q = self.shape
-        return Objective(
+        other = Objective(
             data,
             self.loss,
             k,
@@ -122,6 +132,8 @@ class Objective:
             gauge=self.gauge,
             interrupt=self.interrupt,
         )
+        other._standardization = self._standardization
+        return other
 
     def penalty(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         # (l2/2)‖W‖² + (γ/2)‖Σₖθₖ‖²; the gauge term only pins the softmax's free shift.
@@ -139,6 +151,10 @@ class Objective:
         the anchor θ̃ approach the optimum.
         """
         self.interrupt()
+        if self._standardization is not None:
+            shift, scale = self._standardization
+            Z = Z - shift
+            Z /= scale
         A = _design(Z, self.fit_intercept)
         k = theta.shape[0]
         S = A @ np.concatenate([theta, anchor]).T
@@ -162,6 +178,9 @@ class Objective:
                 stop = min(start + _STEP_ROWS, y.shape[0])
                 A = design[: stop - start]
                 A[:, first:] = Z[start:stop]
+                if self._standardization is not None:
+                    A[:, first:] -= self._standardization[0]
+                    A[:, first:] /= self._standardization[1]
                 value, residual, P = _block_terms(self.loss, A @ theta.T, y[start:stop])
                 total += value
                 grad += residual.T @ A

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from regserve.server.errors import InvalidInput
 from regserve.server.models import solvers
 from regserve.server.models.estimator import LinearModel
 from regserve.server.models.interrupt import Interrupt, uninterrupted
-from regserve.server.models.objective import Objective, make_objective
+from regserve.server.models.objective import BlockSource, Objective, make_objective
 from regserve.server.models.training.moments import Moments
 from regserve.server.models.training.spec import TrainSpec
 from regserve.server.models.training.spool import SpoolFile, SpoolView
@@ -44,8 +46,10 @@ def fit_model(
         logistic = spec.kind == "logistic"
         n_classes = len(classes) if classes is not None else 0
         view = SpoolView(spool, groups, shift, scale, m.n, label_map, n_outputs=n_classes if n_classes > 2 else 1)
+        newton = solver == "newton"
+        source: BlockSource = _Unscaled(view) if newton else view
         objective = make_objective(
-            view,
+            source,
             kind=spec.kind,
             n_classes=n_classes,
             d=d,
@@ -53,6 +57,9 @@ def fit_model(
             fit_intercept=spec.fit_intercept,
             interrupt=interrupt,
         )
+        if newton:
+            # Newton's passes standardize each step of rows in cache, not each block into a scaled copy.
+            objective.standardize_as_read(shift, scale)
         start = 0.0 if logistic else float(m.mean[-1])  # Regression starts from ȳ.
         theta, info = _solve_iteratively(spec, objective, start)
         if spec.fit_intercept:
@@ -68,6 +75,19 @@ def fit_model(
         classes=classes,
     )
     return model, info
+
+
+class _Unscaled:
+    """A view's rows as they were spooled, for an objective that standardizes them as it reads."""
+
+    def __init__(self, view: SpoolView) -> None:
+        self.n, self._view = view.n, view
+
+    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self._view.raw_blocks()
+
+    def shuffled_blocks(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        raise NotImplementedError("unscaled rows serve Newton's method, which reads them in order")
 
 
 def _standardization(m: Moments, d: int) -> tuple[np.ndarray, np.ndarray]:
