@@ -19,6 +19,7 @@ multinomial models get none; ``unavailable_note`` says why.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -257,12 +258,16 @@ def _chi2_sf(value: float, df: float) -> float:
 
 def critical_value(inference: Inference, level: float) -> float:
     """The two-sided quantile at ``level``: Student's t with df_resid degrees of freedom for linear, else normal."""
+    return _quantile(inference.kind == "linear", inference.df_resid, level)
+
+
+@functools.lru_cache(maxsize=256)
+def _quantile(student: bool, df: float, level: float) -> float:
+    # Cached because a call to scipy's ppf costs more than the intervals of a thousand rows.
     from scipy import stats
 
     upper = 0.5 + level / 2
-    if inference.kind == "linear":
-        return float(stats.t.ppf(upper, inference.df_resid))
-    return float(stats.norm.ppf(upper))
+    return float(stats.t.ppf(upper, df)) if student else float(stats.norm.ppf(upper))
 
 
 @dataclass(frozen=True)
