@@ -22,6 +22,9 @@ in the header when set).
 3. Logistic regression (Newton, standardize, alpha 1e-4) on 1,000,000 x 20
    rows beside scikit-learn's lbfgs ``LogisticRegression(C=1/(alpha*n))``.
 
+Figures 1 and 3 also time ``regserve train FILE.parquet`` (the CLI process from
+start to exit, reading the same rows from a Parquet file written beforehand).
+
 The table goes to stdout and bench/results/training.json.
 """
 
@@ -219,6 +222,26 @@ def _max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), np.finfo(float).tiny)))
 
 
+def _parquet_train(target: str, X: np.ndarray, y: np.ndarray, directory: str, model: str, options: list[str]) -> float:
+    """Seconds of ``regserve train FILE.parquet`` (the CLI process, start to exit) on the rows X, y.
+
+    The file (columns x0.., y; row groups of CHUNK_ROWS) is written first, untimed.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(directory) / f"{model}.parquet"
+    columns = {f"x{j}": X[:, j] for j in range(X.shape[1])}
+    pq.write_table(pa.table({**columns, "y": y}), path, row_group_size=CHUNK_ROWS)
+    command = [sys.executable, "-m", "regserve.server.cli", "train", str(path), "--server", target, "--model", model]
+    command += ["--target", "y", "--chunk-rows", str(CHUNK_ROWS), "-o", "json", *options]
+    t0 = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - t0
+    path.unlink()
+    return seconds
+
+
 def _chunks(X: np.ndarray, y: np.ndarray, rows: int = CHUNK_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for start in range(0, X.shape[0], rows):
         yield X[start : start + rows], y[start : start + rows]
@@ -240,6 +263,8 @@ def closed_form_throughput(n: int, d: int, model_dir: str, repeats: int) -> dict
             response = client.train("bench_linear", chunks=_chunks(X, y), kind="linear", solver="closed_form")
             runs.append(time.perf_counter() - t0)
         peak = server.vm_hwm_mb()
+        options = ["--kind", "linear", "--solver", "closed_form"]
+        parquet = _parquet_train(server.target, X, y, model_dir, "bench_linear_parquet", options)
     coef, intercept = _coefficients(response.model_version)
     t0 = time.perf_counter()
     A = np.column_stack([np.ones(n), X])
@@ -256,6 +281,7 @@ def closed_form_throughput(n: int, d: int, model_dir: str, repeats: int) -> dict
         "data_mb": X.nbytes / 1e6,
         "train_seconds": runs,
         "train_seconds_median": wall,
+        "parquet_cli_seconds": parquet,
         "train_rows_per_s": n / wall,
         "train_mb_per_s": (X.nbytes + y.nbytes) / 1e6 / wall,
         "server_vm_hwm_mb": peak,
@@ -485,6 +511,8 @@ def logistic(n: int, d: int, model_dir: str, alpha: float, repeats: int) -> dict
         wall = float(np.median(runs))
         prediction = client.predict("bench_logistic", X_test)
         peak = server.vm_hwm_mb()
+        options = ["--kind", "logistic", "--solver", "newton", "--standardize", "--alpha", str(alpha)]
+        parquet = _parquet_train(server.target, X, y, model_dir, "bench_logistic_parquet", options)
     mv = response.model_version
     p_server = prediction.probabilities[:, prediction.classes.index("1")]
 
@@ -501,6 +529,7 @@ def logistic(n: int, d: int, model_dir: str, alpha: float, repeats: int) -> dict
         "alpha": alpha,
         "seconds": wall,
         "seconds_runs": runs,
+        "parquet_cli_seconds": parquet,
         "rows_per_s": n / wall,
         "iterations": mv.solver_report.iterations,
         "converged": mv.solver_report.converged,
@@ -539,6 +568,12 @@ def table(r: dict) -> str:
                 f"lstsq {a['lstsq_seconds']:.2f}",
             ),
             _row("", "rows/s", f"{a['train_rows_per_s']:,.0f}", f"lstsq {a['lstsq_rows_per_s']:,.0f}"),
+            _row(
+                "",
+                "regserve train FILE.parquet s",
+                f"{a['parquet_cli_seconds']:.2f}",
+                f"lstsq {a['lstsq_seconds']:.2f}",
+            ),
             _row("", "MB/s over gRPC", f"{a['train_mb_per_s']:,.0f}"),
             _row("", "all runs s", ", ".join(f"{s:.2f}" for s in a["train_seconds"])),
             _row("", "ratio to lstsq", f"{a['train_seconds_median'] / a['lstsq_seconds']:.2f}x", "target <= 1x"),
@@ -609,6 +644,12 @@ def table(r: dict) -> str:
                 label, "wall s (median) / sklearn fit s", f"{d['seconds']:.2f}", f"lbfgs {d['sklearn_fit_seconds']:.2f}"
             ),
             _row("", "all runs s", ", ".join(f"{s:.2f}" for s in d["seconds_runs"])),
+            _row(
+                "",
+                "regserve train FILE.parquet s",
+                f"{d['parquet_cli_seconds']:.2f}",
+                f"lbfgs {d['sklearn_fit_seconds']:.2f}",
+            ),
             _row("", "ratio to sklearn fit", f"{d['seconds'] / d['sklearn_fit_seconds']:.2f}x", "target <= 1.5x"),
             _row("", "iterations", f"{d['iterations']}", f"n_iter_ {d['sklearn_n_iter']}"),
             _row("", "training accuracy", f"{d['accuracy']:.4f}", f"{d['sklearn_accuracy']:.4f}"),
