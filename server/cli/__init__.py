@@ -6,6 +6,7 @@ server_commands.py  serve and gateway
 render.py           what the commands print, as text or (``--output json``) JSON
 report.py           report: a version's HTML page (``regserve.server.report``, matplotlib loaded only then)
 importing.py        import: a fitted scikit-learn model (skops) or JSON coefficients, stored with CreateVersion
+dask_training.py    train --dask: the training passes on a Dask cluster, the model stored with CreateVersion
 """
 
 from __future__ import annotations

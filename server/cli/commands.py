@@ -100,6 +100,11 @@ def _open_table(args, source: str, target: str | None, classifier: bool = False,
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
+    if args.dask:
+        # Only this path imports dask (the dask extra).
+        from regserve.server.cli.dask_training import cmd_train_dask
+
+        return cmd_train_dask(args, _train_options(args))
     table = _open_table(args, args.file, args.target, args.kind == "logistic", args.feature_columns)
     if table is None:
         return 1

@@ -201,6 +201,12 @@ def _add_model_commands(client_command) -> None:
         type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
         help="comma-separated feature columns, the only ones read besides the target (default: all the others)",
     )
+    train.add_argument(
+        "--dask",
+        metavar="SCHEDULER",
+        help="train on a Dask cluster (the dask extra): a scheduler's address, or local[:N] for N local workers; "
+        "the workers read the files and the model is stored with CreateVersion",
+    )
     train.set_defaults(func=commands.cmd_train)
 
     predict = client_command("predict", "print one prediction per line")

@@ -1,0 +1,571 @@
+"""``regserve train --dask``: the training passes run on a Dask cluster's workers, the model stored with CreateVersion.
+
+The rows never reach the server, and reach this process only where noted below.  The
+work is the single-node trainer's, split by partition (one Parquet file, or the one CSV
+file, per task), with the trainer's own functions:
+
+* a statistics pass: each worker reads its partition chunk by chunk, checks it
+  (``chunks``), assigns each row to the validation split by its *global* row index
+  (``sampling.RowGroups``; a partition's first global row comes from the Parquet
+  metadata's row counts) and keeps the training and validation rows' ``Moments``, the
+  labels it met and a SHA-256 of its rows in the trainer's fingerprint byte format;
+  this process merges the moments in partition order;
+* closed form and ridge: ``fit_model`` on the merged moments, as the trainer calls it;
+* logistic: ``solvers.solve_newton`` on a ``ClusterObjective``, whose every evaluation
+  is one distributed pass: each worker evaluates the trainer's ``Objective`` (loss sum,
+  gradient, Hessian, all divided by the global training-row count) on its partition's
+  training rows at the broadcast weights, and the parts are summed here with the
+  penalty, which is the same ``Objective`` evaluated over no rows;
+* a scoring pass: workers predict their training and validation rows; this process
+  folds the targets and predictions into the trainer's ``RegressionTally`` or
+  ``ClassificationTally`` partition by partition (one partition's targets and
+  predictions in memory at a time, never the features).
+
+The Newton solver's warm start reads a strided sample of the training rows through
+``ClusterObjective.data``: each partition's standardized training rows are fetched
+here one partition at a time for it, so that one pass moves the rows to this process
+(memory: one partition).  Where the rows are few enough that the solver skips the warm
+start, no rows are fetched.
+
+The data fingerprint is the SHA-256 of the partitions' own SHA-256 digests (each over
+its rows in the single-node byte format) in partition order, prefixed ``dask:``: a
+stream hash cannot be continued from another process's state, so it differs from the
+single-node fingerprint of the same rows, and it is the same for the same files
+whatever the cluster.
+
+Not on this path: cross-validation, the gd and sgd solvers (refused with
+``INVALID_HYPERPARAMETER``); CSV read by one task (a single file); paths that the
+workers can open as local files.
+
+``dask.distributed`` is the ``dask`` extra; it is imported only here, and only this
+module of the CLI imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, cast
+
+import numpy as np
+
+from regserve.server.errors import InvalidInput
+from regserve.server.models import solvers
+from regserve.server.models.estimator import LinearModel
+from regserve.server.models.objective import Objective, make_objective
+from regserve.server.models.scoring import ClassificationTally, RegressionTally
+from regserve.server.models.training.chunks import checked_features, checked_labels, checked_targets
+from regserve.server.models.training.fitting import _standardization, check_model_finite, fit_model
+from regserve.server.models.training.labels import LabelTable
+from regserve.server.models.training.moments import Moments
+from regserve.server.models.training.sampling import RowGroups
+from regserve.server.models.training.spec import TrainSpec
+from regserve.server.models.training.trainer import Trainer
+
+__all__ = [
+    "ClusterObjective",
+    "Partition",
+    "Statistics",
+    "cluster_client",
+    "partitions",
+    "train_on_cluster",
+]
+
+LOCAL_WORKERS = 2
+"""Workers of ``--dask local`` without a count."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One task's rows: the file, its first row's global index and its row count (None: not yet counted)."""
+
+    path: str
+    first_row: int
+    rows: int | None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What every task needs to read and check its rows the same way."""
+
+    target: str
+    features: tuple[str, ...]
+    kind: str
+    chunk_rows: int
+    seed: int
+    validation_fraction: float
+
+
+@dataclass
+class Statistics:
+    """A partition's (or, merged, the data set's) statistics pass."""
+
+    rows: int
+    train_rows: int
+    train: Moments
+    validation: Moments
+    training_labels: list[str]
+    validation_labels: list[str]
+    digest: str
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+@contextlib.contextmanager
+def cluster_client(address: str) -> Iterator[Any]:
+    """A ``distributed.Client`` of ``address``: a scheduler's address, or ``local[:N]`` for a LocalCluster of N.
+
+    The local cluster runs N single-threaded worker processes on 127.0.0.1 with no
+    dashboard, and is closed on exit.
+    """
+    from distributed import Client, LocalCluster
+
+    if address == "local" or address.startswith("local:"):
+        count = address.partition(":")[2]
+        if count and not (count.isdigit() and int(count) >= 1):
+            raise ValueError(f"--dask local:N takes a worker count of at least 1, not {count!r}")
+        workers = int(count) if count else LOCAL_WORKERS
+        with (
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+        return
+    with Client(address) as client:
+        yield client
+
+
+def partitions(source: str) -> list[Partition]:
+    """The partitions of ``source``: each Parquet file with its first global row (from the metadata), or the CSV."""
+    from regserve.server.datasets import parquet_reader
+
+    if not parquet_reader.is_parquet(source):
+        return [Partition(os.fspath(source), 0, None)]
+    import pyarrow.parquet as pq
+
+    parts, first = [], 0
+    for path in parquet_reader.parquet_files(source):
+        rows = pq.ParquetFile(path).metadata.num_rows
+        parts.append(Partition(path, first, rows))
+        first += rows
+    return parts
+
+
+# --------------------------------------------------------------------------- worker tasks
+
+
+def _chunks(part: Partition, reading: Reading) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """``(first global row, X, targets or label ids placeholder, labels)`` of each checked chunk of ``part``."""
+    from regserve.server.datasets.tables import open_table
+
+    logistic = reading.kind == "logistic"
+    table = open_table(
+        part.path,
+        reading.target,
+        classifier=logistic,
+        chunk_rows=reading.chunk_rows,
+        feature_columns=list(reading.features),
+    )
+    for chunk in table.chunks:
+        first = part.first_row + chunk.first_row
+        y = cast(np.ndarray, chunk.target)
+        X = checked_features(chunk.features, y, len(reading.features), first)
+        if logistic:
+            yield first, X, np.zeros(X.shape[0]), checked_labels(y, first, None)
+        else:
+            yield first, X, checked_targets(y, first), None
+
+
+def partition_statistics(part: Partition, reading: Reading) -> Statistics:
+    """The statistics pass over one partition (a worker task)."""
+    groups = RowGroups(reading.seed, reading.validation_fraction, 1)
+    d = len(reading.features)
+    p = d + (reading.kind != "logistic")
+    train, validation = Moments(p), Moments(p)
+    # The trainer's fingerprint method writes to ``_hash``; this partition's hash stands in for the stream's.
+    fingerprint = SimpleNamespace(_hash=hashlib.sha256())
+    seen: tuple[set[str], set[str]] = (set(), set())
+    rows = train_rows = 0
+    for first, X, targets, labels in _chunks(part, reading):
+        n = X.shape[0]
+        group, n_train = groups.take(first, n)
+        block = np.empty((n, d + 2), dtype="<f8")
+        block[:, :d], block[:, d], block[:, d + 1] = X, targets, group
+        Trainer._fingerprint(cast(Any, fingerprint), block, labels)
+        training = group >= 0
+        V = block[:, :p]
+        train.add(V[training])
+        validation.add(V[~training])
+        if labels is not None:
+            seen[0].update(np.unique(labels[training]).tolist())
+            seen[1].update(np.unique(labels[~training]).tolist())
+        rows += n
+        train_rows += n_train
+    if part.rows is not None and rows != part.rows:
+        raise InvalidInput(
+            f"{part.path} held {rows} rows where its metadata says {part.rows}",
+            reason="MALFORMED_PARQUET",
+            violations=[("file", f"{part.path}: row count differs from its metadata")],
+        )
+    return Statistics(
+        rows, train_rows, train, validation, sorted(seen[0]), sorted(seen[1]), fingerprint._hash.hexdigest()
+    )
+
+
+class _PartitionRows:
+    """A partition's training rows as the ``BlockSource`` an ``Objective`` reads, standardized, chunk by chunk.
+
+    ``n`` is the training-row count of the whole data set, so the ``Objective``'s sums
+    over this partition come divided by it and the partitions' parts add up.
+    """
+
+    def __init__(self, part, reading, shift, scale, classes, n) -> None:
+        self.part, self.reading, self.shift, self.scale, self.n = part, reading, shift, scale, n
+        self.positions = None if classes is None else {label: k for k, label in enumerate(classes)}
+
+    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        groups = RowGroups(self.reading.seed, self.reading.validation_fraction, 1)
+        for first, X, targets, labels in _chunks(self.part, self.reading):
+            training = groups.take(first, X.shape[0])[0] >= 0
+            y = targets if labels is None else _class_indices(labels, self.positions)
+            Z = X[training] - self.shift
+            Z /= self.scale
+            yield Z, y[training]
+
+    def shuffled_blocks(self, rng):
+        raise NotImplementedError("the cluster path runs Newton's method, which reads the rows in order")
+
+
+def _class_indices(labels: np.ndarray, positions) -> np.ndarray:
+    values, inverse = np.unique(labels, return_inverse=True)
+    return np.array([positions[str(v)] for v in values], dtype=np.float64)[inverse.ravel()]
+
+
+def partition_objective(
+    part: Partition, reading: Reading, setup: dict, theta: np.ndarray, hessian: bool
+) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """One partition's unpenalised share of ``F``, its gradient and its Hessian at ``theta`` (a worker task)."""
+    rows = _PartitionRows(part, reading, setup["shift"], setup["scale"], setup["classes"], setup["n"])
+    k, q = theta.shape
+    objective = Objective(
+        rows, setup["loss"], k, q - int(setup["fit_intercept"]), l2=0.0, fit_intercept=setup["fit_intercept"]
+    )
+    return objective.evaluate(theta, hessian)
+
+
+def partition_rows(part: Partition, reading: Reading, setup: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A partition's standardized training rows and their targets or class indices (a worker task)."""
+    rows = _PartitionRows(part, reading, setup["shift"], setup["scale"], setup["classes"], setup["n"])
+    blocks = list(rows.blocks())
+    d = len(reading.features)
+    if not blocks:
+        return np.empty((0, d)), np.empty(0)
+    return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
+
+
+def partition_scores(part: Partition, reading: Reading, model: LinearModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The targets (or class indices) and predictions (or log-probabilities) of a partition's rows, per split."""
+    groups = RowGroups(reading.seed, reading.validation_fraction, 1)
+    positions = None if model.classes_ is None else {label: k for k, label in enumerate(model.classes_)}
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"training": [], "validation": []}
+    for first, X, targets, labels in _chunks(part, reading):
+        training = groups.take(first, X.shape[0])[0] >= 0
+        y = targets if labels is None else _class_indices(labels, positions)
+        scores = model.predict(X) if positions is None else model._predict_log_proba(X)
+        parts["training"].append((y[training], scores[training]))
+        parts["validation"].append((y[~training], scores[~training]))
+    return {
+        split: (
+            np.concatenate([a for a, _ in pieces]) if pieces else np.empty(0),
+            np.concatenate([b for _, b in pieces]) if pieces else np.empty(0),
+        )
+        for split, pieces in parts.items()
+    }
+
+
+# --------------------------------------------------------------------------- this process
+
+
+class ClusterObjective(Objective):
+    """The trainer's ``Objective``, each evaluation one pass on the cluster plus the penalty computed here."""
+
+    def __init__(self, base: Objective, run_pass: Callable[[np.ndarray, bool], list]) -> None:
+        k, q = base.shape
+        super().__init__(
+            base.data,
+            base.loss,
+            k,
+            q - int(base.fit_intercept),
+            l2=base.l2,
+            fit_intercept=base.fit_intercept,
+            gauge=base.gauge,
+            interrupt=base.interrupt,
+        )
+        self._run_pass = run_pass
+
+    def evaluate(self, theta: np.ndarray, hessian: bool = False):
+        # Over no rows the objective is exactly its penalty and gauge terms, with their Hessian.
+        F, G, H = self.on(_NoRows(self.data.n)).evaluate(theta, hessian)
+        for value, gradient, curvature in self._run_pass(theta, hessian):
+            F += value
+            G = G + gradient
+            if H is not None:
+                H += curvature.reshape(H.shape)
+        return F, G, H
+
+
+class _NoRows:
+    """A ``BlockSource`` of no rows that stands for ``n`` of them."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def blocks(self):
+        return iter(())
+
+    def shuffled_blocks(self, rng):
+        return iter(())
+
+
+class _ClusterRows:
+    """The training rows as a ``BlockSource`` read here, one partition at a time (the solver's warm start)."""
+
+    def __init__(self, client, parts, reading, setup, n) -> None:
+        self._client, self._parts, self._reading, self._setup, self.n = client, parts, reading, setup, n
+
+    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for part in self._parts:
+            yield self._client.submit(partition_rows, part, self._reading, self._setup, pure=False).result()
+
+    def shuffled_blocks(self, rng):
+        raise NotImplementedError("the cluster path runs Newton's method, which reads the rows in order")
+
+
+@dataclass
+class ClusterResult:
+    """A model trained on the cluster and what is known of its run."""
+
+    model: LinearModel
+    spec: TrainSpec
+    rows: int
+    train_rows: int
+    fingerprint: str
+    feature_stats: list[dict]
+    training_metrics: dict
+    validation_metrics: dict | None
+    solver_info: solvers.SolverInfo
+
+
+def merged(parts: Sequence[Statistics]) -> Statistics:
+    """The data set's statistics from its partitions', merged in partition order."""
+    digest = hashlib.sha256(b"".join(bytes.fromhex(s.digest) for s in parts)).hexdigest()
+    return Statistics(
+        sum(s.rows for s in parts),
+        sum(s.train_rows for s in parts),
+        Moments.combined([s.train for s in parts]),
+        Moments.combined([s.validation for s in parts]),
+        sorted({label for s in parts for label in s.training_labels}),
+        sorted({label for s in parts for label in s.validation_labels}),
+        "dask:" + digest,
+    )
+
+
+def _refuse_unsupported(spec: TrainSpec) -> None:
+    if spec.cv_folds:
+        raise InvalidInput(
+            "--dask does not cross-validate; train without --cv",
+            reason="INVALID_HYPERPARAMETER",
+            violations=[("spec.cv_folds", "not available with --dask")],
+        )
+    if spec.resolved_solver in ("gd", "sgd"):
+        raise InvalidInput(
+            f"--dask fits with the closed form or Newton's method, not {spec.resolved_solver}",
+            reason="INVALID_HYPERPARAMETER",
+            violations=[("spec.solver", "closed_form or newton with --dask")],
+        )
+
+
+def _check_counts(spec: TrainSpec, total: Statistics) -> None:
+    """The trainer's refusals of too few rows, for the merged counts."""
+    n_validation = total.rows - total.train_rows
+    if total.rows == 0:
+        raise InvalidInput(
+            "No training rows were sent.", reason="EMPTY_TRAINING_SET", violations=[("chunks", "send at least one row")]
+        )
+    if spec.validation_fraction > 0 and (n_validation < 1 or total.train_rows < 2):
+        raise InvalidInput(
+            f"{total.rows} rows give {n_validation} validation and {total.train_rows} training rows.",
+            reason="TOO_FEW_ROWS",
+            violations=[("spec.validation_fraction", "needs >= 1 validation and >= 2 training rows")],
+        )
+
+
+def _classes(total: Statistics) -> tuple[str, ...]:
+    """The sorted classes, refusing a single training class, by the trainer's ``LabelTable``."""
+    table = LabelTable(1)
+    labels = np.array(total.training_labels + total.validation_labels, dtype=np.str_)
+    groups = np.array([0.0] * len(total.training_labels) + [-1.0] * len(total.validation_labels))
+    table.ids(labels, groups)
+    return table.classes()[0]
+
+
+def train_on_cluster(client, source: str, target: str, spec: TrainSpec, chunk_rows: int = 65536) -> ClusterResult:
+    """Train ``spec`` on the rows of ``source`` (``target`` the column to predict) on the cluster of ``client``.
+
+    ``spec.feature_names`` are the feature columns.  Raises InvalidInput as the trainer would.
+    """
+    spec.validate()
+    _refuse_unsupported(spec)
+    parts = partitions(source)
+    reading = Reading(target, tuple(spec.feature_names), spec.kind, chunk_rows, spec.seed, spec.validation_fraction)
+    d = len(reading.features)
+    futures = [client.submit(partition_statistics, part, reading, pure=False) for part in parts]
+    total = merged(client.gather(futures))
+    _check_counts(spec, total)
+    classes = _classes(total) if spec.kind == "logistic" else None
+    if spec.resolved_solver == "closed_form":
+        # The closed form reads nothing but the moments.
+        model, info = fit_model(spec, d, total.train, cast(Any, None), [0], None, None)
+    else:
+        model, info = _fit_newton(client, parts, reading, spec, total, cast(tuple, classes))
+    check_model_finite(model, spec)
+    training, validation = _scores(client, parts, reading, model, total)
+    stats = Trainer._feature_stats(
+        cast(Any, SimpleNamespace(_moments=(total.train, total.validation))), list(reading.features)
+    )
+    return ClusterResult(model, spec, total.rows, total.train_rows, total.digest, stats, training, validation, info)
+
+
+def _fit_newton(client, parts, reading, spec: TrainSpec, total: Statistics, classes: tuple[str, ...]):
+    """Newton's method as ``fit_model`` runs it, every evaluation a pass on the cluster."""
+    d = len(reading.features)
+    m = total.train
+    shift, scale = _standardization(m, d) if spec.standardize else (np.zeros(d), np.ones(d))
+    base = make_objective(
+        _NoRows(m.n), kind=spec.kind, n_classes=len(classes), d=d, l2=spec.l2(m.n), fit_intercept=spec.fit_intercept
+    )
+    setup = {
+        "shift": shift,
+        "scale": scale,
+        "classes": classes,
+        "n": m.n,
+        "loss": base.loss,
+        "fit_intercept": spec.fit_intercept,
+    }
+    shared = client.scatter([reading, setup], broadcast=True)
+
+    def run_pass(theta: np.ndarray, hessian: bool) -> list:
+        futures = [
+            client.submit(partition_objective, part, shared[0], shared[1], theta, hessian, pure=False) for part in parts
+        ]
+        return client.gather(futures)
+
+    objective = ClusterObjective(base.on(_ClusterRows(client, parts, reading, setup, m.n)), run_pass)
+    theta, info = solvers.solve_newton(objective, max_iterations=spec.max_iterations, tolerance=spec.tolerance)
+    if spec.fit_intercept:
+        coef, intercept = theta[:, 1:], theta[:, 0]
+    else:
+        coef, intercept = theta, np.zeros(theta.shape[0])
+    model = LinearModel(
+        spec.kind,
+        coef,
+        intercept,
+        mean=shift if spec.standardize else None,
+        scale=scale if spec.standardize else None,
+        classes=classes,
+    )
+    return model, info
+
+
+def _scores(client, parts, reading, model: LinearModel, total: Statistics) -> tuple[dict, dict | None]:
+    """Training and validation metrics, folded here partition by partition in partition order."""
+    tallies: dict[str, ClassificationTally | RegressionTally] = {}
+    for split in ("training", "validation"):
+        tallies[split] = RegressionTally() if model.classes_ is None else ClassificationTally(model.classes_)
+    futures = [client.submit(partition_scores, part, reading, model, pure=False) for part in parts]
+    for future in futures:
+        for split, (y, scores) in future.result().items():
+            tallies[split].update(y, scores)
+        future.release()
+    validation = tallies["validation"].result() if total.rows > total.train_rows else None
+    return tallies["training"].result(), validation
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def cmd_train_dask(args, options: dict) -> int:
+    """``regserve train PATH --dask ADDRESS``: train on the cluster, store the model with CreateVersion.
+
+    ``options`` are the training flags that were given (``commands._train_options``).
+    """
+    from regserve.client import ModelAdminClient
+    from regserve.server.cli.render import print_json, print_metrics
+    from regserve.server.datasets.tables import open_table
+
+    options = dict(options)
+    promote = options.pop("promote", True)
+    # Opening the table checks the columns and names the features, as the single-node command does; no row is read.
+    table = open_table(
+        args.file,
+        args.target,
+        classifier=args.kind == "logistic",
+        chunk_rows=args.chunk_rows,
+        feature_columns=args.feature_columns,
+    )
+    spec = TrainSpec(kind=args.kind, solver=args.solver, feature_names=tuple(table.feature_names), **options)
+    spec.validate()
+    _refuse_unsupported(spec)  # before a cluster is started for nothing
+    with cluster_client(args.dask) as client:
+        result = train_on_cluster(client, args.file, args.target, spec, chunk_rows=args.chunk_rows)
+    model = result.model
+    connection = dict(timeout=args.timeout, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    with ModelAdminClient(args.server, token=args.token, **connection) as admin:
+        response = admin.create_version(
+            args.model,
+            spec.kind,
+            model.coef_,
+            model.intercept_,
+            feature_names=spec.feature_names,
+            classes=model.classes_ or (),
+            means=model.mean_,
+            scales=model.scale_,
+            training=_scalars(result.training_metrics),
+            validation=_scalars(result.validation_metrics or {}),
+            source=f"regserve train --dask of {args.file} ({result.rows} rows, {result.train_rows} training)",
+            data_fingerprint=result.fingerprint,
+            promote=promote,
+            promotion_gate=args.promotion_gate,
+        )
+    if args.output == "json":
+        print_json(response)
+        return 0
+    version = response.model_version
+    state = "serving" if response.promoted else "not promoted"
+    reason = f" ({response.promotion_reason})" if response.promotion_reason else ""
+    info = result.solver_info
+    print(f"{version.model} {version.version}: {result.rows} rows on the cluster, {state}{reason}")
+    print(f"solver      {spec.resolved_solver}, {info.iterations or 0} iterations, converged {info.converged}")
+    print(f"fingerprint {result.fingerprint}")
+    print_metrics(version)
+    return 0
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    """The finite scalar metrics, which are what a version stores."""
+    return {
+        name: float(value)
+        for name, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+    }

@@ -1,0 +1,126 @@
+"""regserve train --dask local:2 against a real server: the model of 8 Parquet files equals the single-node one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from regserve.server.cli import main
+from regserve.server.models.training.sampling import RowGroups
+
+pytest.importorskip("distributed")
+
+SEED = 20261207
+FILES, ROWS_PER_FILE, FEATURES = 8, 30_000, 6
+SPLIT = ("--validation-fraction", "0.2", "--seed", "7")
+NAMES = [f"f{j}" for j in range(FEATURES)]
+
+
+@pytest.fixture(scope="module")
+def data():
+    """240,000 seeded rows: features on different scales, a linear target and a binary label from it."""
+    rng = np.random.default_rng(SEED)
+    X = rng.normal(size=(FILES * ROWS_PER_FILE, FEATURES)) * rng.uniform(0.5, 5.0, size=FEATURES)
+    coef = rng.normal(size=FEATURES)
+    y = X @ coef + 2.0 + rng.normal(scale=0.5, size=X.shape[0])
+    score = (X @ coef) / np.std(X @ coef) * 2.0
+    label = (rng.uniform(size=X.shape[0]) < 1.0 / (1.0 + np.exp(-score))).astype(np.int64)
+    return X, y, label
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory, data):
+    """The rows as 8 Parquet files, in row groups of 10,000."""
+    X, y, label = data
+    folder = tmp_path_factory.mktemp("parts")
+    for i in range(FILES):
+        rows = slice(ROWS_PER_FILE * i, ROWS_PER_FILE * (i + 1))
+        columns = {name: X[rows, j] for j, name in enumerate(NAMES)}
+        table = pa.table({**columns, "y": y[rows], "label": label[rows]})
+        pq.write_table(table, folder / f"part-{i:02d}.parquet", row_group_size=10_000)
+    return folder
+
+
+def training_rows(n: int) -> np.ndarray:
+    """Which rows train under SPLIT, by the same row-identity draw as the trainer."""
+    group, _ = RowGroups(7, 0.2, 1).take(0, n)
+    return group >= 0
+
+
+def train(target, folder, model, column, *extra) -> int:
+    features = ("--feature-columns", ",".join(NAMES))
+    return main(
+        ["train", str(folder), "--server", target, "--model", model, "--target", column, *features, *SPLIT, *extra]
+    )
+
+
+def fitted(client, model):
+    version = client.model_info(model)
+    matrix = version.coefficients
+    flat = np.frombuffer(matrix.raw, dtype="<f8") if matrix.raw else np.array(matrix.values)
+    coef = flat.reshape(-1, FEATURES)
+    assert coef.shape[0] == 1
+    return version, coef, np.array(version.intercepts)
+
+
+def assert_same_run(dask_version, single_version):
+    # CreateVersion stores no row counts: the lineage names them.
+    n_train = single_version.num_train
+    assert single_version.num_samples == FILES * ROWS_PER_FILE and single_version.num_validation > 0
+    assert f"({FILES * ROWS_PER_FILE} rows, {n_train} training)" in dask_version.source
+    assert dask_version.data_fingerprint.startswith("dask:")
+    assert dask_version.validation.metrics.keys() == single_version.validation.metrics.keys()
+    for name, value in single_version.validation.metrics.items():
+        assert dask_version.validation.metrics[name] == pytest.approx(value, rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "extra"), [("linear", ()), ("ridge", ("--alpha", "250"))])
+def test_closed_form_on_the_cluster_equals_single_node_and_numpy(target, client, parts, data, kind, extra, capsys):
+    X, y, _ = data
+    assert train(target, parts, "single", "y", "--kind", kind, *extra) == 0
+    assert train(target, parts, "cluster", "y", "--kind", kind, *extra, "--dask", "local:2") == 0
+    assert "cluster v1: 240000 rows on the cluster, serving" in capsys.readouterr().out
+    single, single_coef, single_intercept = fitted(client, "single")
+    cluster, cluster_coef, cluster_intercept = fitted(client, "cluster")
+    np.testing.assert_allclose(cluster_coef, single_coef, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(cluster_intercept, single_intercept, rtol=1e-10, atol=0)
+    assert_same_run(cluster, single)
+    train_rows = training_rows(X.shape[0])
+    if kind == "linear":
+        design = np.column_stack([np.ones(train_rows.sum()), X[train_rows]])
+        reference = np.linalg.lstsq(design, y[train_rows], rcond=None)[0]
+        expected_coef, expected_intercept = reference[1:], reference[0]
+    else:
+        ridge = Ridge(alpha=250.0, solver="cholesky").fit(X[train_rows], y[train_rows])
+        expected_coef, expected_intercept = ridge.coef_, ridge.intercept_
+    np.testing.assert_allclose(cluster_coef[0], expected_coef, rtol=1e-9, atol=1e-12)
+    assert cluster_intercept[0] == pytest.approx(expected_intercept, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_logistic_newton_on_the_cluster_equals_single_node_and_scikit_learn(target, client, parts, data):
+    X, _, label = data
+    assert train(target, parts, "single", "label", "--kind", "logistic") == 0
+    assert train(target, parts, "cluster", "label", "--kind", "logistic", "--dask", "local:2") == 0
+    single, single_coef, single_intercept = fitted(client, "single")
+    cluster, cluster_coef, cluster_intercept = fitted(client, "cluster")
+    assert list(cluster.classes) == list(single.classes) == ["0", "1"]
+    # Both stop where the gradient's norm is below the tolerance (1e-8): equal to far better than 1e-6.
+    np.testing.assert_allclose(cluster_coef, single_coef, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(cluster_intercept, single_intercept, rtol=1e-6, atol=1e-9)
+    for name, value in single.validation.metrics.items():
+        assert cluster.validation.metrics[name] == pytest.approx(value, rel=1e-7, abs=1e-9)
+    assert_same_run(cluster, single)
+    train_rows = training_rows(X.shape[0])
+    reference = LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000).fit(X[train_rows], label[train_rows])
+    np.testing.assert_allclose(cluster_coef[0], reference.coef_[0], rtol=1e-5, atol=1e-7)
+    assert cluster_intercept[0] == pytest.approx(reference.intercept_[0], rel=1e-5, abs=1e-7)
+
+
+def test_cross_validation_is_refused_before_a_cluster_starts(target, parts, capsys):
+    assert train(target, parts, "cv", "y", "--cv", "3", "--dask", "local:1", "-o", "json") == 1
+    assert "INVALID_HYPERPARAMETER" in capsys.readouterr().err
