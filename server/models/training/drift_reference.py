@@ -4,9 +4,10 @@ Exact quantiles would need every training row in memory at once, so the bin edge
 come from a bounded seeded sample of the training rows (at most ``EDGE_SAMPLE_ROWS``
 rows and ``EDGE_SAMPLE_VALUES`` values, drawn without replacement by position, as the
 validation sample is); a second pass over the spool then counts *every* training row
-into those bins, takes their mean and standard deviation, and, for a classifier, the
-class the fitted model predicts for each.  Both passes read the spool in blocks, so the
-memory stays bounded whatever the number of rows.
+into those bins.  Both passes read the spool in blocks, so the memory stays bounded
+whatever the number of rows.  The mean and standard deviation come from the training
+rows' moments, and a classifier's predicted classes from its training confusion matrix:
+the trainer has both already.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from regserve.server.models.drift import BINS, DriftReference, bin_counts
-from regserve.server.models.estimator import LinearModel
 from regserve.server.models.interrupt import Interrupt, uninterrupted
 from regserve.server.models.training.moments import Moments
 from regserve.server.models.training.spool import SpoolView
@@ -29,28 +29,31 @@ EDGE_SAMPLE_VALUES = 10_000_000
 
 def build_drift_reference(
     view: SpoolView,
-    model: LinearModel,
-    n_train: int,
+    moments: Moments,
     n_features: int,
     seed: int,
+    confusion: np.ndarray | None = None,
     interrupt: Interrupt = uninterrupted,
 ) -> DriftReference:
-    """The reference of ``model`` from the ``n_train`` training rows ``view`` yields (``rows``: [x, y, group])."""
+    """The reference of the training rows ``view`` yields (``rows``: [x, y, group]).
+
+    ``moments`` are those rows' moments, of [x] or [x, y]: their first ``n_features``
+    give the mean and the standard deviation.  ``confusion`` is a classifier's (K, K)
+    confusion matrix on those rows (true classes by row, predicted by column); None
+    for a regression.
+    """
+    n_train = moments.n
     edges = _sample_edges(view, n_train, n_features, seed, interrupt)
     counts = np.zeros((n_features, BINS), dtype=np.int64)
-    moments = Moments(n_features)
-    classes = np.zeros(len(model.classes_), dtype=np.int64) if model.classes_ is not None else None
     for block in view.rows():
         interrupt()
-        X = block[:, :n_features]
-        counts += bin_counts(X, edges)
-        moments.add(X)
-        if classes is not None:
-            classes += np.bincount(model.predict_proba(X).argmax(axis=1), minlength=classes.size)
-    std = np.sqrt(np.maximum(np.diag(moments.comoment), 0.0) / max(moments.n, 1))
-    proportions = counts / max(moments.n, 1)
+        counts += bin_counts(block[:, :n_features], edges)
+    classes = None if confusion is None else np.asarray(confusion, dtype=np.float64).sum(axis=0)
+    variance = np.diag(moments.comoment)[:n_features] / max(n_train, 1)
+    std = np.sqrt(np.maximum(variance, 0.0))
+    proportions = counts / max(n_train, 1)
     shares = None if classes is None else classes / max(int(classes.sum()), 1)
-    return DriftReference(edges, proportions, moments.mean.copy(), std, shares)
+    return DriftReference(edges, proportions, moments.mean[:n_features].copy(), std, shares)
 
 
 def _sample_edges(view: SpoolView, n_train: int, n_features: int, seed: int, interrupt: Interrupt) -> np.ndarray:
@@ -68,4 +71,5 @@ def _sample_edges(view: SpoolView, n_train: int, n_features: int, seed: int, int
         taken += chosen.size
         offset = stop
     quantiles = np.arange(1, BINS) / BINS
-    return np.ascontiguousarray(np.quantile(sample[:taken], quantiles, axis=0).T)
+    # Along contiguous rows of the transpose: partitioning down the columns of the sample is slower.
+    return np.quantile(np.ascontiguousarray(sample[:taken].T), quantiles, axis=1).T.copy()

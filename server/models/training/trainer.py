@@ -262,7 +262,8 @@ class Trainer:
             sample = self._validation_sample(spool, d, label_map) if validation is not None else None
             cv = self._cross_validate(spool, classes, label_map) if spec.cv_folds else None
             training_rows = SpoolView(spool, folds, 0.0, 1.0, 0, None)
-            reference = build_drift_reference(training_rows, model, self._n_train, d, spec.seed, self._interrupt)
+            confusion = training.get("confusion_matrix") if classes is not None else None
+            reference = build_drift_reference(training_rows, moments[0], d, spec.seed, confusion, self._interrupt)
         except np.linalg.LinAlgError as exc:
             raise InvalidInput(
                 f"The solver failed on this data ({exc}); scale the features or add a penalty.",
