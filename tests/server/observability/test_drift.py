@@ -5,11 +5,14 @@ from __future__ import annotations
 import types
 import urllib.request
 
+import grpc
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from regserve.client import ModelAdminClient, RegressionClient
+from regserve.inference import grpc_service_pb2 as oip_pb2
+from regserve.inference import grpc_service_pb2_grpc as oip_pb2_grpc
 from regserve.server.models.drift import BINS, DriftReference
 from regserve.server.observability.drift import STEPS, DriftMonitor
 from regserve.server.registry.routes import ServedModel
@@ -214,3 +217,22 @@ def test_a_version_without_training_bins_reports_no_drift(served):
         (status,) = admin.status("fixed")
     assert status.versions[0].rows == 1_000
     assert not status.versions[0].HasField("drift")
+
+
+def test_model_infer_rows_count_towards_drift_on_both_of_its_paths(served):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(5_000, 2))
+    target = f"127.0.0.1:{served.port}"
+    rows = rng.normal(size=(150, 2))
+    tensor = oip_pb2.ModelInferRequest.InferInputTensor(name="inputs", datatype="FP64", shape=list(rows.shape))
+    direct = oip_pb2.ModelInferRequest(model_name="oip", inputs=[tensor], raw_input_contents=[rows.tobytes()])
+    typed = oip_pb2.ModelInferRequest(model_name="oip", inputs=[tensor], raw_input_contents=[rows.tobytes()])
+    typed.outputs.add(name="predictions")  # an output named: the general tensor path
+    with RegressionClient(target, timeout=60) as client, ModelAdminClient(target, timeout=60) as admin:
+        client.train("oip", X, X.sum(axis=1))
+        with grpc.insecure_channel(target) as channel:
+            stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+            stub.ModelInfer(direct, timeout=30)
+            stub.ModelInfer(typed, timeout=30)
+        drift = admin.status("oip")[0].versions[0].drift
+    assert drift.window_rows == 300
