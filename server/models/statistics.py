@@ -222,22 +222,22 @@ def logistic_inference(
     if not np.isfinite(unscaled).all() or (np.diag(unscaled) <= 0).any():
         return None
     rate = positives / n
-    if k:
-        llnull = n * sum(q * math.log(q) for q in (rate, 1.0 - rate) if q > 0)
-    else:
-        llnull = n * math.log(0.5)
+    # The null model is the intercept-only fit, with or without an intercept in the model, as in statsmodels.
+    llnull = n * sum(q * math.log(q) for q in (rate, 1.0 - rate) if q > 0)
     llr = 2 * (llf - llnull)
+    # statsmodels' discrete models count the parameters beyond the null model's one.
+    df_model = d + k - 1
     values = {
         "nobs": float(n),
         "k_constant": float(k),
-        "df_model": float(d),
+        "df_model": float(df_model),
         "df_resid": float(df_resid),
         "scale": 1.0,
         "llf": llf,
         "llnull": llnull,
         "prsquared": 1.0 - llf / llnull if llnull else math.nan,
         "llr": llr,
-        "llr_pvalue": _chi2_sf(llr, d),
+        "llr_pvalue": _chi2_sf(llr, df_model),
         "aic": -2 * (llf - (d + k)),
         "bic": -2 * llf + math.log(n) * (d + k),
     }

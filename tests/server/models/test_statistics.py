@@ -1,0 +1,80 @@
+"""Inference stored with a version: statsmodels' numbers without an intercept too, and arrays that round-trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from sklearn.datasets import load_diabetes
+
+from regserve.server.errors import IntegrityError
+from regserve.server.models.estimator import LinearModel
+from regserve.server.models.intervals import intervals
+from regserve.server.models.statistics import coefficient_statistics
+from regserve.server.models.training import Trainer
+from regserve.server.models.training.spec import TrainSpec
+
+RTOL = 1e-6
+
+
+def _fit(spec: TrainSpec, X, y, chunk_rows: int = 1000) -> LinearModel:
+    with Trainer(spec) as trainer:
+        for start in range(0, len(X), chunk_rows):
+            trainer.add_chunk(X[start : start + chunk_rows], y[start : start + chunk_rows])
+        return trainer.finish().model
+
+
+def test_linear_without_intercept_matches_statsmodels():
+    X, y = load_diabetes(return_X_y=True)
+    model = _fit(TrainSpec(kind="linear", fit_intercept=False), X, y, chunk_rows=50)
+    ols = sm.OLS(y, X).fit()
+    rows = coefficient_statistics(model, model.inference, [f"x{j}" for j in range(10)], 0.95)
+    assert [row.name for row in rows] == [f"x{j}" for j in range(10)]
+    np.testing.assert_allclose([row.std_error for row in rows], ols.bse, rtol=RTOL)
+    np.testing.assert_allclose([row.p_value for row in rows], ols.pvalues, rtol=RTOL)
+    np.testing.assert_allclose([row.robust_std_error for row in rows], sm.OLS(y, X).fit(cov_type="HC3").bse, rtol=RTOL)
+    for name in ("rsquared", "rsquared_adj", "fvalue", "f_pvalue", "llf", "aic", "bic", "condition_number"):
+        np.testing.assert_allclose(model.inference.values[name], getattr(ols, name), rtol=RTOL, err_msg=name)
+    frame = ols.get_prediction(X[:5]).summary_frame(alpha=0.05)
+    bounds = intervals(model, X[:5], 0.95)
+    np.testing.assert_allclose(bounds.mean_lower, frame["mean_ci_lower"], rtol=RTOL)
+    np.testing.assert_allclose(bounds.prediction_upper, frame["obs_ci_upper"], rtol=RTOL)
+
+
+def test_logistic_without_intercept_matches_statsmodels():
+    data = sm.datasets.spector.load_pandas()
+    X, y = data.exog.to_numpy(dtype=np.float64), data.endog.to_numpy(dtype=np.float64)
+    model = _fit(
+        TrainSpec(kind="logistic", alpha=0.0, fit_intercept=False, tolerance=1e-12), X, y.astype(int).astype(str)
+    )
+    logit = sm.Logit(y, X).fit(disp=0)
+    rows = coefficient_statistics(model, model.inference, ["GPA", "TUCE", "PSI"], 0.95)
+    np.testing.assert_allclose([row.std_error for row in rows], logit.bse, rtol=RTOL)
+    np.testing.assert_allclose([row.ci_low for row in rows], logit.conf_int()[:, 0], rtol=RTOL)
+    for name in ("prsquared", "llf", "llnull", "llr", "llr_pvalue", "aic", "bic", "df_model", "df_resid"):
+        np.testing.assert_allclose(model.inference.values[name], getattr(logit, name), rtol=RTOL, err_msg=name)
+
+
+def test_inference_round_trips_through_the_stored_arrays_and_a_bad_one_is_refused():
+    X, y = load_diabetes(return_X_y=True)
+    model = _fit(TrainSpec(kind="linear", standardize=True), X, y)
+    arrays = model.to_arrays()
+    assert {"inference_covariance", "inference_robust_covariance", "inference_names", "inference_values"} <= set(arrays)
+    assert all(a.dtype.kind in "fU" for a in arrays.values())
+    loaded = LinearModel.from_arrays("linear", arrays)
+    assert loaded.inference is not None
+    np.testing.assert_array_equal(loaded.inference.covariance, model.inference.covariance)
+    assert dict(loaded.inference.values) == dict(model.inference.values)
+    with pytest.raises(IntegrityError) as refused:
+        LinearModel.from_arrays("linear", {**arrays, "inference_covariance": np.eye(3)})
+    assert refused.value.reason == "CORRUPT_MODEL"
+
+
+def test_ridge_penalized_and_multinomial_fits_store_no_inference():
+    X, y = load_diabetes(return_X_y=True)
+    assert _fit(TrainSpec(kind="ridge", alpha=1.0), X, y).inference is None
+    labels = np.array(["a", "b", "c"])[np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))]
+    assert _fit(TrainSpec(kind="logistic", alpha=0.0, standardize=True), X, labels).inference is None
+    binary = np.where(y > np.median(y), "high", "low")
+    assert _fit(TrainSpec(kind="logistic", alpha=0.1), X, binary).inference is None
+    assert _fit(TrainSpec(kind="logistic", alpha=0.0), X, binary).inference is not None
