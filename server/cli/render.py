@@ -304,19 +304,21 @@ def print_statistics(version) -> bool:
     """
     statistics = version.statistics
     if statistics.note:
-        print(f"\nstatistics  not given: {statistics.note}")
+        print(f"statistics  not given: {statistics.note}")
         return True
     if not statistics.coefficients:
         return False
     if version.standardization.enabled:
-        print("\ncoefficients in the original feature space")
+        print("coefficients in the original feature space")
         rows = [
             (row.name, *(_number(v) for v in (row.estimate, *_inference_values(row, statistics))))
             for row in statistics.coefficients
         ]
         print_table(("feature", "coefficient", *_inference_headers(statistics)), rows)
     robust = f"; {statistics.robust_covariance_type} robust std err" if statistics.robust_covariance_type else ""
-    print(f"\nstatistics ({statistics.covariance_type} covariance{robust})")
+    if version.standardization.enabled:
+        print()
+    print(f"statistics ({statistics.covariance_type} covariance{robust})")
     linear = statistics.distribution == "t"
     numbers = [
         ("no. observations", float(statistics.num_observations)),
