@@ -61,8 +61,9 @@ def test_train_predict_info(target, csv_file, linear_data, capsys, tmp_path):
     assert "a, b, c, d, e" in info
     # The coefficients table: a row per feature and one for the intercept, near the relation the data follow.
     table = info.split("\ncoefficients\n")[1].split("\n\n")[0].splitlines()
-    assert table[0].split() == ["feature", "coefficient"]
-    rows = {name: float(value) for name, value in (line.split() for line in table[1:])}
+    # A linear regression's coefficients come with their inference columns (tests/server/cli/test_info_statistics.py).
+    assert table[0].split()[:4] == ["feature", "coefficient", "std", "err"]
+    rows = {line.split()[0]: float(line.split()[1]) for line in table[1:]}
     assert list(rows) == ["a", "b", "c", "d", "e", "(intercept)"]
     assert list(rows.values()) == pytest.approx([1.5, -2.0, 0.5, 3.0, -0.25, 4.0], abs=0.05)
 
