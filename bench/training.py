@@ -686,7 +686,21 @@ def main() -> None:
         help="run only these figures (repeatable): prints their table rows and JSON, writes no results file",
     )
     parser.add_argument("--profile-server", metavar="FILE", help="py-spy raw profile of the figure-2 server")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        nargs="?",
+        const=20_000_000,
+        metavar="ROWS",
+        help="only the scale table (bench.training_scale): ROWS x 20 as 16 Parquet files, single-node and "
+        "--dask local:2 (default 20,000,000)",
+    )
     args = parser.parse_args()
+    if args.scale:
+        from bench.training_scale import run
+
+        run(args.scale)
+        return
     scale = 20 if args.quick else 1
     header = _header(args.quick)
     print(header, file=sys.stderr)
