@@ -14,14 +14,14 @@ from regserve.server.models.training.sampling import RowGroups
 pytest.importorskip("distributed")
 
 SEED = 20261207
-FILES, ROWS_PER_FILE, FEATURES = 8, 30_000, 6
+FILES, ROWS_PER_FILE, FEATURES = 8, 42_000, 6
 SPLIT = ("--validation-fraction", "0.2", "--seed", "7")
 NAMES = [f"f{j}" for j in range(FEATURES)]
 
 
 @pytest.fixture(scope="module")
 def data():
-    """240,000 seeded rows: features on different scales, a linear target and a binary label from it."""
+    """336,000 seeded rows: features on different scales, a linear target and a binary label from it."""
     rng = np.random.default_rng(SEED)
     X = rng.normal(size=(FILES * ROWS_PER_FILE, FEATURES)) * rng.uniform(0.5, 5.0, size=FEATURES)
     coef = rng.normal(size=FEATURES)
@@ -83,7 +83,7 @@ def test_closed_form_on_the_cluster_equals_single_node_and_numpy(target, client,
     X, y, _ = data
     assert train(target, parts, "single", "y", "--kind", kind, *extra) == 0
     assert train(target, parts, "cluster", "y", "--kind", kind, *extra, "--dask", "local:2") == 0
-    assert "cluster v1: 240000 rows on the cluster, serving" in capsys.readouterr().out
+    assert "cluster v1: 336000 rows on the cluster, serving" in capsys.readouterr().out
     single, single_coef, single_intercept = fitted(client, "single")
     cluster, cluster_coef, cluster_intercept = fitted(client, "cluster")
     np.testing.assert_allclose(cluster_coef, single_coef, rtol=1e-10, atol=0)
