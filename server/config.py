@@ -122,8 +122,8 @@ class Settings:
         for name in ("gateway_max_connections", "gateway_max_uploads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.drift_window < 0:
-            raise ValueError("--drift-window must be 0 (off) or a number of rows")
+        if self.drift_window < 0 or 0 < self.drift_window < 10:
+            raise ValueError("--drift-window must be 0 (off) or at least 10 rows (it slides in ten steps)")
         if not 0 < self.drift_threshold < math.inf:
             raise ValueError("--drift-threshold must be a PSI above 0")
         if self.max_train_memory_mb < 1 or self.max_train_gflop < 1:

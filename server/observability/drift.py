@@ -90,7 +90,7 @@ class _Window:
 
     def __init__(self, reference: DriftReference, names: tuple[str, ...], window_rows: int) -> None:
         self.reference, self.names = reference, names
-        self._step = max(1, -(-window_rows // STEPS))
+        self._step = max(1, window_rows // STEPS)  # rounded down, so the window never spans more than asked
         n_classes = 0 if reference.class_proportions is None else reference.class_proportions.size
         self._shape = (reference.n_features, n_classes)
         self._full: collections.deque[_Bucket] = collections.deque(maxlen=STEPS - 1)

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from regserve.client import ModelAdminClient, RegressionClient
 from regserve.inference import grpc_service_pb2 as oip_pb2
 from regserve.inference import grpc_service_pb2_grpc as oip_pb2_grpc
+from regserve.server.config import Settings
 from regserve.server.models.drift import BINS, DriftReference
 from regserve.server.observability.drift import STEPS, DriftMonitor
 from regserve.server.registry.routes import ServedModel
@@ -119,6 +120,19 @@ def test_a_feature_constant_in_training_shifts_by_infinity_once_it_moves():
     monitor.observe(served, np.ones((10, 1)), np.zeros(10))
     drift = monitor.summary("m", "v1")
     assert drift is not None and drift.features[0].mean_shift == np.inf
+
+
+@pytest.mark.parametrize("window, threshold", [(-1, 0.2), (5, 0.2), (100, 0.0), (100, float("nan"))])
+def test_settings_refuse_a_window_or_threshold_that_cannot_work(window, threshold):
+    with pytest.raises(ValueError, match="--drift-"):
+        Settings(model_dir="unused", drift_window=window, drift_threshold=threshold).check()
+
+
+def test_a_window_never_spans_more_rows_than_asked():
+    monitor = DriftMonitor(window_rows=25)  # steps of 2 rows: at most 20
+    monitor.observe(_served(_uniform_reference()), np.full((100, 2), 5.0), np.zeros(100))
+    drift = monitor.summary("m", "v1")
+    assert drift is not None and drift.rows == 18
 
 
 # ----------------------------------------------------------------------------- a real server
