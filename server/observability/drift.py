@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from regserve.server.models.drift import BINS, DriftReference, bin_counts, psi
+from regserve.server.registry.events import RegistryEvent
 from regserve.server.registry.routes import ServedModel
 
 __all__ = ["DEFAULT_QUEUE_BLOCKS", "STEPS", "DriftCollector", "DriftMonitor", "FeatureDrift", "VersionDrift"]
@@ -243,6 +244,13 @@ class DriftMonitor:
         with self._lock:
             found = [(key, window.drift(self.threshold)) for key, window in self._windows.items()]
         return [(key, drift) for key, drift in found if drift is not None]
+
+    def forget_deleted(self, event: RegistryEvent) -> None:
+        """Drop the window of a version this process deleted (a ``ModelStore`` listener), so its series end."""
+        if event.action == "delete" and event.version is not None:
+            self.drain()
+            with self._lock:
+                self._windows.pop((event.model, event.version), None)
 
     def start(self) -> None:
         """Fold the queue every ``interval`` seconds in a daemon thread, so it does not fill between reads."""

@@ -173,6 +173,7 @@ def create_server(settings: Settings, store: ModelStore | None = None, tracing: 
     metrics = Metrics(stats)
     drift = DriftMonitor(settings.drift_window, settings.drift_threshold)
     metrics.registry.register(DriftCollector(drift))
+    store.listen(drift.forget_deleted)
     store.listen(metrics.record_event)
     # Lets the REST gateway inside this process name the HTTP client of the calls it
     # makes over gRPC (see FORWARDED_PEER); never leaves the process but on loopback.

@@ -250,3 +250,17 @@ def test_model_infer_rows_count_towards_drift_on_both_of_its_paths(served):
             stub.ModelInfer(typed, timeout=30)
         drift = admin.status("oip")[0].versions[0].drift
     assert drift.window_rows == 300
+
+
+def test_a_deleted_version_leaves_the_drift_metrics(served):
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(3_000, 2))
+    target = f"127.0.0.1:{served.port}"
+    labels = {"model": "gone", "version": "v1"}
+    with RegressionClient(target, timeout=60) as client, ModelAdminClient(target, timeout=60) as admin:
+        client.train("gone", X, X.sum(axis=1))
+        client.predict("gone", rng.normal(size=(500, 2)))
+        assert _drift_samples(served)[("regserve_drift_window_rows", frozenset(labels.items()))] == 500
+        client.train("gone", X, X.sum(axis=1))
+        admin.delete_version("gone", "v1")
+    assert ("regserve_drift_window_rows", frozenset(labels.items())) not in _drift_samples(served)
