@@ -39,7 +39,7 @@ class BlockSource(Protocol):
 
 
 class ArrayBlocks:
-    """A ``BlockSource`` over arrays in memory: ``Z`` (n, d) standardized features, ``y`` (n,)."""
+    """A ``BlockSource`` over arrays in memory: ``Z`` (n, d) features as the objective reads them, ``y`` (n,)."""
 
     def __init__(self, Z: np.ndarray, y: np.ndarray) -> None:
         self.Z, self.y, self.n = Z, y, y.shape[0]

@@ -295,7 +295,7 @@ def _warm_start(objective: Objective, *, max_iterations: int, tolerance: float) 
 
     The sample's optimum lies within about 1/√(sample rows) of the full one, where
     Newton converges quadratically: two or three steps on all the rows instead of
-    the six or more from zero, for one extra pass that only reads.
+    five or more from zero, for one extra pass that only reads.
     """
     rows = min(WARM_START_ROWS, _WARM_START_VALUES // (objective.shape[0] * objective.shape[1]))
     stride = objective.data.n // max(rows, 1)
@@ -309,7 +309,7 @@ def _warm_start(objective: Objective, *, max_iterations: int, tolerance: float) 
         ys.append(y[first::stride].copy())
         seen += y.shape[0]
     sample = objective.on(ArrayBlocks(np.concatenate(Zs), np.concatenate(ys)))
-    theta, info = solve_newton(sample, max_iterations=max_iterations, tolerance=tolerance)
+    theta, _ = solve_newton(sample, max_iterations=max_iterations, tolerance=tolerance)
     return theta if np.isfinite(theta).all() else None
 
 
