@@ -195,13 +195,17 @@ def _tiny_data(rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
     return X, X @ gen.normal(size=3) + gen.normal()
 
 
-def _lifecycle_workload(target: str, rng: random.Random, errors: list) -> None:
-    """Train, promote and roll back until the server dies; any failure but UNAVAILABLE is recorded."""
+def _lifecycle_workload(target: str, rng: random.Random, errors: list, trained: threading.Event) -> None:
+    """Train, promote and roll back until the server dies; any failure but UNAVAILABLE is recorded.
+
+    ``trained`` is set once a Train of this run has stored its version.
+    """
     try:
         with RegressionClient(target, timeout=10) as client, ModelAdminClient(target, timeout=10) as admin:
             while True:
                 X, y = _tiny_data(rng)
                 client.train("crash", X, y, promote=rng.random() < 0.5)
+                trained.set()
                 versions = [v.version for v in admin.list_versions("crash")]
                 admin.promote("crash", rng.choice(versions), reason="workload")
                 if len(versions) >= 2 and rng.random() < 0.4:
@@ -249,8 +253,12 @@ def test_sigkill_during_train_and_promote_leaves_a_registry_that_loads_and_serve
         client.train("crash", *_tiny_data(rng))
     errors: list[BaseException] = []
     for _ in range(20):
-        worker = threading.Thread(target=_lifecycle_workload, args=(server.target, random.Random(rng.random()), errors))
+        trained = threading.Event()
+        workload = (server.target, random.Random(rng.random()), errors, trained)
+        worker = threading.Thread(target=_lifecycle_workload, args=workload)
         worker.start()
+        # The kill lands at a random point after the round's first version, however slow the machine is.
+        trained.wait(60)
         time.sleep(rng.uniform(0.0, 0.3))
         server.kill()
         worker.join()
