@@ -109,7 +109,7 @@ _EVALUATION = _optional(
     _record({"per_class": _optional(_list_of(_PER_CLASS)), "confusion_matrix": _optional(_is_matrix)})
 )
 _SPEC = {
-    **{name: _optional(_is_number) for name in ("alpha", "learning_rate", "tolerance", "validation_fraction")},
+    **{name: _optional(_is_number) for name in ("alpha", "c", "learning_rate", "tolerance", "validation_fraction")},
     **{name: _optional(lambda v: isinstance(v, bool)) for name in ("fit_intercept", "standardize")},
     **{name: _optional(_is_uint32) for name in ("epochs", "batch_size", "max_iterations", "cv_folds")},
     "seed": _optional(_is_int),
@@ -149,6 +149,7 @@ _METADATA = {
         )
     ),
     "spec": _optional(_record(_SPEC)),
+    "warnings": _optional(_list_of(_record({"reason": _is_str, "message": _is_str}, required=True))),
 }
 
 

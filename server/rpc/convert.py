@@ -228,6 +228,7 @@ def train_chunk(chunk: types_pb2.TrainChunk, classifier: bool) -> tuple[np.ndarr
 
 _OPTIONAL_SPEC_FIELDS = (
     "alpha",
+    "c",
     "fit_intercept",
     "standardize",
     "learning_rate",
@@ -258,10 +259,9 @@ def spec_from_proto(spec: types_pb2.TrainSpec) -> TrainSpec:
         )
     check_lengths(spec.feature_names, "spec.feature_names", FEATURE_NAME_MAX)
     check_lengths(spec.class_labels, "spec.class_labels", CLASS_LABEL_MAX)
-    defaults = TrainSpec()
-    values = {
-        name: getattr(spec, name) if spec.HasField(name) else getattr(defaults, name) for name in _OPTIONAL_SPEC_FIELDS
-    }
+    # An unset alpha or c stays None, so the kind chooses the default penalty (TrainSpec's docstring).
+    defaults: dict[str, Any] = {**TrainSpec().to_dict(), "alpha": None, "c": None}
+    values = {name: getattr(spec, name) if spec.HasField(name) else defaults[name] for name in _OPTIONAL_SPEC_FIELDS}
     return TrainSpec(
         kind=KIND_NAMES[spec.kind],
         solver=SOLVER_NAMES[spec.solver],

@@ -131,6 +131,8 @@ def model_version_to_proto(
         message.cross_validation.mean.update({k: float(v) for k, v in cv["mean"].items() if v is not None})
         message.cross_validation.std.update({k: float(v) for k, v in cv["std"].items() if v is not None})
     _solver_report(metadata, message.solver_report)
+    for warning in metadata.raw.get("warnings") or ():
+        message.warnings.add(reason=str(warning["reason"]), message=str(warning["message"]))
     if metadata.created_at:
         message.create_time.FromDatetime(datetime.fromisoformat(metadata.created_at))
     return message

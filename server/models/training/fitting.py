@@ -39,7 +39,7 @@ def fit_model(
     interrupt()
     if solver == "closed_form":
         weights, bias, info = solvers.solve_least_squares(
-            m.n, m.mean, m.comoment, alpha=spec.alpha, fit_intercept=spec.fit_intercept, shift=shift, scale=scale
+            m.n, m.mean, m.comoment, alpha=spec.alpha or 0.0, fit_intercept=spec.fit_intercept, shift=shift, scale=scale
         )
         coef, intercept = weights[None, :], np.array([bias])
     else:
@@ -53,7 +53,7 @@ def fit_model(
             kind=spec.kind,
             n_classes=n_classes,
             d=d,
-            l2=spec.alpha if logistic else spec.alpha / m.n,
+            l2=spec.l2(m.n),
             fit_intercept=spec.fit_intercept,
             interrupt=interrupt,
         )

@@ -40,12 +40,22 @@ class TrainSpec:
     ``alpha`` is the L2 strength on the intercept-free weights.  For ridge it
     has scikit-learn Ridge's scale, ``‖y - Xw - b‖² + alpha‖w‖²``; for logistic
     the objective is ``mean log-loss + (alpha/2)‖W‖²``, which is
-    ``LogisticRegression(C=1 / (alpha * n_train))``.
+    ``LogisticRegression(C=1 / (alpha * n_train))``, and ``alpha=0`` is the
+    unpenalised maximum-likelihood fit.
+
+    ``c`` (logistic only, not with ``alpha``) is scikit-learn's C:
+    ``C·Σ log-loss + ½‖W‖²`` on whatever rows are fitted, so each
+    cross-validation fold is penalised as scikit-learn would penalise it.
+    A logistic spec given neither takes ``c = 1``, the problem
+    ``LogisticRegression()`` solves; a linear or ridge spec without ``alpha``
+    takes 0.  Either way the resolved value is a field of the spec, so the
+    spec stored with a version names the problem that was solved.
     """
 
     kind: str = "linear"
     solver: str = "auto"
-    alpha: float = 0.0
+    alpha: float | None = None
+    c: float | None = None
     fit_intercept: bool = True
     standardize: bool = False
     learning_rate: float = 0.01
@@ -59,6 +69,14 @@ class TrainSpec:
     feature_names: tuple[str, ...] = ()
     class_labels: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # Resolved here, not in validate(), so every copy and stored dict carries the penalty used.
+        if self.alpha is None and self.c is None:
+            if self.kind == "logistic":
+                object.__setattr__(self, "c", 1.0)
+            else:
+                object.__setattr__(self, "alpha", 0.0)
+
     def validate(self) -> None:
         """Raise ``InvalidInput(reason="INVALID_HYPERPARAMETER")`` naming the first bad field."""
         if self.kind not in KINDS:
@@ -68,7 +86,14 @@ class TrainSpec:
         if self.solver not in _SOLVERS_FOR[self.kind]:
             raise _invalid_spec("spec.solver", f"{self.solver} cannot fit a {self.kind} model")
         checks = [
-            ("spec.alpha", _is_number(self.alpha) and self.alpha >= 0, "must be a finite number >= 0"),
+            (
+                "spec.alpha",
+                self.alpha is None or (_is_number(self.alpha) and self.alpha >= 0),
+                "must be a finite number >= 0",
+            ),
+            ("spec.c", self.c is None or (_is_number(self.c) and self.c > 0), "must be a finite number > 0"),
+            ("spec.c", self.c is None or self.kind == "logistic", "only logistic models take c; give alpha"),
+            ("spec.c", self.c is None or self.alpha is None, "give alpha or c, not both"),
             (
                 "spec.learning_rate",
                 _is_number(self.learning_rate) and self.learning_rate > 0,
@@ -106,6 +131,18 @@ class TrainSpec:
         for field, ok, description in checks:
             if not ok:
                 raise _invalid_spec(field, description)
+
+    def l2(self, n: int) -> float:
+        """The penalty of the mean-scaled objective ``mean loss + (l2/2)‖W‖²`` the solvers minimise on ``n`` rows."""
+        if self.c is not None:
+            return 1.0 / (self.c * n)
+        alpha = self.alpha or 0.0
+        return alpha if self.kind == "logistic" else alpha / n
+
+    @property
+    def penalised(self) -> bool:
+        """Whether the weights carry an L2 penalty; False is the ordinary least-squares or maximum-likelihood fit."""
+        return self.c is not None or bool(self.alpha)
 
     @property
     def resolved_solver(self) -> str:

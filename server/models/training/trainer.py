@@ -51,6 +51,7 @@ from regserve.server.models.training.fitting import check_model_finite, fit_mode
 from regserve.server.models.training.labels import LabelTable
 from regserve.server.models.training.moments import Moments
 from regserve.server.models.training.sampling import RowGroups
+from regserve.server.models.training.separation import find_separation
 from regserve.server.models.training.spec import TrainResult, TrainSpec
 from regserve.server.models.training.spool import SpoolFile, SpoolView
 from regserve.server.models.training.spool_directory import process_spool_dir
@@ -252,11 +253,14 @@ class Trainer:
             folds = list(range(self._n_folds))
             model, info = self._fit(spool, folds, moments[0], classes, label_map)
             check_model_finite(model, spec)
+            warnings = self._separation(model, spool, folds, label_map)
+            if warnings:
+                info.converged = False  # the tolerance was met only because the weights ran off
             training = self._evaluate(model, spool, folds, label_map)
             model.inference = self._inference(model, spool, folds, moments[0], label_map)
             if info.final_loss is None and training.get("mse") is not None:
                 # The closed form's objective, ½·MSE + (alpha/n)/2·‖w‖², from the scoring pass.
-                l2 = spec.alpha / self._n_train
+                l2 = spec.l2(self._n_train)
                 info.final_loss = 0.5 * training["mse"] + 0.5 * l2 * float((model.coef_**2).sum())
             validation = self._evaluate(model, spool, [-1], label_map) if self._n > self._n_train else None
             sample = self._validation_sample(spool, d, label_map) if validation is not None else None
@@ -289,6 +293,7 @@ class Trainer:
             "validation_metrics": validation,
             "cv_metrics": cv,
             "solver_info": dataclasses.asdict(info),
+            "warnings": warnings,
             "validation_sample_rows": 0 if sample is None else len(sample[1]),
             "duration_seconds": time.perf_counter() - self._started,
         }
@@ -369,6 +374,14 @@ class Trainer:
             self._interrupt()
             moments.add(block[:, :p])
         return moments
+
+    def _separation(self, model: LinearModel, spool: SpoolFile, groups: list[int], label_map) -> list[dict]:
+        """The separation warning of an unpenalised logistic fit on the rows of ``groups``, if any."""
+        if self.spec.kind != "logistic" or self.spec.penalised:
+            return []
+        view = SpoolView(spool, groups, 0.0, 1.0, 0, label_map)
+        warning = find_separation(view.raw_blocks(), self._n_train, model, self.spec.fit_intercept, self._interrupt)
+        return [] if warning is None else [warning]
 
     def _evaluate(self, model: LinearModel, spool, groups, label_map) -> dict:
         """Metrics of ``model`` on the spooled rows of ``groups`` (-1 = validation)."""
