@@ -35,6 +35,8 @@ MIB = 1024 * 1024
 _STEP = 50_000
 """Operations one Python-level step (a block read, a mini-batch, a line-search step) counts as,
 so that loops over tiny data are not free."""
+_NEWTON_ITERATIONS = 25
+"""Newton iterations a run is priced at, at most: more than enough for a quadratically convergent fit."""
 _PASS_COPIES = 5
 """Arrays of one block's size alive during a pass: the read, the chosen rows, the scaled
 features, the design matrix and the scores."""
@@ -172,7 +174,10 @@ class TrainingBudget:
         size = s.outputs * s.q
         blocks = math.ceil(s.n / block_rows(s.d + 2, s.outputs)) + 1
         hessian = 2 * n_fit * size**2 + s.outputs**2 / 2 * blocks * _STEP
-        iterations = float(spec.max_iterations)
+        # Newton converges quadratically: past a few dozen iterations a run is stopped by the
+        # caller's deadline or the interrupt, so pricing all of max_iterations would refuse
+        # ordinary fits (1,000,000 × 20 at the default limit) that finish in under ten.
+        iterations = float(min(spec.max_iterations, _NEWTON_ITERATIONS))
         evaluations = 1 + 2 * iterations  # the start, then about two line-search steps per iteration
         factors = iterations * size**3 / 3  # a Cholesky factor of the Hessian per iteration
         return [("spec.max_iterations", evaluations * evaluation), ("spec.solver", evaluations * hessian + factors)]
