@@ -33,9 +33,11 @@ stream hash cannot be continued from another process's state, so it differs from
 single-node fingerprint of the same rows, and it is the same for the same files
 whatever the cluster.
 
-Not on this path: cross-validation, the gd and sgd solvers (refused with
-``INVALID_HYPERPARAMETER``); CSV read by one task (a single file); paths that the
-workers can open as local files.
+The files are local paths (which every worker must see at the same path) or fsspec
+URLs of Parquet files (``s3://`` with the s3 extra; credentials from the workers'
+environment), read row group by row group with the Parquet reader's own checks.  A CSV
+file is a local path read by one task.  Not on this path: cross-validation and the gd
+and sgd solvers (refused with ``INVALID_HYPERPARAMETER`` before a cluster starts).
 
 ``dask.distributed`` is the ``dask`` extra; it is imported only here, and only this
 module of the CLI imports it.
@@ -44,6 +46,7 @@ module of the CLI imports it.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -146,17 +149,84 @@ def cluster_client(address: str) -> Iterator[Any]:
         yield client
 
 
-def partitions(source: str) -> list[Partition]:
-    """The partitions of ``source``: each Parquet file with its first global row (from the metadata), or the CSV."""
+def is_url(source: str) -> bool:
+    """Whether ``source`` is an fsspec URL (``s3://bucket/dir``) rather than a local path."""
+    return "://" in source
+
+
+def _fsspec():
+    """fsspec (the s3 extra), imported only when a URL is read."""
+    import fsspec  # type: ignore[import-untyped]  # fsspec ships no type information
+
+    return fsspec
+
+
+def _url_files(source: str) -> list[str]:
+    """The Parquet files of the URL ``source`` (one file, a directory or a glob) in sorted order, as URLs."""
     from regserve.server.datasets import parquet_reader
 
-    if not parquet_reader.is_parquet(source):
-        return [Partition(os.fspath(source), 0, None)]
+    fs, path = _fsspec().core.url_to_fs(source)
+    if glob.has_magic(path):
+        files = sorted(fs.glob(path))
+    elif fs.isdir(path):
+        files = sorted(
+            name
+            for name in fs.find(path)
+            if name.lower().endswith(parquet_reader._SUFFIXES) and not name.rsplit("/", 1)[-1].startswith((".", "_"))
+        )
+    else:
+        files = [path] if fs.exists(path) else []
+    if not files:
+        raise InvalidInput(
+            f"no Parquet file at {source}",
+            reason="NO_INPUT_FILES",
+            violations=[("file", f"matches no file: {source}")],
+        )
+    return [fs.unstrip_protocol(name) for name in files]
+
+
+def _parquet_metadata(path: str):
+    """The footer metadata of a local or URL Parquet file."""
     import pyarrow.parquet as pq
 
+    if not is_url(path):
+        return pq.ParquetFile(path).metadata
+    with _fsspec().open(path, "rb") as handle:
+        return pq.ParquetFile(handle).metadata
+
+
+def url_features(source: str, target: str, feature_columns, classifier: bool) -> list[str]:
+    """The feature columns of the Parquet files at URL ``source``, each file's schema checked as the reader does."""
+    from regserve.server.datasets import parquet_reader
+
+    files = _url_files(source)
+    schemas = [_parquet_metadata(path).schema.to_arrow_schema() for path in files]
+    names = schemas[0].names
+    if target not in names:
+        raise InvalidInput(
+            f"{files[0]} has no column {target!r}; its columns are {', '.join(names)}",
+            reason="UNKNOWN_TARGET_COLUMN",
+            violations=[("target", f"not a column of the Parquet data: {target}")],
+        )
+    features = list(feature_columns) if feature_columns else [name for name in names if name != target]
+    for path, schema in zip(files, schemas, strict=True):
+        parquet_reader._check_schema(path, schema, features, target, classifier)
+    return features
+
+
+def partitions(source: str) -> list[Partition]:
+    """The partitions of ``source``: each Parquet file (local or URL) with its first global row, or the CSV."""
+    from regserve.server.datasets import parquet_reader
+
+    if is_url(source):
+        files = _url_files(source)
+    elif parquet_reader.is_parquet(source):
+        files = parquet_reader.parquet_files(source)
+    else:
+        return [Partition(os.fspath(source), 0, None)]
     parts, first = [], 0
-    for path in parquet_reader.parquet_files(source):
-        rows = pq.ParquetFile(path).metadata.num_rows
+    for path in files:
+        rows = _parquet_metadata(path).num_rows
         parts.append(Partition(path, first, rows))
         first += rows
     return parts
@@ -165,23 +235,44 @@ def partitions(source: str) -> list[Partition]:
 # --------------------------------------------------------------------------- worker tasks
 
 
-def _chunks(part: Partition, reading: Reading) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
-    """``(first global row, X, targets or label ids placeholder, labels)`` of each checked chunk of ``part``."""
-    from regserve.server.datasets.tables import open_table
-
+def _pieces(part: Partition, reading: Reading) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(first row in the partition, X, target or labels)`` of each piece of ``part`` as its reader gives them."""
     logistic = reading.kind == "logistic"
-    table = open_table(
-        part.path,
-        reading.target,
-        classifier=logistic,
-        chunk_rows=reading.chunk_rows,
-        feature_columns=list(reading.features),
-    )
-    for chunk in table.chunks:
-        first = part.first_row + chunk.first_row
-        y = cast(np.ndarray, chunk.target)
-        X = checked_features(chunk.features, y, len(reading.features), first)
-        if logistic:
+    if not is_url(part.path):
+        from regserve.server.datasets.tables import open_table
+
+        table = open_table(
+            part.path,
+            reading.target,
+            classifier=logistic,
+            chunk_rows=reading.chunk_rows,
+            feature_columns=list(reading.features),
+        )
+        for chunk in table.chunks:
+            yield chunk.first_row, chunk.features, cast(np.ndarray, chunk.target)
+        return
+    import pyarrow.parquet as pq
+
+    from regserve.server.datasets import parquet_reader
+
+    columns = [*reading.features, reading.target]
+    row = 0
+    # The local reader's row-group loop and checks, on a file opened through fsspec.
+    with _fsspec().open(part.path, "rb") as handle, pq.ParquetFile(handle) as parquet:
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, columns=columns)
+            for batch in table.to_batches(max_chunksize=reading.chunk_rows):
+                X, y = parquet_reader._arrays(batch, part.path, row, len(reading.features), logistic)
+                yield row, X, cast(np.ndarray, y)
+                row += batch.num_rows
+
+
+def _chunks(part: Partition, reading: Reading) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """``(first global row, X, targets or zeros, labels or None)`` of each checked chunk of ``part``."""
+    for start, features, y in _pieces(part, reading):
+        first = part.first_row + start
+        X = checked_features(features, y, len(reading.features), first)
+        if reading.kind == "logistic":
             yield first, X, np.zeros(X.shape[0]), checked_labels(y, first, None)
         else:
             yield first, X, checked_targets(y, first), None
@@ -516,15 +607,19 @@ def cmd_train_dask(args, options: dict) -> int:
 
     options = dict(options)
     promote = options.pop("promote", True)
-    # Opening the table checks the columns and names the features, as the single-node command does; no row is read.
-    table = open_table(
-        args.file,
-        args.target,
-        classifier=args.kind == "logistic",
-        chunk_rows=args.chunk_rows,
-        feature_columns=args.feature_columns,
-    )
-    spec = TrainSpec(kind=args.kind, solver=args.solver, feature_names=tuple(table.feature_names), **options)
+    # The columns are checked and the features named as the single-node command does; no row is read here.
+    classifier = args.kind == "logistic"
+    if is_url(args.file):
+        features = url_features(args.file, args.target, args.feature_columns, classifier)
+    else:
+        features = open_table(
+            args.file,
+            args.target,
+            classifier=classifier,
+            chunk_rows=args.chunk_rows,
+            feature_columns=args.feature_columns,
+        ).feature_names
+    spec = TrainSpec(kind=args.kind, solver=args.solver, feature_names=tuple(features), **options)
     spec.validate()
     _refuse_unsupported(spec)  # before a cluster is started for nothing
     with cluster_client(args.dask) as client:
@@ -556,7 +651,10 @@ def cmd_train_dask(args, options: dict) -> int:
     reason = f" ({response.promotion_reason})" if response.promotion_reason else ""
     info = result.solver_info
     print(f"{version.model} {version.version}: {result.rows} rows on the cluster, {state}{reason}")
-    print(f"solver      {spec.resolved_solver}, {info.iterations or 0} iterations, converged {info.converged}")
+    if info.iterations is None:
+        print(f"solver      {spec.resolved_solver}")
+    else:
+        print(f"solver      {spec.resolved_solver}, {info.iterations} iterations, converged {info.converged}")
     print(f"fingerprint {result.fingerprint}")
     print_metrics(version)
     return 0

@@ -124,3 +124,27 @@ def test_logistic_newton_on_the_cluster_equals_single_node_and_scikit_learn(targ
 def test_cross_validation_is_refused_before_a_cluster_starts(target, parts, capsys):
     assert train(target, parts, "cv", "y", "--cv", "3", "--dask", "local:1", "-o", "json") == 1
     assert "INVALID_HYPERPARAMETER" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_parquet_files_in_s3_train_on_the_cluster_as_the_same_local_files(target, client, parts, s3_url):
+    import s3fs
+
+    bucket = s3_url.removeprefix("s3://").split("/")[0]
+    s3 = s3fs.S3FileSystem(skip_instance_cache=True)
+    for path in sorted(parts.glob("part-0[0-3].parquet")):
+        s3.put(str(path), f"{bucket}/data/{path.name}")
+    local = parts.parent / "local-four"
+    local.mkdir(exist_ok=True)
+    for path in sorted(parts.glob("part-0[0-3].parquet")):
+        (local / path.name).write_bytes(path.read_bytes())
+    assert train(target, local, "local", "y", "--dask", "local:1") == 0
+    assert train(target, f"s3://{bucket}/data", "remote", "y", "--dask", "local:1") == 0
+    local_version, local_coef, local_intercept = fitted(client, "local")
+    remote_version, remote_coef, remote_intercept = fitted(client, "remote")
+    # The same rows in other chunks (row groups here, 65,536-row chunks locally): equal up to the moments' rounding.
+    np.testing.assert_allclose(remote_coef, local_coef, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(remote_intercept, local_intercept, rtol=1e-12, atol=0)
+    assert remote_version.data_fingerprint == local_version.data_fingerprint
+    for name, value in local_version.validation.metrics.items():
+        assert remote_version.validation.metrics[name] == pytest.approx(value, rel=1e-12)
