@@ -48,6 +48,11 @@ def statistics_to_proto(estimator, metadata, level: float) -> types_pb2.ModelSta
     inference = estimator.inference
     if inference is None:
         note = unavailable_note(estimator.kind, penalised(metadata.spec), len(estimator.classes_ or ()))
+        if not note and metadata.raw.get("warnings"):
+            note = (
+                "separated classes (see the warnings): the maximum-likelihood estimate does not exist, "
+                "so standard errors, tests and intervals do not apply; train with a penalty instead"
+            )
         return types_pb2.ModelStatistics(
             note=note or "this version was stored without the statistics inference needs; retrain it"
         )

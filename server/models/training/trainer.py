@@ -257,7 +257,8 @@ class Trainer:
             if warnings:
                 info.converged = False  # the tolerance was met only because the weights ran off
             training = self._evaluate(model, spool, folds, label_map)
-            model.inference = self._inference(model, spool, folds, moments[0], label_map)
+            # Separated classes have no finite maximum-likelihood estimate for standard errors to describe.
+            model.inference = None if warnings else self._inference(model, spool, folds, moments[0], label_map)
             if info.final_loss is None and training.get("mse") is not None:
                 # The closed form's objective, ½·MSE + (alpha/n)/2·‖w‖², from the scoring pass.
                 l2 = spec.l2(self._n_train)

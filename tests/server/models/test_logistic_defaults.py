@@ -113,6 +113,13 @@ def test_complete_separation_is_a_warning_in_train_and_model_info(client):
     assert list(info.warnings) == list(version.warnings) and not info.solver_report.converged
 
 
+def test_a_separated_binary_fit_has_no_standard_errors(client):
+    X, y = load_breast_cancer(return_X_y=True)
+    client.train("cancer", X, y.astype(str), kind="logistic", alpha=0.0)
+    statistics = client.model_info("cancer").statistics
+    assert not statistics.coefficients and "maximum-likelihood estimate does not exist" in statistics.note
+
+
 def test_quasi_complete_separation_is_a_warning(client):
     # Iris: setosa is separated from the other two species, which overlap.
     X, y = load_iris(return_X_y=True)
