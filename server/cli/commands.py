@@ -73,6 +73,7 @@ def _train_options(args) -> dict:
     """The training flags that were given; the server's defaults apply to the rest."""
     options = {
         "alpha": args.alpha,
+        "c": args.c,
         "standardize": args.standardize,
         "learning_rate": args.learning_rate,
         "epochs": args.epochs,

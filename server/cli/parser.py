@@ -176,7 +176,17 @@ def _add_model_commands(client_command) -> None:
     train.add_argument("--target", required=True, help="the column to predict")
     train.add_argument("--kind", choices=_KINDS, default="linear")
     train.add_argument("--solver", choices=("auto", "closed_form", "gd", "sgd", "newton"), default="auto")
-    train.add_argument("--alpha", type=float, help="L2 penalty strength")
+    train.add_argument(
+        "--alpha",
+        type=float,
+        help="L2 penalty strength (0: unpenalised; ridge: scikit-learn Ridge's alpha; logistic: on the mean log-loss)",
+    )
+    train.add_argument(
+        "--C",
+        dest="c",
+        type=float,
+        help="logistic: scikit-learn's C, the inverse L2 strength; 1 when neither --C nor --alpha is given",
+    )
     train.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None)
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--epochs", type=int)

@@ -187,7 +187,27 @@ def print_trained(response) -> None:
         f"{version.model} {version.version}: {version.num_samples} rows, {state}"
         + (f" ({response.promotion_reason})" if response.promotion_reason else "")
     )
+    print_warnings(version)
     print_metrics(version)
+
+
+def print_warnings(version) -> None:
+    """Print each of a ``ModelVersion``'s fit warnings on a line of its own."""
+    for warning in version.warnings:
+        print(f"warning     {warning.reason}: {warning.message}")
+
+
+def penalty_text(version) -> str:
+    """The penalty a ``ModelVersion`` was fitted with, in the terms of the estimator that solves the same problem."""
+    spec, logistic = version.spec, version.kind == types_pb2.MODEL_KIND_LOGISTIC
+    if spec.HasField("c"):
+        return f"L2, C = {spec.c:g}: C·Σ log-loss + ½‖W‖², as scikit-learn's LogisticRegression(C={spec.c:g})"
+    if not spec.alpha:
+        return "none: the maximum-likelihood fit" if logistic else "none: ordinary least squares"
+    if logistic:
+        c = f" = LogisticRegression(C={1 / (spec.alpha * version.num_train):.6g})" if version.num_train else ""
+        return f"L2, alpha = {spec.alpha:g}: mean log-loss + (alpha/2)‖W‖²{c}"
+    return f"L2, alpha = {spec.alpha:g}: ‖y - Xw - b‖² + alpha‖w‖², as scikit-learn's Ridge(alpha={spec.alpha:g})"
 
 
 def print_model_info(version) -> None:
@@ -201,6 +221,9 @@ def print_model_info(version) -> None:
     print(f"rows        {version.num_samples} ({version.num_train} train, {version.num_validation} validation)")
     print(f"data sha256 {version.data_fingerprint}")
     print(f"solver      {types_pb2.Solver.Name(version.solver_report.solver).removeprefix('SOLVER_').lower()}")
+    if version.spec.HasField("alpha") or version.spec.HasField("c"):  # a fitted import states no penalty
+        print(f"penalty     {penalty_text(version)}")
+    print_warnings(version)
     if print_coefficients(version, () if version.standardization.enabled else inference_columns(version)):
         print()
     if print_statistics(version):
