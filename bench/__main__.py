@@ -79,6 +79,13 @@ SCENARIOS = [
     Scenario("unary c=64", dict(scenario="unary", concurrency=64), _UNARY),
     Scenario("Predict 1,000 rows c=8", dict(scenario="unary", concurrency=8, rows=1000), _UNARY, "rows_per_s"),
     Scenario("BatchPredict 10,000x10", dict(scenario="stream", rows=10_000, chunks=200), _UNARY, "rows_per_s", False),
+    Scenario(
+        "BatchPredict intervals",
+        dict(scenario="stream", rows=10_000, chunks=200, interval=0.95),
+        ("regserve",),
+        "rows_per_s",
+        False,
+    ),
     Scenario("REST c=1", dict(scenario="http", concurrency=1), ("regserve", "fastapi")),
     Scenario(
         "REST c=8", dict(scenario="http", concurrency=8), ("regserve", "regserve pinned", "regserve x2", "fastapi")

@@ -167,7 +167,7 @@ def stream(args) -> dict:
     matrix = types_pb2.Matrix(num_columns=args.features, raw=chunk)
 
     def requests():
-        yield pb.BatchPredictRequest(model=args.model, inputs=matrix)
+        yield pb.BatchPredictRequest(model=args.model, inputs=matrix, interval_level=args.interval)
         for _ in range(args.chunks - 1):
             yield pb.BatchPredictRequest(inputs=matrix)
 
@@ -213,6 +213,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1)
     parser.add_argument("--features", type=int, default=10)
     parser.add_argument("--chunks", type=int, default=100)
+    parser.add_argument("--interval", type=float, default=0.0, help="BatchPredict: interval level (0: none)")
     parser.add_argument("--http-style", choices=("regserve", "fastapi", "v2"), default="regserve")
     parser.add_argument(
         "--channels", type=int, default=1, help="gRPC connections the unary calls are spread over (in turn)"
