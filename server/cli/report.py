@@ -85,7 +85,7 @@ def _lineage(version: types_pb2.ModelVersion, sample_rows: int) -> list[tuple[st
         ("standardized", "yes" if version.standardization.enabled else "no"),
         ("solver", types_pb2.Solver.Name(solver.solver).removeprefix("SOLVER_").lower()),
     ]
-    for field in ("alpha", "validation_fraction", "cv_folds", "seed", "learning_rate", "epochs", "batch_size"):
+    for field in ("alpha", "c", "validation_fraction", "cv_folds", "seed", "learning_rate", "epochs", "batch_size"):
         if spec.HasField(field):
             facts.append((field.replace("_", " "), f"{getattr(spec, field):g}"))
     if solver.iterations:
