@@ -21,11 +21,9 @@ file, per task), with the trainer's own functions:
   ``ClassificationTally`` partition by partition (one partition's targets and
   predictions in memory at a time, never the features).
 
-The Newton solver's warm start reads a strided sample of the training rows through
-``ClusterObjective.data``: each partition's standardized training rows are fetched
-here one partition at a time for it, so that one pass moves the rows to this process
-(memory: one partition).  Where the rows are few enough that the solver skips the warm
-start, no rows are fetched.
+Newton's method starts from zero on the cluster: the single-node warm start fits a
+strided sample of the rows first, which here would mean gathering rows off the workers.
+No rows, and no features, ever reach this process.
 
 The data fingerprint is the SHA-256 of the partitions' own SHA-256 digests (each over
 its rows in the single-node byte format) in partition order, prefixed ``dask:``: a
@@ -355,16 +353,6 @@ def partition_objective(
     return objective.evaluate(theta, hessian)
 
 
-def partition_rows(part: Partition, reading: Reading, setup: dict) -> tuple[np.ndarray, np.ndarray]:
-    """A partition's standardized training rows and their targets or class indices (a worker task)."""
-    rows = _PartitionRows(part, reading, setup["shift"], setup["scale"], setup["classes"], setup["n"])
-    blocks = list(rows.blocks())
-    d = len(reading.features)
-    if not blocks:
-        return np.empty((0, d)), np.empty(0)
-    return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
-
-
 def partition_scores(part: Partition, reading: Reading, model: LinearModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The targets (or class indices) and predictions (or log-probabilities) of a partition's rows, per split."""
     groups = RowGroups(reading.seed, reading.validation_fraction, 1)
@@ -427,20 +415,6 @@ class _NoRows:
 
     def shuffled_blocks(self, rng):
         return iter(())
-
-
-class _ClusterRows:
-    """The training rows as a ``BlockSource`` read here, one partition at a time (the solver's warm start)."""
-
-    def __init__(self, client, parts, reading, setup, n) -> None:
-        self._client, self._parts, self._reading, self._setup, self.n = client, parts, reading, setup, n
-
-    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for part in self._parts:
-            yield self._client.submit(partition_rows, part, self._reading, self._setup, pure=False).result()
-
-    def shuffled_blocks(self, rng):
-        raise NotImplementedError("the cluster path runs Newton's method, which reads the rows in order")
 
 
 @dataclass
@@ -562,8 +536,11 @@ def _fit_newton(client, parts, reading, spec: TrainSpec, total: Statistics, clas
         ]
         return client.gather(futures)
 
-    objective = ClusterObjective(base.on(_ClusterRows(client, parts, reading, setup, m.n)), run_pass)
-    theta, info = solvers.solve_newton(objective, max_iterations=spec.max_iterations, tolerance=spec.tolerance)
+    objective = ClusterObjective(base.on(_NoRows(m.n)), run_pass)
+    # No warm start: its sample would have to be gathered here, moving the rows off the workers.
+    theta, info = solvers.solve_newton(
+        objective, max_iterations=spec.max_iterations, tolerance=spec.tolerance, warm_start=False
+    )
     if spec.fit_intercept:
         coef, intercept = theta[:, 1:], theta[:, 0]
     else:

@@ -240,7 +240,9 @@ def solve_sgd(
     return theta, SolverInfo(iterations=epoch, converged=converged, final_loss=F)
 
 
-def solve_newton(objective: Objective, *, max_iterations: int, tolerance: float) -> tuple[np.ndarray, SolverInfo]:
+def solve_newton(
+    objective: Objective, *, max_iterations: int, tolerance: float, warm_start: bool = True
+) -> tuple[np.ndarray, SolverInfo]:
     """Newton/IRLS: ``θ ← θ - t H⁻¹∇F`` with a backtracking (Armijo) step ``t``.
 
     Stops when ``‖∇F‖₂ < tolerance``.  H is solved by Cholesky, falling back to
@@ -249,11 +251,12 @@ def solve_newton(objective: Objective, *, max_iterations: int, tolerance: float)
     On many rows the run starts from the optimum of a strided sample of them (see
     ``_warm_start``), a few quadratically converging steps from the full optimum,
     so it needs fewer passes over the data; ``iterations`` counts the steps on
-    all the rows.
+    all the rows.  ``warm_start=False`` starts from zero: for rows that live
+    elsewhere (a cluster), where gathering a sample would move them.
     """
     theta = np.zeros(objective.shape)
     start = None
-    warm = _warm_start(objective, max_iterations=max_iterations, tolerance=tolerance)
+    warm = _warm_start(objective, max_iterations=max_iterations, tolerance=tolerance) if warm_start else None
     if warm is not None:
         start = objective.evaluate(warm, hessian=True)
         # At θ = 0 every row's log-loss is log K (log 2 when binary): a worse start is dropped.

@@ -228,6 +228,31 @@ def test_newton_from_a_strided_sample_reaches_the_same_optimum_in_fewer_passes(b
     assert warm_passes < cold_passes
 
 
+def test_without_a_warm_start_newton_starts_from_zero_and_reaches_the_same_optimum(monkeypatch):
+    rng = np.random.default_rng(9)
+    Z = rng.normal(size=(20_000, 5))
+    labels = (Z @ [1.0, -2.0, 0.5, 0.0, 1.5] + rng.logistic(size=20_000) > 0.5).astype(np.intp)
+    monkeypatch.setattr(solvers, "WARM_START_ROWS", 2000)
+    results = []
+    for warm_start in (True, False):
+        source = ArraySource(Z, labels)
+        objective = make_objective(source, kind="logistic", n_classes=2, d=5, l2=0.01, fit_intercept=True)
+        evaluated = []
+        evaluate = objective.evaluate
+
+        def spy(theta, hessian=False, evaluate=evaluate, evaluated=evaluated):
+            evaluated.append(theta.copy())
+            return evaluate(theta, hessian)
+
+        monkeypatch.setattr(objective, "evaluate", spy)
+        theta, info = solvers.solve_newton(objective, max_iterations=50, tolerance=1e-10, warm_start=warm_start)
+        assert info.converged
+        results.append((theta, evaluated[0]))
+    (warm, first_warm), (cold, first_cold) = results
+    assert np.abs(first_warm).max() > 0 and np.all(first_cold == 0)
+    np.testing.assert_allclose(cold, warm, rtol=1e-8, atol=1e-9)
+
+
 def test_a_warm_start_worse_than_zero_is_dropped(standardized, monkeypatch):
     Z, _, labels = standardized
     labels = (labels == 2).astype(np.intp)
