@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from regserve.client import _calls
 from regserve.client._channel import Connection
@@ -71,6 +72,8 @@ class ModelAdminClient(Connection):
         data_fingerprint: str = "",
         promote: bool = True,
         promotion_gate: bool = False,
+        solver_report: types_pb2.SolverReport | None = None,
+        feature_statistics: Sequence[Mapping[str, Any]] = (),
     ) -> pb.CreateVersionResponse:
         """Store a new version of ``model`` from fitted parameters; the answer says whether it was promoted.
 
@@ -78,7 +81,8 @@ class ModelAdminClient(Connection):
         output (one, or one per class for three classes or more) and one column per feature, on the
         standardized features when ``means`` and ``scales`` are given.  ``training`` and
         ``validation`` are scalar metrics by name (the promotion gate compares the validation
-        ``mse`` or ``accuracy``); ``source`` and ``data_fingerprint`` are the version's lineage.
+        ``mse`` or ``accuracy``); ``source`` and ``data_fingerprint`` are the version's lineage;
+        ``solver_report`` and ``feature_statistics`` (dicts of name, mean, std, min, max) describe the fit.
         Parameters the server refuses raise ``InvalidArgument`` (reason ``INVALID_PARAMETERS``)
         with a field violation for each problem.
         """
@@ -97,6 +101,8 @@ class ModelAdminClient(Connection):
             data_fingerprint=data_fingerprint,
             promote=promote,
             promotion_gate=promotion_gate,
+            solver_report=solver_report,
+            feature_statistics=feature_statistics,
         )
         return self._send(self._stub, call)
 

@@ -345,6 +345,8 @@ def create_version(
     data_fingerprint: str = "",
     promote: bool = True,
     promotion_gate: bool = False,
+    solver_report: types_pb2.SolverReport | None = None,
+    feature_statistics: Sequence[Mapping[str, Any]] = (),
 ) -> Call[admin_pb.CreateVersionResponse]:
     coef = np.asarray(coefficients, dtype=_F8)
     request = admin_pb.CreateVersionRequest(
@@ -364,6 +366,10 @@ def create_version(
         request.standardization.scales.extend(np.ravel(np.asarray(scales, dtype=_F8)).tolist())
     for metrics, evaluation in ((training, request.training), (validation, request.validation)):
         evaluation.metrics.update(metrics or {})
+    if solver_report is not None:
+        request.solver_report.CopyFrom(solver_report)
+    for row in feature_statistics:
+        request.feature_statistics.add(**row)
     return Call("CreateVersion", request, lambda r: r)
 
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ from regserve.server.models.training.moments import Moments
 from regserve.server.models.training.sampling import RowGroups
 from regserve.server.models.training.spec import TrainSpec
 from regserve.server.models.training.trainer import Trainer
+from regserve.server.rpc.convert import SOLVER_VALUES
+from regserve.v1 import types_pb2
 
 __all__ = [
     "ClusterObjective",
@@ -512,6 +515,20 @@ def train_on_cluster(client, source: str, target: str, spec: TrainSpec, chunk_ro
     return ClusterResult(model, spec, total.rows, total.train_rows, total.digest, stats, training, validation, info)
 
 
+def _solver_report(spec: TrainSpec, info: solvers.SolverInfo) -> types_pb2.SolverReport:
+    """The solver's report as CreateVersion stores it (a singular system's condition number is infinite)."""
+    condition = info.condition_number
+    return types_pb2.SolverReport(
+        solver=SOLVER_VALUES[spec.resolved_solver],
+        rank=info.rank or 0,
+        condition_number=math.inf if condition is None and info.rank else float(condition or 0.0),
+        least_squares_fallback=info.fallback is not None,
+        iterations=info.iterations or 0,
+        converged=bool(info.converged),
+        final_loss=float(info.final_loss or 0.0),
+    )
+
+
 def _fit_newton(client, parts, reading, spec: TrainSpec, total: Statistics, classes: tuple[str, ...]):
     """Newton's method as ``fit_model`` runs it, every evaluation a pass on the cluster."""
     d = len(reading.features)
@@ -619,6 +636,8 @@ def cmd_train_dask(args, options: dict) -> int:
             data_fingerprint=result.fingerprint,
             promote=promote,
             promotion_gate=args.promotion_gate,
+            solver_report=_solver_report(spec, result.solver_info),
+            feature_statistics=result.feature_stats,
         )
     if args.output == "json":
         print_json(response)

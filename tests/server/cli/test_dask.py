@@ -75,6 +75,13 @@ def assert_same_run(dask_version, single_version):
     assert dask_version.validation.metrics.keys() == single_version.validation.metrics.keys()
     for name, value in single_version.validation.metrics.items():
         assert dask_version.validation.metrics[name] == pytest.approx(value, rel=1e-10, abs=1e-12)
+    # The feature statistics and the solver's report, computed on the cluster, are stored with the version.
+    assert [f.name for f in dask_version.feature_statistics] == [f.name for f in single_version.feature_statistics]
+    for ours, theirs in zip(dask_version.feature_statistics, single_version.feature_statistics, strict=True):
+        for field in ("mean", "std", "min", "max"):
+            assert getattr(ours, field) == pytest.approx(getattr(theirs, field), rel=1e-10, abs=1e-12)
+    assert dask_version.solver_report.solver == single_version.solver_report.solver
+    assert dask_version.solver_report.converged == single_version.solver_report.converged
 
 
 @pytest.mark.slow
