@@ -172,22 +172,65 @@ def _le_bytes(values: np.ndarray) -> bytes:
     return values.tobytes() if _LITTLE_ENDIAN else values.astype(values.dtype.newbyteorder("<")).tobytes()
 
 
+def _template(served: ServedModel, prediction: Prediction, raw: bool) -> pb.ModelInferResponse:
+    """The reply to one row of ``served`` without its values: names, datatypes and shapes of every output."""
+    response = pb.ModelInferResponse(model_name=served.name, model_version=served.version)
+    add = response.outputs.add
+    probabilities = prediction.probabilities
+    if probabilities is None:
+        add(name="predictions", datatype="FP64", shape=(1,))
+    else:
+        add(name="predictions", datatype="INT64", shape=(1,))
+        add(name="labels", datatype="BYTES", shape=(1,))
+        add(name="probabilities", datatype="FP64", shape=probabilities.shape)
+    if not raw:
+        for output in response.outputs:
+            output.contents.SetInParent()
+    return response
+
+
+_TEMPLATES: dict[tuple[str, str, int, bool], pb.ModelInferResponse] = {}
+"""One-row replies by (model, version, classes, raw): copying one costs half of building it field by field on upb."""
+_TEMPLATES_KEPT = 4096
+"""Past this many, the cache starts afresh, so versions trained and deleted over months do not pile up."""
+
+
+def _one_row(served: ServedModel, prediction: Prediction, raw: bool) -> pb.ModelInferResponse:
+    """A copy of the one-row reply template of ``served``, made the first time it is asked for."""
+    probabilities = prediction.probabilities
+    key = (served.name, served.version, 0 if probabilities is None else probabilities.shape[1], raw)
+    template = _TEMPLATES.get(key)
+    if template is None:
+        if len(_TEMPLATES) >= _TEMPLATES_KEPT:
+            _TEMPLATES.clear()
+        template = _TEMPLATES[key] = _template(served, prediction, raw)
+    response = pb.ModelInferResponse()
+    response.CopyFrom(template)
+    return response
+
+
 def _raw_answer(served: ServedModel, prediction: Prediction) -> pb.ModelInferResponse:
     """Every output of ``served`` for ``prediction``, as raw output contents."""
     values = prediction.values
-    rows = (len(values),)
-    response = pb.ModelInferResponse(model_name=served.name, model_version=served.version)
-    add = response.outputs.add  # made in place: a message passed to the constructor would be copied
     labels = prediction.labels
-    if labels is None:
-        add(name="predictions", datatype="FP64", shape=rows)
-        response.raw_output_contents.append(_le_bytes(values))
-        return response
+    if len(values) == 1:
+        response = _one_row(served, prediction, True)
+        if labels is None:
+            response.raw_output_contents.append(_le_bytes(values))
+            return response
+    else:
+        rows = (len(values),)
+        response = pb.ModelInferResponse(model_name=served.name, model_version=served.version)
+        add = response.outputs.add  # made in place: a message passed to the constructor would be copied
+        if labels is None:
+            add(name="predictions", datatype="FP64", shape=rows)
+            response.raw_output_contents.append(_le_bytes(values))
+            return response
+        add(name="predictions", datatype="INT64", shape=rows)
+        add(name="labels", datatype="BYTES", shape=rows)
+        add(name="probabilities", datatype="FP64", shape=prediction.probabilities.shape)  # type: ignore[union-attr]
     probabilities = prediction.probabilities
     assert probabilities is not None  # a classifier's prediction always has them
-    add(name="predictions", datatype="INT64", shape=rows)
-    add(name="labels", datatype="BYTES", shape=rows)
-    add(name="probabilities", datatype="FP64", shape=probabilities.shape)
     response.raw_output_contents.extend(
         [
             _le_bytes(values.astype(_INT64)),
@@ -201,10 +244,22 @@ def _raw_answer(served: ServedModel, prediction: Prediction) -> pb.ModelInferRes
 def _typed_answer(served: ServedModel, prediction: Prediction) -> pb.ModelInferResponse:
     """Every output of ``served`` for ``prediction``, as typed contents."""
     values = prediction.values
+    labels = prediction.labels
+    if len(values) == 1:
+        response = _one_row(served, prediction, False)
+        outputs = response.outputs
+        if labels is None:
+            outputs[0].contents.fp64_contents.append(float(values[0]))
+            return response
+        probabilities = prediction.probabilities
+        assert probabilities is not None
+        outputs[0].contents.int64_contents.append(int(values[0]))
+        outputs[1].contents.bytes_contents.append(labels[0].encode())
+        outputs[2].contents.fp64_contents.extend(probabilities.ravel().tolist())
+        return response
     rows = (len(values),)
     response = pb.ModelInferResponse(model_name=served.name, model_version=served.version)
     add = response.outputs.add
-    labels = prediction.labels
     if labels is None:
         add(name="predictions", datatype="FP64", shape=rows).contents.fp64_contents.extend(values.tolist())
         return response
