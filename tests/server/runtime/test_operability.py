@@ -344,15 +344,23 @@ def test_sigterm_without_a_drain_refuses_new_calls_at_once_and_lets_calls_in_fli
             results: dict[int, object] = {}
 
             def stream(index: int) -> None:
+                # In flight means begun on the server: its first answer has come back before the signal.
+                answered = threading.Event()
+
                 def chunks():
                     yield X[:4]
+                    answered.wait(10)
                     opened.wait(10)
                     for _ in range(8):
                         time.sleep(0.25)
                         yield X[:4]
 
+                answers = 0
                 try:
-                    results[index] = len(list(client.iter_batch_predict("house", chunks())))
+                    for _ in client.iter_batch_predict("house", chunks()):
+                        answers += 1
+                        answered.set()
+                    results[index] = answers
                 except RegserveError as exc:  # reported below
                     results[index] = exc
 
