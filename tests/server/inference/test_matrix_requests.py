@@ -95,6 +95,20 @@ def test_fp32_and_fp64_rows_answer_as_predict_answers_them(stub, target, datatyp
         np.testing.assert_array_equal(values, client.predict("diabetes", sent).values)
 
 
+@pytest.mark.parametrize("raw", [True, False])
+@pytest.mark.parametrize("model", ["iris", "diabetes"])
+def test_one_row_answers_in_turn_each_carry_their_own_row(stub, model, raw):
+    # One-row replies are copies of one kept template: no answer may leak into the next.
+    X = _rows(5, FEATURES[model], seed=11)
+    named = [Output(name=name) for name in OUTPUTS[model]]
+    answers = [stub.ModelInfer(_request(model, X[i : i + 1], "FP64", raw)) for i in range(5)]
+    for i, answer in enumerate(answers):
+        assert answer == stub.ModelInfer(_request(model, X[i : i + 1], "FP64", raw, outputs=named))
+        assert [list(tensor.shape) for tensor in answer.outputs][0] == [1]
+        assert len(answer.raw_output_contents) == (len(OUTPUTS[model]) if raw else 0)
+    assert len({answer.SerializeToString(deterministic=True) for answer in answers}) == 5
+
+
 def _shaped(datatype, shape, **contents):
     if not contents:  # an empty contents message would still count as set
         return Input(name="inputs", datatype=datatype, shape=shape)
