@@ -36,7 +36,8 @@ $(OIP_STAMP): tests/oip/requirements.txt
 # promtool checks the /metrics page in the tests; Debian ships it in the prometheus package.
 PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
 $(PROMTOOL):
-	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends prometheus
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
