@@ -61,7 +61,7 @@ from regserve.server.models.estimator import LinearModel
 from regserve.server.models.objective import Objective, make_objective
 from regserve.server.models.scoring import ClassificationTally, RegressionTally
 from regserve.server.models.training.chunks import checked_features, checked_labels, checked_targets
-from regserve.server.models.training.fitting import _standardization, check_model_finite, fit_model
+from regserve.server.models.training.fitting import _standardization, check_model_finite, fit_model, model_from_theta
 from regserve.server.models.training.labels import LabelTable
 from regserve.server.models.training.moments import Moments
 from regserve.server.models.training.sampling import RowGroups
@@ -558,19 +558,7 @@ def _fit_newton(client, parts, reading, spec: TrainSpec, total: Statistics, clas
     theta, info = solvers.solve_newton(
         objective, max_iterations=spec.max_iterations, tolerance=spec.tolerance, warm_start=False
     )
-    if spec.fit_intercept:
-        coef, intercept = theta[:, 1:], theta[:, 0]
-    else:
-        coef, intercept = theta, np.zeros(theta.shape[0])
-    model = LinearModel(
-        spec.kind,
-        coef,
-        intercept,
-        mean=shift if spec.standardize else None,
-        scale=scale if spec.standardize else None,
-        classes=classes,
-    )
-    return model, info
+    return model_from_theta(spec, theta, shift, scale, classes), info
 
 
 def _scores(client, parts, reading, model: LinearModel, total: Statistics) -> tuple[dict, dict | None]:

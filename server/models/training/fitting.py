@@ -15,7 +15,7 @@ from regserve.server.models.training.moments import Moments
 from regserve.server.models.training.spec import TrainSpec
 from regserve.server.models.training.spool import SpoolFile, SpoolView
 
-__all__ = ["check_model_finite", "fit_model"]
+__all__ = ["check_model_finite", "fit_model", "model_from_theta"]
 
 
 def fit_model(
@@ -62,19 +62,29 @@ def fit_model(
             objective.standardize_as_read(shift, scale)
         start = 0.0 if logistic else float(m.mean[-1])  # Regression starts from ȳ.
         theta, info = _solve_iteratively(spec, objective, start)
-        if spec.fit_intercept:
-            coef, intercept = theta[:, 1:], theta[:, 0]
-        else:
-            coef, intercept = theta, np.zeros(theta.shape[0])
-    model = LinearModel(
+        return model_from_theta(spec, theta, shift, scale, classes), info
+    return _model(spec, coef, intercept, shift, scale, classes), info
+
+
+def model_from_theta(
+    spec: TrainSpec, theta: np.ndarray, shift: np.ndarray, scale: np.ndarray, classes: tuple[str, ...] | None
+) -> LinearModel:
+    """The model of an iterative solver's parameters ``theta`` (outputs × [intercept,] features)."""
+    if spec.fit_intercept:
+        return _model(spec, theta[:, 1:], theta[:, 0], shift, scale, classes)
+    return _model(spec, theta, np.zeros(theta.shape[0]), shift, scale, classes)
+
+
+def _model(spec: TrainSpec, coef, intercept, shift, scale, classes) -> LinearModel:
+    standardized = spec.standardize
+    return LinearModel(
         spec.kind,
         coef,
         intercept,
-        mean=shift if spec.standardize else None,
-        scale=scale if spec.standardize else None,
+        mean=shift if standardized else None,
+        scale=scale if standardized else None,
         classes=classes,
     )
-    return model, info
 
 
 class _Unscaled:
