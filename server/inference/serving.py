@@ -20,6 +20,7 @@ from regserve.server.observability.drift import DriftMonitor
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.routes import ServedModel
 from regserve.server.registry.store import ModelStore
+from regserve.server.rpc.regression_servicer import refuse_rows
 
 __all__ = ["ROUTING_KEY", "SERVER_EXTENSIONS", "SERVER_NAME", "InferResult", "infer", "infer_matrix"]
 
@@ -40,15 +41,6 @@ class InferResult(NamedTuple):
 
     model: ServedModel
     outputs: list[Tensor]
-
-
-def _refuse_rows(rows: int, limit: int) -> None:
-    raise InvalidInput(
-        f"The request has {rows} rows; this server takes at most {limit} per message.",
-        reason="TOO_MANY_ROWS",
-        violations=[("inputs", f"send at most {limit} rows per message")],
-        metadata={"rows": rows, "limit": limit},
-    )
 
 
 def infer(
@@ -81,7 +73,7 @@ def infer(
         names = served.metadata.feature_names if served.feature_index else ()
         X = rows_from_inputs(inputs, names, served.estimator.n_features_in_)
         if len(X) > max_rows:
-            _refuse_rows(len(X), max_rows)
+            refuse_rows(len(X), max_rows)
         prediction = predict(served.estimator, X)
         outputs = output_tensors(served, prediction, requested)
     except BaseException:
@@ -119,7 +111,7 @@ def infer_matrix(
     tracked = stats.track(served.name, served.version, arm)
     try:
         if len(X) > max_rows:
-            _refuse_rows(len(X), max_rows)
+            refuse_rows(len(X), max_rows)
         if X.dtype != _FP64:
             X = X.astype(np.float64)
         prediction = predict(served.estimator, X)

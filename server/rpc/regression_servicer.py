@@ -50,15 +50,15 @@ def _positional_rows(request: pb.PredictRequest, limit: int) -> tuple:
                 violations=[("named_inputs", "send rows either by position or by name")],
             )
         if len(named) > limit:
-            _refuse_rows(len(named), limit)
+            refuse_rows(len(named), limit)
         return None, False
     X, raw = convert.read_matrix(request.inputs, "inputs")
     if len(X) > limit:
-        _refuse_rows(len(X), limit)
+        refuse_rows(len(X), limit)
     return X, raw
 
 
-def _refuse_rows(rows: int, limit: int) -> None:
+def refuse_rows(rows: int, limit: int) -> None:
     """Refuse a message of ``rows`` rows, more than the ``limit`` this server takes."""
     raise InvalidInput(
         f"The request has {rows} rows; this server takes at most {limit} per message.",
@@ -210,7 +210,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
             started = time.perf_counter()
             X, raw = convert.read_matrix(request.inputs, "inputs")
             if len(X) > self._max_rows:
-                _refuse_rows(len(X), self._max_rows)
+                refuse_rows(len(X), self._max_rows)
             if served is None:
                 served, arm = self._store.route(_require_model(request.model), request.version, request.routing_key)
                 level = request.interval_level
