@@ -79,20 +79,49 @@ class DriftReference:
         return cls(edges, proportions, mean, std, classes)
 
 
+_SIDE_BY_SIDE = 64
+"""Rows ``bin_counts`` compares at once as one long row."""
+_WIDE_VALUES = 50_000
+"""Values from which laying rows side by side pays for its fixed cost per edge."""
+
+
 def bin_counts(X: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Rows per bin of each feature: shape (n_features, BINS), for X of shape (n_rows, n_features).
 
     A value's bin is the number of its feature's edges at or below it (``searchsorted``
-    with ``side="right"``), counted here by one vectorised comparison per edge, which
-    runs over the whole block at once and is about twice as fast as a ``searchsorted``
-    per column; then one ``bincount`` over every feature's bins.
+    with ``side="right"``).  A small block counts it by one vectorised comparison per
+    edge, about twice as fast as a ``searchsorted`` per column, then one ``bincount``
+    over every feature's bins.  A large one (``_WIDE_VALUES`` values or more) uses that
+    ``edges`` are non-decreasing along each feature: the rows in bin ``i`` are those at
+    or above edge ``i - 1`` less those at or above edge ``i``, counted by one comparison
+    per edge over ``_SIDE_BY_SIDE`` rows laid side by side (a view of the C-contiguous
+    rows), so each comparison and column sum runs along one long row rather than many
+    rows of ``n_features`` values: over twice as fast again.
     """
     n, d = X.shape
-    index = np.zeros((n, d), dtype=np.uint8)
-    for k in range(edges.shape[1]):
-        index += X >= edges[:, k]
-    flat = index + np.arange(0, d * BINS, BINS, dtype=np.intp)
-    return np.bincount(flat.ravel(), minlength=d * BINS).reshape(d, BINS)
+    if X.size < _WIDE_VALUES:
+        index = np.zeros((n, d), dtype=np.uint8)
+        for k in range(edges.shape[1]):
+            index += X >= edges[:, k]
+        flat = index + np.arange(0, d * BINS, BINS, dtype=np.intp)
+        return np.bincount(flat.ravel(), minlength=d * BINS).reshape(d, BINS)
+    X = np.ascontiguousarray(X)
+    whole = n - n % _SIDE_BY_SIDE
+    wide = X[:whole].reshape(whole // _SIDE_BY_SIDE, d * _SIDE_BY_SIDE)
+    rest = X[whole:]
+    above = np.empty(wide.shape, dtype=bool)
+    flags = above.view(np.uint8)
+    at_least = np.empty((BINS + 1, d), dtype=np.int64)  # at_least[i]: values at or above edge i - 1
+    at_least[0], at_least[BINS] = n, 0
+    for k in range(BINS - 1):
+        np.greater_equal(wide, np.tile(edges[:, k], _SIDE_BY_SIDE), out=above)
+        wide_count = np.zeros(wide.shape[1], dtype=np.int64)
+        # Column sums in bytes over at most 255 rows at a time, which cannot wrap: several times faster
+        # than a boolean sum, which casts every value to a wide integer on the way.
+        for start in range(0, flags.shape[0], 255):
+            wide_count += np.add.reduce(flags[start : start + 255], axis=0, dtype=np.uint8)
+        at_least[k + 1] = wide_count.reshape(_SIDE_BY_SIDE, d).sum(axis=0) + (rest >= edges[:, k]).sum(axis=0)
+    return np.ascontiguousarray((at_least[:-1] - at_least[1:]).T)
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:

@@ -67,6 +67,20 @@ def test_repeated_edges_of_a_discrete_feature_leave_their_bins_empty():
     assert counts[BINS - 1] == 1
 
 
+def test_bin_counts_of_a_large_block_match_searchsorted_per_feature():
+    # Past 50,000 values the rows are compared side by side; ties on the edges, repeated edges, a
+    # remainder of rows that does not fill a side-by-side row and a strided view must all count as one by one.
+    rng = np.random.default_rng(8)
+    block = np.round(rng.normal(size=(20_003, 7)), 1)
+    X = block[:, :5]
+    edges = np.quantile(X[:300], np.arange(1, BINS) / BINS, axis=0).T
+    edges[4] = [0.0] * 4 + [0.5] * 5
+    counts = bin_counts(X, edges)
+    expected = [np.bincount(np.searchsorted(edges[j], X[:, j], side="right"), minlength=BINS) for j in range(5)]
+    np.testing.assert_array_equal(counts, expected)
+    assert counts.dtype == np.int64 and counts.flags.c_contiguous
+
+
 def _reference(classes=None) -> DriftReference:
     edges = np.tile(np.arange(1.0, BINS), (2, 1))
     return DriftReference(edges, np.full((2, BINS), 1 / BINS), np.zeros(2), np.ones(2), classes)
