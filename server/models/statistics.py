@@ -1,7 +1,9 @@
 """Inference for unpenalized linear and binary logistic regression: covariances, tests, fit statistics.
 
 At training, ``linear_inference`` and ``logistic_inference`` compute from the training
-moments and one pass over the spooled training rows what inference needs, in the
+moments and one pass over the spooled training rows what inference needs (their
+``LinearInferenceTally`` and ``LogisticInferenceTally`` fold that pass block by block,
+so the trainer feeds them from the same read as its metrics), in the
 ORIGINAL feature space with the intercept first (standardization folded in):
 
 * linear regression (no penalty): the unscaled covariance (XᵀX)⁻¹, σ̂² = SSR / df_resid,
@@ -30,6 +32,8 @@ __all__ = [
     "DEFAULT_LEVEL",
     "CoefficientRow",
     "Inference",
+    "LinearInferenceTally",
+    "LogisticInferenceTally",
     "coefficient_statistics",
     "critical_value",
     "linear_inference",
@@ -133,62 +137,93 @@ def linear_inference(
     ``blocks`` yields the training rows (X, y) once, in the original feature space.
     None when XᵀX is singular or no residual degree of freedom is left.
     """
-    d, n = model.n_features_in_, int(moments.n)
-    k = int(fit_intercept)
-    df_model, df_resid = d, n - d - k
-    if df_resid <= 0:
-        return None
-    mean, comoment = moments.mean[:d], moments.comoment[:d, :d]
-    y_mean, syy = float(moments.mean[d]), float(moments.comoment[d, d])
-    raw = comoment + n * np.outer(mean, mean)
-    gram = np.block([[np.array([[n]]), n * mean[None, :]], [n * mean[:, None], raw]]) if k else raw
-    try:
-        if k:
-            # (XᵀX)⁻¹ of [1, x] by blocks around the centred comoment, which is far better conditioned.
-            inner = np.linalg.inv(comoment)
-            shift = inner @ mean
-            unscaled = np.block([[np.array([[1.0 / n + mean @ shift]]), -shift[None, :]], [-shift[:, None], inner]])
-        else:
-            unscaled = np.linalg.inv(raw)
-    except np.linalg.LinAlgError:
-        return None
-    unscaled = (unscaled + unscaled.T) / 2
-    beta = np.concatenate([[model._bias[0]], model._weights[:, 0]]) if k else model._weights[:, 0].copy()
-    ssr = 0.0
-    meat = np.zeros_like(unscaled)
-    for X, y in blocks:
-        design = _design(X, bool(k))
-        residual = y - design @ beta
+    tally = LinearInferenceTally(model, moments, fit_intercept=fit_intercept)
+    if tally.applies:
+        for X, y in blocks:
+            tally.update(X, y)
+    return tally.result()
+
+
+class LinearInferenceTally:
+    """``linear_inference`` folded block by block: ``update(X, y)`` for each block of training rows, then ``result()``.
+
+    ``applies`` is False, and ``update`` does nothing, when XᵀX is singular or no
+    residual degree of freedom is left: ``result()`` is then None.
+    """
+
+    def __init__(self, model, moments, *, fit_intercept: bool) -> None:
+        d, n = model.n_features_in_, int(moments.n)
+        k = int(fit_intercept)
+        self._d, self._n, self._k = d, n, k
+        self._moments = moments
+        self.applies = False
+        self.ssr = 0.0
+        if n - d - k <= 0:
+            return
+        mean, comoment = moments.mean[:d], moments.comoment[:d, :d]
+        raw = comoment + n * np.outer(mean, mean)
+        self._gram = np.block([[np.array([[n]]), n * mean[None, :]], [n * mean[:, None], raw]]) if k else raw
+        try:
+            if k:
+                # (XᵀX)⁻¹ of [1, x] by blocks around the centred comoment, which is far better conditioned.
+                inner = np.linalg.inv(comoment)
+                shift = inner @ mean
+                unscaled = np.block([[np.array([[1.0 / n + mean @ shift]]), -shift[None, :]], [-shift[:, None], inner]])
+            else:
+                unscaled = np.linalg.inv(raw)
+        except np.linalg.LinAlgError:
+            return
+        self.applies = True
+        self.unscaled = (unscaled + unscaled.T) / 2
+        self._beta = np.concatenate([[model._bias[0]], model._weights[:, 0]]) if k else model._weights[:, 0].copy()
+        self._meat = np.zeros_like(self.unscaled)
+
+    def update(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Fold in training rows ``X`` (m, d) with targets ``y`` (m,)."""
+        if not self.applies:
+            return
+        design = _design(X, bool(self._k))
+        residual = y - design @ self._beta
         # hᵢ = aᵢUaᵢᵀ after one matrix product AU, and the meat Σ wᵢaᵢaᵢᵀ as SᵀS with S = A·√w, one BLAS
         # syrk: the three-operand einsum and the general product (A·w)ᵀA took seconds per million rows.
-        leverage = np.einsum("ij,ij->i", design @ unscaled, design)
-        ssr += float(residual @ residual)
+        leverage = np.einsum("ij,ij->i", design @ self.unscaled, design)
+        self.ssr += float(residual @ residual)
         root = design * np.abs(residual / (1.0 - leverage))[:, None]
-        meat += root.T @ root
-    scale = ssr / df_resid
-    tss = syy if k else syy + n * y_mean**2
-    rsquared = 1.0 - ssr / tss if tss > 0 else math.nan
-    f_value = ((tss - ssr) / df_model) / scale if df_model and scale > 0 else math.nan
-    llf = -n / 2 * (math.log(2 * math.pi) + math.log(ssr / n) + 1) if ssr > 0 else math.nan
-    eigenvalues = np.linalg.eigvalsh(gram)
-    values = {
-        "nobs": float(n),
-        "k_constant": float(k),
-        "df_model": float(df_model),
-        "df_resid": float(df_resid),
-        "scale": scale,
-        "ssr": ssr,
-        "rsquared": rsquared,
-        "rsquared_adj": 1.0 - (n - k) / df_resid * (1.0 - rsquared),
-        "fvalue": f_value,
-        "f_pvalue": _f_sf(f_value, df_model, df_resid),
-        "llf": llf,
-        "aic": -2 * llf + 2 * (df_model + k),
-        "bic": -2 * llf + math.log(n) * (df_model + k),
-        "condition_number": math.sqrt(eigenvalues.max() / eigenvalues.min()) if eigenvalues.min() > 0 else math.inf,
-    }
-    robust = unscaled @ meat @ unscaled
-    return Inference("linear", unscaled, (robust + robust.T) / 2, values)
+        self._meat += root.T @ root
+
+    def result(self) -> Inference | None:
+        """The inference of the rows folded in; None when it does not apply."""
+        if not self.applies:
+            return None
+        d, n, k, ssr, unscaled = self._d, self._n, self._k, self.ssr, self.unscaled
+        df_model, df_resid = d, n - d - k
+        y_mean, syy = float(self._moments.mean[d]), float(self._moments.comoment[d, d])
+        scale = ssr / df_resid
+        tss = syy if k else syy + n * y_mean**2
+        rsquared = 1.0 - ssr / tss if tss > 0 else math.nan
+        f_value = ((tss - ssr) / df_model) / scale if df_model and scale > 0 else math.nan
+        llf = -n / 2 * (math.log(2 * math.pi) + math.log(ssr / n) + 1) if ssr > 0 else math.nan
+        eigenvalues = np.linalg.eigvalsh(self._gram)
+        values = {
+            "nobs": float(n),
+            "k_constant": float(k),
+            "df_model": float(df_model),
+            "df_resid": float(df_resid),
+            "scale": scale,
+            "ssr": ssr,
+            "rsquared": rsquared,
+            "rsquared_adj": 1.0 - (n - k) / df_resid * (1.0 - rsquared),
+            "fvalue": f_value,
+            "f_pvalue": _f_sf(f_value, df_model, df_resid),
+            "llf": llf,
+            "aic": -2 * llf + 2 * (df_model + k),
+            "bic": -2 * llf + math.log(n) * (df_model + k),
+            "condition_number": (
+                math.sqrt(eigenvalues.max() / eigenvalues.min()) if eigenvalues.min() > 0 else math.inf
+            ),
+        }
+        robust = unscaled @ self._meat @ unscaled
+        return Inference("linear", unscaled, (robust + robust.T) / 2, values)
 
 
 def logistic_inference(
@@ -198,50 +233,67 @@ def logistic_inference(
 
     ``blocks`` yields (X, class index) of the training rows.  None when the Hessian is singular.
     """
-    d, k = model.n_features_in_, int(fit_intercept)
-    beta = np.concatenate([[model._bias[0]], model._weights[:, 0]]) if k else model._weights[:, 0].copy()
-    hessian = np.zeros((d + k, d + k))
-    llf, n, positives = 0.0, 0, 0.0
+    tally = LogisticInferenceTally(model, fit_intercept=fit_intercept)
     for X, y in blocks:
-        design = _design(X, bool(k))
-        eta = design @ beta
+        tally.update(X, y)
+    return tally.result()
+
+
+class LogisticInferenceTally:
+    """``logistic_inference`` folded block by block: ``update(X, y)`` per block of training rows, then ``result()``."""
+
+    def __init__(self, model, *, fit_intercept: bool) -> None:
+        d, k = model.n_features_in_, int(fit_intercept)
+        self._d, self._k = d, k
+        self._beta = np.concatenate([[model._bias[0]], model._weights[:, 0]]) if k else model._weights[:, 0].copy()
+        self._hessian = np.zeros((d + k, d + k))
+        self.llf, self.n, self._positives = 0.0, 0, 0.0
+
+    def update(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Fold in training rows ``X`` (m, d) with class indices ``y`` (m,) in {0, 1}."""
+        design = _design(X, bool(self._k))
+        eta = design @ self._beta
         p = 0.5 * (1.0 + np.tanh(eta / 2))  # the logistic function without overflow warnings
         root = design * np.sqrt(p * (1.0 - p))[:, None]
-        hessian += root.T @ root  # one BLAS syrk, several times faster than (A·w)ᵀA
+        self._hessian += root.T @ root  # one BLAS syrk, several times faster than (A·w)ᵀA
         # log p = -log(1 + e^-η), log(1 - p) = -log(1 + e^η): exact for large |η|.
-        llf -= float(y @ np.logaddexp(0.0, -eta) + (1.0 - y) @ np.logaddexp(0.0, eta))
-        n += X.shape[0]
-        positives += float(y.sum())
-    df_resid = n - d - k
-    if df_resid <= 0:
-        return None
-    try:
-        unscaled = np.linalg.inv(hessian)
-    except np.linalg.LinAlgError:
-        return None
-    if not np.isfinite(unscaled).all() or (np.diag(unscaled) <= 0).any():
-        return None
-    rate = positives / n
-    # The null model is the intercept-only fit, with or without an intercept in the model, as in statsmodels.
-    llnull = n * sum(q * math.log(q) for q in (rate, 1.0 - rate) if q > 0)
-    llr = 2 * (llf - llnull)
-    # statsmodels' discrete models count the parameters beyond the null model's one.
-    df_model = d + k - 1
-    values = {
-        "nobs": float(n),
-        "k_constant": float(k),
-        "df_model": float(df_model),
-        "df_resid": float(df_resid),
-        "scale": 1.0,
-        "llf": llf,
-        "llnull": llnull,
-        "prsquared": 1.0 - llf / llnull if llnull else math.nan,
-        "llr": llr,
-        "llr_pvalue": _chi2_sf(llr, df_model),
-        "aic": -2 * (llf - (d + k)),
-        "bic": -2 * llf + math.log(n) * (d + k),
-    }
-    return Inference("logistic", (unscaled + unscaled.T) / 2, None, values)
+        self.llf -= float(y @ np.logaddexp(0.0, -eta) + (1.0 - y) @ np.logaddexp(0.0, eta))
+        self.n += X.shape[0]
+        self._positives += float(y.sum())
+
+    def result(self) -> Inference | None:
+        """The inference of the rows folded in; None when the Hessian is singular or no residual freedom is left."""
+        d, k, n, llf = self._d, self._k, self.n, self.llf
+        df_resid = n - d - k
+        if df_resid <= 0:
+            return None
+        try:
+            unscaled = np.linalg.inv(self._hessian)
+        except np.linalg.LinAlgError:
+            return None
+        if not np.isfinite(unscaled).all() or (np.diag(unscaled) <= 0).any():
+            return None
+        rate = self._positives / n
+        # The null model is the intercept-only fit, with or without an intercept in the model, as in statsmodels.
+        llnull = n * sum(q * math.log(q) for q in (rate, 1.0 - rate) if q > 0)
+        llr = 2 * (llf - llnull)
+        # statsmodels' discrete models count the parameters beyond the null model's one.
+        df_model = d + k - 1
+        values = {
+            "nobs": float(n),
+            "k_constant": float(k),
+            "df_model": float(df_model),
+            "df_resid": float(df_resid),
+            "scale": 1.0,
+            "llf": llf,
+            "llnull": llnull,
+            "prsquared": 1.0 - llf / llnull if llnull else math.nan,
+            "llr": llr,
+            "llr_pvalue": _chi2_sf(llr, df_model),
+            "aic": -2 * (llf - (d + k)),
+            "bic": -2 * llf + math.log(n) * (d + k),
+        }
+        return Inference("logistic", (unscaled + unscaled.T) / 2, None, values)
 
 
 def _f_sf(value: float, dfn: float, dfd: float) -> float:

@@ -10,8 +10,10 @@ from sklearn.datasets import load_diabetes
 from regserve.server.errors import IntegrityError
 from regserve.server.models.estimator import LinearModel
 from regserve.server.models.intervals import intervals
-from regserve.server.models.statistics import coefficient_statistics
+from regserve.server.models.statistics import coefficient_statistics, linear_inference, logistic_inference
 from regserve.server.models.training import Trainer
+from regserve.server.models.training.moments import Moments
+from regserve.server.models.training.sampling import RowGroups
 from regserve.server.models.training.spec import TrainSpec
 
 RTOL = 1e-6
@@ -78,3 +80,43 @@ def test_ridge_penalized_and_multinomial_fits_store_no_inference():
     binary = np.where(y > np.median(y), "high", "low")
     assert _fit(TrainSpec(kind="logistic", alpha=0.1), X, binary).inference is None
     assert _fit(TrainSpec(kind="logistic", alpha=0.0), X, binary).inference is not None
+
+
+def test_with_a_validation_split_the_inference_describes_the_training_rows_only():
+    X, y = load_diabetes(return_X_y=True)
+    # The finish reads training and validation rows from the same blocks: each block's held-out rows must stay out.
+    model = _fit(TrainSpec(kind="linear", validation_fraction=0.3, seed=5), X, y, chunk_rows=100)
+    training = RowGroups(5, 0.3, 1).take(0, len(X))[0] >= 0
+    design = sm.add_constant(X[training])
+    ols = sm.OLS(y[training], design).fit()
+    rows = coefficient_statistics(model, model.inference, [f"x{j}" for j in range(10)], 0.95)
+    np.testing.assert_allclose([row.std_error for row in rows], ols.bse, rtol=RTOL)
+    hc3 = sm.OLS(y[training], design).fit(cov_type="HC3").bse
+    np.testing.assert_allclose([row.robust_std_error for row in rows], hc3, rtol=RTOL)
+    for name in ("nobs", "rsquared", "fvalue", "llf"):
+        np.testing.assert_allclose(model.inference.values[name], getattr(ols, name), rtol=RTOL, err_msg=name)
+
+
+def test_the_inference_functions_give_what_the_trainer_stores():
+    X, y = load_diabetes(return_X_y=True)
+    model = _fit(TrainSpec(kind="linear"), X, y, chunk_rows=100)
+    moments = Moments(11)
+    moments.add(np.column_stack([X, y]))
+    blocks = [(X[start : start + 60], y[start : start + 60]) for start in range(0, len(X), 60)]
+    again = linear_inference(model, moments, blocks, fit_intercept=True)
+    assert again is not None
+    # Entries near zero (the diabetes features are centred) differ by rounding only: far below the largest.
+    for got, stored in ((again.unscaled, model.inference.unscaled), (again.robust, model.inference.robust)):
+        np.testing.assert_allclose(got, stored, rtol=1e-9, atol=1e-12 * np.abs(stored).max())
+    assert again.values.keys() == model.inference.values.keys()
+    for name, value in model.inference.values.items():
+        np.testing.assert_allclose(again.values[name], value, rtol=1e-9, err_msg=name)
+    binary = np.where(y > 140, "1", "0")
+    classifier = _fit(TrainSpec(kind="logistic", alpha=0.0, standardize=True), X, binary, chunk_rows=100)
+    index = (binary == "1").astype(np.float64)
+    logistic = logistic_inference(classifier, [(X[:200], index[:200]), (X[200:], index[200:])], fit_intercept=True)
+    assert logistic is not None
+    stored = classifier.inference.unscaled
+    np.testing.assert_allclose(logistic.unscaled, stored, rtol=1e-9, atol=1e-12 * np.abs(stored).max())
+    for name, value in classifier.inference.values.items():
+        np.testing.assert_allclose(logistic.values[name], value, rtol=1e-9, err_msg=name)
