@@ -1,13 +1,16 @@
-"""The ``DriftReference`` of a trained version, from its spooled training rows.
+"""The ``DriftReference`` of a trained version: its edges sampled during intake, its bins counted in one pass.
 
 Exact quantiles would need every training row in memory at once, so the bin edges
-come from a bounded seeded sample of the training rows (at most ``EDGE_SAMPLE_ROWS``
-rows and ``EDGE_SAMPLE_VALUES`` values, drawn without replacement by position, as the
-validation sample is); a second pass over the spool then counts *every* training row
-into those bins.  Both passes read the spool in blocks, so the memory stays bounded
-whatever the number of rows.  The mean and standard deviation come from the training
-rows' moments, and a classifier's predicted classes from its training confusion matrix:
-the trainer has both already.
+come from a bounded sample of the training rows, at most ``EDGE_SAMPLE_ROWS`` rows and
+``EDGE_SAMPLE_VALUES`` values.  ``EdgeSample`` draws it while the rows arrive: it keeps
+the training rows whose SplitMix64 draw of (seed, global row index) is smallest (a
+bottom-k sample, ``sampling.row_keys``), so the sample is the same rows however the
+stream is chunked, and a run with fewer training rows than the bound keeps them all.
+``DriftCounts`` then counts *every* training row into those bins, block by block in
+the finish phase's one pass over the spool, so the memory stays bounded whatever the
+number of rows.  The mean and standard deviation come from the training rows'
+moments, and a classifier's predicted classes from its training confusion matrix: the
+trainer has both already.
 """
 
 from __future__ import annotations
@@ -15,61 +18,100 @@ from __future__ import annotations
 import numpy as np
 
 from regserve.server.models.drift import BINS, DriftReference, bin_counts
-from regserve.server.models.interrupt import Interrupt, uninterrupted
 from regserve.server.models.training.moments import Moments
-from regserve.server.models.training.spool import SpoolView
+from regserve.server.models.training.sampling import DRIFT_EDGE_STREAM, row_keys
 
-__all__ = ["EDGE_SAMPLE_ROWS", "EDGE_SAMPLE_VALUES", "build_drift_reference"]
+__all__ = ["EDGE_SAMPLE_ROWS", "EDGE_SAMPLE_VALUES", "DriftCounts", "EdgeSample", "build_drift_reference"]
 
 EDGE_SAMPLE_ROWS = 100_000
 """The most training rows the bin edges are drawn from: quantiles to within a fraction of a percent."""
 EDGE_SAMPLE_VALUES = 10_000_000
 """The most feature values held for the edges (80 MB of float64), whatever the feature count."""
 
+_NO_KEY = np.iinfo(np.uint64).max
 
-def build_drift_reference(
-    view: SpoolView,
-    moments: Moments,
-    n_features: int,
-    seed: int,
-    confusion: np.ndarray | None = None,
-    interrupt: Interrupt = uninterrupted,
-) -> DriftReference:
-    """The reference of the training rows ``view`` yields (``rows``: [x, y, group]).
 
-    ``moments`` are those rows' moments, of [x] or [x, y]: their first ``n_features``
-    give the mean and the standard deviation.  ``confusion`` is a classifier's (K, K)
-    confusion matrix on those rows (true classes by row, predicted by column); None
-    for a regression.
+class EdgeSample:
+    """The training rows with the smallest draws of (``seed``, global row index), at most ``capacity`` of them."""
+
+    def __init__(self, seed: int, n_features: int) -> None:
+        self.seed, self.n_features = seed, n_features
+        self.capacity = max(1, min(EDGE_SAMPLE_ROWS, EDGE_SAMPLE_VALUES // max(1, n_features)))
+        self.size = 0
+        self._keys = np.empty(self.capacity, dtype=np.uint64)
+        # Pages of np.empty are only mapped once written, so a small run holds only the rows it keeps.
+        self._rows = np.empty((self.capacity, n_features))
+        self._threshold = _NO_KEY  # no kept row has a larger draw, once the sample is full
+
+    def add(self, first_row: int, X: np.ndarray, training: np.ndarray | None = None) -> None:
+        """Offer rows ``X`` (m, n_features) from global row ``first_row``; only those where ``training`` is True."""
+        keys = row_keys(self.seed, DRIFT_EDGE_STREAM, first_row, X.shape[0])
+        wanted = keys <= self._threshold
+        if training is not None:
+            wanted &= training
+        chosen = np.flatnonzero(wanted)
+        if chosen.size == 0:
+            return
+        keys = keys[chosen]
+        free = self.capacity - self.size
+        if keys.size <= free:
+            self._keys[self.size : self.size + keys.size] = keys
+            self._rows[self.size : self.size + keys.size] = X[chosen]
+            self.size += keys.size
+        else:
+            # Keep the capacity smallest of the kept and offered draws; offered rows take the dropped rows' slots.
+            merged = np.concatenate([self._keys[: self.size], keys])
+            smallest = np.argpartition(merged, self.capacity - 1)[: self.capacity]
+            taken = smallest[smallest >= self.size] - self.size
+            kept = np.zeros(self.size, dtype=bool)
+            kept[smallest[smallest < self.size]] = True
+            slots = np.concatenate([np.flatnonzero(~kept), np.arange(self.size, self.capacity)])
+            self._keys[slots] = keys[taken]
+            self._rows[slots] = X[chosen[taken]]
+            self.size = self.capacity
+        if self.size == self.capacity:
+            self._threshold = self._keys.max()
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The rows kept, (size, n_features), in no particular order."""
+        return self._rows[: self.size]
+
+    def edges(self) -> np.ndarray:
+        """Inner decile edges per feature, shape (n_features, BINS - 1), from the rows kept."""
+        quantiles = np.arange(1, BINS) / BINS
+        # Along contiguous rows of the transpose: partitioning down the columns of the sample is slower.
+        sample = np.ascontiguousarray(self.rows.T)
+        return np.quantile(sample, quantiles, axis=1).T.copy()
+
+
+class DriftCounts:
+    """Training rows per bin of each feature, folded in block by block."""
+
+    def __init__(self, edges: np.ndarray, n_columns: int) -> None:
+        """``edges`` of the first ``edges.shape[0]`` of the ``n_columns`` columns of the blocks ``update`` takes."""
+        self.edges = edges
+        d = edges.shape[0]
+        # The blocks' other columns are binned against zeros and dropped: cheaper than copying out the features.
+        self._padded = np.zeros((n_columns, BINS - 1))
+        self._padded[:d] = edges
+        self.counts = np.zeros((d, BINS), dtype=np.int64)
+
+    def update(self, rows: np.ndarray) -> None:
+        """Count ``rows`` (m, n_columns), a C-contiguous block whose first columns are the features."""
+        self.counts += bin_counts(rows, self._padded)[: self.counts.shape[0]]
+
+
+def build_drift_reference(counts: DriftCounts, moments: Moments, confusion: np.ndarray | None = None) -> DriftReference:
+    """The reference of the training rows ``counts`` counted, whose moments (of [x] or [x, y]) are ``moments``.
+
+    ``confusion`` is a classifier's (K, K) confusion matrix on those rows (true classes
+    by row, predicted by column); None for a regression.
     """
-    n_train = moments.n
-    edges = _sample_edges(view, n_train, n_features, seed, interrupt)
-    counts = np.zeros((n_features, BINS), dtype=np.int64)
-    for block in view.rows():
-        interrupt()
-        counts += bin_counts(block[:, :n_features], edges)
+    n_train, d = moments.n, counts.counts.shape[0]
     classes = None if confusion is None else np.asarray(confusion, dtype=np.float64).sum(axis=0)
-    variance = np.diag(moments.comoment)[:n_features] / max(n_train, 1)
+    variance = np.diag(moments.comoment)[:d] / max(n_train, 1)
     std = np.sqrt(np.maximum(variance, 0.0))
-    proportions = counts / max(n_train, 1)
+    proportions = counts.counts / max(n_train, 1)
     shares = None if classes is None else classes / max(int(classes.sum()), 1)
-    return DriftReference(edges, proportions, moments.mean[:n_features].copy(), std, shares)
-
-
-def _sample_edges(view: SpoolView, n_train: int, n_features: int, seed: int, interrupt: Interrupt) -> np.ndarray:
-    """Inner decile edges per feature, shape (n_features, BINS - 1), from a seeded sample of the training rows."""
-    k = max(1, min(n_train, EDGE_SAMPLE_ROWS, EDGE_SAMPLE_VALUES // max(1, n_features)))
-    # A generator of its own from the seed, apart from the split's, the folds' and the validation sample's draws.
-    picks = np.sort(np.random.default_rng([seed, 3]).choice(n_train, size=k, replace=False))
-    sample = np.empty((k, n_features))
-    offset = taken = 0
-    for block in view.rows():
-        interrupt()
-        stop = offset + block.shape[0]
-        chosen = picks[taken : np.searchsorted(picks, stop)] - offset
-        sample[taken : taken + chosen.size] = block[chosen, :n_features]
-        taken += chosen.size
-        offset = stop
-    quantiles = np.arange(1, BINS) / BINS
-    # Along contiguous rows of the transpose: partitioning down the columns of the sample is slower.
-    return np.quantile(np.ascontiguousarray(sample[:taken].T), quantiles, axis=1).T.copy()
+    return DriftReference(counts.edges, proportions, moments.mean[:d].copy(), std, shares)

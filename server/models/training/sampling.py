@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RowGroups", "row_uniforms", "splitmix64"]
+__all__ = ["DRIFT_EDGE_STREAM", "RowGroups", "row_keys", "row_uniforms", "splitmix64"]
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MASK = (1 << 64) - 1
 _SPLIT_STREAM, _FOLD_STREAM = 0, 1
+DRIFT_EDGE_STREAM = 2
+"""The stream of the drift reference's edge sample (``drift_reference.EdgeSample``)."""
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -39,6 +41,14 @@ def _row_hashes(key: np.uint64, first_row: int, n: int) -> np.ndarray:
     """The uint64 draws of rows ``first_row..first_row+n-1`` of the generator ``key``, shape (n,)."""
     rows = np.arange(first_row + 1, first_row + n + 1, dtype=np.uint64)
     return splitmix64(key + rows * _GAMMA)
+
+
+def row_keys(seed: int, stream: int, first_row: int, n: int) -> np.ndarray:
+    """The uint64 draws of stream ``stream`` of ``seed`` for the ``n`` rows from global row ``first_row``, shape (n,).
+
+    Distinct rows get distinct draws: the mix is a bijection of distinct states.
+    """
+    return _row_hashes(_key(seed, stream), first_row, n)
 
 
 def row_uniforms(seed: int, first_row: int, n: int) -> np.ndarray:

@@ -81,10 +81,14 @@ class SpoolView:
     def raw_blocks(self, order: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Unscaled ``(X, y)`` blocks of the chosen groups, blocks in ``order``."""
         for block in self.rows(order):
-            y = block[:, -2]
-            if self._label_map is not None:
-                y = self._label_map[y.astype(np.intp)]
-            yield block[:, :-2], y
+            yield self.xy(block)
+
+    def xy(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unscaled ``(X, y)`` of spool rows ``block``: views, but for class indices mapped from label ids."""
+        y = block[:, -2]
+        if self._label_map is not None:
+            y = self._label_map[y.astype(np.intp)]
+        return block[:, :-2], y
 
     def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Standardized ``(Z, y)`` blocks in spool order."""

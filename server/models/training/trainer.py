@@ -10,10 +10,16 @@
   ``[x, y]`` merged with Chan et al.'s pairwise update (``moments``): enough
   for the closed form, the standardization and the feature statistics, in
   O(d²) memory;
+* the training rows also feed a bounded sample keyed by their global row
+  numbers, from which the drift reference's bin edges are drawn
+  (``drift_reference``);
 * every row is also spooled to a file in this process's spool directory
   (``spool_directory``), read back through ``np.memmap`` in blocks for the
-  iterative solvers, the metrics and each cross-validation fold's moments
-  (``spool``), so the folds cost O(d²) memory each, not O(folds·d²).
+  iterative solvers and each cross-validation fold's moments (``spool``), so
+  the folds cost O(d²) memory each, not O(folds·d²); after the fit, one read
+  of the spool feeds the training and validation metrics, the inference
+  statistics (``statistics``), the drift reference's bin counts and the
+  validation sample (``validation_sample``).
 
 What the run will cost is estimated and checked against ``TrainingLimits``
 (``budget``) as soon as the spec, the features, the classes and the rows are
@@ -46,7 +52,7 @@ from regserve.server.models.interrupt import Interrupt, uninterrupted
 from regserve.server.models.scoring import ClassificationTally, RegressionTally
 from regserve.server.models.training.budget import DEFAULT_LIMITS, RunSize, TrainingBudget, TrainingLimits
 from regserve.server.models.training.chunks import checked_features, checked_labels, checked_targets
-from regserve.server.models.training.drift_reference import build_drift_reference
+from regserve.server.models.training.drift_reference import DriftCounts, EdgeSample, build_drift_reference
 from regserve.server.models.training.fitting import check_model_finite, fit_model
 from regserve.server.models.training.labels import LabelTable
 from regserve.server.models.training.moments import Moments
@@ -55,7 +61,7 @@ from regserve.server.models.training.separation import find_separation
 from regserve.server.models.training.spec import TrainResult, TrainSpec
 from regserve.server.models.training.spool import SpoolFile, SpoolView
 from regserve.server.models.training.spool_directory import process_spool_dir
-from regserve.server.models.training.validation_sample import draw_sample
+from regserve.server.models.training.validation_sample import SampleDraw
 
 __all__ = ["Trainer"]
 
@@ -108,6 +114,8 @@ class Trainer:
         self._budget.check(self._size())
         # The training rows' moments, then the validation rows', from the first chunk on.
         self._moments: tuple[Moments, Moments] | None = None
+        # The training rows the drift reference's bin edges come from, drawn as they arrive.
+        self._edge_sample: EdgeSample | None = None
         self._groups = RowGroups(spec.seed, spec.validation_fraction, self._n_folds)
         self._fold_rows = np.zeros(self._n_folds, dtype=np.int64)
         directory = process_spool_dir() if spool_dir is None else spool_dir
@@ -169,9 +177,10 @@ class Trainer:
         except ResourceExhausted:
             self.close()  # the labels already count this chunk: a refused run cannot go on
             raise
-        if self._moments is None:
+        if self._moments is None or self._edge_sample is None:
             p = d + (self.spec.kind != "logistic")
             self._moments = (Moments(p), Moments(p))
+            self._edge_sample = EdgeSample(self.spec.seed, d)
         # One [x, y, group] array feeds the fingerprint, the moments and the spool, so each row is copied once.
         rows = np.empty((n, d + 2), dtype="<f8")
         rows[:, :d], rows[:, d], rows[:, d + 1] = X, targets, group
@@ -183,6 +192,7 @@ class Trainer:
         else:
             self._moments[0].add(V[training])
             self._moments[1].add(V[~training])
+        self._edge_sample.add(self._n, rows[:, :d], None if n_train == n else training)
         self._spool.write(rows.data)
         self._n += n
         self._n_train += n_train
@@ -243,7 +253,7 @@ class Trainer:
 
     def _finish(self, writer: BinaryIO, spool_path: str) -> TrainResult:
         spec = self.spec
-        d, moments = self._check_sizes()
+        d, moments, edge_sample = self._check_sizes()
         classes, label_map = self._classes()
         self._budget.check(self._size())
         writer.close()
@@ -256,19 +266,16 @@ class Trainer:
             warnings = self._separation(model, spool, folds, label_map)
             if warnings:
                 info.converged = False  # the tolerance was met only because the weights ran off
-            training = self._evaluate(model, spool, folds, label_map)
             # Separated classes have no finite maximum-likelihood estimate for standard errors to describe.
-            model.inference = None if warnings else self._inference(model, spool, folds, moments[0], label_map)
+            scores = self._score(model, spool, folds, moments[0], edge_sample, label_map, inference=not warnings)
+            training, validation, model.inference, drift_counts, sample = scores
             if info.final_loss is None and training.get("mse") is not None:
                 # The closed form's objective, ½·MSE + (alpha/n)/2·‖w‖², from the scoring pass.
                 l2 = spec.l2(self._n_train)
                 info.final_loss = 0.5 * training["mse"] + 0.5 * l2 * float((model.coef_**2).sum())
-            validation = self._evaluate(model, spool, [-1], label_map) if self._n > self._n_train else None
-            sample = self._validation_sample(spool, d, label_map) if validation is not None else None
             cv = self._cross_validate(spool, classes, label_map) if spec.cv_folds else None
-            training_rows = SpoolView(spool, folds, 0.0, 1.0, 0, None)
             confusion = training.get("confusion_matrix") if classes is not None else None
-            reference = build_drift_reference(training_rows, moments[0], d, spec.seed, confusion, self._interrupt)
+            reference = build_drift_reference(drift_counts, moments[0], confusion)
         except np.linalg.LinAlgError as exc:
             raise InvalidInput(
                 f"The solver failed on this data ({exc}); scale the features or add a penalty.",
@@ -310,10 +317,10 @@ class Trainer:
             model=model, metadata=_json_ready(metadata), validation_sample=sample, drift_reference=reference
         )
 
-    def _check_sizes(self) -> tuple[int, tuple[Moments, Moments]]:
-        """The feature count and the moments, once the rows sent are enough for the spec; else InvalidInput."""
+    def _check_sizes(self) -> tuple[int, tuple[Moments, Moments], EdgeSample]:
+        """The feature count, the moments and the edge sample, once the rows sent are enough for the spec."""
         spec, n_validation = self.spec, self._n - self._n_train
-        if self._n == 0 or self._d is None or self._moments is None:
+        if self._n == 0 or self._d is None or self._moments is None or self._edge_sample is None:
             raise InvalidInput(
                 "No training rows were sent.",
                 reason="EMPTY_TRAINING_SET",
@@ -332,7 +339,7 @@ class Trainer:
                 reason="TOO_FEW_ROWS",
                 violations=[("spec.cv_folds", f"needs at least {spec.cv_folds} training rows")],
             )
-        return self._d, self._moments
+        return self._d, self._moments, self._edge_sample
 
     def _classes(self) -> tuple[tuple[str, ...] | None, np.ndarray | None]:
         """Sorted classes and the map from first-seen label id to class index."""
@@ -347,25 +354,68 @@ class Trainer:
         d = spool.shape[1] - 2  # spool rows are [x, y or label id, group]
         return fit_model(self.spec, d, moments, spool, groups, classes, label_map, self._interrupt)
 
-    def _inference(self, model: LinearModel, spool: SpoolFile, groups: list[int], moments: Moments, label_map):
-        """Covariances and fit statistics for tests and intervals; None for fits they do not describe.
+    def _score(
+        self,
+        model: LinearModel,
+        spool: SpoolFile,
+        folds: list[int],
+        moments: Moments,
+        edge_sample: EdgeSample,
+        label_map,
+        *,
+        inference: bool,
+    ):
+        """Everything the finish phase reads the rows for, from one read of the spool.
 
-        Only unpenalized linear and binary logistic fits get them (``statistics``), from
-        one more pass over the training rows.
+        Returns the training metrics, the validation metrics (None without a split), the
+        inference (None where it does not apply, or when ``inference`` is False), the
+        training rows' drift bin counts and the validation sample (None without a split).
+        """
+        d = spool.shape[1] - 2
+        n_validation = self._n - self._n_train
+        groups = folds + ([-1] if n_validation else [])
+        view = SpoolView(spool, groups, 0.0, 1.0, 0, label_map, n_outputs=model.coef_.shape[0])
+        training = _Metrics(model)
+        validation = _Metrics(model) if n_validation else None
+        draw = SampleDraw(n_validation, d, self.spec.seed) if n_validation else None
+        statistics_tally = self._inference_tally(model, moments) if inference else None
+        counts = DriftCounts(edge_sample.edges(), d + 2)
+        for block in view.rows():
+            self._interrupt()
+            if validation is not None and draw is not None:
+                held_out = block[:, -1] < 0
+                if held_out.any():
+                    X, y = view.xy(block[held_out])
+                    validation.update(X, y)
+                    draw.update(X, y)
+                    block = block[~held_out]
+                if block.shape[0] == 0:
+                    continue
+            X, y = view.xy(block)
+            training.update(X, y)
+            if statistics_tally is not None:
+                statistics_tally.update(X, y)
+            counts.update(block)
+        return (
+            training.result(),
+            None if validation is None else validation.result(),
+            None if statistics_tally is None else statistics_tally.result(),
+            counts,
+            None if draw is None else draw.result(),
+        )
+
+    def _inference_tally(self, model: LinearModel, moments: Moments):
+        """The tally of the covariances and fit statistics for tests and intervals; None for fits they do not describe.
+
+        Only unpenalized linear and binary logistic fits get them (``statistics``).
         """
         spec = self.spec
         binary = model.classes_ is None or len(model.classes_) == 2
         if spec.kind == "ridge" or spec.penalised or not binary:
             return None
-
-        def blocks():
-            for X, y in SpoolView(spool, groups, 0.0, 1.0, 0, label_map).raw_blocks():
-                self._interrupt()
-                yield X, y
-
         if spec.kind == "linear":
-            return statistics.linear_inference(model, moments, blocks(), fit_intercept=spec.fit_intercept)
-        return statistics.logistic_inference(model, blocks(), fit_intercept=spec.fit_intercept)
+            return statistics.LinearInferenceTally(model, moments, fit_intercept=spec.fit_intercept)
+        return statistics.LogisticInferenceTally(model, fit_intercept=spec.fit_intercept)
 
     def _moments_of(self, spool: SpoolFile, groups: list[int]) -> Moments:
         """The moments of the spooled rows of ``groups``, as the stream's moments are kept."""
@@ -387,23 +437,11 @@ class Trainer:
     def _evaluate(self, model: LinearModel, spool, groups, label_map) -> dict:
         """Metrics of ``model`` on the spooled rows of ``groups`` (-1 = validation)."""
         view = SpoolView(spool, groups, 0.0, 1.0, 0, label_map, n_outputs=model.coef_.shape[0])
-        tally: ClassificationTally | RegressionTally
-        if model.classes_ is not None:  # a classifier
-            tally = ClassificationTally(model.classes_)
-            for X, y in view.raw_blocks():
-                self._interrupt()
-                tally.update(y, model._predict_log_proba(X))
-        else:
-            tally = RegressionTally()
-            for X, y in view.raw_blocks():
-                self._interrupt()
-                tally.update(y, model.predict(X))
-        return tally.result()
-
-    def _validation_sample(self, spool: SpoolFile, d: int, label_map) -> tuple[np.ndarray, np.ndarray]:
-        """The bounded seeded sample of the validation rows (see ``validation_sample``)."""
-        view = SpoolView(spool, [-1], 0.0, 1.0, 0, label_map)
-        return draw_sample(view, self._n - self._n_train, d, self.spec.seed, self._interrupt)
+        metrics = _Metrics(model)
+        for X, y in view.raw_blocks():
+            self._interrupt()
+            metrics.update(X, y)
+        return metrics.result()
 
     def _cross_validate(self, spool, classes, label_map) -> dict:
         """k-fold scores, folds fitted in parallel threads (NumPy releases the GIL).
@@ -442,6 +480,23 @@ class Trainer:
             }
             for j, name in enumerate(names)
         ]
+
+
+class _Metrics:
+    """A model's metrics on rows fed block by block: ``update(X, y)``, then ``result()``."""
+
+    def __init__(self, model: LinearModel) -> None:
+        self._model = model
+        self._tally = RegressionTally() if model.classes_ is None else ClassificationTally(model.classes_)
+
+    def update(self, X: np.ndarray, y: np.ndarray) -> None:
+        if isinstance(self._tally, ClassificationTally):
+            self._tally.update(y, self._model._predict_log_proba(X))
+        else:
+            self._tally.update(y, self._model.predict(X))
+
+    def result(self) -> dict:
+        return self._tally.result()
 
 
 def _json_ready(value):

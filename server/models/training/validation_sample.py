@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from regserve.server.models.interrupt import Interrupt, uninterrupted
-from regserve.server.models.training.spool import SpoolView
-
-__all__ = ["SAMPLE_ROWS", "SAMPLE_VALUES", "draw_sample", "sample_size"]
+__all__ = ["SAMPLE_ROWS", "SAMPLE_VALUES", "SampleDraw", "sample_size"]
 
 SAMPLE_ROWS = 2000
 """The most validation rows stored with a version."""
@@ -27,29 +24,31 @@ def sample_size(n_validation: int, n_features: int) -> int:
     return max(0, min(n_validation, SAMPLE_ROWS, SAMPLE_VALUES // max(1, n_features)))
 
 
-def draw_sample(
-    view: SpoolView, n_validation: int, n_features: int, seed: int, interrupt: Interrupt = uninterrupted
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(X, y)`` of the sampled validation rows of ``view``, in spool order.
+class SampleDraw:
+    """The sampled validation rows, picked from the validation rows fed to ``update`` in spool order.
 
-    ``view`` yields the validation rows (``raw_blocks``), ``n_validation`` of them; ``y``
-    is the target, or for a classifier the class index.  Shapes (k, n_features) and (k,).
+    ``n_validation`` rows will be fed in all; ``result()`` gives ``(X, y)`` of the
+    sampled ones, in spool order, shapes (k, n_features) and (k,), ``y`` the target or,
+    for a classifier, the class index.
     """
-    k = sample_size(n_validation, n_features)
-    X, y = np.empty((k, n_features)), np.empty(k)
-    if k == 0:
-        return X, y
-    # A generator of its own from the seed, apart from the split's and the folds' SplitMix64 draws (``sampling``).
-    picks = np.sort(np.random.default_rng([seed, 2]).choice(n_validation, size=k, replace=False))
-    offset = taken = 0
-    for block_X, block_y in view.raw_blocks():
-        interrupt()
-        stop = offset + block_X.shape[0]
-        chosen = picks[taken : np.searchsorted(picks, stop)] - offset
-        X[taken : taken + chosen.size] = block_X[chosen]
-        y[taken : taken + chosen.size] = block_y[chosen]
-        taken += chosen.size
-        offset = stop
-        if taken == k:
-            break
-    return X, y
+
+    def __init__(self, n_validation: int, n_features: int, seed: int) -> None:
+        k = sample_size(n_validation, n_features)
+        self._X, self._y = np.empty((k, n_features)), np.empty(k)
+        # A generator of its own from the seed, apart from the split's and the folds' SplitMix64 draws (``sampling``).
+        picks = np.random.default_rng([seed, 2]).choice(n_validation, size=k, replace=False) if k else np.empty(0)
+        self._picks = np.sort(picks).astype(np.int64)
+        self._offset = self._taken = 0
+
+    def update(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Feed the next validation rows ``X`` (m, n_features) and ``y`` (m,)."""
+        stop = self._offset + X.shape[0]
+        taken = self._taken
+        chosen = self._picks[taken : np.searchsorted(self._picks, stop)] - self._offset
+        self._X[taken : taken + chosen.size] = X[chosen]
+        self._y[taken : taken + chosen.size] = y[chosen]
+        self._taken += chosen.size
+        self._offset = stop
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._X, self._y

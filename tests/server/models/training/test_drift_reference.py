@@ -1,4 +1,7 @@
-"""The drift reference a training run stores: deciles of the training rows, their moments, predicted classes."""
+"""The drift reference a training run stores: deciles of the training rows, their moments, predicted classes.
+
+The edges come from the bottom-k sample of the training rows drawn during intake (``EdgeSample``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,20 @@ import pytest
 from regserve.server.models.drift import BINS
 from regserve.server.models.training import TrainSpec
 from regserve.server.models.training import drift_reference as drift_module
-from tests.server.models.training.helpers import train
+from regserve.server.models.training.drift_reference import EdgeSample
+from regserve.server.models.training.sampling import DRIFT_EDGE_STREAM, RowGroups, row_keys
+from tests.server.models.training.helpers import train, uneven_splits
+
+
+def _bottom_k_rows(X, training, seed, k):
+    """The training rows of ``X`` with the k smallest draws of (seed, global row index), by brute force."""
+    keys = row_keys(seed, DRIFT_EDGE_STREAM, 0, len(X))
+    index = np.flatnonzero(training)
+    return X[index[np.argsort(keys[index])[:k]]]
+
+
+def _deciles(rows):
+    return np.quantile(rows, np.arange(1, BINS) / BINS, axis=0).T
 
 
 def test_linear_reference_holds_training_deciles_mean_and_std():
@@ -47,7 +63,8 @@ def test_edges_come_from_a_bounded_sample_and_proportions_from_every_row(monkeyp
     y = X.sum(axis=1)
     reference = train(TrainSpec(kind="linear", validation_fraction=0.0, seed=5), X, y).drift_reference
     assert reference is not None
-    # A sample of 500 puts the deciles within a few hundredths of the true ones.
+    # The edges are the deciles of the 500 rows with the smallest draws: within a few hundredths of the true ones.
+    np.testing.assert_allclose(reference.edges, _deciles(_bottom_k_rows(X, np.ones(len(X), bool), 5, 500)), rtol=1e-15)
     np.testing.assert_allclose(reference.edges, np.tile(np.arange(1, BINS) / BINS, (2, 1)), atol=0.05)
     expected = np.stack(
         [np.bincount(np.searchsorted(reference.edges[j], X[:, j], side="right"), minlength=BINS) for j in range(2)]
@@ -77,3 +94,42 @@ def test_classifier_reference_holds_the_classes_the_model_predicts():
     predicted = result.model.predict_proba(X).argmax(axis=1)
     np.testing.assert_allclose(reference.class_proportions, np.bincount(predicted, minlength=2) / len(X))
     assert reference.class_proportions.sum() == pytest.approx(1.0)
+
+
+def test_the_edge_sample_is_the_training_rows_with_the_smallest_draws_however_chunked(monkeypatch):
+    monkeypatch.setattr(drift_module, "EDGE_SAMPLE_ROWS", 300)
+    rng = np.random.default_rng(16)
+    X = rng.normal(size=(5_000, 3))
+    training = RowGroups(4, 0.25, 1).take(0, len(X))[0] >= 0
+    expected = _bottom_k_rows(X, training, 4, 300)
+    for chunks in ([], [2_500], uneven_splits(len(X), 97, seed=3)):
+        sample = EdgeSample(4, 3)
+        for first, piece in zip([0, *chunks], np.split(np.arange(len(X)), chunks), strict=True):
+            sample.add(first, X[piece], training[piece])
+        assert sample.size == 300
+        kept = sample.rows
+        np.testing.assert_array_equal(kept[np.lexsort(kept.T)], expected[np.lexsort(expected.T)])
+
+
+def test_with_a_split_the_edges_come_from_training_rows_only(monkeypatch):
+    monkeypatch.setattr(drift_module, "EDGE_SAMPLE_ROWS", 400)
+    rng = np.random.default_rng(17)
+    X = rng.normal(size=(4_000, 2))
+    # Held-out rows far from the training rows would move any decile they got into.
+    held_out = RowGroups(8, 0.5, 1).take(0, len(X))[0] < 0
+    X[held_out] += 1_000.0
+    result = train(TrainSpec(kind="linear", validation_fraction=0.5, seed=8), X, X.sum(axis=1), chunks=[999, 3_001])
+    reference = result.drift_reference
+    assert reference is not None
+    np.testing.assert_allclose(reference.edges, _deciles(_bottom_k_rows(X, ~held_out, 8, 400)), rtol=1e-15)
+    assert reference.edges.max() < 10
+
+
+def test_the_edge_sample_holds_at_most_its_share_of_values(monkeypatch):
+    monkeypatch.setattr(drift_module, "EDGE_SAMPLE_VALUES", 1_000)
+    sample = EdgeSample(0, 40)
+    assert sample.capacity == 25
+    rng = np.random.default_rng(18)
+    for first in range(0, 2_000, 500):
+        sample.add(first, rng.normal(size=(500, 40)))
+    assert sample.size == 25 and sample.edges().shape == (40, BINS - 1)
