@@ -125,10 +125,6 @@ def unavailable_note(kind: str, alpha: float, n_classes: int) -> str:
     return ""
 
 
-def _design(X: np.ndarray, has_intercept: bool) -> np.ndarray:
-    return np.column_stack([np.ones(X.shape[0]), X]) if has_intercept else X
-
-
 def linear_inference(
     model, moments, blocks: Iterable[tuple[np.ndarray, np.ndarray]], *, fit_intercept: bool
 ) -> Inference | None:
@@ -175,21 +171,32 @@ class LinearInferenceTally:
             return
         self.applies = True
         self.unscaled = (unscaled + unscaled.T) / 2
-        self._beta = np.concatenate([[model._bias[0]], model._weights[:, 0]]) if k else model._weights[:, 0].copy()
+        self._weights, self._bias = model._weights[:, 0], float(model._bias[0]) if k else 0.0
+        # U = F·diag(sign)·Fᵀ with F = Q·√|λ| from U's eigenvectors: any symmetric U factors so, and the
+        # rows aᵢ of the design [1, x] map to rows wᵢ = aᵢF, so hᵢ = aᵢUaᵢᵀ = Σⱼ signⱼ·wᵢⱼ² and the HC3
+        # meat U(Σ vᵢaᵢaᵢᵀ)U = F·S·(Σ vᵢwᵢwᵢᵀ)·S·Fᵀ: both from one product XF, with no design matrix.
+        eigenvalues, vectors = np.linalg.eigh(self.unscaled)
+        self._factor = vectors * np.sqrt(np.abs(eigenvalues))
+        self._sign = np.where(eigenvalues < 0, -1.0, 1.0)
         self._meat = np.zeros_like(self.unscaled)
 
     def update(self, X: np.ndarray, y: np.ndarray) -> None:
         """Fold in training rows ``X`` (m, d) with targets ``y`` (m,)."""
         if not self.applies:
             return
-        design = _design(X, bool(self._k))
-        residual = y - design @ self._beta
-        # hᵢ = aᵢUaᵢᵀ after one matrix product AU, and the meat Σ wᵢaᵢaᵢᵀ as SᵀS with S = A·√w, one BLAS
-        # syrk: the three-operand einsum and the general product (A·w)ᵀA took seconds per million rows.
-        leverage = np.einsum("ij,ij->i", design @ self.unscaled, design)
+        k, factor = self._k, self._factor
+        residual = y - (X @ self._weights + self._bias)
+        W = X @ factor[k:]
+        if k:
+            W += factor[0]  # the intercept's column of ones
+        if (self._sign > 0).all():
+            leverage = np.einsum("ij,ij->i", W, W)
+        else:
+            leverage = np.einsum("ij,ij->i", W * self._sign, W)
         self.ssr += float(residual @ residual)
-        root = design * np.abs(residual / (1.0 - leverage))[:, None]
-        self._meat += root.T @ root
+        # Σ vᵢwᵢwᵢᵀ as SᵀS with S = W·√v, scaled in place: one BLAS syrk, several times faster than (W·v)ᵀW.
+        W *= np.abs(residual / (1.0 - leverage))[:, None]
+        self._meat += W.T @ W
 
     def result(self) -> Inference | None:
         """The inference of the rows folded in; None when it does not apply."""
@@ -222,7 +229,8 @@ class LinearInferenceTally:
                 math.sqrt(eigenvalues.max() / eigenvalues.min()) if eigenvalues.min() > 0 else math.inf
             ),
         }
-        robust = unscaled @ self._meat @ unscaled
+        outer = self._factor * self._sign
+        robust = outer @ self._meat @ outer.T
         return Inference("linear", unscaled, (robust + robust.T) / 2, values)
 
 
@@ -251,10 +259,15 @@ class LogisticInferenceTally:
 
     def update(self, X: np.ndarray, y: np.ndarray) -> None:
         """Fold in training rows ``X`` (m, d) with class indices ``y`` (m,) in {0, 1}."""
-        design = _design(X, bool(self._k))
-        eta = design @ self._beta
+        k, beta = self._k, self._beta
+        eta = X @ beta[k:] + (beta[0] if k else 0.0)
         p = 0.5 * (1.0 + np.tanh(eta / 2))  # the logistic function without overflow warnings
-        root = design * np.sqrt(p * (1.0 - p))[:, None]
+        # The rows of the design [1, x] scaled by √(p(1-p)), written once rather than built and then scaled.
+        weight = np.sqrt(p * (1.0 - p))
+        root = np.empty((X.shape[0], X.shape[1] + k))
+        if k:
+            root[:, 0] = weight
+        np.multiply(X, weight[:, None], out=root[:, k:])
         self._hessian += root.T @ root  # one BLAS syrk, several times faster than (A·w)ᵀA
         # log p = -log(1 + e^-η), log(1 - p) = -log(1 + e^η): exact for large |η|.
         self.llf -= float(y @ np.logaddexp(0.0, -eta) + (1.0 - y) @ np.logaddexp(0.0, eta))
