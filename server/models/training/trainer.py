@@ -33,6 +33,7 @@ rounding in the moment merges) and the same metadata, duration aside.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import logging
@@ -122,6 +123,10 @@ class Trainer:
         fd, spool_path = tempfile.mkstemp(prefix="regserve-spool-", suffix=".f64", dir=directory)
         self._spool_path: str | None = spool_path
         self._spool: BinaryIO | None = os.fdopen(fd, "wb")
+        # A chunk's fingerprint and spool write run in this thread while the next chunk is received,
+        # checked and added to the moments: hashlib and file writes release the GIL for large buffers.
+        self._store_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-spool")
+        self._stored: concurrent.futures.Future | None = None
         self._finished = False
 
     @property
@@ -142,6 +147,10 @@ class Trainer:
 
     def close(self) -> None:
         """Remove the spool file; safe to call more than once."""
+        if self._stored is not None:
+            concurrent.futures.wait([self._stored])  # its error, if any, no longer matters to a closed run
+            self._stored = None
+        self._store_thread.shutdown()
         if self._spool is not None:
             self._spool.close()
             self._spool = None
@@ -164,6 +173,7 @@ class Trainer:
         self._interrupt()
         if self._finished or self._spool is None:
             raise FailedPrecondition("This trainer has finished or been closed.", reason="TRAINER_CLOSED")
+        self._settle()
         X, y = np.asarray(X), np.asarray(y)
         if X.ndim == 2 and X.shape[0] == 0 and y.size == 0:
             return
@@ -184,7 +194,7 @@ class Trainer:
         # One [x, y, group] array feeds the fingerprint, the moments and the spool, so each row is copied once.
         rows = np.empty((n, d + 2), dtype="<f8")
         rows[:, :d], rows[:, d], rows[:, d + 1] = X, targets, group
-        self._fingerprint(rows, labels)
+        self._stored = self._store_thread.submit(self._store, self._spool, rows, labels)
         V = rows[:, : d + (self.spec.kind != "logistic")]
         training = group >= 0
         if n_train == n:
@@ -193,7 +203,6 @@ class Trainer:
             self._moments[0].add(V[training])
             self._moments[1].add(V[~training])
         self._edge_sample.add(self._n, rows[:, :d], None if n_train == n else training)
-        self._spool.write(rows.data)
         self._n += n
         self._n_train += n_train
         self._fold_rows += np.bincount(group[training].astype(np.intp), minlength=self._n_folds)
@@ -205,6 +214,17 @@ class Trainer:
         if self.spec.kind != "logistic":
             return X, checked_targets(y, self._n), None
         return X, None, checked_labels(y, self._n, self._declared)
+
+    def _settle(self) -> None:
+        """Wait for the last chunk's fingerprint and spool write; raise what they raised."""
+        stored, self._stored = self._stored, None
+        if stored is not None:
+            stored.result()
+
+    def _store(self, spool: BinaryIO, rows: np.ndarray, labels: np.ndarray | None) -> None:
+        """Hash spool ``rows`` into the fingerprint and append them to the spool file ``spool``."""
+        self._fingerprint(rows, labels)
+        spool.write(rows.data)
 
     def _fingerprint(self, rows: np.ndarray, labels: np.ndarray | None) -> None:
         """Hash spool ``rows`` [x, y, group] (little-endian float64) in the fingerprint's byte format.
@@ -253,6 +273,7 @@ class Trainer:
 
     def _finish(self, writer: BinaryIO, spool_path: str) -> TrainResult:
         spec = self.spec
+        self._settle()
         d, moments, edge_sample = self._check_sizes()
         classes, label_map = self._classes()
         self._budget.check(self._size())
@@ -380,6 +401,9 @@ class Trainer:
         draw = SampleDraw(n_validation, d, self.spec.seed) if n_validation else None
         statistics_tally = self._inference_tally(model, moments) if inference else None
         counts = DriftCounts(edge_sample.edges(), d + 2)
+        # The bins are counted in the intake's thread, idle by now, while this one scores: NumPy's
+        # comparisons and BLAS release the GIL.  One block at a time, so at most two are alive.
+        counting: concurrent.futures.Future | None = None
         for block in view.rows():
             self._interrupt()
             if validation is not None and draw is not None:
@@ -391,11 +415,15 @@ class Trainer:
                     block = block[~held_out]
                 if block.shape[0] == 0:
                     continue
+            if counting is not None:
+                counting.result()
+            counting = self._store_thread.submit(counts.update, block)
             X, y = view.xy(block)
             training.update(X, y)
             if statistics_tally is not None:
                 statistics_tally.update(X, y)
-            counts.update(block)
+        if counting is not None:
+            counting.result()
         return (
             training.result(),
             None if validation is None else validation.result(),
