@@ -22,7 +22,11 @@ from regserve.server.models.interrupt import Interrupt, uninterrupted
 __all__ = ["ArrayBlocks", "BlockSource", "Objective", "make_objective"]
 
 _STEP_ROWS = 4096
-"""Rows per step of a pass: the design matrix of one step stays in cache for all of its products."""
+"""Rows per step of a pass: the design matrix of one step stays in cache for all of its products.
+
+The step's design is held transposed, one row per parameter, so its standardization
+and the Hessian's weighting run along rows of ``_STEP_ROWS`` values rather than along
+many short rows of one value per parameter: about half the time of a pass."""
 
 
 class BlockSource(Protocol):
@@ -168,24 +172,26 @@ class Objective:
         total, grad = 0.0, np.zeros(self.shape)
         k, q = self.shape
         H: np.ndarray | None = np.zeros((k, q, k, q)) if hessian else None
-        # One design buffer [1, Z] for every step: no array per block, and its products read it from cache.
-        design = np.empty((_STEP_ROWS, q))
+        # One transposed design buffer [1, Z]ᵀ for every step: no array per block, its products read it from cache.
+        design = np.empty((q, _STEP_ROWS))
         first = int(self.fit_intercept)
-        design[:, :first] = 1.0
+        design[:first] = 1.0
+        columns = None if self._standardization is None else [a[:, None] for a in self._standardization]
         for Z, y in self.data.blocks():
             self.interrupt()
             for start in range(0, y.shape[0], _STEP_ROWS):
                 stop = min(start + _STEP_ROWS, y.shape[0])
-                A = design[: stop - start]
-                A[:, first:] = Z[start:stop]
-                if self._standardization is not None:
-                    A[:, first:] -= self._standardization[0]
-                    A[:, first:] /= self._standardization[1]
-                value, residual, P = _block_terms(self.loss, A @ theta.T, y[start:stop])
+                AT = design[:, : stop - start]
+                features = AT[first:]
+                features[...] = Z[start:stop].T
+                if columns is not None:
+                    features -= columns[0]
+                    features /= columns[1]
+                value, residual, P = _block_terms(self.loss, (theta @ AT).T, y[start:stop])
                 total += value
-                grad += residual.T @ A
+                grad += (AT @ residual).T
                 if H is not None:
-                    _add_logistic_hessian(H, A, P, self.interrupt)
+                    _add_logistic_hessian(H, AT, P, self.interrupt)
         n = self.data.n
         pen_value, pen_grad = self.penalty(theta)
         F, G = total / n + pen_value, grad / n + pen_grad
@@ -201,17 +207,17 @@ class Objective:
         return F, G, H
 
 
-def _add_logistic_hessian(H: np.ndarray, A: np.ndarray, P: np.ndarray | None, interrupt: Interrupt) -> None:
-    """Add ``Σ AᵀD_{kl}A`` to H (K, q, K, q), ``D_{kl} = diag(p_k(δ_kl - p_l))``."""
+def _add_logistic_hessian(H: np.ndarray, AT: np.ndarray, P: np.ndarray | None, interrupt: Interrupt) -> None:
+    """Add ``Σ AᵀD_{kl}A`` to H (K, q, K, q), ``D_{kl} = diag(p_k(δ_kl - p_l))``, for the transposed design ``AT``."""
     if P is None:
         raise ValueError("only the logistic loss has a Hessian here")
-    # Each block is ±SᵀS with S = A·√|weight|: one symmetric rank-k update (BLAS syrk), which is
-    # several times faster than the general product (A·weight)ᵀA on blocks of a few thousand rows.
+    # Each block is ±SSᵀ with S = Aᵀ·√|weight|: one symmetric rank-k update (BLAS syrk), which is
+    # several times faster than the general product (Aᵀ·weight)A on blocks of a few thousand rows.
     if P.shape[1] == 1:
         # Binary: Aᵀ diag(p(1 - p)) A.
         p = P[:, 0]
-        S = A * np.sqrt(p * (1 - p))[:, None]
-        H[0, :, 0, :] += S.T @ S
+        S = AT * np.sqrt(p * (1 - p))
+        H[0, :, 0, :] += S @ S.T
         return
     K = P.shape[1]
     for a in range(K):
@@ -219,8 +225,8 @@ def _add_logistic_hessian(H: np.ndarray, A: np.ndarray, P: np.ndarray | None, in
         for b in range(a, K):
             # p_a(1 - p_a) ≥ 0 on the diagonal, -p_a·p_b ≤ 0 off it.
             weight = P[:, a] * (1 - P[:, a]) if a == b else P[:, a] * P[:, b]
-            S = A * np.sqrt(weight)[:, None]
-            block = S.T @ S
+            S = AT * np.sqrt(weight)
+            block = S @ S.T
             if a == b:
                 H[a, :, a, :] += block
             else:
