@@ -34,6 +34,7 @@ rounding in the moment merges) and the same metadata, duration aside.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -152,8 +153,9 @@ class Trainer:
             self._stored = None
         self._store_thread.shutdown()
         if self._spool is not None:
-            self._spool.close()
-            self._spool = None
+            spool, self._spool = self._spool, None
+            with contextlib.suppress(OSError):  # a write still buffered may fail on a full disk; it is removed anyway
+                spool.close()
         if self._spool_path is not None:
             try:
                 os.unlink(self._spool_path)

@@ -1,5 +1,6 @@
 """Trainer end to end: chunking invariance, the fingerprint, the metadata, finish errors and cleanup."""
 
+import errno
 import hashlib
 import json
 
@@ -127,6 +128,27 @@ def test_finish_errors_remove_the_spool(tmp_path):
     assert error.reason == "TOO_FEW_ROWS" and error.violations[0][0] == "spec.validation_fraction"
     error = _finish_error(TrainSpec(cv_folds=5), [(np.ones((4, 2)), np.ones(4))], tmp_path)
     assert error.reason == "TOO_FEW_ROWS" and error.violations[0][0] == "spec.cv_folds"
+
+
+def test_a_full_disk_fails_the_next_call_and_leaves_no_spool(tmp_path, diabetes):
+    X, y = diabetes
+    with Trainer(TrainSpec(), spool_dir=tmp_path) as trainer:
+        # The spool's writes go to /dev/full, as they would on a full disk: they run in the store thread.
+        trainer._spool.close()
+        trainer._spool = open("/dev/full", "wb")  # noqa: SIM115 - the trainer closes it
+        trainer.add_chunk(X, y)
+        with pytest.raises(OSError) as info:
+            trainer.add_chunk(X, y)
+        assert info.value.errno == errno.ENOSPC
+        assert trainer.rows_seen == 442  # the failed call took no rows
+    assert list(tmp_path.iterdir()) == []
+    with Trainer(TrainSpec(), spool_dir=tmp_path) as trainer:
+        trainer._spool.close()
+        trainer._spool = open("/dev/full", "wb")  # noqa: SIM115 - the trainer closes it
+        trainer.add_chunk(X[:1], y[:1])  # a row small enough to sit in the file's buffer until it is flushed
+        with pytest.raises(OSError):
+            trainer.finish()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_finished_trainer_refuses_more_work_and_cleans_up(tmp_path, diabetes):
