@@ -31,3 +31,22 @@ def test_reading_the_spool_in_many_blocks_gives_the_same_model(monkeypatch, kind
     assert abs(many_blocks.metadata["solver_info"]["final_loss"] - best) <= 1e-6 * best
     assert np.all(many_blocks.model.intercept_ == 0.0)
     assert_close_tree(one_block.metadata["validation_metrics"], many_blocks.metadata["validation_metrics"], 1e-4)
+
+
+def test_the_closed_form_finish_reads_the_spool_once(monkeypatch):
+    # Metrics, inference, drift counts and the validation sample all come from one read of each block.
+    monkeypatch.setattr(spool, "_READ_BLOCK", 100)
+    reads = []
+    original = spool.SpoolFile.__getitem__
+
+    def counted(self, rows):
+        reads.append((rows.start, rows.stop))
+        return original(self, rows)
+
+    monkeypatch.setattr(spool.SpoolFile, "__getitem__", counted)
+    rng = np.random.default_rng(13)
+    X = rng.normal(size=(1_000, 3))
+    result = train(TrainSpec(kind="linear", validation_fraction=0.2, seed=2), X, X @ [1.0, 2.0, 3.0] + 1.0)
+    assert result.model.inference is not None and result.drift_reference is not None
+    assert result.validation_sample is not None and result.metadata["validation_metrics"] is not None
+    assert reads == [(start, start + 100) for start in range(0, 1_000, 100)]
