@@ -76,7 +76,8 @@ def predict_calls(access_log: bool) -> Iterator[dict[str, Callable[[], object]]]
         try:
             rng = np.random.default_rng(0)
             X = rng.normal(size=(2_000, 10))
-            with RegressionClient(f"127.0.0.1:{app.port}") as client:
+            # Under valgrind a Train runs dozens of times slower than the client's default deadline allows.
+            with RegressionClient(f"127.0.0.1:{app.port}", timeout=600.0) as client:
                 client.train("bench", X, X @ rng.normal(size=10) + 0.5)
             request = pb.PredictRequest(model="bench", inputs=types_pb2.Matrix(num_columns=10, raw=X[:1].tobytes()))
             context = _Context()
