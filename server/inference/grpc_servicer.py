@@ -355,7 +355,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> None:
         self._store = store
         self._stats = stats
-        self._drift = drift
+        self._drift = drift if drift is not None and drift.window_rows > 0 else None  # off: no hand-over per call
         self._ready = ready
         self._max_rows = max_rows
         self._on_change = on_change
