@@ -16,14 +16,13 @@ file, per task), with the trainer's own functions:
   gradient, Hessian, all divided by the global training-row count) on its partition's
   training rows at the broadcast weights, and the parts are summed here with the
   penalty, which is the same ``Objective`` evaluated over no rows;
-* a scoring pass: workers predict their training and validation rows; this process
-  folds the targets and predictions into the trainer's ``RegressionTally`` or
-  ``ClassificationTally`` partition by partition (one partition's targets and
-  predictions in memory at a time, never the features).
+* a scoring pass: each worker folds its partition's targets and predictions into the
+  trainer's ``RegressionTally`` or ``ClassificationTally``, and this process merges the
+  tallies (a few numbers per partition) in partition order.
 
 Newton's method starts from zero on the cluster: the single-node warm start fits a
 strided sample of the rows first, which here would mean gathering rows off the workers.
-No rows, and no features, ever reach this process.
+No rows, no targets and no features ever reach this process.
 
 The data fingerprint is the SHA-256 of the partitions' own SHA-256 digests (each over
 its rows in the single-node byte format) in partition order, prefixed ``dask:``: a
@@ -356,24 +355,27 @@ def partition_objective(
     return objective.evaluate(theta, hessian)
 
 
-def partition_scores(part: Partition, reading: Reading, model: LinearModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The targets (or class indices) and predictions (or log-probabilities) of a partition's rows, per split."""
+def partition_scores(
+    part: Partition, reading: Reading, model: LinearModel
+) -> dict[str, RegressionTally | ClassificationTally]:
+    """The metric tallies of a partition's training and validation rows: a few numbers, never the rows."""
     groups = RowGroups(reading.seed, reading.validation_fraction, 1)
     positions = None if model.classes_ is None else {label: k for k, label in enumerate(model.classes_)}
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"training": [], "validation": []}
+    tallies = {split: _tally(model) for split in ("training", "validation")}
     for first, X, targets, labels in _chunks(part, reading):
         training = groups.take(first, X.shape[0])[0] >= 0
         y = targets if labels is None else _class_indices(labels, positions)
         scores = model.predict(X) if positions is None else model._predict_log_proba(X)
-        parts["training"].append((y[training], scores[training]))
-        parts["validation"].append((y[~training], scores[~training]))
-    return {
-        split: (
-            np.concatenate([a for a, _ in pieces]) if pieces else np.empty(0),
-            np.concatenate([b for _, b in pieces]) if pieces else np.empty(0),
-        )
-        for split, pieces in parts.items()
-    }
+        tallies["training"].update(y[training], scores[training])
+        tallies["validation"].update(y[~training], scores[~training])
+    return tallies
+
+
+Tally = RegressionTally | ClassificationTally
+
+
+def _tally(model: LinearModel) -> Tally:
+    return RegressionTally() if model.classes_ is None else ClassificationTally(model.classes_)
 
 
 # --------------------------------------------------------------------------- this process
@@ -562,14 +564,12 @@ def _fit_newton(client, parts, reading, spec: TrainSpec, total: Statistics, clas
 
 
 def _scores(client, parts, reading, model: LinearModel, total: Statistics) -> tuple[dict, dict | None]:
-    """Training and validation metrics, folded here partition by partition in partition order."""
-    tallies: dict[str, ClassificationTally | RegressionTally] = {}
-    for split in ("training", "validation"):
-        tallies[split] = RegressionTally() if model.classes_ is None else ClassificationTally(model.classes_)
+    """Training and validation metrics: partitions' tallies, made where their rows are, merged in partition order."""
+    tallies = {split: _tally(model) for split in ("training", "validation")}
     futures = [client.submit(partition_scores, part, reading, model, pure=False) for part in parts]
     for future in futures:
-        for split, (y, scores) in future.result().items():
-            tallies[split].update(y, scores)
+        for split, tally in future.result().items():
+            tallies[split].merge(tally)  # type: ignore[arg-type]
         future.release()
     validation = tallies["validation"].result() if total.rows > total.train_rows else None
     return tallies["training"].result(), validation

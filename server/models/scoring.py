@@ -133,6 +133,18 @@ class RegressionTally:
         self._mean += delta * nb / n
         self.n = n
 
+    def merge(self, other: RegressionTally) -> None:
+        """Add the blocks ``other`` has folded, as if they had been folded here."""
+        if other.n == 0:
+            return
+        n = self.n + other.n
+        delta = other._mean - self._mean
+        self._sse += other._sse
+        self._sae += other._sae
+        self._m2 += other._m2 + delta * delta * self.n * other.n / n
+        self._mean += delta * other.n / n
+        self.n = n
+
     def result(self) -> dict[str, float | None]:
         """``{"mse", "rmse", "mae", "r2"}``; all ``None`` for an empty tally."""
         if self.n == 0:
@@ -169,6 +181,14 @@ class ClassificationTally:
         pred = np.argmax(log_proba, axis=1)
         self._confusion += confusion_matrix(y_true, pred, len(self.labels))
         self.n += y_true.size
+
+    def merge(self, other: ClassificationTally) -> None:
+        """Add the blocks ``other`` (over the same labels) has folded, as if they had been folded here."""
+        if other.labels != self.labels:
+            raise ValueError("tallies over different classes cannot be merged")
+        self._nll += other._nll
+        self._confusion += other._confusion
+        self.n += other.n
 
     def result(self) -> dict[str, object]:
         """``{"accuracy", "log_loss", "per_class", "confusion_matrix"}``."""

@@ -89,3 +89,33 @@ def test_classification_tally_in_blocks_matches_sklearn(classification_data):
 def test_empty_tallies_report_none():
     assert metrics.RegressionTally().result() == {"mse": None, "rmse": None, "mae": None, "r2": None}
     assert metrics.ClassificationTally(["0", "1"]).result()["accuracy"] is None
+
+
+def test_merged_regression_tallies_match_one_tally_over_all_rows(regression_data):
+    y, p = regression_data
+    whole = metrics.RegressionTally()
+    whole.update(y, p)
+    merged = metrics.RegressionTally()
+    for lo, hi in [(0, 0), (0, 40), (40, 41), (41, 300)]:
+        part = metrics.RegressionTally()
+        part.update(y[lo:hi], p[lo:hi])
+        merged.merge(part)
+    assert merged.n == whole.n == 300
+    for name, value in whole.result().items():
+        assert merged.result()[name] == pytest.approx(value, rel=1e-12)
+    np.testing.assert_allclose(merged.result()["r2"], skm.r2_score(y, p), rtol=1e-12)
+
+
+def test_merged_classification_tallies_match_one_tally_over_all_rows(classification_data):
+    y, proba = classification_data
+    whole = metrics.ClassificationTally(["a", "b", "c"])
+    whole.update(y, np.log(proba))
+    merged = metrics.ClassificationTally(["a", "b", "c"])
+    for lo, hi in [(0, 150), (150, 150), (150, 400)]:
+        part = metrics.ClassificationTally(["a", "b", "c"])
+        part.update(y[lo:hi], np.log(proba[lo:hi]))
+        merged.merge(part)
+    assert merged.result()["confusion_matrix"] == whole.result()["confusion_matrix"]
+    assert merged.result()["log_loss"] == pytest.approx(whole.result()["log_loss"], rel=1e-12)
+    with pytest.raises(ValueError, match="different classes"):
+        merged.merge(metrics.ClassificationTally(["a", "b"]))
