@@ -569,7 +569,7 @@ def _scores(client, parts, reading, model: LinearModel, total: Statistics) -> tu
     futures = [client.submit(partition_scores, part, reading, model, pure=False) for part in parts]
     for future in futures:
         for split, tally in future.result().items():
-            tallies[split].merge(tally)  # type: ignore[arg-type]
+            tallies[split].merge(tally)
         future.release()
     validation = tallies["validation"].result() if total.rows > total.train_rows else None
     return tallies["training"].result(), validation
