@@ -12,6 +12,7 @@ features.
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -21,12 +22,18 @@ from regserve.server.models.interrupt import Interrupt, uninterrupted
 
 __all__ = ["ArrayBlocks", "BlockSource", "Objective", "make_objective"]
 
-_STEP_ROWS = 4096
-"""Rows per step of a pass: the design matrix of one step stays in cache for all of its products.
+_SHARED_HESSIAN = 2**17
+"""Most Hessian entries (1 MiB) a pass may hold a second copy of, to share its steps with a helper thread."""
+_HELPER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-pass")
+"""The thread that takes every other step of a pass: NumPy and BLAS release the GIL while they compute."""
+_STEP_VALUES = 2**18
+"""Values (2 MiB) of one step of a pass, up to ``_STEP_ROWS`` rows and down to 1,024: the step's design
+matrix stays in cache for all of its products.
 
 The step's design is held transposed, one row per parameter, so its standardization
-and the Hessian's weighting run along rows of ``_STEP_ROWS`` values rather than along
-many short rows of one value per parameter: about half the time of a pass."""
+and the Hessian's weighting run along rows of a step's length rather than along many
+short rows of one value per parameter."""
+_STEP_ROWS = 8192
 
 
 class BlockSource(Protocol):
@@ -168,30 +175,30 @@ class Objective:
         return (now - then).T @ A / Z.shape[0] + anchor_gradient + self.penalty(theta - anchor)[1]
 
     def evaluate(self, theta: np.ndarray, hessian: bool = False):
-        """One pass: ``(F, gradient (n_outputs, q), Hessian (n_outputs·q,)² or None)``."""
-        total, grad = 0.0, np.zeros(self.shape)
+        """One pass: ``(F, gradient (n_outputs, q), Hessian (n_outputs·q,)² or None)``.
+
+        Each block's steps are dealt alternately to this thread and a helper thread, which
+        sum their own shares; the shares are added in a fixed order, so the result does not
+        depend on how the threads were scheduled.
+        """
         k, q = self.shape
-        H: np.ndarray | None = np.zeros((k, q, k, q)) if hessian else None
-        # One transposed design buffer [1, Z]ᵀ for every step: no array per block, its products read it from cache.
-        design = np.empty((q, _STEP_ROWS))
-        first = int(self.fit_intercept)
-        design[:first] = 1.0
-        columns = None if self._standardization is None else [a[:, None] for a in self._standardization]
+        # A second Hessian is only worth its memory while it is small.
+        lanes = [_Lane(self, theta, hessian) for _ in range(2 if not hessian or (k * q) ** 2 <= _SHARED_HESSIAN else 1)]
         for Z, y in self.data.blocks():
             self.interrupt()
-            for start in range(0, y.shape[0], _STEP_ROWS):
-                stop = min(start + _STEP_ROWS, y.shape[0])
-                AT = design[:, : stop - start]
-                features = AT[first:]
-                features[...] = Z[start:stop].T
-                if columns is not None:
-                    features -= columns[0]
-                    features /= columns[1]
-                value, residual, P = _block_terms(self.loss, (theta @ AT).T, y[start:stop])
-                total += value
-                grad += (AT @ residual).T
-                if H is not None:
-                    _add_logistic_hessian(H, AT, P, self.interrupt)
+            starts = range(0, y.shape[0], lanes[0].step)
+            helper = _HELPER.submit(lanes[1].run, Z, y, starts[1::2]) if len(lanes) > 1 and len(starts) > 1 else None
+            try:
+                lanes[0].run(Z, y, starts if helper is None else starts[0::2])
+            finally:
+                if helper is not None:
+                    helper.result()
+        total, grad, H = lanes[0].total, lanes[0].grad, lanes[0].H
+        for lane in lanes[1:]:
+            total += lane.total
+            grad += lane.grad
+            if H is not None:
+                H += lane.H
         n = self.data.n
         pen_value, pen_grad = self.penalty(theta)
         F, G = total / n + pen_value, grad / n + pen_grad
@@ -205,6 +212,40 @@ class Objective:
                 diagonal = np.arange(q)
                 H.reshape(k, q, k, q)[:, diagonal, :, diagonal] += self.gauge
         return F, G, H
+
+
+class _Lane:
+    """One thread's share of a pass: its own transposed design buffer [1, Z]ᵀ and its own sums."""
+
+    def __init__(self, objective: Objective, theta: np.ndarray, hessian: bool) -> None:
+        k, q = objective.shape
+        self._objective, self._theta = objective, theta
+        self.total, self.grad = 0.0, np.zeros((k, q))
+        self.H: np.ndarray | None = np.zeros((k, q, k, q)) if hessian else None
+        # One buffer for every step: no array per block, and its products read it from cache.
+        self.step = max(1024, min(_STEP_ROWS, _STEP_VALUES // q))
+        self._design = np.empty((q, self.step))
+        self._first = int(objective.fit_intercept)
+        self._design[: self._first] = 1.0
+        standardization = objective._standardization
+        self._columns = None if standardization is None else [a[:, None] for a in standardization]
+
+    def run(self, Z: np.ndarray, y: np.ndarray, starts: range) -> None:
+        """Add the steps of rows ``Z``, ``y`` that begin at ``starts``."""
+        objective, first, columns = self._objective, self._first, self._columns
+        for start in starts:
+            stop = min(start + self.step, y.shape[0])
+            AT = self._design[:, : stop - start]
+            features = AT[first:]
+            features[...] = Z[start:stop].T
+            if columns is not None:
+                features -= columns[0]
+                features /= columns[1]
+            value, residual, P = _block_terms(objective.loss, (self._theta @ AT).T, y[start:stop])
+            self.total += value
+            self.grad += (AT @ residual).T
+            if self.H is not None:
+                _add_logistic_hessian(self.H, AT, P, objective.interrupt)
 
 
 def _add_logistic_hessian(H: np.ndarray, AT: np.ndarray, P: np.ndarray | None, interrupt: Interrupt) -> None:
