@@ -282,6 +282,8 @@ class Trainer:
         writer.close()
         self._spool = None
         spool = SpoolFile(spool_path, (self._n, d + 2))
+        # The drift edges' quantiles are taken in the store thread, idle by now, while the model is fitted.
+        edges = self._store_thread.submit(edge_sample.edges)
         try:
             folds = list(range(self._n_folds))
             model, info = self._fit(spool, folds, moments[0], classes, label_map)
@@ -290,7 +292,7 @@ class Trainer:
             if warnings:
                 info.converged = False  # the tolerance was met only because the weights ran off
             # Separated classes have no finite maximum-likelihood estimate for standard errors to describe.
-            scores = self._score(model, spool, folds, moments[0], edge_sample, label_map, inference=not warnings)
+            scores = self._score(model, spool, folds, moments[0], edges.result(), label_map, inference=not warnings)
             training, validation, model.inference, drift_counts, sample = scores
             if info.final_loss is None and training.get("mse") is not None:
                 # The closed form's objective, ½·MSE + (alpha/n)/2·‖w‖², from the scoring pass.
@@ -383,7 +385,7 @@ class Trainer:
         spool: SpoolFile,
         folds: list[int],
         moments: Moments,
-        edge_sample: EdgeSample,
+        edges: np.ndarray,
         label_map,
         *,
         inference: bool,
@@ -402,7 +404,7 @@ class Trainer:
         validation = _Metrics(model) if n_validation else None
         draw = SampleDraw(n_validation, d, self.spec.seed) if n_validation else None
         statistics_tally = self._inference_tally(model, moments) if inference else None
-        counts = DriftCounts(edge_sample.edges(), d + 2)
+        counts = DriftCounts(edges, d + 2)
         # The bins are counted in the intake's thread, idle by now, while this one scores: NumPy's
         # comparisons and BLAS release the GIL.  One block at a time, so at most two are alive.
         counting: concurrent.futures.Future | None = None
