@@ -23,8 +23,8 @@ from regserve.server.models.interrupt import Interrupt, uninterrupted
 __all__ = ["ArrayBlocks", "BlockSource", "Objective", "make_objective"]
 
 _SHARED_HESSIAN = 2**17
-"""Most Hessian entries (1 MiB) a pass may hold a second copy of, to share its steps with a helper thread."""
-_HELPER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-pass")
+"""Most Hessian entries (1 MiB) a pass may hold a second copy of, to share its steps with a second thread."""
+_SECOND_LANE = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-pass")
 """The thread that takes every other step of a pass: NumPy and BLAS release the GIL while they compute."""
 _STEP_VALUES = 2**18
 """Values (2 MiB) of one step of a pass, up to ``_STEP_ROWS`` rows and down to 1,024: the step's design
@@ -34,6 +34,7 @@ The step's design is held transposed, one row per parameter, so its standardizat
 and the Hessian's weighting run along rows of a step's length rather than along many
 short rows of one value per parameter."""
 _STEP_ROWS = 8192
+"""Most rows of one step of a pass."""
 
 
 class BlockSource(Protocol):
@@ -177,7 +178,7 @@ class Objective:
     def evaluate(self, theta: np.ndarray, hessian: bool = False):
         """One pass: ``(F, gradient (n_outputs, q), Hessian (n_outputs·q,)² or None)``.
 
-        Each block's steps are dealt alternately to this thread and a helper thread, which
+        Each block's steps are dealt alternately to this thread and a second one, which
         sum their own shares; the shares are added in a fixed order, so the result does not
         depend on how the threads were scheduled.
         """
@@ -187,12 +188,13 @@ class Objective:
         for Z, y in self.data.blocks():
             self.interrupt()
             starts = range(0, y.shape[0], lanes[0].step)
-            helper = _HELPER.submit(lanes[1].run, Z, y, starts[1::2]) if len(lanes) > 1 and len(starts) > 1 else None
+            shared = len(lanes) > 1 and len(starts) > 1
+            other = _SECOND_LANE.submit(lanes[1].run, Z, y, starts[1::2]) if shared else None
             try:
-                lanes[0].run(Z, y, starts if helper is None else starts[0::2])
+                lanes[0].run(Z, y, starts[0::2] if shared else starts)
             finally:
-                if helper is not None:
-                    helper.result()
+                if other is not None:
+                    other.result()
         total, grad, H = lanes[0].total, lanes[0].grad, lanes[0].H
         for lane in lanes[1:]:
             total += lane.total
