@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk
+from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse_target_as_feature
 from regserve.server.errors import InvalidInput
 
 __all__ = ["BLOCK_BYTES", "read_csv"]
@@ -128,7 +128,8 @@ def _feature_columns(names: list[str], target: str | None, chosen: Sequence[str]
         )
     if not chosen:
         return [name for name in names if name != target]
-    unknown = [name for name in chosen if name not in names or name == target]
+    refuse_target_as_feature(target, chosen)
+    unknown = [name for name in chosen if name not in names]
     if unknown:
         raise InvalidInput(
             f"{unknown[0]!r} is not a feature column of the CSV; its columns are {', '.join(names)}",

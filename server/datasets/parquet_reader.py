@@ -8,7 +8,8 @@ was measured to hold more of a file the further it read), and a row's global ind
 which sets its validation split and fold, is the same on every read.
 
 Feature columns must hold numbers (integers and decimals are read as float64); a
-classifier's target may be strings or integers.  A null or non-finite value is refused
+classifier's target may be numbers, strings, bools (labels "True" and "False", as
+pandas prints them) or a dictionary of those (pandas' ``category``).  A null or non-finite value is refused
 with its file, its 1-based row number in that file and its column.
 """
 
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk
+from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse_target_as_feature
 from regserve.server.errors import InvalidInput
 
 __all__ = ["is_parquet", "parquet_files", "read_parquet"]
@@ -76,6 +77,7 @@ def read_parquet(
             reason="UNKNOWN_TARGET_COLUMN",
             violations=[("target", f"not a column of the Parquet data: {target}")],
         )
+    refuse_target_as_feature(target, feature_columns)
     features = list(feature_columns) if feature_columns else [name for name in names if name != target]
     columns = features + ([target] if target is not None else [])
     total = 0
@@ -111,15 +113,32 @@ def _check_schema(path: str, schema: pa.Schema, features: list[str], target: str
                 violations=[("feature_columns" if name != target else "target", f"not a column of {path}: {name}")],
             )
         kind = schema.field(name).type
-        numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
-        labels = numeric or pa.types.is_string(kind) or pa.types.is_large_string(kind)
-        if not (labels if name == target and classifier else numeric):
+        if not (_holds_labels(kind) if name == target and classifier else _numeric(kind)):
             raise InvalidInput(
                 f"column {name!r} of {path} holds {kind}, not numbers",
                 reason="NON_NUMERIC_COLUMN",
                 violations=[(name, f"{kind} in {path}")],
                 metadata={"file": path, "column": name, "type": str(kind)},
             )
+
+
+def _numeric(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+
+
+def _holds_labels(kind: pa.DataType) -> bool:
+    """Whether a classifier's labels can be read from a column of ``kind``: numbers, strings, bools, or a
+    dictionary (pandas' ``category``) of them."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return _numeric(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_boolean(kind)
+
+
+def _labels(column: pa.Array) -> np.ndarray:
+    """A label column as str, shape (n,): a dictionary's values, and a bool as "True"/"False" as pandas prints it."""
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    return column.to_numpy(zero_copy_only=False).astype(np.str_)
 
 
 def _arrays(
@@ -147,5 +166,5 @@ def _arrays(
         return X, None
     target = columns[d]
     if labels:
-        return X, target.to_numpy(zero_copy_only=False).astype(np.str_)
+        return X, _labels(target)
     return X, target.to_numpy()

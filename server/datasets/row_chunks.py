@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RowChunk", "Table", "rechunk"]
+from regserve.server.errors import InvalidInput
+
+__all__ = ["RowChunk", "Table", "rechunk", "refuse_target_as_feature"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,16 @@ def rechunk(pieces: Iterable[tuple[np.ndarray, np.ndarray | None]], chunk_rows: 
                 held, count, first = [], 0, first + chunk_rows
     if count:
         yield joined()
+
+
+def refuse_target_as_feature(target: str | None, feature_columns: Sequence[str] | None) -> None:
+    """InvalidInput ``TARGET_AS_FEATURE`` when the chosen feature columns name the target."""
+    if target is not None and feature_columns and target in feature_columns:
+        raise InvalidInput(
+            f"{target!r} is the target, so it cannot also be a feature column; leave it out of the feature columns",
+            reason="TARGET_AS_FEATURE",
+            violations=[("feature_columns", f"names the target column: {target}")],
+        )
 
 
 @dataclass

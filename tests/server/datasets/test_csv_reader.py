@@ -58,6 +58,15 @@ def test_feature_columns_choose_and_order_the_features(tmp_path):
     assert refused.value.reason == "UNKNOWN_FEATURE_COLUMN"
 
 
+def test_the_target_named_as_a_feature_column_is_refused_as_such(tmp_path):
+    path = tmp_path / "houses.csv"
+    path.write_text("bedrooms,sqft,price\n3,120,300\n")
+    with pytest.raises(InvalidInput) as refused:
+        read_csv(path, "price", feature_columns=["sqft", "price"])
+    assert refused.value.reason == "TARGET_AS_FEATURE"
+    assert "'price' is the target, so it cannot also be a feature column" in refused.value.message
+
+
 @pytest.mark.parametrize(
     ("body", "line", "column", "problem"),
     [

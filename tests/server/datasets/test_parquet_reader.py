@@ -73,3 +73,34 @@ def test_classifier_labels_and_missing_inputs(tmp_path):
     with pytest.raises(InvalidInput) as refused:
         read_parquet(str(path), "price")
     assert refused.value.reason == "UNKNOWN_TARGET_COLUMN"
+
+
+def test_categorical_and_bool_labels_are_read_as_pandas_prints_them(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "a": [1.0, 2.0, 3.0, 4.0],
+            "kind": pd.Categorical(["cold", "hot", "cold", "hot"]),
+            "wet": [True, False, False, True],
+        }
+    )
+    path = tmp_path / "labels.parquet"
+    frame.to_parquet(path)
+    assert pa.types.is_dictionary(pq.read_schema(path).field("kind").type)
+    _, kinds, _ = _all(read_parquet(str(path), "kind", classifier=True, feature_columns=["a"]))
+    assert kinds.tolist() == frame["kind"].astype(str).tolist()
+    _, wet, _ = _all(read_parquet(str(path), "wet", classifier=True, feature_columns=["a"]))
+    assert wet.tolist() == frame["wet"].astype(str).tolist() == ["True", "False", "False", "True"]
+    # As features, and as a regression's target, they are still refused.
+    for target, features, classifier in (("a", ["kind"], True), ("a", ["wet"], True), ("wet", ["a"], False)):
+        with pytest.raises(InvalidInput) as refused:
+            read_parquet(str(path), target, classifier=classifier, feature_columns=features)
+        assert refused.value.reason == "NON_NUMERIC_COLUMN"
+
+
+def test_the_target_named_as_a_feature_column_is_refused_as_such(parts):
+    folder, _, _ = parts
+    with pytest.raises(InvalidInput) as refused:
+        read_parquet(str(folder), "y", feature_columns=["a", "y"])
+    assert refused.value.reason == "TARGET_AS_FEATURE"
