@@ -74,6 +74,8 @@ class ModelAdminClient(Connection):
         promotion_gate: bool = False,
         solver_report: types_pb2.SolverReport | None = None,
         feature_statistics: Sequence[Mapping[str, Any]] = (),
+        num_train: int | None = None,
+        num_validation: int | None = None,
     ) -> pb.CreateVersionResponse:
         """Store a new version of ``model`` from fitted parameters; the answer says whether it was promoted.
 
@@ -82,7 +84,8 @@ class ModelAdminClient(Connection):
         standardized features when ``means`` and ``scales`` are given.  ``training`` and
         ``validation`` are scalar metrics by name (the promotion gate compares the validation
         ``mse`` or ``accuracy``); ``source`` and ``data_fingerprint`` are the version's lineage;
-        ``solver_report`` and ``feature_statistics`` (dicts of name, mean, std, min, max) describe the fit.
+        ``solver_report`` and ``feature_statistics`` (dicts of name, mean, std, min, max) describe the fit;
+        ``num_train`` and ``num_validation`` are the rows it was fitted and validated on (None: not recorded).
         Parameters the server refuses raise ``InvalidArgument`` (reason ``INVALID_PARAMETERS``)
         with a field violation for each problem.
         """
@@ -103,6 +106,8 @@ class ModelAdminClient(Connection):
             promotion_gate=promotion_gate,
             solver_report=solver_report,
             feature_statistics=feature_statistics,
+            num_train=num_train,
+            num_validation=num_validation,
         )
         return self._send(self._stub, call)
 

@@ -347,6 +347,8 @@ def create_version(
     promotion_gate: bool = False,
     solver_report: types_pb2.SolverReport | None = None,
     feature_statistics: Sequence[Mapping[str, Any]] = (),
+    num_train: int | None = None,
+    num_validation: int | None = None,
 ) -> Call[admin_pb.CreateVersionResponse]:
     coef = np.asarray(coefficients, dtype=_F8)
     request = admin_pb.CreateVersionRequest(
@@ -359,6 +361,8 @@ def create_version(
         lineage=admin_pb.Lineage(source=source, data_fingerprint=data_fingerprint),
         promote=promote,
         promotion_gate=promotion_gate,
+        num_train=num_train,
+        num_validation=num_validation,
     )
     if means is not None or scales is not None:
         request.standardization.enabled = True

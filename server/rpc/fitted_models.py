@@ -2,10 +2,10 @@
 
 Every check a trained version passes is made here on parameters that arrive ready-made:
 shapes consistent with the kind, the classes and the features, finite values, valid and
-unique names, metrics that are numbers.  Every problem found is collected, so one refusal
-(INVALID_ARGUMENT ``INVALID_PARAMETERS``) names every field at fault; the answers of the
-model on probe rows are then computed, and refused when they are not finite, before
-anything is stored.
+unique names, metrics that are numbers, row counts that fit the metrics.  Every problem
+found is collected, so one refusal (INVALID_ARGUMENT ``INVALID_PARAMETERS``) names every
+field at fault; the answers of the model on probe rows are then computed, and refused
+when they are not finite, before anything is stored.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ from regserve.server.rpc.convert import KIND_NAMES, SOLVER_NAMES, read_matrix
 from regserve.v1 import model_service_pb2 as pb
 from regserve.v1 import types_pb2
 
-__all__ = ["FINGERPRINT_MAX", "METRIC_NAME_MAX", "SOURCE_MAX", "fitted_version"]
+__all__ = ["FINGERPRINT_MAX", "METRIC_NAME_MAX", "ROWS_MAX", "SOURCE_MAX", "fitted_version"]
 
 SOURCE_MAX = REASON_MAX
 """The lineage's description of the source, kept in the version's metadata."""
 FINGERPRINT_MAX = 128
 """The lineage's data fingerprint: room for any hex digest in common use."""
+ROWS_MAX = 2**63 - 1
+"""The most rows a version's counts record: a signed 64-bit integer wherever the metadata is read."""
 METRIC_NAME_MAX = 64
 """A metric's name in a CreateVersion's evaluations."""
 _MAX_METRICS = 64
@@ -218,6 +220,23 @@ def _feature_stats(
     return stats
 
 
+def _row_counts(request: pb.CreateVersionRequest, validation: dict[str, Any] | None, checks: _Checks) -> dict[str, int]:
+    """The metadata's row counts, or none when the request gives none, so they read as not recorded."""
+    if not request.HasField("num_train"):
+        checks.require(not request.HasField("num_validation"), "num_validation", "give num_train with it")
+        return {}
+    n_train, n_validation = request.num_train, request.num_validation
+    # A version's counts read 0 only when unrecorded, so a recorded fit needs a row.
+    checks.require(n_train >= 1, "num_train", "a fit needs at least one training row")
+    checks.require(n_train + n_validation <= ROWS_MAX, "num_train", f"num_train + num_validation is at most {ROWS_MAX}")
+    checks.require(
+        validation is None or n_validation >= 1,
+        "num_validation",
+        "validation metrics were given: give the number of held-out rows they were computed on",
+    )
+    return {"n_samples": n_train + n_validation, "n_train": n_train, "n_validation": n_validation}
+
+
 def fitted_version(request: pb.CreateVersionRequest) -> tuple[LinearModel, dict[str, Any]]:
     """The estimator and the metadata to store for ``request``'s fitted parameters.
 
@@ -253,6 +272,7 @@ def fitted_version(request: pb.CreateVersionRequest) -> tuple[LinearModel, dict[
     validation = _evaluation(request.validation, "validation", reported, checks)
     solver, solver_info = _solver_info(request.solver_report, checks)
     feature_stats = _feature_stats(request.feature_statistics, names, checks)
+    counts = _row_counts(request, validation, checks)
     lineage = request.lineage
     checks.require(len(lineage.source) <= SOURCE_MAX, "lineage.source", f"at most {SOURCE_MAX} characters")
     checks.require(
@@ -282,6 +302,7 @@ def fitted_version(request: pb.CreateVersionRequest) -> tuple[LinearModel, dict[
         "solver_info": solver_info,
         "validation_sample_rows": 0,
         "source": lineage.source,
+        **counts,
     }
     _check_answers(metadata, estimator)
     return estimator, metadata

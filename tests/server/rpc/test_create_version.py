@@ -60,6 +60,21 @@ def test_a_linear_version_is_stored_served_and_described(admin, client):
     assert admin.get_version("house", "v1").source == "imported from house.json"
 
 
+def test_row_counts_are_stored_when_given_and_read_zero_when_not(admin):
+    given = admin.create_version(
+        "house", "linear", [[1.0, 2.0]], [0.0], validation={"mse": 1.0}, num_train=300, num_validation=100
+    ).model_version
+    counts = ("num_samples", "num_train", "num_validation")
+    assert [getattr(given, c) for c in counts] == [400, 300, 100]
+    assert [getattr(admin.get_version("house", "v1"), c) for c in counts] == [400, 300, 100]
+    only_train = admin.create_version("house", "linear", [[1.0, 2.0]], [0.0], num_train=7).model_version
+    assert [getattr(only_train, c) for c in counts] == [7, 7, 0]
+    unknown = admin.create_version("house", "linear", [[1.0, 2.0]], [0.0]).model_version
+    assert [getattr(unknown, c) for c in counts] == [0, 0, 0]
+    listed = {v.version: [getattr(v, c) for c in counts] for v in admin.list_versions("house")}
+    assert listed == {"v1": [400, 300, 100], "v2": [7, 7, 0], "v3": [0, 0, 0]}
+
+
 def test_a_standardized_multinomial_version_answers_its_softmax(admin, client):
     rng = np.random.default_rng(RNG_SEED)
     coef, intercepts = rng.normal(size=(3, 4)), rng.normal(size=3)
@@ -129,6 +144,16 @@ def test_promote_false_and_the_gate_decide_as_for_train(admin):
             {"validation.metrics[mse]"},
         ),
         (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], source="s" * 1025), {"lineage.source"}),
+        (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], num_train=0), {"num_train"}),
+        (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], num_validation=5), {"num_validation"}),
+        (
+            dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], num_train=2**63 - 5, num_validation=5),
+            {"num_train"},
+        ),
+        (
+            dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], validation={"mse": 1.0}, num_train=9),
+            {"num_validation"},
+        ),
     ],
 )
 def test_bad_parameters_are_refused_with_field_violations(admin, arguments, expected):
@@ -182,9 +207,13 @@ def test_rest_creates_a_version_and_refuses_bad_parameters_with_their_fields(app
             "intercepts": [0.25],
             "lineage": {"source": "typed in by hand"},
         }
-        created = http.post("/v1/models/house/versions", json=body)
+        negative = http.post("/v1/models/house/versions", json={**body, "numTrain": -1})
+        assert negative.status_code == 400, negative.text
+        created = http.post("/v1/models/house/versions", json={**body, "numTrain": 80, "numValidation": "20"})
         assert created.status_code == 200, created.text
-        assert created.json()["modelVersion"]["source"] == "typed in by hand" and created.json()["promoted"]
+        version = created.json()["modelVersion"]
+        assert version["source"] == "typed in by hand" and created.json()["promoted"]
+        assert (version["numSamples"], version["numTrain"], version["numValidation"]) == ("100", "80", "20")
     np.testing.assert_allclose(client.predict("house", [[2.0, 1.0]]).values, [1.25], rtol=1e-12)
 
 
