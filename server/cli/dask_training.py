@@ -584,6 +584,7 @@ def cmd_train_dask(args, options: dict) -> int:
     ``options`` are the training flags that were given (``commands._train_options``).
     """
     from regserve.client import ModelAdminClient
+    from regserve.server.cli.commands import connection
     from regserve.server.cli.render import print_json, print_metrics
     from regserve.server.datasets.tables import open_table
 
@@ -607,8 +608,7 @@ def cmd_train_dask(args, options: dict) -> int:
     with cluster_client(args.dask) as client:
         result = train_on_cluster(client, args.file, args.target, spec, chunk_rows=args.chunk_rows)
     model = result.model
-    connection = dict(timeout=args.timeout, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
-    with ModelAdminClient(args.server, token=args.token, **connection) as admin:
+    with ModelAdminClient(args.server, **connection(args)) as admin:
         response = admin.create_version(
             args.model,
             spec.kind,
@@ -626,6 +626,8 @@ def cmd_train_dask(args, options: dict) -> int:
             promotion_gate=args.promotion_gate,
             solver_report=_solver_report(spec, result.solver_info),
             feature_statistics=result.feature_stats,
+            num_train=result.train_rows,
+            num_validation=result.rows - result.train_rows,
         )
     if args.output == "json":
         print_json(response)

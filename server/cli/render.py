@@ -40,8 +40,11 @@ __all__ = [
     "print_table",
     "print_trained",
     "print_versions",
+    "rows_text",
+    "source_text",
     "split_text",
     "state_name",
+    "stored_from_parameters",
     "version_order",
     "write_predictions",
     "write_predictions_json",
@@ -69,7 +72,9 @@ def print_error(error: object) -> None:
 
 def print_client_error(exc) -> None:
     """Print a failed call (a ``regserve.client.RegserveError``): message, status code, reason, bad fields."""
-    print_error(f"{exc.message} [{exc.code.name}{', ' + exc.reason if exc.reason else ''}]")
+    # A status from outside regserve (grpc's own health service, a proxy) may come without a message.
+    message = exc.message or "the server gave no reason"
+    print_error(f"{message} [{exc.code.name}{', ' + exc.reason if exc.reason else ''}]")
     for field, description in exc.field_violations:
         print(f"  {field}: {description}", file=sys.stderr)
 
@@ -210,15 +215,38 @@ def penalty_text(version) -> str:
     return f"L2, alpha = {spec.alpha:g}: ‖y - Xw - b‖² + alpha‖w‖², as scikit-learn's Ridge(alpha={spec.alpha:g})"
 
 
+def stored_from_parameters(version) -> bool:
+    """Whether a ``ModelVersion`` was stored from fitted parameters (CreateVersion), not trained from rows.
+
+    Training records its whole spec; CreateVersion records only the kind, solver and features.
+    """
+    return not version.spec.HasField("validation_fraction")
+
+
+def rows_text(version) -> str:
+    """A ``ModelVersion``'s row counts, or "not recorded" for one stored from fitted parameters without them."""
+    if not version.num_samples:
+        return "not recorded"
+    return f"{version.num_samples} ({version.num_train} train, {version.num_validation} validation)"
+
+
+def source_text(version) -> str:
+    """Where a ``ModelVersion`` came from: its lineage's source, else how it was made."""
+    if version.source:
+        return version.source
+    return "not recorded" if stored_from_parameters(version) else "rows streamed to Train"
+
+
 def print_model_info(version) -> None:
-    """Describe a ``ModelVersion``: kind, state, provenance, features, solver, coefficients and metrics."""
+    """Describe a ``ModelVersion``: kind, state, lineage, features, solver, coefficients and metrics."""
     kind = types_pb2.ModelKind.Name(version.kind).removeprefix("MODEL_KIND_").lower()
     print(f"model       {version.model} {version.version} ({kind}, {state_name(version.serving_state)})")
     print(f"created     {version.create_time.ToJsonString()} by regserve {version.regserve_version}")
+    print(f"source      {source_text(version)}")
     print(f"features    {', '.join(version.feature_names)}")
     if version.classes:
         print(f"classes     {', '.join(version.classes)}")
-    print(f"rows        {version.num_samples} ({version.num_train} train, {version.num_validation} validation)")
+    print(f"rows        {rows_text(version)}")
     print(f"data sha256 {version.data_fingerprint}")
     print(f"solver      {types_pb2.Solver.Name(version.solver_report.solver).removeprefix('SOLVER_').lower()}")
     if version.spec.HasField("alpha") or version.spec.HasField("c"):  # a fitted import states no penalty
@@ -466,9 +494,8 @@ def print_versions(versions) -> None:
             f"{k}={val:.4g}" for k, val in sorted(v.validation.metrics.items()) if k in ("mse", "accuracy")
         )
         created = v.create_time.ToJsonString() if v.create_time.seconds else "-"
-        rows.append(
-            (v.version, state_name(v.serving_state), str(v.num_samples), validation or "-", created, v.checksum[:12])
-        )
+        samples = str(v.num_samples) if v.num_samples else "not recorded"
+        rows.append((v.version, state_name(v.serving_state), samples, validation or "-", created, v.checksum[:12]))
     _print_with_problems(("version", "state", "rows", "validation", "created", "sha256"), rows, versions)
 
 

@@ -67,10 +67,11 @@ def fitted(client, model):
 
 
 def assert_same_run(dask_version, single_version):
-    # CreateVersion stores no row counts: the lineage names them.
     n_train = single_version.num_train
     assert single_version.num_samples == FILES * ROWS_PER_FILE and single_version.num_validation > 0
     assert f"({FILES * ROWS_PER_FILE} rows, {n_train} training)" in dask_version.source
+    counts = ("num_samples", "num_train", "num_validation")
+    assert [getattr(dask_version, c) for c in counts] == [getattr(single_version, c) for c in counts]
     assert dask_version.data_fingerprint.startswith("dask:")
     assert dask_version.validation.metrics.keys() == single_version.validation.metrics.keys()
     for name, value in single_version.validation.metrics.items():

@@ -1,0 +1,64 @@
+"""``regserve info`` and ``regserve versions`` on versions stored from fitted parameters, against a real server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regserve.client import ModelAdminClient
+from regserve.server.cli import main
+
+SEED = 31
+
+
+@pytest.fixture
+def admin(target):
+    with ModelAdminClient(target, timeout=30) as admin:
+        yield admin
+
+
+def lines_of(text: str, label: str) -> list[str]:
+    return [line[len(label) :].strip() for line in text.splitlines() if line.startswith(label)]
+
+
+def versions_table(target, model, capsys) -> dict[str, list[str]]:
+    assert main(["versions", "--server", target, "--model", model]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert header[:3] == ["version", "state", "rows"]
+    rows_at = lines[0].index("rows")
+    validation_at = lines[0].index("validation")
+    return {line.split()[0]: line[rows_at:validation_at].strip() for line in lines[1:]}
+
+
+def test_info_and_versions_say_the_counts_of_an_import_are_not_recorded(target, admin, capsys):
+    admin.create_version("m", "linear", [[1.0, 2.0]], [0.5], source="coefficients from m.json")
+    admin.create_version("m", "linear", [[1.0, 2.5]], [0.5], validation={"mse": 0.3}, num_train=300, num_validation=100)
+    admin.create_version("m", "linear", [[1.0, 3.0]], [0.5], promote=False)
+
+    assert main(["info", "--server", target, "--model", "m", "--version", "v1"]) == 0
+    info = capsys.readouterr().out
+    assert lines_of(info, "rows ") == ["not recorded"]
+    assert lines_of(info, "source ") == ["coefficients from m.json"]
+
+    assert main(["info", "--server", target, "--model", "m", "--version", "v2"]) == 0
+    info = capsys.readouterr().out
+    assert lines_of(info, "rows ") == ["400 (300 train, 100 validation)"]
+    # Stored from parameters without a lineage: nothing is invented.
+    assert lines_of(info, "source ") == ["not recorded"]
+
+    assert versions_table(target, "m", capsys) == {"v1": "not recorded", "v2": "400", "v3": "not recorded"}
+
+
+def test_info_of_a_trained_version_names_its_rows_and_that_they_were_streamed(target, client, admin, capsys):
+    rng = np.random.default_rng(SEED)
+    X = rng.normal(size=(200, 3))
+    y = X @ [1.0, -1.0, 0.5] + rng.normal(scale=0.1, size=200)
+    client.train("t", X, y, validation_fraction=0.25, seed=3)
+    version = admin.get_version("t", "v1")
+    assert main(["info", "--server", target, "--model", "t"]) == 0
+    info = capsys.readouterr().out
+    assert lines_of(info, "source ") == ["rows streamed to Train"]
+    assert lines_of(info, "rows ") == [f"200 ({version.num_train} train, {version.num_validation} validation)"]
+    assert version.num_validation > 0
+    assert versions_table(target, "t", capsys) == {"v1": "200"}
