@@ -15,7 +15,7 @@ import sys
 import numpy as np
 from grpc_health.v1 import health_pb2
 
-from regserve.client import ModelAdminClient, RegressionClient
+from regserve.client import ModelAdminClient, NotFound, RegressionClient
 from regserve.server.cli.render import (
     print_failure,
     print_json,
@@ -27,6 +27,7 @@ from regserve.server.cli.render import (
     write_predictions,
     write_predictions_json,
 )
+from regserve.server.rpc.methods import SERVICE_NAMES
 from regserve.v1 import model_service_pb2, regression_service_pb2
 
 __all__ = [
@@ -43,17 +44,22 @@ __all__ = [
     "cmd_train",
     "cmd_unfreeze",
     "cmd_versions",
+    "connection",
+    "parse_weights",
 ]
 
 
-def _connection(args) -> dict:
-    """The connection options shared by every client command."""
+def connection(args) -> dict:
+    """The keyword arguments of a client's connection, from the flags every client command has."""
+    # The certificate is checked against this name instead of the address called (a loopback one, in a container).
+    name = args.tls_server_name
     return {
         "timeout": args.timeout,
         "tls_ca": args.tls_ca,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "token": args.token,
+        "options": [("grpc.ssl_target_name_override", name)] if name else [],
     }
 
 
@@ -62,11 +68,11 @@ def _json(args) -> bool:
 
 
 def _client(args) -> RegressionClient:
-    return RegressionClient(args.server, **_connection(args))
+    return RegressionClient(args.server, **connection(args))
 
 
 def _admin_client(args) -> ModelAdminClient:
-    return ModelAdminClient(args.server, **_connection(args))
+    return ModelAdminClient(args.server, **connection(args))
 
 
 def _train_options(args) -> dict:
@@ -170,10 +176,22 @@ def cmd_info(args) -> int:
 
 
 def cmd_health(args) -> int:
-    # The certificate is checked against this name instead of the address called (a loopback one, in a container).
-    options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
-    with RegressionClient(args.server, options=options, **_connection(args)) as client:
-        status = client.health(args.service)
+    with _client(args) as client:
+        try:
+            status = client.health(args.service)
+        except NotFound as exc:
+            # The health service says NOT_FOUND for a name it was never told of, with no message of its own.
+            known = ", ".join(SERVICE_NAMES)
+            raise NotFound(
+                exc.code,
+                f"the server reports no health for service {args.service!r}; give one of {known}, "
+                "or no --service for the whole server",
+                exc.reason,
+                exc.metadata,
+                exc.field_violations,
+                exc.retry_after,
+                exc.request_id,
+            ) from None
     if _json(args):
         print_json(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.ServingStatus.Value(status)))
     else:

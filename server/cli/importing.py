@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from regserve.client import ModelAdminClient
+from regserve.server.cli.commands import connection
 from regserve.server.cli.render import print_json, print_metrics
 
 __all__ = ["FORMATS", "JSON_KEYS", "FittedModel", "ImportRefused", "cmd_import", "read_fitted", "trusted_types"]
@@ -287,8 +288,7 @@ def read_fitted(path: str | Path, file_format: str | None = None) -> FittedModel
 def cmd_import(args) -> int:
     fitted = read_fitted(args.file, args.format)
     options = {} if args.promote is None else {"promote": args.promote}
-    connection = dict(timeout=args.timeout, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
-    with ModelAdminClient(args.server, token=args.token, **connection) as admin:
+    with ModelAdminClient(args.server, **connection(args)) as admin:
         response = admin.create_version(
             args.model,
             fitted.kind,

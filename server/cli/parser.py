@@ -156,6 +156,11 @@ def _add_client_command(subcommands, name: str, help_text: str, model: bool = Tr
     sub.add_argument("--tls-cert", help="PEM certificate of this client, for mutual TLS")
     sub.add_argument("--tls-key", help="PEM private key of this client, for mutual TLS")
     sub.add_argument(
+        "--tls-server-name",
+        help="the name to expect on the server's certificate when it does not name the address called "
+        "(health: env REGSERVE_TLS_SERVER_NAME)",
+    )
+    sub.add_argument(
         "-o",
         "--output",
         choices=OUTPUTS,
@@ -244,11 +249,6 @@ def _add_model_commands(client_command) -> None:
         model=False,
     )
     check.add_argument("--service", default="", help="a service name; the whole server when empty")
-    check.add_argument(
-        "--tls-server-name",
-        help="the name to expect on the server's certificate when it does not name the address called "
-        "(env REGSERVE_TLS_SERVER_NAME)",
-    )
     check.set_defaults(func=commands.cmd_health, timeout=3.0, **health_defaults(os.environ))
 
 

@@ -72,7 +72,9 @@ def print_error(error: object) -> None:
 
 def print_client_error(exc) -> None:
     """Print a failed call (a ``regserve.client.RegserveError``): message, status code, reason, bad fields."""
-    print_error(f"{exc.message} [{exc.code.name}{', ' + exc.reason if exc.reason else ''}]")
+    # A status from outside regserve (grpc's own health service, a proxy) may come without a message.
+    message = exc.message or "the server gave no reason"
+    print_error(f"{message} [{exc.code.name}{', ' + exc.reason if exc.reason else ''}]")
     for field, description in exc.field_violations:
         print(f"  {field}: {description}", file=sys.stderr)
 

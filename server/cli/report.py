@@ -27,20 +27,11 @@ from regserve.client import (
 
 # The typed exceptions' constructor for a failed call, so the one raw call here fails as the client's calls do.
 from regserve.client._exceptions import from_rpc_error
+from regserve.server.cli.commands import connection
 from regserve.server.cli.render import print_failure, state_name
 from regserve.v1 import model_service_pb2, model_service_pb2_grpc, types_pb2
 
 __all__ = ["cmd_report"]
-
-
-def _connection(args) -> dict:
-    return {
-        "timeout": args.timeout,
-        "tls_ca": args.tls_ca,
-        "tls_cert": args.tls_cert,
-        "tls_key": args.tls_key,
-        "token": args.token,
-    }
 
 
 def _validation_sample(args, model: str, version: str, n_features: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +41,7 @@ def _validation_sample(args, model: str, version: str, n_features: int) -> tuple
     request = model_service_pb2.GetVersionRequest(
         model=model, version=version, view=model_service_pb2.VERSION_VIEW_VALIDATION_SAMPLE
     )
-    with open_channel(args.server, credentials=credentials) as channel:
+    with open_channel(args.server, credentials=credentials, options=connection(args)["options"]) as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
         try:
             sample = stub.GetVersion(request, timeout=args.timeout, metadata=metadata).validation_sample
@@ -147,9 +138,9 @@ def cmd_report(args) -> int:
         return 1
     notes: list[str] = []
     # Read before the report's own Predict, so the statistics are the traffic the model had.
-    with ModelAdminClient(args.server, **_connection(args)) as admin:
+    with ModelAdminClient(args.server, **connection(args)) as admin:
         serving = _serving_rows(admin, args.model)
-    with RegressionClient(args.server, **_connection(args)) as client:
+    with RegressionClient(args.server, **connection(args)) as client:
         version = client.model_info(args.model, args.version)
         inputs, targets = _validation_sample(args, args.model, version.version, len(version.feature_names))
         predictions = probabilities = None
