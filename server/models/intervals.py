@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from regserve.server.errors import FailedPrecondition, InvalidInput
-from regserve.server.models.statistics import critical_value, unavailable_note
+from regserve.server.models.statistics import critical_value
 
 __all__ = ["Intervals", "check_level", "intervals"]
 
@@ -42,18 +42,16 @@ def check_level(level: float, field: str) -> float:
     return level
 
 
-def intervals(estimator, X: np.ndarray, level: float, *, alpha: float = 0.0) -> Intervals:
+def intervals(estimator, X: np.ndarray, level: float, *, unavailable: str = "") -> Intervals:
     """The intervals at ``level`` of rows ``X`` (already checked and predicted).
 
     Raises FailedPrecondition INTERVALS_UNAVAILABLE when the version carries no inference
-    (ridge, penalized or multinomial logistic, or a version stored without it).
+    (ridge, penalized or multinomial logistic, a fit that did not converge, a version stored
+    without it); ``unavailable`` is why, as the version's statistics note says it.
     """
     inference = getattr(estimator, "inference", None)
     if inference is None:
-        n_classes = len(estimator.classes_ or ())
-        note = unavailable_note(estimator.kind, alpha, n_classes) or (
-            "this version was stored without the covariance that intervals need; retrain it"
-        )
+        note = unavailable or "this version carries no coefficient statistics"
         raise FailedPrecondition(
             f"This version cannot give intervals: {note}.",
             reason="INTERVALS_UNAVAILABLE",

@@ -115,13 +115,14 @@ def unavailable_note(kind: str, alpha: float, n_classes: int) -> str:
             "ridge regression: the L2 penalty biases the estimates, so classical standard errors, "
             "tests and intervals do not apply; train kind linear for them"
         )
+    # Multinomial first: alpha 0 would not help there, so it must not be the advice.
+    if kind == "logistic" and n_classes > 2:
+        return "multinomial logistic regression: standard errors, tests and intervals are given for binary models only"
     if kind == "logistic" and alpha > 0:
         return (
             "penalized logistic regression: the L2 penalty biases the estimates, so standard errors, "
             "tests and intervals do not apply; train with alpha 0 for them"
         )
-    if kind == "logistic" and n_classes > 2:
-        return "multinomial logistic regression: standard errors, tests and intervals are given for binary models only"
     return ""
 
 

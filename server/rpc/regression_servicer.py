@@ -193,7 +193,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                 convert.add_class_fields(response, result, raw, served.classes)
             if request.interval_level:
                 statistics_messages.add_intervals(
-                    response, served.estimator, X, request.interval_level, raw, served.metadata.spec
+                    response, served.estimator, X, request.interval_level, raw, served.metadata
                 )
         except BaseException:
             stats.record(time.perf_counter() - started, 0, failed=True)
@@ -237,7 +237,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                 if result.labels is not None:
                     convert.add_class_fields(response, result, raw, served.classes if index == 0 else ())
                 if level:
-                    statistics_messages.add_intervals(response, served.estimator, X, level, raw, served.metadata.spec)
+                    statistics_messages.add_intervals(response, served.estimator, X, level, raw, served.metadata)
             except BaseException:
                 stats.record(time.perf_counter() - started, 0, failed=True)
                 raise

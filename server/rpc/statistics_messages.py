@@ -13,7 +13,12 @@ from regserve.server.models.statistics import DEFAULT_LEVEL, coefficient_statist
 from regserve.server.rpc import convert
 from regserve.v1 import types_pb2
 
-__all__ = ["add_intervals", "penalised", "statistics_to_proto"]
+__all__ = ["add_intervals", "missing_statistics_note", "penalised", "statistics_to_proto"]
+
+_NO_STATISTICS = (
+    "this version was stored from fitted parameters (CreateVersion, regserve import, regserve train --dask) or by "
+    "a release without statistics, so it carries none; train it on this server's Train for them"
+)
 
 # ModelStatistics field -> the stored value's name (statsmodels' attribute name).
 _MODEL_FIELDS = {
@@ -47,15 +52,7 @@ def statistics_to_proto(estimator, metadata, level: float) -> types_pb2.ModelSta
     level = check_level(level, "confidence_level") if level else DEFAULT_LEVEL
     inference = estimator.inference
     if inference is None:
-        note = unavailable_note(estimator.kind, penalised(metadata.spec), len(estimator.classes_ or ()))
-        if not note and metadata.raw.get("warnings"):
-            note = (
-                "separated classes (see the warnings): the maximum-likelihood estimate does not exist, "
-                "so standard errors, tests and intervals do not apply; train with a penalty instead"
-            )
-        return types_pb2.ModelStatistics(
-            note=note or "this version was stored without the statistics inference needs; retrain it"
-        )
+        return types_pb2.ModelStatistics(note=missing_statistics_note(estimator, metadata))
     names = list(metadata.feature_names)
     if len(names) != estimator.n_features_in_:
         names = [f"x{j}" for j in range(estimator.n_features_in_)]
@@ -85,9 +82,27 @@ def statistics_to_proto(estimator, metadata, level: float) -> types_pb2.ModelSta
     return message
 
 
-def add_intervals(response, estimator, X: np.ndarray, level: float, raw: bool, spec: Mapping[str, Any]) -> None:
-    """Set the interval fields of a Predict or BatchPredict ``response`` for rows ``X`` at ``level``."""
-    bounds = intervals(estimator, X, check_level(level, "interval_level"), alpha=penalised(spec))
+def missing_statistics_note(estimator, metadata) -> str:
+    """Why a version (``estimator`` and its ``metadata``) carries no coefficient statistics."""
+    note = unavailable_note(estimator.kind, penalised(metadata.spec), len(estimator.classes_ or ()))
+    reasons = [str(warning.get("reason", "")) for warning in metadata.raw.get("warnings") or ()]
+    if not note and any(reason.endswith("_SEPARATION") for reason in reasons):
+        note = (
+            "separated classes (see the warnings): the maximum-likelihood estimate does not exist, "
+            "so standard errors, tests and intervals do not apply; train with a penalty instead"
+        )
+    # A version trained here says why it has none; the others were stored from fitted parameters or before statistics.
+    return note or metadata.raw.get("inference_note") or _NO_STATISTICS
+
+
+def add_intervals(response, estimator, X: np.ndarray, level: float, raw: bool, metadata) -> None:
+    """Set the interval fields of a Predict or BatchPredict ``response`` for rows ``X`` at ``level``.
+
+    ``metadata`` is the version's: its note says why a version without statistics cannot give intervals.
+    """
+    level = check_level(level, "interval_level")
+    unavailable = missing_statistics_note(estimator, metadata) if estimator.inference is None else ""
+    bounds = intervals(estimator, X, level, unavailable=unavailable)
     response.mean_lower.CopyFrom(convert.ndarray_to_vector(bounds.mean_lower, raw))
     response.mean_upper.CopyFrom(convert.ndarray_to_vector(bounds.mean_upper, raw))
     if bounds.prediction_lower is not None and bounds.prediction_upper is not None:

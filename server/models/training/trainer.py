@@ -291,7 +291,10 @@ class Trainer:
             warnings = self._separation(model, spool, folds, label_map)
             if warnings:
                 info.converged = False  # the tolerance was met only because the weights ran off
-            # Separated classes have no finite maximum-likelihood estimate for standard errors to describe.
+            else:
+                warnings = self._convergence(info)
+            # Separated classes have no finite maximum-likelihood estimate for standard errors to describe,
+            # and a fit that stopped short is not the estimate they describe.
             scores = self._score(model, spool, folds, moments[0], edges.result(), label_map, inference=not warnings)
             training, validation, model.inference, drift_counts, sample = scores
             if info.final_loss is None and training.get("mse") is not None:
@@ -327,6 +330,7 @@ class Trainer:
             "cv_metrics": cv,
             "solver_info": dataclasses.asdict(info),
             "warnings": warnings,
+            "inference_note": self._inference_note(model, warnings, d),
             "validation_sample_rows": 0 if sample is None else len(sample[1]),
             "duration_seconds": time.perf_counter() - self._started,
         }
@@ -434,6 +438,46 @@ class Trainer:
             None if statistics_tally is None else statistics_tally.result(),
             counts,
             None if draw is None else draw.result(),
+        )
+
+    def _convergence(self, info: solvers.SolverInfo) -> list[dict]:
+        """The warning of an iterative fit that stopped before its tolerance was met, if any."""
+        if info.converged is not False:
+            return []
+        solver = self.spec.resolved_solver
+        return [
+            {
+                "reason": "NOT_CONVERGED",
+                "message": (
+                    f"The {solver} solver stopped after {info.iterations} iterations without meeting its tolerance: "
+                    "the coefficients are not the minimum of the objective. Use the closed form (linear, ridge) or "
+                    "Newton (logistic), standardize the features, or allow more epochs or iterations."
+                ),
+            }
+        ]
+
+    def _inference_note(self, model: LinearModel, warnings: list[dict], d: int) -> str | None:
+        """Why a fit that ``statistics`` would describe carries no inference; None when it carries it or is
+        of a kind the statistics never describe (their own note says why)."""
+        spec = self.spec
+        n_classes = len(model.classes_ or ())
+        if model.inference is not None or statistics.unavailable_note(spec.kind, spec.penalised, n_classes):
+            return None
+        if warnings:
+            return (
+                f"{warnings[0]['reason'].lower().replace('_', ' ')} (see the warnings): the coefficients are not the "
+                "estimate that standard errors, tests and intervals describe"
+            )
+        parameters = d + int(spec.fit_intercept)
+        if self._n_train <= parameters:
+            return (
+                f"{self._n_train} training rows for {parameters} parameters leave no residual degrees of freedom, "
+                "so no standard errors can be estimated"
+            )
+        what = "XᵀX" if spec.kind == "linear" else "the Hessian"
+        return (
+            f"{what} of the training rows is singular (a constant or collinear feature): the coefficients are not "
+            "identified, so no standard errors can be estimated; drop or combine the redundant features"
         )
 
     def _inference_tally(self, model: LinearModel, moments: Moments):

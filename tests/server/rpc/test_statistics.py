@@ -8,7 +8,7 @@ import pytest
 import statsmodels.api as sm
 from sklearn.datasets import load_diabetes
 
-from regserve.client import FailedPrecondition, InvalidArgument
+from regserve.client import FailedPrecondition, InvalidArgument, ModelAdminClient
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import regression_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
@@ -27,6 +27,12 @@ def spector():
     data = sm.datasets.spector.load_pandas()
     X, y = data.exog.to_numpy(dtype=np.float64), data.endog.to_numpy(dtype=np.float64)
     return X, y, sm.Logit(y, sm.add_constant(X)).fit(disp=0)
+
+
+@pytest.fixture
+def admin(target):
+    with ModelAdminClient(target, timeout=30) as admin:
+        yield admin
 
 
 def _columns(statistics):
@@ -180,3 +186,36 @@ def test_levels_outside_zero_and_one_are_refused(client, diabetes):
     with pytest.raises(InvalidArgument) as refused:
         client.model_info("diabetes", confidence_level=-0.5)
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_fit_that_stopped_short_is_warned_about_and_gets_no_statistics(client, diabetes):
+    X, y, _ = diabetes
+    # Three epochs of gradient descent on unscaled features stop far from the least-squares solution.
+    trained = client.train("short", X, y, solver="gd", epochs=3)
+    reasons = [warning.reason for warning in trained.model_version.warnings]
+    assert reasons == ["NOT_CONVERGED"] and not trained.model_version.solver_report.converged
+    statistics = client.model_info("short").statistics
+    assert "not converged" in statistics.note and not statistics.coefficients
+    with pytest.raises(FailedPrecondition) as refused:
+        client.predict("short", X[:2], interval=0.95)
+    assert "not converged" in refused.value.message
+
+
+def test_each_version_without_statistics_says_why(client, admin, diabetes):
+    X, y, _ = diabetes
+    constant = np.column_stack([X, np.ones(len(X))])
+    client.train("collinear", constant, y)
+    assert "singular" in client.model_info("collinear").statistics.note
+    client.train("few", X[:8], y[:8])
+    assert "8 training rows for 11 parameters" in client.model_info("few").statistics.note
+    iris_X = np.random.default_rng(3).normal(size=(90, 2))
+    labels = np.repeat(["a", "b", "c"], 30)
+    client.train("three", iris_X, labels, kind="logistic", alpha=0.0)
+    note = client.model_info("three").statistics.note
+    assert "multinomial" in note and "alpha 0" not in note
+    admin.create_version("fitted", "linear", np.ones((1, 3)), [0.5])
+    note = client.model_info("fitted").statistics.note
+    assert "fitted parameters" in note
+    with pytest.raises(FailedPrecondition) as refused:
+        client.predict("fitted", np.ones((1, 3)), interval=0.9)
+    assert "fitted parameters" in refused.value.message
