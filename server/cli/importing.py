@@ -24,12 +24,18 @@ Two formats, neither of which can run code when read:
 The version's lineage names the file, its SHA-256 and its format, and for skops files
 the scikit-learn release that fitted the model.  The server checks the parameters as it
 checks a trained version's.
+
+The feature names are ``--feature-names`` when given, else the file's; when neither names
+them and the model's serving version has as many features, its names are taken, so
+clients that name features keep working.  Names that differ from the serving version's
+are stored as given, with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,9 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from regserve.client import ModelAdminClient
+from regserve.client import ModelAdminClient, NotFound
 from regserve.server.cli.commands import connection
 from regserve.server.cli.render import print_json, print_metrics
+from regserve.v1 import types_pb2
 
 __all__ = ["FORMATS", "JSON_KEYS", "FittedModel", "ImportRefused", "cmd_import", "read_fitted", "trusted_types"]
 
@@ -285,10 +292,52 @@ def read_fitted(path: str | Path, file_format: str | None = None) -> FittedModel
     return _from_document(document, lineage)
 
 
+def _serving_version(admin: ModelAdminClient, model: str) -> types_pb2.ModelVersion | None:
+    """The serving version of ``model`` as listed, or None for a new model or one with no serving version."""
+    try:
+        versions = admin.list_versions(model)
+    except NotFound:
+        return None
+    return next((v for v in versions if v.serving_state == types_pb2.SERVING_STATE_SERVING), None)
+
+
+def _given_names(fitted: FittedModel, names: list[str] | None) -> list[str]:
+    """Put ``--feature-names`` (None when not given) in place of the file's; the notes to print about it."""
+    if names is None:
+        return []
+    columns = fitted.coefficients.shape[1]
+    if len(names) != columns:
+        raise ImportRefused(f"--feature-names gives {len(names)} names; the model has {columns} features")
+    replaced = fitted.feature_names
+    fitted.feature_names = list(names)
+    if replaced and replaced != fitted.feature_names:
+        return [f"note        --feature-names replaces the file's names ({', '.join(replaced)})"]
+    return []
+
+
+def _settle_names(fitted: FittedModel, serving: types_pb2.ModelVersion | None) -> list[str]:
+    """Name ``fitted``'s features after ``serving`` when nothing names them and the counts agree; the notes to print."""
+    if serving is None or not serving.feature_names:
+        return []
+    theirs, columns = list(serving.feature_names), fitted.coefficients.shape[1]
+    if not fitted.feature_names and len(theirs) == columns:
+        fitted.feature_names = theirs
+        return [f"features    {', '.join(theirs)}: none given, so those of the serving version {serving.version}"]
+    ours = fitted.feature_names or [f"x{j}" for j in range(columns)]
+    if ours == theirs:
+        return []
+    return [
+        f"warning     the features ({', '.join(ours)}) are not those of the serving version {serving.version} "
+        f"({', '.join(theirs)}): clients that name features must name these once this version serves"
+    ]
+
+
 def cmd_import(args) -> int:
     fitted = read_fitted(args.file, args.format)
+    notes = _given_names(fitted, args.feature_names)
     options = {} if args.promote is None else {"promote": args.promote}
     with ModelAdminClient(args.server, **connection(args)) as admin:
+        notes += _settle_names(fitted, _serving_version(admin, args.model))
         response = admin.create_version(
             args.model,
             fitted.kind,
@@ -306,6 +355,9 @@ def cmd_import(args) -> int:
             **options,
         )
     if args.output == "json":
+        # stdout holds only the JSON answer, for scripts to parse.
+        for note in notes:
+            print(note, file=sys.stderr)
         print_json(response)
         return 0
     version = response.model_version
@@ -313,5 +365,7 @@ def cmd_import(args) -> int:
     reason = f" ({response.promotion_reason})" if response.promotion_reason else ""
     print(f"{version.model} {version.version}: {state}{reason}")
     print(f"source      {version.source}")
+    for note in notes:
+        print(note)
     print_metrics(version)
     return 0

@@ -94,6 +94,12 @@ def build_parser(errors_as_json: bool = False) -> argparse.ArgumentParser:
         "--promote", action=argparse.BooleanOptionalAction, default=None, help="serve it at once (default: yes)"
     )
     imported.add_argument("--promotion-gate", action="store_true", help="promote only if it validates no worse")
+    imported.add_argument(
+        "--feature-names",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        help="comma-separated feature names, in column order, in place of the file's (default: the file's; "
+        "when it has none, the serving version's if as many)",
+    )
     imported.set_defaults(func=cmd_import)
     report = client_command("report", "write a self-contained HTML page of a model version's lineage and plots")
     report.add_argument("--version", default="", help="the version to describe; the serving one when omitted")

@@ -18,8 +18,15 @@ from sklearn.preprocessing import StandardScaler
 from regserve.client import ModelAdminClient
 from regserve.server.cli import main
 from regserve.server.cli.importing import ImportRefused, read_fitted, trusted_types
+from regserve.v1 import types_pb2
 
 SEED = 11
+
+
+@pytest.fixture
+def admin(target):
+    with ModelAdminClient(target, timeout=30) as admin:
+        yield admin
 
 
 def import_file(target, path, model, *extra) -> int:
@@ -192,3 +199,71 @@ def test_a_one_vs_rest_classifier_is_refused(tmp_path):
     model.solver = "liblinear"  # as a one-vs-rest model saved by an older scikit-learn reads back
     with pytest.raises(ImportRefused, match="one-vs-rest"):
         read_fitted(dump(model, tmp_path / "ovr.skops"))
+
+
+def named_regression(columns=("age", "bmi", "bp")):
+    X, y = seeded_regression(features=len(columns))
+    return X, y, list(columns)
+
+
+def test_a_file_without_names_takes_those_of_the_serving_version_and_says_so(target, admin, client, tmp_path, capsys):
+    X, y, names = named_regression()
+    admin.create_version("m", "linear", [[1.0, 2.0, 3.0]], [0.0], feature_names=names)
+    unnamed = LinearRegression().fit(X, y)  # fitted on an array: no feature_names_in_
+    assert not hasattr(unnamed, "feature_names_in_")
+    assert import_file(target, dump(unnamed, tmp_path / "m.skops"), "m") == 0
+    out = capsys.readouterr().out
+    assert "features    age, bmi, bp: none given, so those of the serving version v1" in out
+    version = admin.get_version("m", "v2")
+    assert list(version.feature_names) == names and version.serving_state == types_pb2.SERVING_STATE_SERVING
+    # Clients that name the features go on being answered, now by the imported model.
+    answer = client.predict_named("m", [dict(zip(names, row, strict=True)) for row in X[:5]])
+    np.testing.assert_allclose(answer.values, unnamed.predict(X[:5]), rtol=1e-12, atol=0)
+
+
+def test_feature_names_flag_names_the_features_and_must_match_their_count(target, admin, client, tmp_path, capsys):
+    X, y, names = named_regression()
+    path = dump(LinearRegression().fit(X, y), tmp_path / "m.skops")
+    assert import_file(target, path, "m", "--feature-names", "age, bmi ,bp") == 0
+    assert list(admin.get_version("m", "v1").feature_names) == names
+    assert import_file(target, path, "m", "--feature-names", "age,bmi") == 1
+    assert "--feature-names gives 2 names; the model has 3 features" in capsys.readouterr().err
+    assert [v.version for v in admin.list_versions("m")] == ["v1"]
+
+
+def test_names_unlike_the_serving_versions_are_stored_with_a_warning(target, admin, tmp_path, capsys):
+    X, y, names = named_regression()
+    admin.create_version("m", "linear", [[1.0, 2.0, 3.0]], [0.0], feature_names=names)
+    linear = LinearRegression().fit(X, y)
+    document = {"kind": "linear", "coefficients": [linear.coef_.tolist()], "intercepts": [float(linear.intercept_)]}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({**document, "feature_names": ["age", "bmi", "glucose"]}))
+    assert import_file(target, path, "m") == 0
+    out = capsys.readouterr().out
+    assert "m v2: serving" in out
+    assert "warning     the features (age, bmi, glucose) are not those of the serving version v1 (age, bmi, bp)" in out
+    assert list(admin.get_version("m", "v2").feature_names) == ["age", "bmi", "glucose"]
+
+    # The flag replaces the file's names, and says so; with JSON output the notes go to stderr.
+    assert import_file(target, path, "m", "--feature-names", "age,bmi,bp", "--output", "json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["model_version"]["feature_names"] == names
+    assert "note        --feature-names replaces the file's names (age, bmi, glucose)" in captured.err
+    assert "warning" in captured.err  # v2 (glucose) serves now, and these differ from it
+
+
+def test_a_file_without_names_and_another_feature_count_is_stored_as_x0_with_a_warning(target, admin, tmp_path, capsys):
+    admin.create_version("m", "linear", [[1.0, 2.0]], [0.0], feature_names=["age", "bmi"])
+    X, y, _ = named_regression()
+    assert import_file(target, dump(LinearRegression().fit(X, y), tmp_path / "m.skops"), "m", "--no-promote") == 0
+    out = capsys.readouterr().out
+    assert "warning     the features (x0, x1, x2) are not those of the serving version v1 (age, bmi)" in out
+    assert list(admin.get_version("m", "v2").feature_names) == ["x0", "x1", "x2"]
+
+
+def test_a_new_model_without_names_is_named_x0_and_warned_of_nothing(target, admin, tmp_path, capsys):
+    X, y, _ = named_regression()
+    assert import_file(target, dump(LinearRegression().fit(X, y), tmp_path / "m.skops"), "m") == 0
+    out = capsys.readouterr().out
+    assert "warning" not in out and "features " not in out
+    assert list(admin.get_version("m", "v1").feature_names) == ["x0", "x1", "x2"]
