@@ -28,7 +28,7 @@ from regserve.client import (
 # The typed exceptions' constructor for a failed call, so the one raw call here fails as the client's calls do.
 from regserve.client._exceptions import from_rpc_error
 from regserve.server.cli.commands import connection
-from regserve.server.cli.render import print_failure, state_name
+from regserve.server.cli.render import print_failure, state_name, stored_from_parameters
 from regserve.v1 import model_service_pb2, model_service_pb2_grpc, types_pb2
 
 __all__ = ["cmd_report"]
@@ -56,6 +56,13 @@ def _kind(version: types_pb2.ModelVersion) -> str:
     return types_pb2.ModelKind.Name(version.kind).removeprefix("MODEL_KIND_").lower()
 
 
+def _rows(version: types_pb2.ModelVersion) -> str:
+    # Only a version stored from fitted parameters without counts has none: no fit is made on zero rows.
+    if not version.num_samples:
+        return "not recorded"
+    return f"{version.num_samples} ({version.num_train} training, {version.num_validation} validation)"
+
+
 def _lineage(version: types_pb2.ModelVersion, sample_rows: int) -> list[tuple[str, str]]:
     spec, solver = version.spec, version.solver_report
     facts = [
@@ -66,7 +73,7 @@ def _lineage(version: types_pb2.ModelVersion, sample_rows: int) -> list[tuple[st
         ("created", version.create_time.ToJsonString()),
         ("trained by", f"regserve {version.regserve_version}" if version.regserve_version else "-"),
         ("training time", f"{version.training_seconds:.3f} s"),
-        ("rows", f"{version.num_samples} ({version.num_train} training, {version.num_validation} validation)"),
+        ("rows", _rows(version)),
         ("validation sample", f"{sample_rows} rows stored with the version"),
         ("features", f"{len(version.feature_names)}: {', '.join(version.feature_names)}"),
     ]
@@ -170,6 +177,7 @@ def cmd_report(args) -> int:
         probabilities=probabilities,
         serving=serving,
         notes=notes,
+        from_parameters=stored_from_parameters(version),
     )
     Path(args.out).write_text(render_page(data), encoding="utf-8")
     if args.output == "json":

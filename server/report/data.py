@@ -54,6 +54,8 @@ class ReportData:
     serving: Sequence[ServingRow] = ()
     notes: Sequence[str] = field(default_factory=tuple)
     """Sentences shown on the page about what could not be shown, and why."""
+    from_parameters: bool = False
+    """Whether the version was stored from fitted parameters (an import, ``train --dask``), which carry no sample."""
 
     @property
     def is_classifier(self) -> bool:

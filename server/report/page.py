@@ -118,6 +118,14 @@ def _classification(data: ReportData, predictions: np.ndarray, probabilities: np
 
 def _validation(data: ReportData) -> list[str]:
     rows = data.sample_targets.size
+    if rows == 0 and data.from_parameters:
+        return [
+            _note(
+                "No validation sample is stored with this version: it was stored from fitted parameters "
+                "(an import or train --dask), and versions stored so carry no sample. "
+                "Its validation metrics, if any, are those sent with the parameters."
+            )
+        ]
     if rows == 0:
         return [_note("No validation sample is stored with this version (it held out no rows, or predates samples).")]
     if data.predictions is None:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from regserve.client import RegressionClient
+from regserve.client import ModelAdminClient, RegressionClient
 from regserve.server.cli import main
 from regserve.server.report.plots import roc_curve
 from regserve.v1 import model_service_pb2 as pb
@@ -260,3 +260,19 @@ def test_every_image_loads_in_headless_chromium(pages, tmp_path):
         widths = json.loads(found.group(1).replace("&quot;", '"'))
         assert len(widths) == len(Page(text).images) == 6
         assert all(width > 0 for width in widths), widths
+
+
+def test_a_version_stored_from_fitted_parameters_says_why_it_has_no_sample(served, tmp_path):
+    _, target, _ = served
+    with ModelAdminClient(target, timeout=60) as admin:
+        admin.create_version("fitted", "linear", [[1.0, 2.0]], [0.5], source="coefficients from fitted.json")
+        admin.create_version(
+            "fitted", "linear", [[1.0, 2.5]], [0.5], validation={"mse": 0.2}, num_train=90, num_validation=10
+        )
+    text = _report(target, "fitted", tmp_path / "v1.html", "--version", "v1")
+    assert "it was stored from fitted parameters (an import or train --dask)" in text
+    assert "predates samples" not in text
+    assert "<tr><td>rows</td><td>not recorded</td></tr>" in text
+    text = _report(target, "fitted", tmp_path / "v2.html", "--version", "v2")
+    assert "<tr><td>rows</td><td>100 (90 training, 10 validation)</td></tr>" in text
+    assert "it was stored from fitted parameters" in text
