@@ -27,8 +27,9 @@ from regserve.server.cli.render import (
     write_predictions,
     write_predictions_json,
 )
+from regserve.server.errors import InvalidInput
 from regserve.server.rpc.methods import SERVICE_NAMES
-from regserve.v1 import model_service_pb2, regression_service_pb2
+from regserve.v1 import model_service_pb2, regression_service_pb2, types_pb2
 
 __all__ = [
     "cmd_delete",
@@ -155,14 +156,57 @@ def cmd_predict(args) -> int:
             X = np.array([[float(v) for v in args.features.split(",")]])
             write(client.predict(args.model, X, version=args.version))
             return 0
-        table = _open_table(args, args.csv, None)
+        try:
+            from regserve.server.datasets.tables import table_columns
+        except ImportError as exc:
+            print_failure(f"regserve predict reads files with pyarrow: install regserve[files] ({exc})", _json(args))
+            return 1
+        info = client.model_info(args.model, args.version)
+        names = list(info.feature_names)
+        chosen = _columns_read(args.csv, table_columns(args.csv), info)
+        table = _open_table(args, args.csv, None, feature_columns=chosen)
         if table is None:
             return 1
         # Each chunk's answers are printed as they arrive, so a file of any size streams through.
         rows = (chunk.features for chunk in table.chunks)
+        checked = False
         for prediction in client.iter_batch_predict(args.model, rows, version=args.version):
+            if not checked and prediction.version != info.version:
+                # A traffic split may answer with another version than ModelInfo described; its columns must match.
+                other = list(client.model_info(args.model, prediction.version).feature_names)
+                if other != names:
+                    raise InvalidInput(
+                        f"{args.model} {prediction.version} answered, whose features ({', '.join(other)}) are not "
+                        f"those of {info.version} ({', '.join(names)}) the columns were read for; give --version",
+                        reason="VERSION_FEATURES_DIFFER",
+                        violations=[("version", f"name one version: {info.version} or {prediction.version}")],
+                    )
+            checked = True
             write(prediction)
     return 0
+
+
+def _columns_read(path: str, columns: list[str], info: types_pb2.ModelVersion) -> list[str] | None:
+    """The columns of the file at ``path`` to send, in the model's order; None to send every column by position.
+
+    The model's features are read by name when the file has them all (other columns, such as
+    the target, are left out).  A model whose names are x0, x1, ... (it was trained without
+    names) takes the columns by position when the file lacks them; any other model is
+    refused with InvalidInput naming the features the file lacks.
+    """
+    names = list(info.feature_names)
+    missing = [name for name in names if name not in columns]
+    if not missing:
+        return names
+    if names == [f"x{j}" for j in range(len(names))]:
+        return None
+    raise InvalidInput(
+        f"{path} has no column {', '.join(repr(name) for name in missing)} for {info.model} {info.version}, "
+        f"which reads the columns {', '.join(names)} by name; the file's columns are {', '.join(columns)}",
+        reason="MISSING_FEATURE_COLUMNS",
+        violations=[("csv", f"lacks the model's feature {name}") for name in missing],
+        metadata={"missing": ",".join(missing), "columns": ",".join(columns)},
+    )
 
 
 def cmd_info(args) -> int:

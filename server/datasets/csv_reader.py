@@ -28,7 +28,7 @@ import pyarrow.csv as pacsv
 from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse_target_as_feature
 from regserve.server.errors import InvalidInput
 
-__all__ = ["BLOCK_BYTES", "read_csv"]
+__all__ = ["BLOCK_BYTES", "columns", "read_csv"]
 
 BLOCK_BYTES = 1 << 20
 """The bytes of the file parsed at once; pyarrow reads a few dozen blocks ahead, so this bounds memory."""
@@ -107,6 +107,11 @@ def read_csv(
             source.close()
 
     return Table(features, chunks(), os.path.getsize(path), "B", source.tell)
+
+
+def columns(path: str | os.PathLike) -> list[str]:
+    """The column names of the CSV's header line, as ``read_csv`` reads them."""
+    return [name.strip() for name in _header(os.fspath(path))]
 
 
 def _header(path: str) -> list[str]:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse_target_as_feature
 from regserve.server.errors import InvalidInput
 
-__all__ = ["is_parquet", "parquet_files", "read_parquet"]
+__all__ = ["columns", "is_parquet", "parquet_files", "read_parquet"]
 
 _SUFFIXES = (".parquet", ".parq", ".pq")
 
@@ -53,6 +53,11 @@ def parquet_files(source: str) -> list[str]:
             violations=[("file", f"matches no file: {source}")],
         )
     return files
+
+
+def columns(source: str) -> list[str]:
+    """The column names of the first Parquet file of ``source``, whose order ``read_parquet`` follows."""
+    return list(pq.ParquetFile(parquet_files(source)[0]).schema_arrow.names)
 
 
 def read_parquet(

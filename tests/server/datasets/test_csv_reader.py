@@ -117,3 +117,11 @@ def test_an_empty_file_and_a_repeated_column_are_refused(tmp_path):
     with pytest.raises(InvalidInput) as refused:
         read_csv(twice, "y")
     assert refused.value.reason == "DUPLICATE_COLUMN"
+
+
+def test_the_columns_are_the_header_names_without_the_bom_or_spaces(tmp_path):
+    from regserve.server.datasets.tables import table_columns
+
+    path = tmp_path / "spreadsheet.csv"
+    path.write_bytes(b'\xef\xbb\xbf"a", b ,y\r\n1,2,3\r\n')
+    assert table_columns(str(path)) == ["a", "b", "y"]

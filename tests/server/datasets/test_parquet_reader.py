@@ -104,3 +104,10 @@ def test_the_target_named_as_a_feature_column_is_refused_as_such(parts):
     with pytest.raises(InvalidInput) as refused:
         read_parquet(str(folder), "y", feature_columns=["a", "y"])
     assert refused.value.reason == "TARGET_AS_FEATURE"
+
+
+def test_the_columns_are_those_of_the_first_file_in_order(parts):
+    from regserve.server.datasets.tables import table_columns
+
+    folder, _, _ = parts
+    assert table_columns(str(folder)) == table_columns(str(folder / "part-0.parquet")) == ["a", "note", "b", "y"]
