@@ -247,7 +247,7 @@ def print_model_info(version) -> None:
     if version.classes:
         print(f"classes     {', '.join(version.classes)}")
     print(f"rows        {rows_text(version)}")
-    print(f"data sha256 {version.data_fingerprint}")
+    print(f"data sha256 {version.data_fingerprint or 'not recorded'}")
     print(f"solver      {types_pb2.Solver.Name(version.solver_report.solver).removeprefix('SOLVER_').lower()}")
     if version.spec.HasField("alpha") or version.spec.HasField("c"):  # a fitted import states no penalty
         print(f"penalty     {penalty_text(version)}")

@@ -172,7 +172,9 @@ def create_server(settings: Settings, store: ModelStore | None = None, tracing: 
     stats = ServingStats()
     metrics = Metrics(stats)
     drift = DriftMonitor(settings.drift_window, settings.drift_threshold)
-    metrics.registry.register(DriftCollector(drift))
+    if settings.drift_window > 0:
+        # Off, the gauges would only list their HELP and TYPE lines, with no samples.
+        metrics.registry.register(DriftCollector(drift))
     store.listen(drift.forget_deleted)
     store.listen(metrics.record_event)
     # Lets the REST gateway inside this process name the HTTP client of the calls it

@@ -40,6 +40,7 @@ def test_info_and_versions_say_the_counts_of_an_import_are_not_recorded(target, 
     info = capsys.readouterr().out
     assert lines_of(info, "rows ") == ["not recorded"]
     assert lines_of(info, "source ") == ["coefficients from m.json"]
+    assert lines_of(info, "data sha256 ") == ["not recorded"]
 
     assert main(["info", "--server", target, "--model", "m", "--version", "v2"]) == 0
     info = capsys.readouterr().out
