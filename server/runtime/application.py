@@ -46,6 +46,7 @@ from regserve.server.rpc.model_servicer import ModelServicer
 from regserve.server.rpc.reflection import enable_reflection
 from regserve.server.rpc.regression_servicer import RegressionServicer
 from regserve.server.rpc.tls import server_credentials
+from regserve.server.runtime.sockets import METRICS, ListenerError, grpc_bind_failure
 from regserve.v1 import model_service_pb2_grpc, regression_service_pb2_grpc
 
 __all__ = ["Application", "create_server"]
@@ -91,9 +92,12 @@ class Application:
 
     def start(self) -> None:
         if self.metrics is not None and self.metrics_port >= 0:
-            self._metrics_server, self.metrics_port = start_metrics_server(
-                self.metrics, self._metrics_host, self.metrics_port
-            )
+            try:
+                self._metrics_server, self.metrics_port = start_metrics_server(
+                    self.metrics, self._metrics_host, self.metrics_port
+                )
+            except OSError as exc:
+                raise ListenerError(METRICS, self._metrics_host, self.metrics_port, exc.strerror or str(exc)) from None
         self.server.start()
         self.store.start(on_change=self.update_health)
         self.drift.start()
@@ -249,13 +253,19 @@ def create_server(settings: Settings, store: ModelStore | None = None, tracing: 
     open_registration = cast(grpc.Server, guarded)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, open_registration)
     enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), open_registration)
+    credentials = None
     if settings.tls:
         credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-        app.port = server.add_secure_port(settings.address, credentials)
-    else:
-        app.port = server.add_insecure_port(settings.address)
+    try:
+        if credentials is not None:
+            app.port = server.add_secure_port(settings.address, credentials)
+        else:
+            app.port = server.add_insecure_port(settings.address)
+    except RuntimeError:  # grpc's "Failed to bind to address", which gives no reason
+        app.port = 0
     if app.port == 0:
-        raise OSError(f"could not bind {settings.address}")
+        app.release()
+        raise grpc_bind_failure(settings.host, settings.port, reuse_port=settings.reuse_port)
     app.update_health()
     return app
 

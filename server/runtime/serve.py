@@ -1,8 +1,9 @@
 """The serve loop of one server process: ``regserve serve``.
 
-It checks the settings, installs the signal handlers, loads (or trains) the models,
-starts the gRPC server and the embedded REST gateway, and waits for SIGTERM or
-SIGINT.  Then it drains as Kubernetes expects: health turns NOT_SERVING at once
+It checks the settings, installs the signal handlers, binds its ports (a port that
+cannot be bound ends the start before the model directory is touched), loads (or
+trains) the models, starts the gRPC server and the embedded REST gateway, and waits
+for SIGTERM or SIGINT.  Then it drains as Kubernetes expects: health turns NOT_SERVING at once
 while both ports keep accepting and answering calls for ``--drain-seconds``; then
 the listeners close, calls in flight get ``--grace-seconds`` to finish, and the
 process exits 0.  A second signal cancels what is left and exits 1.  With
@@ -27,7 +28,7 @@ from regserve.server.registry.store import ModelStore
 from regserve.server.runtime.application import Application, create_server
 from regserve.server.runtime.cpus import pin_to_cpu, pinned_cpus
 from regserve.server.runtime.signals import StopRequests, exit_with_parent, stop_on_signals
-from regserve.server.runtime.sockets import bind_socket
+from regserve.server.runtime.sockets import ListenerError, hold_ports
 from regserve.server.runtime.workers import serve_workers
 
 if TYPE_CHECKING:
@@ -126,21 +127,32 @@ def serve(settings: Settings) -> int:
         # On a small machine BLAS worker threads compete with the RPC threads for the
         # same cores; one BLAS thread trains faster here and leaves Predict alone.
         threadpool_limits(limits=settings.blas_threads, user_api="blas")
-    store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
-    store.load_all()
-    if settings.demo_models:
-        ensure_demo_models(store, spool_dir=settings.spool_dir)
+    # Bound before the model directory is opened: a port conflict stops here and writes nothing.
+    held, gateway_sock = hold_ports(settings)
+    try:
+        store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
+        store.load_all()
+        if settings.demo_models:
+            ensure_demo_models(store, spool_dir=settings.spool_dir)
+    except BaseException:
+        for sock in [*held, *([gateway_sock] if gateway_sock is not None else [])]:
+            sock.close()
+        raise
+    for sock in held:
+        sock.close()
     if settings.access_log:
         configure_access_log()
     else:
         logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
     app = create_server(settings, store)
-    # Bound before anything starts: a port conflict stops here.
-    gateway_sock = None
-    if settings.gateway_port >= 0:
-        gateway_sock = bind_socket(settings.host, settings.gateway_port, reuse_port=settings.reuse_port)
     gateway = _embedded_gateway(settings, app, gateway_sock) if gateway_sock is not None else None
-    app.start()
+    try:
+        app.start()
+    except ListenerError:
+        app.release()
+        if gateway_sock is not None:
+            gateway_sock.close()
+        raise
     if gateway is not None:
         try:
             gateway.start()

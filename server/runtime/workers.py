@@ -36,7 +36,7 @@ from regserve.server.registry.disk import ModelRegistry
 from regserve.server.registry.store import ModelStore
 from regserve.server.runtime.cpus import pinned_cpus
 from regserve.server.runtime.signals import stop_on_signals
-from regserve.server.runtime.sockets import bind_socket
+from regserve.server.runtime.sockets import GATEWAY, GRPC, METRICS, bind_listener, check_distinct
 
 __all__ = ["serve_workers"]
 
@@ -133,17 +133,42 @@ def _stop_workers(workers: list[_Worker], timeout: float, at_once: threading.Eve
     return code
 
 
-def _reserve(host: str, port: int) -> socket.socket:
-    """Hold ``host:port`` for the workers: bound with SO_REUSEPORT, not listening.
+def _reserve(listener: str, host: str, port: int) -> socket.socket:
+    """Hold ``host:port`` for the workers' ``listener``: bound with SO_REUSEPORT, not listening.
 
     A first bind without SO_REUSEPORT proves the port free: otherwise another server
     that also sets the option could share it, and the kernel would quietly split the
     connections between the two.  Only listening sockets get connections, so the
     parent's never takes any; a port chosen by the kernel (0) is kept this way.
     """
-    with bind_socket(host, port) as probe:
+    with bind_listener(listener, host, port) as probe:
         port = probe.getsockname()[1]
-    return bind_socket(host, port, reuse_port=True)
+    return bind_listener(listener, host, port, reuse_port=True)
+
+
+def _reserve_ports(settings: Settings) -> tuple[list[socket.socket], list[socket.socket]]:
+    """The workers' ports, bound before anything else is done: (gRPC and gateway sockets, metrics sockets).
+
+    The first two are held while the workers run.  The metrics ports (``--metrics-port``
+    plus the worker's index) are bound by the workers themselves, so the parent holds
+    them only while the demo models train and closes them before the workers start.
+    """
+    metrics_ports = []
+    if settings.metrics_port > 0:
+        metrics_ports = [(f"{METRICS} of worker {i}", settings.metrics_port + i) for i in range(settings.workers)]
+    check_distinct(settings.host, [(GRPC, settings.port), (GATEWAY, settings.gateway_port), *metrics_ports])
+    reserved: list[socket.socket] = []
+    metrics: list[socket.socket] = []
+    try:
+        reserved.append(_reserve(GRPC, settings.host, settings.port))
+        if settings.gateway_port >= 0:
+            reserved.append(_reserve(GATEWAY, settings.host, settings.gateway_port))
+        metrics.extend(bind_listener(listener, settings.host, port) for listener, port in metrics_ports)
+    except OSError:
+        for sock in [*reserved, *metrics]:
+            sock.close()
+        raise
+    return reserved, metrics
 
 
 def serve_workers(settings: Settings) -> int:
@@ -152,17 +177,23 @@ def serve_workers(settings: Settings) -> int:
     if settings.pin_cpus:
         pinned_cpus(settings.pin_cpus)  # a bad value stops here, before any worker starts
     requests = stop_on_signals(f"passing it to the {settings.workers} workers, which drain")
-    if settings.demo_models:
-        store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
-        store.load_all()
-        ensure_demo_models(store, spool_dir=settings.spool_dir)
-        del store
-    reserved = [_reserve(settings.host, settings.port)]
+    # Bound before the model directory is opened: a port conflict stops here and writes nothing.
+    reserved, metrics = _reserve_ports(settings)
+    try:
+        if settings.demo_models:
+            store = ModelStore(ModelRegistry(settings.model_dir), poll_interval=settings.poll_interval)
+            store.load_all()
+            ensure_demo_models(store, spool_dir=settings.spool_dir)
+            del store
+    except BaseException:
+        for sock in reserved:
+            sock.close()
+        raise
+    finally:
+        for sock in metrics:
+            sock.close()
     port = reserved[0].getsockname()[1]
-    gateway_port = -1
-    if settings.gateway_port >= 0:
-        reserved.append(_reserve(settings.host, settings.gateway_port))
-        gateway_port = reserved[1].getsockname()[1]
+    gateway_port = reserved[1].getsockname()[1] if settings.gateway_port >= 0 else -1
     workers = [_Worker(i, _worker_settings(settings, i, port, gateway_port)) for i in range(settings.workers)]
     code = 0
     try:
