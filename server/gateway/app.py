@@ -57,7 +57,7 @@ from regserve.server.gateway.local import LocalDispatch
 from regserve.server.gateway.openapi import load_comments, openapi_document
 from regserve.server.gateway.proxy import Upstream, endpoint_for
 from regserve.server.gateway.rules import HttpRoute, contract_services, http_routes
-from regserve.server.gateway.v2 import v2_routes
+from regserve.server.gateway.v2 import v2_http_routes, v2_routes
 from regserve.server.gateway.v2_openapi import add_v2_paths
 from regserve.server.observability.tracing import Tracing, TracingMiddleware
 
@@ -199,9 +199,15 @@ def create_gateway_app(
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(document)
 
+    health = health_routes(probe)
+    v2_count = len(v2_http_routes())
+    # The start-up line counts every route served, not only /v1's, so it agrees with /openapi.json and /docs.
+    served = [f"{len(routes)} /v1", f"{v2_count} /v2", *(route.path for route in health), "/openapi.json", "/docs"]
+    served_count = len(routes) + v2_count + len(health) + 2
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        logger.info("REST gateway to %s: %d routes", target, len(routes))
+        logger.info("REST gateway to %s: %d routes (%s)", target, served_count, ", ".join(served))
         quiet_accept_errors(asyncio.get_running_loop())
         yield
         await upstream.close()
@@ -214,7 +220,7 @@ def create_gateway_app(
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/docs", _docs_page, methods=["GET"]),
             Mount(DOCS_STATIC, app=StaticFiles(directory=str(swagger_ui_path)), name="docs-static"),
-            *health_routes(probe),
+            *health,
             *rule_routes,
             *v2_routes(upstream, local, limits),
         ],
