@@ -29,7 +29,9 @@ __all__ = [
     "delete_version",
     "freeze",
     "get_version",
+    "frame_names",
     "health",
+    "in_model_order",
     "join_values",
     "list_models",
     "list_versions",
@@ -43,6 +45,8 @@ __all__ = [
     "set_split",
     "status",
     "status_response",
+    "same_features",
+    "train_feature_names",
     "train_pairs",
     "train_requests",
     "unfreeze",
@@ -157,10 +161,63 @@ def _prediction(response: pb.PredictResponse) -> Prediction:
 
 
 def predict(model: str, X, version: str, routing_key: str, interval: float = 0.0) -> Call[Prediction]:
-    request = pb.PredictRequest(
-        model=model, version=version, inputs=_raw_matrix(X), routing_key=routing_key, interval_level=interval
-    )
+    """Predict X by position, or a table (a DataFrame) by its column names, which the server matches."""
+    names = frame_names(X)
+    if names is None:
+        request = pb.PredictRequest(
+            model=model, version=version, inputs=_raw_matrix(X), routing_key=routing_key, interval_level=interval
+        )
+    else:
+        request = pb.PredictRequest(
+            model=model,
+            version=version,
+            named_inputs=_named_rows(X, names),
+            routing_key=routing_key,
+            interval_level=interval,
+        )
     return Call("Predict", request, _prediction)
+
+
+def frame_names(X) -> list[str] | None:
+    """The column names of a table (a pandas DataFrame: anything with ``columns``); None for an array."""
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = [str(name) for name in columns]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"the table names column {repeated[0]!r} more than once")
+    return names
+
+
+def train_feature_names(X, feature_names: Sequence[str]) -> Sequence[str]:
+    """The feature names a Train sends: those given, else a table's column names, else none (x0, x1, ...)."""
+    if feature_names or X is None:
+        return feature_names
+    return frame_names(X) or ()
+
+
+def _named_rows(X, names: list[str]) -> list[types_pb2.NamedRow]:
+    values = np.asarray(X, dtype=_F8)
+    return [types_pb2.NamedRow(features=dict(zip(names, row, strict=True))) for row in values.tolist()]
+
+
+def in_model_order(X, names: list[str], described: types_pb2.ModelVersion) -> np.ndarray:
+    """A table's columns as an array in the order of ``described``'s features; ValueError unless they match.
+
+    As with Predict's named rows, every feature must be a column and every column a feature.
+    """
+    features = list(described.feature_names)
+    unknown = [name for name in names if name not in features]
+    missing = [name for name in features if name not in names]
+    if unknown or missing:
+        problems = [f"the model has no feature {', '.join(map(repr, unknown))}"] if unknown else []
+        problems += [f"the table has no column {', '.join(map(repr, missing))}"] if missing else []
+        raise ValueError(
+            f"the table's columns ({', '.join(names)}) are not the features of {described.model} "
+            f"{described.version} ({', '.join(features)}): {'; '.join(problems)}"
+        )
+    return np.asarray(X, dtype=_F8)[:, [names.index(name) for name in features]]
 
 
 def predict_named(model: str, rows: Sequence[Mapping[str, float]], version: str, routing_key: str) -> Call[Prediction]:
@@ -226,6 +283,16 @@ def row_blocks(X, chunk_rows: int) -> Iterator[np.ndarray]:
     """X, of shape (n_rows, n_features), in blocks of at most ``chunk_rows`` rows."""
     X = np.asarray(X, dtype=_F8)
     return (X[start : start + chunk_rows] for start in range(0, X.shape[0], chunk_rows))
+
+
+def same_features(described: types_pb2.ModelVersion, answered: types_pb2.ModelVersion) -> None:
+    """ValueError when the version that answered (under a traffic split) reads other features than ``described``."""
+    if list(answered.feature_names) != list(described.feature_names):
+        raise ValueError(
+            f"{answered.model} {answered.version} answered, whose features ({', '.join(answered.feature_names)}) "
+            f"are not those of {described.version} ({', '.join(described.feature_names)}) the columns were put "
+            "in order for; name a version"
+        )
 
 
 def join_values(parts: Sequence[np.ndarray]) -> np.ndarray:

@@ -40,6 +40,10 @@ class RegressionClient(Connection):
     def predict(self, model: str, X, *, version: str = "", routing_key: str = "", interval: float = 0.0) -> Prediction:
         """Predict for X, of shape (n_rows, n_features) or (n_features,) for one row.
 
+        A table (a pandas DataFrame: anything with ``columns``) is sent by name, its rows
+        as named rows that the server matches to the version's features, whatever the
+        columns' order; every column must be a feature and every feature a column.
+
         With ``interval`` (a level such as 0.95) the answer carries per-row bounds: ``mean_lower``,
         ``mean_upper`` and, for linear regression, ``prediction_lower``, ``prediction_upper``.
         """
@@ -68,9 +72,23 @@ class RegressionClient(Connection):
             requests.raise_error(exc, request_id)
 
     def batch_predict(self, model: str, X, *, chunk_rows: int = 10_000, version: str = "") -> np.ndarray:
-        """Predict for a large X of shape (n_rows, n_features) through BatchPredict; returns shape (n_rows,)."""
-        chunks = _calls.row_blocks(X, chunk_rows)
-        return _calls.join_values([p.values for p in self.iter_batch_predict(model, chunks, version=version)])
+        """Predict for a large X of shape (n_rows, n_features) through BatchPredict; returns shape (n_rows,).
+
+        A table (a pandas DataFrame) is sent in the order of the version's features, which
+        ModelInfo names: its columns must be exactly those features, in any order.
+        """
+        names = _calls.frame_names(X)
+        if names is None:
+            chunks = _calls.row_blocks(X, chunk_rows)
+            return _calls.join_values([p.values for p in self.iter_batch_predict(model, chunks, version=version)])
+        described = self.model_info(model, version)
+        chunks = _calls.row_blocks(_calls.in_model_order(X, names, described), chunk_rows)
+        parts: list[np.ndarray] = []
+        for prediction in self.iter_batch_predict(model, chunks, version=version):
+            if not parts and prediction.version != described.version:
+                _calls.same_features(described, self.model_info(model, prediction.version))
+            parts.append(prediction.values)
+        return _calls.join_values(parts)
 
     def train(
         self,
@@ -90,14 +108,17 @@ class RegressionClient(Connection):
 
         Give either ``X`` (n_rows, n_features) and ``y`` (n_rows,) or ``chunks``,
         an iterable of ``(X_chunk, y_chunk)`` pairs.  String labels in ``y`` are
-        sent as class labels.  ``options`` are TrainSpec fields (alpha, c,
-        standardize, learning_rate, epochs, batch_size, tolerance, max_iterations,
-        validation_fraction, cv_folds, seed, promote, promotion_gate, fit_intercept).
+        sent as class labels.  Without ``feature_names``, a table ``X`` (a pandas
+        DataFrame) names the features by its columns.  ``options`` are TrainSpec
+        fields (alpha, c, standardize, learning_rate, epochs, batch_size, tolerance,
+        max_iterations, validation_fraction, cv_folds, seed, promote, promotion_gate,
+        fit_intercept).
         When ``chunks`` raises, the call is cancelled, nothing is stored, and that
         exception reaches the caller.
         """
         pairs = _calls.train_pairs(X, y, chunks, chunk_rows)
-        spec, chunk = _calls.train_requests(model, kind, solver, feature_names, class_labels, options)
+        names = _calls.train_feature_names(X, feature_names)
+        spec, chunk = _calls.train_requests(model, kind, solver, names, class_labels, options)
         requests = RequestStream(spec, chunk, pairs)
         metadata, request_id = self._call_metadata()
         try:

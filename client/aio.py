@@ -172,6 +172,10 @@ class AsyncRegressionClient(AsyncConnection):
     ) -> Prediction:
         """Predict for X, of shape (n_rows, n_features) or (n_features,) for one row.
 
+        A table (a pandas DataFrame: anything with ``columns``) is sent by name, its rows
+        as named rows that the server matches to the version's features, whatever the
+        columns' order; every column must be a feature and every feature a column.
+
         With ``interval`` (a level such as 0.95) the answer carries per-row bounds: ``mean_lower``,
         ``mean_upper`` and, for linear regression, ``prediction_lower``, ``prediction_upper``.
         """
@@ -215,9 +219,23 @@ class AsyncRegressionClient(AsyncConnection):
             call.cancel()
 
     async def batch_predict(self, model: str, X, *, chunk_rows: int = 10_000, version: str = "") -> np.ndarray:
-        """Predict for a large X of shape (n_rows, n_features) through BatchPredict; returns shape (n_rows,)."""
-        chunks = _calls.row_blocks(X, chunk_rows)
-        return _calls.join_values([p.values async for p in self.iter_batch_predict(model, chunks, version=version)])
+        """Predict for a large X of shape (n_rows, n_features) through BatchPredict; returns shape (n_rows,).
+
+        A table (a pandas DataFrame) is sent in the order of the version's features, as in
+        ``RegressionClient.batch_predict``.
+        """
+        names = _calls.frame_names(X)
+        if names is None:
+            chunks = _calls.row_blocks(X, chunk_rows)
+            return _calls.join_values([p.values async for p in self.iter_batch_predict(model, chunks, version=version)])
+        described = await self.model_info(model, version)
+        chunks = _calls.row_blocks(_calls.in_model_order(X, names, described), chunk_rows)
+        parts: list[np.ndarray] = []
+        async for prediction in self.iter_batch_predict(model, chunks, version=version):
+            if not parts and prediction.version != described.version:
+                _calls.same_features(described, await self.model_info(model, prediction.version))
+            parts.append(prediction.values)
+        return _calls.join_values(parts)
 
     async def train(
         self,
@@ -241,7 +259,8 @@ class AsyncRegressionClient(AsyncConnection):
         nothing is stored, and that exception reaches the caller.
         """
         pairs = _calls.train_pairs(X, y, chunks, chunk_rows)
-        spec, chunk = _calls.train_requests(model, kind, solver, feature_names, class_labels, options)
+        names = _calls.train_feature_names(X, feature_names)
+        spec, chunk = _calls.train_requests(model, kind, solver, names, class_labels, options)
         requests = RequestStream(spec, chunk, pairs)
         metadata, request_id = self._call_metadata()
         deadline = self._deadline()
