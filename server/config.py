@@ -64,7 +64,7 @@ class Settings:
     rate_limit: float = 0.0
     rate_burst: int = 20
     max_predict_rows: int = 1_000_000
-    drift_window: int = 0
+    drift_window: int = 10_000
     drift_threshold: float = 0.2
     max_train_memory_mb: int = 2048
     max_train_gflop: int = 200
@@ -200,9 +200,9 @@ _HELP = {
     "rate_limit": "calls per second allowed to each client (token, else peer address); 0 turns limits off",
     "rate_burst": "calls a client may make at once before the rate limit applies",
     "max_predict_rows": "most rows in one Predict request or BatchPredict message",
-    "drift_window": "rows of each version's sliding drift window (the most recent ones, in ten steps); drift is "
-    "reported once a tenth of it has been predicted; 0 (the default) leaves drift detection off, since every "
-    "predicted row is binned",
+    "drift_window": "rows of each version's sliding drift window (the most recent tallied ones, in ten steps); "
+    "drift is reported once a tenth of it has been tallied; of a version's predicted rows at most 20,000 a second "
+    "are tallied, a uniform sample beyond that; 0 turns drift detection off",
     "drift_threshold": "the population stability index above which a feature is flagged as drifted",
     "max_train_memory_mb": "most memory one Train may need at its peak, in MiB, estimated from the spec, the "
     "features, the classes and the rows as they arrive; a Train that needs more is refused RESOURCE_EXHAUSTED "

@@ -7,6 +7,13 @@ reader before it reads, folds the queue into one ``_Window`` per (model, version
 each block is binned into the version's training quantile bins (``bin_counts``), its
 per-feature sums kept, and for a classifier its predicted classes counted.
 
+Binning costs about what predicting does, so a fold tallies at most
+``sample_rows_per_second`` × ``interval`` rows of a version: when more were answered
+since the last fold, that many are drawn from them uniformly, without replacement (a
+seeded generator of the monitor's own), and the rest are counted as sampled out.  A
+uniform sample leaves the expected bin shares, and so the PSI, what they would be on
+every row; the window then spans the most recent tallied rows.
+
 The window is sliding, over the most recent rows: it keeps ``STEPS`` buckets of
 ``window_rows / STEPS`` rows, the newest one filling, so it covers between
 (STEPS - 1) / STEPS and all of the last ``window_rows`` rows.  Drift is reported once
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +44,15 @@ from regserve.server.models.drift import BINS, DriftReference, bin_counts, psi
 from regserve.server.registry.events import RegistryEvent
 from regserve.server.registry.routes import ServedModel
 
-__all__ = ["DEFAULT_QUEUE_BLOCKS", "STEPS", "DriftCollector", "DriftMonitor", "FeatureDrift", "VersionDrift"]
+__all__ = [
+    "DEFAULT_QUEUE_BLOCKS",
+    "DEFAULT_SAMPLE_ROWS_PER_SECOND",
+    "STEPS",
+    "DriftCollector",
+    "DriftMonitor",
+    "FeatureDrift",
+    "VersionDrift",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +60,8 @@ STEPS = 10
 """Buckets a window slides by."""
 DEFAULT_QUEUE_BLOCKS = 16_384
 """Blocks of rows the queue holds before new ones are dropped."""
+DEFAULT_SAMPLE_ROWS_PER_SECOND = 20_000
+"""Most rows of one version tallied per second; more are sampled uniformly down to it."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +180,8 @@ class DriftMonitor:
         Blocks of rows waiting to be tallied before new ones are dropped.
     interval : float
         Seconds between two folds of the queue by the background thread.
+    sample_rows_per_second : int
+        Rows of one version a fold tallies at most, per second of ``interval``; 0 tallies every row.
     """
 
     def __init__(
@@ -171,8 +191,12 @@ class DriftMonitor:
         *,
         queue_blocks: int = DEFAULT_QUEUE_BLOCKS,
         interval: float = 0.1,
+        sample_rows_per_second: int = DEFAULT_SAMPLE_ROWS_PER_SECOND,
     ) -> None:
         self.window_rows, self.threshold, self.interval = window_rows, threshold, interval
+        self._fold_rows = math.ceil(sample_rows_per_second * interval) if sample_rows_per_second > 0 else 0
+        self._rng = np.random.default_rng(0x5EED)  # which rows are tallied needs no secrecy, only uniformity
+        self._sampled_out = 0
         self._limit = queue_blocks
         self._queue: collections.deque[tuple[ServedModel, np.ndarray, np.ndarray]] = collections.deque()
         self._windows: dict[tuple[str, str], _Window] = {}
@@ -201,6 +225,11 @@ class DriftMonitor:
         """Blocks of rows dropped because the queue was full."""
         return self._dropped
 
+    @property
+    def sampled_out(self) -> int:
+        """Rows answered but left out of the tallies by the per-fold sample."""
+        return self._sampled_out
+
     def drain(self) -> None:
         """Tally every queued block into its version's window."""
         with self._lock:
@@ -219,9 +248,32 @@ class DriftMonitor:
                     served = items[0][0]
                     window = self._window(served)
                     self._windows[key] = window
-                X = np.concatenate([x for _, x, _ in items]) if len(items) > 1 else items[0][1]
-                values = np.concatenate([v for _, _, v in items]) if len(items) > 1 else items[0][2]
+                X, values = self._sample([x for _, x, _ in items], [v for _, _, v in items])
                 window.add(X, values)
+
+    def _sample(self, blocks: list[np.ndarray], values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of ``blocks`` (and their ``values``) to tally: all, or a uniform sample of the fold's budget.
+
+        Only the chosen rows are copied, so a fold of a fast stream costs the budget, not the stream.
+        """
+        sizes = [len(block) for block in blocks]
+        total = sum(sizes)
+        budget = self._fold_rows
+        if not budget or total <= budget:
+            if len(blocks) == 1:
+                return blocks[0], values[0]
+            return np.concatenate(blocks), np.concatenate(values)
+        self._sampled_out += total - budget
+        picks = np.sort(self._rng.choice(total, size=budget, replace=False))
+        bounds = np.searchsorted(picks, np.cumsum([0, *sizes]))
+        X_parts, value_parts, offset = [], [], 0
+        for block, value, size, lo, hi in zip(blocks, values, sizes, bounds[:-1], bounds[1:], strict=True):
+            if hi > lo:
+                rows = picks[lo:hi] - offset
+                X_parts.append(block[rows])
+                value_parts.append(value[rows])
+            offset += size
+        return np.concatenate(X_parts), np.concatenate(value_parts)
 
     def _window(self, served: ServedModel) -> _Window:
         reference = served.drift
@@ -324,4 +376,9 @@ class DriftCollector(Collector):
             "regserve_drift_dropped_blocks",
             "Blocks of predicted rows left out of drift because the queue was full.",
             value=self._monitor.dropped,
+        )
+        yield CounterMetricFamily(
+            "regserve_drift_sampled_out_rows",
+            "Predicted rows left out of drift by the per-version sample of at most 20,000 rows a second.",
+            value=self._monitor.sampled_out,
         )

@@ -85,6 +85,47 @@ def test_a_full_queue_drops_blocks_and_counts_them():
     assert drift is not None and drift.rows == 2
 
 
+def test_a_fold_past_its_budget_tallies_a_uniform_sample_and_counts_the_rest():
+    rng = np.random.default_rng(5)
+    # 1,000 rows a second at a fold every 0.1 s: at most 100 rows of the version per fold.
+    monitor = DriftMonitor(window_rows=1000, sample_rows_per_second=1000, interval=0.1)
+    served = _served(_uniform_reference())
+    blocks = [rng.uniform(0, 10, size=(n, 2)) for n in (1, 250, 49, 300)]
+    for block in blocks:
+        monitor.observe(served, block, np.zeros(len(block)))
+    drift = monitor.summary("m", "v1")
+    assert drift is not None and drift.rows == 100 and monitor.sampled_out == 500
+    # The sample covers the blocks in proportion: a fold of ten times as many rows still tallies 100.
+    shifted = [block + [0.0, 5.0] for block in blocks for _ in range(10)]
+    for block in shifted:
+        monitor.observe(served, block, np.zeros(len(block)))
+    drift = monitor.summary("m", "v1")
+    assert drift is not None and drift.rows == 200 and monitor.sampled_out == 500 + 5900
+    b = drift.features[1]
+    assert b.mean_shift == pytest.approx((5 / 2) / (10 / 12**0.5), rel=0.25)  # half the window moved by 5
+
+
+def test_sampled_rows_keep_the_training_distribution():
+    rng = np.random.default_rng(6)
+    monitor = DriftMonitor(window_rows=5000, sample_rows_per_second=20_000, interval=0.1)
+    served = _served(_uniform_reference())
+    for _ in range(10):  # ten folds of 20,000 rows, 2,000 tallied from each
+        for _ in range(20):
+            monitor.observe(served, rng.uniform(0, 10, size=(1000, 2)), np.zeros(1000))
+        monitor.drain()
+    drift = monitor.summary("m", "v1")
+    assert drift is not None and drift.rows == 5000 - 5000 // STEPS
+    assert all(feature.psi < 0.1 and not feature.flagged for feature in drift.features)
+
+
+def test_a_budget_of_zero_tallies_every_row():
+    monitor = DriftMonitor(window_rows=100_000, sample_rows_per_second=0)
+    served = _served(_uniform_reference())
+    monitor.observe(served, np.full((30_000, 2), 5.0), np.zeros(30_000))
+    drift = monitor.summary("m", "v1")
+    assert drift is not None and drift.rows == 30_000 and monitor.sampled_out == 0
+
+
 def test_versions_without_a_reference_and_a_monitor_turned_off_tally_nothing():
     monitor = DriftMonitor(window_rows=10)
     monitor.observe(_served(None), np.ones((50, 2)), np.zeros(50))
