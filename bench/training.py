@@ -251,13 +251,13 @@ def _chunks(X: np.ndarray, y: np.ndarray, rows: int = CHUNK_ROWS) -> Iterator[tu
 # ----------------------------------------------------------------------------- figure 1
 
 
-def closed_form_throughput(n: int, d: int, model_dir: str, repeats: int) -> dict:
+def closed_form_throughput(n: int, d: int, model_dir: str, repeats: int, profile: str | None = None) -> dict:
     rng = np.random.default_rng([SEED, 1])
     X = rng.standard_normal((n, d))
     w = rng.normal(size=d)
     y = X @ w + 0.5 + 0.1 * rng.standard_normal(n)
     runs = []
-    with Server(model_dir) as server, _client(server.target) as client:
+    with Server(model_dir, profile=profile) as server, _client(server.target) as client:
         _warm_up(client)
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -487,7 +487,7 @@ def trainer_breakdown(n: int, d: int) -> dict:
 # ----------------------------------------------------------------------------- figure 3
 
 
-def logistic(n: int, d: int, model_dir: str, alpha: float, repeats: int) -> dict:
+def logistic(n: int, d: int, model_dir: str, alpha: float, repeats: int, profile: str | None = None) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -505,7 +505,10 @@ def logistic(n: int, d: int, model_dir: str, alpha: float, repeats: int) -> dict
     X_test, _ = sample(10_000)
     runs = []
     # Newton's budget counts up to max_iterations (100) Hessian passes, past the default 200 billion here.
-    with Server(model_dir, options=("--max-train-gflop", "2000")) as server, _client(server.target) as client:
+    with (
+        Server(model_dir, profile=profile, options=("--max-train-gflop", "2000")) as server,
+        _client(server.target) as client,
+    ):
         _warm_up(client)
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -685,6 +688,11 @@ def _header(quick: bool) -> str:
     )
 
 
+def _profile(args: argparse.Namespace, figure: str) -> str | None:
+    """The py-spy output file of ``figure``'s server, None without --profile-server."""
+    return f"{args.profile_server}.{figure}" if args.profile_server else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="regserve training benchmarks")
     parser.add_argument("--quick", action="store_true", help="1/20 of the full sizes, for a smoke run")
@@ -695,7 +703,11 @@ def main() -> None:
         action="append",
         help="run only these figures (repeatable): prints their table rows and JSON, writes no results file",
     )
-    parser.add_argument("--profile-server", metavar="FILE", help="py-spy raw profile of the figure-2 server")
+    parser.add_argument(
+        "--profile-server",
+        metavar="FILE",
+        help="py-spy raw profiles of the servers, one file per figure: FILE.closed_form, FILE.streamed, FILE.logistic",
+    )
     parser.add_argument(
         "--scale",
         type=int,
@@ -726,10 +738,25 @@ def main() -> None:
     results: dict = {}
     with tempfile.TemporaryDirectory() as model_dir:
         steps = [
-            ("closed_form", lambda: closed_form_throughput(1_000_000 // scale, 50, model_dir, args.repeats)),
-            ("streamed", lambda: streamed_memory(20_000_000 // scale, 20, model_dir, args.profile_server)),
+            (
+                "closed_form",
+                lambda: closed_form_throughput(
+                    1_000_000 // scale, 50, model_dir, args.repeats, _profile(args, "closed_form")
+                ),
+            ),
+            ("streamed", lambda: streamed_memory(20_000_000 // scale, 20, model_dir, _profile(args, "streamed"))),
             ("breakdown", lambda: trainer_breakdown(2_000_000 // scale, 20)),
-            ("logistic", lambda: logistic(1_000_000 // scale, 20, model_dir, alpha=1e-4, repeats=args.repeats)),
+            (
+                "logistic",
+                lambda: logistic(
+                    1_000_000 // scale,
+                    20,
+                    model_dir,
+                    alpha=1e-4,
+                    repeats=args.repeats,
+                    profile=_profile(args, "logistic"),
+                ),
+            ),
         ]
         for name, step in steps:
             if args.only and name not in args.only:

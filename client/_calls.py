@@ -108,12 +108,17 @@ class Call(Generic[R]):
     result: Callable[[Any], R]
 
 
-def _raw_matrix(X) -> types_pb2.Matrix:
+def _rows(X) -> np.ndarray:
     X = np.asarray(X, dtype=_F8)
     if X.ndim == 1:
         X = X.reshape(1, -1)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n_rows, n_features), got shape {X.shape}")
+    return X
+
+
+def _raw_matrix(X) -> types_pb2.Matrix:
+    X = _rows(X)
     return types_pb2.Matrix(num_columns=X.shape[1], raw=np.ascontiguousarray(X).tobytes())
 
 
@@ -128,14 +133,19 @@ def _matrix(matrix: types_pb2.Matrix) -> np.ndarray:
     return flat.reshape(-1, matrix.num_columns or max(flat.size, 1))
 
 
-def _train_chunk(X, y) -> types_pb2.TrainChunk:
-    y = np.asarray(y)
-    chunk = types_pb2.TrainChunk(features=_raw_matrix(X))
+def _train_request(X, y) -> pb.TrainRequest:
+    X, y = _rows(X), np.asarray(y)
+    request = pb.TrainRequest()
+    chunk = request.chunk
+    chunk.SetInParent()
+    # Fields set in place: constructors given built submessages copy their bytes again, at each level.
+    chunk.features.num_columns = X.shape[1]
+    chunk.features.raw = np.ascontiguousarray(X).tobytes()
     if y.dtype.kind in "USO":
         chunk.labels.extend(str(label) for label in y)
     else:
         chunk.targets.raw = np.ascontiguousarray(y, dtype=_F8).tobytes()
-    return chunk
+    return request
 
 
 def _bounds(response) -> dict[str, np.ndarray | None]:
@@ -329,7 +339,7 @@ def train_requests(
         class_labels=[str(c) for c in class_labels],
         **options,
     )
-    return pb.TrainRequest(spec=spec), lambda pair: pb.TrainRequest(chunk=_train_chunk(*pair))
+    return pb.TrainRequest(spec=spec), lambda pair: _train_request(*pair)
 
 
 class RequestStream:
