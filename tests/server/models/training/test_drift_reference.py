@@ -133,3 +133,24 @@ def test_the_edge_sample_holds_at_most_its_share_of_values(monkeypatch):
     for first in range(0, 2_000, 500):
         sample.add(first, rng.normal(size=(500, 40)))
     assert sample.size == 25 and sample.edges().shape == (40, BINS - 1)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 10, 1_001, 30_000])
+def test_edges_are_np_quantile_of_the_sample_to_the_bit(rows):
+    rng = np.random.default_rng(rows)
+    X = rng.standard_normal((rows, 6))
+    X[:, 0] = np.round(X[:, 0])  # ties
+    X[:, 1] = 3.0  # a constant feature
+    sample = EdgeSample(5, 6)
+    sample.add(0, X)
+    expected = np.quantile(sample.rows, np.arange(1, BINS) / BINS, axis=0).T
+    assert np.array_equal(sample.edges(), expected)
+
+
+def test_edges_of_one_feature_leave_the_sample_as_it_was():
+    rng = np.random.default_rng(3)
+    sample = EdgeSample(5, 1)
+    sample.add(0, rng.standard_normal((500, 1)))
+    before = sample.rows.copy()
+    assert np.array_equal(sample.edges(), np.quantile(before, np.arange(1, BINS) / BINS, axis=0).T)
+    assert np.array_equal(sample.rows, before)
