@@ -295,7 +295,7 @@ class Trainer:
                 warnings = self._convergence(info)
             # Separated classes have no finite maximum-likelihood estimate for standard errors to describe,
             # and a fit that stopped short is not the estimate they describe.
-            scores = self._score(model, spool, folds, moments[0], edges.result(), label_map, inference=not warnings)
+            scores = self._score(model, spool, folds, moments[0], edges, label_map, inference=not warnings)
             training, validation, model.inference, drift_counts, sample = scores
             if info.final_loss is None and training.get("mse") is not None:
                 # The closed form's objective, ½·MSE + (alpha/n)/2·‖w‖², from the scoring pass.
@@ -389,12 +389,15 @@ class Trainer:
         spool: SpoolFile,
         folds: list[int],
         moments: Moments,
-        edges: np.ndarray,
+        edges: concurrent.futures.Future,
         label_map,
         *,
         inference: bool,
     ):
         """Everything the finish phase reads the rows for, from one read of the spool.
+
+        ``edges`` is the store thread's job that takes the drift edges; the bins are counted in that
+        thread after it, so the scoring does not wait for the edges.
 
         Returns the training metrics, the validation metrics (None without a split), the
         inference (None where it does not apply, or when ``inference`` is False), the
@@ -408,7 +411,8 @@ class Trainer:
         validation = _Metrics(model) if n_validation else None
         draw = SampleDraw(n_validation, d, self.spec.seed) if n_validation else None
         statistics_tally = self._inference_tally(model, moments) if inference else None
-        counts = DriftCounts(edges, d + 2)
+        # Queued behind the edges' job in the same one-worker thread, so it runs once they are taken.
+        made = self._store_thread.submit(lambda: DriftCounts(edges.result(), d + 2))
         # The bins are counted in the intake's thread, idle by now, while this one scores: NumPy's
         # comparisons and BLAS release the GIL.  One block at a time, so at most two are alive.
         counting: concurrent.futures.Future | None = None
@@ -425,13 +429,14 @@ class Trainer:
                     continue
             if counting is not None:
                 counting.result()
-            counting = self._store_thread.submit(counts.update, block)
+            counting = self._store_thread.submit(lambda rows: made.result().update(rows), block)
             X, y = view.xy(block)
             training.update(X, y)
             if statistics_tally is not None:
                 statistics_tally.update(X, y)
         if counting is not None:
             counting.result()
+        counts = made.result()
         return (
             training.result(),
             None if validation is None else validation.result(),
