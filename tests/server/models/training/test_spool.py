@@ -50,3 +50,23 @@ def test_the_closed_form_finish_reads_the_spool_once(monkeypatch):
     assert result.model.inference is not None and result.drift_reference is not None
     assert result.validation_sample is not None and result.metadata["validation_metrics"] is not None
     assert reads == [(start, start + 100) for start in range(0, 1_000, 100)]
+
+
+def test_a_slice_of_the_spool_file_is_its_rows(tmp_path):
+    rows = np.random.default_rng(4).normal(size=(1_000, 5))
+    path = tmp_path / "spool.f64"
+    path.write_bytes(rows.astype("<f8").tobytes())
+    spooled = spool.SpoolFile(str(path), rows.shape)
+    assert np.array_equal(spooled[0:1_000], rows)
+    assert np.array_equal(spooled[37:411], rows[37:411])
+    assert np.array_equal(spooled[990:2_000], rows[990:])
+    assert spooled[500:500].shape == (0, 5)
+    spooled[0:2].fill(0.0)  # a block is the caller's own array
+    assert np.array_equal(spooled[0:2], rows[:2])
+
+
+def test_a_spool_file_shorter_than_its_rows_is_an_error(tmp_path):
+    path = tmp_path / "spool.f64"
+    path.write_bytes(np.ones((3, 2)).tobytes())
+    with pytest.raises(OSError, match="ends before row 4"):
+        spool.SpoolFile(str(path), (4, 2))[0:4]
