@@ -128,6 +128,8 @@ class Trainer:
         # checked and added to the moments: hashlib and file writes release the GIL for large buffers.
         self._store_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-spool")
         self._stored: concurrent.futures.Future | None = None
+        # The moments' centred rows of each chunk, reused from chunk to chunk; released when the intake ends.
+        self._scratch = np.empty(0)
         self._finished = False
 
     @property
@@ -199,11 +201,13 @@ class Trainer:
         self._stored = self._store_thread.submit(self._store, self._spool, rows, labels)
         V = rows[:, : d + (self.spec.kind != "logistic")]
         training = group >= 0
+        if self._scratch.size < V.size:
+            self._scratch = np.empty(V.size)
         if n_train == n:
-            self._moments[0].add(V)
+            self._moments[0].add(V, self._scratch)
         else:
-            self._moments[0].add(V[training])
-            self._moments[1].add(V[~training])
+            self._moments[0].add(V[training], self._scratch)
+            self._moments[1].add(V[~training], self._scratch)
         self._edge_sample.add(self._n, rows[:, :d], None if n_train == n else training)
         self._n += n
         self._n_train += n_train
@@ -276,6 +280,7 @@ class Trainer:
     def _finish(self, writer: BinaryIO, spool_path: str) -> TrainResult:
         spec = self.spec
         self._settle()
+        self._scratch = np.empty(0)
         d, moments, edge_sample = self._check_sizes()
         classes, label_map = self._classes()
         self._budget.check(self._size())

@@ -30,3 +30,16 @@ def test_combined_merges_the_parts_and_leaves_them_unchanged():
     np.testing.assert_allclose(total.mean, V.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(total.comoment, centred.T @ centred, rtol=1e-10)
     np.testing.assert_allclose(parts[0].mean, V[:100].mean(axis=0), rtol=1e-12)
+
+
+def test_moments_with_a_scratch_buffer_are_the_same_to_the_bit():
+    rng = np.random.default_rng(21)
+    plain, scratched = Moments(4), Moments(4)
+    scratch = np.full(300 * 4, np.nan)
+    for rows in (300, 7, 1, 250):
+        V = rng.normal(size=(rows, 6))[:, :4]  # a strided view, as the trainer passes
+        plain.add(V)
+        scratched.add(V, scratch)
+    for name in ("mean", "comoment", "min", "max"):
+        assert np.array_equal(getattr(plain, name), getattr(scratched, name))
+    assert plain.n == scratched.n == 558
