@@ -33,6 +33,7 @@ rounding in the moment merges) and the same metadata, duration aside.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -68,6 +69,9 @@ from regserve.server.models.training.validation_sample import SampleDraw
 __all__ = ["Trainer"]
 
 logger = logging.getLogger(__name__)
+
+_COUNTS_AHEAD = 3
+"""Blocks of the scoring pass that may wait for their drift bin counts: each is at most 64 MiB."""
 
 
 class Trainer:
@@ -419,8 +423,9 @@ class Trainer:
         # Queued behind the edges' job in the same one-worker thread, so it runs once they are taken.
         made = self._store_thread.submit(lambda: DriftCounts(edges.result(), d + 2))
         # The bins are counted in the intake's thread, idle by now, while this one scores: NumPy's
-        # comparisons and BLAS release the GIL.  One block at a time, so at most two are alive.
-        counting: concurrent.futures.Future | None = None
+        # comparisons and BLAS release the GIL.  Up to _COUNTS_AHEAD blocks wait for their count, so
+        # this thread is not held back block by block while that one starts behind the edges' job.
+        counting: collections.deque[concurrent.futures.Future] = collections.deque()
         for block in view.rows():
             self._interrupt()
             if validation is not None and draw is not None:
@@ -432,15 +437,15 @@ class Trainer:
                     block = block[~held_out]
                 if block.shape[0] == 0:
                     continue
-            if counting is not None:
-                counting.result()
-            counting = self._store_thread.submit(lambda rows: made.result().update(rows), block)
+            while len(counting) >= _COUNTS_AHEAD:
+                counting.popleft().result()
+            counting.append(self._store_thread.submit(lambda rows: made.result().update(rows), block))
             X, y = view.xy(block)
             training.update(X, y)
             if statistics_tally is not None:
                 statistics_tally.update(X, y)
-        if counting is not None:
-            counting.result()
+        for job in counting:
+            job.result()
         counts = made.result()
         return (
             training.result(),
