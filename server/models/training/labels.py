@@ -53,6 +53,10 @@ class LabelTable:
         self._counts = counts
         return ids.astype(np.float64)
 
+    def labels(self) -> list[str]:
+        """The labels seen, in the order of their ids (first seen first)."""
+        return list(self._ids)
+
     def __len__(self) -> int:
         """The number of distinct labels seen."""
         return len(self._ids)

@@ -202,7 +202,9 @@ class Trainer:
         # One [x, y, group] array feeds the fingerprint, the moments and the spool, so each row is copied once.
         rows = np.empty((n, d + 2), dtype="<f8")
         rows[:, :d], rows[:, d], rows[:, d + 1] = X, targets, group
-        self._stored = self._store_thread.submit(self._store, self._spool, rows, labels)
+        # The labels as their ids' spellings, taken now: the table grows while the store thread hashes.
+        spelled = None if labels is None else self._labels.labels()
+        self._stored = self._store_thread.submit(self._store, self._spool, rows, spelled)
         V = rows[:, : d + (self.spec.kind != "logistic")]
         training = group >= 0
         if self._scratch.size < V.size:
@@ -231,16 +233,23 @@ class Trainer:
         if stored is not None:
             stored.result()
 
-    def _store(self, spool: BinaryIO, rows: np.ndarray, labels: np.ndarray | None) -> None:
-        """Hash spool ``rows`` into the fingerprint and append them to the spool file ``spool``."""
-        self._fingerprint(rows, labels)
+    def _store(self, spool: BinaryIO, rows: np.ndarray, labels: list[str] | None) -> None:
+        """Hash spool ``rows`` into the fingerprint and append them to the spool file ``spool``.
+
+        ``labels`` spells the label ids in the rows' y column (None for regression targets),
+        so no row's label is looked up by its text again.
+        """
+        if labels is None:
+            self._fingerprint(rows, None)
+        else:
+            _hash_labelled(self._hash, rows, labels, rows[:, -2].astype(np.intp))
         spool.write(rows.data)
 
     def _fingerprint(self, rows: np.ndarray, labels: np.ndarray | None) -> None:
         """Hash spool ``rows`` [x, y, group] (little-endian float64) in the fingerprint's byte format.
 
-        Row-major [x, y] bytes, row after row, or for labels each row's x bytes and then
-        its label as a 4-byte little-endian length and UTF-8 bytes: identical however
+        Row-major [x, y] bytes, row after row, or for labels (one per row) each row's x bytes
+        and then its label as a 4-byte little-endian length and UTF-8 bytes: identical however
         the rows are chunked.
         """
         d = rows.shape[1] - 2
@@ -248,17 +257,7 @@ class Trainer:
             self._hash.update(np.ascontiguousarray(rows[:, : d + 1]).data)
             return
         values, inverse = np.unique(labels, return_inverse=True)
-        encoded = [len(raw).to_bytes(4, "little") + raw for raw in (str(v).encode("utf-8") for v in values)]
-        x_bytes = np.ascontiguousarray(rows[:, :d]).view(np.uint8)
-        if len({len(e) for e in encoded}) == 1:
-            # Labels of one encoded width (the usual case) make the byte stream a 2-D array.
-            table = np.frombuffer(b"".join(encoded), dtype=np.uint8).reshape(len(encoded), -1)
-            self._hash.update(np.hstack([x_bytes, table[inverse.ravel()]]).data)
-            return
-        flat, width = x_bytes.tobytes(), x_bytes.shape[1]
-        self._hash.update(
-            b"".join(flat[i * width : (i + 1) * width] + encoded[j] for i, j in enumerate(inverse.ravel().tolist()))
-        )
+        _hash_labelled(self._hash, rows, [str(v) for v in values], inverse.ravel())
 
     # ------------------------------------------------------------------ fitting
 
@@ -588,6 +587,21 @@ class _Metrics:
 
     def result(self) -> dict:
         return self._tally.result()
+
+
+def _hash_labelled(digest, rows: np.ndarray, spellings: list[str], index: np.ndarray) -> None:
+    """Hash each row's x bytes and then its label ``spellings[index[i]]`` as a 4-byte little-endian
+    length and UTF-8 bytes; ``rows`` are spool rows [x, y, group]."""
+    d = rows.shape[1] - 2
+    encoded = [len(raw).to_bytes(4, "little") + raw for raw in (label.encode("utf-8") for label in spellings)]
+    x_bytes = np.ascontiguousarray(rows[:, :d]).view(np.uint8)
+    if len({len(e) for e in encoded}) == 1:
+        # Labels of one encoded width (the usual case) make the byte stream a 2-D array.
+        table = np.frombuffer(b"".join(encoded), dtype=np.uint8).reshape(len(encoded), -1)
+        digest.update(np.hstack([x_bytes, table[index]]).data)
+        return
+    flat, width = x_bytes.tobytes(), x_bytes.shape[1]
+    digest.update(b"".join(flat[i * width : (i + 1) * width] + encoded[j] for i, j in enumerate(index.tolist())))
 
 
 def _json_ready(value):

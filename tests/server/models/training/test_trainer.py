@@ -182,3 +182,18 @@ def test_fingerprint_of_labels_is_each_row_then_its_length_prefixed_label(diabet
         raw = label.encode("utf-8")
         one_width.update(row.tobytes() + len(raw).to_bytes(4, "little") + raw)
     assert train(TrainSpec(kind="logistic"), X, same_width, chunks=[5]).metadata["fingerprint"] == one_width.hexdigest()
+
+
+@pytest.mark.parametrize("labels", [["yes", "no"], ["a", "bb", "ccc"], ["ü", "u"]])
+def test_fingerprint_of_labels_is_each_rows_x_bytes_then_its_label(labels):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 2))
+    y = np.array(labels)[rng.integers(0, len(labels), 60)]
+    y[:10] = labels[0]  # the other labels first appear in later chunks
+    expected = hashlib.sha256()
+    for row, label in zip(X.astype("<f8"), y, strict=True):
+        raw = str(label).encode("utf-8")
+        expected.update(row.tobytes() + len(raw).to_bytes(4, "little") + raw)
+    for chunks in ([], [10, 11, 37]):
+        result = train(TrainSpec(kind="logistic"), X, y, chunks=chunks)
+        assert result.metadata["fingerprint"] == expected.hexdigest()
