@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import math
 import os
@@ -28,6 +29,24 @@ from regserve.v1 import regression_service_pb2_grpc as pb_grpc
 __all__ = ["RegressionServicer"]
 
 logger = logging.getLogger(__name__)
+
+
+def _read_ahead(requests: Iterator[pb.TrainRequest]) -> Iterator[pb.TrainRequest]:
+    """The messages of ``requests``, each next one received and parsed in a thread of its own.
+
+    gRPC reads a large message off the connection only once the handler asks for it, so
+    without this the transfer and the parsing of every chunk would wait for the trainer
+    to absorb the one before.  At most one message waits beyond the one being handled.
+    """
+    reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-receive")
+    try:
+        pending = reader.submit(next, requests, None)
+        while (message := pending.result()) is not None:
+            pending = reader.submit(next, requests, None)
+            yield message
+    finally:
+        # Not waited for: after a refused chunk the read ends when the call does.
+        reader.shutdown(wait=False, cancel_futures=True)
 
 
 def _require_model(name: str, field: str = "model") -> str:
@@ -261,7 +280,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
         self._store.check_model_name(model)
         interrupt = _TrainingInterrupt(context, self._shutting_down, model)
         with Trainer(spec, spool_dir=self._spool_dir, limits=self._training_limits, interrupt=interrupt) as trainer:
-            for index, request in enumerate(request_iterator, start=1):
+            for index, request in enumerate(_read_ahead(request_iterator), start=1):
                 if request.WhichOneof("payload") != "chunk":
                     raise InvalidInput(
                         f"message {index} of the Train stream repeats the spec",
