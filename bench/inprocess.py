@@ -19,6 +19,7 @@ import os
 import tempfile
 import timeit
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -63,13 +64,11 @@ def _best(call, number: int) -> float:
 
 
 @contextlib.contextmanager
-def predict_calls(access_log: bool) -> Iterator[dict[str, Callable[[], object]]]:
-    """One-row Predict calls by name: regserve behind the edge, its servicer alone, and the bare servicer.
+def trained_server() -> Iterator[tuple[Any, np.ndarray, pb.PredictRequest]]:
+    """A real regserve server on 127.0.0.1:0 with model ``bench`` trained, the rows, and a one-row Predict request.
 
-    A real regserve server on 127.0.0.1:0 trains the model, and stays up meanwhile.
+    The server stays up while the context lasts.
     """
-    if access_log:
-        configure_access_log(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
     with tempfile.TemporaryDirectory() as model_dir:
         app = create_server(Settings(host="127.0.0.1", port=0, model_dir=model_dir, demo_models=False))
         app.start()
@@ -79,19 +78,27 @@ def predict_calls(access_log: bool) -> Iterator[dict[str, Callable[[], object]]]
             # Under valgrind a Train runs dozens of times slower than the client's default deadline allows.
             with RegressionClient(f"127.0.0.1:{app.port}", timeout=600.0) as client:
                 client.train("bench", X, X @ rng.normal(size=10) + 0.5)
-            request = pb.PredictRequest(model="bench", inputs=types_pb2.Matrix(num_columns=10, raw=X[:1].tobytes()))
-            context = _Context()
-            edge = app.local.handler(PREDICT)
-            servicer = RegressionServicer(app.store, app.stats)
-            bare = SyncServicer(10)
-            calls = (
-                lambda: edge(request, context),
-                lambda: servicer.Predict(request, context),
-                lambda: bare.Predict(request, context),
-            )
-            yield dict(zip(CALLS, calls, strict=True))
+            yield app, X, pb.PredictRequest(model="bench", inputs=types_pb2.Matrix(num_columns=10, raw=X[:1].tobytes()))
         finally:
             app.stop(0)
+
+
+@contextlib.contextmanager
+def predict_calls(access_log: bool) -> Iterator[dict[str, Callable[[], object]]]:
+    """One-row Predict calls by name: regserve behind the edge, its servicer alone, and the bare servicer."""
+    if access_log:
+        configure_access_log(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    with trained_server() as (app, _, request):
+        context = _Context()
+        edge = app.local.handler(PREDICT)
+        servicer = RegressionServicer(app.store, app.stats)
+        bare = SyncServicer(10)
+        calls = (
+            lambda: edge(request, context),
+            lambda: servicer.Predict(request, context),
+            lambda: bare.Predict(request, context),
+        )
+        yield dict(zip(CALLS, calls, strict=True))
 
 
 def main() -> None:
