@@ -219,8 +219,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
             raise
         stats.record(time.perf_counter() - started, len(X))
         if self._observe is not None:
-            if self._observe is not None:
-                self._observe(served, X, result.values)
+            self._observe(served, X, result.values)
         return response
 
     def BatchPredict(
