@@ -111,3 +111,14 @@ def test_the_columns_are_those_of_the_first_file_in_order(parts):
 
     folder, _, _ = parts
     assert table_columns(str(folder)) == table_columns(str(folder / "part-0.parquet")) == ["a", "note", "b", "y"]
+
+
+def test_integer_labels_stay_numbers_unless_float64_cannot_hold_them(tmp_path):
+    path = tmp_path / "ints.parquet"
+    big = 2**53 + 1
+    pq.write_table(pa.table({"a": [1.0, 2.0, 3.0], "small": [0, 2, -7], "big": [0, big, 1]}), path)
+    _, small, _ = _all(read_parquet(str(path), "small", classifier=True, feature_columns=["a"]))
+    assert small.dtype == np.int64 and small.tolist() == [0, 2, -7]
+    # Sent as numbers, a label past 2**53 would reach the server rounded: it travels as text.
+    _, spelled, _ = _all(read_parquet(str(path), "big", classifier=True, feature_columns=["a"]))
+    assert spelled.tolist() == ["0", str(big), "1"]
