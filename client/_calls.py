@@ -9,6 +9,7 @@ clients in ``_client``/``_admin`` (blocking) and ``aio`` (asyncio) only send the
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
 
@@ -133,19 +134,53 @@ def _matrix(matrix: types_pb2.Matrix) -> np.ndarray:
     return flat.reshape(-1, matrix.num_columns or max(flat.size, 1))
 
 
-def _train_request(X, y) -> pb.TrainRequest:
-    X, y = _rows(X), np.asarray(y)
-    request = pb.TrainRequest()
-    chunk = request.chunk
-    chunk.SetInParent()
-    # Fields set in place: constructors given built submessages copy their bytes again, at each level.
-    chunk.features.num_columns = X.shape[1]
-    chunk.features.raw = np.ascontiguousarray(X).tobytes()
+TRAIN_METHOD = "/regserve.v1.RegressionService/Train"
+_CHUNK_FIELD = pb.TrainRequest.DESCRIPTOR.fields_by_name["chunk"].number
+_FEATURES_FIELD = types_pb2.TrainChunk.DESCRIPTOR.fields_by_name["features"].number
+_RAW_FIELD = types_pb2.Matrix.DESCRIPTOR.fields_by_name["raw"].number
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _delimited(field: int, size: int) -> bytes:
+    """The key and length of a length-delimited field (wire type 2) whose ``size`` bytes follow."""
+    return _varint(field << 3 | 2) + _varint(size)
+
+
+def _train_request(X, y) -> bytes:
+    """The TrainRequest of one chunk, serialized, its rows' bytes copied once.
+
+    protobuf serializes a message holding a large ``bytes`` field several times slower
+    than a copy, so the chunk's other fields are serialized by protobuf and the rows
+    follow as a second ``features`` field holding only ``raw``: a parser merges the two
+    occurrences of a message field, so this parses as the message protobuf would write.
+    """
+    X, y = np.ascontiguousarray(_rows(X)), np.asarray(y)
+    rest = types_pb2.TrainChunk()
+    rest.features.num_columns = X.shape[1]
     if y.dtype.kind in "USO":
-        chunk.labels.extend(str(label) for label in y)
+        rest.labels.extend(str(label) for label in y)
     else:
-        chunk.targets.raw = np.ascontiguousarray(y, dtype=_F8).tobytes()
-    return request
+        rest.targets.raw = np.ascontiguousarray(y, dtype=_F8).tobytes()
+    head = rest.SerializeToString()
+    if not X.nbytes:
+        return _delimited(_CHUNK_FIELD, len(head)) + head
+    raw = _delimited(_RAW_FIELD, X.nbytes)
+    features = _delimited(_FEATURES_FIELD, len(raw) + X.nbytes)
+    chunk = _delimited(_CHUNK_FIELD, len(head) + len(features) + len(raw) + X.nbytes)
+    return b"".join((chunk, head, features, raw, X.reshape(-1).view(np.uint8)))
+
+
+def serialize_train_request(request: pb.TrainRequest | bytes) -> bytes:
+    """A Train stream's request serializer: its spec message serialized, its chunks (bytes) as they are."""
+    return request if isinstance(request, bytes) else request.SerializeToString()
 
 
 def _bounds(response) -> dict[str, np.ndarray | None]:
@@ -329,8 +364,11 @@ def train_requests(
     feature_names: Sequence[str],
     class_labels: Sequence[str],
     options: Mapping[str, Any],
-) -> tuple[pb.TrainRequest, Callable[[tuple], pb.TrainRequest]]:
-    """The first request of a Train call (its TrainSpec) and the function that makes a request of a chunk pair."""
+) -> tuple[pb.TrainRequest, Callable[[tuple], bytes]]:
+    """The first request of a Train call (its TrainSpec) and the function that makes a request of a chunk pair.
+
+    Chunk requests come serialized: send them with ``serialize_train_request``.
+    """
     spec = types_pb2.TrainSpec(
         model=model,
         kind=_KINDS[kind],
@@ -348,6 +386,10 @@ class RequestStream:
     gRPC cancels the call when that iterable raises, so the server stores nothing; the
     stream keeps the exception, and ``raise_error`` raises it to the caller in place of the
     CANCELLED that the call ends with.
+
+    Iterated (grpcio's sync calls), each next message is read from the iterable and made
+    in a thread of its own while gRPC serializes and sends the one before: reading a file
+    and sending overlap.  At most one message waits beyond the one being sent.
     """
 
     def __init__(self, first: Any | None, make: Callable[[Any], Any], items) -> None:
@@ -359,12 +401,19 @@ class RequestStream:
     def __iter__(self) -> Iterator:
         if self._first is not None:
             yield self._first
+        messages = map(self._make, self._items)
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-request")
         try:
-            for item in self._items:
-                yield self._make(item)
+            pending = reader.submit(next, messages, None)
+            while (message := pending.result()) is not None:
+                pending = reader.submit(next, messages, None)
+                yield message
         except Exception as exc:
             self.failure = exc
             raise
+        finally:
+            # Not waited for: when the call ends early, the message being made is dropped.
+            reader.shutdown(wait=False, cancel_futures=True)
 
     async def __aiter__(self) -> AsyncIterator:
         """The messages from an iterable or an async iterable."""

@@ -36,6 +36,12 @@ class RegressionClient(Connection):
         super().__init__(target, **connection)
         self._stub = pb_grpc.RegressionServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        # Train's chunks travel serialized by ``_calls.train_requests``, the stub's serializer bypassed.
+        self._train = self._channel.stream_unary(
+            _calls.TRAIN_METHOD,
+            request_serializer=_calls.serialize_train_request,
+            response_deserializer=pb.TrainResponse.FromString,
+        )
 
     def predict(self, model: str, X, *, version: str = "", routing_key: str = "", interval: float = 0.0) -> Prediction:
         """Predict for X, of shape (n_rows, n_features) or (n_features,) for one row.
@@ -122,7 +128,7 @@ class RegressionClient(Connection):
         requests = RequestStream(spec, chunk, pairs)
         metadata, request_id = self._call_metadata()
         try:
-            return self._stub.Train(iter(requests), timeout=self.timeout, metadata=metadata)
+            return self._train(iter(requests), timeout=self.timeout, metadata=metadata)
         except grpc.RpcError as exc:
             requests.raise_error(exc, request_id)
 

@@ -166,6 +166,12 @@ class AsyncRegressionClient(AsyncConnection):
         super().__init__(target, **connection)
         self._stub = pb_grpc.RegressionServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        # Train's chunks travel serialized by ``_calls.train_requests``, the stub's serializer bypassed.
+        self._train = self._channel.stream_unary(
+            _calls.TRAIN_METHOD,
+            request_serializer=_calls.serialize_train_request,
+            response_deserializer=pb.TrainResponse.FromString,
+        )
 
     async def predict(
         self, model: str, X, *, version: str = "", routing_key: str = "", interval: float = 0.0
@@ -264,7 +270,7 @@ class AsyncRegressionClient(AsyncConnection):
         requests = RequestStream(spec, chunk, pairs)
         metadata, request_id = self._call_metadata()
         deadline = self._deadline()
-        call = self._stub.Train(aiter(requests), timeout=self.timeout, metadata=metadata)
+        call = self._train(aiter(requests), timeout=self.timeout, metadata=metadata)
         status = _FirstStatus(call, deadline)
         try:
             return await call

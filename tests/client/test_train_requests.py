@@ -1,10 +1,14 @@
 import numpy as np
+import pytest
 
-from regserve.client._calls import train_requests
+from regserve.client._calls import serialize_train_request, train_requests
+from regserve.v1 import regression_service_pb2 as pb
+from regserve.v1 import types_pb2
 
 
 def _make():
-    return train_requests("m", "logistic", "newton", [], [], {})[1]
+    make = train_requests("m", "logistic", "newton", [], [], {})[1]
+    return lambda pair: pb.TrainRequest.FromString(serialize_train_request(make(pair)))
 
 
 def test_a_chunk_request_carries_rows_row_major_and_float_targets():
@@ -28,3 +32,16 @@ def test_a_chunk_request_carries_string_labels():
 def test_an_empty_chunk_is_still_a_chunk():
     request = _make()((np.empty((0, 0)), np.empty(0)))
     assert request.WhichOneof("payload") == "chunk"
+
+
+@pytest.mark.parametrize("rows", [0, 1, 3, 40_000])  # 40,000 x 7 rows take lengths of three varint bytes
+def test_a_chunk_parses_as_the_message_protobuf_would_write(rows):
+    rng = np.random.default_rng(rows)
+    X, y = rng.standard_normal((rows, 7)), rng.integers(0, 3, rows).astype(float)
+    own = train_requests("m", "linear", "closed_form", [], [], {})[1]((X, y))
+    expected = pb.TrainRequest(
+        chunk=types_pb2.TrainChunk(
+            features=types_pb2.Matrix(num_columns=7, raw=X.tobytes()), targets=types_pb2.Vector(raw=y.tobytes())
+        )
+    )
+    assert pb.TrainRequest.FromString(own) == expected
