@@ -20,12 +20,13 @@ import numpy as np
 
 from regserve.server.models.interrupt import Interrupt, uninterrupted
 
-__all__ = ["ArrayBlocks", "BlockSource", "Objective", "make_objective"]
+__all__ = ["SECOND_LANE", "ArrayBlocks", "BlockSource", "Objective", "make_objective"]
 
 _SHARED_HESSIAN = 2**17
 """Most Hessian entries (1 MiB) a pass may hold a second copy of, to share its steps with a second thread."""
-_SECOND_LANE = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-pass")
-"""The thread that takes every other step of a pass: NumPy and BLAS release the GIL while they compute."""
+SECOND_LANE = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-pass")
+"""The thread that takes a share of a pass over the rows (here, and in training's finish phase): NumPy
+and BLAS release the GIL while they compute."""
 _STEP_VALUES = 2**18
 """Values (2 MiB) of one step of a pass, up to ``_STEP_ROWS`` rows and down to 1,024: the step's design
 matrix stays in cache for all of its products.
@@ -189,7 +190,7 @@ class Objective:
             self.interrupt()
             starts = range(0, y.shape[0], lanes[0].step)
             shared = len(lanes) > 1 and len(starts) > 1
-            other = _SECOND_LANE.submit(lanes[1].run, Z, y, starts[1::2]) if shared else None
+            other = SECOND_LANE.submit(lanes[1].run, Z, y, starts[1::2]) if shared else None
             try:
                 lanes[0].run(Z, y, starts[0::2] if shared else starts)
             finally:

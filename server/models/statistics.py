@@ -199,6 +199,12 @@ class LinearInferenceTally:
         W *= np.abs(residual / (1.0 - leverage))[:, None]
         self._meat += W.T @ W
 
+    def merge(self, other: LinearInferenceTally) -> None:
+        """Add the rows ``other``, a tally of the same fit, has folded in."""
+        if self.applies:
+            self.ssr += other.ssr
+            self._meat += other._meat
+
     def result(self) -> Inference | None:
         """The inference of the rows folded in; None when it does not apply."""
         if not self.applies:
@@ -274,6 +280,13 @@ class LogisticInferenceTally:
         self.llf -= float(y @ np.logaddexp(0.0, -eta) + (1.0 - y) @ np.logaddexp(0.0, eta))
         self.n += X.shape[0]
         self._positives += float(y.sum())
+
+    def merge(self, other: LogisticInferenceTally) -> None:
+        """Add the rows ``other``, a tally of the same fit, has folded in."""
+        self._hessian += other._hessian
+        self.llf += other.llf
+        self.n += other.n
+        self._positives += other._positives
 
     def result(self) -> Inference | None:
         """The inference of the rows folded in; None when the Hessian is singular or no residual freedom is left."""

@@ -1,10 +1,12 @@
 """Reading back the spool file, where ``Trainer`` writes every row as little-endian float64.
 
-The iterative solvers and the metrics read it in blocks of bounded size.
+The iterative solvers and the metrics read it in blocks of bounded size, each next
+block read ahead while the one before is used, so a pass holds two blocks at most.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 
 import numpy as np
@@ -12,6 +14,8 @@ import numpy as np
 __all__ = ["SpoolFile", "SpoolView", "block_rows"]
 
 _READ_BLOCK = 65_536  # most spooled rows read back at a time
+_READER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="regserve-spool-read")
+"""Reads the spool's next block ahead (``SpoolView.rows``); two, for two trainings finishing at once."""
 BLOCK_BYTES = 64 * 1024 * 1024
 """Budget of one block read back: its rows' columns plus one score per output, as float64."""
 
@@ -51,6 +55,25 @@ class SpoolFile:
         return block
 
 
+def _read_ahead(spool: SpoolFile, slices: list[slice]) -> Iterator[np.ndarray]:
+    """The blocks of ``spool`` at ``slices``, each next one read by ``_READER`` while this one is used.
+
+    The file is read with the GIL released, so the reading overlaps the caller's NumPy work;
+    at most one block waits beyond the one in use.
+    """
+    if not slices:
+        return
+    pending = _READER.submit(spool.__getitem__, slices[0])
+    try:
+        for following in [*slices[1:], None]:
+            block = pending.result()
+            if following is not None:
+                pending = _READER.submit(spool.__getitem__, following)
+            yield block
+    finally:
+        pending.cancel()  # a caller that stops early leaves at most this read, which is dropped
+
+
 class SpoolView:
     """The spooled rows of some groups, as the ``BlockSource`` the solvers read.
 
@@ -74,10 +97,19 @@ class SpoolView:
         self._block = block_rows(spool.shape[1], n_outputs)
 
     def rows(self, order: np.ndarray | None = None) -> Iterator[np.ndarray]:
-        """Spool rows ``[x, y or label id, group]`` of the chosen groups, in blocks, blocks in ``order``."""
+        """Spool rows ``[x, y or label id, group]`` of the chosen groups, in blocks, blocks in ``order``.
+
+        A spool file's next block is read in another thread while the caller works on this one.
+        """
         starts = np.arange(0, self._spool.shape[0], self._block)
-        for start in starts if order is None else starts[order]:
-            block = np.asarray(self._spool[start : start + self._block])
+        if order is not None:
+            starts = starts[order]
+        slices = [slice(start, start + self._block) for start in starts.tolist()]
+        if isinstance(self._spool, SpoolFile):
+            blocks = _read_ahead(self._spool, slices)
+        else:
+            blocks = (np.asarray(self._spool[rows]) for rows in slices)
+        for block in blocks:
             chosen = np.isin(block[:, -1], self._groups)
             if not chosen.all():  # a block wholly chosen (no split, no folds) needs no copy
                 block = block[chosen]

@@ -52,6 +52,7 @@ from regserve.server.errors import FailedPrecondition, InvalidInput, ResourceExh
 from regserve.server.models import solvers, statistics
 from regserve.server.models.estimator import LinearModel
 from regserve.server.models.interrupt import Interrupt, uninterrupted
+from regserve.server.models.objective import SECOND_LANE
 from regserve.server.models.scoring import ClassificationTally, RegressionTally
 from regserve.server.models.training.budget import DEFAULT_LIMITS, RunSize, TrainingBudget, TrainingLimits
 from regserve.server.models.training.chunks import checked_features, checked_labels, checked_targets
@@ -72,6 +73,8 @@ logger = logging.getLogger(__name__)
 
 _COUNTS_AHEAD = 3
 """Blocks of the scoring pass that may wait for their drift bin counts: each is at most 64 MiB."""
+_SHARED_SCORE_ROWS = 4096
+"""Fewest rows of a block whose scoring is shared with a second thread."""
 
 
 class Trainer:
@@ -415,10 +418,11 @@ class Trainer:
         n_validation = self._n - self._n_train
         groups = folds + ([-1] if n_validation else [])
         view = SpoolView(spool, groups, 0.0, 1.0, 0, label_map, n_outputs=model.coef_.shape[0])
-        training = _Metrics(model)
+        # Each training block is scored in two halves, the second in a second thread with tallies of
+        # its own, added in at the end: the same rows go to the same half whatever the scheduling.
+        lanes = [_ScoreLane(model, self._inference_tally(model, moments) if inference else None) for _ in range(2)]
         validation = _Metrics(model) if n_validation else None
         draw = SampleDraw(n_validation, d, self.spec.seed) if n_validation else None
-        statistics_tally = self._inference_tally(model, moments) if inference else None
         # Queued behind the edges' job in the same one-worker thread, so it runs once they are taken.
         made = self._store_thread.submit(lambda: DriftCounts(edges.result(), d + 2))
         # The bins are counted in the intake's thread, idle by now, while this one scores: NumPy's
@@ -440,12 +444,18 @@ class Trainer:
                 counting.popleft().result()
             counting.append(self._store_thread.submit(lambda rows: made.result().update(rows), block))
             X, y = view.xy(block)
-            training.update(X, y)
-            if statistics_tally is not None:
-                statistics_tally.update(X, y)
+            half = X.shape[0] // 2 if X.shape[0] >= _SHARED_SCORE_ROWS else 0
+            other = SECOND_LANE.submit(lanes[1].update, X[half:], y[half:]) if half else None
+            try:
+                lanes[0].update(X[: half or None], y[: half or None])
+            finally:
+                if other is not None:
+                    other.result()
         for job in counting:
             job.result()
         counts = made.result()
+        lanes[0].merge(lanes[1])
+        training, statistics_tally = lanes[0].metrics, lanes[0].tally
         return (
             training.result(),
             None if validation is None else validation.result(),
@@ -572,6 +582,26 @@ class Trainer:
         ]
 
 
+class _ScoreLane:
+    """One thread's share of the finish phase's scoring: the training metrics and the inference tally."""
+
+    def __init__(self, model: LinearModel, tally) -> None:
+        self.metrics = _Metrics(model)
+        self.tally = tally
+
+    def update(self, X: np.ndarray, y: np.ndarray) -> None:
+        if X.shape[0] == 0:
+            return
+        self.metrics.update(X, y)
+        if self.tally is not None:
+            self.tally.update(X, y)
+
+    def merge(self, other: _ScoreLane) -> None:
+        self.metrics.merge(other.metrics)
+        if self.tally is not None:
+            self.tally.merge(other.tally)
+
+
 class _Metrics:
     """A model's metrics on rows fed block by block: ``update(X, y)``, then ``result()``."""
 
@@ -584,6 +614,9 @@ class _Metrics:
             self._tally.update(y, self._model._predict_log_proba(X))
         else:
             self._tally.update(y, self._model.predict(X))
+
+    def merge(self, other: _Metrics) -> None:
+        self._tally.merge(other._tally)  # type: ignore[arg-type]  # both tallies are of one model
 
     def result(self) -> dict:
         return self._tally.result()
