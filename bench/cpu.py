@@ -4,10 +4,11 @@
 
 Each variant is ``name=flags`` for ``regserve serve`` (metrics on, demo models off).
 Servers run one at a time, the variants interleaved with the bare sync server over
-``--rounds`` rounds, each loaded by ``bench.loadgen`` with one-row Predict calls at
-``--concurrency``.  For each run it prints calls a second, the server's CPU time per
-call and its context switches per call (all threads, from /proc): on a machine
-whose speed drifts, CPU per call and switches per call compare better than rates.
+``--rounds`` rounds, each loaded by ``bench.loadgen`` with one-row Predict calls (or,
+with ``--scenario infer``, ModelInfer calls) at ``--concurrency``.  For each run it
+prints calls a second, the server's CPU time per call and its context switches per
+call (all threads, from /proc): on a machine whose speed drifts, CPU per call and
+switches per call compare better than rates.
 
 ``--pin`` runs each server (every thread, as ``--pin-cpus`` does) on the first CPU it
 may use and the load generator on the second.  The threads of a server then hand the
@@ -72,6 +73,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
+        "--scenario", choices=("unary", "infer"), default="unary", help="one-row Predict, or one-row ModelInfer"
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="run every server on one CPU and the load generator on another: steadier figures on a 2-core machine",
@@ -95,7 +99,7 @@ def main() -> None:
                 else:
                     process, target = _start_regserve(model_dir, flags, server_cpu)
                 try:
-                    options = dict(scenario="unary", concurrency=args.concurrency, features=FEATURES)
+                    options = dict(scenario=args.scenario, concurrency=args.concurrency, features=FEATURES)
                     load(target, duration=1, **options)  # warm-up
                     cpu, switches = _cpu_seconds(process.pid), _context_switches(process.pid)
                     result = load(target, duration=args.duration, **options)
