@@ -72,7 +72,7 @@ __all__ = ["Trainer"]
 logger = logging.getLogger(__name__)
 
 _COUNTS_AHEAD = 3
-"""Blocks of the scoring pass that may wait for their drift bin counts: each is at most 64 MiB."""
+"""Blocks of the scoring pass that may wait for their drift bin counts: each is at most ``spool.BLOCK_BYTES``."""
 _SHARED_SCORE_ROWS = 4096
 """Fewest rows of a block whose scoring is shared with a second thread."""
 
