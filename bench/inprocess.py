@@ -4,7 +4,8 @@
 
 It starts a real regserve server on 127.0.0.1:0 (for training the model), then
 calls the Predict handler the gRPC server runs, behind the edge, with a
-stand-in context, and the servicer alone; and the servicer of bench/bare_server.py.
+stand-in context, and the servicer alone; and the servicer of bench/bare_server.py;
+then the same for one-row ModelInfer (one raw FP64 input, as tritonclient sends it).
 The edge's part is what the call itself does: the counting and the access-log line
 are done later, in batches, by a background thread.
 The best of three repeats is printed in microseconds a call: the "in process" figure
@@ -23,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.bare_server import SyncServicer
+from bench.bare_server import SyncInferenceServicer, SyncServicer
 from regserve.client import RegressionClient
+from regserve.inference import grpc_service_pb2 as oip
 from regserve.server.config import Settings
 from regserve.server.observability.access_log import configure_access_log
 from regserve.server.rpc.regression_servicer import RegressionServicer
@@ -33,7 +35,14 @@ from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import types_pb2
 
 PREDICT = "/regserve.v1.RegressionService/Predict"
-CALLS = ("regserve, edge and servicer", "regserve, servicer alone", "bare servicer")
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+CALLS = (
+    "regserve, edge and servicer",
+    "regserve, servicer alone",
+    "bare servicer",
+    "ModelInfer, edge and servicer",
+    "ModelInfer, bare servicer",
+)
 """The calls ``predict_calls`` gives, by name."""
 
 
@@ -85,18 +94,24 @@ def trained_server() -> Iterator[tuple[Any, np.ndarray, pb.PredictRequest]]:
 
 @contextlib.contextmanager
 def predict_calls(access_log: bool) -> Iterator[dict[str, Callable[[], object]]]:
-    """One-row Predict calls by name: regserve behind the edge, its servicer alone, and the bare servicer."""
+    """One-row calls by name: Predict behind the edge, its servicer alone and the bare servicer; ModelInfer behind
+    the edge and the bare servicer."""
     if access_log:
         configure_access_log(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
-    with trained_server() as (app, _, request):
+    with trained_server() as (app, X, request):
         context = _Context()
         edge = app.local.handler(PREDICT)
+        infer_edge = app.local.handler(MODEL_INFER)
         servicer = RegressionServicer(app.store, app.stats)
-        bare = SyncServicer(10)
+        bare, bare_infer = SyncServicer(10), SyncInferenceServicer(10)
+        tensor = oip.ModelInferRequest.InferInputTensor(name="inputs", datatype="FP64", shape=[1, 10])
+        infer = oip.ModelInferRequest(model_name="bench", inputs=[tensor], raw_input_contents=[X[:1].tobytes()])
         calls = (
             lambda: edge(request, context),
             lambda: servicer.Predict(request, context),
             lambda: bare.Predict(request, context),
+            lambda: infer_edge(infer, context),
+            lambda: bare_infer.ModelInfer(infer, context),
         )
         yield dict(zip(CALLS, calls, strict=True))
 
@@ -108,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     with predict_calls(args.access_log) as calls:
         for name, call in calls.items():
-            print(f"{name:28s} {_best(call, args.number):6.1f} us")
+            print(f"{name:30s} {_best(call, args.number):6.1f} us")
 
 
 if __name__ == "__main__":

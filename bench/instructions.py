@@ -66,10 +66,10 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         counts = dict(zip(runs, pool.map(lambda run: _count(*run, args.access_log), runs), strict=True))
     log = "on" if args.access_log else "off"
-    print(f"instructions per one-row Predict, in process (callgrind, {args.calls} calls, access log {log})")
+    print(f"instructions per one-row call, in process (callgrind, {args.calls} calls, access log {log})")
     for name in CALLS:
         per_call = (counts[name, _BASE_CALLS + args.calls] - counts[name, _BASE_CALLS]) / args.calls
-        print(f"{name:28s} {per_call:9,.0f}")
+        print(f"{name:30s} {per_call:9,.0f}")
 
 
 if __name__ == "__main__":
