@@ -23,12 +23,13 @@ def fit_model(
     d: int,
     m: Moments,
     spool: SpoolFile,
-    groups: list[int],
+    groups: list[int] | None,
     classes: tuple[str, ...] | None,
     label_map: np.ndarray | None,
     interrupt: Interrupt = uninterrupted,
 ) -> tuple[LinearModel, solvers.SolverInfo]:
-    """Fit on the spooled training groups (folds) ``groups``, whose merged moments are ``m``.
+    """Fit on the spooled training groups (folds) ``groups`` (None: every spooled row), whose merged moments
+    are ``m``.
 
     ``d`` is the feature count; ``m`` holds the moments of ``[x, y]`` for
     regression, of ``x`` for logistic; ``label_map`` maps first-seen label ids

@@ -82,13 +82,14 @@ class SpoolView:
     """The spooled rows of some groups, as the ``BlockSource`` the solvers read.
 
     Spool rows are ``[x (d), y or label id, group]``; validation rows carry
-    group -1, training rows their fold.
+    group -1, training rows their fold.  ``groups`` None means every row, read
+    without looking at its group.
     """
 
     def __init__(
         self,
         spool: SpoolFile | np.ndarray,
-        groups: list[int],
+        groups: list[int] | None,
         shift: np.ndarray | float,
         scale: np.ndarray | float,
         n: int,
@@ -96,7 +97,8 @@ class SpoolView:
         *,
         n_outputs: int = 1,
     ) -> None:
-        self._spool, self._groups = spool, np.array(groups, dtype=np.float64)
+        self._spool = spool
+        self._groups = None if groups is None else np.array(groups, dtype=np.float64)
         self._shift, self._scale, self.n, self._label_map = shift, scale, n, label_map
         self._block = block_rows(spool.shape[1], n_outputs)
 
@@ -114,9 +116,10 @@ class SpoolView:
         else:
             blocks = (np.asarray(self._spool[rows]) for rows in slices)
         for block in blocks:
-            chosen = np.isin(block[:, -1], self._groups)
-            if not chosen.all():  # a block wholly chosen (no split, no folds) needs no copy
-                block = block[chosen]
+            if self._groups is not None:
+                chosen = np.isin(block[:, -1], self._groups)
+                if not chosen.all():  # a block wholly chosen (no split, no folds) needs no copy
+                    block = block[chosen]
             if block.shape[0]:
                 yield block
 

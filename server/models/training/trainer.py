@@ -392,7 +392,12 @@ class Trainer:
     ) -> tuple[LinearModel, solvers.SolverInfo]:
         """Fit on the training groups (folds) ``groups``, whose rows have the moments ``moments``."""
         d = spool.shape[1] - 2  # spool rows are [x, y or label id, group]
-        return fit_model(self.spec, d, moments, spool, groups, classes, label_map, self._interrupt)
+        return fit_model(self.spec, d, moments, spool, self._chosen(groups), classes, label_map, self._interrupt)
+
+    def _chosen(self, groups: list[int]) -> list[int] | None:
+        """``groups``, or None when they hold every spooled row: a view of all rows reads no group column."""
+        every = set(range(self._n_folds)) | ({-1} if self._n > self._n_train else set())
+        return None if every <= set(groups) else groups
 
     def _score(
         self,
@@ -417,7 +422,7 @@ class Trainer:
         d = spool.shape[1] - 2
         n_validation = self._n - self._n_train
         groups = folds + ([-1] if n_validation else [])
-        view = SpoolView(spool, groups, 0.0, 1.0, 0, label_map, n_outputs=model.coef_.shape[0])
+        view = SpoolView(spool, self._chosen(groups), 0.0, 1.0, 0, label_map, n_outputs=model.coef_.shape[0])
         # Each training block is scored in two halves, the second in a second thread with tallies of
         # its own, added in at the end: the same rows go to the same half whatever the scheduling.
         lanes = [_ScoreLane(model, self._inference_tally(model, moments) if inference else None) for _ in range(2)]
@@ -530,7 +535,7 @@ class Trainer:
         """The separation warning of an unpenalised logistic fit on the rows of ``groups``, if any."""
         if self.spec.kind != "logistic" or self.spec.penalised:
             return []
-        view = SpoolView(spool, groups, 0.0, 1.0, 0, label_map)
+        view = SpoolView(spool, self._chosen(groups), 0.0, 1.0, 0, label_map)
         warning = find_separation(view.raw_blocks(), self._n_train, model, self.spec.fit_intercept, self._interrupt)
         return [] if warning is None else [warning]
 
