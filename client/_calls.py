@@ -8,8 +8,9 @@ clients in ``_client``/``_admin`` (blocking) and ``aio`` (asyncio) only send the
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
 
@@ -380,6 +381,54 @@ def train_requests(
     return pb.TrainRequest(spec=spec), lambda pair: _train_request(*pair)
 
 
+class _ReadAhead:
+    """``make(item)`` for each item of ``items``, each made in a daemon thread while the one before is used.
+
+    The thread hands over one message at a time (or the exception that ended the
+    iterable); ``stop`` lets it end once its current item is made.
+    """
+
+    _END = object()
+
+    def __init__(self, make: Callable[[Any], Any], items) -> None:
+        self._slot: queue.Queue = queue.Queue(maxsize=1)
+        self._stopped = threading.Event()
+        thread = threading.Thread(target=self._run, args=(make, items), name="regserve-request", daemon=True)
+        thread.start()
+
+    def _run(self, make: Callable[[Any], Any], items) -> None:
+        try:
+            for item in items:
+                if not self._hand_over((make(item), None)):
+                    return
+        except BaseException as exc:  # handed to the caller's thread, which raises it
+            self._hand_over((self._END, exc))
+            return
+        self._hand_over((self._END, None))
+
+    def _hand_over(self, entry: tuple) -> bool:
+        """Put ``entry`` in the slot; False once the reader has stopped."""
+        while not self._stopped.is_set():
+            try:
+                self._slot.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator:
+        while True:
+            message, error = self._slot.get()
+            if error is not None:
+                raise error
+            if message is self._END:
+                return
+            yield message
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
 class RequestStream:
     """The request messages of one client-streaming call, made from the caller's iterable.
 
@@ -389,7 +438,10 @@ class RequestStream:
 
     Iterated (grpcio's sync calls), each next message is read from the iterable and made
     in a thread of its own while gRPC serializes and sends the one before: reading a file
-    and sending overlap.  At most one message waits beyond the one being sent.
+    and sending overlap.  At most one message waits beyond the one being sent, so a call
+    that fails has taken one item more from the iterable than it sent.  The thread is a
+    daemon, as grpcio's own request thread is: an iterable that blocks after the call has
+    ended does not hold the process open.
     """
 
     def __init__(self, first: Any | None, make: Callable[[Any], Any], items) -> None:
@@ -401,19 +453,14 @@ class RequestStream:
     def __iter__(self) -> Iterator:
         if self._first is not None:
             yield self._first
-        messages = map(self._make, self._items)
-        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-request")
+        ahead = _ReadAhead(self._make, self._items)
         try:
-            pending = reader.submit(next, messages, None)
-            while (message := pending.result()) is not None:
-                pending = reader.submit(next, messages, None)
-                yield message
+            yield from ahead
         except Exception as exc:
             self.failure = exc
             raise
         finally:
-            # Not waited for: when the call ends early, the message being made is dropped.
-            reader.shutdown(wait=False, cancel_futures=True)
+            ahead.stop()
 
     async def __aiter__(self) -> AsyncIterator:
         """The messages from an iterable or an async iterable."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import grpc
 import numpy as np
 import pytest
@@ -50,3 +54,46 @@ def test_one_dimensional_input_is_one_row(client, linear_data):
     X, y = linear_data
     client.train("house", X, y)
     np.testing.assert_array_equal(client.predict("house", X[0]).values, client.predict("house", X[:1]).values)
+
+
+def test_a_failing_chunk_source_raises_its_own_error_and_stores_nothing(client, linear_data):
+    X, y = linear_data
+
+    def chunks():
+        yield X[:200], y[:200]
+        raise ValueError("the source broke")
+
+    with pytest.raises(ValueError, match="the source broke"):
+        client.train("broken", chunks=chunks())
+    with pytest.raises(TypeError):
+        client.train("broken", chunks=5)
+    with pytest.raises(NotFound):
+        client.model_info("broken")
+
+
+def test_a_stalled_chunk_source_does_not_hold_the_process_open(target, tmp_path):
+    # The chunks are read ahead in a thread; one still waiting on a source after the call has
+    # ended (here by its deadline) must not keep the interpreter from exiting.
+    script = tmp_path / "stalled.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import threading
+            import numpy as np
+            from regserve.client import RegressionClient, RegserveError
+
+            def chunks():
+                yield np.ones((10, 2)), np.arange(10.0)
+                threading.Event().wait()  # never set
+
+            with RegressionClient({target!r}, timeout=1.0) as client:
+                try:
+                    client.train("stalled", chunks=chunks())
+                except RegserveError as error:
+                    print(type(error).__name__)
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "DeadlineExceeded"
