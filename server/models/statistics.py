@@ -21,6 +21,7 @@ multinomial models get none; ``unavailable_note`` says why.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Iterable, Mapping
@@ -199,6 +200,13 @@ class LinearInferenceTally:
         W *= np.abs(residual / (1.0 - leverage))[:, None]
         self._meat += W.T @ W
 
+    def fork(self) -> LinearInferenceTally:
+        """A tally of the same fit with no rows folded in, sharing this one's read-only parts."""
+        other = copy.copy(self)
+        other.ssr = 0.0
+        other._meat = np.zeros_like(self._meat) if self.applies else None
+        return other
+
     def merge(self, other: LinearInferenceTally) -> None:
         """Add the rows ``other``, a tally of the same fit, has folded in."""
         if self.applies:
@@ -280,6 +288,13 @@ class LogisticInferenceTally:
         self.llf -= float(y @ np.logaddexp(0.0, -eta) + (1.0 - y) @ np.logaddexp(0.0, eta))
         self.n += X.shape[0]
         self._positives += float(y.sum())
+
+    def fork(self) -> LogisticInferenceTally:
+        """A tally of the same fit with no rows folded in."""
+        other = copy.copy(self)
+        other._hessian = np.zeros_like(self._hessian)
+        other.llf, other.n, other._positives = 0.0, 0, 0.0
+        return other
 
     def merge(self, other: LogisticInferenceTally) -> None:
         """Add the rows ``other``, a tally of the same fit, has folded in."""

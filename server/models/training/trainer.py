@@ -75,6 +75,8 @@ _COUNTS_AHEAD = 3
 """Blocks of the scoring pass that may wait for their drift bin counts: each is at most ``spool.BLOCK_BYTES``."""
 _SHARED_SCORE_ROWS = 4096
 """Fewest rows of a block whose scoring is shared with a second thread."""
+_SHARED_SCORE_VALUES = 2**17
+"""Most entries (1 MiB) of the inference accumulator that a second scoring thread may hold a copy of."""
 
 
 class Trainer:
@@ -425,7 +427,11 @@ class Trainer:
         view = SpoolView(spool, self._chosen(groups), 0.0, 1.0, 0, label_map, n_outputs=model.coef_.shape[0])
         # Each training block is scored in two halves, the second in a second thread with tallies of
         # its own, added in at the end: the same rows go to the same half whatever the scheduling.
-        lanes = [_ScoreLane(model, self._inference_tally(model, moments) if inference else None) for _ in range(2)]
+        # A second inference accumulator (p x p) is only worth its memory while it is small.
+        tally = self._inference_tally(model, moments) if inference else None
+        lanes = [_ScoreLane(model, tally)]
+        if tally is None or (model.coef_.shape[1] + 1) ** 2 <= _SHARED_SCORE_VALUES:
+            lanes.append(_ScoreLane(model, None if tally is None else tally.fork()))
         validation = _Metrics(model) if n_validation else None
         draw = SampleDraw(n_validation, d, self.spec.seed) if n_validation else None
         # Queued behind the edges' job in the same one-worker thread, so it runs once they are taken.
@@ -449,17 +455,20 @@ class Trainer:
                 counting.popleft().result()
             counting.append(self._store_thread.submit(lambda rows: made.result().update(rows), block))
             X, y = view.xy(block)
-            half = X.shape[0] // 2 if X.shape[0] >= _SHARED_SCORE_ROWS else 0
+            half = X.shape[0] // 2 if len(lanes) > 1 and X.shape[0] >= _SHARED_SCORE_ROWS else 0
             other = SECOND_LANE.submit(lanes[1].update, X[half:], y[half:]) if half else None
             try:
                 lanes[0].update(X[: half or None], y[: half or None])
             finally:
                 if other is not None:
-                    other.result()
+                    other.exception()  # waited for; this thread's own exception, if any, goes first
+            if other is not None:
+                other.result()
         for job in counting:
             job.result()
         counts = made.result()
-        lanes[0].merge(lanes[1])
+        for lane in lanes[1:]:
+            lanes[0].merge(lane)
         training, statistics_tally = lanes[0].metrics, lanes[0].tally
         return (
             training.result(),
