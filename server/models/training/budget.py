@@ -37,9 +37,9 @@ _STEP = 50_000
 so that loops over tiny data are not free."""
 _NEWTON_ITERATIONS = 25
 """Newton iterations a run is priced at, at most: more than enough for a quadratically convergent fit."""
-_PASS_COPIES = 5
-"""Arrays of one block's size alive during a pass: the read, the chosen rows, the scaled
-features, the design matrix and the scores."""
+_PASS_COPIES = 6
+"""Arrays of one block's size alive during a pass: the read, the next block read ahead, the
+chosen rows, the scaled features, the design matrix and the scores."""
 
 _ADVICE = {
     "chunk.features": "send fewer features",
