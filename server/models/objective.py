@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from regserve.server.models.executors import submit
 from regserve.server.models.interrupt import Interrupt, uninterrupted
 
 __all__ = ["SECOND_LANE", "ArrayBlocks", "BlockSource", "Objective", "make_objective"]
@@ -27,6 +28,7 @@ _SHARED_HESSIAN = 2**17
 SECOND_LANE = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-pass")
 """The thread that takes a share of a pass over the rows (here, and in training's finish phase): NumPy
 and BLAS release the GIL while they compute."""
+
 _STEP_VALUES = 2**18
 """Values (2 MiB) of one step of a pass, up to ``_STEP_ROWS`` rows and down to 1,024: the step's design
 matrix stays in cache for all of its products.
@@ -190,7 +192,7 @@ class Objective:
             self.interrupt()
             starts = range(0, y.shape[0], lanes[0].step)
             shared = len(lanes) > 1 and len(starts) > 1
-            other = SECOND_LANE.submit(lanes[1].run, Z, y, starts[1::2]) if shared else None
+            other = submit(SECOND_LANE, lanes[1].run, Z, y, starts[1::2]) if shared else None
             try:
                 lanes[0].run(Z, y, starts[0::2] if shared else starts)
             finally:

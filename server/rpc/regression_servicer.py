@@ -15,6 +15,7 @@ import grpc
 
 from regserve.server import __version__
 from regserve.server.errors import Cancelled, DeadlineExceeded, InvalidInput, RegserveError, Unavailable
+from regserve.server.models.executors import submit
 from regserve.server.models.prediction import predict
 from regserve.server.models.training import DEFAULT_LIMITS, Trainer, TrainingLimits, process_spool_dir
 from regserve.server.observability.drift import DriftMonitor
@@ -40,9 +41,9 @@ def _read_ahead(requests: Iterator[pb.TrainRequest]) -> Iterator[pb.TrainRequest
     """
     reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-receive")
     try:
-        pending = reader.submit(next, requests, None)
+        pending = submit(reader, next, requests, None)
         while (message := pending.result()) is not None:
-            pending = reader.submit(next, requests, None)
+            pending = submit(reader, next, requests, None)
             yield message
     finally:
         # Not waited for: after a refused chunk the read ends when the call does.

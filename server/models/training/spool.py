@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from regserve.server.models.executors import submit
+
 __all__ = ["SpoolFile", "SpoolView", "block_rows"]
 
 _READ_BLOCK = 65_536  # most spooled rows read back at a time
@@ -67,12 +69,12 @@ def _read_ahead(spool: SpoolFile, slices: list[slice]) -> Iterator[np.ndarray]:
     """
     if not slices:
         return
-    pending = _READER.submit(spool.__getitem__, slices[0])
+    pending = submit(_READER, spool.__getitem__, slices[0])
     try:
         for following in [*slices[1:], None]:
             block = pending.result()
             if following is not None:
-                pending = _READER.submit(spool.__getitem__, following)
+                pending = submit(_READER, spool.__getitem__, following)
             yield block
     finally:
         pending.cancel()  # a caller that stops early leaves at most this read, which is dropped

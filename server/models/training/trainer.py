@@ -51,6 +51,7 @@ import numpy as np
 from regserve.server.errors import FailedPrecondition, InvalidInput, ResourceExhausted
 from regserve.server.models import solvers, statistics
 from regserve.server.models.estimator import LinearModel
+from regserve.server.models.executors import submit
 from regserve.server.models.interrupt import Interrupt, uninterrupted
 from regserve.server.models.objective import SECOND_LANE
 from regserve.server.models.scoring import ClassificationTally, RegressionTally
@@ -456,7 +457,7 @@ class Trainer:
             counting.append(self._store_thread.submit(lambda rows: made.result().update(rows), block))
             X, y = view.xy(block)
             half = X.shape[0] // 2 if len(lanes) > 1 and X.shape[0] >= _SHARED_SCORE_ROWS else 0
-            other = SECOND_LANE.submit(lanes[1].update, X[half:], y[half:]) if half else None
+            other = submit(SECOND_LANE, lanes[1].update, X[half:], y[half:]) if half else None
             try:
                 lanes[0].update(X[: half or None], y[: half or None])
             finally:
