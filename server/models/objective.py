@@ -12,22 +12,19 @@ features.
 
 from __future__ import annotations
 
-import concurrent.futures
+import functools
 from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
 
-from regserve.server.models.executors import submit
+from regserve.server.models.executors import side_by_side
 from regserve.server.models.interrupt import Interrupt, uninterrupted
 
-__all__ = ["SECOND_LANE", "ArrayBlocks", "BlockSource", "Objective", "make_objective"]
+__all__ = ["ArrayBlocks", "BlockSource", "Objective", "make_objective"]
 
 _SHARED_HESSIAN = 2**17
 """Most Hessian entries (1 MiB) a pass may hold a second copy of, to share its steps with a second thread."""
-SECOND_LANE = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-pass")
-"""The thread that takes a share of a pass over the rows (here, and in training's finish phase): NumPy
-and BLAS release the GIL while they compute."""
 
 _STEP_VALUES = 2**18
 """Values (2 MiB) of one step of a pass, up to ``_STEP_ROWS`` rows and down to 1,024: the step's design
@@ -192,12 +189,10 @@ class Objective:
             self.interrupt()
             starts = range(0, y.shape[0], lanes[0].step)
             shared = len(lanes) > 1 and len(starts) > 1
-            other = submit(SECOND_LANE, lanes[1].run, Z, y, starts[1::2]) if shared else None
-            try:
-                lanes[0].run(Z, y, starts[0::2] if shared else starts)
-            finally:
-                if other is not None:
-                    other.result()
+            side_by_side(
+                functools.partial(lanes[0].run, Z, y, starts[0::2] if shared else starts),
+                functools.partial(lanes[1].run, Z, y, starts[1::2]) if shared else None,
+            )
         total, grad, H = lanes[0].total, lanes[0].grad, lanes[0].H
         for lane in lanes[1:]:
             total += lane.total

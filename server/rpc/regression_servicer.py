@@ -15,7 +15,7 @@ import grpc
 
 from regserve.server import __version__
 from regserve.server.errors import Cancelled, DeadlineExceeded, InvalidInput, RegserveError, Unavailable
-from regserve.server.models.executors import submit
+from regserve.server.models.executors import ahead
 from regserve.server.models.prediction import predict
 from regserve.server.models.training import DEFAULT_LIMITS, Trainer, TrainingLimits, process_spool_dir
 from regserve.server.observability.drift import DriftMonitor
@@ -41,10 +41,7 @@ def _read_ahead(requests: Iterator[pb.TrainRequest]) -> Iterator[pb.TrainRequest
     """
     reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regserve-receive")
     try:
-        pending = submit(reader, next, requests, None)
-        while (message := pending.result()) is not None:
-            pending = submit(reader, next, requests, None)
-            yield message
+        yield from ahead(reader, requests)
     finally:
         # Not waited for: after a refused chunk the read ends when the call does.
         reader.shutdown(wait=False, cancel_futures=True)

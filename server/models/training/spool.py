@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from regserve.server.models.executors import submit
+from regserve.server.models.executors import ahead
 
 __all__ = ["SpoolFile", "SpoolView", "block_rows"]
 
@@ -61,25 +61,6 @@ class SpoolFile:
         return block
 
 
-def _read_ahead(spool: SpoolFile, slices: list[slice]) -> Iterator[np.ndarray]:
-    """The blocks of ``spool`` at ``slices``, each next one read by ``_READER`` while this one is used.
-
-    The file is read with the GIL released, so the reading overlaps the caller's NumPy work;
-    at most one block waits beyond the one in use.
-    """
-    if not slices:
-        return
-    pending = submit(_READER, spool.__getitem__, slices[0])
-    try:
-        for following in [*slices[1:], None]:
-            block = pending.result()
-            if following is not None:
-                pending = submit(_READER, spool.__getitem__, following)
-            yield block
-    finally:
-        pending.cancel()  # a caller that stops early leaves at most this read, which is dropped
-
-
 class SpoolView:
     """The spooled rows of some groups, as the ``BlockSource`` the solvers read.
 
@@ -113,10 +94,9 @@ class SpoolView:
         if order is not None:
             starts = starts[order]
         slices = [slice(start, start + self._block) for start in starts.tolist()]
+        blocks: Iterator[np.ndarray] = (np.asarray(self._spool[rows]) for rows in slices)
         if isinstance(self._spool, SpoolFile):
-            blocks = _read_ahead(self._spool, slices)
-        else:
-            blocks = (np.asarray(self._spool[rows]) for rows in slices)
+            blocks = ahead(_READER, blocks)  # the file is read with the GIL released
         for block in blocks:
             if self._groups is not None:
                 chosen = np.isin(block[:, -1], self._groups)

@@ -37,6 +37,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
@@ -51,9 +52,8 @@ import numpy as np
 from regserve.server.errors import FailedPrecondition, InvalidInput, ResourceExhausted
 from regserve.server.models import solvers, statistics
 from regserve.server.models.estimator import LinearModel
-from regserve.server.models.executors import submit
+from regserve.server.models.executors import side_by_side
 from regserve.server.models.interrupt import Interrupt, uninterrupted
-from regserve.server.models.objective import SECOND_LANE
 from regserve.server.models.scoring import ClassificationTally, RegressionTally
 from regserve.server.models.training.budget import DEFAULT_LIMITS, RunSize, TrainingBudget, TrainingLimits
 from regserve.server.models.training.chunks import checked_features, checked_labels, checked_targets
@@ -457,14 +457,10 @@ class Trainer:
             counting.append(self._store_thread.submit(lambda rows: made.result().update(rows), block))
             X, y = view.xy(block)
             half = X.shape[0] // 2 if len(lanes) > 1 and X.shape[0] >= _SHARED_SCORE_ROWS else 0
-            other = submit(SECOND_LANE, lanes[1].update, X[half:], y[half:]) if half else None
-            try:
-                lanes[0].update(X[: half or None], y[: half or None])
-            finally:
-                if other is not None:
-                    other.exception()  # waited for; this thread's own exception, if any, goes first
-            if other is not None:
-                other.result()
+            side_by_side(
+                functools.partial(lanes[0].update, X[: half or None], y[: half or None]),
+                functools.partial(lanes[1].update, X[half:], y[half:]) if half else None,
+            )
         for job in counting:
             job.result()
         counts = made.result()
