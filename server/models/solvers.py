@@ -45,6 +45,7 @@ WARM_START_ROWS = 65_536
 """Most rows of the sample a Newton run over many more rows first converges on, in memory."""
 _WARM_START_VALUES = 2**21  # most values (rows × parameters) that sample holds, 16 MiB
 _WARM_START_STRIDE = 4  # a sample of fewer than 1 row in this many saves no pass over the data
+_QUADRATIC_MARGIN = 1e3  # how far below the tolerance the observed rate must put a step to skip its Hessian
 
 
 @dataclass
@@ -246,7 +247,10 @@ def solve_newton(
     """Newton/IRLS: ``θ ← θ - t H⁻¹∇F`` with a backtracking (Armijo) step ``t``.
 
     Stops when ``‖∇F‖₂ < tolerance``.  H is solved by Cholesky, falling back to
-    least squares where it is singular (separable or collinear data).
+    least squares where it is singular (separable or collinear data).  The pass of a
+    step that Newton's observed quadratic rate (‖∇F'‖ ≤ c‖∇F‖²) predicts to be the
+    last computes no Hessian; should the step fall short, it is evaluated again with
+    one, so the iterates and the stopping rule are those of plain Newton.
 
     On many rows the run starts from the optimum of a strided sample of them (see
     ``_warm_start``), a few quadratically converging steps from the full optimum,
@@ -267,6 +271,7 @@ def solve_newton(
     F, G, H = start if start is not None else objective.evaluate(theta, hessian=True)
     converged, iterations, fallback = False, 0, None
     roundoff = 8 * np.finfo(float).eps
+    contraction = None  # the largest ‖∇F'‖ / ‖∇F‖² seen over full steps: Newton's quadratic rate
     while not (converged := float(np.linalg.norm(G)) < tolerance) and iterations < max_iterations:
         objective.interrupt()
         iterations += 1
@@ -274,20 +279,27 @@ def solve_newton(
         fallback = fallback or used
         step = step.reshape(objective.shape)
         slope, t = float((G * step).sum()), 1.0
+        norm = float(np.linalg.norm(G))
+        # A step the observed rate puts a thousandfold below the tolerance is most likely the last: its
+        # pass skips the Hessian, the costlier half, and is repeated with it only if the step was not.
+        last = contraction is not None and _QUADRATIC_MARGIN * contraction * norm * norm < tolerance
         while t > 1e-10:
             objective.interrupt()
             candidate = theta - t * step
-            F_new, G_new, H_new = objective.evaluate(candidate, hessian=True)
+            F_new, G_new, H_new = objective.evaluate(candidate, hessian=not last)
             # Near the optimum F's decrease drowns in rounding; a smaller gradient then decides.
-            if F_new <= F - 1e-4 * t * slope or (
-                F_new <= F + roundoff * abs(F) and np.linalg.norm(G_new) < np.linalg.norm(G)
-            ):
+            if F_new <= F - 1e-4 * t * slope or (F_new <= F + roundoff * abs(F) and np.linalg.norm(G_new) < norm):
                 break
             t /= 2.0
             del H_new  # a rejected candidate's Hessian must not sit beside the next one's
         else:
             logger.info("newton line search stalled at iteration %d", iterations)
             break
+        if t == 1.0:
+            rate = float(np.linalg.norm(G_new)) / max(norm * norm, np.finfo(float).tiny)
+            contraction = rate if contraction is None else max(contraction, rate)
+        if H_new is None and float(np.linalg.norm(G_new)) >= tolerance and iterations < max_iterations:
+            F_new, G_new, H_new = objective.evaluate(candidate, hessian=True)
         theta, F, G, H = candidate, F_new, G_new, H_new
     gauge = 0.5 * objective.gauge * float(theta.sum(axis=0) @ theta.sum(axis=0))
     return theta, SolverInfo(iterations=iterations, converged=converged, final_loss=F - gauge, fallback=fallback)

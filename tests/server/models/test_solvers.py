@@ -272,3 +272,46 @@ def test_a_warm_start_worse_than_zero_is_dropped(standardized, monkeypatch):
     reference = _sklearn_logistic(Z, labels, 0.01)
     assert info.converged
     np.testing.assert_allclose(theta[0, 1:], reference.coef_[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+@pytest.mark.parametrize("margin", [solvers._QUADRATIC_MARGIN, 0.0])
+def test_newton_skips_the_hessian_of_its_last_step_without_changing_a_step(standardized, monkeypatch, classes, margin):
+    """Margin 0 predicts every step after the first to be the last, so most predictions are wrong and
+    their steps are evaluated again with the Hessian; the iterates must be those of plain Newton either way."""
+    Z, _, labels = standardized
+    if classes == 2:
+        labels = (labels == 2).astype(np.intp)
+
+    def run(quadratic_margin):
+        monkeypatch.setattr(solvers, "_QUADRATIC_MARGIN", quadratic_margin)
+        objective = make_objective(
+            ArraySource(Z, labels), kind="logistic", n_classes=classes, d=5, l2=0.01, fit_intercept=True
+        )
+        calls = []
+        evaluate = objective.evaluate
+
+        def spy(theta, hessian=False):
+            calls.append((theta.copy(), hessian))
+            return evaluate(theta, hessian)
+
+        monkeypatch.setattr(objective, "evaluate", spy)
+        theta, info = solvers.solve_newton(objective, max_iterations=50, tolerance=1e-12, warm_start=False)
+        return theta, info, calls
+
+    plain_theta, plain_info, plain_calls = run(np.inf)  # no step is ever predicted to be the last
+    theta, info, calls = run(margin)
+    assert all(hessian for _, hessian in plain_calls)
+    assert calls[-1][1] is False  # the step that met the tolerance computed no Hessian
+    with_hessian = [(t, h) for t, h in calls if h]
+    assert [t.tolist() for t, _ in with_hessian] == [t.tolist() for t, _ in plain_calls[:-1]]
+    np.testing.assert_array_equal(theta, plain_theta)
+    assert (info.iterations, info.converged, info.final_loss) == (
+        plain_info.iterations,
+        plain_info.converged,
+        plain_info.final_loss,
+    )
+    if margin == 0.0:
+        assert len(calls) > len(plain_calls)  # wrong predictions cost a pass each, and change no step
+    else:
+        assert len(calls) == len(plain_calls)
