@@ -182,6 +182,19 @@ class ClassificationTally:
         self._confusion += confusion_matrix(y_true, pred, len(self.labels))
         self.n += y_true.size
 
+    def update_binary(self, y_true: np.ndarray, z: np.ndarray) -> None:
+        """Add a block of a two-class model from its decision values ``z`` (n_block,), P(class 1) = σ(z).
+
+        The same log-loss as ``update`` on ``log σ(∓z)``, from one ``logaddexp`` instead of two, and the
+        class predicted as the model's ``predict`` has it, z > 0.
+        """
+        if y_true.size == 0:
+            return
+        positive = y_true.astype(np.intp, copy=False) == 1
+        self._nll += float(np.logaddexp(0.0, np.where(positive, -z, z)).sum())
+        self._confusion += confusion_matrix(positive, z > 0, 2)
+        self.n += y_true.size
+
     def merge(self, other: ClassificationTally) -> None:
         """Add the blocks ``other`` (over the same labels) has folded, as if they had been folded here."""
         if other.labels != self.labels:

@@ -622,7 +622,10 @@ class _Metrics:
 
     def update(self, X: np.ndarray, y: np.ndarray) -> None:
         if isinstance(self._tally, ClassificationTally):
-            self._tally.update(y, self._model._predict_log_proba(X))
+            if self._model.coef_.shape[0] == 1:  # one decision value per row: P(second class) = σ(z)
+                self._tally.update_binary(y, self._model._decision_function(X)[:, 0])
+            else:
+                self._tally.update(y, self._model._predict_log_proba(X))
         else:
             self._tally.update(y, self._model.predict(X))
 

@@ -86,6 +86,23 @@ def test_classification_tally_in_blocks_matches_sklearn(classification_data):
     assert [row["support"] for row in result["per_class"]] == support.tolist()
 
 
+def test_binary_tally_from_decision_values_matches_the_log_probability_tally_and_sklearn():
+    rng = np.random.default_rng(11)
+    z = np.concatenate([rng.normal(scale=4.0, size=500), [0.0, 800.0, -800.0]])  # a tie and saturated rows
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-np.clip(z, -50, 50)))).astype(np.float64)
+    y[-2:] = [0.0, 1.0]  # each saturated row on its wrong side: a log-loss term of 800
+    fast, reference = metrics.ClassificationTally(["no", "yes"]), metrics.ClassificationTally(["no", "yes"])
+    for lo, hi in [(0, 1), (1, 250), (250, 250), (250, z.size)]:
+        fast.update_binary(y[lo:hi], z[lo:hi])
+        reference.update(y[lo:hi], np.column_stack([-np.logaddexp(0.0, z[lo:hi]), -np.logaddexp(0.0, -z[lo:hi])]))
+    assert fast.result() == reference.result()
+    proba = 1 / (1 + np.exp(-z[:-2]))
+    np.testing.assert_allclose(
+        fast.result()["log_loss"] * z.size, skm.log_loss(y[:-2], proba, normalize=False) + 1600.0, rtol=1e-12
+    )
+    assert fast.result()["confusion_matrix"] == skm.confusion_matrix(y, z > 0).tolist()
+
+
 def test_empty_tallies_report_none():
     assert metrics.RegressionTally().result() == {"mse": None, "rmse": None, "mae": None, "r2": None}
     assert metrics.ClassificationTally(["0", "1"]).result()["accuracy"] is None
