@@ -347,8 +347,7 @@ class ModelRegistry:
             # Jittered, growing pauses keep replicas that collide from colliding again in step.
             time.sleep(random.uniform(0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_SECONDS * 2**attempt)))
         raise Unavailable(
-            f"The serving state of model {model!r} kept changing under this change ({CAS_ATTEMPTS} tries); "
-            "try again.",
+            f"The serving state of model {model!r} kept changing under this change ({CAS_ATTEMPTS} tries); try again.",
             reason="STATE_CONFLICT",
             metadata={"model": model},
         )
