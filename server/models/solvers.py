@@ -306,24 +306,31 @@ def solve_newton(
 
 
 def _warm_start(objective: Objective, *, max_iterations: int, tolerance: float) -> np.ndarray | None:
-    """Newton's optimum on every s-th row, read in one pass, or None when the rows are too few to gain.
+    """Newton's optimum on every s-th row, or None when the rows are too few to gain.
+
+    A source with an ``every(stride)`` method (a spool of every row) hands those rows over
+    without a pass; any other is read once.
 
     The sample's optimum lies within about 1/√(sample rows) of the full one, where
     Newton converges quadratically: two or three steps on all the rows instead of
-    five or more from zero, for one extra pass that only reads.
+    five or more from zero, for at most one extra pass that only reads.
     """
     rows = min(WARM_START_ROWS, _WARM_START_VALUES // (objective.shape[0] * objective.shape[1]))
     stride = objective.data.n // max(rows, 1)
     if stride < _WARM_START_STRIDE or rows < 20 * objective.shape[0] * objective.shape[1]:
         return None
-    Zs, ys, seen = [], [], 0
-    for Z, y in objective.data.blocks():
-        objective.interrupt()
-        first = -seen % stride  # global rows 0, s, 2s, ... whatever the block boundaries
-        Zs.append(Z[first::stride].copy())
-        ys.append(y[first::stride].copy())
-        seen += y.shape[0]
-    sample = objective.on(ArrayBlocks(np.concatenate(Zs), np.concatenate(ys)))
+    every = getattr(objective.data, "every", None)  # a source that can take the rows without a pass
+    taken = every(stride) if every is not None else None
+    if taken is None:
+        Zs, ys, seen = [], [], 0
+        for Z, y in objective.data.blocks():
+            objective.interrupt()
+            first = -seen % stride  # global rows 0, s, 2s, ... whatever the block boundaries
+            Zs.append(Z[first::stride].copy())
+            ys.append(y[first::stride].copy())
+            seen += y.shape[0]
+        taken = np.concatenate(Zs), np.concatenate(ys)
+    sample = objective.on(ArrayBlocks(*taken))
     theta, _ = solve_newton(sample, max_iterations=max_iterations, tolerance=tolerance)
     return theta if np.isfinite(theta).all() else None
 

@@ -60,6 +60,20 @@ class SpoolFile:
                 done += got
         return block
 
+    def every(self, stride: int) -> np.ndarray:
+        """Rows 0, ``stride``, 2·``stride``, … as a new array.
+
+        Mapped rather than read: a sample of one row in several touches every page
+        but copies only the rows it takes, where reading copies every row first.
+        """
+        if self.shape[0] == 0:
+            return np.empty((0, self.shape[1]))
+        mapped = np.memmap(self.path, dtype="<f8", mode="r", shape=self.shape)
+        try:
+            return np.array(mapped[::stride])
+        finally:
+            mapped._mmap.close()  # type: ignore[attr-defined]  # now, not when the collector finds it
+
 
 class SpoolView:
     """The spooled rows of some groups, as the ``BlockSource`` the solvers read.
@@ -109,6 +123,18 @@ class SpoolView:
         """Unscaled ``(X, y)`` blocks of the chosen groups, blocks in ``order``."""
         for block in self.rows(order):
             yield self.xy(block)
+
+    def every(self, stride: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Unscaled ``(X, y)`` of rows 0, ``stride``, 2·``stride``, … without a pass over the others.
+
+        None when only some groups are chosen: which rows those are is only known by reading them all.
+        """
+        if self._groups is not None:
+            return None
+        spool = self._spool
+        rows = spool.every(stride) if isinstance(spool, SpoolFile) else np.array(spool[::stride])
+        X, y = self.xy(rows)
+        return np.ascontiguousarray(X), y
 
     def xy(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unscaled ``(X, y)`` of spool rows ``block``: views, but for class indices mapped from label ids."""

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from regserve.server.models import solvers
 from regserve.server.models.training import TrainSpec, spool
 from tests.server.models.training.helpers import assert_close_tree, train
 
@@ -70,3 +71,43 @@ def test_a_spool_file_shorter_than_its_rows_is_an_error(tmp_path):
     path.write_bytes(np.ones((3, 2)).tobytes())
     with pytest.raises(OSError, match="ends before row 4"):
         spool.SpoolFile(str(path), (4, 2))[0:4]
+
+
+def test_every_nth_row_of_the_spool_file_is_a_copy_of_those_rows(tmp_path):
+    rows = np.random.default_rng(5).normal(size=(1_001, 4))
+    path = tmp_path / "spool.f64"
+    path.write_bytes(rows.astype("<f8").tobytes())
+    spooled = spool.SpoolFile(str(path), rows.shape)
+    for stride in (1, 4, 15, 1_000, 2_000):
+        taken = spooled.every(stride)
+        assert np.array_equal(taken, rows[::stride])
+    taken.fill(0.0)  # the caller's own array, not a mapping of the file
+    assert np.array_equal(spooled.every(1_000), rows[::1_000])
+    assert spool.SpoolFile(str(path), (0, 4)).every(3).shape == (0, 4)
+
+
+@pytest.mark.parametrize("validation_fraction", [0.0, 0.2])
+def test_newtons_warm_start_sample_taken_from_the_file_is_the_sample_a_pass_takes(monkeypatch, validation_fraction):
+    # Without a split the strided sample comes straight from the file; with one, from a pass over the training
+    # rows.  Either way the model must be the one the pass gives.
+    monkeypatch.setattr(solvers, "WARM_START_ROWS", 400)
+    monkeypatch.setattr(spool, "_READ_BLOCK", 997)
+    rng = np.random.default_rng(14)
+    X = rng.normal(size=(20_000, 3)) * [1.0, 4.0, 0.5] + [2.0, 0.0, -1.0]
+    y = (X @ [1.0, -0.3, 2.0] + rng.logistic(size=20_000) > 1.0).astype(float)
+    spec = TrainSpec(kind="logistic", solver="newton", standardize=True, validation_fraction=validation_fraction)
+    taken = []
+    every = spool.SpoolView.every
+
+    def spy(self, stride):
+        taken.append(every(self, stride))
+        return taken[-1]
+
+    monkeypatch.setattr(spool.SpoolView, "every", spy)
+    mapped = train(spec, X, y)
+    monkeypatch.setattr(spool.SpoolView, "every", lambda self, stride: None)
+    read = train(spec, X, y)
+    assert len(taken) == 1 and (taken[0] is None) == (validation_fraction > 0)
+    assert np.array_equal(mapped.model.coef_, read.model.coef_)
+    assert np.array_equal(mapped.model.intercept_, read.model.intercept_)
+    assert mapped.metadata["solver_info"] == read.metadata["solver_info"]
