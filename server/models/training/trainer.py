@@ -440,7 +440,10 @@ class Trainer:
         # The bins are counted in the intake's thread, idle by now, while this one scores: NumPy's
         # comparisons and BLAS release the GIL.  Up to _COUNTS_AHEAD blocks wait for their count, so
         # this thread is not held back block by block while that one starts behind the edges' job.
+        # Once the edges are taken, this thread counts the first half of each block itself, into
+        # counts of its own: the counting costs more than the scoring, and counts add exactly.
         counting: collections.deque[concurrent.futures.Future] = collections.deque()
+        own_counts: DriftCounts | None = None
         for block in view.rows():
             self._interrupt()
             if validation is not None and draw is not None:
@@ -454,16 +457,23 @@ class Trainer:
                     continue
             while len(counting) >= _COUNTS_AHEAD:
                 counting.popleft().result()
-            counting.append(self._store_thread.submit(lambda rows: made.result().update(rows), block))
+            shared = block.shape[0] // 2 if made.done() and block.shape[0] >= _SHARED_SCORE_ROWS else 0
+            if shared and own_counts is None:
+                own_counts = DriftCounts(made.result().edges, d + 2)
+            counting.append(self._store_thread.submit(lambda rows: made.result().update(rows), block[shared:]))
             X, y = view.xy(block)
             half = X.shape[0] // 2 if len(lanes) > 1 and X.shape[0] >= _SHARED_SCORE_ROWS else 0
             side_by_side(
-                functools.partial(lanes[0].update, X[: half or None], y[: half or None]),
+                functools.partial(
+                    _score_and_count, lanes[0], X[: half or None], y[: half or None], own_counts, block[:shared]
+                ),
                 functools.partial(lanes[1].update, X[half:], y[half:]) if half else None,
             )
         for job in counting:
             job.result()
         counts = made.result()
+        if own_counts is not None:
+            counts.counts += own_counts.counts
         for lane in lanes[1:]:
             lanes[0].merge(lane)
         training, statistics_tally = lanes[0].metrics, lanes[0].tally
@@ -591,6 +601,13 @@ class Trainer:
             }
             for j, name in enumerate(names)
         ]
+
+
+def _score_and_count(lane: _ScoreLane, X: np.ndarray, y: np.ndarray, counts: DriftCounts | None, rows) -> None:
+    """Score ``X``, ``y`` in ``lane``, then count spool ``rows`` into ``counts`` (none when ``rows`` is empty)."""
+    lane.update(X, y)
+    if counts is not None and rows.shape[0]:
+        counts.update(rows)
 
 
 class _ScoreLane:

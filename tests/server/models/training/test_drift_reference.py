@@ -11,6 +11,8 @@ import pytest
 from regserve.server.models.drift import BINS
 from regserve.server.models.training import TrainSpec
 from regserve.server.models.training import drift_reference as drift_module
+from regserve.server.models.training import spool as spool_module
+from regserve.server.models.training import trainer as trainer_module
 from regserve.server.models.training.drift_reference import EdgeSample
 from regserve.server.models.training.sampling import DRIFT_EDGE_STREAM, RowGroups, row_keys
 from tests.server.models.training.helpers import train, uneven_splits
@@ -70,6 +72,34 @@ def test_edges_come_from_a_bounded_sample_and_proportions_from_every_row(monkeyp
         [np.bincount(np.searchsorted(reference.edges[j], X[:, j], side="right"), minlength=BINS) for j in range(2)]
     ) / len(X)
     np.testing.assert_allclose(reference.proportions, expected, rtol=1e-12)
+
+
+def test_bins_counted_in_two_threads_are_every_training_row_counted_once(monkeypatch):
+    # Once the edges are taken, the scoring thread counts half of each block and the store thread the rest;
+    # from the fourth block on the edges are certain to be taken (the scoring waits for the first block's count).
+    monkeypatch.setattr(spool_module, "_READ_BLOCK", 8_000)  # 6,000 training rows a block
+    counted_here = []
+    score_and_count = trainer_module._score_and_count
+
+    def spy(lane, X, y, counts, rows):
+        counted_here.append(rows.shape[0] if counts is not None else 0)
+        score_and_count(lane, X, y, counts, rows)
+
+    monkeypatch.setattr(trainer_module, "_score_and_count", spy)
+    rng = np.random.default_rng(16)
+    X = rng.normal(size=(60_000, 3)) * [1.0, 3.0, 0.2]
+    y = X @ [1.0, -1.0, 2.0] + rng.normal(size=60_000)
+    result = train(TrainSpec(kind="linear", validation_fraction=0.25, seed=4), X, y)
+    reference = result.drift_reference
+    assert reference is not None and 0 < sum(counted_here) < result.metadata["n_train"]
+    training = RowGroups(4, 0.25, 1).take(0, len(X))[0] >= 0
+    expected = np.stack(
+        [
+            np.bincount(np.searchsorted(reference.edges[j], X[training, j], side="right"), minlength=BINS)
+            for j in range(3)
+        ]
+    )
+    np.testing.assert_array_equal(np.round(reference.proportions * training.sum()).astype(int), expected)
 
 
 def test_the_same_rows_in_other_chunks_give_the_same_reference():
