@@ -8,9 +8,10 @@ was measured to hold more of a file the further it read), and a row's global ind
 which sets its validation split and fold, is the same on every read.
 
 Feature columns must hold numbers (integers and decimals are read as float64); a
-classifier's target may be numbers, strings, bools (labels "True" and "False", as
-pandas prints them) or a dictionary of those (pandas' ``category``).  A null or non-finite value is refused
-with its file, its 1-based row number in that file and its column.
+classifier's target may be numbers (whole ones spelled as integers: 1.0 is the label "1", as
+the client's numbers are), strings, bools (labels "True" and "False", as pandas prints them) or
+a dictionary of those (pandas' ``category``).  A null or non-finite value is refused with its
+file, its 1-based row number in that file and its column.
 """
 
 from __future__ import annotations
@@ -145,13 +146,23 @@ _EXACT_INTEGERS = 2**53
 
 
 def _labels(column: pa.Array) -> np.ndarray:
-    """A label column, shape (n,): integers as int64 (sent as numbers, which the server spells as
-    integers, as it does here), anything else as str: a dictionary's values, and a bool as
-    "True"/"False" as pandas prints it."""
+    """A label column, shape (n,): integers as int64 and whole floats as float64 (sent as numbers, which
+    the server spells as integers, as it does here and for the client's numbers), anything else as str:
+    a float with a fraction as NumPy prints it, a dictionary's values, and a bool as "True"/"False" as
+    pandas prints it."""
     if pa.types.is_integer(column.type):
         values = column.to_numpy()
         if len(values) == 0 or max(abs(int(values.min())), abs(int(values.max()))) <= _EXACT_INTEGERS:
             return values.astype(np.int64, copy=False)
+    if pa.types.is_floating(column.type):
+        values = column.to_numpy()
+        whole = values == np.round(values)
+        if whole.all():
+            return values.astype(np.float64, copy=False)
+        # Spelled one by one, so 1.0 is "1" in this batch as in one of whole numbers only.
+        spelled = values.astype(np.str_).astype(object)
+        spelled[whole] = [str(int(v)) for v in values[whole].tolist()]
+        return spelled.astype(np.str_)
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
     return column.to_numpy(zero_copy_only=False).astype(np.str_)
@@ -164,7 +175,7 @@ def _arrays(
     columns = [column if labels and j == d else pc.cast(column, pa.float64()) for j, column in enumerate(batch.columns)]
     for j, column in enumerate(columns):
         problem = "empty" if column.null_count else None
-        if problem is None and not (labels and j == d):
+        if problem is None and (not (labels and j == d) or pa.types.is_floating(column.type)):
             values = column.to_numpy()
             problem = None if np.isfinite(values).all() else "non-finite"
         if problem is not None:

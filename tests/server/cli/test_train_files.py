@@ -72,6 +72,21 @@ def test_parquet_directory_glob_and_file_train_as_the_same_rows_sent_from_python
     assert "column 'street'" in capsys.readouterr().err
 
 
+def test_float_labels_from_parquet_train_as_the_clients_float_labels_do(target, client, tmp_path, capsys):
+    rng = np.random.default_rng(21)
+    X = rng.normal(size=(300, 2))
+    labels = (X[:, 0] - X[:, 1] + rng.logistic(size=300) > 0).astype(np.float64)
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "label": labels}), tmp_path / "rows.parquet")
+    client.train("from_python", X, labels, kind="logistic", feature_names=["a", "b"])
+    command = ["train", str(tmp_path / "rows.parquet"), "--server", target, "--model", "from_parquet"]
+    assert main([*command, "--target", "label", "--kind", "logistic"]) == 0
+    capsys.readouterr()
+    ours, theirs = _version(client, "from_parquet"), _version(client, "from_python")
+    assert list(ours.classes) == list(theirs.classes) == ["0", "1"]
+    assert ours.data_fingerprint == theirs.data_fingerprint
+    np.testing.assert_array_equal(np.frombuffer(ours.coefficients.raw), np.frombuffer(theirs.coefficients.raw))
+
+
 def test_csv_with_bom_crlf_blank_lines_and_quotes_trains_as_a_plain_one(target, client, tmp_path, linear_data):
     X, y = linear_data
     plain = tmp_path / "plain.csv"

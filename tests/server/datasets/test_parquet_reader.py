@@ -122,3 +122,25 @@ def test_integer_labels_stay_numbers_unless_float64_cannot_hold_them(tmp_path):
     # Sent as numbers, a label past 2**53 would reach the server rounded: it travels as text.
     _, spelled, _ = _all(read_parquet(str(path), "big", classifier=True, feature_columns=["a"]))
     assert spelled.tolist() == ["0", str(big), "1"]
+
+
+def test_whole_float_labels_are_spelled_as_the_clients_numbers_are(tmp_path):
+    path = tmp_path / "floats.parquet"
+    table = pa.table(
+        {
+            "a": [1.0, 2.0, 3.0, 4.0],
+            "whole": [0.0, 1.0, 1.0, -2.0],
+            "mixed": pa.array([1.0, 0.5, 2.0, 0.1], type=pa.float32()),
+            "broken": [0.0, 1.0, float("nan"), 1.0],
+        }
+    )
+    pq.write_table(table, path, row_group_size=2)
+    # Numbers, as the client sends its float labels: the server spells them "0", "1", "-2".
+    _, whole, _ = _all(read_parquet(str(path), "whole", classifier=True, feature_columns=["a"]))
+    assert whole.dtype == np.float64 and whole.tolist() == [0.0, 1.0, 1.0, -2.0]
+    # A column with fractions travels as text, its whole values spelled as in a batch of whole values only.
+    chunks = list(read_parquet(str(path), "mixed", classifier=True, feature_columns=["a"], chunk_rows=2).chunks)
+    assert [chunk.target.tolist() for chunk in chunks] == [["1", "0.5"], ["2", "0.1"]]
+    with pytest.raises(InvalidInput) as refused:
+        list(read_parquet(str(path), "broken", classifier=True, feature_columns=["a"]).chunks)
+    assert refused.value.metadata == {"file": str(path), "row": "3", "column": "broken", "problem": "non-finite"}
