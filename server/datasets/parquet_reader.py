@@ -146,10 +146,13 @@ _EXACT_INTEGERS = 2**53
 
 
 def _labels(column: pa.Array) -> np.ndarray:
-    """A label column, shape (n,): integers as int64 and whole floats as float64 (sent as numbers, which
-    the server spells as integers, as it does here and for the client's numbers), anything else as str:
-    a float with a fraction as NumPy prints it, a dictionary's values, and a bool as "True"/"False" as
-    pandas prints it."""
+    """A label column, shape (n,): integers and whole floats of at most 2**53 as int64 and float64 (sent
+    as numbers, which the server spells as integers, as it does here and for the client's numbers),
+    anything else as str: other numbers spelled as the server spells numbers (a fraction as NumPy
+    prints it), a dictionary's values, and a bool as "True"/"False" as pandas prints it.
+
+    A batch may go as numbers and the next as text: ``rechunk`` spells the numbers of a chunk
+    that holds both."""
     if pa.types.is_integer(column.type):
         values = column.to_numpy()
         if len(values) == 0 or max(abs(int(values.min())), abs(int(values.max()))) <= _EXACT_INTEGERS:
@@ -157,9 +160,9 @@ def _labels(column: pa.Array) -> np.ndarray:
     if pa.types.is_floating(column.type):
         values = column.to_numpy()
         whole = values == np.round(values)
-        if whole.all():
+        if whole.all() and (len(values) == 0 or float(np.abs(values).max()) <= _EXACT_INTEGERS):
             return values.astype(np.float64, copy=False)
-        # Spelled one by one, so 1.0 is "1" in this batch as in one of whole numbers only.
+        # Spelled one by one as the server spells numbers, so 1.0 is "1" here as in a batch sent as numbers.
         spelled = values.astype(np.str_).astype(object)
         spelled[whole] = [str(int(v)) for v in values[whole].tolist()]
         return spelled.astype(np.str_)

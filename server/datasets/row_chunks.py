@@ -33,7 +33,10 @@ def rechunk(pieces: Iterable[tuple[np.ndarray, np.ndarray | None]], chunk_rows: 
 
     def joined() -> RowChunk:
         X = np.concatenate([p[0] for p in held]) if len(held) > 1 else held[0][0]
-        target = None if held[0][1] is None else np.concatenate([p[1] for p in held if p[1] is not None])
+        targets = [p[1] for p in held if p[1] is not None]
+        if any(t.dtype.kind == "U" for t in targets):
+            targets = [_label_text(t) for t in targets]
+        target = None if held[0][1] is None else np.concatenate(targets)
         return RowChunk(first, X, target)
 
     for X, y in pieces:
@@ -47,6 +50,15 @@ def rechunk(pieces: Iterable[tuple[np.ndarray, np.ndarray | None]], chunk_rows: 
                 held, count, first = [], 0, first + chunk_rows
     if count:
         yield joined()
+
+
+def _label_text(labels: np.ndarray) -> np.ndarray:
+    """Class labels as text: numbers (whole ones, as a reader sends them) spelled as the server spells
+    them, so 1.0 is "1" and not NumPy's "1.0" when a chunk joins numeric labels to text ones."""
+    if labels.dtype.kind == "U":
+        return labels
+    values, inverse = np.unique(labels, return_inverse=True)
+    return np.array([str(int(v)) for v in values.tolist()], dtype=np.str_)[inverse.ravel()]
 
 
 def refuse_target_as_feature(target: str | None, feature_columns: Sequence[str] | None) -> None:

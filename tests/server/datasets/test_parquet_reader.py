@@ -138,9 +138,28 @@ def test_whole_float_labels_are_spelled_as_the_clients_numbers_are(tmp_path):
     # Numbers, as the client sends its float labels: the server spells them "0", "1", "-2".
     _, whole, _ = _all(read_parquet(str(path), "whole", classifier=True, feature_columns=["a"]))
     assert whole.dtype == np.float64 and whole.tolist() == [0.0, 1.0, 1.0, -2.0]
-    # A column with fractions travels as text, its whole values spelled as in a batch of whole values only.
+    # A batch with fractions travels as text, its whole values spelled as the server spells numbers.
     chunks = list(read_parquet(str(path), "mixed", classifier=True, feature_columns=["a"], chunk_rows=2).chunks)
     assert [chunk.target.tolist() for chunk in chunks] == [["1", "0.5"], ["2", "0.1"]]
     with pytest.raises(InvalidInput) as refused:
         list(read_parquet(str(path), "broken", classifier=True, feature_columns=["a"]).chunks)
     assert refused.value.metadata == {"file": str(path), "row": "3", "column": "broken", "problem": "non-finite"}
+
+
+def test_a_chunk_joining_whole_and_fractional_label_batches_spells_each_label_once(tmp_path):
+    # The first row group holds whole stars only (numbers), the second a half star (text): however the
+    # rows are chunked, 2.0 is the label "2", never also "2.0".
+    path = tmp_path / "stars.parquet"
+    pq.write_table(pa.table({"a": [1.0, 2.0, 3.0, 4.0], "stars": [1.0, 2.0, 4.5, 2.0]}), path, row_group_size=2)
+    for chunk_rows in (1, 2, 3, 4):
+        chunks = read_parquet(str(path), "stars", classifier=True, feature_columns=["a"], chunk_rows=chunk_rows).chunks
+        labels = [str(int(v)) if isinstance(v, float) else v for chunk in chunks for v in chunk.target.tolist()]
+        assert labels == ["1", "2", "4.5", "2"], chunk_rows
+
+
+def test_whole_float_labels_past_2_53_travel_as_text_in_every_batch(tmp_path):
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"a": [1.0, 2.0, 3.0, 4.0], "y": [0.0, 1e200, 0.5, 1e200]}), path, row_group_size=2)
+    chunks = list(read_parquet(str(path), "y", classifier=True, feature_columns=["a"], chunk_rows=2).chunks)
+    assert [chunk.target.dtype.kind for chunk in chunks] == ["U", "U"]
+    assert chunks[0].target.tolist() == ["0", str(int(1e200))] and chunks[1].target.tolist() == ["0.5", str(int(1e200))]
