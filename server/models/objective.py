@@ -147,6 +147,13 @@ class Objective:
         other._standardization = self._standardization
         return other
 
+    @property
+    def shares_hessian_passes(self) -> bool:
+        """Whether a pass with the Hessian shares its steps with a second thread, as one without always does:
+        then the two passes add the loss and gradient in the same order."""
+        k, q = self.shape
+        return (k * q) ** 2 <= _SHARED_HESSIAN
+
     def penalty(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         # (l2/2)‖W‖² + (γ/2)‖Σₖθₖ‖²; the gauge term only pins the softmax's free shift.
         w = theta * self.penalised
@@ -184,7 +191,7 @@ class Objective:
         """
         k, q = self.shape
         # A second Hessian is only worth its memory while it is small.
-        lanes = [_Lane(self, theta, hessian) for _ in range(2 if not hessian or (k * q) ** 2 <= _SHARED_HESSIAN else 1)]
+        lanes = [_Lane(self, theta, hessian) for _ in range(2 if not hessian or self.shares_hessian_passes else 1)]
         for Z, y in self.data.blocks():
             self.interrupt()
             starts = range(0, y.shape[0], lanes[0].step)

@@ -282,7 +282,12 @@ def solve_newton(
         norm = float(np.linalg.norm(G))
         # A step the observed rate puts a thousandfold below the tolerance is most likely the last: its
         # pass skips the Hessian, the costlier half, and is repeated with it only if the step was not.
-        last = contraction is not None and _QUADRATIC_MARGIN * contraction * norm * norm < tolerance
+        # Only where both passes add the loss and gradient in one order, so F and ∇F are the same to the bit.
+        last = (
+            objective.shares_hessian_passes
+            and contraction is not None
+            and _QUADRATIC_MARGIN * contraction * norm * norm < tolerance
+        )
         while t > 1e-10:
             objective.interrupt()
             candidate = theta - t * step

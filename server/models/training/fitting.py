@@ -98,7 +98,7 @@ class _Unscaled:
         return self._view.raw_blocks()
 
     def every(self, stride: int) -> tuple[np.ndarray, np.ndarray] | None:
-        return self._view.every(stride)
+        return self._view.raw_every(stride)
 
     def shuffled_blocks(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         raise NotImplementedError("unscaled rows serve Newton's method, which reads them in order")

@@ -124,7 +124,7 @@ class SpoolView:
         for block in self.rows(order):
             yield self.xy(block)
 
-    def every(self, stride: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def raw_every(self, stride: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Unscaled ``(X, y)`` of rows 0, ``stride``, 2·``stride``, … without a pass over the others.
 
         None when only some groups are chosen: which rows those are is only known by reading them all.

@@ -416,7 +416,8 @@ class Trainer:
         """Everything the finish phase reads the rows for, from one read of the spool.
 
         ``edges`` is the store thread's job that takes the drift edges; the bins are counted in that
-        thread after it, so the scoring does not wait for the edges.
+        thread after it, so the scoring does not wait for the edges, and once they are taken this
+        thread counts half of each block's bins itself.
 
         Returns the training metrics, the validation metrics (None without a split), the
         inference (None where it does not apply, or when ``inference`` is False), the

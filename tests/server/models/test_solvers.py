@@ -315,3 +315,32 @@ def test_newton_skips_the_hessian_of_its_last_step_without_changing_a_step(stand
         assert len(calls) > len(plain_calls)  # wrong predictions cost a pass each, and change no step
     else:
         assert len(calls) == len(plain_calls)
+
+
+def test_newton_keeps_the_hessian_where_a_pass_without_it_would_add_in_another_order(monkeypatch):
+    # 10 classes x 41 parameters: a pass with the Hessian runs in one thread, one without in two.
+    rng = np.random.default_rng(22)
+    Z = rng.normal(size=(3_000, 40))
+    labels = rng.integers(0, 10, size=3_000)
+    results = []
+    for margin in (np.inf, solvers._QUADRATIC_MARGIN):
+        monkeypatch.setattr(solvers, "_QUADRATIC_MARGIN", margin)
+        objective = make_objective(
+            ArraySource(Z, labels, block=700), kind="logistic", n_classes=10, d=40, l2=0.1, fit_intercept=True
+        )
+        assert not objective.shares_hessian_passes
+        hessians = []
+        evaluate = objective.evaluate
+
+        def spy(theta, hessian=False, evaluate=evaluate, hessians=hessians):
+            hessians.append(hessian)
+            return evaluate(theta, hessian)
+
+        monkeypatch.setattr(objective, "evaluate", spy)
+        results.append(
+            (*solvers.solve_newton(objective, max_iterations=50, tolerance=1e-12, warm_start=False), hessians)
+        )
+    (plain, plain_info, _), (theta, info, hessians) = results
+    assert all(hessians) and info.converged
+    np.testing.assert_array_equal(theta, plain)
+    assert info.final_loss == plain_info.final_loss

@@ -97,15 +97,15 @@ def test_newtons_warm_start_sample_taken_from_the_file_is_the_sample_a_pass_take
     y = (X @ [1.0, -0.3, 2.0] + rng.logistic(size=20_000) > 1.0).astype(float)
     spec = TrainSpec(kind="logistic", solver="newton", standardize=True, validation_fraction=validation_fraction)
     taken = []
-    every = spool.SpoolView.every
+    raw_every = spool.SpoolView.raw_every
 
     def spy(self, stride):
-        taken.append(every(self, stride))
+        taken.append(raw_every(self, stride))
         return taken[-1]
 
-    monkeypatch.setattr(spool.SpoolView, "every", spy)
+    monkeypatch.setattr(spool.SpoolView, "raw_every", spy)
     mapped = train(spec, X, y)
-    monkeypatch.setattr(spool.SpoolView, "every", lambda self, stride: None)
+    monkeypatch.setattr(spool.SpoolView, "raw_every", lambda self, stride: None)
     read = train(spec, X, y)
     assert len(taken) == 1 and (taken[0] is None) == (validation_fraction > 0)
     assert np.array_equal(mapped.model.coef_, read.model.coef_)
