@@ -65,14 +65,21 @@ class SpoolFile:
 
         Mapped rather than read: a sample of one row in several touches every page
         but copies only the rows it takes, where reading copies every row first.
+        The file is mapped one window of whole strides at a time, so no more of it
+        than a read block is ever mapped (a mapped page counts in the process's
+        resident memory).
         """
-        if self.shape[0] == 0:
-            return np.empty((0, self.shape[1]))
-        mapped = np.memmap(self.path, dtype="<f8", mode="r", shape=self.shape)
-        try:
-            return np.array(mapped[::stride])
-        finally:
-            mapped._mmap.close()  # type: ignore[attr-defined]  # now, not when the collector finds it
+        n, columns = self.shape
+        window = max(1, BLOCK_BYTES // (self._row_bytes * stride)) * stride
+        taken = [np.empty((0, columns))]
+        for start in range(0, n, window):
+            rows = min(window, n - start)
+            mapped = np.memmap(self.path, dtype="<f8", mode="r", offset=start * self._row_bytes, shape=(rows, columns))
+            try:
+                taken.append(np.array(mapped[::stride]))  # a window starts on a stride: its rows are global ones
+            finally:
+                mapped._mmap.close()  # type: ignore[attr-defined]  # now, not when the collector finds it
+        return np.concatenate(taken)
 
 
 class SpoolView:

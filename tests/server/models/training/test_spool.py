@@ -73,14 +73,16 @@ def test_a_spool_file_shorter_than_its_rows_is_an_error(tmp_path):
         spool.SpoolFile(str(path), (4, 2))[0:4]
 
 
-def test_every_nth_row_of_the_spool_file_is_a_copy_of_those_rows(tmp_path):
+def test_every_nth_row_of_the_spool_file_is_a_copy_of_those_rows(tmp_path, monkeypatch):
     rows = np.random.default_rng(5).normal(size=(1_001, 4))
     path = tmp_path / "spool.f64"
     path.write_bytes(rows.astype("<f8").tobytes())
     spooled = spool.SpoolFile(str(path), rows.shape)
-    for stride in (1, 4, 15, 1_000, 2_000):
-        taken = spooled.every(stride)
-        assert np.array_equal(taken, rows[::stride])
+    for block_bytes in (spool.BLOCK_BYTES, 4_000):  # one mapping, and windows of 125 rows or of a stride
+        monkeypatch.setattr(spool, "BLOCK_BYTES", block_bytes)
+        for stride in (1, 4, 15, 1_000, 2_000):
+            taken = spooled.every(stride)
+            assert np.array_equal(taken, rows[::stride]), (block_bytes, stride)
     taken.fill(0.0)  # the caller's own array, not a mapping of the file
     assert np.array_equal(spooled.every(1_000), rows[::1_000])
     assert spool.SpoolFile(str(path), (0, 4)).every(3).shape == (0, 4)
