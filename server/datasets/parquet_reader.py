@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse_target_as_feature
 from regserve.server.errors import InvalidInput
+from regserve.server.models.class_labels import whole_number_labels
 
 __all__ = ["columns", "is_parquet", "parquet_files", "read_parquet"]
 
@@ -164,7 +165,7 @@ def _labels(column: pa.Array) -> np.ndarray:
             return values.astype(np.float64, copy=False)
         # Spelled one by one as the server spells numbers, so 1.0 is "1" here as in a batch sent as numbers.
         spelled = values.astype(np.str_).astype(object)
-        spelled[whole] = [str(int(v)) for v in values[whole].tolist()]
+        spelled[whole] = whole_number_labels(values[whole]).astype(object)
         return spelled.astype(np.str_)
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()

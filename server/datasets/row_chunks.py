@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from regserve.server.errors import InvalidInput
+from regserve.server.models.class_labels import whole_number_labels
 
 __all__ = ["RowChunk", "Table", "rechunk", "refuse_target_as_feature"]
 
@@ -35,7 +36,8 @@ def rechunk(pieces: Iterable[tuple[np.ndarray, np.ndarray | None]], chunk_rows: 
         X = np.concatenate([p[0] for p in held]) if len(held) > 1 else held[0][0]
         targets = [p[1] for p in held if p[1] is not None]
         if any(t.dtype.kind == "U" for t in targets):
-            targets = [_label_text(t) for t in targets]
+            # Numbers beside text: spelled as the server spells them (1.0 is "1", not NumPy's "1.0").
+            targets = [t if t.dtype.kind == "U" else whole_number_labels(t) for t in targets]
         target = None if held[0][1] is None else np.concatenate(targets)
         return RowChunk(first, X, target)
 
@@ -50,15 +52,6 @@ def rechunk(pieces: Iterable[tuple[np.ndarray, np.ndarray | None]], chunk_rows: 
                 held, count, first = [], 0, first + chunk_rows
     if count:
         yield joined()
-
-
-def _label_text(labels: np.ndarray) -> np.ndarray:
-    """Class labels as text: numbers (whole ones, as a reader sends them) spelled as the server spells
-    them, so 1.0 is "1" and not NumPy's "1.0" when a chunk joins numeric labels to text ones."""
-    if labels.dtype.kind == "U":
-        return labels
-    values, inverse = np.unique(labels, return_inverse=True)
-    return np.array([str(int(v)) for v in values.tolist()], dtype=np.str_)[inverse.ravel()]
 
 
 def refuse_target_as_feature(target: str | None, feature_columns: Sequence[str] | None) -> None:

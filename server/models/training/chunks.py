@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from regserve.server.errors import InvalidInput
+from regserve.server.models.class_labels import whole_number_labels
 from regserve.server.models.training.spec import MAX_FEATURES
 
 __all__ = ["MAX_ABS_VALUE", "check_finite", "checked_features", "checked_labels", "checked_targets"]
@@ -119,8 +120,7 @@ def checked_labels(y: np.ndarray, first_row: int, declared: set[str] | None) -> 
                 violations=[("chunk.targets", "numeric labels must be integers")],
                 metadata={"row": row},
             )
-        values, inverse = np.unique(y, return_inverse=True)
-        y = np.array([str(int(v)) for v in values], dtype=np.str_)[inverse]
+        y = whole_number_labels(y)
     elif y.dtype.kind != "U":
         raise InvalidInput(
             "Class labels must be strings or integers.",
