@@ -16,9 +16,9 @@ file, per task), with the trainer's own functions:
   gradient, Hessian, all divided by the global training-row count) on its partition's
   training rows at the broadcast weights, and the parts are summed here with the
   penalty, which is the same ``Objective`` evaluated over no rows;
-* a scoring pass: each worker folds its partition's targets and predictions into the
-  trainer's ``RegressionTally`` or ``ClassificationTally``, and this process merges the
-  tallies (a few numbers per partition) in partition order.
+* a scoring pass: each worker folds its partition's rows into the trainer's
+  ``ModelScores``, and this process merges the tallies (a few numbers per partition)
+  in partition order.
 
 Newton's method starts from zero on the cluster: the single-node warm start fits a
 strided sample of the rows first, which here would mean gathering rows off the workers.
@@ -58,7 +58,7 @@ from regserve.server.errors import InvalidInput
 from regserve.server.models import solvers
 from regserve.server.models.estimator import LinearModel
 from regserve.server.models.objective import Objective, make_objective
-from regserve.server.models.scoring import ClassificationTally, RegressionTally
+from regserve.server.models.scoring import ModelScores
 from regserve.server.models.training.chunks import checked_features, checked_labels, checked_targets
 from regserve.server.models.training.fitting import _standardization, check_model_finite, fit_model, model_from_theta
 from regserve.server.models.training.labels import LabelTable
@@ -355,27 +355,20 @@ def partition_objective(
     return objective.evaluate(theta, hessian)
 
 
-def partition_scores(
-    part: Partition, reading: Reading, model: LinearModel
-) -> dict[str, RegressionTally | ClassificationTally]:
+def partition_scores(part: Partition, reading: Reading, model: LinearModel) -> dict[str, ModelScores]:
     """The metric tallies of a partition's training and validation rows: a few numbers, never the rows."""
     groups = RowGroups(reading.seed, reading.validation_fraction, 1)
     positions = None if model.classes_ is None else {label: k for k, label in enumerate(model.classes_)}
-    tallies = {split: _tally(model) for split in ("training", "validation")}
+    tallies = {split: ModelScores(model) for split in ("training", "validation")}
     for first, X, targets, labels in _chunks(part, reading):
         training = groups.take(first, X.shape[0])[0] >= 0
         y = targets if labels is None else _class_indices(labels, positions)
-        scores = model.predict(X) if positions is None else model._predict_log_proba(X)
-        tallies["training"].update(y[training], scores[training])
-        tallies["validation"].update(y[~training], scores[~training])
+        if training.all():
+            tallies["training"].update(X, y)
+        else:
+            tallies["training"].update(X[training], y[training])
+            tallies["validation"].update(X[~training], y[~training])
     return tallies
-
-
-Tally = RegressionTally | ClassificationTally
-
-
-def _tally(model: LinearModel) -> Tally:
-    return RegressionTally() if model.classes_ is None else ClassificationTally(model.classes_)
 
 
 # --------------------------------------------------------------------------- this process
@@ -565,7 +558,7 @@ def _fit_newton(client, parts, reading, spec: TrainSpec, total: Statistics, clas
 
 def _scores(client, parts, reading, model: LinearModel, total: Statistics) -> tuple[dict, dict | None]:
     """Training and validation metrics: partitions' tallies, made where their rows are, merged in partition order."""
-    tallies = {split: _tally(model) for split in ("training", "validation")}
+    tallies = {split: ModelScores(model) for split in ("training", "validation")}
     futures = [client.submit(partition_scores, part, reading, model, pure=False) for part in parts]
     for future in futures:
         for split, tally in future.result().items():

@@ -7,7 +7,9 @@ Two layers:
 * small tallies (``RegressionTally``, ``ClassificationTally``) that fold the
   same quantities block by block, so the trainer can score a data set that
   never sits in memory at once.  Their ``result()`` is JSON-ready: plain
-  Python floats and ints, with ``None`` where a value is undefined.
+  Python floats and ints, with ``None`` where a value is undefined;
+* ``ModelScores``, a model's tally fed rows: what the trainer and the Dask
+  path's partitions score with.
 
 Classification inputs are class *indices* ``0..K-1`` into the model's
 ``classes_``; labels only appear in the reports.
@@ -17,11 +19,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from regserve.server.models.estimator import LinearModel
+
 __all__ = [
     "ClassificationTally",
+    "ModelScores",
     "RegressionTally",
     "accuracy_score",
     "confusion_matrix",
@@ -224,3 +231,30 @@ class ClassificationTally:
             "per_class": per_class,
             "confusion_matrix": self._confusion.tolist(),
         }
+
+
+class ModelScores:
+    """A model's metrics on rows fed block by block: ``update(X, y)``, ``merge``, then ``result()``.
+
+    ``y`` holds targets for a regressor and class indices for a classifier.
+    """
+
+    def __init__(self, model: LinearModel) -> None:
+        self._model = model
+        self._tally = RegressionTally() if model.classes_ is None else ClassificationTally(model.classes_)
+
+    def update(self, X: np.ndarray, y: np.ndarray) -> None:
+        if isinstance(self._tally, ClassificationTally):
+            if self._model.coef_.shape[0] == 1:  # one decision value per row: P(second class) = σ(z)
+                self._tally.update_binary(y, self._model._decision_function(X)[:, 0])
+            else:
+                self._tally.update(y, self._model._predict_log_proba(X))
+        else:
+            self._tally.update(y, self._model.predict(X))
+
+    def merge(self, other: ModelScores) -> None:
+        """Add the rows ``other``, the scores of the same model, has folded in."""
+        self._tally.merge(other._tally)  # type: ignore[arg-type]  # both tallies are of one model
+
+    def result(self) -> dict:
+        return self._tally.result()

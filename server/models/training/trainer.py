@@ -54,7 +54,7 @@ from regserve.server.models import solvers, statistics
 from regserve.server.models.estimator import LinearModel
 from regserve.server.models.executors import side_by_side
 from regserve.server.models.interrupt import Interrupt, uninterrupted
-from regserve.server.models.scoring import ClassificationTally, RegressionTally
+from regserve.server.models.scoring import ModelScores
 from regserve.server.models.training.budget import DEFAULT_LIMITS, RunSize, TrainingBudget, TrainingLimits
 from regserve.server.models.training.chunks import checked_features, checked_labels, checked_targets
 from regserve.server.models.training.drift_reference import DriftCounts, EdgeSample, build_drift_reference
@@ -434,7 +434,7 @@ class Trainer:
         lanes = [_ScoreLane(model, tally)]
         if tally is None or (model.coef_.shape[1] + 1) ** 2 <= _SHARED_SCORE_VALUES:
             lanes.append(_ScoreLane(model, None if tally is None else tally.fork()))
-        validation = _Metrics(model) if n_validation else None
+        validation = ModelScores(model) if n_validation else None
         draw = SampleDraw(n_validation, d, self.spec.seed) if n_validation else None
         # Queued behind the edges' job in the same one-worker thread, so it runs once they are taken.
         made = self._store_thread.submit(lambda: DriftCounts(edges.result(), d + 2))
@@ -559,7 +559,7 @@ class Trainer:
     def _evaluate(self, model: LinearModel, spool, groups, label_map) -> dict:
         """Metrics of ``model`` on the spooled rows of ``groups`` (-1 = validation)."""
         view = SpoolView(spool, groups, 0.0, 1.0, 0, label_map, n_outputs=model.coef_.shape[0])
-        metrics = _Metrics(model)
+        metrics = ModelScores(model)
         for X, y in view.raw_blocks():
             self._interrupt()
             metrics.update(X, y)
@@ -615,7 +615,7 @@ class _ScoreLane:
     """One thread's share of the finish phase's scoring: the training metrics and the inference tally."""
 
     def __init__(self, model: LinearModel, tally) -> None:
-        self.metrics = _Metrics(model)
+        self.metrics = ModelScores(model)
         self.tally = tally
 
     def update(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -629,29 +629,6 @@ class _ScoreLane:
         self.metrics.merge(other.metrics)
         if self.tally is not None:
             self.tally.merge(other.tally)
-
-
-class _Metrics:
-    """A model's metrics on rows fed block by block: ``update(X, y)``, then ``result()``."""
-
-    def __init__(self, model: LinearModel) -> None:
-        self._model = model
-        self._tally = RegressionTally() if model.classes_ is None else ClassificationTally(model.classes_)
-
-    def update(self, X: np.ndarray, y: np.ndarray) -> None:
-        if isinstance(self._tally, ClassificationTally):
-            if self._model.coef_.shape[0] == 1:  # one decision value per row: P(second class) = σ(z)
-                self._tally.update_binary(y, self._model._decision_function(X)[:, 0])
-            else:
-                self._tally.update(y, self._model._predict_log_proba(X))
-        else:
-            self._tally.update(y, self._model.predict(X))
-
-    def merge(self, other: _Metrics) -> None:
-        self._tally.merge(other._tally)  # type: ignore[arg-type]  # both tallies are of one model
-
-    def result(self) -> dict:
-        return self._tally.result()
 
 
 def _hash_labelled(digest, rows: np.ndarray, spellings: list[str], index: np.ndarray) -> None:
