@@ -444,7 +444,6 @@ class Trainer:
         # Once the edges are taken, this thread counts the first half of each block itself, into
         # counts of its own: the counting costs more than the scoring, and counts add exactly.
         counting: collections.deque[concurrent.futures.Future] = collections.deque()
-        own_counts: DriftCounts | None = None
         for block in view.rows():
             self._interrupt()
             if validation is not None and draw is not None:
@@ -459,22 +458,20 @@ class Trainer:
             while len(counting) >= _COUNTS_AHEAD:
                 counting.popleft().result()
             shared = block.shape[0] // 2 if made.done() and block.shape[0] >= _SHARED_SCORE_ROWS else 0
-            if shared and own_counts is None:
-                own_counts = DriftCounts(made.result().edges, d + 2)
+            if shared and lanes[0].counts is None:
+                lanes[0].counts = DriftCounts(made.result().edges, d + 2)
             counting.append(self._store_thread.submit(lambda rows: made.result().update(rows), block[shared:]))
             X, y = view.xy(block)
             half = X.shape[0] // 2 if len(lanes) > 1 and X.shape[0] >= _SHARED_SCORE_ROWS else 0
             side_by_side(
-                functools.partial(
-                    _score_and_count, lanes[0], X[: half or None], y[: half or None], own_counts, block[:shared]
-                ),
+                functools.partial(lanes[0].update, X[: half or None], y[: half or None], block[:shared]),
                 functools.partial(lanes[1].update, X[half:], y[half:]) if half else None,
             )
         for job in counting:
             job.result()
         counts = made.result()
-        if own_counts is not None:
-            counts.counts += own_counts.counts
+        if lanes[0].counts is not None:
+            counts.counts += lanes[0].counts.counts
         for lane in lanes[1:]:
             lanes[0].merge(lane)
         training, statistics_tally = lanes[0].metrics, lanes[0].tally
@@ -604,21 +601,19 @@ class Trainer:
         ]
 
 
-def _score_and_count(lane: _ScoreLane, X: np.ndarray, y: np.ndarray, counts: DriftCounts | None, rows) -> None:
-    """Score ``X``, ``y`` in ``lane``, then count spool ``rows`` into ``counts`` (none when ``rows`` is empty)."""
-    lane.update(X, y)
-    if counts is not None and rows.shape[0]:
-        counts.update(rows)
-
-
 class _ScoreLane:
-    """One thread's share of the finish phase's scoring: the training metrics and the inference tally."""
+    """One thread's share of the finish phase's scoring: the training metrics, the inference tally and,
+    once ``counts`` is set, drift bin counts of its own."""
 
     def __init__(self, model: LinearModel, tally) -> None:
         self.metrics = ModelScores(model)
         self.tally = tally
+        self.counts: DriftCounts | None = None
 
-    def update(self, X: np.ndarray, y: np.ndarray) -> None:
+    def update(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Score ``X``, ``y``; count spool ``rows`` (a C-contiguous block) into ``counts``."""
+        if rows is not None and rows.shape[0] and self.counts is not None:
+            self.counts.update(rows)
         if X.shape[0] == 0:
             return
         self.metrics.update(X, y)

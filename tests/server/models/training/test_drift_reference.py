@@ -79,13 +79,13 @@ def test_bins_counted_in_two_threads_are_every_training_row_counted_once(monkeyp
     # from the fourth block on the edges are certain to be taken (the scoring waits for the first block's count).
     monkeypatch.setattr(spool_module, "_READ_BLOCK", 8_000)  # 6,000 training rows a block
     counted_here = []
-    score_and_count = trainer_module._score_and_count
+    update = trainer_module._ScoreLane.update
 
-    def spy(lane, X, y, counts, rows):
-        counted_here.append(rows.shape[0] if counts is not None else 0)
-        score_and_count(lane, X, y, counts, rows)
+    def spy(lane, X, y, rows=None):
+        counted_here.append(rows.shape[0] if rows is not None and lane.counts is not None else 0)
+        update(lane, X, y, rows)
 
-    monkeypatch.setattr(trainer_module, "_score_and_count", spy)
+    monkeypatch.setattr(trainer_module._ScoreLane, "update", spy)
     rng = np.random.default_rng(16)
     X = rng.normal(size=(60_000, 3)) * [1.0, 3.0, 0.2]
     y = X @ [1.0, -1.0, 2.0] + rng.normal(size=60_000)
