@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -48,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -245,6 +247,23 @@ def _parquet_train(target: str, X: np.ndarray, y: np.ndarray, directory: str, mo
     return seconds
 
 
+T = TypeVar("T")
+
+
+def _timed(run: Callable[[], T], repeats: int) -> tuple[T, list[float]]:
+    """``run()`` ``repeats`` times: its last result and the seconds of each run.
+
+    regserve and its reference run the same number of times, and each side's figure is the
+    median of its runs: the machine's speed drifts.
+    """
+    seconds: list[float] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = run()
+        seconds.append(time.perf_counter() - t0)
+    return result, seconds
+
+
 def _chunks(X: np.ndarray, y: np.ndarray, rows: int = CHUNK_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for start in range(0, X.shape[0], rows):
         yield X[start : start + rows], y[start : start + rows]
@@ -258,13 +277,11 @@ def closed_form_throughput(n: int, d: int, model_dir: str, repeats: int, profile
     X = rng.standard_normal((n, d))
     w = rng.normal(size=d)
     y = X @ w + 0.5 + 0.1 * rng.standard_normal(n)
-    runs = []
     with Server(model_dir, profile=profile) as server, _client(server.target) as client:
         _warm_up(client)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            response = client.train("bench_linear", chunks=_chunks(X, y), kind="linear", solver="closed_form")
-            runs.append(time.perf_counter() - t0)
+        response, runs = _timed(
+            lambda: client.train("bench_linear", chunks=_chunks(X, y), kind="linear", solver="closed_form"), repeats
+        )
         peak = server.vm_hwm_mb()
         options = ["--kind", "linear", "--solver", "closed_form"]
         parquet = _parquet_train(server.target, X, y, model_dir, "bench_linear_parquet", options)
@@ -272,11 +289,7 @@ def closed_form_throughput(n: int, d: int, model_dir: str, repeats: int, profile
     t0 = time.perf_counter()
     A = np.column_stack([np.ones(n), X])
     design_s = time.perf_counter() - t0
-    lstsq_runs = []
-    for _ in range(repeats):  # as many runs as regserve's, and their median: the machine's speed drifts
-        t0 = time.perf_counter()
-        beta = np.linalg.lstsq(A, y, rcond=None)[0]
-        lstsq_runs.append(time.perf_counter() - t0)
+    (beta, *_), lstsq_runs = _timed(functools.partial(np.linalg.lstsq, A, y, rcond=None), repeats)
     lstsq_s = float(np.median(lstsq_runs))
     del A
     wall = float(np.median(runs))
@@ -509,24 +522,18 @@ def logistic(n: int, d: int, model_dir: str, alpha: float, repeats: int, profile
 
     X, y = sample(n)
     X_test, _ = sample(10_000)
-    runs = []
     # Newton's budget counts up to max_iterations (100) Hessian passes, past the default 200 billion here.
     with (
         Server(model_dir, profile=profile, options=("--max-train-gflop", "2000")) as server,
         _client(server.target) as client,
     ):
         _warm_up(client)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            response = client.train(
-                "bench_logistic",
-                chunks=_chunks(X, y),
-                kind="logistic",
-                solver="newton",
-                standardize=True,
-                alpha=alpha,
-            )
-            runs.append(time.perf_counter() - t0)
+        response, runs = _timed(
+            lambda: client.train(
+                "bench_logistic", chunks=_chunks(X, y), kind="logistic", solver="newton", standardize=True, alpha=alpha
+            ),
+            repeats,
+        )
         wall = float(np.median(runs))
         prediction = client.predict("bench_logistic", X_test)
         peak = server.vm_hwm_mb()
@@ -539,11 +546,9 @@ def logistic(n: int, d: int, model_dir: str, alpha: float, repeats: int, profile
     scaler = StandardScaler().fit(X)
     Xs = scaler.transform(X)
     t1 = time.perf_counter()
-    fit_runs = []
-    for _ in range(repeats):  # as many fits as regserve's runs, and their median
-        t2 = time.perf_counter()
-        clf = LogisticRegression(C=1.0 / (alpha * n), solver="lbfgs", tol=1e-8, max_iter=10_000).fit(Xs, y)
-        fit_runs.append(time.perf_counter() - t2)
+    clf, fit_runs = _timed(
+        lambda: LogisticRegression(C=1.0 / (alpha * n), solver="lbfgs", tol=1e-8, max_iter=10_000).fit(Xs, y), repeats
+    )
     p_sklearn = clf.predict_proba(scaler.transform(X_test))[:, list(clf.classes_).index(1.0)]
     return {
         "rows": n,
