@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -119,8 +119,10 @@ def parameters_json(parameters) -> dict[str, object]:
 def _shape(value: object, where: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
         raise _bad(f"{where} must be a list of integers", "INVALID_SHAPE", where, "send [rows, features] or [rows]")
-    if any(d < 0 or d > _INT64_MAX for d in value):
+    if any(d < 0 for d in value):
         raise _bad(f"{where} has a negative dimension", "INVALID_SHAPE", where, "every dimension must be 0 or more")
+    if any(d > _INT64_MAX for d in value):
+        raise _bad(f"{where} has a dimension past 2^63 - 1", "INVALID_SHAPE", where, "send dimensions int64 holds")
     return value
 
 
@@ -139,8 +141,11 @@ def _flat_strings(data: object, where: str) -> list[bytes]:
     return out
 
 
-def _json_raw(datatype: str, shape: list[int], data: object, where: str) -> bytes:
-    """The raw bytes of a JSON input's ``data``, flat or nested, checked against its datatype and shape."""
+def _json_raw(datatype: str, shape: list[int], data: object, where: str, booleans: bool) -> bytes:
+    """The raw bytes of a JSON input's ``data``, flat or nested, checked against its datatype and shape.
+
+    ``booleans`` says the body holds a ``true`` or ``false`` somewhere, so numbers must be told from them.
+    """
     count = math.prod(shape)
     if datatype == "BYTES":
         items = _flat_strings(data, where)
@@ -155,11 +160,8 @@ def _json_raw(datatype: str, shape: list[int], data: object, where: str) -> byte
                 where,
                 f"one of {', '.join(DATATYPES)}",
             )
-        try:
-            values = np.asarray(data)
-        except (ValueError, TypeError, RecursionError):
-            values = np.asarray(None)  # ragged or nested too deeply: refused below like any non-number
-        raw = _numbers_raw(values, dtype, datatype, where)
+        values = _numbers(data, dtype, datatype, where, booleans)
+        raw = values.tobytes()
         size = values.size
     if size != count:
         raise InvalidInput(
@@ -171,25 +173,92 @@ def _json_raw(datatype: str, shape: list[int], data: object, where: str) -> byte
     return raw
 
 
-def _numbers_raw(values: np.ndarray, dtype: np.dtype, datatype: str, where: str) -> bytes:
-    kind = values.dtype.kind
-    if datatype == "BOOL":
-        ok = kind == "b" or values.size == 0
-    elif dtype.kind in "iu":
-        ok = kind in "iu" or values.size == 0
-        if ok and values.size and kind in "iu":
-            info = np.iinfo(dtype)
-            ok = info.min <= int(values.min()) and int(values.max()) <= info.max
-    else:
-        ok = kind in "iuf" or values.size == 0
-    if not ok:
+def _json_numbers(data: object) -> list | None:
+    """The elements of ``data`` (nested lists), row-major, when every one is a JSON number; else None.
+
+    ``true`` and ``false`` are not numbers here, though Python counts them as integers.
+    """
+    out = []
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        elif type(item) is int or type(item) is float:
+            out.append(item)
+        else:
+            return None
+    return out
+
+
+def _numbers(data: object, dtype: np.dtype, datatype: str, where: str, booleans: bool) -> np.ndarray:
+    """JSON ``data`` as a flat array of ``dtype``; values of another kind, or out of its range, are refused.
+
+    One NumPy conversion reads the common body.  Integers past int64 (which NumPy reads as
+    floats or objects) and bodies that hold booleans take a slower way, element by element.
+    """
+    try:
+        values = np.asarray(data)
+    except (ValueError, TypeError, RecursionError):
         raise _bad(
-            f"{where} does not hold {datatype} values",
+            f"{where} is not a list of {datatype} values in the tensor's shape: its lists differ in length",
             "INVALID_TENSOR_DATA",
             where,
-            f"send a list (flat or nested) of {datatype} values",
-        )
-    return values.astype(dtype, copy=False).tobytes()
+            "send a flat list, or nested lists of equal length",
+        ) from None
+    if values.size == 0:
+        return values.astype(dtype).ravel()
+    if datatype == "BOOL":
+        if values.dtype.kind != "b":
+            raise _bad(f"{where} does not hold BOOL values", "INVALID_TENSOR_DATA", where, "send true and false")
+        return values.ravel()
+    integers = dtype.kind in "iu"
+    if booleans or values.dtype.kind not in ("iu" if integers else "iuf"):
+        values = _numbers_one_by_one(data, dtype, datatype, where)
+    elif integers:
+        info = np.iinfo(dtype)
+        low, high = int(values.min()), int(values.max())
+        if low < info.min or high > info.max:
+            _out_of_range(low if low < info.min else high, datatype, where)
+    if dtype.itemsize < 8 and not integers:
+        with np.errstate(over="ignore"):
+            narrow = values.astype(dtype)
+        overflowed = np.isinf(narrow) & np.isfinite(values)
+        if overflowed.any():
+            _out_of_range(values[overflowed][0], datatype, where)
+        return narrow.ravel()
+    return values.astype(dtype, copy=False).ravel()
+
+
+def _numbers_one_by_one(data: object, dtype: np.dtype, datatype: str, where: str) -> np.ndarray:
+    """``_numbers``'s slow way: integers of any size, booleans told from numbers; a float64 or ``dtype`` array."""
+    flat = _json_numbers(data)
+    integers = dtype.kind in "iu"
+    if flat is None or (integers and any(type(v) is float for v in flat)):
+        kinds = "integers" if integers else "numbers"
+        raise _bad(f"{where} does not hold {datatype} values", "INVALID_TENSOR_DATA", where, f"send a list of {kinds}")
+    if integers:
+        info = np.iinfo(dtype)
+        for value in flat:
+            if not info.min <= value <= info.max:
+                _out_of_range(value, datatype, where)
+        return np.array(flat, dtype)
+    try:
+        return np.array([float(value) for value in flat], np.float64)
+    except OverflowError:
+        _out_of_range(None, datatype, where)
+
+
+def _out_of_range(value: object, datatype: str, where: str) -> NoReturn:
+    """Refuse a value ``datatype`` cannot hold (None: one too large to show)."""
+    text = "a number" if value is None else str(value)
+    shown_value = text if len(text) <= 32 else f"{text[:32]}... ({len(text)} digits)"
+    raise InvalidInput(
+        f"{where} holds {shown_value}, out of the range of {datatype}",
+        reason="INVALID_TENSOR_DATA",
+        violations=[(where, f"send values that {datatype} holds")],
+        metadata={"datatype": datatype},
+    )
 
 
 @dataclass
@@ -226,7 +295,10 @@ def fill_infer_request(request, body: bytes, header_length: int | None) -> Outpu
             "Inference-Header-Content-Length",
             "give the length of the JSON part of the body",
         )
-    document = _load_json(header)
+    text = bytes(header)
+    document = _load_json(text)
+    # Python reads true and false as integers; only a body that has either needs them told from numbers.
+    booleans = b"true" in text or b"false" in text
     if "id" in document:
         request.id = _string(document["id"], "id")
     parameters = dict(_object(document.get("parameters", {}), "parameters"))
@@ -246,7 +318,21 @@ def fill_infer_request(request, body: bytes, header_length: int | None) -> Outpu
         own = dict(_object(tensor.get("parameters", {}), f"{where}.parameters"))
         size = own.pop("binary_data_size", None)
         if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= len(binary) - offset:
+            if "data" in tensor:
+                raise _bad(
+                    f"{where} has both data and a binary_data_size; send its elements one way",
+                    "AMBIGUOUS_CONTENTS",
+                    f"{where}.data",
+                    "send data or binary data, not both",
+                )
+            if not isinstance(size, int) or isinstance(size, bool):
+                raise _bad(
+                    f"{where}.parameters.binary_data_size must be an integer",
+                    "INVALID_BINARY_DATA_SIZE",
+                    f"{where}.parameters.binary_data_size",
+                    "give the length of the input's bytes after the JSON header, as an integer",
+                )
+            if not 0 <= size <= len(binary) - offset:
                 raise _bad(
                     f"{where}.parameters.binary_data_size is {size}; "
                     f"{len(binary) - offset} bytes of binary data are left",
@@ -257,7 +343,7 @@ def fill_infer_request(request, body: bytes, header_length: int | None) -> Outpu
             raw = bytes(binary[offset : offset + size])
             offset += size
         elif "data" in tensor:
-            raw = _json_raw(datatype, shape, tensor["data"], f"{where}.data")
+            raw = _json_raw(datatype, shape, tensor["data"], f"{where}.data", booleans)
         else:
             raise _bad(f"{where} has no data", "MISSING_TENSOR_DATA", f"{where}.data", "send data or binary data")
         added = request.inputs.add(name=name, datatype=datatype, shape=shape)

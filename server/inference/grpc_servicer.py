@@ -65,6 +65,16 @@ _CONTENTS = {
     "BYTES": "bytes_contents",
 }
 """The typed field of ``InferTensorContents`` for each datatype; FP16 has none and travels raw only."""
+_FIELD_DTYPES = {
+    "bool_contents": np.dtype(np.bool_),
+    "uint_contents": np.dtype(np.uint32),
+    "uint64_contents": np.dtype(np.uint64),
+    "int_contents": np.dtype(np.int32),
+    "int64_contents": np.dtype(np.int64),
+    "fp32_contents": np.dtype(np.float32),
+    "fp64_contents": np.dtype(np.float64),
+}
+"""The type of the values each typed field holds on the wire."""
 
 _MATRIX_DATATYPES: dict[str, tuple[np.dtype, str]] = {
     "FP64": (np.dtype("<f8"), "fp64_contents"),
@@ -100,9 +110,32 @@ def _typed(tensor: pb.ModelInferRequest.InferInputTensor, field: str) -> np.ndar
             metadata={"datatype": tensor.datatype},
         )
     values = getattr(tensor.contents, name)
+    if not values:
+        others = [descriptor.name for descriptor, _ in tensor.contents.ListFields()]
+        if others:
+            raise InvalidInput(
+                f"{field} is {tensor.datatype}, whose elements go in contents.{name}; "
+                f"it sends them in contents.{others[0]}",
+                reason="INVALID_TENSOR_DATA",
+                violations=[(f"{field}.contents.{others[0]}", f"send {tensor.datatype} elements in {name}")],
+                metadata={"datatype": tensor.datatype, "field": others[0]},
+            )
     if tensor.datatype == "BYTES":
         return np.array(list(values), dtype=object)
-    return np.array(values, dtype=dtype)
+    wide = np.array(values, dtype=_FIELD_DTYPES[name])  # the field's own type: nothing wraps on the way in
+    if wide.dtype == dtype or not wide.size:
+        return wide.astype(dtype, copy=False)
+    info = np.iinfo(dtype)  # INT8, INT16, UINT8 and UINT16 travel in 32-bit fields
+    outside = (wide < info.min) | (wide > info.max)
+    if outside.any():
+        value = int(wide[outside][0])
+        raise InvalidInput(
+            f"{field} holds {value}, out of the range of {tensor.datatype}",
+            reason="INVALID_TENSOR_DATA",
+            violations=[(f"{field}.contents.{name}", f"send values that {tensor.datatype} holds")],
+            metadata={"datatype": tensor.datatype},
+        )
+    return wide.astype(dtype)
 
 
 def _inputs(request: pb.ModelInferRequest) -> list[Tensor]:

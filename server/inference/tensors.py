@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -261,23 +262,29 @@ def _columns(inputs: Sequence[Tensor], feature_names: Sequence[str]) -> np.ndarr
     index = {name: i for i, name in enumerate(feature_names)}
     columns: list[np.ndarray | None] = [None] * len(feature_names)
     rows = -1
+    sent = Counter(tensor.name for tensor in inputs)
     for tensor in inputs:
         field = f"inputs[{shown(tensor.name)}]"
         column = index.get(tensor.name)
-        if column is None:
-            raise InvalidInput(
-                f"{field} is not a feature of the model; send one input of shape [rows, features], "
-                f"or one input per feature named {', '.join(feature_names)}",
-                reason="UNKNOWN_INPUT",
-                violations=[(field, "not a feature of the model")],
-                metadata={"input": tensor.name[:64]},
-            )
-        if columns[column] is not None:
+        if sent[tensor.name] > 1:
             raise InvalidInput(
                 f"{field} is sent twice",
                 reason="DUPLICATE_INPUT",
-                violations=[(field, "send each feature once")],
-                metadata={"input": tensor.name},
+                violations=[(field, "send each input once")],
+                metadata={"input": tensor.name[:64]},
+            )
+        if column is None:
+            matrix = tensor.name == INPUT_NAME
+            raise InvalidInput(
+                (
+                    f"{field} is the matrix input, which must be the request's only input"
+                    if matrix
+                    else f"{field} is not a feature of the model; send one input of shape [rows, features], "
+                    f"or one input per feature named {', '.join(feature_names)}"
+                ),
+                reason="UNKNOWN_INPUT",
+                violations=[(field, "send it alone" if matrix else "not a feature of the model")],
+                metadata={"input": tensor.name[:64]},
             )
         _numeric(tensor, field)
         shape = tensor.shape

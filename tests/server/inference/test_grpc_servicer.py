@@ -231,6 +231,23 @@ def test_requested_outputs_id_and_binary_data(stub):
             "NON_FINITE_VALUE",
         ),
         ([], [], "MISSING_INPUTS"),
+        (
+            [Input(name="inputs", datatype="FP64", shape=[1, 4]), Input(name="inputs", datatype="FP64", shape=[1, 4])],
+            [b"\0" * 32, b"\0" * 32],
+            "DUPLICATE_INPUT",
+        ),
+        (
+            [
+                Input(
+                    name="inputs",
+                    datatype="FP64",
+                    shape=[1, 4],
+                    contents=pb.InferTensorContents(fp32_contents=[5.1, 3.5, 1.4, 0.2]),
+                )
+            ],
+            [],
+            "INVALID_TENSOR_DATA",
+        ),
     ],
 )
 def test_bad_tensors_are_invalid_argument_with_a_reason(stub, inputs, raw, reason):
@@ -238,6 +255,25 @@ def test_bad_tensors_are_invalid_argument_with_a_reason(stub, inputs, raw, reaso
     code, info = _error(lambda: stub.ModelInfer(request))
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     assert info.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("datatype", "field", "value"),
+    [("UINT8", "uint_contents", 261), ("UINT16", "uint_contents", 65541), ("INT8", "int_contents", 500)],
+)
+def test_a_typed_integer_its_datatype_cannot_hold_is_refused_not_wrapped(stub, predict_client, datatype, field, value):
+    def request(first):
+        contents = pb.InferTensorContents(**{field: [first, 3, 1, 0]})
+        return pb.ModelInferRequest(
+            model_name="iris", inputs=[Input(name="inputs", datatype=datatype, shape=[1, 4], contents=contents)]
+        )
+
+    code, info = _error(lambda: stub.ModelInfer(request(value)))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.reason == "INVALID_TENSOR_DATA"
+    answer = _outputs(stub.ModelInfer(request(5)))  # in range: computed as the float rows
+    expected = predict_client.predict("iris", np.array([[5.0, 3, 1, 0]]))
+    np.testing.assert_array_equal(answer["probabilities"], expected.probabilities)
 
 
 def test_unknown_models_versions_and_outputs(stub):

@@ -349,7 +349,56 @@ def test_a_compressed_body_is_bounded_after_decompression_and_must_be_whole(demo
         ({"inputs": [{"name": "inputs", "shape": [1, 4], "datatype": "FP64"}]}, "MISSING_TENSOR_DATA"),
         ({"inputs": []}, "MISSING_INPUTS"),
         ({}, "MISSING_INPUTS"),
-        ({"inputs": [{"name": "petal", "shape": [1], "datatype": "FP64", "data": [1]}] * 2}, "UNKNOWN_INPUT"),
+        ({"inputs": [{"name": "petal", "shape": [1], "datatype": "FP64", "data": [1]}] * 2}, "DUPLICATE_INPUT"),
+        (
+            {
+                "inputs": [
+                    {"name": "petal", "shape": [1], "datatype": "FP64", "data": [1]},
+                    {"name": "sepal", "shape": [1], "datatype": "FP64", "data": [1]},
+                ]
+            },
+            "UNKNOWN_INPUT",
+        ),
+        ({"inputs": infer_body(IRIS_ROWS)["inputs"] * 2}, "DUPLICATE_INPUT"),
+        (
+            {"inputs": [{"name": "inputs", "shape": [1, 4], "datatype": "FP64", "data": [True, 3, 1, 0]}]},
+            "INVALID_TENSOR_DATA",
+        ),
+        (
+            {"inputs": [{"name": "inputs", "shape": [1, 4], "datatype": "INT64", "data": [1, 3, False, 0]}]},
+            "INVALID_TENSOR_DATA",
+        ),
+        (
+            {"inputs": [{"name": "inputs", "shape": [1, 4], "datatype": "FP32", "data": [1e300, 3, 1, 0]}]},
+            "INVALID_TENSOR_DATA",
+        ),
+        (
+            {"inputs": [{"name": "inputs", "shape": [1, 4], "datatype": "UINT64", "data": [2**64, 3, 1, 0]}]},
+            "INVALID_TENSOR_DATA",
+        ),
+        (
+            {"inputs": [{"name": "inputs", "shape": [1, 4], "datatype": "UINT64", "data": [2**63, 3, -1, 0]}]},
+            "INVALID_TENSOR_DATA",
+        ),
+        (
+            {"inputs": [{"name": "inputs", "shape": [1, 4], "datatype": "FP64", "data": [10**400, 3, 1, 0]}]},
+            "INVALID_TENSOR_DATA",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "inputs",
+                        "shape": [1, 4],
+                        "datatype": "FP64",
+                        "data": [5.1, 3.5, 1.4, 0.2],
+                        "parameters": {"binary_data_size": 32},
+                    }
+                ]
+            },
+            "AMBIGUOUS_CONTENTS",
+        ),
+        ({"inputs": [{"name": "inputs", "shape": [1, 2**70], "datatype": "FP64", "data": [1]}]}, "INVALID_SHAPE"),
         (infer_body(IRIS_ROWS, outputs=[{"name": "logits"}]), "UNKNOWN_OUTPUT"),
         (infer_body(IRIS_ROWS, parameters={"nested": {"a": 1}}), "INVALID_PARAMETER"),
         (
@@ -361,6 +410,49 @@ def test_a_compressed_body_is_bounded_after_decompression_and_must_be_whole(demo
 )
 def test_a_bad_request_is_400_with_a_reason(http, body, reason):
     assert_error(http.post("/v2/models/iris/infer", json=body), 400, reason)
+
+
+def test_refusals_say_what_is_wrong(http):
+    cases = [
+        ({"name": "inputs", "shape": [1, 2**70], "datatype": "FP64", "data": [1]}, "past 2^63 - 1"),
+        ({"name": "inputs", "shape": [1, 4], "datatype": "FP32", "data": [1e300, 3, 1, 0]}, "out of the range of FP32"),
+        ({"name": "inputs", "shape": [2, 4], "datatype": "FP64", "data": [[1, 2, 3, 4], [1, 2]]}, "differ in length"),
+        (
+            {"name": "inputs", "shape": [1, 4], "datatype": "FP64", "parameters": {"binary_data_size": "32"}},
+            "must be an integer",
+        ),
+    ]
+    for tensor, words in cases:
+        document = http.post("/v2/models/iris/infer", json={"inputs": [tensor]}).json()
+        assert words in document["error"], document
+    pair = {
+        "inputs": infer_body(IRIS_ROWS)["inputs"] + [{"name": "x", "shape": [3], "datatype": "FP64", "data": [1] * 3}]
+    }
+    document = http.post("/v2/models/iris/infer", json=pair).json()
+    assert "must be the request's only input" in document["error"], document
+
+
+def test_json_integers_past_int64_are_read_as_the_numbers_they_are(http, predict_client):
+    rows = np.array([[10**19, 1, 2, 3, 4, 5, 6, 7, 8, 2**63]])
+    body = {"inputs": [{"name": "inputs", "shape": [1, 10], "datatype": "UINT64", "data": [int(v) for v in rows[0]]}]}
+    answer = http.post("/v2/models/diabetes/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    assert (
+        answer.json()["outputs"][0]["data"]
+        == predict_client.predict("diabetes", rows.astype(np.float64)).values.tolist()
+    )
+    big = [99999999999999999999999, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    answer = http.post(
+        "/v2/models/diabetes/infer",
+        json={"inputs": [{"name": "inputs", "shape": [1, 10], "datatype": "FP64", "data": big}]},
+    )
+    assert answer.status_code == 200, answer.text
+    expected = predict_client.predict("diabetes", np.array([big], dtype=np.float64)).values.tolist()
+    assert answer.json()["outputs"][0]["data"] == expected
+    booleans_elsewhere = infer_body(IRIS_ROWS, outputs=[{"name": "labels", "parameters": {"binary_data": False}}])
+    answer = http.post("/v2/models/iris/infer", json=booleans_elsewhere)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == predict_client.predict("iris", IRIS_ROWS).labels
 
 
 def test_nan_is_refused_by_the_prediction_path(http):
