@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 from regserve.client import RegserveError
@@ -23,9 +24,31 @@ from regserve.server.errors import InvalidInput
 __all__ = ["main"]
 
 
+_NEGATIVE_VALUE = re.compile(r"-\.?\d")
+_ROW_OPTIONS = frozenset({"--features"})
+"""Options whose value is a row of numbers, which may begin with a minus sign."""
+
+
+def _attach_negative_rows(argv: list[str]) -> list[str]:
+    """``--features -1.5,2`` as ``--features=-1.5,2``: argparse takes a value that begins with '-' for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        item = argv[i]
+        if item == "--":
+            return out + argv[i:]
+        if item in _ROW_OPTIONS and i + 1 < len(argv) and _NEGATIVE_VALUE.match(argv[i + 1]):
+            out.append(f"{item}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(item)
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``regserve`` with ``argv`` (``sys.argv[1:]`` when None); return the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
+    argv = _attach_negative_rows(sys.argv[1:] if argv is None else argv)
     args = build_parser(errors_as_json=wants_json(argv)).parse_args(argv)
     as_json = getattr(args, "output", "text") == "json"
     # A data file error while streaming cancels the call and is reported below; grpc's

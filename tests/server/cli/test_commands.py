@@ -48,6 +48,12 @@ def test_train_predict_info(target, csv_file, linear_data, capsys, tmp_path):
     assert main(["predict", "--server", target, "--model", "house", "--features", ",".join(map(str, X[0]))]) == 0
     single = float(capsys.readouterr().out)
 
+    negative = -np.abs(X[0])  # a row that begins with a minus sign, as scaled features do
+    assert main(["predict", "--server", target, "--model", "house", "--features", ",".join(map(str, negative))]) == 0
+    assert main(["predict", "--server", target, "--model", "house", "--features=" + ",".join(map(str, negative))]) == 0
+    both = capsys.readouterr().out.split()
+    assert both[0] == both[1]
+
     rows = tmp_path / "rows.csv"
     np.savetxt(rows, X[:25], delimiter=",", header="a,b,c,d,e", comments="", fmt="%.17g")
     assert main(["predict", "--server", target, "--model", "house", "--csv", str(rows), "--chunk-rows", "10"]) == 0
