@@ -191,6 +191,20 @@ def _json_numbers(data: object) -> list | None:
     return out
 
 
+def _holds_booleans(data: object) -> bool:
+    """True when nested lists ``data`` hold a ``true`` or ``false`` (which NumPy reads as 1 and 0)."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            kinds = set(map(type, item))  # one pass in C over a list of numbers, tritonclient's flat data
+            if bool in kinds:
+                return True
+            if list in kinds:
+                stack.extend(value for value in item if isinstance(value, list))
+    return False
+
+
 def _numbers(data: object, dtype: np.dtype, datatype: str, where: str, booleans: bool) -> np.ndarray:
     """JSON ``data`` as a flat array of ``dtype``; values of another kind, or out of its range, are refused.
 
@@ -213,7 +227,7 @@ def _numbers(data: object, dtype: np.dtype, datatype: str, where: str, booleans:
             raise _bad(f"{where} does not hold BOOL values", "INVALID_TENSOR_DATA", where, "send true and false")
         return values.ravel()
     integers = dtype.kind in "iu"
-    if booleans or values.dtype.kind not in ("iu" if integers else "iuf"):
+    if values.dtype.kind not in ("iu" if integers else "iuf") or (booleans and _holds_booleans(data)):
         values = _numbers_one_by_one(data, dtype, datatype, where)
     elif integers:
         info = np.iinfo(dtype)
