@@ -340,7 +340,7 @@ class _PartitionRows:
 
 def _class_indices(labels: np.ndarray, positions) -> np.ndarray:
     values, inverse = np.unique(labels, return_inverse=True)
-    return np.array([positions[str(v)] for v in values], dtype=np.float64)[inverse.ravel()]
+    return np.array([positions[str(v)] for v in values], dtype=np.intp)[inverse.ravel()]
 
 
 def partition_objective(

@@ -31,6 +31,13 @@ def data():
     return X, y, label
 
 
+def species(X: np.ndarray) -> np.ndarray:
+    """Three text classes of the rows, by the noisy sign of two of their features (seeded)."""
+    rng = np.random.default_rng(SEED + 1)
+    names = np.array(["setosa", "versicolor", "virginica"])
+    return names[(X[:, 0] + rng.normal(size=len(X)) > 0).astype(int) + (X[:, 1] > 0)]
+
+
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, data):
     """The rows as 8 Parquet files, in row groups of 10,000."""
@@ -39,7 +46,7 @@ def parts(tmp_path_factory, data):
     for i in range(FILES):
         rows = slice(ROWS_PER_FILE * i, ROWS_PER_FILE * (i + 1))
         columns = {name: X[rows, j] for j, name in enumerate(NAMES)}
-        table = pa.table({**columns, "y": y[rows], "label": label[rows]})
+        table = pa.table({**columns, "y": y[rows], "label": label[rows], "species": species(X[rows])})
         pq.write_table(table, folder / f"part-{i:02d}.parquet", row_group_size=10_000)
     return folder
 
@@ -57,12 +64,12 @@ def train(target, folder, model, column, *extra) -> int:
     )
 
 
-def fitted(client, model):
+def fitted(client, model, outputs=1):
     version = client.model_info(model)
     matrix = version.coefficients
     flat = np.frombuffer(matrix.raw, dtype="<f8") if matrix.raw else np.array(matrix.values)
     coef = flat.reshape(-1, FEATURES)
-    assert coef.shape[0] == 1
+    assert coef.shape[0] == outputs
     return version, coef, np.array(version.intercepts)
 
 
@@ -156,3 +163,18 @@ def test_parquet_files_in_s3_train_on_the_cluster_as_the_same_local_files(target
     assert remote_version.data_fingerprint == local_version.data_fingerprint
     for name, value in local_version.validation.metrics.items():
         assert remote_version.validation.metrics[name] == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_multinomial_logistic_on_the_cluster_equals_single_node(target, client, parts):
+    assert train(target, parts, "single3", "species", "--kind", "logistic", "--C", "0.05") == 0
+    assert train(target, parts, "cluster3", "species", "--kind", "logistic", "--C", "0.05", "--dask", "local:2") == 0
+    single, single_coef, single_intercept = fitted(client, "single3", outputs=3)
+    cluster, cluster_coef, cluster_intercept = fitted(client, "cluster3", outputs=3)
+    assert list(cluster.classes) == list(single.classes) == ["setosa", "versicolor", "virginica"]
+    # Both stop where the gradient's norm is below 1e-8; coefficients near 0 then differ by about that much.
+    np.testing.assert_allclose(cluster_coef, single_coef, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(cluster_intercept, single_intercept, rtol=1e-6, atol=1e-7)
+    for name, value in single.validation.metrics.items():
+        assert cluster.validation.metrics[name] == pytest.approx(value, rel=1e-7, abs=1e-9)
+    assert_same_run(cluster, single)
