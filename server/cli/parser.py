@@ -30,6 +30,24 @@ OUTPUTS = ("text", "json")
 """The choices of ``--output``: tables and lines for people, or JSON for scripts."""
 
 
+def _counted_int(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, not {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _counted_int(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _counted_int(text, 0)
+
+
 def wants_json(argv: Sequence[str]) -> bool:
     """Whether ``argv`` asks for ``--output json`` (``-o json``): read before parsing, so usage errors are JSON too."""
     for flag, value in itertools.pairwise([*argv, ""]):
@@ -200,11 +218,11 @@ def _add_model_commands(client_command) -> None:
     )
     train.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None)
     train.add_argument("--learning-rate", type=float)
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
+    train.add_argument("--epochs", type=_non_negative_int)
+    train.add_argument("--batch-size", type=_non_negative_int)
     train.add_argument("--validation-fraction", type=float)
-    train.add_argument("--cv", type=int, help="number of cross-validation folds")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--cv", type=_non_negative_int, help="number of cross-validation folds")
+    train.add_argument("--seed", type=_non_negative_int)
     train.add_argument(
         "--promote",
         action=argparse.BooleanOptionalAction,
@@ -216,7 +234,7 @@ def _add_model_commands(client_command) -> None:
         action="store_true",
         help="promote only if the validation metric is no worse than the serving version's",
     )
-    train.add_argument("--chunk-rows", type=int, default=65536, help="rows per streamed chunk")
+    train.add_argument("--chunk-rows", type=_positive_int, default=65536, help="rows per streamed chunk")
     train.add_argument(
         "--feature-columns",
         type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
@@ -235,7 +253,7 @@ def _add_model_commands(client_command) -> None:
     source.add_argument("--csv", help="CSV file of feature rows with a header line")
     source.add_argument("--features", help="one row as comma-separated numbers")
     predict.add_argument("--version", default="", help="a version to use instead of the serving one")
-    predict.add_argument("--chunk-rows", type=int, default=10000)
+    predict.add_argument("--chunk-rows", type=_positive_int, default=10000)
     predict.set_defaults(func=commands.cmd_predict)
 
     info = client_command("info", "describe a model version")

@@ -28,7 +28,12 @@ class RowChunk:
 
 
 def rechunk(pieces: Iterable[tuple[np.ndarray, np.ndarray | None]], chunk_rows: int) -> Iterator[RowChunk]:
-    """Chunks of ``chunk_rows`` rows (the last may be shorter) from pieces of any size, in order."""
+    """Chunks of ``chunk_rows`` rows (the last may be shorter) from pieces of any size, in order.
+
+    Raises ValueError when ``chunk_rows`` is below 1.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be 1 or more, not {chunk_rows}")
     held: list[tuple[np.ndarray, np.ndarray | None]] = []
     count = first = 0
 

@@ -196,3 +196,15 @@ def test_info_prints_a_multinomial_models_coefficients_per_class(target, client,
     printed = [(c, f, float(v)) for c, f, v in (line.split() for line in table[1:])]
     assert [row[:2] for row in printed] == [row[:2] for row in expected]
     assert [row[2] for row in printed] == pytest.approx([row[2] for row in expected], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [("--chunk-rows", "0"), ("--chunk-rows", "-5"), ("--cv", "-2"), ("--epochs", "-1"), ("--seed", "-1")],
+)
+def test_counts_below_their_least_are_refused_by_the_command_line(csv_file, option, capsys):
+    # The server is never reached: a count of 0 rows per chunk would never end a chunk.
+    with pytest.raises(SystemExit) as exited:
+        main(["train", str(csv_file), "--server", "127.0.0.1:1", "--model", "m", "--target", "price", *option])
+    assert exited.value.code == 2
+    assert f"argument {option[0]}: must be" in capsys.readouterr().err
