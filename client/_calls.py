@@ -393,8 +393,8 @@ class _ReadAhead:
     def __init__(self, make: Callable[[Any], Any], items) -> None:
         self._slot: queue.Queue = queue.Queue(maxsize=1)
         self._stopped = threading.Event()
-        thread = threading.Thread(target=self._run, args=(make, items), name="regserve-request", daemon=True)
-        thread.start()
+        self._thread = threading.Thread(target=self._run, args=(make, items), name="regserve-request", daemon=True)
+        self._thread.start()
 
     def _run(self, make: Callable[[Any], Any], items) -> None:
         try:
@@ -425,8 +425,15 @@ class _ReadAhead:
                 return
             yield message
 
-    def stop(self) -> None:
+    def stop(self, wait: float | None = None) -> None:
+        """Let the thread end once its current item is made; with ``wait``, wait that many seconds for it."""
         self._stopped.set()
+        if wait is not None:
+            self._thread.join(wait)
+
+
+_STOP_WAIT = 5.0
+"""Seconds a failed call waits for the read-ahead thread to finish the item it is making."""
 
 
 class RequestStream:
@@ -448,12 +455,13 @@ class RequestStream:
         self._first = first
         self._make = make
         self._items = items
+        self._ahead: _ReadAhead | None = None
         self.failure: Exception | None = None
 
     def __iter__(self) -> Iterator:
         if self._first is not None:
             yield self._first
-        ahead = _ReadAhead(self._make, self._items)
+        ahead = self._ahead = _ReadAhead(self._make, self._items)
         try:
             yield from ahead
         except Exception as exc:
@@ -478,7 +486,14 @@ class RequestStream:
             raise
 
     def raise_error(self, exc: grpc.RpcError, request_id: str) -> NoReturn:
-        """Raise what the caller gets for the failed call: its own iterable's exception, or the typed one."""
+        """Raise what the caller gets for the failed call: its own iterable's exception, or the typed one.
+
+        First the read-ahead thread is stopped and waited for: left inside a reader's native
+        code (pyarrow's, say), it could outlive the interpreter of a process that exits on
+        the error, which then aborts.
+        """
+        if self._ahead is not None:
+            self._ahead.stop(wait=_STOP_WAIT)
         if self.failure is not None:
             raise self.failure from None
         raise from_rpc_error(exc, request_id) from exc

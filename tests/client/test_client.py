@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import grpc
 import numpy as np
@@ -69,6 +71,20 @@ def test_a_failing_chunk_source_raises_its_own_error_and_stores_nothing(client, 
         client.train("broken", chunks=5)
     with pytest.raises(NotFound):
         client.model_info("broken")
+
+
+def test_a_refused_call_waits_for_the_read_ahead_to_finish_its_chunk(client, linear_data):
+    # A process that exits on the error must not leave the thread inside a reader's native code.
+    X, y = linear_data
+
+    def chunks():
+        for start in range(0, len(X), 100):
+            time.sleep(0.2)  # a slow reader: the server refuses the spec before the first chunk is made
+            yield X[start : start + 100], y[start : start + 100]
+
+    with pytest.raises(InvalidArgument):
+        client.train("refused", chunks=chunks(), cv_folds=1)
+    assert not [t for t in threading.enumerate() if t.name == "regserve-request" and t.is_alive()]
 
 
 def test_a_stalled_chunk_source_does_not_hold_the_process_open(target, tmp_path):
