@@ -27,6 +27,7 @@ import pyarrow.csv as pacsv
 
 from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse_target_as_feature
 from regserve.server.errors import InvalidInput
+from regserve.server.models.class_labels import whole_float_text_labels
 
 __all__ = ["BLOCK_BYTES", "columns", "read_csv"]
 
@@ -155,7 +156,7 @@ def _arrays(batch: pa.RecordBatch, d: int, labels: bool) -> tuple[np.ndarray, np
     if len(columns) == d:
         return X, None
     if labels:
-        return X, columns[d].to_numpy(zero_copy_only=False).astype(np.str_)
+        return X, whole_float_text_labels(columns[d].to_numpy(zero_copy_only=False).astype(np.str_))
     y = columns[d].to_numpy()
     if not np.isfinite(y).all():
         raise _BadRow

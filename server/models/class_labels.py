@@ -9,10 +9,38 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["whole_number_labels"]
+__all__ = ["whole_float_text_labels", "whole_number_labels"]
 
 
 def whole_number_labels(values: np.ndarray) -> np.ndarray:
     """Whole numbers ``values`` (n,), of any numeric dtype, as the class labels they stand for: 1.0 is "1"."""
     distinct, inverse = np.unique(values, return_inverse=True)
     return np.array([str(int(v)) for v in distinct.tolist()], dtype=np.str_)[inverse.ravel()]
+
+
+def _integer_text(text: str) -> str:
+    """``text`` spelled as its integer when it writes a whole number in float notation ("1.0", "2e1"); else itself."""
+    if "." not in text and "e" not in text and "E" not in text:
+        return text  # an integer as written, zero-padded codes included, or a word
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return str(int(value)) if value.is_integer() and abs(value) <= _EXACT else text
+
+
+_EXACT = 2.0**53
+"""Past this, a float no longer names one integer."""
+
+
+def whole_float_text_labels(labels: np.ndarray) -> np.ndarray:
+    """Text labels (n,) with the whole numbers written as floats spelled as integers: "1.0" is "1", "1.5" stays.
+
+    So a CSV column that pandas wrote from float labels names the classes that the same
+    numbers name from Parquet or the client.
+    """
+    distinct, inverse = np.unique(labels, return_inverse=True)
+    spelled = [_integer_text(text) for text in distinct.tolist()]
+    if spelled == distinct.tolist():
+        return labels
+    return np.array(spelled, dtype=np.str_)[inverse.ravel()]

@@ -87,6 +87,24 @@ def test_float_labels_from_parquet_train_as_the_clients_float_labels_do(target, 
     np.testing.assert_array_equal(np.frombuffer(ours.coefficients.raw), np.frombuffer(theirs.coefficients.raw))
 
 
+def test_float_labels_from_csv_train_as_the_clients_float_labels_do(target, client, tmp_path, capsys):
+    # pandas writes a float label column as 0.0 and 1.0; a hand-written file may say 1 in places.
+    rng = np.random.default_rng(22)
+    X = rng.normal(size=(300, 2))
+    labels = (X[:, 0] - X[:, 1] + rng.logistic(size=300) > 0).astype(np.float64)
+    spelled = [("1" if i % 7 == 0 else "1.0") if v else "0.0" for i, v in enumerate(labels)]
+    lines = ["a,b,label"] + [f"{a!r},{b!r},{text}" for (a, b), text in zip(X.tolist(), spelled, strict=True)]
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    client.train("csv_python", X, labels, kind="logistic", feature_names=["a", "b"])
+    command = ["train", str(tmp_path / "rows.csv"), "--server", target, "--model", "from_csv"]
+    assert main([*command, "--target", "label", "--kind", "logistic", "--chunk-rows", "64"]) == 0
+    capsys.readouterr()
+    ours, theirs = _version(client, "from_csv"), _version(client, "csv_python")
+    assert list(ours.classes) == list(theirs.classes) == ["0", "1"]
+    assert ours.data_fingerprint == theirs.data_fingerprint
+    np.testing.assert_array_equal(np.frombuffer(ours.coefficients.raw), np.frombuffer(theirs.coefficients.raw))
+
+
 def test_csv_with_bom_crlf_blank_lines_and_quotes_trains_as_a_plain_one(target, client, tmp_path, linear_data):
     X, y = linear_data
     plain = tmp_path / "plain.csv"
