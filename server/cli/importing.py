@@ -55,6 +55,8 @@ FORMATS = ("skops", "json")
 
 _ESTIMATORS = {"LinearRegression": "linear", "Ridge": "ridge", "LogisticRegression": "logistic"}
 """The classes of ``sklearn.linear_model`` that ``regserve import`` reads, and the kind each becomes."""
+_KINDS = tuple(_ESTIMATORS.values())
+"""The JSON document's ``kind``s, as it spells them."""
 
 _DATA_TYPES = (
     "builtins.dict",
@@ -199,6 +201,7 @@ def _from_estimator(model: Any, release: str, lineage: str) -> FittedModel:
             raise ImportRefused(f"the {name} is one-vs-rest over {len(fitted.classes)} classes; only multinomial ones")
     elif coef.shape[0] != 1 or intercepts.size != 1:
         raise ImportRefused(f"the {name} predicts {coef.shape[0]} targets; regserve serves one")
+    _check_width(model, name, coef.shape[1])
     names = getattr(model, "feature_names_in_", None)
     if names is not None:
         fitted.feature_names = [str(n) for n in names]
@@ -206,13 +209,54 @@ def _from_estimator(model: Any, release: str, lineage: str) -> FittedModel:
     return fitted
 
 
+def _check_width(model: Any, name: str, width: int) -> None:
+    """Refuse an estimator whose recorded feature count or names disagree with its ``coef_``'s ``width`` columns.
+
+    scikit-learn's own ``predict`` refuses such a model: its attributes were changed after fitting,
+    so which features its columns weigh is unknown.
+    """
+    n_features = getattr(model, "n_features_in_", None)
+    if n_features is not None and n_features != width:
+        raise ImportRefused(
+            f"the {name}'s coef_ has {width} columns but its n_features_in_ is {n_features}; "
+            "scikit-learn itself would not predict with it"
+        )
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None and len(names) != width:
+        raise ImportRefused(
+            f"the {name}'s coef_ has {width} columns but its feature_names_in_ names {len(names)} features; "
+            "scikit-learn itself would not predict with it"
+        )
+
+
+def _is_number(value: Any) -> bool:
+    # JSON's true and false read as Python bools, which are ints: a number only by accident.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _entries(value: Any, dimensions: int) -> Iterator[Any]:
+    """The entries of ``value`` nested at most ``dimensions`` lists deep (a scalar is its own entry)."""
+    if isinstance(value, list) and dimensions > 0:
+        for item in value:
+            yield from _entries(item, dimensions - 1)
+    else:
+        yield value
+
+
 def _numbers(value: Any, key: str, dimensions: int) -> np.ndarray:
+    shape = "list of lists" if dimensions == 2 else "list"
+    for entry in _entries(value, dimensions):
+        if isinstance(entry, list):
+            raise ImportRefused(f"{key} must be a {shape} of numbers")
+        if not _is_number(entry):
+            # NumPy would read "1" and true as 1.0, and null as NaN: refuse them here, by name.
+            raise ImportRefused(f"{key} must hold numbers, not strings, true, false or null: got {json.dumps(entry)}")
     try:
         array = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # ragged lists; integers past a float's range
         raise ImportRefused(f"{key} must hold numbers ({exc})") from exc
     if array.ndim > dimensions:
-        raise ImportRefused(f"{key} must be a {'list of lists' if dimensions == 2 else 'list'} of numbers")
+        raise ImportRefused(f"{key} must be a {shape} of numbers")
     return array
 
 
@@ -225,9 +269,7 @@ def _texts(value: Any, key: str) -> list[str]:
 def _metrics(value: Any, key: str) -> dict[str, float] | None:
     if value is None:
         return None
-    if not isinstance(value, Mapping) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
-    ):
+    if not isinstance(value, Mapping) or not all(_is_number(v) for v in value.values()):
         raise ImportRefused(f"{key} must map metric names to numbers")
     return {str(k): float(v) for k, v in value.items()}
 
@@ -241,8 +283,12 @@ def _from_document(document: Any, lineage: str) -> FittedModel:
     for key in ("kind", "coefficients", "intercepts"):
         if key not in document:
             raise ImportRefused(f"the document has no {key!r}")
+    kinds = f"{', '.join(_KINDS[:-1])} or {_KINDS[-1]}"
     if not isinstance(document["kind"], str):
-        raise ImportRefused("kind must be a string: linear, ridge or logistic")
+        raise ImportRefused(f"kind must be a string: {kinds}")
+    if document["kind"] not in _KINDS:
+        # Checked here: the server would name its enum's values, which this document does not use.
+        raise ImportRefused(f"kind must be {kinds}, not {json.dumps(document['kind'])}")
     coef = np.atleast_2d(_numbers(document["coefficients"], "coefficients", 2))
     fitted = FittedModel(document["kind"], coef, np.atleast_1d(_numbers(document["intercepts"], "intercepts", 1)))
     fitted.feature_names = _texts(document.get("feature_names", []), "feature_names")

@@ -2,10 +2,11 @@
 
 Every check a trained version passes is made here on parameters that arrive ready-made:
 shapes consistent with the kind, the classes and the features, finite values, valid and
-unique names, metrics that are numbers, row counts that fit the metrics.  Every problem
-found is collected, so one refusal (INVALID_ARGUMENT ``INVALID_PARAMETERS``) names every
-field at fault; the answers of the model on probe rows are then computed, and refused
-when they are not finite, before anything is stored.
+unique names, metrics that are numbers (within the values the metrics regserve computes
+can take), row counts that fit the metrics.  Every problem found is collected, so one
+refusal (INVALID_ARGUMENT ``INVALID_PARAMETERS``) names every field at fault; the answers
+of the model on probe rows are then computed, and refused when they are not finite,
+before anything is stored.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ METRIC_NAME_MAX = 64
 """A metric's name in a CreateVersion's evaluations."""
 _MAX_METRICS = 64
 """Most scalar metrics per evaluation: the metadata keeps them all."""
+_METRIC_RANGES = {
+    **dict.fromkeys(("mse", "rmse", "mae", "log_loss"), (0.0, math.inf, "must be >= 0")),
+    **dict.fromkeys(("accuracy", "precision", "recall", "f1"), (0.0, 1.0, "must lie in [0, 1]")),
+    "r2": (-math.inf, 1.0, "must be <= 1"),
+}
+"""The values each metric regserve computes (``server/models/scoring.py``) can take; other names need only be finite."""
 
 
 class _Checks:
@@ -117,11 +124,15 @@ def _scaler(
             "means and scales are given only when enabled",
         )
         return None, None
-    ok = checks.require(means.shape == (d,), "standardization.means", f"one mean per feature ({d})")
-    ok &= checks.require(scales.shape == (d,), "standardization.scales", f"one scale per feature ({d})")
-    ok &= checks.finite(means, "standardization.means")
-    ok &= checks.finite(scales, "standardization.scales")
-    ok &= checks.require(bool((scales > 0).all()), "standardization.scales", "every scale must be positive")
+    # An array missing or of the wrong length is named for that alone: its values are beside the point.
+    means_ok = checks.require(means.shape == (d,), "standardization.means", f"one mean per feature ({d})")
+    means_ok = means_ok and checks.finite(means, "standardization.means")
+    scales_ok = checks.require(scales.shape == (d,), "standardization.scales", f"one scale per feature ({d})")
+    scales_ok = scales_ok and checks.finite(scales, "standardization.scales")
+    scales_ok = scales_ok and checks.require(
+        bool((scales > 0).all()), "standardization.scales", "every scale must be positive"
+    )
+    ok = means_ok and scales_ok
     return (means, scales) if ok else (None, None)
 
 
@@ -136,7 +147,8 @@ def _evaluation(
             f"{field}.metrics",
             f"a metric name has 1 to {METRIC_NAME_MAX} characters and is not per_class or confusion_matrix",
         )
-        if checks.require(math.isfinite(value), f"{field}.metrics[{name[:METRIC_NAME_MAX]}]", "must be finite"):
+        where = f"{field}.metrics[{name[:METRIC_NAME_MAX]}]"
+        if checks.require(math.isfinite(value), where, "must be finite") and _in_range(name, value, where, checks):
             metrics[name] = value
     per_class, confusion = evaluation.per_class, evaluation.confusion_matrix
     if not classes:
@@ -174,6 +186,14 @@ def _evaluation(
                 )
                 metrics["confusion_matrix"] = matrix.tolist()
     return metrics or None
+
+
+def _in_range(name: str, value: float, field: str, checks: _Checks) -> bool:
+    """Check a finite metric against the values ``name`` can take, when it is one regserve computes."""
+    if name not in _METRIC_RANGES:
+        return True
+    low, high, description = _METRIC_RANGES[name]
+    return checks.require(low <= value <= high, field, description)
 
 
 def _solver_info(report: types_pb2.SolverReport, checks: _Checks) -> tuple[str, dict[str, Any]]:

@@ -267,3 +267,91 @@ def test_a_new_model_without_names_is_named_x0_and_warned_of_nothing(target, adm
     out = capsys.readouterr().out
     assert "warning" not in out and "features " not in out
     assert list(admin.get_version("m", "v1").feature_names) == ["x0", "x1", "x2"]
+
+
+def refused_import(target, path, capsys) -> dict:
+    """Import ``path`` with ``--output json``; the error object it prints, once checked that nothing was stored."""
+    assert import_file(target, path, "m", "--output", "json") == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    with ModelAdminClient(target, timeout=30) as admin:
+        assert admin.list_models() == []
+    return json.loads(captured.err)
+
+
+@pytest.mark.parametrize("kind", ["MODEL_KIND_LINEAR", "LINEAR", "poisson"])
+def test_a_kind_the_document_does_not_use_is_refused_with_the_kinds_it_does(target, tmp_path, capsys, kind):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"kind": kind, "coefficients": [[1, 2]], "intercepts": [0]}))
+    error = refused_import(target, path, capsys)
+    assert (error["code"], error["reason"]) == (None, "IMPORT_REFUSED")
+    assert error["message"] == f'kind must be linear, ridge or logistic, not "{kind}"'
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            {"kind": "linear", "coefficients": [["1", True]], "intercepts": 0},
+            'coefficients must hold numbers, not strings, true, false or null: got "1"',
+        ),
+        (
+            {"kind": "linear", "coefficients": [[1.5, False]], "intercepts": [0]},
+            "coefficients must hold numbers, not strings, true, false or null: got false",
+        ),
+        (
+            {"kind": "linear", "coefficients": [[1.5, 2.0]], "intercepts": True},
+            "intercepts must hold numbers, not strings, true, false or null: got true",
+        ),
+        (
+            {"kind": "linear", "coefficients": [[1.5, 2.0]], "intercepts": [None]},
+            "intercepts must hold numbers, not strings, true, false or null: got null",
+        ),
+        (
+            {
+                "kind": "linear",
+                "coefficients": [[1.5, 2.0]],
+                "intercepts": [0],
+                "standardization": {"means": [0, "0"], "scales": [1, 1]},
+            },
+            'standardization.means must hold numbers, not strings, true, false or null: got "0"',
+        ),
+        (
+            {"kind": "linear", "coefficients": [[1.5, 2.0]], "intercepts": [10**400]},
+            "intercepts must hold numbers (int too large to convert to float)",
+        ),
+    ],
+    ids=["string-and-true", "false", "true-intercept", "null-intercept", "string-mean", "huge-integer"],
+)
+def test_values_that_are_not_numbers_are_refused_by_field(target, tmp_path, capsys, document, message):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(document))
+    error = refused_import(target, path, capsys)
+    assert (error["code"], error["reason"], error["message"]) == (None, "IMPORT_REFUSED", message)
+
+
+def test_impossible_metrics_in_a_document_are_refused_by_the_server(target, tmp_path, capsys):
+    metrics = {"training": {"r2": 7, "mse": 0.5}, "validation": {"mse": -5, "coverage": -1}}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"kind": "linear", "coefficients": [[1, 2]], "intercepts": [0], "metrics": metrics}))
+    error = refused_import(target, path, capsys)
+    assert (error["code"], error["reason"]) == ("INVALID_ARGUMENT", "INVALID_PARAMETERS")
+    assert {(v["field"], v["description"]) for v in error["field_violations"]} == {
+        ("training.metrics[r2]", "must be <= 1"),
+        ("validation.metrics[mse]", "must be >= 0"),
+    }
+
+
+def test_an_estimator_whose_coefficients_disagree_with_its_feature_count_is_refused(target, tmp_path, capsys):
+    X, y = seeded_regression(features=4)
+    shortened = LinearRegression().fit(X, y)
+    shortened.coef_ = shortened.coef_[:3]  # n_features_in_ still says 4; scikit-learn's predict refuses it
+    error = refused_import(target, dump(shortened, tmp_path / "short.skops"), capsys)
+    assert (error["code"], error["reason"]) == (None, "IMPORT_REFUSED")
+    assert error["message"].startswith("the LinearRegression's coef_ has 3 columns but its n_features_in_ is 4")
+
+    renamed = LinearRegression().fit(X[:, :3], y)
+    renamed.feature_names_in_ = np.array(["age", "bmi", "bp", "s1"], dtype=object)
+    error = refused_import(target, dump(renamed, tmp_path / "renamed.skops"), capsys)
+    assert error["reason"] == "IMPORT_REFUSED"
+    assert error["message"].startswith("the LinearRegression's coef_ has 3 columns but its feature_names_in_ names 4")

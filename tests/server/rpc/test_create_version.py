@@ -230,3 +230,94 @@ def test_only_the_admin_role_may_create_a_version(tmp_path):
             assert admin.create_version("house", "linear", [[1.0]], [0.0]).promoted
     finally:
         app.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "classes", "evaluation", "metrics", "expected"),
+    [
+        ("linear", (), "validation", {"mse": -5.0}, {"validation.metrics[mse]": "must be >= 0"}),
+        (
+            "linear",
+            (),
+            "training",
+            {"r2": 7.0, "rmse": -1e-9},
+            {
+                "training.metrics[r2]": "must be <= 1",
+                "training.metrics[rmse]": "must be >= 0",
+            },
+        ),
+        ("linear", (), "validation", {"mae": -0.5}, {"validation.metrics[mae]": "must be >= 0"}),
+        (
+            "logistic",
+            ("a", "b"),
+            "validation",
+            {"accuracy": 2.0},
+            {"validation.metrics[accuracy]": "must lie in [0, 1]"},
+        ),
+        (
+            "logistic",
+            ("a", "b"),
+            "validation",
+            {"log_loss": -3.0, "accuracy": -0.1},
+            {
+                "validation.metrics[log_loss]": "must be >= 0",
+                "validation.metrics[accuracy]": "must lie in [0, 1]",
+            },
+        ),
+        ("logistic", ("a", "b"), "training", {"f1": 1.5}, {"training.metrics[f1]": "must lie in [0, 1]"}),
+    ],
+    ids=[
+        "negative-mse",
+        "r2-above-1-and-negative-rmse",
+        "negative-mae",
+        "accuracy-2",
+        "negative-log-loss-and-accuracy",
+        "f1-above-1",
+    ],
+)
+def test_metrics_outside_the_values_regserve_computes_are_refused(admin, kind, classes, evaluation, metrics, expected):
+    violations = refused(
+        admin.create_version, "house", kind, [[1.0, 2.0]], [0.0], classes=classes, **{evaluation: metrics}
+    )
+    assert dict(violations) == expected, violations
+    assert admin.list_models() == []
+
+
+def test_metrics_at_the_edges_of_their_range_and_unknown_metrics_are_stored(admin):
+    rng = np.random.default_rng(RNG_SEED)
+    coef = rng.normal(size=(1, 3))
+    edges = {"mse": 0.0, "rmse": 0.0, "mae": 0.0, "r2": 1.0, "explained": -7.5}
+    stored = admin.create_version("house", "linear", coef, [0.0], training=edges, validation={"r2": -40.0})
+    assert dict(stored.model_version.training.metrics) == edges
+    assert dict(stored.model_version.validation.metrics) == {"r2": -40.0}
+    rates = {"accuracy": 1.0, "log_loss": 0.0, "precision": 0.0, "recall": 1.0, "f1": 0.5, "margin": -3.0}
+    stored = admin.create_version("flowers", "logistic", coef, [0.0], classes=["a", "b"], validation=rates)
+    assert dict(stored.model_version.validation.metrics) == rates
+    # An impossible metric can no longer win the promotion gate: the version is not stored at all.
+    refused(admin.create_version, "house", "linear", coef, [0.0], validation={"mse": -5.0}, promotion_gate=True)
+    assert [v.version for v in admin.list_versions("house")] == ["v1"]
+
+
+def test_a_missing_or_short_scales_array_is_named_for_that_alone(admin, channel):
+    # The Python client sends means without scales as one NaN scale.
+    violations = refused(admin.create_version, "house", "linear", [[1.0, 2.0]], [0.0], means=[0.5, 0.5])
+    assert violations == [("standardization.scales", "one scale per feature (2)")]
+    violations = refused(
+        admin.create_version, "house", "linear", [[1.0, 2.0]], [0.0], means=[np.nan, 0.5, 1.0], scales=[1.0, -np.inf]
+    )
+    assert violations == [
+        ("standardization.means", "one mean per feature (2)"),
+        ("standardization.scales", "every value must be finite (no NaN or infinity)"),
+    ]
+    # Over the wire an absent array is empty; the NaN, negative scale of a wrong length is named by its length only.
+    request = pb.CreateVersionRequest(model="house", kind=types_pb2.MODEL_KIND_LINEAR, intercepts=[0.0])
+    request.coefficients.CopyFrom(types_pb2.Matrix(num_columns=2, values=[1.0, 2.0]))
+    request.standardization.enabled = True
+    request.standardization.means.extend([0.5, 0.5])
+    request.standardization.scales.extend([1.0, -1.0, np.nan])
+    with pytest.raises(grpc.RpcError) as info:
+        pb_grpc.ModelServiceStub(channel).CreateVersion(request, timeout=30)
+    error = from_rpc_error(info.value, "")
+    assert (info.value.code(), error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMETERS")
+    assert error.field_violations == [("standardization.scales", "one scale per feature (2)")]
+    assert admin.list_models() == []
