@@ -539,10 +539,12 @@ def create_version(
     num_train: int | None = None,
     num_validation: int | None = None,
 ) -> Call[admin_pb.CreateVersionResponse]:
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be {', '.join(_KINDS)}, not {kind!r}")
     coef = np.asarray(coefficients, dtype=_F8)
     request = admin_pb.CreateVersionRequest(
         model=model,
-        kind=_KINDS.get(kind, types_pb2.MODEL_KIND_UNSPECIFIED),
+        kind=_KINDS[kind],
         feature_names=list(feature_names),
         classes=[str(c) for c in classes],
         coefficients=_raw_matrix(coef.reshape(1, -1) if coef.ndim == 1 else coef),
@@ -555,8 +557,10 @@ def create_version(
     )
     if means is not None or scales is not None:
         request.standardization.enabled = True
-        request.standardization.means.extend(np.ravel(np.asarray(means, dtype=_F8)).tolist())
-        request.standardization.scales.extend(np.ravel(np.asarray(scales, dtype=_F8)).tolist())
+        # One given without the other is sent empty, for the server to name; NumPy would make None a NaN.
+        for values, field in ((means, request.standardization.means), (scales, request.standardization.scales)):
+            if values is not None:
+                field.extend(np.ravel(np.asarray(values, dtype=_F8)).tolist())
     for metrics, evaluation in ((training, request.training), (validation, request.validation)):
         evaluation.metrics.update(metrics or {})
     if solver_report is not None:

@@ -299,7 +299,7 @@ def test_metrics_at_the_edges_of_their_range_and_unknown_metrics_are_stored(admi
 
 
 def test_a_missing_or_short_scales_array_is_named_for_that_alone(admin, channel):
-    # The Python client sends means without scales as one NaN scale.
+    # The Python client sends means without scales with an empty scales array.
     violations = refused(admin.create_version, "house", "linear", [[1.0, 2.0]], [0.0], means=[0.5, 0.5])
     assert violations == [("standardization.scales", "one scale per feature (2)")]
     violations = refused(
@@ -320,4 +320,10 @@ def test_a_missing_or_short_scales_array_is_named_for_that_alone(admin, channel)
     error = from_rpc_error(info.value, "")
     assert (info.value.code(), error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMETERS")
     assert error.field_violations == [("standardization.scales", "one scale per feature (2)")]
+    assert admin.list_models() == []
+
+
+def test_the_client_refuses_a_kind_it_does_not_know_before_sending(admin):
+    with pytest.raises(ValueError, match="kind must be linear, ridge, logistic, not 'polynomial'"):
+        admin.create_version("house", "polynomial", [[1.0, 2.0]], [0.0])
     assert admin.list_models() == []
