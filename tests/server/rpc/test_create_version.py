@@ -109,7 +109,6 @@ def test_promote_false_and_the_gate_decide_as_for_train(admin):
         (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0, 1.0]), {"intercepts"}),
         (dict(kind="linear", coefficients=[[1.0, np.nan]], intercepts=[0.0]), {"coefficients"}),
         (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[np.inf]), {"intercepts"}),
-        (dict(kind="polynomial", coefficients=[[1.0, 2.0]], intercepts=[0.0]), {"kind"}),
         (dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], classes=["a", "b"]), {"classes"}),
         (dict(kind="logistic", coefficients=[[1.0, 2.0]], intercepts=[0.0], classes=["a"]), {"classes"}),
         (dict(kind="logistic", coefficients=[[1.0, 2.0]], intercepts=[0.0], classes=["a", "a"]), {"classes"}),
@@ -323,7 +322,14 @@ def test_a_missing_or_short_scales_array_is_named_for_that_alone(admin, channel)
     assert admin.list_models() == []
 
 
-def test_the_client_refuses_a_kind_it_does_not_know_before_sending(admin):
+def test_a_kind_outside_the_three_is_refused_by_the_client_and_by_the_server(admin, channel):
     with pytest.raises(ValueError, match="kind must be linear, ridge, logistic, not 'polynomial'"):
         admin.create_version("house", "polynomial", [[1.0, 2.0]], [0.0])
+    request = pb.CreateVersionRequest(model="house", kind=types_pb2.MODEL_KIND_UNSPECIFIED, intercepts=[0.0])
+    request.coefficients.CopyFrom(types_pb2.Matrix(num_columns=2, values=[1.0, 2.0]))
+    with pytest.raises(grpc.RpcError) as info:
+        pb_grpc.ModelServiceStub(channel).CreateVersion(request, timeout=30)
+    error = from_rpc_error(info.value, "")
+    assert error.reason == "INVALID_PARAMETERS"
+    assert [field for field, _ in error.field_violations] == ["kind"]
     assert admin.list_models() == []
