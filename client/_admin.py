@@ -76,6 +76,7 @@ class ModelAdminClient(Connection):
         feature_statistics: Sequence[Mapping[str, Any]] = (),
         num_train: int | None = None,
         num_validation: int | None = None,
+        spec: Mapping[str, Any] | None = None,
     ) -> pb.CreateVersionResponse:
         """Store a new version of ``model`` from fitted parameters; the answer says whether it was promoted.
 
@@ -85,7 +86,9 @@ class ModelAdminClient(Connection):
         ``validation`` are scalar metrics by name (the promotion gate compares the validation
         ``mse`` or ``accuracy``); ``source`` and ``data_fingerprint`` are the version's lineage;
         ``solver_report`` and ``feature_statistics`` (dicts of name, mean, std, min, max) describe the fit;
-        ``num_train`` and ``num_validation`` are the rows it was fitted and validated on (None: not recorded).
+        ``num_train`` and ``num_validation`` are the rows it was fitted and validated on (None: not recorded);
+        ``spec`` the settings of the fit by TrainSpec field name (``alpha`` or ``c``, ``standardize``,
+        ``validation_fraction``, ``seed``, ``solver``, ...), stored as the version's spec.
         Parameters the server refuses raise ``InvalidArgument`` (reason ``INVALID_PARAMETERS``)
         with a field violation for each problem.
         """
@@ -108,6 +111,7 @@ class ModelAdminClient(Connection):
             feature_statistics=feature_statistics,
             num_train=num_train,
             num_validation=num_validation,
+            spec=spec,
         )
         return self._send(self._stub, call)
 

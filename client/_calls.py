@@ -538,6 +538,7 @@ def create_version(
     feature_statistics: Sequence[Mapping[str, Any]] = (),
     num_train: int | None = None,
     num_validation: int | None = None,
+    spec: Mapping[str, Any] | None = None,
 ) -> Call[admin_pb.CreateVersionResponse]:
     if kind not in _KINDS:
         raise ValueError(f"kind must be {', '.join(_KINDS)}, not {kind!r}")
@@ -567,6 +568,12 @@ def create_version(
         request.solver_report.CopyFrom(solver_report)
     for row in feature_statistics:
         request.feature_statistics.add(**row)
+    if spec is not None:
+        settings = dict(spec)
+        solver = settings.pop("solver", "auto")
+        if solver not in _SOLVERS:
+            raise ValueError(f"spec's solver must be {', '.join(_SOLVERS)}, not {solver!r}")
+        request.spec.CopyFrom(types_pb2.TrainSpec(solver=_SOLVERS[solver], **settings))
     return Call("CreateVersion", request, lambda r: r)
 
 

@@ -510,6 +510,12 @@ def train_on_cluster(client, source: str, target: str, spec: TrainSpec, chunk_ro
     return ClusterResult(model, spec, total.rows, total.train_rows, total.digest, stats, training, validation, info)
 
 
+def _settings(spec: TrainSpec) -> dict[str, Any]:
+    """The spec's settings as CreateVersion takes them: the request itself gives the kind, the names and the classes."""
+    own = ("kind", "feature_names", "class_labels")
+    return {name: value for name, value in spec.to_dict().items() if name not in own and value is not None}
+
+
 def _solver_report(spec: TrainSpec, info: solvers.SolverInfo) -> types_pb2.SolverReport:
     """The solver's report as CreateVersion stores it (a singular system's condition number is infinite)."""
     condition = info.condition_number
@@ -621,6 +627,7 @@ def cmd_train_dask(args, options: dict) -> int:
             feature_statistics=result.feature_stats,
             num_train=result.train_rows,
             num_validation=result.rows - result.train_rows,
+            spec=_settings(spec),
         )
     if args.output == "json":
         print_json(response)

@@ -22,7 +22,14 @@ from regserve.server.models.estimator import LinearModel
 from regserve.server.models.training.spec import MAX_CLASSES, MAX_FEATURES
 from regserve.server.registry.probe import probe_arrays
 from regserve.server.registry.text_limits import CLASS_LABEL_MAX, FEATURE_NAME_MAX, REASON_MAX
-from regserve.server.rpc.convert import KIND_NAMES, SOLVER_NAMES, read_matrix
+from regserve.server.rpc.convert import (
+    KIND_NAMES,
+    KIND_VALUES,
+    SOLVER_NAMES,
+    SOLVER_VALUES,
+    read_matrix,
+    spec_from_proto,
+)
 from regserve.v1 import model_service_pb2 as pb
 from regserve.v1 import types_pb2
 
@@ -240,6 +247,50 @@ def _feature_stats(
     return stats
 
 
+def _fit_spec(
+    request: pb.CreateVersionRequest,
+    kind: str,
+    solver: str,
+    names: tuple[str, ...],
+    classes: tuple[str, ...],
+    checks: _Checks,
+) -> dict[str, Any]:
+    """The spec stored with the version: the request's TrainSpec checked as Train checks it, with the request's
+    own kind, names and classes; without one, the kind, the solver and the feature names."""
+    if not request.HasField("spec"):
+        return {"kind": kind, "solver": solver, "feature_names": list(names)}
+    given = request.spec
+    checks.require(given.model in ("", request.model), "spec.model", "empty, or the request's model")
+    checks.require(
+        given.kind in (types_pb2.MODEL_KIND_UNSPECIFIED, request.kind), "spec.kind", "unset, or the request's kind"
+    )
+    checks.require(
+        not given.feature_names or tuple(given.feature_names) == names,
+        "spec.feature_names",
+        "empty, or the request's feature_names",
+    )
+    checks.require(
+        not given.class_labels or tuple(given.class_labels) == classes,
+        "spec.class_labels",
+        "empty, or the request's classes",
+    )
+    message = types_pb2.TrainSpec()
+    message.CopyFrom(given)
+    message.kind = KIND_VALUES[kind]
+    if message.solver == types_pb2.SOLVER_UNSPECIFIED and solver in SOLVER_VALUES:
+        message.solver = SOLVER_VALUES[solver]
+    del message.feature_names[:]
+    message.feature_names.extend(names)
+    try:
+        fitted = spec_from_proto(message)
+        fitted.validate()
+    except InvalidInput as error:
+        for field, description in error.violations:
+            checks.require(False, field, description)
+        return {}
+    return fitted.to_dict()
+
+
 def _row_counts(request: pb.CreateVersionRequest, validation: dict[str, Any] | None, checks: _Checks) -> dict[str, int]:
     """The metadata's row counts, or none when the request gives none, so they read as not recorded."""
     if not request.HasField("num_train"):
@@ -293,6 +344,7 @@ def fitted_version(request: pb.CreateVersionRequest) -> tuple[LinearModel, dict[
     solver, solver_info = _solver_info(request.solver_report, checks)
     feature_stats = _feature_stats(request.feature_statistics, names, checks)
     counts = _row_counts(request, validation, checks)
+    spec = _fit_spec(request, kind, solver, names, classes if kind == "logistic" else (), checks)
     lineage = request.lineage
     checks.require(len(lineage.source) <= SOURCE_MAX, "lineage.source", f"at most {SOURCE_MAX} characters")
     checks.require(
@@ -310,7 +362,7 @@ def fitted_version(request: pb.CreateVersionRequest) -> tuple[LinearModel, dict[
     metadata: dict[str, Any] = {
         "kind": kind,
         "solver": solver,
-        "spec": {"kind": kind, "solver": solver, "feature_names": list(names)},
+        "spec": spec,
         "n_features": d,
         "feature_names": list(names),
         "classes": list(classes) if kind == "logistic" else None,

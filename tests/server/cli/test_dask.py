@@ -88,6 +88,10 @@ def assert_same_run(dask_version, single_version):
     for ours, theirs in zip(dask_version.feature_statistics, single_version.feature_statistics, strict=True):
         for field in ("mean", "std", "min", "max"):
             assert getattr(ours, field) == pytest.approx(getattr(theirs, field), rel=1e-10, abs=1e-12)
+    # The settings of the fit are stored as a trained version's are: the penalty, the split, the seed.
+    for field in ("alpha", "c", "standardize", "validation_fraction", "seed", "tolerance", "max_iterations"):
+        assert dask_version.spec.HasField(field) == single_version.spec.HasField(field), field
+        assert getattr(dask_version.spec, field) == getattr(single_version.spec, field), field
     assert dask_version.solver_report.solver == single_version.solver_report.solver
     assert dask_version.solver_report.converged == single_version.solver_report.converged
 

@@ -8,6 +8,7 @@ import pytest
 
 from regserve.client import InvalidArgument, ModelAdminClient, PermissionDenied
 from regserve.client._exceptions import from_rpc_error
+from regserve.server.cli import main
 from regserve.v1 import model_service_pb2 as pb
 from regserve.v1 import model_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
@@ -332,4 +333,42 @@ def test_a_kind_outside_the_three_is_refused_by_the_client_and_by_the_server(adm
     error = from_rpc_error(info.value, "")
     assert error.reason == "INVALID_PARAMETERS"
     assert [field for field, _ in error.field_violations] == ["kind"]
+    assert admin.list_models() == []
+
+
+def test_the_settings_of_the_fit_are_stored_as_the_versions_spec(admin, capsys, target):
+    answer = admin.create_version(
+        "ridge_fit",
+        "ridge",
+        [[1.0, 2.0]],
+        [0.5],
+        feature_names=["a", "b"],
+        spec={"alpha": 5.0, "standardize": True, "validation_fraction": 0.2, "seed": 3, "solver": "closed_form"},
+    )
+    spec = answer.model_version.spec
+    assert (spec.alpha, spec.standardize, spec.validation_fraction, spec.seed) == (5.0, True, 0.2, 3)
+    assert spec.solver == types_pb2.SOLVER_CLOSED_FORM and list(spec.feature_names) == ["a", "b"]
+    assert main(["info", "--server", target, "--model", "ridge_fit"]) == 0
+    assert "penalty" in capsys.readouterr().out
+    # Without settings the spec holds the kind, the solver and the names only, and no penalty is claimed.
+    bare = admin.create_version("plain_fit", "ridge", [[1.0, 2.0]], [0.5]).model_version.spec
+    assert not bare.HasField("alpha") and not bare.HasField("c")
+
+
+@pytest.mark.parametrize(
+    ("kind", "classes", "settings", "field"),
+    [
+        ("ridge", (), {"alpha": -1.0}, "spec.alpha"),
+        ("ridge", (), {"c": 2.0}, "spec.c"),
+        ("logistic", ("a", "b"), {"alpha": 1.0, "c": 1.0}, "spec.c"),
+        ("ridge", (), {"validation_fraction": 1.5}, "spec.validation_fraction"),
+        ("ridge", (), {"kind": types_pb2.MODEL_KIND_LOGISTIC}, "spec.kind"),
+        ("ridge", (), {"feature_names": ["p", "q"]}, "spec.feature_names"),
+        ("ridge", (), {"model": "another"}, "spec.model"),
+    ],
+)
+def test_settings_train_would_refuse_are_refused(admin, kind, classes, settings, field):
+    coefficients = [[1.0, 2.0]]
+    violations = refused(admin.create_version, "bad_fit", kind, coefficients, [0.5], classes=classes, spec=settings)
+    assert field in fields(violations), violations
     assert admin.list_models() == []
