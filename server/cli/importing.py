@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -112,6 +113,8 @@ class FittedModel:
     validation: dict[str, float] | None = None
     source: str = ""
     data_fingerprint: str = ""
+    spec: dict[str, Any] | None = None
+    """The settings of the fit that a TrainSpec can state (the L2 penalty, the intercept), when known."""
 
 
 def _estimator_classes() -> dict[str, type]:
@@ -206,7 +209,29 @@ def _from_estimator(model: Any, release: str, lineage: str) -> FittedModel:
     if names is not None:
         fitted.feature_names = [str(n) for n in names]
     fitted.source = f"scikit-learn {release or 'of an unknown release'} {name} from {lineage}"
+    fitted.spec = _estimator_settings(model, kind)
     return fitted
+
+
+def _estimator_settings(model: Any, kind: str) -> dict[str, Any] | None:
+    """The estimator's penalty and intercept as TrainSpec fields; None when its penalty is not an L2 one regserve names.
+
+    Ridge's ``alpha`` and LogisticRegression's ``C`` are the spec's ``alpha`` and ``c`` (the same problems).
+    """
+    settings: dict[str, Any] = {"fit_intercept": bool(getattr(model, "fit_intercept", True))}
+    if kind == "linear":
+        return {**settings, "alpha": 0.0}
+    if kind == "ridge":
+        alpha = np.asarray(getattr(model, "alpha", None), dtype=object)
+        return {**settings, "alpha": float(alpha)} if alpha.ndim == 0 and _is_number(alpha.item()) else None
+    # scikit-learn 1.8 deprecates ``penalty`` for ``l1_ratio`` (0: L2) and states no penalty as C = inf.
+    penalty = getattr(model, "penalty", "l2")
+    c = getattr(model, "C", None)
+    if penalty is None or penalty == "none" or c == math.inf:
+        return {**settings, "alpha": 0.0}
+    if penalty in ("l2", "deprecated") and not getattr(model, "l1_ratio", None) and _is_number(c):
+        return {**settings, "c": float(c)}
+    return None
 
 
 def _check_width(model: Any, name: str, width: int) -> None:
@@ -397,6 +422,7 @@ def cmd_import(args) -> int:
             validation=fitted.validation,
             source=fitted.source,
             data_fingerprint=fitted.data_fingerprint,
+            spec=fitted.spec,
             promotion_gate=args.promotion_gate,
             **options,
         )

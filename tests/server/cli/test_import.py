@@ -66,6 +66,10 @@ def test_linear_and_ridge_from_skops_predict_as_scikit_learn(target, client, tmp
     assert import_file(target, dump(ridge, tmp_path / "ridge.skops"), "synthetic", "--no-promote") == 0
     assert "synthetic v1: not promoted (promotion was not requested)" in capsys.readouterr().out
     assert_predicts_as(client, "synthetic", ridge, Xs, version="v1")
+    # The penalty is the version's, as for a ridge trained here.
+    spec = client.model_info("synthetic", "v1").spec
+    assert (spec.alpha, spec.fit_intercept) == (3.0, True)
+    assert client.model_info("diabetes").spec.alpha == 0.0
 
 
 def test_logistic_from_skops_multinomial_and_binary_predict_as_scikit_learn(target, client, tmp_path):
@@ -78,6 +82,8 @@ def test_logistic_from_skops_multinomial_and_binary_predict_as_scikit_learn(targ
     binary = LogisticRegression(C=0.5, max_iter=2000).fit(X, y == 2)
     assert import_file(target, dump(binary, tmp_path / "virginica.skops"), "virginica") == 0
     assert_predicts_as(client, "virginica", binary, X)
+    spec = client.model_info("virginica").spec
+    assert spec.c == 0.5 and not spec.HasField("alpha")
 
 
 def test_the_version_records_where_it_came_from(target, tmp_path, capsys):
