@@ -208,7 +208,7 @@ def url_features(source: str, target: str, feature_columns, classifier: bool) ->
             reason="UNKNOWN_TARGET_COLUMN",
             violations=[("target", f"not a column of the Parquet data: {target}")],
         )
-    features = list(feature_columns) if feature_columns else [name for name in names if name != target]
+    features = list(feature_columns) if feature_columns else parquet_reader.default_features(schemas[0], target)
     for path, schema in zip(files, schemas, strict=True):
         parquet_reader._check_schema(path, schema, features, target, classifier)
     return features

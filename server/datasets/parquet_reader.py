@@ -17,6 +17,7 @@ file, its 1-based row number in that file and its column.
 from __future__ import annotations
 
 import glob
+import json
 import os
 from collections.abc import Iterator, Sequence
 
@@ -29,7 +30,7 @@ from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse
 from regserve.server.errors import InvalidInput
 from regserve.server.models.class_labels import whole_number_labels
 
-__all__ = ["columns", "is_parquet", "parquet_files", "read_parquet"]
+__all__ = ["columns", "default_features", "is_parquet", "parquet_files", "read_parquet"]
 
 _SUFFIXES = (".parquet", ".parq", ".pq")
 
@@ -63,6 +64,20 @@ def columns(source: str) -> list[str]:
     return list(pq.ParquetFile(parquet_files(source)[0]).schema_arrow.names)
 
 
+def default_features(schema: pa.Schema, target: str | None) -> list[str]:
+    """The features when none are chosen: every column but the target and a pandas DataFrame's index.
+
+    ``DataFrame.to_parquet`` writes any index but a plain range as columns (``__index_level_0__``),
+    which pandas' metadata names: row labels, not features.
+    """
+    try:
+        metadata = json.loads((schema.metadata or {}).get(b"pandas", b"{}"))
+    except ValueError:
+        metadata = {}
+    index = {name for name in metadata.get("index_columns", ()) if isinstance(name, str)}
+    return [name for name in schema.names if name != target and name not in index]
+
+
 def read_parquet(
     source: str,
     target: str | None = None,
@@ -86,7 +101,7 @@ def read_parquet(
             violations=[("target", f"not a column of the Parquet data: {target}")],
         )
     refuse_target_as_feature(target, feature_columns)
-    features = list(feature_columns) if feature_columns else [name for name in names if name != target]
+    features = list(feature_columns) if feature_columns else default_features(first, target)
     columns = features + ([target] if target is not None else [])
     total = 0
     for path in files:
@@ -199,5 +214,16 @@ def _arrays(
         return X, None
     target = columns[d]
     if labels:
-        return X, _labels(target)
+        named = _labels(target)
+        if named.dtype.kind == "U" and (empty := named == "").any():
+            # Named here by file and row: the server could only count rows across every file.
+            row = first_row + int(np.argmax(empty)) + 1
+            name = batch.schema.names[d]
+            raise InvalidInput(
+                f"{path}, row {row}, column {name!r}: the class label is empty",
+                reason="MALFORMED_PARQUET",
+                violations=[(name, f"{path} row {row}: empty label")],
+                metadata={"file": path, "row": row, "column": name, "problem": "empty label"},
+            )
+        return X, named
     return X, target.to_numpy()

@@ -62,6 +62,26 @@ def test_a_null_is_refused_with_its_file_row_and_column(tmp_path):
     assert refused.value.metadata == {"file": str(path), "row": "3", "column": "a", "problem": "empty"}
 
 
+def test_an_empty_label_is_refused_with_its_file_row_and_column(tmp_path):
+    for i, labels in enumerate((["a", "b", "a", "b"], ["a", "b", "", "b"])):
+        pq.write_table(pa.table({"x": [1.0, 2.0, 3.0, 4.0], "kind": labels}), tmp_path / f"part-{i}.parquet")
+    with pytest.raises(InvalidInput) as refused:
+        list(read_parquet(str(tmp_path), "kind", classifier=True).chunks)
+    path = str(tmp_path / "part-1.parquet")
+    assert refused.value.reason == "MALFORMED_PARQUET"
+    assert refused.value.metadata == {"file": path, "row": "3", "column": "kind", "problem": "empty label"}
+
+
+def test_a_pandas_index_written_as_a_column_is_not_a_feature(tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": np.arange(10.0), "b": np.arange(10.0) ** 2, "y": np.arange(10.0)})
+    frame[frame.a > 3].to_parquet(tmp_path / "filtered.parquet")  # its index is kept as __index_level_0__
+    table = read_parquet(str(tmp_path / "filtered.parquet"), "y")
+    assert table.feature_names == ["a", "b"]
+    got_X, _, _ = _all(table)
+    np.testing.assert_array_equal(got_X, frame[frame.a > 3][["a", "b"]].to_numpy())
+
+
 def test_classifier_labels_and_missing_inputs(tmp_path):
     path = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"x": [1, 2, 3], "kind": ["a", "b", "a"]}), path)
