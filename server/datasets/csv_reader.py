@@ -16,6 +16,7 @@ fails pays for that second pass.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import os
 from collections.abc import Iterator, Sequence
@@ -57,7 +58,17 @@ def read_csv(
     path = os.fspath(path)
     header = _header(path)
     names = [name.strip() for name in header]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    unnamed = [j for j, name in enumerate(names) if not name]
+    if unnamed and not feature_columns:
+        # A spreadsheet's trailing comma: every column but the target would be a feature, this one too.
+        raise InvalidInput(
+            f"column {unnamed[0] + 1} of the CSV's header has no name; name it, or choose the features "
+            "with --feature-columns",
+            reason="UNNAMED_COLUMN",
+            violations=[("csv", f"column {unnamed[0] + 1} has no name")],
+            metadata={"column": unnamed[0] + 1},
+        )
+    repeated = sorted({name for name in names if name and names.count(name) > 1})
     if repeated:
         raise InvalidInput(
             f"the CSV names column {repeated[0]!r} more than once",
@@ -117,11 +128,43 @@ def columns(path: str | os.PathLike) -> list[str]:
 
 def _header(path: str) -> list[str]:
     """The header line's fields, as written (a BOM dropped)."""
-    with open(path, encoding="utf-8-sig", newline="") as stream:
-        for record in csv.reader(stream):
-            if record:
-                return record
+    if not os.path.isfile(path):
+        raise InvalidInput(f"no CSV file at {path}", reason="NO_INPUT_FILES", violations=[("file", f"no file: {path}")])
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as stream:
+            for record in csv.reader(stream):
+                if record:
+                    return record
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     raise InvalidInput("the CSV file is empty", reason="EMPTY_CSV", violations=[("csv", "no header line")])
+
+
+def _not_utf8(path: str) -> InvalidInput:
+    """The refusal of a file that is not UTF-8 text, naming the first line that is not."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as stream:
+        while block := stream.read(1 << 16):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                line += block.count(b"\n", 0, max(error.start, 0))
+                byte = block[error.start] if 0 <= error.start < len(block) else None
+                shown_byte = "" if byte is None else f" (byte 0x{byte:02X})"
+                return InvalidInput(
+                    f"line {line} is not UTF-8 text{shown_byte}; save the CSV as UTF-8",
+                    reason="MALFORMED_CSV",
+                    violations=[("csv", f"line {line}: not UTF-8")],
+                    metadata={"line": line, "problem": "not UTF-8"},
+                )
+            line += block.count(b"\n")
+    return InvalidInput(
+        "the CSV ends inside a UTF-8 character; save it as UTF-8",
+        reason="MALFORMED_CSV",
+        violations=[("csv", f"line {line}: not UTF-8")],
+        metadata={"line": line, "problem": "not UTF-8"},
+    )
 
 
 def _feature_columns(names: list[str], target: str | None, chosen: Sequence[str] | None) -> list[str]:
@@ -191,10 +234,8 @@ def _locate(
                         return error
                     records, lines = [], []
             return _cell_error(header, records, lines, used, numeric, target_index)
-    except UnicodeDecodeError as exc:
-        return InvalidInput(
-            f"the CSV is not UTF-8 text: {exc}", reason="MALFORMED_CSV", violations=[("csv", "not UTF-8 text")]
-        )
+    except UnicodeDecodeError:
+        return _not_utf8(path)
 
 
 def _ragged(header: list[str], record: list[str], line: int) -> InvalidInput:

@@ -119,6 +119,41 @@ def test_an_empty_file_and_a_repeated_column_are_refused(tmp_path):
     assert refused.value.reason == "DUPLICATE_COLUMN"
 
 
+def test_a_missing_file_and_a_header_column_without_a_name_are_refused(tmp_path):
+    with pytest.raises(InvalidInput) as refused:
+        read_csv(tmp_path / "absent.csv", "y")
+    assert refused.value.reason == "NO_INPUT_FILES"
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("a,b,y,\n1,2,3,\n4,5,6,\n")  # a spreadsheet's trailing comma
+    with pytest.raises(InvalidInput) as refused:
+        read_csv(trailing, "y")
+    assert refused.value.reason == "UNNAMED_COLUMN" and "column 4" in str(refused.value)
+    names, X, y, _ = _rows(trailing, feature_columns=["a", "b"])
+    assert names == ["a", "b"] and X.tolist() == [[1, 2], [4, 5]] and y.tolist() == [3, 6]
+
+
+@pytest.mark.parametrize("where", ["header", "cell", "label"])
+def test_a_file_that_is_not_utf8_is_refused_on_its_line(tmp_path, where):
+    rows = ["a,b,y", *(f"{i},{i + 1},{'x' if i % 2 else 'z'}" for i in range(1, 3000))]
+    line = {"header": 1, "cell": 1500, "label": 2900}[where]
+    text = "\n".join(rows).encode()
+    lines = text.split(b"\n")
+    # Latin-1's é, as Excel exports it, in the header, in a feature cell, or in a class label.
+    if where == "header":
+        lines[0] = b"caf\xe9,b,y"
+    elif where == "cell":
+        lines[line - 1] = lines[line - 1].replace(b",", b"\xe9,", 1)
+    else:
+        lines[line - 1] = lines[line - 1] + b"\xe9"
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(InvalidInput) as refused:
+        target = "y"
+        _rows(path, target, classifier=True, feature_columns=None if where != "header" else ["b"])
+    assert refused.value.reason == "MALFORMED_CSV"
+    assert refused.value.metadata == {"line": str(line), "problem": "not UTF-8"}, refused.value
+
+
 def test_the_columns_are_the_header_names_without_the_bom_or_spaces(tmp_path):
     from regserve.server.datasets.tables import table_columns
 
