@@ -136,7 +136,11 @@ def _check_schema(path: str, schema: pa.Schema, features: list[str], target: str
                 violations=[("feature_columns" if name != target else "target", f"not a column of {path}: {name}")],
             )
         kind = schema.field(name).type
-        if not (_holds_labels(kind) if name == target and classifier else _numeric(kind)):
+        if name == target:
+            readable = _holds_labels(kind) if classifier else _numeric(kind)
+        else:
+            readable = _feature(kind)
+        if not readable:
             raise InvalidInput(
                 f"column {name!r} of {path} holds {kind}, not numbers",
                 reason="NON_NUMERIC_COLUMN",
@@ -147,6 +151,12 @@ def _check_schema(path: str, schema: pa.Schema, features: list[str], target: str
 
 def _numeric(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+
+
+def _feature(kind: pa.DataType) -> bool:
+    """Whether a feature column of ``kind`` reads as numbers: booleans too, as 0 and 1 (``pandas.get_dummies``'
+    columns, which the client reads the same way)."""
+    return _numeric(kind) or pa.types.is_boolean(kind)
 
 
 def _holds_labels(kind: pa.DataType) -> bool:

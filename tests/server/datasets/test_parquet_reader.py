@@ -82,6 +82,13 @@ def test_a_pandas_index_written_as_a_column_is_not_a_feature(tmp_path):
     np.testing.assert_array_equal(got_X, frame[frame.a > 3][["a", "b"]].to_numpy())
 
 
+def test_boolean_features_read_as_zero_and_one(tmp_path):
+    path = tmp_path / "dummies.parquet"
+    pq.write_table(pa.table({"a": [0.5, 1.5, 2.5], "is_red": [True, False, True], "y": [1.0, 2.0, 3.0]}), path)
+    X, _, _ = _all(read_parquet(str(path), "y"))
+    assert X.tolist() == [[0.5, 1.0], [1.5, 0.0], [2.5, 1.0]]
+
+
 def test_classifier_labels_and_missing_inputs(tmp_path):
     path = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"x": [1, 2, 3], "kind": ["a", "b", "a"]}), path)
@@ -112,8 +119,8 @@ def test_categorical_and_bool_labels_are_read_as_pandas_prints_them(tmp_path):
     assert kinds.tolist() == frame["kind"].astype(str).tolist()
     _, wet, _ = _all(read_parquet(str(path), "wet", classifier=True, feature_columns=["a"]))
     assert wet.tolist() == frame["wet"].astype(str).tolist() == ["True", "False", "False", "True"]
-    # As features, and as a regression's target, they are still refused.
-    for target, features, classifier in (("a", ["kind"], True), ("a", ["wet"], True), ("wet", ["a"], False)):
+    # A category as a feature, and a boolean as a regression's target, are refused (a boolean feature is 0 or 1).
+    for target, features, classifier in (("a", ["kind"], True), ("wet", ["a"], False)):
         with pytest.raises(InvalidInput) as refused:
             read_parquet(str(path), target, classifier=classifier, feature_columns=features)
         assert refused.value.reason == "NON_NUMERIC_COLUMN"
