@@ -226,7 +226,7 @@ def _estimator_settings(model: Any, kind: str) -> dict[str, Any] | None:
         return {**settings, "alpha": float(alpha)} if alpha.ndim == 0 and _is_number(alpha.item()) else None
     # scikit-learn 1.8 deprecates ``penalty`` for ``l1_ratio`` (0: L2) and states no penalty as C = inf.
     penalty = getattr(model, "penalty", "l2")
-    c = getattr(model, "C", None)
+    c: Any = getattr(model, "C", None)
     if penalty is None or penalty == "none" or c == math.inf:
         return {**settings, "alpha": 0.0}
     if penalty in ("l2", "deprecated") and not getattr(model, "l1_ratio", None) and _is_number(c):
