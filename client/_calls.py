@@ -426,10 +426,18 @@ class _ReadAhead:
             yield message
 
     def stop(self, wait: float | None = None) -> None:
-        """Let the thread end once its current item is made; with ``wait``, wait that many seconds for it."""
+        """Let the thread end once its current item is made; with ``wait``, wait that many seconds for it.
+
+        A reader still waiting on the slot (grpcio's request thread) is then handed the end,
+        since the stopped thread hands over nothing more.
+        """
         self._stopped.set()
         if wait is not None:
             self._thread.join(wait)
+            try:
+                self._slot.put_nowait((self._END, None))
+            except queue.Full:  # a message waits: the reader takes it, and grpcio asks no further
+                pass
 
 
 _STOP_WAIT = 5.0
@@ -456,12 +464,17 @@ class RequestStream:
         self._make = make
         self._items = items
         self._ahead: _ReadAhead | None = None
+        self._ended = False  # the call has failed: no read-ahead may start any more
+        self._lock = threading.Lock()
         self.failure: Exception | None = None
 
     def __iter__(self) -> Iterator:
         if self._first is not None:
             yield self._first
-        ahead = self._ahead = _ReadAhead(self._make, self._items)
+        with self._lock:
+            if self._ended:
+                return
+            ahead = self._ahead = _ReadAhead(self._make, self._items)
         try:
             yield from ahead
         except Exception as exc:
@@ -492,8 +505,11 @@ class RequestStream:
         code (pyarrow's, say), it could outlive the interpreter of a process that exits on
         the error, which then aborts.
         """
-        if self._ahead is not None:
-            self._ahead.stop(wait=_STOP_WAIT)
+        with self._lock:
+            self._ended = True
+            ahead = self._ahead
+        if ahead is not None:
+            ahead.stop(wait=_STOP_WAIT)
         if self.failure is not None:
             raise self.failure from None
         raise from_rpc_error(exc, request_id) from exc

@@ -82,9 +82,19 @@ def test_a_refused_call_waits_for_the_read_ahead_to_finish_its_chunk(client, lin
             time.sleep(0.2)  # a slow reader: the server refuses the spec before the first chunk is made
             yield X[start : start + 100], y[start : start + 100]
 
+    before = set(threading.enumerate())
     with pytest.raises(InvalidArgument):
         client.train("refused", chunks=chunks(), cv_folds=1)
     assert not [t for t in threading.enumerate() if t.name == "regserve-request" and t.is_alive()]
+
+    def callers_threads():  # the server in this process starts threads of its own, all named regserve-
+        return [t.name for t in set(threading.enumerate()) - before if not t.name.startswith("regserve-")]
+
+    # grpcio's own request thread, which waited on the read-ahead, is handed the end and ends too.
+    deadline = time.monotonic() + 5
+    while callers_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not callers_threads()
 
 
 def test_a_stalled_chunk_source_does_not_hold_the_process_open(target, tmp_path):
