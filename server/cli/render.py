@@ -218,9 +218,9 @@ def penalty_text(version) -> str:
 def stored_from_parameters(version) -> bool:
     """Whether a ``ModelVersion`` was stored from fitted parameters (CreateVersion), not trained from rows.
 
-    Training records its whole spec; CreateVersion records only the kind, solver and features.
+    Training records how long it took; CreateVersion, which fits nothing, records no duration.
     """
-    return not version.spec.HasField("validation_fraction")
+    return not version.training_seconds
 
 
 def rows_text(version) -> str:

@@ -281,14 +281,21 @@ def _fit_spec(
         message.solver = SOLVER_VALUES[solver]
     del message.feature_names[:]
     message.feature_names.extend(names)
+    del message.class_labels[:]
+    message.class_labels.extend(classes)
     try:
-        fitted = spec_from_proto(message)
-        fitted.validate()
+        spec_from_proto(message).validate()
     except InvalidInput as error:
         for field, description in error.violations:
             checks.require(False, field, description)
         return {}
-    return fitted.to_dict()
+    # Only what the request states: a default filled in (c = 1 for a logistic model) would claim a penalty.
+    stored: dict[str, Any] = {"kind": kind, "solver": SOLVER_NAMES[message.solver], "feature_names": list(names)}
+    if classes:
+        stored["class_labels"] = list(classes)
+    own = {"model", "kind", "solver", "feature_names", "class_labels"}
+    stored.update({field.name: value for field, value in given.ListFields() if field.name not in own})
+    return stored
 
 
 def _row_counts(request: pb.CreateVersionRequest, validation: dict[str, Any] | None, checks: _Checks) -> dict[str, int]:

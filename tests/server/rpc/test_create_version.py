@@ -353,6 +353,16 @@ def test_the_settings_of_the_fit_are_stored_as_the_versions_spec(admin, capsys, 
     # Without settings the spec holds the kind, the solver and the names only, and no penalty is claimed.
     bare = admin.create_version("plain_fit", "ridge", [[1.0, 2.0]], [0.5]).model_version.spec
     assert not bare.HasField("alpha") and not bare.HasField("c")
+    # Settings that leave the penalty out claim none either, though Train would take c = 1.
+    stated = admin.create_version(
+        "logit_fit", "logistic", [[1.0, 2.0]], [0.5], classes=["no", "yes"], spec={"fit_intercept": True}
+    ).model_version
+    assert not stated.spec.HasField("c") and not stated.spec.HasField("alpha")
+    assert list(stated.spec.class_labels) == ["no", "yes"] and stated.spec.fit_intercept
+    capsys.readouterr()
+    assert main(["info", "--server", target, "--model", "logit_fit"]) == 0
+    out = capsys.readouterr().out
+    assert "penalty" not in out and "source      not recorded" in out
 
 
 @pytest.mark.parametrize(
