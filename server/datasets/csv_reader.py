@@ -16,7 +16,6 @@ fails pays for that second pass.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import os
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,7 @@ import pyarrow.csv as pacsv
 
 from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse_target_as_feature
 from regserve.server.errors import InvalidInput
-from regserve.server.models.class_labels import whole_float_text_labels
+from regserve.server.models.class_labels import integer_text, whole_float_text_labels
 
 __all__ = ["BLOCK_BYTES", "columns", "read_csv"]
 
@@ -142,25 +141,20 @@ def _header(path: str) -> list[str]:
 
 def _not_utf8(path: str) -> InvalidInput:
     """The refusal of a file that is not UTF-8 text, naming the first line that is not."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    line = 1
+    line = 0
     with open(path, "rb") as stream:
-        while block := stream.read(1 << 16):
+        for line, raw in enumerate(stream, start=1):
             try:
-                decoder.decode(block)
+                raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                line += block.count(b"\n", 0, max(error.start, 0))
-                byte = block[error.start] if 0 <= error.start < len(block) else None
-                shown_byte = "" if byte is None else f" (byte 0x{byte:02X})"
                 return InvalidInput(
-                    f"line {line} is not UTF-8 text{shown_byte}; save the CSV as UTF-8",
+                    f"line {line} is not UTF-8 text (byte 0x{raw[error.start]:02X}); save the CSV as UTF-8",
                     reason="MALFORMED_CSV",
                     violations=[("csv", f"line {line}: not UTF-8")],
                     metadata={"line": line, "problem": "not UTF-8"},
                 )
-            line += block.count(b"\n")
-    return InvalidInput(
-        "the CSV ends inside a UTF-8 character; save it as UTF-8",
+    return InvalidInput(  # unreachable for a file that failed to decode, but never leave the caller without one
+        "the CSV is not UTF-8 text; save it as UTF-8",
         reason="MALFORMED_CSV",
         violations=[("csv", f"line {line}: not UTF-8")],
         metadata={"line": line, "problem": "not UTF-8"},
@@ -199,7 +193,11 @@ def _arrays(batch: pa.RecordBatch, d: int, labels: bool) -> tuple[np.ndarray, np
     if len(columns) == d:
         return X, None
     if labels:
-        return X, whole_float_text_labels(columns[d].to_numpy(zero_copy_only=False).astype(np.str_))
+        target = columns[d].to_numpy(zero_copy_only=False).astype(np.str_)
+        # The distinct labels by hashing, in C: only a block that writes a whole number as a float is respelled.
+        if any(integer_text(text) != text for text in pc.unique(columns[d]).to_pylist()):
+            target = whole_float_text_labels(target)
+        return X, target
     y = columns[d].to_numpy()
     if not np.isfinite(y).all():
         raise _BadRow

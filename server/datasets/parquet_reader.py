@@ -73,8 +73,9 @@ def default_features(schema: pa.Schema, target: str | None) -> list[str]:
     try:
         metadata = json.loads((schema.metadata or {}).get(b"pandas", b"{}"))
     except ValueError:
-        metadata = {}
-    index = {name for name in metadata.get("index_columns", ()) if isinstance(name, str)}
+        metadata = None
+    listed = metadata.get("index_columns") if isinstance(metadata, dict) else None  # another writer's may differ
+    index = {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
     return [name for name in schema.names if name != target and name not in index]
 
 

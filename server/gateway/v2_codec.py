@@ -312,7 +312,7 @@ def fill_infer_request(request, body: bytes, header_length: int | None) -> Outpu
     text = bytes(header)
     document = _load_json(text)
     # Python reads true and false as integers; only a body that has either needs them told from numbers.
-    booleans = b"true" in text or b"false" in text
+    booleans = b"true" in text or b"false" in text or b"\x00" in text[:4]  # UTF-16 and -32 hide the words
     if "id" in document:
         request.id = _string(document["id"], "id")
     parameters = dict(_object(document.get("parameters", {}), "parameters"))

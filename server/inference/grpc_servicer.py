@@ -110,16 +110,15 @@ def _typed(tensor: pb.ModelInferRequest.InferInputTensor, field: str) -> np.ndar
             metadata={"datatype": tensor.datatype},
         )
     values = getattr(tensor.contents, name)
-    if not values:
-        others = [descriptor.name for descriptor, _ in tensor.contents.ListFields()]
-        if others:
-            raise InvalidInput(
-                f"{field} is {tensor.datatype}, whose elements go in contents.{name}; "
-                f"it sends them in contents.{others[0]}",
-                reason="INVALID_TENSOR_DATA",
-                violations=[(f"{field}.contents.{others[0]}", f"send {tensor.datatype} elements in {name}")],
-                metadata={"datatype": tensor.datatype, "field": others[0]},
-            )
+    others = [descriptor.name for descriptor, _ in tensor.contents.ListFields() if descriptor.name != name]
+    if others:
+        raise InvalidInput(
+            f"{field} is {tensor.datatype}, whose elements go in contents.{name}; "
+            f"it sends some in contents.{others[0]}",
+            reason="INVALID_TENSOR_DATA",
+            violations=[(f"{field}.contents.{others[0]}", f"send {tensor.datatype} elements in {name} only")],
+            metadata={"datatype": tensor.datatype, "field": others[0]},
+        )
     if tensor.datatype == "BYTES":
         return np.array(list(values), dtype=object)
     wide = np.array(values, dtype=_FIELD_DTYPES[name])  # the field's own type: nothing wraps on the way in
@@ -195,7 +194,7 @@ def _matrix(tensor: pb.ModelInferRequest.InferInputTensor, raw: Sequence[bytes])
         return np.ndarray((rows, features), dtype, data)
     values = getattr(tensor.contents, field)
     count = len(values)
-    if count != rows * features:
+    if count != rows * features or not count:  # no rows: the general way checks the other fields are empty too
         return None
     # Straight to float64: a float32 value widens exactly, as the general path's astype does.
     return np.array(values[:] if count <= _SMALL_TYPED else values, np.float64).reshape(rows, features)

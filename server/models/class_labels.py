@@ -7,9 +7,12 @@ Kept out of ``models.training`` so that reading a file does not import the train
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
+
 import numpy as np
 
-__all__ = ["whole_float_text_labels", "whole_number_labels"]
+__all__ = ["integer_text", "whole_float_text_labels", "whole_number_labels"]
 
 
 def whole_number_labels(values: np.ndarray) -> np.ndarray:
@@ -18,19 +21,23 @@ def whole_number_labels(values: np.ndarray) -> np.ndarray:
     return np.array([str(int(v)) for v in distinct.tolist()], dtype=np.str_)[inverse.ravel()]
 
 
-def _integer_text(text: str) -> str:
-    """``text`` spelled as its integer when it writes a whole number in float notation ("1.0", "2e1"); else itself."""
-    if "." not in text and "e" not in text and "E" not in text:
-        return text  # an integer as written, zero-padded codes included, or a word
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return str(int(value)) if value.is_integer() and abs(value) <= _EXACT else text
-
-
-_EXACT = 2.0**53
+_FLOAT_NOTATION = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+(?:\.\d*)?[eE][+-]?\d+|\.\d+[eE][+-]?\d+)")
+"""A number written as a float: a decimal point or an exponent, digits only (no spaces, no underscores)."""
+_EXACT = 2**53
 """Past this, a float no longer names one integer."""
+
+
+def integer_text(text: str) -> str:
+    """``text`` spelled as its integer when it writes a whole number in float notation ("1.0", "2e1"); else itself.
+
+    Decided on the exact decimal value, so "9007199254740993.0" is not taken for its float's neighbour.
+    """
+    if not _FLOAT_NOTATION.fullmatch(text):
+        return text  # an integer as written, zero-padded codes included, or a word
+    value = Decimal(text)
+    if value != value.to_integral_value() or abs(value) > _EXACT:
+        return text
+    return str(int(value))
 
 
 def whole_float_text_labels(labels: np.ndarray) -> np.ndarray:
@@ -40,7 +47,7 @@ def whole_float_text_labels(labels: np.ndarray) -> np.ndarray:
     numbers name from Parquet or the client.
     """
     distinct, inverse = np.unique(labels, return_inverse=True)
-    spelled = [_integer_text(text) for text in distinct.tolist()]
+    spelled = [integer_text(text) for text in distinct.tolist()]
     if spelled == distinct.tolist():
         return labels
     return np.array(spelled, dtype=np.str_)[inverse.ravel()]

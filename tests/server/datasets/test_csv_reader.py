@@ -154,9 +154,42 @@ def test_a_file_that_is_not_utf8_is_refused_on_its_line(tmp_path, where):
     assert refused.value.metadata == {"line": str(line), "problem": "not UTF-8"}, refused.value
 
 
+def test_a_bad_byte_just_after_a_character_split_across_read_blocks_is_on_its_line(tmp_path):
+    # A 3-byte character that straddles 64 KiB, then the bad byte, on the second line.
+    head = b"a,y\n" + b"1," + b"2" * (65536 - 10) + b"\n"
+    path = tmp_path / "split.csv"
+    path.write_bytes(head + b"3,\xe2\x82\xac\xff\n4,5\n")
+    with pytest.raises(InvalidInput) as refused:
+        _rows(path, classifier=True)
+    assert refused.value.metadata == {"line": "3", "problem": "not UTF-8"}
+
+
 def test_the_columns_are_the_header_names_without_the_bom_or_spaces(tmp_path):
     from regserve.server.datasets.tables import table_columns
 
     path = tmp_path / "spreadsheet.csv"
     path.write_bytes(b'\xef\xbb\xbf"a", b ,y\r\n1,2,3\r\n')
     assert table_columns(str(path)) == ["a", "b", "y"]
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("1.0", "1"),
+        ("-0.0", "0"),
+        ("2e1", "20"),
+        (".5e1", "5"),
+        ("1.5", "1.5"),
+        ("007", "007"),
+        (" 2.0", " 2.0"),
+        ("1_0.0", "1_0.0"),
+        ("9007199254740993.0", "9007199254740993.0"),
+        ("1e300", "1e300"),
+        ("nan", "nan"),
+        ("cat", "cat"),
+    ],
+)
+def test_a_whole_number_written_as_a_float_is_the_label_of_its_integer(text, label):
+    from regserve.server.models.class_labels import integer_text
+
+    assert integer_text(text) == label

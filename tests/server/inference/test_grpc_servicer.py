@@ -248,6 +248,30 @@ def test_requested_outputs_id_and_binary_data(stub):
             [],
             "INVALID_TENSOR_DATA",
         ),
+        (
+            [
+                Input(
+                    name="inputs",
+                    datatype="INT8",
+                    shape=[1, 4],
+                    contents=pb.InferTensorContents(int_contents=[5, 3, 1, 0], fp64_contents=[9.0, 9.0, 9.0, 9.0]),
+                )
+            ],
+            [],
+            "INVALID_TENSOR_DATA",
+        ),
+        (
+            [
+                Input(
+                    name="inputs",
+                    datatype="FP64",
+                    shape=[0, 4],
+                    contents=pb.InferTensorContents(fp32_contents=[5.1, 3.5, 1.4, 0.2]),
+                )
+            ],
+            [],
+            "INVALID_TENSOR_DATA",
+        ),
     ],
 )
 def test_bad_tensors_are_invalid_argument_with_a_reason(stub, inputs, raw, reason):

@@ -455,6 +455,15 @@ def test_json_integers_past_int64_are_read_as_the_numbers_they_are(http, predict
     assert answer.json()["outputs"][0]["data"] == predict_client.predict("iris", IRIS_ROWS).labels
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_boolean_among_numbers_is_refused_in_any_json_encoding(http, encoding):
+    body = {"inputs": [{"name": "inputs", "shape": [1, 4], "datatype": "FP64", "data": [1.5, True, 1.0, 0.5]}]}
+    answer = http.post(
+        "/v2/models/iris/infer", content=json.dumps(body).encode(encoding), headers={"Content-Type": "application/json"}
+    )
+    assert_error(answer, 400, "INVALID_TENSOR_DATA")
+
+
 def test_nan_is_refused_by_the_prediction_path(http):
     answer = http.post(
         "/v2/models/iris/infer",
