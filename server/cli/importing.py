@@ -218,6 +218,8 @@ def _estimator_settings(model: Any, kind: str) -> dict[str, Any] | None:
 
     Ridge's ``alpha`` and LogisticRegression's ``C`` are the spec's ``alpha`` and ``c`` (the same problems).
     """
+    if getattr(model, "class_weight", None) is not None or getattr(model, "solver", "") == "liblinear":
+        return None  # weighted classes, or liblinear's penalised intercept: not the problem the spec names
     settings: dict[str, Any] = {"fit_intercept": bool(getattr(model, "fit_intercept", True))}
     if kind == "linear":
         return {**settings, "alpha": 0.0}

@@ -84,6 +84,11 @@ def test_logistic_from_skops_multinomial_and_binary_predict_as_scikit_learn(targ
     assert_predicts_as(client, "virginica", binary, X)
     spec = client.model_info("virginica").spec
     assert spec.c == 0.5 and not spec.HasField("alpha")
+    # Weighted classes solve another problem than the spec's c names: no penalty is claimed.
+    weighted = LogisticRegression(C=0.5, class_weight="balanced", max_iter=2000).fit(X, y == 2)
+    assert import_file(target, dump(weighted, tmp_path / "weighted.skops"), "weighted") == 0
+    spec = client.model_info("weighted").spec
+    assert not spec.HasField("c") and not spec.HasField("alpha")
 
 
 def test_the_version_records_where_it_came_from(target, tmp_path, capsys):
