@@ -72,37 +72,37 @@ def test_parquet_directory_glob_and_file_train_as_the_same_rows_sent_from_python
     assert "column 'street'" in capsys.readouterr().err
 
 
-def test_float_labels_from_parquet_train_as_the_clients_float_labels_do(target, client, tmp_path, capsys):
-    rng = np.random.default_rng(21)
+def _float_labels(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """300 seeded rows of two features and float labels 0.0 and 1.0."""
+    rng = np.random.default_rng(seed)
     X = rng.normal(size=(300, 2))
-    labels = (X[:, 0] - X[:, 1] + rng.logistic(size=300) > 0).astype(np.float64)
-    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "label": labels}), tmp_path / "rows.parquet")
-    client.train("from_python", X, labels, kind="logistic", feature_names=["a", "b"])
-    command = ["train", str(tmp_path / "rows.parquet"), "--server", target, "--model", "from_parquet"]
+    return X, (X[:, 0] - X[:, 1] + rng.logistic(size=300) > 0).astype(np.float64)
+
+
+def _trains_as_the_client(target, client, path, X, labels, *extra) -> None:
+    """``regserve train path`` gives the classes, fingerprint and coefficients of the client's train on X, labels."""
+    client.train(f"{path.stem}_python", X, labels, kind="logistic", feature_names=["a", "b"])
+    command = ["train", str(path), "--server", target, "--model", f"{path.stem}_file", *extra]
     assert main([*command, "--target", "label", "--kind", "logistic"]) == 0
-    capsys.readouterr()
-    ours, theirs = _version(client, "from_parquet"), _version(client, "from_python")
+    ours, theirs = _version(client, f"{path.stem}_file"), _version(client, f"{path.stem}_python")
     assert list(ours.classes) == list(theirs.classes) == ["0", "1"]
     assert ours.data_fingerprint == theirs.data_fingerprint
     np.testing.assert_array_equal(np.frombuffer(ours.coefficients.raw), np.frombuffer(theirs.coefficients.raw))
 
 
-def test_float_labels_from_csv_train_as_the_clients_float_labels_do(target, client, tmp_path, capsys):
+def test_float_labels_from_parquet_train_as_the_clients_float_labels_do(target, client, tmp_path):
+    X, labels = _float_labels(21)
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "label": labels}), tmp_path / "parquet_rows.parquet")
+    _trains_as_the_client(target, client, tmp_path / "parquet_rows.parquet", X, labels)
+
+
+def test_float_labels_from_csv_train_as_the_clients_float_labels_do(target, client, tmp_path):
     # pandas writes a float label column as 0.0 and 1.0; a hand-written file may say 1 in places.
-    rng = np.random.default_rng(22)
-    X = rng.normal(size=(300, 2))
-    labels = (X[:, 0] - X[:, 1] + rng.logistic(size=300) > 0).astype(np.float64)
+    X, labels = _float_labels(22)
     spelled = [("1" if i % 7 == 0 else "1.0") if v else "0.0" for i, v in enumerate(labels)]
     lines = ["a,b,label"] + [f"{a!r},{b!r},{text}" for (a, b), text in zip(X.tolist(), spelled, strict=True)]
-    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
-    client.train("csv_python", X, labels, kind="logistic", feature_names=["a", "b"])
-    command = ["train", str(tmp_path / "rows.csv"), "--server", target, "--model", "from_csv"]
-    assert main([*command, "--target", "label", "--kind", "logistic", "--chunk-rows", "64"]) == 0
-    capsys.readouterr()
-    ours, theirs = _version(client, "from_csv"), _version(client, "csv_python")
-    assert list(ours.classes) == list(theirs.classes) == ["0", "1"]
-    assert ours.data_fingerprint == theirs.data_fingerprint
-    np.testing.assert_array_equal(np.frombuffer(ours.coefficients.raw), np.frombuffer(theirs.coefficients.raw))
+    (tmp_path / "csv_rows.csv").write_text("\n".join(lines) + "\n")
+    _trains_as_the_client(target, client, tmp_path / "csv_rows.csv", X, labels, "--chunk-rows", "64")
 
 
 def test_csv_with_bom_crlf_blank_lines_and_quotes_trains_as_a_plain_one(target, client, tmp_path, linear_data):

@@ -60,6 +60,11 @@ def _typed(X, name="inputs"):
     )
 
 
+def _contents(datatype, shape, **fields):
+    """The input ``inputs`` with typed contents ``fields``."""
+    return Input(name="inputs", datatype=datatype, shape=shape, contents=pb.InferTensorContents(**fields))
+
+
 def _raw_request(model, X, **fields):
     X = np.ascontiguousarray(X, dtype="<f8")
     return pb.ModelInferRequest(
@@ -236,42 +241,10 @@ def test_requested_outputs_id_and_binary_data(stub):
             [b"\0" * 32, b"\0" * 32],
             "DUPLICATE_INPUT",
         ),
-        (
-            [
-                Input(
-                    name="inputs",
-                    datatype="FP64",
-                    shape=[1, 4],
-                    contents=pb.InferTensorContents(fp32_contents=[5.1, 3.5, 1.4, 0.2]),
-                )
-            ],
-            [],
-            "INVALID_TENSOR_DATA",
-        ),
-        (
-            [
-                Input(
-                    name="inputs",
-                    datatype="INT8",
-                    shape=[1, 4],
-                    contents=pb.InferTensorContents(int_contents=[5, 3, 1, 0], fp64_contents=[9.0, 9.0, 9.0, 9.0]),
-                )
-            ],
-            [],
-            "INVALID_TENSOR_DATA",
-        ),
-        (
-            [
-                Input(
-                    name="inputs",
-                    datatype="FP64",
-                    shape=[0, 4],
-                    contents=pb.InferTensorContents(fp32_contents=[5.1, 3.5, 1.4, 0.2]),
-                )
-            ],
-            [],
-            "INVALID_TENSOR_DATA",
-        ),
+        # Elements in a contents field of another datatype: instead of the input's own, beside it, or with no rows.
+        ([_contents("FP64", [1, 4], fp32_contents=[5.1, 3.5, 1.4, 0.2])], [], "INVALID_TENSOR_DATA"),
+        ([_contents("INT8", [1, 4], int_contents=[5, 3, 1, 0], fp64_contents=[9.0] * 4)], [], "INVALID_TENSOR_DATA"),
+        ([_contents("FP64", [0, 4], fp32_contents=[5.1, 3.5, 1.4, 0.2])], [], "INVALID_TENSOR_DATA"),
     ],
 )
 def test_bad_tensors_are_invalid_argument_with_a_reason(stub, inputs, raw, reason):
