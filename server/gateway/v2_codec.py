@@ -17,12 +17,12 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
 from regserve.server.errors import InvalidInput
-from regserve.server.inference.tensors import DATATYPES, decode_raw, encode_bytes
+from regserve.server.inference.tensors import DATATYPES, decode_raw, encode_bytes, out_of_range
 from regserve.server.registry.text_limits import shown
 
 __all__ = [
@@ -126,19 +126,25 @@ def _shape(value: object, where: str) -> list[int]:
     return value
 
 
-def _flat_strings(data: object, where: str) -> list[bytes]:
-    """The elements of BYTES ``data`` (strings, nested lists of them) as UTF-8 bytes, row-major."""
-    out: list[bytes] = []
+def _leaves(data: object) -> list:
+    """The elements of ``data`` (a scalar, or lists nested to any depth), row-major."""
+    out = []
     stack = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, list):
             stack.extend(reversed(item))
-        elif isinstance(item, str):
-            out.append(item.encode())
         else:
-            raise _bad(f"{where} of BYTES must hold strings", "INVALID_TENSOR_DATA", where, "send strings")
+            out.append(item)
     return out
+
+
+def _flat_strings(data: object, where: str) -> list[bytes]:
+    """The elements of BYTES ``data`` (strings, nested lists of them) as UTF-8 bytes, row-major."""
+    items = _leaves(data)
+    if not all(isinstance(item, str) for item in items):
+        raise _bad(f"{where} of BYTES must hold strings", "INVALID_TENSOR_DATA", where, "send strings")
+    return [item.encode() for item in items]
 
 
 def _json_raw(datatype: str, shape: list[int], data: object, where: str, booleans: bool) -> bytes:
@@ -171,24 +177,6 @@ def _json_raw(datatype: str, shape: list[int], data: object, where: str, boolean
             metadata={"elements": size, "expected": count},
         )
     return raw
-
-
-def _json_numbers(data: object) -> list | None:
-    """The elements of ``data`` (nested lists), row-major, when every one is a JSON number; else None.
-
-    ``true`` and ``false`` are not numbers here, though Python counts them as integers.
-    """
-    out = []
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        elif type(item) is int or type(item) is float:
-            out.append(item)
-        else:
-            return None
-    return out
 
 
 def _holds_booleans(data: object) -> bool:
@@ -233,46 +221,36 @@ def _numbers(data: object, dtype: np.dtype, datatype: str, where: str, booleans:
         info = np.iinfo(dtype)
         low, high = int(values.min()), int(values.max())
         if low < info.min or high > info.max:
-            _out_of_range(low if low < info.min else high, datatype, where)
+            out_of_range(low if low < info.min else high, datatype, where)
     if dtype.itemsize < 8 and not integers:
         with np.errstate(over="ignore"):
             narrow = values.astype(dtype)
         overflowed = np.isinf(narrow) & np.isfinite(values)
         if overflowed.any():
-            _out_of_range(values[overflowed][0], datatype, where)
+            out_of_range(values[overflowed][0], datatype, where)
         return narrow.ravel()
     return values.astype(dtype, copy=False).ravel()
 
 
 def _numbers_one_by_one(data: object, dtype: np.dtype, datatype: str, where: str) -> np.ndarray:
     """``_numbers``'s slow way: integers of any size, booleans told from numbers; a float64 or ``dtype`` array."""
-    flat = _json_numbers(data)
+    flat = _leaves(data)
     integers = dtype.kind in "iu"
-    if flat is None or (integers and any(type(v) is float for v in flat)):
+    # Exact types: true and false are not numbers here, though Python counts them as integers.
+    allowed = (int,) if integers else (int, float)
+    if not all(type(v) in allowed for v in flat):
         kinds = "integers" if integers else "numbers"
         raise _bad(f"{where} does not hold {datatype} values", "INVALID_TENSOR_DATA", where, f"send a list of {kinds}")
     if integers:
         info = np.iinfo(dtype)
         for value in flat:
             if not info.min <= value <= info.max:
-                _out_of_range(value, datatype, where)
+                out_of_range(value, datatype, where)
         return np.array(flat, dtype)
     try:
         return np.array([float(value) for value in flat], np.float64)
     except OverflowError:
-        _out_of_range(None, datatype, where)
-
-
-def _out_of_range(value: object, datatype: str, where: str) -> NoReturn:
-    """Refuse a value ``datatype`` cannot hold (None: one too large to show)."""
-    text = "a number" if value is None else str(value)
-    shown_value = text if len(text) <= 32 else f"{text[:32]}... ({len(text)} digits)"
-    raise InvalidInput(
-        f"{where} holds {shown_value}, out of the range of {datatype}",
-        reason="INVALID_TENSOR_DATA",
-        violations=[(where, f"send values that {datatype} holds")],
-        metadata={"datatype": datatype},
-    )
+        out_of_range(None, datatype, where)
 
 
 @dataclass

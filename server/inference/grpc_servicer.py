@@ -127,13 +127,7 @@ def _typed(tensor: pb.ModelInferRequest.InferInputTensor, field: str) -> np.ndar
     info = np.iinfo(dtype)  # INT8, INT16, UINT8 and UINT16 travel in 32-bit fields
     outside = (wide < info.min) | (wide > info.max)
     if outside.any():
-        value = int(wide[outside][0])
-        raise InvalidInput(
-            f"{field} holds {value}, out of the range of {tensor.datatype}",
-            reason="INVALID_TENSOR_DATA",
-            violations=[(f"{field}.contents.{name}", f"send values that {tensor.datatype} holds")],
-            metadata={"datatype": tensor.datatype},
-        )
+        tensors.out_of_range(int(wide[outside][0]), tensor.datatype, f"{field}.contents.{name}")
     return wide.astype(dtype)
 
 

@@ -14,7 +14,7 @@ import struct
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -35,6 +35,7 @@ __all__ = [
     "decode_raw",
     "encode_bytes",
     "model_metadata",
+    "out_of_range",
     "output_names",
     "output_tensors",
     "parse_version",
@@ -108,6 +109,18 @@ def _element_count(shape: Sequence[int], field: str) -> int:
             metadata={"shape": list(shape)},
         )
     return math.prod(shape)
+
+
+def out_of_range(value: object, datatype: str, field: str) -> NoReturn:
+    """Refuse a value that ``datatype`` cannot hold (INVALID_TENSOR_DATA); None: one too large to show."""
+    text = "a number" if value is None else str(value)
+    shown_value = text if len(text) <= 32 else f"{text[:32]}... ({len(text)} digits)"
+    raise InvalidInput(
+        f"{field} holds {shown_value}, out of the range of {datatype}",
+        reason="INVALID_TENSOR_DATA",
+        violations=[(field, f"send values that {datatype} holds")],
+        metadata={"datatype": datatype},
+    )
 
 
 def _check_datatype(datatype: str, field: str) -> np.dtype:

@@ -200,7 +200,15 @@ def test_info_prints_a_multinomial_models_coefficients_per_class(target, client,
 
 @pytest.mark.parametrize(
     "option",
-    [("--chunk-rows", "0"), ("--chunk-rows", "-5"), ("--cv", "-2"), ("--epochs", "-1"), ("--seed", "-1")],
+    [
+        ("--chunk-rows", "0"),
+        ("--chunk-rows", "-5"),
+        ("--cv", "-2"),
+        ("--epochs", "-1"),
+        ("--epochs", "0"),
+        ("--batch-size", "0"),
+        ("--seed", "-1"),
+    ],
 )
 def test_counts_below_their_least_are_refused_by_the_command_line(csv_file, option, capsys):
     # The server is never reached: a count of 0 rows per chunk would never end a chunk.
