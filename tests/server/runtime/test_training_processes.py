@@ -116,7 +116,9 @@ def test_the_spool_file_a_sigkill_leaves_is_gone_after_the_next_start(tmp_path):
         caller = threading.Thread(target=train)
         caller.start()
         try:
-            assert _wait_for(lambda: bool(_spool_files(tmp_path)))
+            # The file is made before the chunk is written to it: wait for the rows, not the name.
+            rows_bytes = 1000 * 6 * 8  # [x, y, group] per row
+            assert _wait_for(lambda: [p.stat().st_size for p in _spool_files(tmp_path)] == [rows_bytes])
             left = _spool_files(tmp_path)
             server.send_signal(signal.SIGKILL)
             server.wait(10)
@@ -124,7 +126,7 @@ def test_the_spool_file_a_sigkill_leaves_is_gone_after_the_next_start(tmp_path):
             release.set()
             caller.join(10)
     assert [path.exists() for path in left] == [True]
-    assert left[0].stat().st_size == 1000 * 6 * 8  # [x, y, group] per row
+    assert left[0].stat().st_size == rows_bytes
     with _serving(tmp_path) as (server, _):
         assert not left[0].exists() and not left[0].parent.exists()
         server.send_signal(signal.SIGTERM)
