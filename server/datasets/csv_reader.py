@@ -6,6 +6,10 @@ byte-order mark, CRLF, quoted fields (also over several lines) and blank lines a
 own business.  The file has a header line; every column but the target is a feature
 unless ``feature_columns`` names them, and only those and the target are converted.
 
+A feature column whose first block holds only booleans (pandas writes a ``bool`` column,
+``get_dummies``' among them, as True/False) is read as 1 and 0, as the Parquet reader and the
+client read booleans.
+
 A bad row (ragged, an empty cell, a cell that is not a number, NaN or infinity) stops the
 read.  pyarrow's streaming reader does not know physical line numbers, so the file is
 then read again from its start with Python's ``csv`` module, which counts them, up to
@@ -34,6 +38,9 @@ __all__ = ["BLOCK_BYTES", "columns", "read_csv"]
 BLOCK_BYTES = 1 << 20
 """The bytes of the file parsed at once; pyarrow reads a few dozen blocks ahead, so this bounds memory."""
 _LOCATE_ROWS = 8192  # records checked at once when looking for the bad row
+_TRUE = ("True", "true", "TRUE", "1")
+_FALSE = ("False", "false", "FALSE", "0")
+"""The cells a boolean column holds: pyarrow's spellings, and 1 and 0."""
 
 
 class _BadRow(Exception):
@@ -76,7 +83,8 @@ def read_csv(
         )
     features = _feature_columns(names, target, feature_columns)
     raw = dict(zip(names, header, strict=True))
-    types = {raw[name]: pa.float64() for name in features}
+    booleans = _boolean_columns(path, [raw[name] for name in features])
+    types = {raw[name]: pa.bool_() if raw[name] in booleans else pa.float64() for name in features}
     if target is not None:
         types[raw[target]] = pa.string() if classifier else pa.float64()
     used = [names.index(name) for name in features] + ([names.index(target)] if target is not None else [])
@@ -87,13 +95,7 @@ def read_csv(
             source,
             read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types=types,
-                include_columns=[header[j] for j in used],
-                null_values=[""],
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=True,
-            ),
+            convert_options=_convert_options(types, [header[j] for j in used]),
         )
         while True:
             try:
@@ -108,7 +110,8 @@ def read_csv(
         except (_BadRow, pa.ArrowInvalid) as exc:
             target_index = used[-1] if target is not None else None
             numeric = set(used[: len(features)]) if classifier or target_index is None else set(used)
-            found = _locate(path, header, used, numeric, target_index)
+            boolean = {j for j in numeric if header[j] in booleans}
+            found = _locate(path, header, used, numeric - boolean, boolean, target_index)
             if found is None:
                 raise InvalidInput(
                     f"the CSV could not be read: {exc}", reason="MALFORMED_CSV", violations=[("csv", str(exc))]
@@ -118,6 +121,35 @@ def read_csv(
             source.close()
 
     return Table(features, chunks(), os.path.getsize(path), "B", source.tell)
+
+
+def _convert_options(types: dict[str, pa.DataType], columns: list[str]) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
+        column_types=types,
+        include_columns=columns,
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+        true_values=list(_TRUE),
+        false_values=list(_FALSE),
+    )
+
+
+def _boolean_columns(path: str, features: list[str]) -> set[str]:
+    """The ``features`` whose first block pyarrow's type inference reads as booleans.
+
+    A file pyarrow cannot parse has none here: the read itself then says what is wrong.
+    """
+    try:
+        with pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=_convert_options({}, features),
+        ) as reader:
+            return {field.name for field in reader.schema if pa.types.is_boolean(field.type)}
+    except (pa.ArrowInvalid, OSError):
+        return set()
 
 
 def columns(path: str | os.PathLike) -> list[str]:
@@ -187,7 +219,8 @@ def _arrays(batch: pa.RecordBatch, d: int, labels: bool) -> tuple[np.ndarray, np
     columns = batch.columns
     if any(column.null_count for column in columns):
         raise _BadRow
-    X = np.column_stack([column.to_numpy() for column in columns[:d]]) if d else np.empty((batch.num_rows, 0))
+    features = [pc.cast(c, pa.float64()) if pa.types.is_boolean(c.type) else c for c in columns[:d]]
+    X = np.column_stack([column.to_numpy() for column in features]) if d else np.empty((batch.num_rows, 0))
     if not np.isfinite(X).all():
         raise _BadRow
     if len(columns) == d:
@@ -205,9 +238,10 @@ def _arrays(batch: pa.RecordBatch, d: int, labels: bool) -> tuple[np.ndarray, np
 
 
 def _locate(
-    path: str, header: list[str], used: list[int], numeric: set[int], target_index: int | None
+    path: str, header: list[str], used: list[int], numeric: set[int], boolean: set[int], target_index: int | None
 ) -> InvalidInput | None:
-    """The error for the first bad row of the file (columns ``used``, ``numeric`` of them numbers), or None."""
+    """The error for the first bad row of the file (columns ``used``, ``numeric`` of them numbers and
+    ``boolean`` of them booleans), or None."""
     width = len(header)
     try:
         with open(path, encoding="utf-8-sig", newline="") as stream:
@@ -223,15 +257,15 @@ def _locate(
                 if not record:
                     continue
                 if len(record) != width:
-                    earlier = _cell_error(header, records, lines, used, numeric, target_index)
+                    earlier = _cell_error(header, records, lines, used, numeric, boolean, target_index)
                     return earlier or _ragged(header, record, start)
                 records.append(record)
                 lines.append(start)
                 if len(records) == _LOCATE_ROWS:
-                    if error := _cell_error(header, records, lines, used, numeric, target_index):
+                    if error := _cell_error(header, records, lines, used, numeric, boolean, target_index):
                         return error
                     records, lines = [], []
-            return _cell_error(header, records, lines, used, numeric, target_index)
+            return _cell_error(header, records, lines, used, numeric, boolean, target_index)
     except UnicodeDecodeError:
         return _not_utf8(path)
 
@@ -256,13 +290,14 @@ def _cell_error(
     lines: list[int],
     used: list[int],
     numeric: set[int],
+    boolean: set[int],
     target_index: int | None,
 ) -> InvalidInput | None:
     """The error for the first bad cell of ``records`` (in row order, then column order), or None."""
     first: tuple[int, int, str] | None = None  # (record, column, problem)
     for j in used:
         cells = [record[j] for record in records]
-        problems = _cell_problems(cells, j in numeric)
+        problems = _boolean_problems(cells) if j in boolean else _cell_problems(cells, j in numeric)
         bad = np.flatnonzero(problems != "")
         if bad.size and (first is None or bad[0] < first[0]):
             first = (int(bad[0]), j, str(problems[bad[0]]))
@@ -270,9 +305,11 @@ def _cell_error(
         return None
     i, j, problem = first
     line, column, text = lines[i], header[j].strip(), records[i][j]
-    detail = {"empty": "the cell is empty", "non-numeric": f"{text!r} is not a number"}.get(
-        problem, f"{text!r} is not a finite number"
-    )
+    detail = {
+        "empty": "the cell is empty",
+        "non-numeric": f"{text!r} is not a number",
+        "non-boolean": f"{text!r} is not True or False, as the column's first rows are",
+    }.get(problem, f"{text!r} is not a finite number")
     if problem == "non-numeric" and j == target_index:
         detail += "; a regression target must be a number (train a classifier with --kind logistic)"
     message = f"line {line}, column {column!r}: {detail}"
@@ -297,6 +334,12 @@ def _cell_problems(cells: list[str], numeric: bool) -> np.ndarray:
     problems[(problems == "") & np.isnan(values) & ~_spelled_nan(filled)] = "non-numeric"
     problems[(problems == "") & ~np.isfinite(values)] = "non-finite"
     return problems
+
+
+def _boolean_problems(cells: list[str]) -> np.ndarray:
+    """Per cell of a boolean column: "" when fine, else "empty" or "non-boolean"."""
+    spellings = {*_TRUE, *_FALSE}
+    return np.array(["empty" if cell == "" else "" if cell in spellings else "non-boolean" for cell in cells])
 
 
 def _parsed(cell: str) -> float:

@@ -105,6 +105,20 @@ def test_float_labels_from_csv_train_as_the_clients_float_labels_do(target, clie
     _trains_as_the_client(target, client, tmp_path / "csv_rows.csv", X, labels, "--chunk-rows", "64")
 
 
+def test_a_csv_of_pandas_dummies_trains_as_the_clients_data_frame(target, client, tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(23)
+    frame = pd.DataFrame({"sqft": rng.uniform(50, 200, 240), "color": rng.choice(["red", "blue", "green"], 240)})
+    frame = pd.get_dummies(frame, columns=["color"])  # bool columns, written as True/False
+    frame["price"] = 2.0 * frame["sqft"] + 30.0 * frame["color_red"] + rng.normal(size=240)
+    frame.to_csv(tmp_path / "dummies.csv", index=False)
+    features = frame.drop(columns="price")
+    client.train("dummies_python", features, frame["price"].to_numpy(), validation_fraction=0.25, seed=5, cv_folds=3)
+    assert _train(target, tmp_path / "dummies.csv", "dummies_file") == 0
+    _same_model(_version(client, "dummies_file"), _version(client, "dummies_python"))
+
+
 def test_csv_with_bom_crlf_blank_lines_and_quotes_trains_as_a_plain_one(target, client, tmp_path, linear_data):
     X, y = linear_data
     plain = tmp_path / "plain.csv"

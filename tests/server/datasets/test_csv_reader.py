@@ -164,6 +164,26 @@ def test_a_bad_byte_just_after_a_character_split_across_read_blocks_is_on_its_li
     assert refused.value.metadata == {"line": "3", "problem": "not UTF-8"}
 
 
+def test_boolean_feature_columns_read_as_one_and_zero(tmp_path):
+    # pandas writes a bool column (get_dummies' among them) as True/False.
+    path = tmp_path / "dummies.csv"
+    path.write_text("a,is_red,is_big,y\n0.5,True,false,1\n1.5,False,TRUE,2\n2.5,True,0,3\n")
+    names, X, y, _ = _rows(path)
+    assert names == ["a", "is_red", "is_big"]
+    assert X.tolist() == [[0.5, 1.0, 0.0], [1.5, 0.0, 1.0], [2.5, 1.0, 0.0]]
+    assert y.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_a_boolean_column_with_another_cell_past_its_first_block_is_named_on_its_line(tmp_path):
+    path = tmp_path / "dummies.csv"
+    lines = [f"{i},{'True' if i % 3 else 'False'},{i}" for i in range(150_000)]
+    lines[123_456] = "1,maybe,2"  # past the first 1 MiB block, whose cells decide the column is boolean
+    path.write_text("a,flag,y\n" + "\n".join(lines) + "\n")
+    error = _refusal(path, chunk_rows=1000)
+    assert error.metadata == {"line": "123458", "column": "flag", "problem": "non-boolean"}
+    assert "'maybe' is not True or False" in str(error)
+
+
 def test_the_columns_are_the_header_names_without_the_bom_or_spaces(tmp_path):
     from regserve.server.datasets.tables import table_columns
 
