@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from regserve.server.errors import InvalidInput
-from regserve.server.inference.tensors import DATATYPES, decode_raw, encode_bytes, out_of_range
+from regserve.server.inference.tensors import (
+    DATATYPES,
+    decode_raw,
+    encode_bytes,
+    out_of_range,
+    version_parameter_refused,
+)
 from regserve.server.registry.text_limits import shown
 
 __all__ = [
@@ -386,6 +392,8 @@ def fill_repository_request(request, body: bytes) -> None:
                 slot.int64_param = value
             elif isinstance(value, str):
                 slot.string_param = value
+            elif key == "version":
+                raise version_parameter_refused()
             else:
                 name = f"parameters[{shown(key)}]"
                 raise _bad(f"{name} must be a string, an integer or a boolean", "INVALID_PARAMETER", name, "send one")

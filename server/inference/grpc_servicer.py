@@ -25,6 +25,7 @@ The model repository extension maps onto regserve's lifecycle:
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -346,11 +347,26 @@ def _repository_parameters(parameters, known: Sequence[str], call: str) -> str:
         return tensors.parse_version(value.string_param)
     if kind == "int64_param":
         return tensors.parse_version(str(value.int64_param))
-    raise InvalidInput(
-        "parameter 'version' must be a string or an integer",
-        reason="INVALID_PARAMETER",
-        violations=[("parameters[version]", "send a string such as v3, or an integer")],
-    )
+    raise tensors.version_parameter_refused()
+
+
+def _naming(model: str, version: str) -> Callable:
+    """Method decorator: the registry's refusals name regserve.v1's fields (``model``, ``version``); a
+    refusal of this call names the fields of this protocol's request (``model_name``, ...) instead."""
+    names = {"model": model, "version": version}
+
+    def decorate(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def call(self, request, context):
+            try:
+                return method(self, request, context)
+            except RegserveError as error:
+                error.violations = tuple((names.get(field, field), text) for field, text in error.violations)
+                raise
+
+        return call
+
+    return decorate
 
 
 def _required_model(name: str, field: str) -> str:
@@ -392,6 +408,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._ready())
 
+    @_naming("name", "version")
     def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
         model = _required_model(request.name, "name")
         try:
@@ -407,6 +424,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=SERVER_EXTENSIONS)
 
+    @_naming("name", "version")
     def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
     ) -> pb.ModelMetadataResponse:
@@ -425,6 +443,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             properties=properties,
         )
 
+    @_naming("model_name", "model_version")
     def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
         model = request.model_name
         inputs = request.inputs
@@ -505,6 +524,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 entries.append(entry)
         return pb.RepositoryIndexResponse(models=entries)
 
+    @_naming("model_name", "parameters[version]")
     def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
@@ -521,6 +541,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self._store.route(model)  # raises UNKNOWN_MODEL or NO_SERVING_VERSION
         return pb.RepositoryModelLoadResponse()
 
+    @_naming("model_name", "parameters[version]")
     def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:

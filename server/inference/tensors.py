@@ -41,6 +41,7 @@ __all__ = [
     "parse_version",
     "raw_bytes",
     "rows_from_inputs",
+    "version_parameter_refused",
 ]
 
 DATATYPES: Mapping[str, np.dtype] = {
@@ -380,6 +381,15 @@ def parse_version(version: str) -> str:
     if version.isdecimal() and version.isascii():
         return f"v{int(version)}"
     return version
+
+
+def version_parameter_refused() -> InvalidInput:
+    """The refusal of a repository call's ``version`` parameter that is neither a string nor an integer."""
+    return InvalidInput(
+        "parameter 'version' must be a string or an integer",
+        reason="INVALID_PARAMETER",
+        violations=[("parameters[version]", "send a string such as v3, or an integer")],
+    )
 
 
 def model_metadata(model: ServedModel, versions: Sequence[str]) -> dict[str, Any]:

@@ -284,6 +284,33 @@ def test_unknown_models_versions_and_outputs(stub):
     assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_OUTPUT")
 
 
+def _violated_fields(call) -> list[str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    found = error_details_pb2.BadRequest()
+    for detail in status.details:
+        if detail.Is(found.DESCRIPTOR):
+            detail.Unpack(found)
+    return [violation.field for violation in found.field_violations]
+
+
+def test_an_unknown_model_or_version_is_named_by_the_fields_of_the_protocols_request(stub):
+    X = _rows(1, 4, 16)
+    assert _violated_fields(lambda: stub.ModelInfer(_raw_request("nope", X))) == ["model_name"]
+    assert _violated_fields(lambda: stub.ModelInfer(_raw_request("iris", X, model_version="7"))) == ["model_version"]
+    assert _violated_fields(lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="nope"))) == ["name"]
+    metadata = pb.ModelMetadataRequest(name="iris", version="7")
+    assert _violated_fields(lambda: stub.ModelMetadata(metadata)) == ["version"]
+    load = pb.RepositoryModelLoadRequest(model_name="nope")
+    assert _violated_fields(lambda: stub.RepositoryModelLoad(load)) == ["model_name"]
+    unload = pb.RepositoryModelUnloadRequest(
+        model_name="iris", parameters={"version": pb.ModelRepositoryParameter(string_param="v7")}
+    )
+    assert _violated_fields(lambda: stub.RepositoryModelUnload(unload)) == ["parameters[version]"]
+
+
 def test_too_many_rows_are_refused_as_predict_refuses_them(tmp_path):
     app = _demo_server(tmp_path / "models", max_predict_rows=10)
     try:
