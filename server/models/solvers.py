@@ -29,6 +29,7 @@ from regserve.server.models.objective import ArrayBlocks, Objective
 
 __all__ = [
     "SolverInfo",
+    "rank_of",
     "solve_gd",
     "solve_least_squares",
     "solve_newton",
@@ -115,7 +116,7 @@ def _solve_spd(gram: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, SolverInf
     scaled = gram / np.outer(d, d)
     eig = np.linalg.eigvalsh(scaled)
     condition = eig[-1] / eig[0] if eig[0] > 0 else np.inf
-    info = SolverInfo(rank=_rank(eig), condition_number=float(condition) if np.isfinite(condition) else None)
+    info = SolverInfo(rank=rank_of(eig), condition_number=float(condition) if np.isfinite(condition) else None)
     if condition <= _MAX_CONDITION:
         try:
             return _cholesky_solve(scaled, rhs / d) / d, info
@@ -127,7 +128,7 @@ def _solve_spd(gram: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, SolverInf
     return np.linalg.lstsq(gram, rhs, rcond=None)[0], info
 
 
-def _rank(eigenvalues: np.ndarray) -> int:
+def rank_of(eigenvalues: np.ndarray) -> int:
     """The rank ``np.linalg.matrix_rank(hermitian=True)`` gives, from eigenvalues already computed."""
     singular = np.abs(eigenvalues)
     return int((singular > singular.max() * singular.size * np.finfo(float).eps).sum())

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from regserve.server.models.solvers import rank_of
+
 __all__ = [
     "DEFAULT_LEVEL",
     "CoefficientRow",
@@ -161,24 +163,26 @@ class LinearInferenceTally:
         mean, comoment = moments.mean[:d], moments.comoment[:d, :d]
         raw = comoment + n * np.outer(mean, mean)
         self._gram = np.block([[np.array([[n]]), n * mean[None, :]], [n * mean[:, None], raw]]) if k else raw
-        try:
-            if k:
-                # (XᵀX)⁻¹ of [1, x] by blocks around the centred comoment, which is far better conditioned.
-                inner = np.linalg.inv(comoment)
-                shift = inner @ mean
-                unscaled = np.block([[np.array([[1.0 / n + mean @ shift]]), -shift[None, :]], [-shift[:, None], inner]])
-            else:
-                unscaled = np.linalg.inv(raw)
-        except np.linalg.LinAlgError:
+        # (XᵀX)⁻¹ of [1, x] by blocks around the centred comoment, which is far better conditioned.
+        inner = _inverse(comoment if k else raw)
+        if inner is None:
             return
+        if k:
+            shift = inner @ mean
+            unscaled = np.block([[np.array([[1.0 / n + mean @ shift]]), -shift[None, :]], [-shift[:, None], inner]])
+        else:
+            unscaled = inner
         self.applies = True
         self.unscaled = (unscaled + unscaled.T) / 2
         self._weights, self._bias = model._weights[:, 0], float(model._bias[0]) if k else 0.0
         # U = F·diag(sign)·Fᵀ with F = Q·√|λ| from U's eigenvectors: any symmetric U factors so, and the
         # rows aᵢ of the design [1, x] map to rows wᵢ = aᵢF, so hᵢ = aᵢUaᵢᵀ = Σⱼ signⱼ·wᵢⱼ² and the HC3
         # meat U(Σ vᵢaᵢaᵢᵀ)U = F·S·(Σ vᵢwᵢwᵢᵀ)·S·Fᵀ: both from one product XF, with no design matrix.
-        eigenvalues, vectors = np.linalg.eigh(self.unscaled)
-        self._factor = vectors * np.sqrt(np.abs(eigenvalues))
+        # U is factored at a unit diagonal (U = D·Ũ·D): features in very different units give U entries
+        # tens of orders of magnitude apart, and eigh of U itself would lose the small ones' directions.
+        scale = np.sqrt(np.diag(self.unscaled))
+        eigenvalues, vectors = np.linalg.eigh(self.unscaled / np.outer(scale, scale))
+        self._factor = scale[:, None] * (vectors * np.sqrt(np.abs(eigenvalues)))
         self._sign = np.where(eigenvalues < 0, -1.0, 1.0)
         self._meat = np.zeros_like(self.unscaled)
 
@@ -309,11 +313,8 @@ class LogisticInferenceTally:
         df_resid = n - d - k
         if df_resid <= 0:
             return None
-        try:
-            unscaled = np.linalg.inv(self._hessian)
-        except np.linalg.LinAlgError:
-            return None
-        if not np.isfinite(unscaled).all() or (np.diag(unscaled) <= 0).any():
+        unscaled = _inverse(self._hessian)
+        if unscaled is None:
             return None
         rate = self._positives / n
         # The null model is the intercept-only fit, with or without an intercept in the model, as in statsmodels.
@@ -336,6 +337,24 @@ class LogisticInferenceTally:
             "bic": -2 * llf + math.log(n) * (d + k),
         }
         return Inference("logistic", (unscaled + unscaled.T) / 2, None, values)
+
+
+def _inverse(matrix: np.ndarray) -> np.ndarray | None:
+    """The inverse of a symmetric positive semi-definite ``matrix``; None when it is singular.
+
+    Judged and inverted at a unit diagonal, as the closed-form solver judges its Gram matrix
+    (``solvers.rank_of``, numpy's ``matrix_rank`` tolerance): the features' units neither hide
+    a collinear feature nor make one up, and a design the solver answered with its
+    minimum-norm fallback gets no statistics.
+    """
+    scale = np.sqrt(np.diag(matrix))
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        return None  # a constant feature beside the intercept, or an overflow
+    eigenvalues, vectors = np.linalg.eigh(matrix / np.outer(scale, scale))
+    if eigenvalues[0] <= 0 or rank_of(eigenvalues) < len(eigenvalues):
+        return None
+    inverse = (vectors / eigenvalues) @ vectors.T / np.outer(scale, scale)
+    return (inverse + inverse.T) / 2
 
 
 def _f_sf(value: float, dfn: float, dfd: float) -> float:

@@ -78,6 +78,9 @@ _SHARED_SCORE_ROWS = 4096
 """Fewest rows of a block whose scoring is shared with a second thread."""
 _SHARED_SCORE_VALUES = 2**17
 """Most entries (1 MiB) of the inference accumulator that a second scoring thread may hold a copy of."""
+_STOPS_ON_THE_LOSS = ("gd", "sgd")
+"""Solvers that stop on a small change of the loss, which does not bound the distance to the optimum:
+their coefficients get no statistics (the closed form is exact, Newton stops on the gradient's norm)."""
 
 
 class Trainer:
@@ -511,6 +514,13 @@ class Trainer:
                 f"{warnings[0]['reason'].lower().replace('_', ' ')} (see the warnings): the coefficients are not the "
                 "estimate that standard errors, tests and intervals describe"
             )
+        if spec.resolved_solver in _STOPS_ON_THE_LOSS:
+            return (
+                f"{spec.resolved_solver} stops when the loss changes by less than its tolerance, short of the optimum "
+                "that standard errors, tests and intervals describe; train with "
+                + ("newton" if spec.kind == "logistic" else "the closed form")
+                + " for them"
+            )
         parameters = d + int(spec.fit_intercept)
         if self._n_train <= parameters:
             return (
@@ -530,7 +540,7 @@ class Trainer:
         """
         spec = self.spec
         binary = model.classes_ is None or len(model.classes_) == 2
-        if spec.kind == "ridge" or spec.penalised or not binary:
+        if spec.kind == "ridge" or spec.penalised or not binary or spec.resolved_solver in _STOPS_ON_THE_LOSS:
             return None
         if spec.kind == "linear":
             return statistics.LinearInferenceTally(model, moments, fit_intercept=spec.fit_intercept)

@@ -190,7 +190,7 @@ def test_the_rank_from_the_eigenvalues_is_numpys_matrix_rank():
     A = rng.normal(size=(50, 8))
     for gram in (A.T @ A, (A[:, :3] @ rng.normal(size=(3, 8))).T @ A[:, :3] @ rng.normal(size=(3, 8))):
         gram = (gram + gram.T) / 2
-        assert solvers._rank(np.linalg.eigvalsh(gram)) == np.linalg.matrix_rank(gram, hermitian=True)
+        assert solvers.rank_of(np.linalg.eigvalsh(gram)) == np.linalg.matrix_rank(gram, hermitian=True)
 
 
 class CountingSource(ArraySource):

@@ -120,3 +120,55 @@ def test_the_inference_functions_give_what_the_trainer_stores():
     np.testing.assert_allclose(logistic.unscaled, stored, rtol=1e-9, atol=1e-12 * np.abs(stored).max())
     for name, value in classifier.inference.values.items():
         np.testing.assert_allclose(logistic.values[name], value, rtol=1e-9, err_msg=name)
+
+
+def test_hc3_does_not_depend_on_a_features_units():
+    # A feature in units 10^7 times smaller: its HC3 standard error is 10^7 times larger, the others unchanged.
+    X, y = load_diabetes(return_X_y=True)
+    scaled = X * np.array([1e-7, *[1.0] * 9])
+    model = _fit(TrainSpec(kind="linear"), scaled, y, chunk_rows=100)
+    hc3 = sm.OLS(y, sm.add_constant(X)).fit(cov_type="HC3").bse * np.array([1.0, 1e7, *[1.0] * 9])
+    rows = coefficient_statistics(model, model.inference, [f"x{j}" for j in range(10)], 0.95)
+    np.testing.assert_allclose([row.robust_std_error for row in rows], hc3, rtol=RTOL)
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-9])
+def test_a_collinear_feature_gets_no_statistics_whatever_the_units(noise):
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(200, 2)) * np.array([1e6, 1e-3])
+    X = np.column_stack([X, X[:, 0] + X[:, 1] + noise * rng.normal(size=200)])
+    y = X[:, 0] * 1e-6 + rng.normal(size=200)
+    assert _fit(TrainSpec(kind="linear"), X, y).inference is None
+    labels = np.where(y > 0, "1", "0")
+    assert _fit(TrainSpec(kind="logistic", alpha=0.0), X, labels).inference is None
+    # Nearly collinear at the scale of each feature but independent: statistics, as statsmodels gives them.
+    X[:, 2] = X[:, 0] * 1e-3 + X[:, 1] + 0.1 * rng.normal(size=200)
+    model = _fit(TrainSpec(kind="linear"), X, y)
+    rows = coefficient_statistics(model, model.inference, ["a", "b", "c"], 0.95)
+    np.testing.assert_allclose([row.std_error for row in rows], sm.OLS(y, sm.add_constant(X)).fit().bse, rtol=RTOL)
+
+
+@pytest.mark.parametrize(("kind", "solver"), [("linear", "gd"), ("linear", "sgd"), ("logistic", "gd")])
+def test_a_fit_that_stops_on_the_loss_gets_a_note_not_statistics(kind, solver):
+    # gd stops when the loss changes by less than its tolerance: its coefficients may lie far from the
+    # optimum in standard errors, so statistics computed around them would describe nothing.
+    X, y = load_diabetes(return_X_y=True)
+    target = np.where(y > 140, "1", "0") if kind == "logistic" else y
+    spec = TrainSpec(
+        kind=kind,
+        solver=solver,
+        alpha=0.0,
+        standardize=True,
+        learning_rate=0.5 if solver == "gd" else 0.05,
+        epochs=5000,
+        tolerance=1e-6,
+    )
+    with Trainer(spec) as trainer:
+        trainer.add_chunk(X, target)
+        result = trainer.finish()
+    assert result.model.inference is None
+    better = "newton" if kind == "logistic" else "the closed form"
+    assert result.metadata["inference_note"] == (
+        f"{solver} stops when the loss changes by less than its tolerance, short of the optimum that standard "
+        f"errors, tests and intervals describe; train with {better} for them"
+    )
