@@ -155,8 +155,11 @@ def _delimited(field: int, size: int) -> bytes:
     return _varint(field << 3 | 2) + _varint(size)
 
 
-def _train_request(X, y) -> bytes:
+def _train_request(X, y, classifier: bool = False) -> bytes:
     """The TrainRequest of one chunk, serialized, its rows' bytes copied once.
+
+    A ``classifier``'s boolean labels go as ``True`` and ``False``, as pandas writes them to a
+    file and as ``regserve train`` reads them from one; a regressor's booleans go as 1 and 0.
 
     protobuf serializes a message holding a large ``bytes`` field several times slower
     than a copy, so the chunk's other fields are serialized by protobuf and the rows
@@ -166,7 +169,9 @@ def _train_request(X, y) -> bytes:
     X, y = np.ascontiguousarray(_rows(X)), np.asarray(y)
     rest = types_pb2.TrainChunk()
     rest.features.num_columns = X.shape[1]
-    if y.dtype.kind in "USO":
+    if classifier and y.dtype.kind == "b":
+        rest.labels.extend(np.where(y, "True", "False").tolist())
+    elif y.dtype.kind in "USO":
         rest.labels.extend(str(label) for label in y)
     else:
         rest.targets.raw = np.ascontiguousarray(y, dtype=_F8).tobytes()
@@ -378,7 +383,8 @@ def train_requests(
         class_labels=[str(c) for c in class_labels],
         **options,
     )
-    return pb.TrainRequest(spec=spec), lambda pair: _train_request(*pair)
+    classifier = kind == "logistic"
+    return pb.TrainRequest(spec=spec), lambda pair: _train_request(*pair, classifier)
 
 
 class _ReadAhead:

@@ -114,8 +114,10 @@ class RegressionClient(Connection):
 
         Give either ``X`` (n_rows, n_features) and ``y`` (n_rows,) or ``chunks``,
         an iterable of ``(X_chunk, y_chunk)`` pairs.  String labels in ``y`` are
-        sent as class labels.  Without ``feature_names``, a table ``X`` (a pandas
-        DataFrame) names the features by its columns.  ``options`` are TrainSpec
+        sent as class labels, and a classifier's booleans as the labels
+        ``True`` and ``False`` (as ``regserve train`` reads them from a file).
+        Without ``feature_names``, a table ``X`` (a pandas DataFrame) names the
+        features by its columns.  ``options`` are TrainSpec
         fields (alpha, c, standardize, learning_rate, epochs, batch_size, tolerance,
         max_iterations, validation_fraction, cv_folds, seed, promote, promotion_gate,
         fit_intercept).

@@ -79,13 +79,13 @@ def _float_labels(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return X, (X[:, 0] - X[:, 1] + rng.logistic(size=300) > 0).astype(np.float64)
 
 
-def _trains_as_the_client(target, client, path, X, labels, *extra) -> None:
+def _trains_as_the_client(target, client, path, X, labels, *extra, classes=("0", "1")) -> None:
     """``regserve train path`` gives the classes, fingerprint and coefficients of the client's train on X, labels."""
     client.train(f"{path.stem}_python", X, labels, kind="logistic", feature_names=["a", "b"])
     command = ["train", str(path), "--server", target, "--model", f"{path.stem}_file", *extra]
     assert main([*command, "--target", "label", "--kind", "logistic"]) == 0
     ours, theirs = _version(client, f"{path.stem}_file"), _version(client, f"{path.stem}_python")
-    assert list(ours.classes) == list(theirs.classes) == ["0", "1"]
+    assert list(ours.classes) == list(theirs.classes) == list(classes)
     assert ours.data_fingerprint == theirs.data_fingerprint
     np.testing.assert_array_equal(np.frombuffer(ours.coefficients.raw), np.frombuffer(theirs.coefficients.raw))
 
@@ -94,6 +94,13 @@ def test_float_labels_from_parquet_train_as_the_clients_float_labels_do(target, 
     X, labels = _float_labels(21)
     pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "label": labels}), tmp_path / "parquet_rows.parquet")
     _trains_as_the_client(target, client, tmp_path / "parquet_rows.parquet", X, labels)
+
+
+def test_boolean_labels_from_parquet_train_as_the_clients_boolean_labels_do(target, client, tmp_path):
+    X, labels = _float_labels(24)
+    flags = labels.astype(bool)
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "label": flags}), tmp_path / "bool_rows.parquet")
+    _trains_as_the_client(target, client, tmp_path / "bool_rows.parquet", X, flags, classes=("False", "True"))
 
 
 def test_float_labels_from_csv_train_as_the_clients_float_labels_do(target, client, tmp_path):
