@@ -220,7 +220,11 @@ def _add_model_commands(client_command) -> None:
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--batch-size", type=_positive_int)
-    train.add_argument("--validation-fraction", type=float)
+    train.add_argument(
+        "--validation-fraction",
+        type=float,
+        help="each row's chance of being held out for validation (by a hash of its index and --seed)",
+    )
     train.add_argument("--cv", type=_non_negative_int, help="number of cross-validation folds")
     train.add_argument("--seed", type=_non_negative_int)
     train.add_argument(

@@ -4,7 +4,8 @@
 the cells to float64 as it goes, so memory stays bounded whatever the file's size; a UTF-8
 byte-order mark, CRLF, quoted fields (also over several lines) and blank lines are its
 own business.  The file has a header line; every column but the target is a feature
-unless ``feature_columns`` names them, and only those and the target are converted.
+unless ``feature_columns`` names them, and only those and the target are converted; a first
+column without a name (the index pandas writes) is not a feature.
 
 A feature column whose first block holds only booleans (pandas writes a ``bool`` column,
 ``get_dummies``' among them, as True/False) is read as 1 and 0, as the Parquet reader and the
@@ -64,7 +65,8 @@ def read_csv(
     path = os.fspath(path)
     header = _header(path)
     names = [name.strip() for name in header]
-    unnamed = [j for j, name in enumerate(names) if not name]
+    # A first column without a name is the index pandas' ``DataFrame.to_csv`` writes: not a feature.
+    unnamed = [j for j, name in enumerate(names) if not name and j > 0]
     if unnamed and not feature_columns:
         # A spreadsheet's trailing comma: every column but the target would be a feature, this one too.
         raise InvalidInput(
@@ -202,7 +204,7 @@ def _feature_columns(names: list[str], target: str | None, chosen: Sequence[str]
             violations=[("target", f"not a column of the CSV: {target}")],
         )
     if not chosen:
-        return [name for name in names if name != target]
+        return [name for name in names if name != target and name]
     refuse_target_as_feature(target, chosen)
     unknown = [name for name in chosen if name not in names]
     if unknown:

@@ -119,7 +119,7 @@ def test_a_csv_of_pandas_dummies_trains_as_the_clients_data_frame(target, client
     frame = pd.DataFrame({"sqft": rng.uniform(50, 200, 240), "color": rng.choice(["red", "blue", "green"], 240)})
     frame = pd.get_dummies(frame, columns=["color"])  # bool columns, written as True/False
     frame["price"] = 2.0 * frame["sqft"] + 30.0 * frame["color_red"] + rng.normal(size=240)
-    frame.to_csv(tmp_path / "dummies.csv", index=False)
+    frame.to_csv(tmp_path / "dummies.csv")  # with the index pandas writes as a first, unnamed column
     features = frame.drop(columns="price")
     client.train("dummies_python", features, frame["price"].to_numpy(), validation_fraction=0.25, seed=5, cv_folds=3)
     assert _train(target, tmp_path / "dummies.csv", "dummies_file") == 0

@@ -132,6 +132,16 @@ def test_a_missing_file_and_a_header_column_without_a_name_are_refused(tmp_path)
     assert names == ["a", "b"] and X.tolist() == [[1, 2], [4, 5]] and y.tolist() == [3, 6]
 
 
+def test_the_index_pandas_writes_as_a_first_unnamed_column_is_not_a_feature(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "frame.csv"
+    pd.DataFrame({"a": [1.5, 2.5], "b": [3.0, 4.0], "y": [5.0, 6.0]}, index=[10, 20]).to_csv(path)
+    assert path.read_text().splitlines()[0] == ",a,b,y"
+    names, X, y, _ = _rows(path)
+    assert names == ["a", "b"] and X.tolist() == [[1.5, 3.0], [2.5, 4.0]] and y.tolist() == [5.0, 6.0]
+
+
 @pytest.mark.parametrize("where", ["header", "cell", "label"])
 def test_a_file_that_is_not_utf8_is_refused_on_its_line(tmp_path, where):
     rows = ["a,b,y", *(f"{i},{i + 1},{'x' if i % 2 else 'z'}" for i in range(1, 3000))]
