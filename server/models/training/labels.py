@@ -61,6 +61,11 @@ class LabelTable:
         """The number of distinct labels seen."""
         return len(self._ids)
 
+    def untrained(self) -> list[str]:
+        """The labels seen only in the validation split, in the order of their ids."""
+        trained = self._counts[: self._n_folds].sum(axis=0) > 0
+        return [label for label, seen in zip(self._ids, trained, strict=True) if not seen]
+
     def classes(self) -> tuple[tuple[str, ...], np.ndarray]:
         """Sorted classes and the map from first-seen label id to class index.
 

@@ -346,7 +346,7 @@ class Trainer:
             "validation_metrics": validation,
             "cv_metrics": cv,
             "solver_info": dataclasses.asdict(info),
-            "warnings": warnings,
+            "warnings": warnings + self._data_warnings(classes, d),
             "inference_note": self._inference_note(model, warnings, d),
             "validation_sample_rows": 0 if sample is None else len(sample[1]),
             "duration_seconds": time.perf_counter() - self._started,
@@ -501,6 +501,38 @@ class Trainer:
                 ),
             }
         ]
+
+    def _data_warnings(self, classes: tuple[str, ...] | None, d: int) -> list[dict]:
+        """Warnings about what the training rows let the fit say: a class no training row holds, and an
+        unpenalized linear fit with no more training rows than parameters."""
+        spec, found = self.spec, []
+        if classes is not None:
+            untrained = self._labels.untrained()
+            if untrained:
+                shown = ", ".join(repr(label) for label in untrained[:5])
+                found.append(
+                    {
+                        "reason": "CLASS_NOT_IN_TRAINING",
+                        "message": (
+                            f"No training row holds the class {shown}: every row of it fell in the validation split, "
+                            "so the model never predicts it. Send more rows of it, or change --seed or "
+                            "--validation-fraction."
+                        ),
+                    }
+                )
+        parameters = d + int(spec.fit_intercept)
+        if spec.kind != "logistic" and not spec.penalised and self._n_train <= parameters:
+            found.append(
+                {
+                    "reason": "TOO_FEW_ROWS_FOR_PARAMETERS",
+                    "message": (
+                        f"{self._n_train} training rows for {parameters} parameters: the fit passes through every "
+                        "training row, so the training metrics say nothing about new rows. Send more rows than "
+                        "parameters, or add a penalty (ridge)."
+                    ),
+                }
+            )
+        return found
 
     def _inference_note(self, model: LinearModel, warnings: list[dict], d: int) -> str | None:
         """Why a fit that ``statistics`` would describe carries no inference; None when it carries it or is

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from regserve.server.models.training import TrainSpec, separation
+from regserve.server.models.training.sampling import RowGroups
 from tests.server.models.training.helpers import train
 
 
@@ -91,3 +92,25 @@ def test_the_warning_says_what_was_found_and_what_to_do(tmp_path):
     assert "100 of the 200 training rows" in warning["message"]
     assert "maximum-likelihood estimate does not exist" in warning["message"]
     assert "alpha > 0" in warning["message"]
+
+
+def test_a_class_held_out_entirely_is_warned_of(tmp_path):
+    X, y = _overlapping(40)
+    y[:3] = "rare"
+    # The seed whose split holds the three "rare" rows out, found by the split itself.
+    held = [seed for seed in range(50) if (RowGroups(seed, 0.5, 1).take(0, 3)[0] < 0).all()][0]
+    result = train(TrainSpec(kind="logistic", validation_fraction=0.5, seed=held), X, y, spool_dir=tmp_path)
+    warning = [w for w in result.metadata["warnings"] if w["reason"] == "CLASS_NOT_IN_TRAINING"]
+    assert len(warning) == 1 and "'rare'" in warning[0]["message"]
+    trained = train(TrainSpec(kind="logistic"), X, y, spool_dir=tmp_path)
+    assert trained.metadata["warnings"] == []
+
+
+def test_a_linear_fit_with_no_more_rows_than_parameters_is_warned_of(tmp_path):
+    rng = np.random.default_rng(41)
+    X, y = rng.normal(size=(3, 3)), rng.normal(size=3)
+    reasons = [w["reason"] for w in train(TrainSpec(), X, y, spool_dir=tmp_path).metadata["warnings"]]
+    assert reasons == ["TOO_FEW_ROWS_FOR_PARAMETERS"]
+    assert train(TrainSpec(kind="ridge", alpha=1.0), X, y, spool_dir=tmp_path).metadata["warnings"] == []
+    X, y = rng.normal(size=(5, 3)), rng.normal(size=5)
+    assert train(TrainSpec(), X, y, spool_dir=tmp_path).metadata["warnings"] == []
