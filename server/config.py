@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import ssl
 from dataclasses import dataclass, field, fields
 
 from regserve.server.registry.storage import check_location
@@ -102,6 +103,10 @@ class Settings:
 
     def check(self) -> None:
         """Raise ValueError for settings that cannot be served, before anything is started or written."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, _Unreadable):
+                raise ValueError(str(value))
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
         check_location(self.model_dir)
@@ -128,8 +133,20 @@ class Settings:
             raise ValueError("--drift-threshold must be a PSI above 0")
         if self.max_train_memory_mb < 1 or self.max_train_gflop < 1:
             raise ValueError("--max-train-memory-mb and --max-train-gflop must be at least 1")
+        if not 0 < self.poll_interval < math.inf:
+            raise ValueError("--poll-interval must be a finite number of seconds above 0")
+        if self.max_message_mb < 1:
+            raise ValueError("--max-message-mb must be at least 1")
+        if not 0 <= self.rate_limit < math.inf:
+            raise ValueError("--rate-limit must be 0 (no limit) or a finite number of calls a second")
+        if self.rate_burst < 1:
+            raise ValueError("--rate-burst must be at least 1")
+        if self.max_predict_rows < 1:
+            raise ValueError("--max-predict-rows must be at least 1")
         if self.tls_client_ca and not self.tls:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        if self.tls:
+            _check_tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)
         if self.gateway_port >= 0 and self.tls:
             # The embedded gateway's streaming routes call the gRPC port in plaintext.
             raise ValueError(
@@ -229,13 +246,54 @@ _ENV_ONLY = frozenset({"tokens"})
 """Settings read from their REGSERVE_* variable only: secrets must not show in the process list."""
 
 
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+class _Unreadable:
+    """A REGSERVE_* value that does not read as its setting's type: ``Settings.check`` refuses it, naming
+    the variable, unless the flag was given (so ``regserve health`` and the other commands still run)."""
+
+    def __init__(self, variable: str, raw: str, kind: str) -> None:
+        self.message = f"{variable}={raw!r} is not {kind}; fix or unset it, or give the flag"
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def _env_default(name: str, default):
-    raw = os.environ.get(f"REGSERVE_{name.upper()}")
+    variable = f"REGSERVE_{name.upper()}"
+    raw = os.environ.get(variable)
     if raw is None:
         return default
     if isinstance(default, bool):
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
-    return type(default)(raw)
+        word = raw.strip().lower()
+        if word in _TRUE | _FALSE:
+            return word in _TRUE
+        return _Unreadable(variable, raw, "a boolean (1/true/yes/on or 0/false/no/off)")
+    try:
+        return type(default)(raw)
+    except ValueError:
+        kind = {int: "an integer", float: "a number"}.get(type(default), type(default).__name__)
+        return _Unreadable(variable, raw, kind)
+
+
+def _check_tls_files(cert: str, key: str, client_ca: str) -> None:
+    """ValueError naming the flag when the TLS files cannot serve: a missing half, an unreadable or
+    mismatched PEM file; grpc itself would only fail to bind the port."""
+    if not (cert and key):
+        raise ValueError("--tls-cert and --tls-key go together: give both")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate and its private key: {exc}"
+        ) from None
+    if client_ca:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"--tls-client-ca {client_ca} is not a PEM CA certificate: {exc}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -248,10 +306,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{_HELP[f.name]} (env REGSERVE_{f.name.upper()}; default: %(default)s)"
-        if isinstance(default, bool):
+        if isinstance(getattr(defaults, f.name), bool):
             parser.add_argument(
                 flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction, help=help_text
             )
         else:
-            kind = type(default)
+            kind = type(getattr(defaults, f.name))  # the setting's type, also when its variable is unreadable
             parser.add_argument(flag, dest=f.name, default=default, type=kind, help=help_text)

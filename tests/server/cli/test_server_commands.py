@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from regserve.server.cli import main
 from regserve.server.errors import FailedPrecondition
 
@@ -72,3 +74,37 @@ def test_the_gateway_command_stops_on_sigterm_within_its_grace(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def test_an_unreadable_environment_value_is_refused_by_serve_alone_and_a_flag_overrides_it(
+    monkeypatch, tmp_path, capsys
+):
+    from regserve.server.cli.parser import build_parser
+
+    # Kubernetes gives a pod of a Service named regserve REGSERVE_PORT=tcp://ADDRESS:PORT unless
+    # enableServiceLinks is false.
+    monkeypatch.setenv("REGSERVE_PORT", "tcp://10.0.0.1:50051")
+    monkeypatch.setenv("REGSERVE_AUTH", "enabled")
+    assert main(["serve", "--no-demo-models", "--model-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        "regserve: REGSERVE_PORT='tcp://10.0.0.1:50051' is not an integer; fix or unset it, or give the flag\n"
+    )
+    assert main(["serve", "--port", "0", "--no-demo-models", "--model-dir", str(tmp_path)]) == 1
+    assert "REGSERVE_AUTH='enabled' is not a boolean" in capsys.readouterr().err
+    parsed = build_parser().parse_args(["serve", "--port", "0", "--auth"])
+    assert (parsed.port, parsed.auth) == (0, True)
+    assert build_parser().parse_args(["models"]).command == "models"
+
+
+def test_limits_that_cannot_serve_are_refused_by_their_flag(tmp_path):
+    from regserve.server.config import Settings
+
+    for setting, message in [
+        ({"poll_interval": 0.0}, "--poll-interval must be a finite number of seconds above 0"),
+        ({"max_message_mb": 0}, "--max-message-mb must be at least 1"),
+        ({"rate_limit": -1.0}, "--rate-limit must be 0 (no limit) or a finite number of calls a second"),
+        ({"rate_burst": 0}, "--rate-burst must be at least 1"),
+    ]:
+        with pytest.raises(ValueError) as refused:
+            Settings(model_dir=str(tmp_path), **setting).check()
+        assert str(refused.value) == message

@@ -88,3 +88,22 @@ def test_cli_speaks_mutual_tls(mtls_app, pki, capsys):
     assert capsys.readouterr().out.strip() == "NOT_SERVING"
     assert main(["health", "--server", target, "--tls-ca", pki["ca"], "--timeout", "2"]) == 1
     assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_tls_files_that_cannot_serve_are_refused_by_their_flag(tmp_path, pki, capsys):
+    from regserve.server.cli import main
+
+    serve = ["serve", "--port", "0", "--no-demo-models", "--model-dir", str(tmp_path)]
+    cases = [
+        (["--tls-cert", pki["server_cert"]], "--tls-cert and --tls-key go together: give both"),
+        (["--tls-cert", pki["server_cert"], "--tls-key", pki["client_key"]], "are not a PEM certificate and its"),
+        (["--tls-cert", pki["server_key"], "--tls-key", pki["server_key"]], "are not a PEM certificate and its"),
+        (["--tls-cert", pki["server_cert"], "--tls-key", str(tmp_path / "absent.pem")], "No such file"),
+        (
+            ["--tls-cert", pki["server_cert"], "--tls-key", pki["server_key"], "--tls-client-ca", pki["server_key"]],
+            f"--tls-client-ca {pki['server_key']} is not a PEM CA certificate",
+        ),
+    ]
+    for flags, message in cases:
+        assert main([*serve, *flags]) == 1
+        assert message in capsys.readouterr().err, flags
