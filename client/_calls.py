@@ -384,7 +384,7 @@ def train_requests(
         **options,
     )
     classifier = kind == "logistic"
-    return pb.TrainRequest(spec=spec), lambda pair: _train_request(*pair, classifier)
+    return pb.TrainRequest(spec=spec), lambda pair: _train_request(pair[0], pair[1], classifier)
 
 
 class _ReadAhead:
