@@ -115,6 +115,15 @@ def _ended(stream: OpenStream | None, code: grpc.StatusCode) -> grpc.StatusCode:
     return _IDLE_ENDED if stream is not None and stream.ended_idle else code
 
 
+def _rate_limit_refusal(limiter: TokenBuckets, wait: float) -> ResourceExhausted:
+    """The error that refuses a call over the rate limit of ``limiter``, ``wait`` seconds the retry delay."""
+    return ResourceExhausted(
+        f"Rate limit of {limiter.rate:g} calls/s reached; retry in {wait:.3f} s.",
+        reason="RATE_LIMITED",
+        retry_after=wait,
+    )
+
+
 class Edge:
     """Wraps each regserve method's handler, once, with the edge's per-call work (see the module docstring)."""
 
@@ -126,6 +135,7 @@ class Edge:
         self._echo = policy.echo_request_id
         self._guard = StreamGuard(policy.streams_per_peer, policy.stream_idle_timeout, metrics.streams_limited)
         self._malformed = MalformedMessages(metrics.malformed_messages)
+        self._routes: dict[str, Route] = {}  # by full method name, for ``refused``
         self._recorder = BatchWorker(
             functools.partial(record_calls, metrics, policy.log_peer),
             name="regserve-edge",
@@ -154,7 +164,35 @@ class Edge:
                 raise RuntimeError(f"{method} has no entry in the method table")
             return wrap_open(method, handler, self._guard, self._malformed)
         route = Route(entry, self._metrics, handler.request_streaming, handler.response_streaming)
+        self._routes[method] = route
         return self._wrap(handler, route)
+
+    def request_id(self, sent: str | None) -> str:
+        """The id of a call whose caller sent ``sent`` (its ``x-request-id``, or None), as a call here gets it."""
+        return sent[:128] if sent else ID_PREFIX + hex(next(ID_COUNTER))[2:]
+
+    @property
+    def echoes_request_id(self) -> bool:
+        """Whether an answer carries the call's request id back."""
+        return self._echo
+
+    def rate_limit_refusal(self, wait: float) -> ResourceExhausted:
+        """The error that refuses a call over the rate limit, ``wait`` seconds the retry delay; counts nothing."""
+        limiter = self._policy.limiter
+        if limiter is None:
+            raise RuntimeError("this edge has no rate limit")
+        return _rate_limit_refusal(limiter, wait)
+
+    def refused(self, method: str, error: RegserveError, request_id: str, principal: auth.Principal, peer: str) -> None:
+        """Count and log a call of ``method`` that the gateway inside the server refused for this edge with ``error``
+        before reading its body (``gateway.admission``): metrics and access log as for a refusal made here."""
+        route = self._routes.get(method)
+        if route is None:
+            return
+        if error.reason == "RATE_LIMITED":
+            self._metrics.rate_limited.inc()
+        next(route.begun)
+        self._finish(route, status_for(error).code, time.perf_counter(), request_id, principal, peer)
 
     def rate_limit_wait(self, principal: auth.Principal, peer: str) -> float:
         """Seconds until the caller (its principal, its gRPC-style peer) may make a call, taking no token.
@@ -235,11 +273,7 @@ class Edge:
     def _rate_limited(self, limiter: TokenBuckets, wait: float) -> ResourceExhausted:
         """Count a call refused by the rate limit; the error that refuses it, ``wait`` seconds the retry delay."""
         self._metrics.rate_limited.inc()
-        return ResourceExhausted(
-            f"Rate limit of {limiter.rate:g} calls/s reached; retry in {wait:.3f} s.",
-            reason="RATE_LIMITED",
-            retry_after=wait,
-        )
+        return _rate_limit_refusal(limiter, wait)
 
     def _admit(self, route: Route, principal: auth.Principal, peer: str, context: grpc.ServicerContext) -> None:
         """Authorize and rate-limit the call; a refusal ends it (PERMISSION_DENIED, RESOURCE_EXHAUSTED)."""

@@ -7,7 +7,8 @@ a token, and answers a refusal as the edge would (same status, reason and RetryI
 The edge still checks every call it runs: a call the admission lets in is counted,
 limited and logged there, once.  A call refused here never reaches the edge, so the
 admission spends what the edge would spend on it (a tokenless caller's token of its
-host's bucket); it is not in the edge's metrics or access log.
+host's bucket), hands the refusal to the edge to count and log (``Edge.refused``), and
+echoes the request id, as the edge does for the calls it refuses.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Callable
 from google.rpc import status_pb2
 
 from regserve.server.edge import auth
-from regserve.server.errors import RegserveError, ResourceExhausted
+from regserve.server.edge.edge import Edge
+from regserve.server.edge.request_ids import REQUEST_ID
+from regserve.server.errors import RegserveError
 from regserve.server.gateway.errors import GatewayError
 from regserve.server.gateway.limits import CLOSE
 from regserve.server.rpc.status import status_for
@@ -40,10 +43,13 @@ def _status_of(error: RegserveError) -> status_pb2.Status:
 
 
 class Admission:
-    """The checks of the edge that need no request body.
+    """The checks of ``edge`` that need no request body.
 
     Parameters
     ----------
+    edge : Edge
+        The edge whose refusals these are: it builds the request ids and the rate limit's
+        refusal, and counts and logs the calls refused here.
     tokens : TokenTable or None
         The edge's token table; None when authentication is off.
     wait : RateLimitWait or None
@@ -56,27 +62,34 @@ class Admission:
 
     def __init__(
         self,
+        edge: Edge,
         tokens: auth.TokenTable | None,
         wait: RateLimitWait | None = None,
         unauthenticated_wait: Callable[[str], float] | None = None,
     ) -> None:
+        self.edge = edge
         self.tokens = tokens
         self.wait = wait
         self.unauthenticated_wait = unauthenticated_wait
 
-    def check(self, method: str, authorization: str | None, peer: str) -> None:
+    def check(self, method: str, authorization: str | None, peer: str, request_id: str | None = None) -> None:
         """Raise the GatewayError the edge's refusal of ``method`` would give (401, 403 or 429 with Retry-After).
 
-        ``method`` is the full gRPC method name; ``peer`` the HTTP client as a gRPC-style peer.
+        ``method`` is the full gRPC method name; ``peer`` the HTTP client as a gRPC-style peer;
+        ``request_id`` the ``x-request-id`` the client sent, if any.
         """
+        principal = auth.ANONYMOUS
         try:
             principal = self._principal(authorization, peer)
             if self.tokens is not None:
                 auth.authorize(principal, method)
             if self.wait is not None and (delay := self.wait(principal, peer)) > 0:
-                raise _rate_limited(delay)
+                raise self.edge.rate_limit_refusal(delay)
         except RegserveError as error:
-            raise GatewayError.reporting(_status_of(error), headers=CLOSE) from None
+            call_id = self.edge.request_id(request_id)
+            self.edge.refused(method, error, call_id, principal, peer)
+            headers = {**CLOSE, REQUEST_ID: call_id} if self.edge.echoes_request_id else CLOSE
+            raise GatewayError.reporting(_status_of(error), headers=headers) from None
 
     def _principal(self, authorization: str | None, peer: str) -> auth.Principal:
         if self.tokens is None:
@@ -85,9 +98,5 @@ class Admission:
             return self.tokens.authenticate(authorization)
         except RegserveError as refusal:
             if self.unauthenticated_wait is not None and (delay := self.unauthenticated_wait(peer)) > 0:
-                raise _rate_limited(delay) from None
+                raise self.edge.rate_limit_refusal(delay) from None
             raise refusal from None
-
-
-def _rate_limited(delay: float) -> ResourceExhausted:
-    return ResourceExhausted(f"Rate limit reached; retry in {delay:.3f} s.", reason="RATE_LIMITED", retry_after=delay)

@@ -25,6 +25,7 @@ from google.rpc import code_pb2
 from starlette.requests import Request
 from starlette.responses import Response
 
+from regserve.server.edge.request_ids import REQUEST_ID
 from regserve.server.gateway.answers import echoed_headers, failed_call_answer, json_answer
 from regserve.server.gateway.call_options import call_options
 from regserve.server.gateway.codec import build_request
@@ -181,7 +182,10 @@ def endpoint_for(
     async def handle(request: Request, path_values: dict[str, str]) -> Response:
         options = call_options(request, forwarding_key)
         if admission is not None:
-            admission.check(route.grpc_path, request.headers.get("authorization"), peer_of(request.client))
+            headers = request.headers
+            admission.check(
+                route.grpc_path, headers.get("authorization"), peer_of(request.client), headers.get(REQUEST_ID)
+            )
         if route.client_streaming:
             _check_content_type(request, _STREAM_TYPES)
             if request.query_params:

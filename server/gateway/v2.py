@@ -38,6 +38,7 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from regserve.inference import grpc_service_pb2
+from regserve.server.edge.request_ids import REQUEST_ID
 from regserve.server.errors import RegserveError
 from regserve.server.gateway.answers import echoed_headers
 from regserve.server.gateway.call_options import call_options
@@ -241,7 +242,9 @@ def _endpoint(
             options = call_options(request, forwarding_key)
             peer = peer_of(request.client)
             if admission is not None:
-                admission.check(route.grpc_path, request.headers.get("authorization"), peer)
+                admission.check(
+                    route.grpc_path, request.headers.get("authorization"), peer, request.headers.get(REQUEST_ID)
+                )
             message = request_class(**path_values)
             choice = None
             if route.body:

@@ -300,6 +300,7 @@ def _admission(policy: EdgePolicy, edge: Edge) -> Admission | None:
         return None
     limited = policy.limiter is not None
     return Admission(
+        edge,
         policy.tokens,
         edge.rate_limit_wait if limited else None,
         edge.unauthenticated_wait if limited else None,

@@ -134,3 +134,12 @@ def test_every_regserve_variable_is_a_setting_and_the_root_filesystem_stays_read
     mounted = {mount["mountPath"] for mount in container["volumeMounts"]}
     spool = next(v["value"] for v in container["env"] if v["name"] == "REGSERVE_SPOOL_DIR")
     assert {"/tmp", spool} <= mounted
+
+
+def test_the_pod_gets_no_service_links_and_trains_below_its_memory_limit():
+    # A Service named regserve would otherwise set REGSERVE_PORT=tcp://..., which serve refuses.
+    assert _one("InferenceService")["spec"]["predictor"]["enableServiceLinks"] is False
+    env = {variable["name"]: variable.get("value") for variable in _container()["env"]}
+    assert "AWS_DEFAULT_REGION" in env and "AWS_REGION" not in env
+    limit_mib = int(_container()["resources"]["limits"]["memory"].removesuffix("Gi")) * 1024
+    assert int(env["REGSERVE_MAX_TRAIN_MEMORY_MB"]) < limit_mib

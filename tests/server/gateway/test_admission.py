@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from regserve.server.config import MIB
 from regserve.server.edge.auth import TokenTable
 from regserve.server.gateway.admission import Admission
+from regserve.server.observability.access_log import ACCESS_LOGGER
 from tests.conftest import start_server
 from tests.server.gateway.helpers import connect, head, read_answer, running_gateway
 
@@ -18,7 +20,8 @@ TOKENS = "admin:early-admin-token,predict:early-predict-token"
 
 @pytest.fixture
 def secured_app(tmp_path):
-    app = start_server(tmp_path / "models", tokens=TOKENS)
+    # A rate limit no test reaches by itself: each test's admission says when a caller must wait.
+    app = start_server(tmp_path / "models", tokens=TOKENS, rate_limit=1000.0, rate_burst=1000)
     yield app
     app.stop(0)
 
@@ -39,6 +42,35 @@ def _reason(body: dict) -> str:
 def test_the_server_gives_its_gateway_the_edges_checks(secured_app, app):
     assert secured_app.local.admission is not None  # tokens: the gateway checks them first
     assert app.local.admission is None  # no tokens, no rate limit: nothing to check early
+
+
+def test_a_refusal_is_counted_logged_and_answered_as_the_edge_answers_it(secured_app, caplog):
+    secured_app.local.admission = Admission(
+        secured_app.edge, TokenTable.parse(TOKENS), wait=lambda principal, peer: 2.2
+    )
+    labels = {"service": "regserve.v1.RegressionService", "method": "Predict"}
+    row = {"inputs": {"numColumns": 1, "values": [1.0]}}
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        with running_gateway(f"127.0.0.1:{secured_app.port}", secured_app.local) as http:
+            missing = http.post("/v1/models/house:predict", json=row, headers={"x-request-id": "no-token-1"})
+            limited = http.post(
+                "/v1/models/house:predict", json=row, headers={"Authorization": "Bearer early-predict-token"}
+            )
+        secured_app.edge.close()  # writes what the recorder holds
+    assert missing.status_code == 401 and missing.headers["x-request-id"] == "no-token-1"
+    assert limited.status_code == 429 and limited.headers["x-request-id"]
+    assert limited.json()["message"] == "Rate limit of 1000 calls/s reached; retry in 2.200 s."
+    registry = secured_app.metrics.registry
+    assert registry.get_sample_value("regserve_requests_total", {**labels, "code": "UNAUTHENTICATED"}) == 1
+    assert registry.get_sample_value("regserve_requests_total", {**labels, "code": "RESOURCE_EXHAUSTED"}) == 1
+    assert registry.get_sample_value("regserve_rate_limited_total") == 1
+    lines = [json.loads(record.getMessage()) for record in caplog.records if record.name == ACCESS_LOGGER]
+    assert [(line["code"], line["principal"]) for line in lines] == [
+        ("UNAUTHENTICATED", "anonymous:-"),
+        ("RESOURCE_EXHAUSTED", lines[1]["principal"]),
+    ]
+    assert lines[0]["request_id"] == "no-token-1" and lines[1]["request_id"] == limited.headers["x-request-id"]
+    assert lines[1]["principal"] != "anonymous:-"
 
 
 def test_a_big_body_without_a_token_gets_401_before_it_is_read(secured_app):
@@ -62,7 +94,7 @@ def test_the_refusal_is_the_one_the_edge_gives(secured_app):
     secured_app.local.admission = None
     with running_gateway(f"127.0.0.1:{secured_app.port}", secured_app.local) as http:
         late = http.post("/v1/models/house:predict", json=row)
-    secured_app.local.admission = Admission(TokenTable.parse(TOKENS))
+    secured_app.local.admission = Admission(secured_app.edge, TokenTable.parse(TOKENS))
     with running_gateway(f"127.0.0.1:{secured_app.port}", secured_app.local) as http:
         early = http.post("/v1/models/house:predict", json=row)
     assert late.status_code == early.status_code == 401
@@ -70,7 +102,9 @@ def test_the_refusal_is_the_one_the_edge_gives(secured_app):
 
 
 def test_a_rate_limited_caller_gets_429_with_retry_after_before_its_body_is_read(secured_app):
-    secured_app.local.admission = Admission(TokenTable.parse(TOKENS), wait=lambda principal, peer: 2.2)
+    secured_app.local.admission = Admission(
+        secured_app.edge, TokenTable.parse(TOKENS), wait=lambda principal, peer: 2.2
+    )
     with running_gateway(f"127.0.0.1:{secured_app.port}", secured_app.local) as http:
         predictor = {"Content-Type": "application/json", "Authorization": "Bearer early-predict-token"}
         status, headers, body, seconds = _answer_to_headers_only(http, "/v1/models/house:predict", predictor)
@@ -80,7 +114,7 @@ def test_a_rate_limited_caller_gets_429_with_retry_after_before_its_body_is_read
 
 
 def test_callers_the_admission_lets_in_are_served(secured_app, linear_data):
-    secured_app.local.admission = Admission(TokenTable.parse(TOKENS))
+    secured_app.local.admission = Admission(secured_app.edge, TokenTable.parse(TOKENS))
     X, y = linear_data
     admin = {"Authorization": "Bearer early-admin-token"}
     with running_gateway(f"127.0.0.1:{secured_app.port}", secured_app.local) as http:
@@ -105,7 +139,9 @@ def test_a_caller_without_a_valid_token_spends_its_hosts_bucket_as_at_the_edge(s
         charged.append(peer)
         return 0.0 if len(charged) == 1 else 1.5
 
-    secured_app.local.admission = Admission(TokenTable.parse(TOKENS), unauthenticated_wait=unauthenticated_wait)
+    secured_app.local.admission = Admission(
+        secured_app.edge, TokenTable.parse(TOKENS), unauthenticated_wait=unauthenticated_wait
+    )
     with running_gateway(f"127.0.0.1:{secured_app.port}", secured_app.local) as http:
         json_head = {"Content-Type": "application/json"}
         first = _answer_to_headers_only(http, "/v1/models/house:predict", json_head)
