@@ -61,6 +61,10 @@ _LOCK = ".lock"
 S3_CONNECT_TIMEOUT_SECONDS = 3.0
 """How long one S3 request waits for its connection before it counts as failed."""
 
+S3_READ_TIMEOUT_SECONDS = 5.0
+"""How long one S3 request waits for the store's answer (botocore's default is 60 s): a store that
+accepts connections and then hangs fails a call within about ``S3_ATTEMPTS`` times this."""
+
 S3_ATTEMPTS = 3
 """Tries of one S3 request (botocore's standard retry mode) before the registry answers REGISTRY_UNAVAILABLE."""
 
@@ -264,14 +268,15 @@ def s3_client_config(environ: Mapping[str, str]) -> dict[str, Any]:
     botocore's own default (legacy mode, 5 attempts with growing pauses) holds a call about
     9 s when the store refuses connections, and s3fs runs that up to 5 times over on a timeout;
     here one request is tried ``S3_ATTEMPTS`` times in all, each connection waited for
-    ``S3_CONNECT_TIMEOUT_SECONDS``.  AWS_MAX_ATTEMPTS and AWS_RETRY_MODE, when set, still choose.
+    ``S3_CONNECT_TIMEOUT_SECONDS`` and each answer ``S3_READ_TIMEOUT_SECONDS``.  AWS_MAX_ATTEMPTS
+    and AWS_RETRY_MODE, when set, still choose.
     """
     retries: dict[str, Any] = {}
     if "AWS_RETRY_MODE" not in environ:
         retries["mode"] = "standard"
     if "AWS_MAX_ATTEMPTS" not in environ:
         retries["total_max_attempts"] = S3_ATTEMPTS
-    return {"connect_timeout": S3_CONNECT_TIMEOUT_SECONDS, "retries": retries}
+    return {"connect_timeout": S3_CONNECT_TIMEOUT_SECONDS, "read_timeout": S3_READ_TIMEOUT_SECONDS, "retries": retries}
 
 
 class ObjectStorage:
@@ -304,7 +309,8 @@ class ObjectStorage:
         with self._reachable():
             if not fs.exists(self.bucket):
                 raise Unavailable(
-                    f"The registry's bucket {self.bucket!r} does not exist or cannot be seen.",
+                    f"The registry's bucket {self.bucket!r} does not exist, cannot be seen with these credentials, "
+                    f"or the store ({os.environ.get('AWS_ENDPOINT_URL') or 'AWS S3'}) cannot be reached.",
                     reason="REGISTRY_UNAVAILABLE",
                     metadata={"registry": url},
                 )

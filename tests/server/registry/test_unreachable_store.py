@@ -23,7 +23,12 @@ from regserve.server.config import Settings
 from regserve.server.errors import Unavailable
 from regserve.server.models.estimator import LinearModel
 from regserve.server.registry.disk import ModelRegistry
-from regserve.server.registry.storage import S3_ATTEMPTS, S3_CONNECT_TIMEOUT_SECONDS, s3_client_config
+from regserve.server.registry.storage import (
+    S3_ATTEMPTS,
+    S3_CONNECT_TIMEOUT_SECONDS,
+    S3_READ_TIMEOUT_SECONDS,
+    s3_client_config,
+)
 from regserve.server.registry.store import ModelStore
 from regserve.server.runtime.application import create_server
 from tests.server.registry.conftest import raw_keys
@@ -94,6 +99,7 @@ def _wait_for(condition, what: str) -> None:
 def test_the_s3_client_is_bounded_unless_the_aws_variables_say_otherwise():
     assert s3_client_config({}) == {
         "connect_timeout": S3_CONNECT_TIMEOUT_SECONDS,
+        "read_timeout": S3_READ_TIMEOUT_SECONDS,
         "retries": {"mode": "standard", "total_max_attempts": S3_ATTEMPTS},
     }
     # Left out, botocore reads them from the variables itself.
