@@ -350,6 +350,14 @@ def _repository_parameters(parameters, known: Sequence[str], call: str) -> str:
     raise tensors.version_parameter_refused()
 
 
+def _rename_fields(error: RegserveError, names: dict[str, str]) -> None:
+    """Name the fields of ``error``'s violations as ``names`` maps them."""
+    error.violations = tuple((names.get(field, field), text) for field, text in error.violations)
+
+
+_INFER_FIELDS = {"model": "model_name", "version": "model_version"}
+
+
 def _naming(model: str, version: str) -> Callable:
     """Method decorator: the registry's refusals name regserve.v1's fields (``model``, ``version``); a
     refusal of this call names the fields of this protocol's request (``model_name``, ...) instead."""
@@ -361,7 +369,7 @@ def _naming(model: str, version: str) -> Callable:
             try:
                 return method(self, request, context)
             except RegserveError as error:
-                error.violations = tuple((names.get(field, field), text) for field, text in error.violations)
+                _rename_fields(error, names)
                 raise
 
         return call
@@ -443,32 +451,36 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             properties=properties,
         )
 
-    @_naming("model_name", "model_version")
     def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
-        model = request.model_name
-        inputs = request.inputs
-        if model and len(inputs) == 1 and not request.outputs:
-            raw = request.raw_input_contents
-            X = _matrix(inputs[0], raw)
-            if X is not None:
-                parameters = request.parameters
-                response = infer_matrix(
-                    self._store,
-                    self._stats,
-                    model,
-                    request.model_version,
-                    X,
-                    _raw_answer if raw else _typed_answer,
-                    routing_key=_string_parameter(parameters, ROUTING_KEY) if parameters else "",
-                    max_rows=self._max_rows,
-                    drift=self._drift,
-                )
-                if response is not None:
-                    request_id = request.id
-                    if request_id:
-                        response.id = request_id
-                    return response
-        return self._infer_tensors(request)
+        # The fields renamed in place, as ``_naming`` does, without its frame on the hottest path.
+        try:
+            model = request.model_name
+            inputs = request.inputs
+            if model and len(inputs) == 1 and not request.outputs:
+                raw = request.raw_input_contents
+                X = _matrix(inputs[0], raw)
+                if X is not None:
+                    parameters = request.parameters
+                    response = infer_matrix(
+                        self._store,
+                        self._stats,
+                        model,
+                        request.model_version,
+                        X,
+                        _raw_answer if raw else _typed_answer,
+                        routing_key=_string_parameter(parameters, ROUTING_KEY) if parameters else "",
+                        max_rows=self._max_rows,
+                        drift=self._drift,
+                    )
+                    if response is not None:
+                        request_id = request.id
+                        if request_id:
+                            response.id = request_id
+                        return response
+            return self._infer_tensors(request)
+        except RegserveError as error:
+            _rename_fields(error, _INFER_FIELDS)
+            raise
 
     def _infer_tensors(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         """ModelInfer on any request, read into ``Tensor`` values."""
