@@ -17,7 +17,7 @@ import re
 import sys
 
 from regserve.client import RegserveError
-from regserve.server.cli.parser import build_parser, wants_json
+from regserve.server.cli.parser import build_parser, command_names, wants_json
 from regserve.server.cli.render import print_failure
 from regserve.server.errors import InvalidInput
 
@@ -46,10 +46,25 @@ def _attach_negative_rows(argv: list[str]) -> list[str]:
     return out
 
 
+def _command_first(argv: list[str], commands: set[str]) -> list[str]:
+    """``--server H:P info ...`` as ``info --server H:P ...``: the flags belong to the subcommand, which
+    reads them wherever they stand after it; before it argparse would take ``H:P`` for the command."""
+    if not argv or not argv[0].startswith("-") or argv[0] in ("-h", "--help"):
+        return argv
+    for i, item in enumerate(argv):
+        if item == "--":
+            break
+        if item in commands:
+            return [item, *argv[:i], *argv[i + 1 :]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``regserve`` with ``argv`` (``sys.argv[1:]`` when None); return the exit status."""
     argv = _attach_negative_rows(sys.argv[1:] if argv is None else argv)
-    args = build_parser(errors_as_json=wants_json(argv)).parse_args(argv)
+    parser = build_parser(errors_as_json=wants_json(argv))
+    argv = _command_first(argv, command_names(parser))
+    args = parser.parse_args(argv)
     as_json = getattr(args, "output", "text") == "json"
     # A data file error while streaming cancels the call and is reported below; grpc's
     # own log of the cancelled request iterator would only repeat it as a traceback.

@@ -93,6 +93,14 @@ def health_defaults(environ: Mapping[str, str]) -> dict[str, str | None]:
     }
 
 
+def command_names(parser: argparse.ArgumentParser) -> set[str]:
+    """The subcommands of a parser made by ``build_parser``."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
 def build_parser(errors_as_json: bool = False) -> argparse.ArgumentParser:
     """The parser of ``regserve``; ``parse_args`` sets ``func``, the command to call with the arguments.
 

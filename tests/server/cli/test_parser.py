@@ -119,3 +119,19 @@ def test_usage_errors_are_json_when_json_was_asked_for(capsys):
     error = json.loads(capsys.readouterr().err)
     assert error["code"] is None
     assert error["message"] == "regserve versions: the following arguments are required: --model"
+
+
+def test_the_connection_flags_may_come_before_the_command(target, capsys):
+    from regserve.server.cli import main
+
+    assert main(["models", "--server", target]) == 0
+    after = capsys.readouterr().out
+    assert main(["--server", target, "models"]) == 0
+    assert capsys.readouterr().out == after
+    assert main(["--server", target, "-o", "json", "models"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(_json_models(main, target, capsys))
+
+
+def _json_models(main, target, capsys) -> str:
+    assert main(["models", "--server", target, "-o", "json"]) == 0
+    return capsys.readouterr().out
