@@ -16,6 +16,7 @@ import functools
 import logging
 import secrets
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import cast
@@ -54,6 +55,8 @@ __all__ = ["Application", "create_server"]
 logger = logging.getLogger(__name__)
 
 _THREAD_NAMES = {Pool.SERVER: "regserve-rpc"}
+_TRAINS_STOP_SECONDS = 1.0
+"""How long a stop at once waits for running Trains to end with their own status before it cancels them."""
 
 
 @dataclass
@@ -110,11 +113,19 @@ class Application:
         """
         self.health.enter_graceful_shutdown()
 
-    def calls_in_flight(self) -> int:
-        """Calls the edge has begun and not yet ended, the gateway's included; health and reflection are uncounted."""
+    def calls_in_flight(self, method: str | None = None) -> int:
+        """Calls (of ``method``, e.g. "Train", when given) the edge has begun and not yet ended, the gateway's
+        included; health and reflection are uncounted."""
         if self.metrics is None:
             return 0
-        return int(sum(sample.value for family in self.metrics.in_flight.collect() for sample in family.samples))
+        return int(
+            sum(
+                sample.value
+                for family in self.metrics.in_flight.collect()
+                for sample in family.samples
+                if method is None or sample.labels.get("method") == method
+            )
+        )
 
     def close(self, grace: float | None) -> threading.Event:
         """Close the listener: new connections and calls are refused, health Watch streams end.
@@ -125,6 +136,11 @@ class Application:
         """
         if not grace:
             self.shutting_down.set()
+            # A running Train ends UNAVAILABLE SHUTTING_DOWN at its next step; cancelled before it could,
+            # its caller would read only grpc's "Cancelling all calls".  One waiting for its client is cut off.
+            deadline = time.monotonic() + _TRAINS_STOP_SECONDS
+            while self.calls_in_flight("Train") and time.monotonic() < deadline:
+                time.sleep(0.01)
         self.health.enter_graceful_shutdown()
         stopped = self.server.stop(grace)
         self.health.end_watches()
