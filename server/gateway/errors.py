@@ -28,6 +28,7 @@ from regserve.server.rpc.status import DOMAIN, rich_status
 __all__ = [
     "DOMAIN",
     "GatewayError",
+    "error_headers",
     "http_status_for",
     "retry_delay",
     "status_from_rpc_error",
@@ -136,15 +137,25 @@ def retry_delay(status: status_pb2.Status) -> float | None:
     return None
 
 
+def error_headers(status: status_pb2.Status, http_status: int, headers: dict[str, str] | None) -> dict[str, str]:
+    """``headers`` and those HTTP gives a refusal of ``http_status``: Retry-After for a 429 or 503 with a
+    RetryInfo, WWW-Authenticate (the bearer scheme) for a 401."""
+    headers = dict(headers or {})
+    if http_status in _RETRY_AFTER_STATUSES and (delay := retry_delay(status)) is not None:
+        # Retry-After takes whole seconds; rounding up never invites a retry that would be refused.
+        headers["Retry-After"] = str(max(0, math.ceil(delay)))
+    if http_status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="regserve"'
+    return headers
+
+
 def status_response(
     status: status_pb2.Status, *, http_status: int | None = None, headers: dict[str, str] | None = None
 ) -> Response:
-    """An HTTP response whose body is ``status`` as JSON; a 429 or 503 with a RetryInfo also has Retry-After."""
+    """An HTTP response whose body is ``status`` as JSON, with the headers of ``error_headers``."""
     body = json.dumps(status_json(status), separators=(",", ":"), ensure_ascii=False)
     http_status = http_status or http_status_for(status.code)
-    if http_status in _RETRY_AFTER_STATUSES and (delay := retry_delay(status)) is not None:
-        # Retry-After takes whole seconds; rounding up never invites a retry that would be refused.
-        headers = {**(headers or {}), "Retry-After": str(max(0, math.ceil(delay)))}
+    headers = error_headers(status, http_status, headers)
     return Response(body, status_code=http_status, media_type="application/json", headers=headers)
 
 

@@ -22,7 +22,6 @@ with the HTTP status of the gRPC code (400, 404, 429, 503, ...).
 from __future__ import annotations
 
 import json
-import math
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from regserve.server.edge.request_ids import REQUEST_ID
 from regserve.server.errors import RegserveError
 from regserve.server.gateway.answers import echoed_headers
 from regserve.server.gateway.call_options import call_options
-from regserve.server.gateway.errors import GatewayError, http_status_for, retry_delay, status_from_rpc_error
+from regserve.server.gateway.errors import GatewayError, error_headers, http_status_for, status_from_rpc_error
 from regserve.server.gateway.limits import GatewayLimits, body_too_large, read_body
 from regserve.server.gateway.local import LocalDispatch, peer_of
 from regserve.server.gateway.proxy import Upstream
@@ -116,10 +115,7 @@ def error_answer(status: status_pb2.Status, http_status: int | None = None, head
     if reason := _reason(status):
         document["reason"] = reason
     http_status = http_status or http_status_for(status.code)
-    headers = dict(headers or {})
-    if http_status in (429, 503) and (delay := retry_delay(status)) is not None:
-        headers["Retry-After"] = str(max(0, math.ceil(delay)))
-    return _json(document, http_status, headers)
+    return _json(document, http_status, error_headers(status, http_status, headers))
 
 
 def _status_of(error: RegserveError) -> status_pb2.Status:

@@ -58,6 +58,7 @@ def test_a_refusal_is_counted_logged_and_answered_as_the_edge_answers_it(secured
             )
         secured_app.edge.close()  # writes what the recorder holds
     assert missing.status_code == 401 and missing.headers["x-request-id"] == "no-token-1"
+    assert missing.headers["www-authenticate"] == 'Bearer realm="regserve"'  # RFC 6750's challenge
     assert limited.status_code == 429 and limited.headers["x-request-id"]
     assert limited.json()["message"] == "Rate limit of 1000 calls/s reached; retry in 2.200 s."
     registry = secured_app.metrics.registry

@@ -528,7 +528,9 @@ def test_the_edge_authenticates_v2_calls(tmp_path, mode):
         local = secured.local if mode == "in_process" else None
         with running_gateway(f"127.0.0.1:{secured.port}", local) as http:
             assert_error(http.post("/v2/models/iris/infer", json=infer_body(IRIS_ROWS)), 401, "MISSING_TOKEN")
-            assert_error(http.get("/v2/models/iris"), 401, "MISSING_TOKEN")
+            unauthenticated = http.get("/v2/models/iris")
+            assert_error(unauthenticated, 401, "MISSING_TOKEN")
+            assert unauthenticated.headers["www-authenticate"] == 'Bearer realm="regserve"'
             token = {"Authorization": "Bearer p-token"}
             assert http.post("/v2/models/iris/infer", json=infer_body(IRIS_ROWS), headers=token).status_code == 200
             load = "/v2/repository/models/iris/load"
