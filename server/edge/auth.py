@@ -59,6 +59,10 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+_PLACEHOLDER = "REPLACE-ME"
+"""What the example manifests write where a token belongs."""
+
+
 class TokenTable:
     """The known tokens, by digest, each with its role.
 
@@ -75,8 +79,16 @@ class TokenTable:
                 raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
             if not token:
                 raise ValueError(f"empty token for role {role!r}")
+            if _PLACEHOLDER in token.upper():
+                # The example Secret's values: applied unchanged, anyone who read the example holds them.
+                raise ValueError(f"a token of role {role!r} still reads {_PLACEHOLDER}: set a secret value of your own")
             digest = _digest(token)
-            self._entries.append((digest, Principal(role, digest.hex()[:8])))
+            known = next((principal for seen, principal in self._entries if seen == digest), None)
+            if known is not None and known.role != role:
+                # The first entry would win, so the role written second would never apply.
+                raise ValueError(f"a token of role {role!r} is also a token of role {known.role!r}: give each its own")
+            if known is None:
+                self._entries.append((digest, Principal(role, digest.hex()[:8])))
         if not self._entries:
             raise ValueError("authentication is on but no tokens were given")
 

@@ -131,6 +131,13 @@ def test_token_table_forms_and_mistakes():
     with pytest.raises(ValueError, match="role:token"):
         TokenTable.parse("abc")
     assert "abc" not in repr(table.__dict__)
+    # One token under two roles: the first would win and the second role never apply.
+    with pytest.raises(ValueError, match="a token of role 'admin' is also a token of role 'predict'"):
+        TokenTable.parse("predict:same,admin:same")
+    assert len(TokenTable.parse("admin:same,admin:same")) == 1
+    # The example Secret's values, applied unchanged.
+    with pytest.raises(ValueError, match="still reads REPLACE-ME"):
+        TokenTable.parse("admin:REPLACE-ME-admin-token,predict:REPLACE-ME-predict-token")
 
 
 def test_auth_flag_without_tokens_refuses_to_start(tmp_path):
