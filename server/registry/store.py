@@ -24,6 +24,7 @@ import numpy as np
 from regserve.server.errors import (
     IntegrityError,
     RegserveError,
+    Unavailable,
     UnknownModel,
     UnknownVersion,
     VersionFrozen,
@@ -80,6 +81,7 @@ class ModelStore:
         self._snapshot: Mapping[str, ModelRoute] = MappingProxyType({})
         self._builder = RouteBuilder(registry)
         self._token: tuple | None = None
+        self._unreachable = False  # the last refresh found the store unreachable (logged once per outage)
         self._write_lock = threading.RLock()
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -268,9 +270,18 @@ class ModelStore:
                 models = set(self._registry.list_models()) | set(self._snapshot)
                 changed = self._rebuild(sorted(models))
                 self._token = token
+        except Unavailable as error:
+            # An outage of the store is expected: one line when it begins, one when it ends, no traceback.
+            if not self._unreachable:
+                logger.warning("the registry cannot be read (%s); keeping the current models", error.message)
+            self._unreachable = True
+            return False
         except Exception:
             logger.exception("refreshing from the registry failed; keeping the current models")
             return False
+        if self._unreachable:
+            logger.info("the registry can be read again")
+            self._unreachable = False
         if changed:
             logger.info("registry changed; routing refreshed")
         return changed
