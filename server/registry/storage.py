@@ -134,7 +134,10 @@ class LocalStorage:
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         self.url = root
-        os.makedirs(self.root, exist_ok=True)
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise OSError(exc.errno, f"the registry directory {root} cannot be made: {exc.strerror}") from None
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *key.split("/"))
@@ -429,12 +432,13 @@ class ObjectStorage:
 
 def check_location(location: str) -> None:
     """Raise ValueError when ``location`` names a store this installation cannot use safely."""
-    if "://" not in location:
+    if "://" not in location or location.lower().startswith("file://"):
+        path = urlsplit(location).path if "://" in location else location
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"--model-dir {location}: a file, not a directory")
         return
     scheme = location.split("://", 1)[0].lower()
     supported = ", ".join(SUPPORTED_SCHEMES)
-    if scheme == "file":
-        return
     if scheme == "s3":
         if not urlsplit(location).netloc:
             raise ValueError(f"--model-dir {location!r} names no bucket (use s3://bucket/prefix)")

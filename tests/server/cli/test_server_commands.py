@@ -108,3 +108,13 @@ def test_limits_that_cannot_serve_are_refused_by_their_flag(tmp_path):
         with pytest.raises(ValueError) as refused:
             Settings(model_dir=str(tmp_path), **setting).check()
         assert str(refused.value) == message
+
+
+def test_a_model_dir_that_cannot_be_a_registry_is_named(tmp_path, capsys):
+    afile = tmp_path / "models.txt"
+    afile.write_text("not a directory")
+    assert main(["serve", "--port", "0", "--no-demo-models", "--model-dir", str(afile)]) == 1
+    assert capsys.readouterr().err == f"regserve: --model-dir {afile}: a file, not a directory\n"
+    below = afile / "registry"
+    assert main(["serve", "--port", "0", "--no-demo-models", "--model-dir", str(below)]) == 1
+    assert f"the registry directory {below} cannot be made" in capsys.readouterr().err
