@@ -115,7 +115,10 @@ def status_from_rpc_error(error: grpc.RpcError) -> status_pb2.Status:
         rich = None
     if rich is not None:
         return rich
-    return status_pb2.Status(code=error.code().value[0], message=error.details() or "")
+    # A status without details comes from grpc itself, not the server (which always sends them): say
+    # so with a reason a program can branch on, such as UPSTREAM_UNAVAILABLE when it cannot be reached.
+    code = error.code()
+    return rich_status(code.value[0], error.details() or "", f"UPSTREAM_{code.name}")
 
 
 def status_json(status: status_pb2.Status) -> dict:

@@ -263,7 +263,11 @@ def test_an_unreachable_server_is_503():
         port = probe.getsockname()[1]
     with running_gateway(f"127.0.0.1:{port}") as http:
         response = http.get("/v1/models")
+        v2 = http.get("/v2/models/iris")
     assert response.status_code == 503 and response.json()["code"] == code_pb2.UNAVAILABLE
+    # grpc's own status, without the server's details: a reason says the gateway could not reach it.
+    assert reason(response.json()) == "UPSTREAM_UNAVAILABLE"
+    assert v2.status_code == 503 and v2.json()["reason"] == "UPSTREAM_UNAVAILABLE"
 
 
 def test_batch_predict_answers_while_the_body_is_still_arriving(http, stub, linear_data):
