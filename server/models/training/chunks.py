@@ -88,15 +88,17 @@ def check_finite(A: np.ndarray, field: str, first_row: int) -> None:
     if A.ndim == 2:
         metadata["column"] = int(np.argmax(bad[row]))
     value = A[row, metadata["column"]] if A.ndim == 2 else A[row]
+    # Rows count from 0 over the whole stream, as the client's arrays index them.
+    where = f"Row {first_row + row} (from 0), " + (f"column {metadata['column']}" if A.ndim == 2 else "its target,")
     if np.isfinite(value):
         raise InvalidInput(
-            f"Row {first_row + row} holds {float(value):g}; training takes magnitudes up to {MAX_ABS_VALUE:g}.",
+            f"{where} holds {float(value):g}; training takes magnitudes up to {MAX_ABS_VALUE:g}.",
             reason="VALUE_TOO_LARGE",
             violations=[(field, f"values must lie within ±{MAX_ABS_VALUE:g}")],
             metadata=metadata,
         )
     raise InvalidInput(
-        f"Row {first_row + row} holds a NaN or infinite value.",
+        f"{where} holds a NaN or infinite value.",
         reason="NON_FINITE_VALUE",
         violations=[(field, "values must be finite")],
         metadata=metadata,
