@@ -264,6 +264,10 @@ class ModelStore:
         """
         try:
             token = self._registry.snapshot_token()
+            if self._unreachable:
+                # Said here, before the early return: a store back with nothing changed has the same token.
+                logger.info("the registry can be read again")
+                self._unreachable = False
             if token == self._token:
                 return False
             with self._write_lock:
@@ -279,9 +283,6 @@ class ModelStore:
         except Exception:
             logger.exception("refreshing from the registry failed; keeping the current models")
             return False
-        if self._unreachable:
-            logger.info("the registry can be read again")
-            self._unreachable = False
         if changed:
             logger.info("registry changed; routing refreshed")
         return changed

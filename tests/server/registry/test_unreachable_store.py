@@ -196,5 +196,10 @@ def test_a_replica_serves_its_models_while_the_store_is_down_and_follows_it_once
             assert ModelRegistry(own_s3.url).read_state("m").serving == "v1"
             ModelRegistry(own_s3.url).promote("m", "v2", "through another replica")
             _wait_for(lambda: client.predict("m", rows).version == "v2", "the replica follow the registry again")
+            # A second outage is told too, also when the store came back unchanged after the first.
+            own_s3.stop()
+            _wait_for(lambda: len(logged("the registry cannot be read")) == 2, "the second outage logged")
+            own_s3.start()
+            _wait_for(lambda: len(logged("the registry can be read again")) == 2, "the second return logged")
     finally:
         app.stop(0)
