@@ -115,10 +115,14 @@ def status_from_rpc_error(error: grpc.RpcError) -> status_pb2.Status:
         rich = None
     if rich is not None:
         return rich
-    # A status without details comes from grpc itself, not the server (which always sends them): say
-    # so with a reason a program can branch on, such as UPSTREAM_UNAVAILABLE when it cannot be reached.
-    code = error.code()
-    return rich_status(code.value[0], error.details() or "", f"UPSTREAM_{code.name}")
+    code, message = error.code(), error.details() or ""
+    if code is grpc.StatusCode.UNAVAILABLE:
+        # regserve's own UNAVAILABLE answers carry details; one without them is grpc's: the server could not be
+        # reached, or was closing.  Said with a reason a program can branch on.
+        return rich_status(code.value[0], message, "UPSTREAM_UNAVAILABLE")
+    # Other statuses without details are grpc's own limits (message size, concurrent calls, deadlines), which the
+    # in-process calls mirror: as they are.
+    return status_pb2.Status(code=code.value[0], message=message)
 
 
 def status_json(status: status_pb2.Status) -> dict:
