@@ -28,6 +28,7 @@ import numpy as np
 from regserve.server.models.objective import ArrayBlocks, Objective
 
 __all__ = [
+    "MAX_CONDITION",
     "SolverInfo",
     "rank_of",
     "solve_gd",
@@ -38,9 +39,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Above this condition number (of the equilibrated system) Cholesky's answer
-# is not trusted and the rank-revealing least-squares solve takes over.
-_MAX_CONDITION = 1e12
+MAX_CONDITION = 1e12
+"""Above this condition number (of the equilibrated system) Cholesky's answer is not trusted and the
+rank-revealing least-squares solve takes over."""
 _SUBSTITUTION_BLOCK = 128  # rows per diagonal block of a triangular solve
 WARM_START_ROWS = 65_536
 """Most rows of the sample a Newton run over many more rows first converges on, in memory."""
@@ -117,7 +118,7 @@ def _solve_spd(gram: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, SolverInf
     eig = np.linalg.eigvalsh(scaled)
     condition = eig[-1] / eig[0] if eig[0] > 0 else np.inf
     info = SolverInfo(rank=rank_of(eig), condition_number=float(condition) if np.isfinite(condition) else None)
-    if condition <= _MAX_CONDITION:
+    if condition <= MAX_CONDITION:
         try:
             return _cholesky_solve(scaled, rhs / d) / d, info
         except np.linalg.LinAlgError:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from regserve.server.models.solvers import rank_of
+from regserve.server.models.solvers import MAX_CONDITION, rank_of
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -343,15 +343,17 @@ def _inverse(matrix: np.ndarray) -> np.ndarray | None:
     """The inverse of a symmetric positive semi-definite ``matrix``; None when it is singular.
 
     Judged and inverted at a unit diagonal, as the closed-form solver judges its Gram matrix
-    (``solvers.rank_of``, numpy's ``matrix_rank`` tolerance): the features' units neither hide
-    a collinear feature nor make one up, and a design the solver answered with its
-    minimum-norm fallback gets no statistics.
+    (numpy's ``matrix_rank`` tolerance, and the condition number above which the solver takes
+    its minimum-norm fallback): the features' units neither hide a collinear feature nor make
+    one up, and a design the solver answered with its fallback gets no statistics.
     """
     scale = np.sqrt(np.diag(matrix))
     if not (np.isfinite(scale).all() and (scale > 0).all()):
         return None  # a constant feature beside the intercept, or an overflow
     eigenvalues, vectors = np.linalg.eigh(matrix / np.outer(scale, scale))
     if eigenvalues[0] <= 0 or rank_of(eigenvalues) < len(eigenvalues):
+        return None
+    if eigenvalues[-1] / eigenvalues[0] > MAX_CONDITION:
         return None
     inverse = (vectors / eigenvalues) @ vectors.T / np.outer(scale, scale)
     return (inverse + inverse.T) / 2
