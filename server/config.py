@@ -283,8 +283,13 @@ def _check_tls_files(cert: str, key: str, client_ca: str) -> None:
     if not (cert and key):
         raise ValueError("--tls-cert and --tls-key go together: give both")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+
+    def no_password() -> str:
+        # Without a callable, OpenSSL would prompt on the terminal for an encrypted key's pass phrase.
+        raise ValueError(f"--tls-key {key} is encrypted; grpc needs a key without a pass phrase")
+
     try:
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(cert, key, password=no_password)
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(
             f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate and its private key: {exc}"

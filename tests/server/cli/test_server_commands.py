@@ -104,6 +104,7 @@ def test_limits_that_cannot_serve_are_refused_by_their_flag(tmp_path):
         ({"max_message_mb": 0}, "--max-message-mb must be at least 1"),
         ({"rate_limit": -1.0}, "--rate-limit must be 0 (no limit) or a finite number of calls a second"),
         ({"rate_burst": 0}, "--rate-burst must be at least 1"),
+        ({"max_predict_rows": 0}, "--max-predict-rows must be at least 1"),
     ]:
         with pytest.raises(ValueError) as refused:
             Settings(model_dir=str(tmp_path), **setting).check()

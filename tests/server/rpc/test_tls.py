@@ -104,6 +104,15 @@ def test_tls_files_that_cannot_serve_are_refused_by_their_flag(tmp_path, pki, ca
             f"--tls-client-ca {pki['server_key']} is not a PEM CA certificate",
         ),
     ]
+    # An encrypted key: OpenSSL would ask for its pass phrase on the terminal, and grpc cannot use it.
+    from cryptography.hazmat.primitives import serialization
+
+    with open(pki["server_key"], "rb") as plain:
+        key = serialization.load_pem_private_key(plain.read(), None)
+    encrypted = tmp_path / "encrypted.pem"
+    encryption = serialization.BestAvailableEncryption(b"pass phrase")
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+    cases.append((["--tls-cert", pki["server_cert"], "--tls-key", str(encrypted)], "is encrypted; grpc needs a key"))
     for flags, message in cases:
         assert main([*serve, *flags]) == 1
         assert message in capsys.readouterr().err, flags
