@@ -145,8 +145,10 @@ def _boolean_columns(path: str, features: list[str]) -> set[str]:
     try:
         with pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            # One block, read in this thread: no reading ahead for a reader that is closed at once.
+            read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
+            # A ragged row is the read's to name; here it must not hide the other rows' types.
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: "skip"),
             convert_options=_convert_options({}, features),
         ) as reader:
             return {field.name for field in reader.schema if pa.types.is_boolean(field.type)}

@@ -184,6 +184,12 @@ def test_boolean_feature_columns_read_as_one_and_zero(tmp_path):
     assert y.tolist() == [1.0, 2.0, 3.0]
 
 
+def test_a_ragged_row_beside_a_boolean_column_is_named_as_ragged(tmp_path):
+    path = tmp_path / "dummies.csv"
+    path.write_text("a,is_red,y\n0.5,True,1\n1.5,False\n2.5,True,3\n")
+    assert _refusal(path).metadata == {"line": "3", "column": "y", "problem": "ragged"}
+
+
 def test_a_boolean_column_with_another_cell_past_its_first_block_is_named_on_its_line(tmp_path):
     path = tmp_path / "dummies.csv"
     lines = [f"{i},{'True' if i % 3 else 'False'},{i}" for i in range(150_000)]
