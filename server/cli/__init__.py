@@ -46,16 +46,22 @@ def _attach_negative_rows(argv: list[str]) -> list[str]:
     return out
 
 
+_VALUED_FLAGS = frozenset(
+    {"--server", "--timeout", "--token", "--tls-ca", "--tls-cert", "--tls-key", "--tls-server-name", "-o", "--output"}
+)
+"""The client commands' connection flags that take a value, which may stand before the command."""
+
+
 def _command_first(argv: list[str], commands: set[str]) -> list[str]:
     """``--server H:P info ...`` as ``info --server H:P ...``: the flags belong to the subcommand, which
     reads them wherever they stand after it; before it argparse would take ``H:P`` for the command."""
     if not argv or not argv[0].startswith("-") or argv[0] in ("-h", "--help"):
         return argv
-    for i, item in enumerate(argv):
-        if item == "--":
-            break
-        if item in commands:
-            return [item, *argv[:i], *argv[i + 1 :]]
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in _VALUED_FLAGS else 1  # a flag's value is never the command
+    if i < len(argv) and argv[i] in commands:
+        return [argv[i], *argv[:i], *argv[i + 1 :]]
     return argv
 
 

@@ -122,12 +122,14 @@ def test_usage_errors_are_json_when_json_was_asked_for(capsys):
 
 
 def test_the_connection_flags_may_come_before_the_command(target, capsys):
-    from regserve.server.cli import main
+    from regserve.server.cli import _command_first, main
 
     assert main(["models", "--server", target]) == 0
     after = capsys.readouterr().out
     assert main(["--server", target, "models"]) == 0
     assert capsys.readouterr().out == after
+    # A flag's value that names a command is still the flag's.
+    assert _command_first(["--tls-server-name", "gateway", "info"], {"gateway", "info"})[0] == "info"
     assert main(["--server", target, "-o", "json", "models"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(_json_models(main, target, capsys))
 
