@@ -361,9 +361,10 @@ def print_statistics(version) -> bool:
         return False
     if version.standardization.enabled:
         print("coefficients in the original feature space")
+        # The intercept last, as in the coefficients table above (the statistics list it first).
+        ordered = sorted(statistics.coefficients, key=lambda row: row.name == "(intercept)")
         rows = [
-            (row.name, *(_number(v) for v in (row.estimate, *_inference_values(row, statistics))))
-            for row in statistics.coefficients
+            (row.name, *(_number(v) for v in (row.estimate, *_inference_values(row, statistics)))) for row in ordered
         ]
         print_table(("feature", "coefficient", *_inference_headers(statistics)), rows)
     robust = f"; {statistics.robust_covariance_type} robust std err" if statistics.robust_covariance_type else ""

@@ -55,6 +55,12 @@ def test_info_of_a_standardized_model_prints_the_original_space_table(client, ta
     assert "coefficients in the original feature space" in out
     original = out.split("coefficients in the original feature space")[1]
     assert float(_rows(original)["x2"][0]) == float(f"{ols.params[3]:.6g}")
+    # Both tables list the features in order and the intercept last.
+    for table in (out.split("coefficients in the original feature space")[0], original.split("statistics (")[0]):
+        assert [name for name in _rows(table) if name.startswith(("x", "("))] == [
+            *(f"x{j}" for j in range(10)),
+            "(intercept)",
+        ]
 
 
 def test_info_of_a_ridge_model_says_why_it_has_no_statistics(client, target, capsys):
