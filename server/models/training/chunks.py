@@ -89,7 +89,7 @@ def check_finite(A: np.ndarray, field: str, first_row: int) -> None:
         metadata["column"] = int(np.argmax(bad[row]))
     value = A[row, metadata["column"]] if A.ndim == 2 else A[row]
     # Rows count from 0 over the whole stream, as the client's arrays index them.
-    where = f"Row {first_row + row} (from 0), " + (f"column {metadata['column']}" if A.ndim == 2 else "its target,")
+    where = f"Row {first_row + row} (from 0), " + (f"column {metadata['column']}," if A.ndim == 2 else "its target,")
     if np.isfinite(value):
         raise InvalidInput(
             f"{where} holds {float(value):g}; training takes magnitudes up to {MAX_ABS_VALUE:g}.",

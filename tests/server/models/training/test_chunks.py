@@ -41,11 +41,13 @@ def test_non_finite_values_report_the_global_row(tmp_path):
     )
     assert error.reason == "NON_FINITE_VALUE" and error.violations[0][0] == "chunk.features"
     assert error.metadata == {"row": "10", "column": "2"}
+    assert error.message == "Row 10 (from 0), column 2, holds a NaN or infinite value."
     y = np.ones(5)
     y[1] = np.inf
     error = _chunk_error(TrainSpec(), [(np.ones((7, 3)), np.ones(7)), (np.ones((5, 3)), y)], tmp_path)
     assert error.reason == "NON_FINITE_VALUE" and error.violations[0][0] == "chunk.targets"
     assert error.metadata["row"] == "8"
+    assert error.message == "Row 8 (from 0), its target, holds a NaN or infinite value."
     error = _chunk_error(TrainSpec(kind="logistic"), [(np.ones((5, 3)), y)], tmp_path)
     assert error.reason == "NON_FINITE_VALUE" and error.metadata["row"] == "1"
 
