@@ -183,16 +183,19 @@ class Edge:
             raise RuntimeError("this edge has no rate limit")
         return _rate_limit_refusal(limiter, wait)
 
-    def refused(self, method: str, error: RegserveError, request_id: str, principal: auth.Principal, peer: str) -> None:
+    def refused(
+        self, method: str, error: RegserveError, request_id: str, principal: auth.Principal, peer: str, started: float
+    ) -> None:
         """Count and log a call of ``method`` that the gateway inside the server refused for this edge with ``error``
-        before reading its body (``gateway.admission``): metrics and access log as for a refusal made here."""
+        before reading its body (``gateway.admission``), begun at ``started`` (``time.perf_counter``): metrics and
+        access log as for a refusal made here."""
         route = self._routes.get(method)
         if route is None:
             return
         if error.reason == "RATE_LIMITED":
             self._metrics.rate_limited.inc()
         next(route.begun)
-        self._finish(route, status_for(error).code, time.perf_counter(), request_id, principal, peer)
+        self._finish(route, status_for(error).code, started, request_id, principal, peer)
 
     def rate_limit_wait(self, principal: auth.Principal, peer: str) -> float:
         """Seconds until the caller (its principal, its gRPC-style peer) may make a call, taking no token.

@@ -13,6 +13,7 @@ echoes the request id, as the edge does for the calls it refuses.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from google.rpc import status_pb2
@@ -78,7 +79,7 @@ class Admission:
         ``method`` is the full gRPC method name; ``peer`` the HTTP client as a gRPC-style peer;
         ``request_id`` the ``x-request-id`` the client sent, if any.
         """
-        principal = auth.ANONYMOUS
+        started, principal = time.perf_counter(), auth.ANONYMOUS
         try:
             principal = self._principal(authorization, peer)
             if self.tokens is not None:
@@ -87,7 +88,7 @@ class Admission:
                 raise self.edge.rate_limit_refusal(delay)
         except RegserveError as error:
             call_id = self.edge.request_id(request_id)
-            self.edge.refused(method, error, call_id, principal, peer)
+            self.edge.refused(method, error, call_id, principal, peer, started)
             headers = {**CLOSE, REQUEST_ID: call_id} if self.edge.echoes_request_id else CLOSE
             raise GatewayError.reporting(_status_of(error), headers=headers) from None
 
