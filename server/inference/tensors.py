@@ -386,7 +386,7 @@ def parse_version(version: str) -> str:
 def version_parameter_refused() -> InvalidInput:
     """The refusal of a repository call's ``version`` parameter that is neither a string nor an integer."""
     return InvalidInput(
-        "parameter 'version' must be a string or an integer",
+        "parameter 'version' must be a string or an integer of at most 64 bits",
         reason="INVALID_PARAMETER",
         violations=[("parameters[version]", "send a string such as v3, or an integer")],
     )

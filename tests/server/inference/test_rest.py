@@ -563,10 +563,10 @@ def test_load_and_unload_map_onto_the_lifecycle(http):
     assert_error(unknown, 400, "UNSUPPORTED_PARAMETER")
     assert_error(http.post("/v2/repository/index", json={"ready": "yes"}), 400, "INVALID_JSON_MESSAGE")
     # A version of any other JSON type gets the one message, whichever layer reads it.
-    for version in (2.5, True, [1], None):
+    for version in (2.5, True, [1], None, 2**64):
         refused = http.post("/v2/repository/models/iris/load", json={"parameters": {"version": version}})
         assert_error(refused, 400, "INVALID_PARAMETER")
-        assert refused.json()["error"] == "parameter 'version' must be a string or an integer", version
+        assert refused.json()["error"] == "parameter 'version' must be a string or an integer of at most 64 bits"
 
 
 # ------------------------------------------------------------------ the OpenAPI document
