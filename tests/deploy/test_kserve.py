@@ -137,7 +137,7 @@ def test_every_regserve_variable_is_a_setting_and_the_root_filesystem_stays_read
 
 
 def test_the_pod_gets_no_service_links_and_trains_below_its_memory_limit():
-    # A Service named regserve would otherwise set REGSERVE_PORT=tcp://..., which serve refuses.
+    # A Service named regserve would otherwise set REGSERVE_PORT=tcp://..., which `regserve health` reads.
     assert _one("InferenceService")["spec"]["predictor"]["enableServiceLinks"] is False
     env = {variable["name"]: variable.get("value") for variable in _container()["env"]}
     assert "AWS_DEFAULT_REGION" in env and "AWS_REGION" not in env
