@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from regserve.client import RegressionClient, RegserveError
+from regserve.client import RegressionClient
 from regserve.server.config import Settings
 from regserve.server.registry.disk import ModelRegistry
 from regserve.server.rpc.methods import SERVICE_NAMES
@@ -315,34 +315,6 @@ def test_a_second_signal_stops_at_once_cancelling_the_calls_in_flight(tmp_path, 
         server.wait_for("stopping at once")
         server.wait_for(r"regserve stopped; the calls still in flight were cancelled")
     assert held.error is not None and held.error.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
-
-
-def test_a_train_stopped_by_a_second_signal_says_the_server_is_shutting_down(tmp_path, linear_data):
-    X, y = linear_data
-    outcome: list[BaseException] = []
-    flags = ["--gateway-port", "0", "--drain-seconds", str(LONG), "--grace-seconds", str(LONG)]
-    with _served(tmp_path / "models", *flags) as server:
-        port, _ = _listening(server)
-
-        def train() -> None:
-            with RegressionClient(f"127.0.0.1:{port}", timeout=60) as client:
-                try:
-                    # Gradient descent that never converges: it runs until the server stops it.
-                    client.train("runaway", X, y, solver="gd", epochs=500_000, tolerance=0.0)
-                except RegserveError as exc:
-                    outcome.append(exc)
-
-        caller = threading.Thread(target=train)
-        caller.start()
-        time.sleep(1.0)  # the rows are sent; the server runs gradient descent
-        assert caller.is_alive()
-        server.process.send_signal(signal.SIGTERM)
-        server.wait_for("draining: health NOT_SERVING")
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(LONG / 2) == 1
-        caller.join(10)
-    assert outcome and outcome[0].code == grpc.StatusCode.UNAVAILABLE and outcome[0].reason == "SHUTTING_DOWN"
-    assert ModelRegistry(tmp_path / "models").list_models() == []
 
 
 def _health_over_http(http_port: int, path: str) -> tuple[int, dict]:

@@ -66,20 +66,26 @@ def _wait_for(condition, timeout: float = 10.0) -> bool:
     return bool(condition())
 
 
+def _runaway_train(target: str, X: np.ndarray, y: np.ndarray) -> tuple[threading.Thread, list[RegserveError]]:
+    """A Train of gradient descent that never converges, in a thread, and the list its refusal lands in."""
+    outcome: list[RegserveError] = []
+
+    def train() -> None:
+        with RegressionClient(target, timeout=60) as client:
+            try:
+                client.train("runaway", X, y, solver="gd", epochs=500_000, tolerance=0.0)
+            except RegserveError as exc:
+                outcome.append(exc)
+
+    caller = threading.Thread(target=train)
+    caller.start()
+    return caller, outcome
+
+
 def test_sigterm_stops_a_runaway_train_and_the_server_exits_within_the_grace_period(tmp_path, linear_data):
     X, y = linear_data
-    outcome: list[RegserveError] = []
     with _serving(tmp_path) as (server, target):
-
-        def train() -> None:
-            with RegressionClient(target, timeout=60) as client:
-                try:
-                    client.train("runaway", X, y, solver="gd", epochs=500_000, tolerance=0.0)
-                except RegserveError as exc:
-                    outcome.append(exc)
-
-        caller = threading.Thread(target=train)
-        caller.start()
+        caller, outcome = _runaway_train(target, X, y)
         assert _wait_for(lambda: bool(_spool_files(tmp_path)))  # the rows are in; gradient descent runs
         time.sleep(0.3)
         signalled = time.monotonic()
@@ -96,6 +102,21 @@ def test_sigterm_stops_a_runaway_train_and_the_server_exits_within_the_grace_per
     assert "stopped training model runaway" in log
     assert ModelRegistry(tmp_path / "models").list_models() == []
     assert _spool_files(tmp_path) == []
+
+
+def test_a_train_stopped_by_a_second_signal_says_the_server_is_shutting_down(tmp_path, linear_data):
+    X, y = linear_data
+    with _serving(tmp_path) as (server, target):
+        caller, outcome = _runaway_train(target, X, y)
+        assert _wait_for(lambda: bool(_spool_files(tmp_path)))  # the rows are in; gradient descent runs
+        time.sleep(0.3)
+        server.send_signal(signal.SIGTERM)  # the grace period starts: the Train runs on
+        time.sleep(0.3)
+        server.send_signal(signal.SIGTERM)  # at once: every call is stopped
+        assert server.wait(GRACE + 10) == 1
+        caller.join(10)
+    assert outcome and outcome[0].code == grpc.StatusCode.UNAVAILABLE and outcome[0].reason == "SHUTTING_DOWN"
+    assert ModelRegistry(tmp_path / "models").list_models() == []
 
 
 def test_the_spool_file_a_sigkill_leaves_is_gone_after_the_next_start(tmp_path):
