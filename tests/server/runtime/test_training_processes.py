@@ -66,8 +66,11 @@ def _wait_for(condition, timeout: float = 10.0) -> bool:
     return bool(condition())
 
 
-def _runaway_train(target: str, X: np.ndarray, y: np.ndarray) -> tuple[threading.Thread, list[RegserveError]]:
-    """A Train of gradient descent that never converges, in a thread, and the list its refusal lands in."""
+def _runaway_train(
+    target: str, tmp_path: Path, X: np.ndarray, y: np.ndarray
+) -> tuple[threading.Thread, list[RegserveError]]:
+    """A Train of gradient descent that never converges, in a thread, and the list its refusal lands in;
+    returns once the server (spooling under ``tmp_path``) has the rows and runs gradient descent."""
     outcome: list[RegserveError] = []
 
     def train() -> None:
@@ -79,15 +82,15 @@ def _runaway_train(target: str, X: np.ndarray, y: np.ndarray) -> tuple[threading
 
     caller = threading.Thread(target=train)
     caller.start()
+    assert _wait_for(lambda: bool(_spool_files(tmp_path)))
+    time.sleep(0.3)
     return caller, outcome
 
 
 def test_sigterm_stops_a_runaway_train_and_the_server_exits_within_the_grace_period(tmp_path, linear_data):
     X, y = linear_data
     with _serving(tmp_path) as (server, target):
-        caller, outcome = _runaway_train(target, X, y)
-        assert _wait_for(lambda: bool(_spool_files(tmp_path)))  # the rows are in; gradient descent runs
-        time.sleep(0.3)
+        caller, outcome = _runaway_train(target, tmp_path, X, y)
         signalled = time.monotonic()
         server.send_signal(signal.SIGTERM)
         code = server.wait(GRACE + 10)
@@ -107,9 +110,7 @@ def test_sigterm_stops_a_runaway_train_and_the_server_exits_within_the_grace_per
 def test_a_train_stopped_by_a_second_signal_says_the_server_is_shutting_down(tmp_path, linear_data):
     X, y = linear_data
     with _serving(tmp_path) as (server, target):
-        caller, outcome = _runaway_train(target, X, y)
-        assert _wait_for(lambda: bool(_spool_files(tmp_path)))  # the rows are in; gradient descent runs
-        time.sleep(0.3)
+        caller, outcome = _runaway_train(target, tmp_path, X, y)
         server.send_signal(signal.SIGTERM)  # the grace period starts: the Train runs on
         time.sleep(0.3)
         server.send_signal(signal.SIGTERM)  # at once: every call is stopped
