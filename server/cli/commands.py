@@ -154,7 +154,7 @@ def cmd_predict(args) -> int:
     with _client(args) as client:
         if args.features is not None:
             X = np.array([[float(v) for v in args.features.split(",")]])
-            write(client.predict(args.model, X, version=args.version))
+            write(client.predict(args.model, X, version=args.version, interval=args.interval))
             return 0
         try:
             from regserve.server.datasets.tables import table_columns
@@ -170,7 +170,7 @@ def cmd_predict(args) -> int:
         # Each chunk's answers are printed as they arrive, so a file of any size streams through.
         rows = (chunk.features for chunk in table.chunks)
         checked = False
-        for prediction in client.iter_batch_predict(args.model, rows, version=args.version):
+        for prediction in client.iter_batch_predict(args.model, rows, version=args.version, interval=args.interval):
             if not checked and prediction.version != info.version:
                 # A traffic split may answer with another version than ModelInfo described; its columns must match.
                 other = list(client.model_info(args.model, prediction.version).feature_names)

@@ -266,6 +266,14 @@ def _add_model_commands(client_command) -> None:
     source.add_argument("--features", help="one row as comma-separated numbers")
     predict.add_argument("--version", default="", help="a version to use instead of the serving one")
     predict.add_argument("--chunk-rows", type=_positive_int, default=10000)
+    predict.add_argument(
+        "--interval",
+        type=float,
+        default=0.0,
+        metavar="LEVEL",
+        help="also print each row's intervals at this level, strictly between 0 and 1 (e.g. 0.95): for linear "
+        "regression the mean's and a new observation's, for binary logistic the second class's probability's",
+    )
     predict.set_defaults(func=commands.cmd_predict)
 
     info = client_command("info", "describe a model version")

@@ -153,19 +153,35 @@ def split_text(split) -> str:
     return ", ".join(f"{v}={w:g}" for v, w in sorted(split.items(), key=lambda item: version_order(item[0])))
 
 
+_BOUNDS = ("mean_lower", "mean_upper", "prediction_lower", "prediction_upper")
+
+
+def _bounds(prediction) -> list[tuple[str, list[float]]]:
+    """The interval columns a ``Prediction`` carries (asked with an interval level), by name."""
+    return [(name, values.tolist()) for name in _BOUNDS if (values := getattr(prediction, name)) is not None]
+
+
 def write_predictions(prediction) -> None:
-    """Write one prediction per line: a classifier's label, or a regressor's value in full precision."""
+    """Write one prediction per line: a classifier's label, or a regressor's value in full precision; with
+    intervals, the interval bounds follow on the line, tab-separated, in the order of ``_BOUNDS``."""
     values = prediction.labels if prediction.labels is not None else prediction.values.tolist()
-    sys.stdout.write("".join(f"{v}\n" if isinstance(v, str) else f"{v!r}\n" for v in values))
+    cells = [[v if isinstance(v, str) else repr(v)] for v in values]
+    for _, bounds in _bounds(prediction):
+        for row, bound in zip(cells, bounds, strict=True):
+            row.append(repr(bound))
+    sys.stdout.write("".join("\t".join(row) + "\n" for row in cells))
 
 
 def prediction_objects(prediction) -> Iterator[dict]:
     """One JSON object per row of a ``Prediction``: model, version and prediction (the value, or the
-    class index), and for a classifier its label and its probability per class."""
+    class index), for a classifier its label and its probability per class, and the interval bounds
+    it carries (``mean_lower``, ...)."""
     values = prediction.values.tolist()
+    bounds = _bounds(prediction)
     if prediction.labels is None:
-        for value in values:
-            yield {"model": prediction.model, "version": prediction.version, "prediction": value}
+        for row, value in enumerate(values):
+            found = {"model": prediction.model, "version": prediction.version, "prediction": value}
+            yield found | {name: column[row] for name, column in bounds}
         return
     classes = prediction.classes or []
     probabilities = prediction.probabilities.tolist() if prediction.probabilities is not None else None
@@ -176,7 +192,7 @@ def prediction_objects(prediction) -> Iterator[dict]:
             "prediction": int(value),
             "label": label,
             "probabilities": dict(zip(classes, probabilities[row], strict=True)) if probabilities else {},
-        }
+        } | {name: column[row] for name, column in bounds}
 
 
 def write_predictions_json(prediction) -> None:

@@ -104,3 +104,34 @@ def test_a_split_answering_with_other_features_is_refused(target, client, houses
     # Naming the version reads that version's columns.
     status, lines = _predict(target, path, "--version", "v2")
     assert status == 0 and len(lines) == len(y)
+
+
+def test_predict_prints_the_intervals_asked_for_as_the_client_gets_them(target, client, houses, tmp_path, capsys):
+    X, y = houses
+    client.train("houses", X, y, feature_names=NAMES)
+    expected = client.predict("houses", X, interval=0.9)
+    path = _write(tmp_path / "houses.csv", dict(zip(NAMES, X.T, strict=True)))
+    status, lines = _predict(target, path, "--interval", "0.9")
+    assert status == 0
+    columns = ("values", "mean_lower", "mean_upper", "prediction_lower", "prediction_upper")
+    printed = np.array([[float(cell) for cell in line.split("\t")] for line in lines])
+    np.testing.assert_array_equal(printed, np.column_stack([getattr(expected, name) for name in columns]))
+    status, lines = _predict(target, path, "--interval", "0.9", "-o", "json")
+    rows = [json.loads(line) for line in lines]
+    assert [row["prediction_upper"] for row in rows] == expected.prediction_upper.tolist()
+    # A binary classifier: its label and the interval of its second class's probability.
+    noisy = y + np.random.default_rng(5).normal(scale=y.std(), size=len(y))
+    client.train("expensive", X, np.where(noisy > np.median(noisy), "high", "low"), kind="logistic", alpha=0.0)
+    labelled = client.predict("expensive", X[:1], interval=0.9)
+    flags = ["--model", "expensive", "--features", ",".join(map(str, X[0])), "--interval", "0.9"]
+    assert main(["predict", "--server", target, *flags]) == 0
+    label, lower, upper = capsys.readouterr().out.rstrip("\n").split("\t")
+    assert label == labelled.labels[0] and labelled.prediction_lower is None
+    assert (float(lower), float(upper)) == (labelled.mean_lower[0], labelled.mean_upper[0])
+
+
+def test_predict_without_intervals_prints_one_value_a_line(target, client, houses, tmp_path, capsys):
+    X, y = houses
+    client.train("houses", X, y, feature_names=NAMES)
+    assert main(["predict", "--server", target, "--model", "houses", "--features", ",".join(map(str, X[0]))]) == 0
+    assert capsys.readouterr().out == f"{client.predict('houses', X[:1]).values.tolist()[0]!r}\n"
