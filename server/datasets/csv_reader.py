@@ -316,6 +316,8 @@ def _cell_error(
     }.get(problem, f"{text!r} is not a finite number")
     if problem == "non-numeric" and j == target_index:
         detail += "; a regression target must be a number (train a classifier with --kind logistic)"
+    elif problem == "non-numeric" and text in {*_TRUE, *_FALSE}:
+        detail += "; a column is read as booleans (1 and 0) only when its first rows hold nothing else"
     message = f"line {line}, column {column!r}: {detail}"
     return InvalidInput(
         message,

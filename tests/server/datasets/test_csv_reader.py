@@ -184,6 +184,14 @@ def test_boolean_feature_columns_read_as_one_and_zero(tmp_path):
     assert y.tolist() == [1.0, 2.0, 3.0]
 
 
+def test_a_boolean_cell_in_a_column_of_other_words_says_when_booleans_are_read(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text("a,flag,y\n1,True,2\n2,maybe,3\n")
+    error = _refusal(path)
+    assert error.metadata == {"line": "2", "column": "flag", "problem": "non-numeric"}
+    assert "only when its first rows hold nothing else" in str(error)
+
+
 def test_a_ragged_row_beside_a_boolean_column_is_named_as_ragged(tmp_path):
     path = tmp_path / "dummies.csv"
     path.write_text("a,is_red,y\n0.5,True,1\n1.5,False\n2.5,True,3\n")
