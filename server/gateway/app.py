@@ -49,6 +49,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
+from regserve.server.gateway.answers import RequestIdOnErrors
 from regserve.server.gateway.connections import protocol_for, quiet_accept_errors
 from regserve.server.gateway.errors import EXCEPTION_HANDLERS
 from regserve.server.gateway.health import ReadinessProbe, add_health_paths, health_routes
@@ -115,15 +116,17 @@ class _RuleRoute(BaseRoute):
         if values is None:
             return Match.NONE, {}
         child = {"endpoint": self.endpoint, "path_params": values, "route": self}
-        return (Match.FULL if scope["method"] == self.route.http_method else Match.PARTIAL), child
+        return (Match.FULL if self.route.answers(scope["method"]) else Match.PARTIAL), child
 
     def url_path_for(self, name: str, /, **path_params) -> NoReturn:
         raise NoMatchFound(name, path_params)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != self.route.http_method:
+        if not self.route.answers(scope["method"]):
             path = _route_path(scope)
-            allowed = sorted({r.route.http_method for r in self.siblings if r.route.path.match(path) is not None})
+            allowed = sorted(
+                {m for r in self.siblings if r.route.path.match(path) is not None for m in r.route.allowed}
+            )
             raise HTTPException(status_code=405, headers={"Allow": ", ".join(allowed)})
         request = Request(scope, receive, send)
         response = await self.endpoint(request, scope["path_params"])
@@ -228,6 +231,7 @@ def create_gateway_app(
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
+    app.add_middleware(RequestIdOnErrors)
     if tracing is not None:
         app.add_middleware(TracingMiddleware, tracing=tracing)
     app.state.routes = routes

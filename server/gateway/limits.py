@@ -8,6 +8,7 @@ BatchPredict bodies) in progress, so slow uploads cannot hold every upstream str
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from regserve.server.config import MIB, Settings
 from regserve.server.gateway.errors import GatewayError
 
-__all__ = ["GatewayLimits", "UploadSlots", "body_too_large", "read_body"]
+__all__ = ["GatewayLimits", "UploadSlots", "body_too_large", "decoded_body", "read_body"]
 
 CLOSE = {"Connection": "close"}
 """Headers of an answer given before the request body was read: the rest of the body is discarded."""
@@ -119,3 +120,35 @@ class UploadSlots:
                 self.taken -= 1
 
         return give_back
+
+
+_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+"""zlib's window bits for each request ``Content-Encoding``: a gzip member, or a zlib stream (HTTP's deflate)."""
+
+
+def decoded_body(request: Request, body: bytes, limit: int) -> bytes:
+    """``body`` without its ``Content-Encoding`` (gzip or deflate, as tritonclient compresses), within ``limit``;
+    415 for another encoding."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in _ENCODINGS:
+        raise GatewayError(
+            code_pb2.INVALID_ARGUMENT,
+            f"unsupported content encoding {encoding!r}; send gzip, deflate or identity",
+            "UNSUPPORTED_MEDIA_TYPE",
+            http_status=415,
+        )
+    inflater = zlib.decompressobj(_ENCODINGS[encoding])
+    try:
+        # Inflating at most one byte past the limit bounds the memory a small compressed body can claim.
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise GatewayError(
+            code_pb2.INVALID_ARGUMENT, f"the {encoding} body does not decompress: {exc}", "MALFORMED_BODY"
+        ) from None
+    if len(plain) > limit or inflater.unconsumed_tail:
+        raise body_too_large("the decompressed request body", len(plain), limit)
+    if not inflater.eof:
+        raise GatewayError(code_pb2.INVALID_ARGUMENT, f"the {encoding} body is cut short", "MALFORMED_BODY")
+    return plain

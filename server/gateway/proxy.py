@@ -30,7 +30,7 @@ from regserve.server.gateway.answers import echoed_headers, failed_call_answer, 
 from regserve.server.gateway.call_options import call_options
 from regserve.server.gateway.codec import build_request
 from regserve.server.gateway.errors import GatewayError
-from regserve.server.gateway.limits import GatewayLimits, UploadSlots, read_body
+from regserve.server.gateway.limits import GatewayLimits, UploadSlots, decoded_body, read_body
 from regserve.server.gateway.local import LocalCallError, LocalDispatch, peer_of
 from regserve.server.gateway.ndjson import NdjsonRequests
 from regserve.server.gateway.rules import HttpRoute
@@ -142,6 +142,18 @@ class Upstream:
             self._answer_pool = None
 
 
+def _check_identity_encoding(request: Request) -> None:
+    """415 for a compressed NDJSON stream: its lines are parsed as they arrive, so they come as they are."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise GatewayError(
+            code_pb2.INVALID_ARGUMENT,
+            f"a streamed body is read line by line as it arrives; send it without {encoding!r} encoding",
+            "UNSUPPORTED_MEDIA_TYPE",
+            http_status=415,
+        )
+
+
 def _check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
     content_type = request.headers.get("content-type")
     if content_type is None:
@@ -188,6 +200,7 @@ def endpoint_for(
             )
         if route.client_streaming:
             _check_content_type(request, _STREAM_TYPES)
+            _check_identity_encoding(request)
             if request.query_params:
                 raise GatewayError(
                     code_pb2.INVALID_ARGUMENT, "streaming routes take no query parameters", "UNEXPECTED_QUERY_PARAMETER"
@@ -196,7 +209,7 @@ def endpoint_for(
         body = None
         if route.body:
             _check_content_type(request, _JSON_TYPES)
-            body = await read_body(request, limits.max_body_bytes)
+            body = decoded_body(request, await read_body(request, limits.max_body_bytes), limits.max_body_bytes)
         message = build_request(route, request_class, path_values, request.query_params.multi_items(), body)
         if in_process is not None:
             return await _local_answer(route, in_process, message, options, peer_of(request.client))

@@ -122,6 +122,15 @@ class HttpRoute:
     method: MethodDescriptor
     binding: int = 0
 
+    def answers(self, http_method: str) -> bool:
+        """Whether a request of ``http_method`` is this binding's: its own method, and HEAD for a GET (RFC 9110)."""
+        return http_method == self.http_method or (http_method == "HEAD" and self.http_method == "GET")
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        """The methods an ``Allow`` header names for this binding: a GET's HEAD too."""
+        return (self.http_method, "HEAD") if self.http_method == "GET" else (self.http_method,)
+
     @property
     def rpc(self) -> str:
         """The method's full name, such as ``regserve.v1.RegressionService.Predict``."""

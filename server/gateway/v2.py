@@ -22,7 +22,6 @@ with the HTTP status of the gRPC code (400, 404, 429, 503, ...).
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
@@ -42,7 +41,7 @@ from regserve.server.errors import RegserveError
 from regserve.server.gateway.answers import echoed_headers
 from regserve.server.gateway.call_options import call_options
 from regserve.server.gateway.errors import GatewayError, error_headers, http_status_for, status_from_rpc_error
-from regserve.server.gateway.limits import GatewayLimits, body_too_large, read_body
+from regserve.server.gateway.limits import GatewayLimits, decoded_body, read_body
 from regserve.server.gateway.local import LocalDispatch, peer_of
 from regserve.server.gateway.proxy import Upstream
 from regserve.server.gateway.rules import HttpRoute, PathTemplate
@@ -79,8 +78,6 @@ V2_ROUTES: tuple[tuple[str, str, str], ...] = (
 _JSON = "application/json"
 _BINARY = "application/octet-stream"
 _BODY_TYPES = (_JSON, _BINARY)
-_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-"""zlib's window bits for each request ``Content-Encoding``: a gzip member, or a zlib stream (HTTP's deflate)."""
 
 
 def v2_http_routes() -> list[HttpRoute]:
@@ -180,33 +177,6 @@ def _header_length(request: Request) -> int | None:
     return int(value)
 
 
-def _decoded(request: Request, body: bytes, limit: int) -> bytes:
-    """``body`` without its ``Content-Encoding`` (gzip or deflate, as tritonclient compresses), within ``limit``."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding == "identity":
-        return body
-    if encoding not in _ENCODINGS:
-        raise GatewayError(
-            code_pb2.INVALID_ARGUMENT,
-            f"unsupported content encoding {encoding!r}; send gzip, deflate or identity",
-            "UNSUPPORTED_MEDIA_TYPE",
-            http_status=415,
-        )
-    inflater = zlib.decompressobj(_ENCODINGS[encoding])
-    try:
-        # Inflating at most one byte past the limit bounds the memory a small compressed body can claim.
-        plain = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise GatewayError(
-            code_pb2.INVALID_ARGUMENT, f"the {encoding} body does not decompress: {exc}", "MALFORMED_BODY"
-        ) from None
-    if len(plain) > limit or inflater.unconsumed_tail:
-        raise body_too_large("the decompressed request body", len(plain), limit)
-    if not inflater.eof:
-        raise GatewayError(code_pb2.INVALID_ARGUMENT, f"the {encoding} body is cut short", "MALFORMED_BODY")
-    return plain
-
-
 def _check_body_type(request: Request) -> None:
     content_type = request.headers.get("content-type")
     if content_type is None:
@@ -246,7 +216,7 @@ def _endpoint(
             if route.body:
                 _check_body_type(request)
                 length = _header_length(request)
-                body = _decoded(request, await read_body(request, limits.max_body_bytes), limits.max_body_bytes)
+                body = decoded_body(request, await read_body(request, limits.max_body_bytes), limits.max_body_bytes)
                 if route.method.name == "ModelInfer":
                     choice = fill_infer_request(message, body, length)
                 else:
@@ -297,7 +267,7 @@ class _Table:
     routes: list[V2Route]
 
     def methods_for(self, path: str) -> list[str]:
-        return sorted({r.route.http_method for r in self.routes if r.route.path.match(path) is not None})
+        return sorted({m for r in self.routes if r.route.path.match(path) is not None for m in r.route.allowed})
 
 
 class V2Route(BaseRoute):
@@ -315,13 +285,13 @@ class V2Route(BaseRoute):
         if values is None:
             return Match.NONE, {}
         child = {"endpoint": self.endpoint, "path_params": values}
-        return (Match.FULL if scope["method"] == self.route.http_method else Match.PARTIAL), child
+        return (Match.FULL if self.route.answers(scope["method"]) else Match.PARTIAL), child
 
     def url_path_for(self, name: str, /, **path_params) -> NoReturn:
         raise NoMatchFound(name, path_params)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != self.route.http_method:
+        if not self.route.answers(scope["method"]):
             response = _not_allowed(scope, self.table.methods_for(_path(scope)))
         else:
             response = await self.endpoint(Request(scope, receive, send), scope["path_params"])

@@ -352,7 +352,7 @@ def test_the_gateway_answers_its_own_errors_as_status_json(http):
     assert no_route.status_code == 404 and reason(no_route.json()) == "ROUTE_NOT_FOUND"
     wrong_method = http.put("/v1/models/house")
     assert wrong_method.status_code == 405 and reason(wrong_method.json()) == "METHOD_NOT_ALLOWED"
-    assert wrong_method.headers["allow"] == "GET"
+    assert wrong_method.headers["allow"] == "GET, HEAD"
     assert http.get("/v1/models/house:predict").status_code == 405
     bad_query = http.get("/v1/models/house?nosuch=1")
     assert bad_query.status_code == 400 and reason(bad_query.json()) == "INVALID_PARAMETER"
@@ -588,3 +588,44 @@ def test_an_in_process_request_over_the_message_limit_is_refused(tmp_path, linea
             assert http.post("/v1/models/house:predict", json={"inputs": matrix(rows[:10])}).status_code == 200
     finally:
         small.stop(0)
+
+
+def test_head_is_answered_wherever_get_is(http):
+    for path in ("/v1/models", "/v2/health/live", "/v2"):
+        got, head = http.get(path), http.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+    refused = http.delete("/v1/models")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+
+
+def test_a_gzip_json_body_is_read_on_v1_and_a_compressed_stream_is_refused(http, stub, linear_data):
+    import gzip
+    import zlib
+
+    X, y = linear_data
+    train(stub, "house", X, y)
+    body = json.dumps({"inputs": matrix(X[:3])}).encode()
+    plain = http.post("/v1/models/house:predict", content=body, headers={"content-type": "application/json"})
+    for encoding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+        headers = {"content-type": "application/json", "content-encoding": encoding}
+        answer = http.post("/v1/models/house:predict", content=packed, headers=headers)
+        assert answer.status_code == 200 and answer.json() == plain.json(), encoding
+    headers = {"content-type": "application/json", "content-encoding": "br"}
+    assert http.post("/v1/models/house:predict", content=body, headers=headers).status_code == 415
+    line = json.dumps({"spec": {"model": "house", "kind": "MODEL_KIND_LINEAR"}}).encode() + b"\n"
+    headers = {"content-type": "application/x-ndjson", "content-encoding": "gzip"}
+    streamed = http.post("/v1/models:train", content=gzip.compress(line), headers=headers)
+    assert streamed.status_code == 415 and reason(streamed.json()) == "UNSUPPORTED_MEDIA_TYPE"
+
+
+def test_an_error_the_gateway_answers_itself_carries_a_request_id(http):
+    sent = {"content-type": "application/json", "x-request-id": "trace-7"}
+    for answer in (
+        http.post("/v1/models/house:predict", content=b"{", headers=sent),
+        http.post("/v2/models/house/infer", content=b"{", headers=sent),
+        http.get("/v1/no-such-route", headers={"x-request-id": "trace-7"}),
+    ):
+        assert answer.status_code in (400, 404) and answer.headers["x-request-id"] == "trace-7"
+    made = http.post("/v1/models/house:predict", content=b"{", headers={"content-type": "application/json"})
+    assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])
