@@ -38,7 +38,14 @@ from regserve.server.edge.call_records import Route, record_calls
 from regserve.server.edge.decoding import UNDECODABLE, MalformedMessages, tolerant_handler
 from regserve.server.edge.open_methods import wrap_open
 from regserve.server.edge.ratelimit import TokenBuckets
-from regserve.server.edge.request_ids import FORWARDED_PEER, ID_COUNTER, ID_PREFIX, REQUEST_ID, peer_host
+from regserve.server.edge.request_ids import (
+    FORWARDED_PEER,
+    ID_COUNTER,
+    ID_PREFIX,
+    MAX_REQUEST_ID,
+    REQUEST_ID,
+    peer_host,
+)
 from regserve.server.edge.streams import OpenStream, StreamGuard
 from regserve.server.errors import RegserveError, ResourceExhausted
 from regserve.server.observability.batching import BatchWorker
@@ -167,10 +174,6 @@ class Edge:
         self._routes[method] = route
         return self._wrap(handler, route)
 
-    def request_id(self, sent: str | None) -> str:
-        """The id of a call whose caller sent ``sent`` (its ``x-request-id``, or None), as a call here gets it."""
-        return sent[:128] if sent else ID_PREFIX + hex(next(ID_COUNTER))[2:]
-
     @property
     def echoes_request_id(self) -> bool:
         """Whether an answer carries the call's request id back."""
@@ -216,11 +219,11 @@ class Edge:
         request_id = authorization = None
         for key, value in context.invocation_metadata():
             if key == REQUEST_ID:
-                request_id = value[:128]
+                request_id = value[:MAX_REQUEST_ID]
             elif key == "authorization":
                 authorization = value
         if not request_id:
-            request_id = ID_PREFIX + hex(next(ID_COUNTER))[2:]
+            request_id = ID_PREFIX + hex(next(ID_COUNTER))[2:]  # ``request_id_for`` inline: a frame less per call
         if self._echo:
             if route.unary_response:
                 context.set_trailing_metadata(((REQUEST_ID, request_id),))

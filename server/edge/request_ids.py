@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 
-__all__ = ["FORWARDED_PEER", "REQUEST_ID", "peer_host"]
+__all__ = ["FORWARDED_PEER", "REQUEST_ID", "peer_host", "request_id_for"]
 
 REQUEST_ID = "x-request-id"
 """Metadata key of the request id: taken from the caller when sent, echoed in the response metadata.
@@ -35,6 +35,16 @@ own peer counts, so no client can choose its bucket.
 # parse than to apply), for the next 15 * 2**60 ids.
 ID_PREFIX = os.urandom(8).hex()
 ID_COUNTER = itertools.count((1 << 60) | int.from_bytes(os.urandom(4), "big"))
+
+
+MAX_REQUEST_ID = 128
+"""Characters of a caller's request id that are kept (and logged, and echoed)."""
+
+
+def request_id_for(sent: str | None) -> str:
+    """The id of a call whose caller sent ``sent`` (its ``x-request-id``, or None): the caller's, cut to
+    ``MAX_REQUEST_ID``, else a new one.  The edge's per-call path does the same inline."""
+    return sent[:MAX_REQUEST_ID] if sent else ID_PREFIX + hex(next(ID_COUNTER))[2:]
 
 
 def peer_host(peer: str) -> str:

@@ -20,7 +20,7 @@ from google.rpc import status_pb2
 
 from regserve.server.edge import auth
 from regserve.server.edge.edge import Edge
-from regserve.server.edge.request_ids import REQUEST_ID
+from regserve.server.edge.request_ids import REQUEST_ID, request_id_for
 from regserve.server.errors import RegserveError
 from regserve.server.gateway.errors import GatewayError
 from regserve.server.gateway.limits import CLOSE
@@ -49,8 +49,8 @@ class Admission:
     Parameters
     ----------
     edge : Edge
-        The edge whose refusals these are: it builds the request ids and the rate limit's
-        refusal, and counts and logs the calls refused here.
+        The edge whose refusals these are: it builds the rate limit's refusal, and counts
+        and logs the calls refused here.
     tokens : TokenTable or None
         The edge's token table; None when authentication is off.
     wait : RateLimitWait or None
@@ -87,7 +87,7 @@ class Admission:
             if self.wait is not None and (delay := self.wait(principal, peer)) > 0:
                 raise self.edge.rate_limit_refusal(delay)
         except RegserveError as error:
-            call_id = self.edge.request_id(request_id)
+            call_id = request_id_for(request_id)
             self.edge.refused(method, error, call_id, principal, peer, started)
             headers = {**CLOSE, REQUEST_ID: call_id} if self.edge.echoes_request_id else CLOSE
             raise GatewayError.reporting(_status_of(error), headers=headers) from None

@@ -7,7 +7,7 @@ import json
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from regserve.server.edge.request_ids import ID_COUNTER, ID_PREFIX
+from regserve.server.edge.request_ids import request_id_for
 from regserve.server.gateway.codec import response_json
 from regserve.server.gateway.errors import status_from_rpc_error, status_response
 from regserve.server.gateway.rules import HttpRoute
@@ -57,7 +57,7 @@ class RequestIdOnErrors:
                 headers = list(message.get("headers", ()))
                 if not any(key.lower() == _REQUEST_ID for key, _ in headers):
                     sent = next((value for key, value in scope["headers"] if key == _REQUEST_ID), b"")
-                    request_id = sent[:128] or (ID_PREFIX + hex(next(ID_COUNTER))[2:]).encode()
+                    request_id = request_id_for(sent.decode("latin-1")).encode("latin-1")
                     message = {**message, "headers": [*headers, (_REQUEST_ID, request_id)]}
             await send(message)
 

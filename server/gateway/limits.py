@@ -18,7 +18,7 @@ from starlette.requests import Request
 from regserve.server.config import MIB, Settings
 from regserve.server.gateway.errors import GatewayError
 
-__all__ = ["GatewayLimits", "UploadSlots", "body_too_large", "decoded_body", "read_body"]
+__all__ = ["GatewayLimits", "UploadSlots", "body_too_large", "content_encoding", "decoded_body", "read_body"]
 
 CLOSE = {"Connection": "close"}
 """Headers of an answer given before the request body was read: the rest of the body is discarded."""
@@ -126,10 +126,15 @@ _ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 """zlib's window bits for each request ``Content-Encoding``: a gzip member, or a zlib stream (HTTP's deflate)."""
 
 
+def content_encoding(request: Request) -> str:
+    """The request's ``Content-Encoding``, lower case; ``identity`` when it names none."""
+    return request.headers.get("content-encoding", "identity").strip().lower()
+
+
 def decoded_body(request: Request, body: bytes, limit: int) -> bytes:
     """``body`` without its ``Content-Encoding`` (gzip or deflate, as tritonclient compresses), within ``limit``;
     415 for another encoding."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = content_encoding(request)
     if encoding == "identity":
         return body
     if encoding not in _ENCODINGS:

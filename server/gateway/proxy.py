@@ -30,7 +30,7 @@ from regserve.server.gateway.answers import echoed_headers, failed_call_answer, 
 from regserve.server.gateway.call_options import call_options
 from regserve.server.gateway.codec import build_request
 from regserve.server.gateway.errors import GatewayError
-from regserve.server.gateway.limits import GatewayLimits, UploadSlots, decoded_body, read_body
+from regserve.server.gateway.limits import GatewayLimits, UploadSlots, content_encoding, decoded_body, read_body
 from regserve.server.gateway.local import LocalCallError, LocalDispatch, peer_of
 from regserve.server.gateway.ndjson import NdjsonRequests
 from regserve.server.gateway.rules import HttpRoute
@@ -144,7 +144,7 @@ class Upstream:
 
 def _check_identity_encoding(request: Request) -> None:
     """415 for a compressed NDJSON stream: its lines are parsed as they arrive, so they come as they are."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = content_encoding(request)
     if encoding != "identity":
         raise GatewayError(
             code_pb2.INVALID_ARGUMENT,
