@@ -45,6 +45,7 @@ from regserve.server.observability.drift import DriftMonitor
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.routes import ServedModel
 from regserve.server.registry.store import ModelStore
+from regserve.server.registry.text_limits import shown
 from regserve.server.rpc.status import maps_errors
 
 __all__ = ["InferenceServicer", "SERVICE_NAME"]
@@ -320,6 +321,25 @@ def _string_parameter(parameters, name: str) -> str:
     )
 
 
+def _classification(outputs) -> dict[str, int]:
+    """The ``classification`` count of each requested output that has one (Triton's classification extension)."""
+    counts = {}
+    for output in outputs:
+        if "classification" not in output.parameters:
+            continue
+        value = output.parameters["classification"]
+        kind = value.WhichOneof("parameter_choice")
+        if kind not in ("int64_param", "uint64_param"):
+            field = f"outputs[{shown(output.name)}].parameters[classification]"
+            raise InvalidInput(
+                f"{field} must be an integer, the count of classes to answer",
+                reason="INVALID_PARAMETER",
+                violations=[(field, "send a positive integer")],
+            )
+        counts[output.name] = getattr(value, kind)
+    return counts
+
+
 def _wants_raw(request: pb.ModelInferRequest) -> bool:
     if request.raw_input_contents:
         return True
@@ -334,7 +354,8 @@ def _repository_parameters(parameters, known: Sequence[str], call: str) -> str:
     unknown = sorted(set(parameters).difference(known))
     if unknown:
         raise InvalidInput(
-            f"{call} takes only the parameters {', '.join(known)}; regserve trains models with Train",
+            f"{call} takes only the parameter{'s' if len(known) > 1 else ''} "
+            f"{' and '.join(repr(name) for name in known)}; regserve trains models with Train",
             reason="UNSUPPORTED_PARAMETER",
             violations=[(f"parameters[{name[:64]}]", "not a parameter regserve reads") for name in unknown[:16]],
             metadata={"parameter": unknown[0][:64]},
@@ -438,7 +459,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelMetadataResponse:
         model = _required_model(request.name, "name")
         served = self._store.describe(model, tensors.parse_version(request.version))
-        meta = tensors.model_metadata(served, [v.version for v in self._store.list_versions(model)])
+        report = self._store.report(model)
+        # The protocol's ``versions`` are those a request may name: neither frozen nor unloadable.
+        versions = [v for v in report.version_names if v not in report.state.frozen and not report.version_problem(v)]
+        meta = tensors.model_metadata(served, versions)
         properties = {
             name: value if isinstance(value, str) else json.dumps(value) for name, value in meta["parameters"].items()
         }
@@ -492,6 +516,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             request.model_version,
             _inputs(request),
             requested,
+            _classification(request.outputs),
             routing_key=_string_parameter(request.parameters, ROUTING_KEY),
             max_rows=self._max_rows,
             drift=self._drift,

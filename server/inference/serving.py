@@ -8,7 +8,7 @@ checks included) and the same serving statistics as Predict.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, TypeVar
 
 import numpy as np
@@ -28,9 +28,10 @@ ROUTING_KEY = "routing_key"
 """The request parameter that picks a traffic split's arm, as regserve.v1's ``routing_key`` does."""
 SERVER_NAME = "regserve"
 """The ``name`` ServerMetadata reports."""
-SERVER_EXTENSIONS: tuple[str, ...] = ("model_repository", "binary_tensor_data")
-"""The protocol extensions ServerMetadata reports (Triton's names): the repository over gRPC and REST,
-and binary tensor data after the JSON of REST bodies (``Inference-Header-Content-Length``)."""
+SERVER_EXTENSIONS: tuple[str, ...] = ("classification", "model_repository", "binary_tensor_data")
+"""The protocol extensions ServerMetadata reports (Triton's names): a classifier's top classes for an output's
+``classification`` parameter, the repository over gRPC and REST, and binary tensor data after the JSON of REST
+bodies (``Inference-Header-Content-Length``)."""
 
 _FP64 = np.dtype(np.float64)
 _Reply = TypeVar("_Reply")
@@ -50,12 +51,15 @@ def infer(
     version: str,
     inputs: Sequence[Tensor],
     requested: set[str] | None = None,
+    classification: Mapping[str, int] | None = None,
     *,
     routing_key: str = "",
     max_rows: int = 1_000_000,
     drift: DriftMonitor | None = None,
 ) -> InferResult:
     """Answer ``inputs`` with ``model`` at ``version`` (``3``, ``v3``, or empty for the serving one or a split's arm).
+
+    ``requested`` and ``classification`` choose the outputs, as ``output_tensors`` reads them.
 
     Refuses more than ``max_rows`` rows (TOO_MANY_ROWS), as Predict does, and counts the
     request in ``stats`` against the version that answered it, or failed to; the rows it
@@ -75,7 +79,7 @@ def infer(
         if len(X) > max_rows:
             refuse_rows(len(X), max_rows)
         prediction = predict(served.estimator, X)
-        outputs = output_tensors(served, prediction, requested)
+        outputs = output_tensors(served, prediction, requested, classification)
     except BaseException:
         tracked.record(time.perf_counter() - started, 0, failed=True)
         raise

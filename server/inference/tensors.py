@@ -35,6 +35,7 @@ __all__ = [
     "decode_raw",
     "encode_bytes",
     "model_metadata",
+    "classified",
     "out_of_range",
     "output_names",
     "output_tensors",
@@ -337,15 +338,24 @@ def output_names(model: ServedModel) -> tuple[str, ...]:
     return OUTPUT_NAMES[bool(model.classes)]
 
 
-def output_tensors(model: ServedModel, prediction: Prediction, requested: set[str] | None = None) -> list[Tensor]:
+def output_tensors(
+    model: ServedModel,
+    prediction: Prediction,
+    requested: set[str] | None = None,
+    classification: Mapping[str, int] | None = None,
+) -> list[Tensor]:
     """The answer of ``model`` as tensors: all its outputs, or the ``requested`` ones in the model's order.
 
     Regressors answer ``predictions`` (FP64 [rows]); classifiers answer ``predictions``
     (INT64 class index [rows]), ``labels`` (BYTES [rows]) and ``probabilities``
     (FP64 [rows, classes]).  A requested name the model does not answer is refused
-    (UNKNOWN_OUTPUT).
+    (UNKNOWN_OUTPUT).  ``classification`` maps an output to the count of Triton's
+    classification extension: a classifier's ``probabilities`` then come as the top
+    classes of each row (``classified``); any other output is refused (UNSUPPORTED_PARAMETER).
     """
     names = output_names(model)
+    if classification:
+        _check_classification(model, classification)
     if requested is not None:
         unknown = sorted(requested.difference(names))
         if unknown:
@@ -369,8 +379,47 @@ def output_tensors(model: ServedModel, prediction: Prediction, requested: set[st
         else:
             probabilities = prediction.probabilities
             assert probabilities is not None  # a classifier's prediction always has them
-            out.append(Tensor(name, "FP64", tuple(probabilities.shape), probabilities))
+            count = classification.get(name) if classification else None
+            if count is None:
+                out.append(Tensor(name, "FP64", tuple(probabilities.shape), probabilities))
+            else:
+                out.append(classified(name, probabilities, model.classes, count))
     return out
+
+
+def _check_classification(model: ServedModel, classification: Mapping[str, int]) -> None:
+    for name, count in classification.items():
+        field = f"outputs[{shown(name)}].parameters[classification]"
+        if name != "probabilities" or not model.classes:
+            where = "a classifier's output probabilities" if model.classes else "classifiers' output probabilities"
+            raise InvalidInput(
+                f"the parameter classification applies to {where} only, not to the output {shown(name)}",
+                reason="UNSUPPORTED_PARAMETER",
+                violations=[(field, "ask for it on the output probabilities of a classifier")],
+                metadata={"output": name[:64]},
+            )
+        if count < 1:
+            raise InvalidInput(
+                f"the parameter classification of output {shown(name)} is {count}; it counts classes, from 1",
+                reason="INVALID_PARAMETER",
+                violations=[(field, "send a positive integer")],
+            )
+
+
+def classified(name: str, probabilities: np.ndarray, classes: Sequence[str], count: int) -> Tensor:
+    """Triton's classification extension: each row's ``count`` likeliest classes (at most every class).
+
+    A BYTES tensor of shape [rows, count], each element ``probability:index:label``, the
+    likeliest first; ties keep the classes' order.
+    """
+    count = min(count, probabilities.shape[1])
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :count]
+    values = np.take_along_axis(probabilities, top, axis=1)
+    items = [
+        f"{value!r}:{index}:{classes[index]}".encode()
+        for value, index in zip(values.ravel().tolist(), top.ravel().tolist(), strict=True)
+    ]
+    return Tensor(name, "BYTES", (probabilities.shape[0], count), np.array(items, dtype=object))
 
 
 def parse_version(version: str) -> str:
@@ -395,7 +444,7 @@ def version_parameter_refused() -> InvalidInput:
 def model_metadata(model: ServedModel, versions: Sequence[str]) -> dict[str, Any]:
     """ModelMetadata of ``model`` (the version that answers without a version, or the one named).
 
-    ``versions`` lists the model's stored versions.  Shapes give -1 for rows.  The
+    ``versions`` lists the versions a request may name.  Shapes give -1 for rows.  The
     feature names, kind, class labels and described version go in ``parameters``.
     """
     features = model.estimator.n_features_in_

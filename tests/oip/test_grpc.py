@@ -111,6 +111,18 @@ def test_typed_infer_equals_predict(stub, served, tmp_path, model, rows):
     _assert_same(model, _typed_answer(response), served.predict(model, X, tmp_path))
 
 
+def test_class_count_answers_each_rows_likeliest_classes(client, served, tmp_path):
+    X = _rows("iris", 5, seed=8)
+    tensor = triton.InferInput("inputs", list(X.shape), "FP64")
+    tensor.set_data_from_numpy(X)
+    result = client.infer("iris", [tensor], outputs=[triton.InferRequestedOutput("probabilities", class_count=2)])
+    expected = served.predict("iris", X, tmp_path)
+    classes = ["setosa", "versicolor", "virginica"]
+    for row, items in zip(expected["probabilities"], result.as_numpy("probabilities"), strict=True):
+        order = np.argsort(-row, kind="stable")[:2]
+        assert [item.decode() for item in items] == [f"{float(row[i])!r}:{i}:{classes[i]}" for i in order]
+
+
 def test_other_datatypes_columns_and_requested_outputs(client, served, tmp_path):
     X = _rows("iris", 7, seed=5).astype(np.float32)
     tensor = triton.InferInput("inputs", list(X.shape), "FP32")

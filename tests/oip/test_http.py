@@ -91,6 +91,22 @@ def test_requested_outputs_other_datatypes_and_a_version(client, served, tmp_pat
     np.testing.assert_array_equal(result.as_numpy("probabilities"), expected["probabilities"])
 
 
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_class_count_answers_each_rows_likeliest_classes(client, served, tmp_path, binary):
+    X = _rows("iris", 5, seed=12)
+    tensor = triton.InferInput("inputs", list(X.shape), "FP64")
+    tensor.set_data_from_numpy(X, binary_data=binary)
+    asked = [triton.InferRequestedOutput("probabilities", binary_data=binary, class_count=2)]
+    result = client.infer("iris", [tensor], outputs=asked)
+    assert client.get_server_metadata()["extensions"] == ["classification", "model_repository", "binary_tensor_data"]
+    expected = served.predict("iris", X, tmp_path)
+    classes = ["setosa", "versicolor", "virginica"]
+    for row, items in zip(expected["probabilities"], result.as_numpy("probabilities"), strict=True):
+        order = np.argsort(-row, kind="stable")[:2]
+        text = [item.decode() if isinstance(item, bytes) else item for item in items]
+        assert text == [f"{float(row[i])!r}:{i}:{classes[i]}" for i in order]
+
+
 @pytest.mark.parametrize("compression", ["gzip", "deflate"])
 def test_compressed_requests(client, served, tmp_path, compression):
     X = _rows("diabetes", 100, seed=13)

@@ -113,7 +113,8 @@ def test_live_ready_and_server_metadata(stub):
     assert stub.ServerLive(pb.ServerLiveRequest()).live
     assert stub.ServerReady(pb.ServerReadyRequest()).ready
     meta = stub.ServerMetadata(pb.ServerMetadataRequest())
-    assert meta.name == "regserve" and "model_repository" in meta.extensions
+    assert meta.name == "regserve"
+    assert set(meta.extensions) == {"classification", "model_repository", "binary_tensor_data"}
 
 
 def test_a_server_without_models_is_live_but_not_ready(tmp_path):
@@ -213,6 +214,48 @@ def test_requested_outputs_id_and_binary_data(stub):
     assert response.id == "req-7"
     assert [t.name for t in response.outputs] == ["labels"]
     assert len(response.raw_output_contents) == 1
+
+
+def _classification_request(model, X, count, *, raw, output="probabilities"):
+    parameters = {"classification": pb.InferParameter(int64_param=count)}
+    if raw:
+        parameters["binary_data"] = pb.InferParameter(bool_param=True)
+    asked = [pb.ModelInferRequest.InferRequestedOutputTensor(name=output, parameters=parameters)]
+    return pb.ModelInferRequest(model_name=model, inputs=[_typed(X)], outputs=asked)
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_classification_answers_each_rows_likeliest_classes(stub, predict_client, raw):
+    X = _rows(6, 4, 21)
+    expected = predict_client.predict("iris", X)
+    answer = _outputs(stub.ModelInfer(_classification_request("iris", X, 2, raw=raw)))
+    top = answer["probabilities"]
+    assert top.shape == (6, 2)
+    for row, items in zip(expected.probabilities, top, strict=True):
+        order = np.argsort(-row, kind="stable")[:2]
+        assert [item.decode() for item in items] == [f"{float(row[i])!r}:{i}:{expected.classes[i]}" for i in order]
+    # More classes than the model has: every class, the likeliest first.
+    every = _outputs(stub.ModelInfer(_classification_request("iris", X[:1], 10, raw=raw)))["probabilities"]
+    assert every.shape == (1, 3)
+    assert [float(item.split(b":")[0]) for item in every[0]] == sorted(expected.probabilities[0], reverse=True)
+
+
+def test_classification_is_refused_where_it_has_no_meaning(stub):
+    X = _rows(1, 4, 22)
+    code, info = _error(lambda: stub.ModelInfer(_classification_request("iris", X, 2, raw=False, output="labels")))
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_PARAMETER")
+    code, info = _error(lambda: stub.ModelInfer(_classification_request("iris", X, 0, raw=False)))
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMETER")
+    asked = pb.ModelInferRequest.InferRequestedOutputTensor(
+        name="probabilities", parameters={"classification": pb.InferParameter(string_param="2")}
+    )
+    code, info = _error(
+        lambda: stub.ModelInfer(pb.ModelInferRequest(model_name="iris", inputs=[_typed(X)], outputs=[asked]))
+    )
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMETER")
+    regressor = _classification_request("diabetes", _rows(1, 10, 23), 2, raw=False, output="predictions")
+    code, info = _error(lambda: stub.ModelInfer(regressor))
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_PARAMETER")
 
 
 @pytest.mark.parametrize(
@@ -345,9 +388,12 @@ def test_frozen_versions_and_traffic_splits_route_as_for_predict(lifecycle):
     stub, admin = lifecycle
     X = _rows(1, 4, 18)
     assert stub.ModelInfer(_raw_request("iris", X, model_version="2")).model_version == "v2"
+    assert list(stub.ModelMetadata(pb.ModelMetadataRequest(name="iris")).versions) == ["v1", "v2"]
     admin.freeze("iris", "v2")
     code, info = _error(lambda: stub.ModelInfer(_raw_request("iris", X, model_version="v2")))
     assert (code, info.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "VERSION_FROZEN")
+    # The metadata's versions are those a request may name.
+    assert list(stub.ModelMetadata(pb.ModelMetadataRequest(name="iris")).versions) == ["v1"]
     admin.unfreeze("iris", "v2")
     admin.set_split("iris", {"v1": 0.5, "v2": 0.5})
     arms = set()
