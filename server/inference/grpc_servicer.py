@@ -16,8 +16,9 @@ The model repository extension maps onto regserve's lifecycle:
   answered by it (serving, in a traffic split, or callable by its version), else
   UNAVAILABLE with the reason (frozen, damaged, not loadable).
 * RepositoryModelLoad re-reads the registry (versions trained by other replicas show
-  at once) and, with a ``version`` parameter, promotes that version, unfreezing it
-  first; without one it succeeds when the model has a version to serve.
+  at once) and, with a ``version`` parameter (or a ``config`` whose version policy names
+  one version, as tritonclient sends it), promotes that version, unfreezing it first;
+  without one it succeeds when the model has a version to serve.
 * RepositoryModelUnload with a ``version`` parameter freezes that version, which the
   registry refuses for the serving version or a split arm; without one it is refused,
   since regserve never stops serving a model that has a serving version.
@@ -371,6 +372,45 @@ def _repository_parameters(parameters, known: Sequence[str], call: str) -> str:
     raise tensors.version_parameter_refused()
 
 
+_POLICY_HELP = 'send {"version_policy": {"specific": {"versions": [N]}}}'
+
+
+def _policy_version(value) -> str:
+    """The one version a load's ``config`` parameter names, as Triton's model configuration does.
+
+    tritonclient's ``load_model(name, config=...)`` has no other way to name a version;
+    regserve reads only ``version_policy.specific.versions``, holding exactly one version,
+    since it serves one version of a model at a time (or a traffic split, set with regserve.v1).
+    """
+    field = "parameters[config]"
+    try:
+        document = json.loads(value.string_param) if value.WhichOneof("parameter_choice") == "string_param" else None
+    except ValueError:
+        document = None
+    versions = None
+    if isinstance(document, dict) and set(document) == {"version_policy"}:
+        policy = document["version_policy"]
+        if isinstance(policy, dict) and set(policy) == {"specific"} and isinstance(policy["specific"], dict):
+            specific = policy["specific"]
+            if set(specific) == {"versions"} and isinstance(specific["versions"], list):
+                versions = specific["versions"]
+    if versions is None or len(versions) != 1:
+        raise InvalidInput(
+            "RepositoryModelLoad reads from 'config' only a version_policy that names one version, "
+            "the version to serve; regserve trains models with Train",
+            reason="UNSUPPORTED_PARAMETER",
+            violations=[(field, _POLICY_HELP)],
+        )
+    (version,) = versions
+    if isinstance(version, bool) or not isinstance(version, int | str) or not str(version):
+        raise InvalidInput(
+            "the version in config's version_policy must be an integer or a string such as v3",
+            reason="INVALID_PARAMETER",
+            violations=[(field, _POLICY_HELP)],
+        )
+    return tensors.parse_version(str(version))
+
+
 def _rename_fields(error: RegserveError, names: dict[str, str]) -> None:
     """Name the fields of ``error``'s violations as ``names`` maps them."""
     error.violations = tuple((names.get(field, field), text) for field, text in error.violations)
@@ -566,7 +606,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
         model = _required_model(request.model_name, "model_name")
-        version = _repository_parameters(request.parameters, ("version",), "RepositoryModelLoad")
+        parameters = request.parameters
+        version = _repository_parameters(parameters, ("version", "config"), "RepositoryModelLoad")
+        if "config" in parameters:
+            if version:
+                raise InvalidInput(
+                    "RepositoryModelLoad takes the version in the parameter 'version' or in 'config', not both",
+                    reason="INVALID_PARAMETER",
+                    violations=[("parameters[config]", "send the version once")],
+                )
+            version = _policy_version(parameters["config"])
         if self._store.refresh():
             self._on_change()
         if version:

@@ -209,6 +209,11 @@ def test_repository_index_load_and_unload(own_server):
         with pytest.raises(InferenceServerException) as caught:
             client.load_model("iris", config="{}")
         assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+        client.load_model("iris", config='{"version_policy": {"specific": {"versions": [1]}}}')
+        assert client.get_model_repository_index(as_json=True)["models"][1]["reason"] == "serving"
+        with pytest.raises(InferenceServerException) as caught:
+            client.load_model("iris", config='{"version_policy": {"specific": {"versions": [2]}}}')
+        assert caught.value.status() == "StatusCode.NOT_FOUND"
         with pytest.raises(InferenceServerException) as caught:
             client.load_model("nope")
         assert caught.value.status() == "StatusCode.NOT_FOUND"

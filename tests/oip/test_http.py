@@ -152,3 +152,8 @@ def test_repository_index_load_and_unload(client):
     assert caught.value.status() == "400"
     assert "stays served" in caught.value.message()
     assert client.is_model_ready("iris")
+    client.load_model("iris", config='{"version_policy": {"specific": {"versions": [1]}}}')
+    with pytest.raises(InferenceServerException) as caught:
+        client.load_model("iris", config='{"version_policy": {"latest": {"num_versions": 1}}}')
+    assert caught.value.status() == "400"
+    assert "version_policy" in caught.value.message()

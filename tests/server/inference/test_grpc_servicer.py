@@ -436,11 +436,24 @@ def test_repository_index_load_and_unload(lifecycle):
     assert stub.ModelInfer(_raw_request("iris", _rows(1, 4, 19))).model_version == "v2"
     code, info = _error(lambda: stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="nope")))
     assert (code, info.reason) == (grpc.StatusCode.NOT_FOUND, "UNKNOWN_MODEL")
-    config = {"config": pb.ModelRepositoryParameter(string_param="{}")}
-    code, info = _error(
-        lambda: stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="iris", parameters=config))
-    )
-    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_PARAMETER")
+
+    # tritonclient's load_model(name, config=...) names a version by Triton's version policy.
+    def load_config(text, **more):
+        parameters = {"config": pb.ModelRepositoryParameter(string_param=text), **more}
+        return stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="iris", parameters=parameters))
+
+    load_config('{"version_policy": {"specific": {"versions": [1]}}}')
+    assert _index(stub)[("iris", "v1")] == ("READY", "serving")
+    load_config('{"version_policy": {"specific": {"versions": ["v2"]}}}')
+    assert _index(stub)[("iris", "v2")] == ("READY", "serving")
+    for text in ("{}", "not json", '{"version_policy": {"specific": {"versions": [1, 2]}}}', '{"max_batch_size": 8}'):
+        code, info = _error(lambda text=text: load_config(text))
+        assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_PARAMETER"), text
+    code, info = _error(lambda: load_config('{"version_policy": {"specific": {"versions": [true]}}}'))
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMETER")
+    both = {"version": pb.ModelRepositoryParameter(string_param="v1")}
+    code, info = _error(lambda: load_config('{"version_policy": {"specific": {"versions": [1]}}}', **both))
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMETER")
 
 
 def test_roles_apply_as_for_regserve_v1(tmp_path):
