@@ -113,6 +113,13 @@ def cmd_train(args) -> int:
         from regserve.server.cli.dask_training import cmd_train_dask
 
         return cmd_train_dask(args, _train_options(args))
+    if "://" in args.file:
+        raise InvalidInput(
+            f"{args.file} is a URL: regserve train reads URLs (s3:// and other fsspec URLs) on a Dask cluster, "
+            "where the data is; add --dask local for a cluster on this machine, or --dask SCHEDULER_ADDRESS",
+            reason="URL_NEEDS_DASK",
+            violations=[("file", "give --dask with a URL, or a local path")],
+        )
     table = _open_table(args, args.file, args.target, args.kind == "logistic", args.feature_columns)
     if table is None:
         return 1

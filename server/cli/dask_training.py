@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -140,6 +141,9 @@ def cluster_client(address: str) -> Iterator[Any]:
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,
+                # A task's failure comes back to this process, which reports it once; the workers'
+                # own log of it would put tracebacks before the message (and the JSON object) on stderr.
+                silence_logs=logging.CRITICAL,
             ) as cluster,
             Client(cluster) as client,
         ):
@@ -147,6 +151,30 @@ def cluster_client(address: str) -> Iterator[Any]:
         return
     with Client(address) as client:
         yield client
+
+
+class StorageError(OSError):
+    """The object store behind a URL could not be read: unreachable, no credentials, access denied."""
+
+    reason = "STORAGE_ERROR"
+
+
+_STORAGE_MODULES = frozenset({"botocore", "aiobotocore", "s3fs", "fsspec", "gcsfs", "adlfs", "aiohttp"})
+
+
+@contextlib.contextmanager
+def storage_errors(source: str) -> Iterator[None]:
+    """Turn the object-store client's own exceptions (botocore's, s3fs's), which are not OSErrors, into
+    ``StorageError`` naming ``source``, whether raised here or on a worker and sent back."""
+    try:
+        yield
+    except Exception as exc:
+        if (type(exc).__module__ or "").partition(".")[0] not in _STORAGE_MODULES:
+            raise
+        raise StorageError(
+            f"could not read {source}: {exc} (check the store's address, AWS_ENDPOINT_URL for S3 "
+            "elsewhere than AWS, and the credentials, as the workers see them)"
+        ) from None
 
 
 def is_url(source: str) -> bool:
@@ -187,12 +215,12 @@ def _url_files(source: str) -> list[str]:
 
 def _parquet_metadata(path: str):
     """The footer metadata of a local or URL Parquet file."""
-    import pyarrow.parquet as pq
+    from regserve.server.datasets.parquet_reader import open_file
 
     if not is_url(path):
-        return pq.ParquetFile(path).metadata
+        return open_file(path).metadata
     with _fsspec().open(path, "rb") as handle:
-        return pq.ParquetFile(handle).metadata
+        return open_file(path, handle).metadata
 
 
 def url_features(source: str, target: str, feature_columns, classifier: bool) -> list[str]:
@@ -209,8 +237,9 @@ def url_features(source: str, target: str, feature_columns, classifier: bool) ->
             violations=[("target", f"not a column of the Parquet data: {target}")],
         )
     features = list(feature_columns) if feature_columns else parquet_reader.default_features(schemas[0], target)
+    first = None if feature_columns else files[0]
     for path, schema in zip(files, schemas, strict=True):
-        parquet_reader._check_schema(path, schema, features, target, classifier)
+        parquet_reader._check_schema(path, schema, features, target, classifier, first)
     return features
 
 
@@ -251,14 +280,12 @@ def _pieces(part: Partition, reading: Reading) -> Iterator[tuple[int, np.ndarray
         for chunk in table.chunks:
             yield chunk.first_row, chunk.features, cast(np.ndarray, chunk.target)
         return
-    import pyarrow.parquet as pq
-
     from regserve.server.datasets import parquet_reader
 
     columns = [*reading.features, reading.target]
     row = 0
     # The local reader's row-group loop and checks, on a file opened through fsspec.
-    with _fsspec().open(part.path, "rb") as handle, pq.ParquetFile(handle) as parquet:
+    with _fsspec().open(part.path, "rb") as handle, parquet_reader.open_file(part.path, handle) as parquet:
         for group in range(parquet.num_row_groups):
             table = parquet.read_row_group(group, columns=columns)
             for batch in table.to_batches(max_chunksize=reading.chunk_rows):
@@ -582,15 +609,18 @@ def cmd_train_dask(args, options: dict) -> int:
 
     ``options`` are the training flags that were given (``commands._train_options``).
     """
+    with storage_errors(args.file):
+        return _train_dask(args, dict(options), args.kind == "logistic")
+
+
+def _train_dask(args, options: dict, classifier: bool) -> int:
     from regserve.client import ModelAdminClient
     from regserve.server.cli.commands import connection
     from regserve.server.cli.render import print_json, print_metrics
     from regserve.server.datasets.tables import open_table
 
-    options = dict(options)
     promote = options.pop("promote", True)
     # The columns are checked and the features named as the single-node command does; no row is read here.
-    classifier = args.kind == "logistic"
     if is_url(args.file):
         features = url_features(args.file, args.target, args.feature_columns, classifier)
     else:

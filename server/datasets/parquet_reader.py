@@ -59,9 +59,25 @@ def parquet_files(source: str) -> list[str]:
     return files
 
 
+def open_file(path: str, source=None) -> pq.ParquetFile:
+    """``path`` as a ``pq.ParquetFile`` (read from ``source``, an open file, when given).
+
+    InvalidInput UNREADABLE_FILE, naming the file, when it is not Parquet (empty, another format).
+    """
+    try:
+        return pq.ParquetFile(path if source is None else source)
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidInput(
+            f"{path} is not a Parquet file that can be read ({exc})",
+            reason="UNREADABLE_FILE",
+            violations=[("file", f"not readable as Parquet: {path}")],
+            metadata={"file": path},
+        ) from None
+
+
 def columns(source: str) -> list[str]:
     """The column names of the first Parquet file of ``source``, whose order ``read_parquet`` follows."""
-    return list(pq.ParquetFile(parquet_files(source)[0]).schema_arrow.names)
+    return list(open_file(parquet_files(source)[0]).schema_arrow.names)
 
 
 def default_features(schema: pa.Schema, target: str | None) -> list[str]:
@@ -93,7 +109,7 @@ def read_parquet(
     target, in its order.  Raises InvalidInput for a missing or non-numeric column.
     """
     files = parquet_files(source)
-    first = pq.ParquetFile(files[0]).schema_arrow
+    first = open_file(files[0]).schema_arrow
     names = [field.name for field in first]
     if target is not None and target not in names:
         raise InvalidInput(
@@ -106,15 +122,16 @@ def read_parquet(
     columns = features + ([target] if target is not None else [])
     total = 0
     for path in files:
-        metadata = pq.ParquetFile(path).metadata
-        _check_schema(path, metadata.schema.to_arrow_schema(), features, target, classifier)
+        metadata = open_file(path).metadata
+        schema = metadata.schema.to_arrow_schema()
+        _check_schema(path, schema, features, target, classifier, None if feature_columns else files[0])
         total += metadata.num_rows
     read = [0]
 
     def pieces() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         for path in files:
             row = 0
-            with pq.ParquetFile(path) as parquet:
+            with open_file(path) as parquet:
                 for group in range(parquet.num_row_groups):
                     for batch in parquet.read_row_group(group, columns=columns).to_batches(max_chunksize=chunk_rows):
                         yield _arrays(batch, path, row, len(features), target is not None and classifier)
@@ -127,8 +144,24 @@ def read_parquet(
     return Table(features, chunks(), total, "rows", lambda: read[0])
 
 
-def _check_schema(path: str, schema: pa.Schema, features: list[str], target: str | None, classifier: bool) -> None:
-    """InvalidInput unless ``schema`` has the columns, features numeric, the target as the kind needs."""
+def _check_schema(
+    path: str, schema: pa.Schema, features: list[str], target: str | None, classifier: bool, first: str | None = None
+) -> None:
+    """InvalidInput unless ``schema`` has the columns, features numeric, the target as the kind needs.
+
+    ``first`` names the file whose columns made ``features`` when none were chosen: then a
+    column that file lacks is refused too, since it would otherwise be dropped unseen.
+    """
+    if first is not None:
+        extra = [name for name in default_features(schema, target) if name not in features]
+        if extra:
+            raise InvalidInput(
+                f"{path} has the column {extra[0]!r}, which {first} does not have; the features are the first "
+                "file's columns, so give every file the same columns or choose the features with --feature-columns",
+                reason="COLUMNS_DIFFER",
+                violations=[("file", f"column {extra[0]!r} of {path} is not in {first}")],
+                metadata={"file": path, "column": extra[0], "first_file": first},
+            )
     for name in [*features, *([target] if target is not None else [])]:
         if name not in schema.names:
             raise InvalidInput(

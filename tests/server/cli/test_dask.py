@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -182,3 +184,37 @@ def test_multinomial_logistic_on_the_cluster_equals_single_node(target, client, 
     for name, value in single.validation.metrics.items():
         assert cluster.validation.metrics[name] == pytest.approx(value, rel=1e-7, abs=1e-9)
     assert_same_run(cluster, single)
+
+
+def _one_json_error(capsys) -> dict:
+    """The error object of a failed ``-o json`` command: stderr holds it alone, on one line."""
+    (line,) = capsys.readouterr().err.splitlines()
+    return json.loads(line)
+
+
+def test_an_unreachable_object_store_is_one_message_naming_the_url(target, capsys, monkeypatch):
+    import s3fs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # refused at once on loopback
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep another endpoint
+    try:
+        assert train(target, "s3://nowhere/data", "remote", "y", "--dask", "local:1", "-o", "json") == 1
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    error = _one_json_error(capsys)
+    assert error["reason"] == "STORAGE_ERROR" and "s3://nowhere/data" in error["message"], error
+
+
+def test_a_bad_row_on_a_worker_is_reported_once_without_the_workers_log(target, tmp_path, capfd):
+    folder = tmp_path / "nulls"
+    folder.mkdir()
+    values = pa.array([1.0, None, 3.0] * 10)
+    columns = {name: np.arange(30.0) * (j + 1) % 11 for j, name in enumerate(NAMES)}
+    pq.write_table(pa.table({**columns, "y": np.arange(30.0)}), folder / "part-0.parquet")
+    pq.write_table(pa.table({**columns, NAMES[2]: values, "y": np.arange(30.0)}), folder / "part-1.parquet")
+    assert train(target, folder, "nulls", "y", "--dask", "local:1", "-o", "json") == 1
+    error = _one_json_error(capfd)  # the worker processes write to the file descriptor, not to sys.stderr
+    assert error["reason"] and "part-1.parquet" in error["message"], error

@@ -72,6 +72,46 @@ def test_parquet_directory_glob_and_file_train_as_the_same_rows_sent_from_python
     assert "column 'street'" in capsys.readouterr().err
 
 
+def _error_of(capsys) -> dict:
+    """The one JSON error object a failed ``-o json`` command wrote on stderr."""
+    (line,) = capsys.readouterr().err.splitlines()
+    return json.loads(line)
+
+
+def test_files_that_are_not_parquet_or_differ_in_columns_are_named(target, tmp_path, capsys, model_dir):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    columns = {name: np.arange(40.0) % 7 * (j + 1) for j, name in enumerate("abc")}
+    pq.write_table(pa.table({**columns, "price": np.arange(40.0)}), folder / "part-1.parquet")
+    # A later file with a column the first lacks: refused whichever order the files come in.
+    pq.write_table(pa.table({**columns, "z": np.ones(40), "price": np.arange(40.0)}), folder / "part-2.parquet")
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    (swapped / "part-1.parquet").write_bytes((folder / "part-2.parquet").read_bytes())
+    (swapped / "part-2.parquet").write_bytes((folder / "part-1.parquet").read_bytes())
+    for source, reason in ((folder, "COLUMNS_DIFFER"), (swapped, "UNKNOWN_FEATURE_COLUMN")):
+        assert _train(target, source, "extra", "-o", "json") == 1
+        error = _error_of(capsys)
+        assert error["reason"] == reason
+        assert "'z'" in error["message"]
+    # A projection reads the files that have its columns, whatever else they hold.
+    assert _train(target, folder, "projected", "--feature-columns", "a,b", "-o", "json") == 0
+    capsys.readouterr()
+    # An empty file and one of another format are named, by reason.
+    for name, content in (("part-5.parquet", b""), ("part-6.parquet", b"a,b\n1,2\n")):
+        (folder / name).write_bytes(content)
+        assert _train(target, folder, "broken", "--feature-columns", "a,b", "-o", "json") == 1
+        error = _error_of(capsys)
+        assert (error["reason"], error["metadata"]["file"].endswith(name)) == ("UNREADABLE_FILE", True), error
+        (folder / name).unlink()
+    assert not (model_dir / "extra").exists() and not (model_dir / "broken").exists()
+
+
+def test_a_url_without_a_cluster_says_to_use_one(target, capsys):
+    assert _train(target, "s3://bucket/houses/", "remote", "-o", "json") == 1
+    assert _error_of(capsys)["reason"] == "URL_NEEDS_DASK"
+
+
 def _float_labels(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """300 seeded rows of two features and float labels 0.0 and 1.0."""
     rng = np.random.default_rng(seed)
