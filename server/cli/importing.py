@@ -353,16 +353,39 @@ def format_of(path: Path, given: str | None) -> str:
 def read_fitted(path: str | Path, file_format: str | None = None) -> FittedModel:
     """The fitted model in the file at ``path``, in ``file_format`` (skops or json; from the suffix when None)."""
     path = Path(path)
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise ImportRefused(
+            f"{path.name} is a pickle, which regserve never loads: unpickling runs whatever code the file "
+            "names. Save the model with skops instead (skops.io.dump(model, 'model.skops')).",
+            reason="PICKLE_REFUSED",
+        )
     file_format = format_of(path, file_format)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    lineage = f"{path.name} ({file_format}, sha256 {digest})"
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise ImportRefused(f"cannot read {path}: {exc.strerror or exc}") from None
+    lineage = f"{path.name} ({file_format}, sha256 {hashlib.sha256(content).hexdigest()})"
     if file_format == "skops":
         return _from_estimator(*_load_skops(path), lineage)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: editors on Windows start UTF-8 files with a byte-order mark.
+        document = json.loads(content.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ImportRefused(f"{path.name} is not a JSON document ({exc})") from exc
     return _from_document(document, lineage)
+
+
+_PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when it names a key twice: which value was meant is not known."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ImportRefused(f"the JSON document names {key!r} more than once in one object; give each key once")
+        seen.add(key)
+    return dict(pairs)
 
 
 def _serving_version(admin: ModelAdminClient, model: str) -> types_pb2.ModelVersion | None:

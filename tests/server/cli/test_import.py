@@ -366,3 +366,36 @@ def test_an_estimator_whose_coefficients_disagree_with_its_feature_count_is_refu
     error = refused_import(target, dump(renamed, tmp_path / "renamed.skops"), capsys)
     assert error["reason"] == "IMPORT_REFUSED"
     assert error["message"].startswith("the LinearRegression's coef_ has 3 columns but its feature_names_in_ names 4")
+
+
+def test_a_missing_file_a_directory_and_a_pickle_are_refused_with_a_reason(target, tmp_path, capsys):
+    for path, fragment in (
+        (tmp_path / "absent.skops", "cannot read"),
+        (tmp_path, "cannot read"),
+        (tmp_path / "model.pkl", "pickle"),
+    ):
+        if path.suffix == ".pkl":
+            path.write_bytes(b"\x80\x04N.")  # pickle's None: never loaded
+        error = refused_import(target, path, capsys) if path != tmp_path else None
+        if error is None:  # a directory, read as skops by flag
+            assert import_file(target, path, "m", "--format", "skops", "--output", "json") == 1
+            error = json.loads(capsys.readouterr().err)
+        assert error["reason"] in ("IMPORT_REFUSED", "PICKLE_REFUSED") and fragment in error["message"], error
+
+
+def test_a_json_document_with_a_byte_order_mark_reads_and_a_key_given_twice_is_refused(
+    target, client, tmp_path, capsys
+):
+    X, y = seeded_regression()
+    linear = LinearRegression().fit(X, y)
+    path = tmp_path / "m.json"
+    document = json.dumps(
+        {"kind": "linear", "coefficients": [linear.coef_.tolist()], "intercepts": [linear.intercept_]}
+    )
+    path.write_bytes(b"\xef\xbb\xbf" + document.encode())
+    assert import_file(target, path, "m") == 0
+    assert_predicts_as(client, "m", linear, X)
+    capsys.readouterr()
+    path.write_text('{"kind": "linear", "kind": "ridge", "coefficients": [[1.0]], "intercepts": [0]}')
+    with pytest.raises(ImportRefused, match="'kind' more than once"):
+        read_fitted(path)
