@@ -77,6 +77,7 @@ class ModelAdminClient(Connection):
         num_train: int | None = None,
         num_validation: int | None = None,
         spec: Mapping[str, Any] | None = None,
+        warnings: Sequence[Mapping[str, str]] = (),
     ) -> pb.CreateVersionResponse:
         """Store a new version of ``model`` from fitted parameters; the answer says whether it was promoted.
 
@@ -88,8 +89,9 @@ class ModelAdminClient(Connection):
         ``solver_report`` and ``feature_statistics`` (dicts of name, mean, std, min, max) describe the fit;
         ``num_train`` and ``num_validation`` are the rows it was fitted and validated on (None: not recorded);
         ``spec`` the settings of the fit by TrainSpec field name (``alpha`` or ``c``, ``standardize``,
-        ``validation_fraction``, ``seed``, ``solver``, ...), stored as the version's spec.
-        Parameters the server refuses raise ``InvalidArgument`` (reason ``INVALID_PARAMETERS``)
+        ``validation_fraction``, ``seed``, ``solver``, ...), stored as the version's spec;
+        ``warnings`` what deserves doubt about the fit (dicts of ``reason``, ``message``), shown as a
+        trained version's.  Parameters the server refuses raise ``InvalidArgument`` (reason ``INVALID_PARAMETERS``)
         with a field violation for each problem.
         """
         call = _calls.create_version(
@@ -112,6 +114,7 @@ class ModelAdminClient(Connection):
             num_train=num_train,
             num_validation=num_validation,
             spec=spec,
+            warnings=warnings,
         )
         return self._send(self._stub, call)
 

@@ -561,6 +561,7 @@ def create_version(
     num_train: int | None = None,
     num_validation: int | None = None,
     spec: Mapping[str, Any] | None = None,
+    warnings: Sequence[Mapping[str, str]] = (),
 ) -> Call[admin_pb.CreateVersionResponse]:
     if kind not in _KINDS:
         raise ValueError(f"kind must be {', '.join(_KINDS)}, not {kind!r}")
@@ -590,6 +591,8 @@ def create_version(
         request.solver_report.CopyFrom(solver_report)
     for row in feature_statistics:
         request.feature_statistics.add(**row)
+    for warning in warnings:
+        request.warnings.add(reason=warning["reason"], message=warning["message"])
     if spec is not None:
         settings = dict(spec)
         solver = settings.pop("solver", "auto")

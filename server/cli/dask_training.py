@@ -65,6 +65,7 @@ from regserve.server.models.training.fitting import _standardization, check_mode
 from regserve.server.models.training.labels import LabelTable
 from regserve.server.models.training.moments import Moments
 from regserve.server.models.training.sampling import RowGroups
+from regserve.server.models.training.separation import complete_separation_warning, strictly_ordered
 from regserve.server.models.training.spec import TrainSpec
 from regserve.server.models.training.trainer import Trainer
 from regserve.server.rpc.convert import SOLVER_VALUES
@@ -382,11 +383,15 @@ def partition_objective(
     return objective.evaluate(theta, hessian)
 
 
-def partition_scores(part: Partition, reading: Reading, model: LinearModel) -> dict[str, ModelScores]:
-    """The metric tallies of a partition's training and validation rows: a few numbers, never the rows."""
+def partition_scores(
+    part: Partition, reading: Reading, model: LinearModel, separation: bool = False
+) -> tuple[dict[str, ModelScores], bool]:
+    """The metric tallies of a partition's training and validation rows (a few numbers, never the rows), and,
+    with ``separation``, whether the model puts every training row strictly on its class's side (else False)."""
     groups = RowGroups(reading.seed, reading.validation_fraction, 1)
     positions = None if model.classes_ is None else {label: k for k, label in enumerate(model.classes_)}
     tallies = {split: ModelScores(model) for split in ("training", "validation")}
+    ordered = separation
     for first, X, targets, labels in _chunks(part, reading):
         training = groups.take(first, X.shape[0])[0] >= 0
         y = targets if labels is None else _class_indices(labels, positions)
@@ -395,7 +400,9 @@ def partition_scores(part: Partition, reading: Reading, model: LinearModel) -> d
         else:
             tallies["training"].update(X[training], y[training])
             tallies["validation"].update(X[~training], y[~training])
-    return tallies
+        if ordered and training.any():
+            ordered = strictly_ordered([(X[training], y[training])], model)
+    return tallies, ordered
 
 
 # --------------------------------------------------------------------------- this process
@@ -455,6 +462,8 @@ class ClusterResult:
     training_metrics: dict
     validation_metrics: dict | None
     solver_info: solvers.SolverInfo
+    warnings: list[dict]
+    """Fit warnings (``reason``, ``message``), stored with the version."""
 
 
 def merged(parts: Sequence[Statistics]) -> Statistics:
@@ -530,11 +539,23 @@ def train_on_cluster(client, source: str, target: str, spec: TrainSpec, chunk_ro
     else:
         model, info = _fit_newton(client, parts, reading, spec, total, cast(tuple, classes))
     check_model_finite(model, spec)
-    training, validation = _scores(client, parts, reading, model, total)
+    # Without the rows in one place the exact test (linear programs) cannot run; complete separation,
+    # every training row strictly on its class's side, is checked by its definition where the rows are.
+    separation = spec.kind == "logistic" and not spec.penalised
+    training, validation, separated = _scores(client, parts, reading, model, total, separation)
+    warnings = []
+    if separated:
+        warnings.append(complete_separation_warning(total.train_rows))
+        info.converged = False  # the tolerance was met only because the weights ran off
+    if info.final_loss is None and training.get("mse") is not None:
+        # The closed form's objective, as the trainer reports it: ½·MSE + (alpha/n)/2·‖w‖².
+        info.final_loss = 0.5 * training["mse"] + 0.5 * spec.l2(total.train_rows) * float((model.coef_**2).sum())
     stats = Trainer._feature_stats(
         cast(Any, SimpleNamespace(_moments=(total.train, total.validation))), list(reading.features)
     )
-    return ClusterResult(model, spec, total.rows, total.train_rows, total.digest, stats, training, validation, info)
+    return ClusterResult(
+        model, spec, total.rows, total.train_rows, total.digest, stats, training, validation, info, warnings
+    )
 
 
 def _settings(spec: TrainSpec) -> dict[str, Any]:
@@ -589,16 +610,22 @@ def _fit_newton(client, parts, reading, spec: TrainSpec, total: Statistics, clas
     return model_from_theta(spec, theta, shift, scale, classes), info
 
 
-def _scores(client, parts, reading, model: LinearModel, total: Statistics) -> tuple[dict, dict | None]:
-    """Training and validation metrics: partitions' tallies, made where their rows are, merged in partition order."""
+def _scores(
+    client, parts, reading, model: LinearModel, total: Statistics, separation: bool
+) -> tuple[dict, dict | None, bool]:
+    """Training and validation metrics: partitions' tallies, made where their rows are, merged in partition order;
+    and, with ``separation``, whether every training row lies strictly on its class's side."""
     tallies = {split: ModelScores(model) for split in ("training", "validation")}
-    futures = [client.submit(partition_scores, part, reading, model, pure=False) for part in parts]
+    futures = [client.submit(partition_scores, part, reading, model, separation, pure=False) for part in parts]
+    ordered = separation
     for future in futures:
-        for split, tally in future.result().items():
+        scores, part_ordered = future.result()
+        for split, tally in scores.items():
             tallies[split].merge(tally)
+        ordered = ordered and part_ordered
         future.release()
     validation = tallies["validation"].result() if total.rows > total.train_rows else None
-    return tallies["training"].result(), validation
+    return tallies["training"].result(), validation, ordered
 
 
 # --------------------------------------------------------------------------- the command
@@ -616,7 +643,7 @@ def cmd_train_dask(args, options: dict) -> int:
 def _train_dask(args, options: dict, classifier: bool) -> int:
     from regserve.client import ModelAdminClient
     from regserve.server.cli.commands import connection
-    from regserve.server.cli.render import print_json, print_metrics
+    from regserve.server.cli.render import print_json, print_metrics, print_warnings
     from regserve.server.datasets.tables import open_table
 
     promote = options.pop("promote", True)
@@ -658,6 +685,7 @@ def _train_dask(args, options: dict, classifier: bool) -> int:
             num_train=result.train_rows,
             num_validation=result.rows - result.train_rows,
             spec=_settings(spec),
+            warnings=result.warnings,
         )
     if args.output == "json":
         print_json(response)
@@ -672,6 +700,7 @@ def _train_dask(args, options: dict, classifier: bool) -> int:
     else:
         print(f"solver      {spec.resolved_solver}, {info.iterations} iterations, converged {info.converged}")
     print(f"fingerprint {result.fingerprint}")
+    print_warnings(version)
     print_metrics(version)
     return 0
 

@@ -12,6 +12,7 @@ before anything is stored.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -352,6 +353,7 @@ def fitted_version(request: pb.CreateVersionRequest) -> tuple[LinearModel, dict[
     feature_stats = _feature_stats(request.feature_statistics, names, checks)
     counts = _row_counts(request, validation, checks)
     spec = _fit_spec(request, kind, solver, names, classes if kind == "logistic" else (), checks)
+    warnings = _warnings(request.warnings, checks)
     lineage = request.lineage
     checks.require(len(lineage.source) <= SOURCE_MAX, "lineage.source", f"at most {SOURCE_MAX} characters")
     checks.require(
@@ -383,8 +385,32 @@ def fitted_version(request: pb.CreateVersionRequest) -> tuple[LinearModel, dict[
         "source": lineage.source,
         **counts,
     }
+    if warnings:
+        metadata["warnings"] = warnings
     _check_answers(metadata, estimator)
     return estimator, metadata
+
+
+MAX_WARNINGS = 16
+WARNING_MESSAGE_MAX = 2000
+_WARNING_REASON = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")
+
+
+def _warnings(warnings: Sequence[types_pb2.FitWarning], checks: _Checks) -> list[dict[str, str]]:
+    """The caller's fit warnings as a trained version stores them."""
+    checks.require(len(warnings) <= MAX_WARNINGS, "warnings", f"at most {MAX_WARNINGS} warnings")
+    for i, warning in enumerate(warnings[:MAX_WARNINGS]):
+        checks.require(
+            len(warning.reason) <= 64 and _WARNING_REASON.fullmatch(warning.reason) is not None,
+            f"warnings[{i}].reason",
+            "an UPPER_SNAKE identifier of at most 64 characters, such as COMPLETE_SEPARATION",
+        )
+        checks.require(
+            0 < len(warning.message) <= WARNING_MESSAGE_MAX,
+            f"warnings[{i}].message",
+            f"a sentence of 1 to {WARNING_MESSAGE_MAX} characters",
+        )
+    return [{"reason": w.reason, "message": w.message} for w in warnings]
 
 
 def _check_answers(metadata: dict[str, Any], estimator: LinearModel) -> None:

@@ -121,7 +121,7 @@ class Lineage(_message.Message):
     def __init__(self, source: _Optional[str] = ..., data_fingerprint: _Optional[str] = ...) -> None: ...
 
 class CreateVersionRequest(_message.Message):
-    __slots__ = ("model", "kind", "feature_names", "classes", "coefficients", "intercepts", "standardization", "training", "validation", "solver_report", "feature_statistics", "lineage", "promote", "promotion_gate", "num_train", "num_validation", "spec")
+    __slots__ = ("model", "kind", "feature_names", "classes", "coefficients", "intercepts", "standardization", "training", "validation", "solver_report", "feature_statistics", "lineage", "promote", "promotion_gate", "num_train", "num_validation", "spec", "warnings")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class CreateVersionRequest(_message.Message):
     NUM_TRAIN_FIELD_NUMBER: _ClassVar[int]
     NUM_VALIDATION_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     model: str
     kind: _types_pb2.ModelKind
     feature_names: _containers.RepeatedScalarFieldContainer[str]
@@ -156,7 +157,8 @@ class CreateVersionRequest(_message.Message):
     num_train: int
     num_validation: int
     spec: _types_pb2.TrainSpec
-    def __init__(self, model: _Optional[str] = ..., kind: _Optional[_Union[_types_pb2.ModelKind, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., coefficients: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., intercepts: _Optional[_Iterable[float]] = ..., standardization: _Optional[_Union[_types_pb2.Standardization, _Mapping]] = ..., training: _Optional[_Union[_types_pb2.Evaluation, _Mapping]] = ..., validation: _Optional[_Union[_types_pb2.Evaluation, _Mapping]] = ..., solver_report: _Optional[_Union[_types_pb2.SolverReport, _Mapping]] = ..., feature_statistics: _Optional[_Iterable[_Union[_types_pb2.FeatureStatistics, _Mapping]]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., promote: _Optional[bool] = ..., promotion_gate: _Optional[bool] = ..., num_train: _Optional[int] = ..., num_validation: _Optional[int] = ..., spec: _Optional[_Union[_types_pb2.TrainSpec, _Mapping]] = ...) -> None: ...
+    warnings: _containers.RepeatedCompositeFieldContainer[_types_pb2.FitWarning]
+    def __init__(self, model: _Optional[str] = ..., kind: _Optional[_Union[_types_pb2.ModelKind, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., coefficients: _Optional[_Union[_types_pb2.Matrix, _Mapping]] = ..., intercepts: _Optional[_Iterable[float]] = ..., standardization: _Optional[_Union[_types_pb2.Standardization, _Mapping]] = ..., training: _Optional[_Union[_types_pb2.Evaluation, _Mapping]] = ..., validation: _Optional[_Union[_types_pb2.Evaluation, _Mapping]] = ..., solver_report: _Optional[_Union[_types_pb2.SolverReport, _Mapping]] = ..., feature_statistics: _Optional[_Iterable[_Union[_types_pb2.FeatureStatistics, _Mapping]]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., promote: _Optional[bool] = ..., promotion_gate: _Optional[bool] = ..., num_train: _Optional[int] = ..., num_validation: _Optional[int] = ..., spec: _Optional[_Union[_types_pb2.TrainSpec, _Mapping]] = ..., warnings: _Optional[_Iterable[_Union[_types_pb2.FitWarning, _Mapping]]] = ...) -> None: ...
 
 class CreateVersionResponse(_message.Message):
     __slots__ = ("model_version", "promoted", "promotion_reason")

@@ -34,7 +34,7 @@ import numpy as np
 from regserve.server.models.estimator import LinearModel
 from regserve.server.models.interrupt import Interrupt, uninterrupted
 
-__all__ = ["LP_MAX_VALUES", "find_separation"]
+__all__ = ["LP_MAX_VALUES", "complete_separation_warning", "find_separation", "strictly_ordered"]
 
 LP_MAX_VALUES = 4_000_000
 """Most coefficients (constraints × parameters) the linear programs may hold: 32 MiB as float64."""
@@ -61,7 +61,7 @@ def find_separation(
     if linprog is not None and constraints * (q * (n_classes if n_classes > 2 else 1) + 1) <= LP_MAX_VALUES:
         X, y = _gather(blocks, interrupt)
         return _by_linear_programs(linprog, X, y, n_classes, fit_intercept, interrupt)
-    if _strictly_ordered(blocks, model, interrupt):
+    if strictly_ordered(blocks, model, interrupt):
         return _warning("COMPLETE", n_rows, n_rows)
     return None
 
@@ -134,7 +134,9 @@ def _rows_with_a_positive_margin(margins: np.ndarray, n: int) -> int:
     return int((margins.reshape(n, -1) > _MARGIN_TOLERANCE).any(axis=1).sum())
 
 
-def _strictly_ordered(blocks: Iterable[tuple[np.ndarray, np.ndarray]], model: LinearModel, interrupt) -> bool:
+def strictly_ordered(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]], model: LinearModel, interrupt: Interrupt = uninterrupted
+) -> bool:
     """Whether the fitted scores put every row's own class strictly above every other class."""
     for X, y in blocks:
         interrupt()
@@ -149,6 +151,11 @@ def _strictly_ordered(blocks: Iterable[tuple[np.ndarray, np.ndarray]], model: Li
         if not (margin > 0).all():
             return False
     return True
+
+
+def complete_separation_warning(n: int) -> dict:
+    """The warning of complete separation of ``n`` training rows, as ``find_separation`` gives it."""
+    return _warning("COMPLETE", n, n)
 
 
 def _warning(kind: str, separated: int, n: int) -> dict:

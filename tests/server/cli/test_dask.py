@@ -96,6 +96,7 @@ def assert_same_run(dask_version, single_version):
         assert getattr(dask_version.spec, field) == getattr(single_version.spec, field), field
     assert dask_version.solver_report.solver == single_version.solver_report.solver
     assert dask_version.solver_report.converged == single_version.solver_report.converged
+    assert dask_version.solver_report.final_loss == pytest.approx(single_version.solver_report.final_loss, rel=1e-8)
 
 
 @pytest.mark.slow
@@ -218,3 +219,24 @@ def test_a_bad_row_on_a_worker_is_reported_once_without_the_workers_log(target, 
     assert train(target, folder, "nulls", "y", "--dask", "local:1", "-o", "json") == 1
     error = _one_json_error(capfd)  # the worker processes write to the file descriptor, not to sys.stderr
     assert error["reason"] and "part-1.parquet" in error["message"], error
+
+
+def test_complete_separation_on_the_cluster_is_stored_as_a_warning_as_single_node_does(target, client, tmp_path):
+    rng = np.random.default_rng(SEED + 2)
+    folder = tmp_path / "separated"
+    folder.mkdir()
+    for i in range(2):
+        X = rng.normal(size=(300, FEATURES))
+        columns = {name: X[:, j] for j, name in enumerate(NAMES)}
+        pq.write_table(
+            pa.table({**columns, "y": X[:, 0] + 0.5, "label": (X[:, 0] > 0).astype(np.int64)}), folder / f"p{i}.parquet"
+        )
+    logistic = ("--kind", "logistic", "--alpha", "0")
+    assert train(target, folder, "sep_single", "label", *logistic) == 0
+    assert train(target, folder, "sep_cluster", "label", *logistic, "--dask", "local:1") == 0
+    single, cluster = client.model_info("sep_single"), client.model_info("sep_cluster")
+    assert [w.reason for w in single.warnings] == [w.reason for w in cluster.warnings] == ["COMPLETE_SEPARATION"]
+    assert not cluster.solver_report.converged and not single.solver_report.converged
+    # Penalised, the optimum exists: no warning.
+    assert train(target, folder, "sep_penalised", "label", "--kind", "logistic", "--dask", "local:1") == 0
+    assert not client.model_info("sep_penalised").warnings

@@ -154,12 +154,38 @@ def test_promote_false_and_the_gate_decide_as_for_train(admin):
             dict(kind="linear", coefficients=[[1.0, 2.0]], intercepts=[0.0], validation={"mse": 1.0}, num_train=9),
             {"num_validation"},
         ),
+        (
+            dict(
+                kind="linear",
+                coefficients=[[1.0, 2.0]],
+                intercepts=[0.0],
+                warnings=[{"reason": "fit-doubt", "message": "x"}, {"reason": "NOT_CONVERGED", "message": ""}],
+            ),
+            {"warnings[0].reason", "warnings[1].message"},
+        ),
+        (
+            dict(
+                kind="linear",
+                coefficients=[[1.0, 2.0]],
+                intercepts=[0.0],
+                warnings=[{"reason": "A", "message": "x"}] * 17,
+            ),
+            {"warnings"},
+        ),
     ],
 )
 def test_bad_parameters_are_refused_with_field_violations(admin, arguments, expected):
     violations = refused(admin.create_version, "house", **arguments)
     assert fields(violations) == expected, violations
     assert admin.list_models() == []
+
+
+def test_warnings_are_stored_and_shown_as_a_trained_versions(admin):
+    warning = {"reason": "COMPLETE_SEPARATION", "message": "The classes show complete separation."}
+    response = admin.create_version("house", "linear", [[1.0, 2.0]], [0.0], warnings=[warning])
+    assert [(w.reason, w.message) for w in response.model_version.warnings] == [tuple(warning.values())]
+    stored = admin.get_version("house", response.model_version.version)
+    assert [(w.reason, w.message) for w in stored.warnings] == [tuple(warning.values())]
 
 
 def test_every_problem_is_named_at_once(admin):
