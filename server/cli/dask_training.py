@@ -664,6 +664,7 @@ def _train_dask(args, options: dict, classifier: bool) -> int:
     with cluster_client(args.dask) as client:
         result = train_on_cluster(client, args.file, args.target, spec, chunk_rows=args.chunk_rows)
     model = result.model
+    where = args.file if is_url(args.file) else os.path.abspath(args.file)  # the lineage outlives the working directory
     with ModelAdminClient(args.server, **connection(args)) as admin:
         response = admin.create_version(
             args.model,
@@ -676,7 +677,7 @@ def _train_dask(args, options: dict, classifier: bool) -> int:
             scales=model.scale_,
             training=_scalars(result.training_metrics),
             validation=_scalars(result.validation_metrics or {}),
-            source=f"regserve train --dask of {args.file} ({result.rows} rows, {result.train_rows} training)",
+            source=f"regserve train --dask of {where} ({result.rows} rows, {result.train_rows} training)",
             data_fingerprint=result.fingerprint,
             promote=promote,
             promotion_gate=args.promotion_gate,

@@ -228,6 +228,11 @@ def penalty_text(version) -> str:
     if logistic:
         c = f" = LogisticRegression(C={1 / (spec.alpha * version.num_train):.6g})" if version.num_train else ""
         return f"L2, alpha = {spec.alpha:g}: mean log-loss + (alpha/2)‖W‖²{c}"
+    if spec.HasField("fit_intercept") and not spec.fit_intercept:
+        return (
+            f"L2, alpha = {spec.alpha:g}: ‖y - Xw‖² + alpha‖w‖², "
+            f"as scikit-learn's Ridge(alpha={spec.alpha:g}, fit_intercept=False)"
+        )
     return f"L2, alpha = {spec.alpha:g}: ‖y - Xw - b‖² + alpha‖w‖², as scikit-learn's Ridge(alpha={spec.alpha:g})"
 
 

@@ -221,7 +221,9 @@ def test_a_bad_row_on_a_worker_is_reported_once_without_the_workers_log(target, 
     assert error["reason"] and "part-1.parquet" in error["message"], error
 
 
-def test_complete_separation_on_the_cluster_is_stored_as_a_warning_as_single_node_does(target, client, tmp_path):
+def test_complete_separation_on_the_cluster_is_stored_as_a_warning_as_single_node_does(
+    target, client, tmp_path, monkeypatch
+):
     rng = np.random.default_rng(SEED + 2)
     folder = tmp_path / "separated"
     folder.mkdir()
@@ -233,8 +235,10 @@ def test_complete_separation_on_the_cluster_is_stored_as_a_warning_as_single_nod
         )
     logistic = ("--kind", "logistic", "--alpha", "0")
     assert train(target, folder, "sep_single", "label", *logistic) == 0
-    assert train(target, folder, "sep_cluster", "label", *logistic, "--dask", "local:1") == 0
+    monkeypatch.chdir(tmp_path)
+    assert train(target, "separated", "sep_cluster", "label", *logistic, "--dask", "local:1") == 0
     single, cluster = client.model_info("sep_single"), client.model_info("sep_cluster")
+    assert cluster.source.startswith(f"regserve train --dask of {folder} (")  # a relative path, made absolute
     assert [w.reason for w in single.warnings] == [w.reason for w in cluster.warnings] == ["COMPLETE_SEPARATION"]
     assert not cluster.solver_report.converged and not single.solver_report.converged
     # Penalised, the optimum exists: no warning.

@@ -5,6 +5,7 @@ import pytest
 from sklearn.datasets import load_wine
 from sklearn.model_selection import train_test_split
 
+from regserve.client import ModelAdminClient
 from regserve.server.cli import main
 
 
@@ -63,3 +64,13 @@ def test_ridge_penalty_is_named_in_ridges_terms(target, tmp_path, capsys):
     assert main(["info", "--server", target, "--model", "r"]) == 0
     info = capsys.readouterr().out
     assert "penalty     L2, alpha = 2: ‖y - Xw - b‖² + alpha‖w‖², as scikit-learn's Ridge(alpha=2)" in info
+
+
+def test_ridge_without_an_intercept_is_named_without_one(target, capsys):
+    with ModelAdminClient(target, timeout=30) as admin:
+        admin.create_version(
+            "r0", "ridge", [[1.0, 2.0]], [0.0], spec={"alpha": 3.0, "fit_intercept": False}, feature_names=["a", "b"]
+        )
+    assert main(["info", "--server", target, "--model", "r0"]) == 0
+    info = capsys.readouterr().out
+    assert "‖y - Xw‖² + alpha‖w‖², as scikit-learn's Ridge(alpha=3, fit_intercept=False)" in info
