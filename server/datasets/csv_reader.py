@@ -8,8 +8,8 @@ unless ``feature_columns`` names them, and only those and the target are convert
 column without a name (the index pandas writes) is not a feature.
 
 A feature column whose first block holds only booleans (pandas writes a ``bool`` column,
-``get_dummies``' among them, as True/False) is read as 1 and 0, as the Parquet reader and the
-client read booleans.
+``get_dummies``' among them, as True/False), or whose first cell is True or False, is read as
+1 and 0, as the Parquet reader and the client read booleans.
 
 A bad row (ragged, an empty cell, a cell that is not a number, NaN or infinity) stops the
 read.  pyarrow's streaming reader does not know physical line numbers, so the file is
@@ -42,6 +42,8 @@ _LOCATE_ROWS = 8192  # records checked at once when looking for the bad row
 _TRUE = ("True", "true", "TRUE", "1")
 _FALSE = ("False", "false", "FALSE", "0")
 """The cells a boolean column holds: pyarrow's spellings, and 1 and 0."""
+_WORDS = frozenset(_TRUE[:3] + _FALSE[:3])
+"""The cells that make a column boolean when its first one is among them."""
 
 
 class _BadRow(Exception):
@@ -138,7 +140,8 @@ def _convert_options(types: dict[str, pa.DataType], columns: list[str]) -> pacsv
 
 
 def _boolean_columns(path: str, features: list[str]) -> set[str]:
-    """The ``features`` whose first block pyarrow's type inference reads as booleans.
+    """The ``features`` whose first block pyarrow's type inference reads as booleans, or whose first
+    cell is True or False (a boolean column with a bad cell further on, which the read then names).
 
     A file pyarrow cannot parse has none here: the read itself then says what is wrong.
     """
@@ -151,8 +154,16 @@ def _boolean_columns(path: str, features: list[str]) -> set[str]:
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: "skip"),
             convert_options=_convert_options({}, features),
         ) as reader:
-            return {field.name for field in reader.schema if pa.types.is_boolean(field.type)}
-    except (pa.ArrowInvalid, OSError):
+            found = {field.name for field in reader.schema if pa.types.is_boolean(field.type)}
+            text = [field.name for field in reader.schema if pa.types.is_string(field.type)]
+            if text:
+                first = reader.read_next_batch()
+                for name in text:
+                    values = first.column(name).drop_null()
+                    if len(values) and values[0].as_py() in _WORDS:
+                        found.add(name)
+            return found
+    except (pa.ArrowInvalid, OSError, StopIteration):
         return set()
 
 

@@ -184,11 +184,22 @@ def test_boolean_feature_columns_read_as_one_and_zero(tmp_path):
     assert y.tolist() == [1.0, 2.0, 3.0]
 
 
+def test_a_column_that_begins_with_a_boolean_names_its_first_other_cell(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text("a,flag,y\n" + "1,True,2\n" * 200 + "2,maybe,3\n")  # all in the first block
+    error = _refusal(path)
+    assert error.metadata == {"line": "202", "column": "flag", "problem": "non-boolean"}
+    assert "'maybe' is not True or False" in str(error)
+
+
 def test_a_boolean_cell_in_a_column_of_other_words_says_when_booleans_are_read(tmp_path):
     path = tmp_path / "mixed.csv"
-    path.write_text("a,flag,y\n1,True,2\n2,maybe,3\n")
+    path.write_text("a,flag,y\n1,maybe,2\n2,True,3\n")
     error = _refusal(path)
     assert error.metadata == {"line": "2", "column": "flag", "problem": "non-numeric"}
+    path.write_text("a,flag,y\n1,2.5,2\n2,True,3\n")
+    error = _refusal(path)
+    assert error.metadata == {"line": "3", "column": "flag", "problem": "non-numeric"}
     assert "only when its first rows hold nothing else" in str(error)
 
 
