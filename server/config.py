@@ -74,6 +74,7 @@ class Settings:
     max_streams_per_peer: int = 8
     stream_idle_timeout: float = 60.0
     max_concurrent_rpcs: int = 0
+    max_connections: int = 2048
     max_connection_age: float = 0.0
     parent_pid: int = 0
 
@@ -124,7 +125,7 @@ class Settings:
         for name in ("gateway_header_timeout", "gateway_body_timeout", "gateway_idle_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be above 0 seconds")
-        for name in ("gateway_max_connections", "gateway_max_uploads"):
+        for name in ("gateway_max_connections", "gateway_max_uploads", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
         if self.drift_window < 0 or 0 < self.drift_window < 10:
@@ -236,6 +237,9 @@ _HELP = {
     "stream_idle_timeout": "seconds a stream may wait on its client (no message sent, no answer taken) before "
     "it is ended DEADLINE_EXCEEDED; 0: never",
     "max_concurrent_rpcs": "calls in progress before new ones get RESOURCE_EXHAUSTED; 0 means no limit",
+    "max_connections": "connections the gRPC port holds open at once (grpc.max_allowed_incoming_connections; at "
+    "most a quarter of the open-file limit); more are closed as they arrive, and one that has not finished its "
+    "handshake within 10 s is closed",
     "max_connection_age": "seconds (grpc adds +-10 %% jitter) after which the server asks a client to reconnect "
     "(GOAWAY); calls in flight still finish, and clients resolve their target again, so long-lived balanced "
     "clients spread to replicas added since; 0: never",

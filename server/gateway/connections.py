@@ -27,7 +27,6 @@ import asyncio
 import errno
 import json
 import logging
-import resource
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, cast
@@ -38,6 +37,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from regserve.server.gateway.errors import status_json
 from regserve.server.gateway.limits import GatewayLimits
 from regserve.server.rpc.status import rich_status
+from regserve.server.runtime.files import raise_open_file_limit
 
 __all__ = ["MAX_HEAD_BYTES", "GuardedHttpProtocol", "connection_bound", "protocol_for", "quiet_accept_errors"]
 
@@ -251,15 +251,8 @@ def connection_bound(limits: GatewayLimits) -> int:
     Raises the soft limit of open files to the hard limit first: the gRPC server and
     the gateway of one process share it.
     """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft != resource.RLIM_INFINITY and wanted > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
-        except (ValueError, OSError):
-            logger.info("could not raise the open-file limit from %d to %d", soft, wanted)
-    if soft == resource.RLIM_INFINITY or limits.max_connections <= soft // 2:
+    soft = raise_open_file_limit()
+    if soft < 0 or limits.max_connections <= soft // 2:
         return limits.max_connections
     logger.warning(
         "the gateway holds at most %d connections, half the open-file limit of %d, not %d",

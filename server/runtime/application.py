@@ -47,6 +47,7 @@ from regserve.server.rpc.model_servicer import ModelServicer
 from regserve.server.rpc.reflection import enable_reflection
 from regserve.server.rpc.regression_servicer import RegressionServicer
 from regserve.server.rpc.tls import server_credentials
+from regserve.server.runtime.files import raise_open_file_limit
 from regserve.server.runtime.sockets import METRICS, ListenerError, grpc_bind_failure
 from regserve.v1 import model_service_pb2_grpc, regression_service_pb2_grpc
 
@@ -167,6 +168,28 @@ class Application:
         self.release()
 
 
+HANDSHAKE_TIMEOUT_MS = 10_000
+
+
+def connection_cap(wanted: int) -> int:
+    """The connections the gRPC port may hold: ``wanted``, at most a quarter of the open-file limit.
+
+    Past the cap grpc closes a new connection at once; past the open-file limit every
+    accept, file and socket of the process would fail (the registry's, the gateway's, the
+    metrics'), so the cap leaves them three quarters.
+    """
+    soft = raise_open_file_limit()
+    if soft < 0 or wanted <= soft // 4:
+        return wanted
+    logger.warning(
+        "the gRPC port holds at most %d connections, a quarter of the open-file limit of %d, not %d",
+        soft // 4,
+        soft,
+        wanted,
+    )
+    return max(1, soft // 4)
+
+
 def create_server(settings: Settings, store: ModelStore | None = None, tracing: Tracing | None = None) -> Application:
     """Build the server for ``settings``, bound but not started.
 
@@ -183,6 +206,10 @@ def create_server(settings: Settings, store: ModelStore | None = None, tracing: 
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+        # Connections that never speak, or take more than a slow TLS handshake's time, are closed:
+        # grpc's default of 120 s lets a client hold descriptors while sending nothing.
+        ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+        ("grpc.max_allowed_incoming_connections", connection_cap(settings.max_connections)),
     ]
     if settings.max_concurrent_streams > 0:
         options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))

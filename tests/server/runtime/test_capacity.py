@@ -180,3 +180,57 @@ def test_pools_set_to_zero_run_on_the_servers_threads(tmp_path, linear_data):
             release.set()
             call.cancel()
             channel.close()
+
+
+def _health(target: str) -> str:
+    """"answered" when a new connection's health check is answered, else the call's status code's name."""
+    with _own_connection(target) as channel:
+        try:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.RpcError as error:
+            return error.code().name
+        return "answered"
+
+
+def _closed_by_server(sock, wait: float) -> bool:
+    sock.settimeout(wait)
+    try:
+        return sock.recv(64) == b""
+    except OSError:  # a timeout: still open
+        return False
+
+
+def test_silent_connections_are_capped_and_closed_after_the_handshake_timeout(tmp_path, monkeypatch):
+    import socket
+
+    from regserve.server.runtime import application
+
+    monkeypatch.setattr(application, "HANDSHAKE_TIMEOUT_MS", 1500)
+    app = start_server(tmp_path / "models", max_connections=4)
+    target = f"127.0.0.1:{app.port}"
+    try:
+        assert _health(target) == "answered"
+        # Connections that send nothing: those past the cap are closed as they arrive.
+        silent = [socket.create_connection(("127.0.0.1", app.port)) for _ in range(8)]
+        time.sleep(0.5)
+        assert sum(_closed_by_server(sock, 0.05) for sock in silent) == 4
+        assert _health(target) == "UNAVAILABLE"  # the cap holds for every client
+        # The others are closed once the handshake timeout has passed, and clients connect again.
+        assert _wait_until(lambda: all(_closed_by_server(sock, 0.05) for sock in silent), 10.0)
+        assert _health(target) == "answered"
+        for sock in silent:
+            sock.close()
+    finally:
+        app.stop(0)
+
+
+def test_the_connection_cap_is_at_least_one_and_fits_the_open_file_limit():
+    import resource
+
+    from regserve.server.runtime.application import connection_cap
+
+    with pytest.raises(ValueError, match="--max-connections"):
+        Settings(max_connections=0).check()
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert connection_cap(10) == 10
+    assert connection_cap(10**9) == max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4) >= soft // 4
