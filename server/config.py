@@ -53,6 +53,7 @@ class Settings:
     gateway_body_timeout: float = 30.0
     gateway_idle_timeout: float = 5.0
     gateway_max_connections: int = 1024
+    gateway_max_connections_per_peer: int = 256
     gateway_max_uploads: int = 8
     blas_threads: int = 1
     pin_cpus: str = ""
@@ -119,7 +120,12 @@ class Settings:
         for name in ("health_threads", "admin_threads", "train_threads", "reflection_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0 (on the --max-workers threads) or more")
-        for name in ("max_concurrent_streams", "max_streams_per_peer", "stream_idle_timeout"):
+        for name in (
+            "max_concurrent_streams",
+            "max_streams_per_peer",
+            "stream_idle_timeout",
+            "gateway_max_connections_per_peer",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0 (no limit) or more")
         for name in ("gateway_header_timeout", "gateway_body_timeout", "gateway_idle_timeout"):
@@ -202,6 +208,8 @@ _HELP = {
     "gateway_idle_timeout": "seconds the gateway keeps an idle keep-alive connection open between requests",
     "gateway_max_connections": "HTTP connections the gateway holds open at once (at most half the open-file "
     "limit); more are answered 503 and closed",
+    "gateway_max_connections_per_peer": "HTTP connections one client host may hold open at once; more are "
+    "answered 503 and closed; raise it, or set 0 (no limit), behind a proxy whose connections all come from one host",
     "gateway_max_uploads": "streaming uploads (NDJSON Train and BatchPredict bodies) the gateway takes at once; "
     "more are refused 429",
     "pin_cpus": (

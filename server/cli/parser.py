@@ -168,6 +168,11 @@ def _add_gateway_limits(gateway: argparse.ArgumentParser) -> None:
         ("--body-timeout", Settings.gateway_body_timeout, "seconds a body may stall while the gateway waits for it"),
         ("--idle-timeout", Settings.gateway_idle_timeout, "seconds an idle keep-alive connection stays open"),
         ("--max-connections", Settings.gateway_max_connections, "connections held at once; more get 503"),
+        (
+            "--max-connections-per-peer",
+            Settings.gateway_max_connections_per_peer,
+            "connections one client host may hold at once (0: no limit); more get 503",
+        ),
         ("--max-uploads", Settings.gateway_max_uploads, "NDJSON Train and BatchPredict uploads at once; more get 429"),
     )
     for flag, default, help_text in limits:

@@ -58,6 +58,7 @@ def cmd_gateway(args) -> int:
         body_timeout=args.body_timeout,
         idle_timeout=args.idle_timeout,
         max_connections=args.max_connections,
+        max_connections_per_peer=args.max_connections_per_peer,
         max_uploads=args.max_uploads,
     )
     run_gateway(

@@ -10,8 +10,11 @@ the middle of its body, holds its connection and a file descriptor for ever.
   connection's start or from the first byte of a later request, and within
   ``MAX_HEAD_BYTES`` (431 past it);
 - while the gateway waits for body bytes, they must come within the body timeout
-  (not while the gateway reads no more because its upstream is busy);
-- past the connection bound, a new connection is answered 503 and closed at once;
+  (not while the gateway reads no more because its upstream is busy), and once the
+  gateway has waited on a body for longer than the body timeout, the body must have come
+  at ``MIN_BODY_RATE`` on average over that wait;
+- past the connection bound, or past one client host's share of it, a new connection
+  is answered 503 and closed at once;
 - an answer given before the body was read (413, 401) is followed by reading and
   dropping the rest of the body, for at most the body timeout, before the connection
   closes: the client then reads the answer instead of a reset.
@@ -93,7 +96,18 @@ _HEAD_TOO_LARGE = _raw_answer(
     f"the request line and headers are larger than {MAX_HEAD_BYTES} bytes",
     "HEADERS_TOO_LARGE",
 )
+_TOO_MANY_FROM_PEER = _raw_answer(
+    503,
+    code_pb2.UNAVAILABLE,
+    "this client host holds as many connections as the gateway gives one host; reuse them, or retry later",
+    "TOO_MANY_CONNECTIONS_FROM_PEER",
+    retry_after=1,
+)
 _refused_connections = _Throttled("refused HTTP connections past the bound of %d open connections")
+_refused_peer_connections = _Throttled("refused HTTP connections of a host past its bound of %d open connections")
+MIN_BODY_RATE = 1024
+"""Bytes a second a request body must average once it has taken the body timeout: a body trickled a byte
+at a time within each timeout would otherwise hold its connection for as long as its client likes."""
 
 
 class _HeadTooLarge(Exception):
@@ -129,6 +143,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     limits: ClassVar[GatewayLimits] = GatewayLimits()
     max_connections: ClassVar[int] = GatewayLimits().max_connections
+    peers: ClassVar[dict[str, int]] = {}
+    """Open connections by client host, of this class's gateway (``protocol_for`` gives each its own)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -140,6 +156,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         """True from the end of a request's headers to the end of its body."""
         self.close_when_drained = False
         """The answer was given before the body was all in, and said the connection closes."""
+        self._peer: str | None = None
+        self._body_waited = 0.0
+        self._body_bytes = 0
 
     # ------------------------------------------------------------ connection
 
@@ -150,6 +169,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             transport.write(_TOO_MANY_CONNECTIONS)
             transport.close()
             return
+        per_peer = self.limits.max_connections_per_peer
+        if per_peer:
+            peer = transport.get_extra_info("peername")
+            host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            if self.peers.get(host, 0) >= per_peer:
+                self.transport = transport
+                _refused_peer_connections.warn(per_peer)
+                transport.write(_TOO_MANY_FROM_PEER)
+                transport.close()
+                return
+            self.peers[host] = self.peers.get(host, 0) + 1
+            self._peer = host
         super().connection_made(transport)
         self._head_deadline = self.loop.call_later(self.limits.header_timeout, self._expire, "headers")
 
@@ -157,6 +188,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         for timer in (self._head_deadline, self._linger_end):
             if timer is not None:
                 timer.cancel()
+        if self._peer is not None:
+            left = self.peers.get(self._peer, 1) - 1
+            if left > 0:
+                self.peers[self._peer] = left
+            else:
+                self.peers.pop(self._peer, None)
+            self._peer = None
         super().connection_lost(exc)
 
     def _expire(self, what: str) -> None:
@@ -169,11 +207,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         async def timed_receive():
             if not self.in_body:
                 return await receive()
+            started = self.loop.time()
             deadline = self.loop.call_later(self.limits.body_timeout, self._expire, "body")
             try:
-                return await receive()
+                message = await receive()
             finally:
                 deadline.cancel()
+            # Only the time spent waiting on the client counts, not the time the route took between reads.
+            self._body_waited += self.loop.time() - started
+            self._body_bytes += len(message.get("body", b""))
+            waited = self._body_waited
+            if waited > self.limits.body_timeout and self._body_bytes < MIN_BODY_RATE * waited and self.in_body:
+                self._expire("body, trickled below the least rate,")
+            return message
 
         return timed_receive
 
@@ -222,6 +268,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._head_deadline.cancel()
             self._head_deadline = None
         super().on_headers_complete()
+        self._body_waited, self._body_bytes = 0.0, 0
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # the cycle of this request, its app not started yet
             cycle.transport = cast(asyncio.Transport, _LingeringTransport(self.transport, self))
@@ -271,6 +318,7 @@ def protocol_for(limits: GatewayLimits) -> type[GuardedHttpProtocol]:
 
     GatewayHttpProtocol.limits = limits
     GatewayHttpProtocol.max_connections = connection_bound(limits)
+    GatewayHttpProtocol.peers = {}
     return GatewayHttpProtocol
 
 

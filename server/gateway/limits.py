@@ -37,6 +37,8 @@ class GatewayLimits:
     body_timeout: float = Settings.gateway_body_timeout
     idle_timeout: float = Settings.gateway_idle_timeout
     max_connections: int = Settings.gateway_max_connections
+    max_connections_per_peer: int = Settings.gateway_max_connections_per_peer
+    """Connections one client host may hold; 0: no limit."""
     max_uploads: int = Settings.gateway_max_uploads
 
     def __post_init__(self) -> None:
@@ -46,6 +48,8 @@ class GatewayLimits:
         for name in ("max_body_bytes", "max_connections", "max_uploads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"the gateway's {name.replace('_', ' ')} must be at least 1")
+        if self.max_connections_per_peer < 0:
+            raise ValueError("the gateway's max connections per peer must be 0 (no limit) or more")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewayLimits:
@@ -56,6 +60,7 @@ class GatewayLimits:
             body_timeout=settings.gateway_body_timeout,
             idle_timeout=settings.gateway_idle_timeout,
             max_connections=settings.gateway_max_connections,
+            max_connections_per_peer=settings.gateway_max_connections_per_peer,
             max_uploads=settings.gateway_max_uploads,
         )
 

@@ -15,7 +15,12 @@ import time
 import pytest
 
 from regserve.server.gateway.app import EmbeddedGateway, GatewayLimits
-from regserve.server.gateway.connections import MAX_HEAD_BYTES, connection_bound, quiet_accept_errors
+from regserve.server.gateway.connections import (
+    MAX_HEAD_BYTES,
+    MIN_BODY_RATE,
+    connection_bound,
+    quiet_accept_errors,
+)
 from tests.server.gateway.helpers import chunk, closed_within, connect, head, read_answer, running_gateway
 
 SHORT = GatewayLimits(header_timeout=0.5, body_timeout=0.5, idle_timeout=0.5)
@@ -76,10 +81,12 @@ def test_a_streaming_upload_that_stalls_is_closed_and_stores_nothing(http):
 
 
 def test_a_slow_body_that_keeps_sending_is_served(http, client, linear_data):
-    """Bytes that keep coming within the body timeout are not a stall, however long the body takes."""
+    """Bytes that keep coming within the body timeout, at more than the least rate, are not a stall,
+    however long the body takes."""
     X, y = linear_data
     client.train("house", X, y)
-    body = json.dumps({"inputs": {"numColumns": 5, "values": X[:3].ravel().tolist()}}).encode()
+    body = json.dumps({"inputs": {"numColumns": 5, "values": X[:100].ravel().tolist()}}).encode()
+    assert len(body) / 0.8 > MIN_BODY_RATE
     headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
     with connect(http) as conn:
         conn.sendall(head("POST", "/v1/models/house:predict", headers))
@@ -88,7 +95,41 @@ def test_a_slow_body_that_keeps_sending_is_served(http, client, linear_data):
             time.sleep(0.1)
             conn.sendall(piece)
         status, _, answer = read_answer(conn)
-    assert status == 200 and len(json.loads(answer)["predictions"]["values"]) == 3
+    assert status == 200 and len(json.loads(answer)["predictions"]["values"]) == 100
+
+
+def test_a_body_trickled_below_the_least_rate_is_closed(http):
+    """Each byte within the body timeout, but a few bytes a second: closed once the wait outlasts the timeout."""
+    headers = {"Content-Type": "application/json", "Content-Length": "100000"}
+    with connect(http) as conn:
+        conn.sendall(head("POST", "/v1/models/house:predict", headers))
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 5:
+                conn.sendall(b" ")
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert time.monotonic() - started < 5, "the trickled body kept its connection"
+        assert closed_within(conn, 5)
+
+
+def test_one_host_holds_at_most_its_share_of_connections(target):
+    with running_gateway(target, limits=GatewayLimits(max_connections=10, max_connections_per_peer=2)) as http:
+        held = [connect(http) for _ in range(2)]
+        try:
+            time.sleep(0.2)
+            with connect(http) as extra:
+                status, headers, body = read_answer(extra)
+                reason = json.loads(body)["details"][0]["reason"]
+                assert (status, reason) == (503, "TOO_MANY_CONNECTIONS_FROM_PEER")
+                assert headers["retry-after"] == "1"
+        finally:
+            for conn in held:
+                conn.close()
+        deadline = time.monotonic() + 5
+        while http.get("/v1/models", headers={"Connection": "close"}).status_code != 200:
+            assert time.monotonic() < deadline, "closed connections were not given back to their host"
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(http):
