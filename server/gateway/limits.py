@@ -8,9 +8,12 @@ BatchPredict bodies) in progress, so slow uploads cannot hold every upstream str
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass
+from typing import TypeVar
 
 from google.rpc import code_pb2
 from starlette.requests import Request
@@ -129,6 +132,32 @@ class UploadSlots:
 
 _ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 """zlib's window bits for each request ``Content-Encoding``: a gzip member, or a zlib stream (HTTP's deflate)."""
+
+
+OFF_LOOP_BYTES = 256 * 1024
+"""Bodies and answers from this size on are decoded, parsed and encoded on ``_JSON_THREADS``, not on the
+event loop, which every connection of the gateway waits on: a few megabytes of JSON take it for seconds."""
+_JSON_THREADS = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="regserve-gateway-json")
+"""Two: large bodies queue here rather than each taking a core and its memory at once."""
+_T = TypeVar("_T")
+
+
+def is_large(size: int, request: Request | None = None) -> bool:
+    """Whether ``size`` bytes (of ``request``'s body, any compression counting as large) go off the loop."""
+    return size >= OFF_LOOP_BYTES or (request is not None and content_encoding(request) != "identity")
+
+
+def is_large_answer(message) -> bool:
+    """Whether the JSON of the protobuf ``message`` goes off the loop: about three times its binary size,
+    as a double takes 8 bytes in protobuf and up to 24 characters in JSON."""
+    return 3 * message.ByteSize() >= OFF_LOOP_BYTES
+
+
+async def off_loop(large: bool, work: Callable[[], _T]) -> _T:
+    """``work()``: here when not ``large``, else on a JSON thread, the loop serving other connections meanwhile."""
+    if not large:
+        return work()
+    return await asyncio.get_running_loop().run_in_executor(_JSON_THREADS, work)
 
 
 def content_encoding(request: Request) -> str:

@@ -30,7 +30,16 @@ from regserve.server.gateway.answers import echoed_headers, failed_call_answer, 
 from regserve.server.gateway.call_options import call_options
 from regserve.server.gateway.codec import build_request
 from regserve.server.gateway.errors import GatewayError
-from regserve.server.gateway.limits import GatewayLimits, UploadSlots, content_encoding, decoded_body, read_body
+from regserve.server.gateway.limits import (
+    GatewayLimits,
+    UploadSlots,
+    content_encoding,
+    decoded_body,
+    is_large,
+    is_large_answer,
+    off_loop,
+    read_body,
+)
 from regserve.server.gateway.local import LocalCallError, LocalDispatch, peer_of
 from regserve.server.gateway.ndjson import NdjsonRequests
 from regserve.server.gateway.rules import HttpRoute
@@ -206,11 +215,17 @@ def endpoint_for(
                     code_pb2.INVALID_ARGUMENT, "streaming routes take no query parameters", "UNEXPECTED_QUERY_PARAMETER"
                 )
             return await _upload_answer(request, path_values, options)
-        body = None
+        raw = None
         if route.body:
             _check_content_type(request, _JSON_TYPES)
-            body = decoded_body(request, await read_body(request, limits.max_body_bytes), limits.max_body_bytes)
-        message = build_request(route, request_class, path_values, request.query_params.multi_items(), body)
+            raw = await read_body(request, limits.max_body_bytes)
+        query = request.query_params.multi_items()
+
+        def parse():
+            body = None if raw is None else decoded_body(request, raw, limits.max_body_bytes)
+            return build_request(route, request_class, path_values, query, body)
+
+        message = await off_loop(raw is not None and is_large(len(raw), request), parse)
         if in_process is not None:
             return await _local_answer(route, in_process, message, options, peer_of(request.client))
         call = upstream.callable_for(route, request_class, response_class)(message, **options)
@@ -237,7 +252,8 @@ async def _local_answer(route: HttpRoute, local: LocalDispatch, message, options
         response, sent = await local.call(route.grpc_path, message, peer=peer, **options)
     except LocalCallError as exc:
         return failed_call_answer(exc)
-    return json_answer(route, response, echoed_headers(sent))
+    headers = echoed_headers(sent)
+    return await off_loop(is_large_answer(response), lambda: json_answer(route, response, headers))
 
 
 async def _unary_answer(route: HttpRoute, call) -> Response:
@@ -247,4 +263,4 @@ async def _unary_answer(route: HttpRoute, call) -> Response:
         return failed_call_answer(exc)
     # regserve echoes the request id of a unary call in its trailing metadata.
     headers = echoed_headers((*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ())))
-    return json_answer(route, response, headers)
+    return await off_loop(is_large_answer(response), lambda: json_answer(route, response, headers))

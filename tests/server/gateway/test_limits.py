@@ -156,3 +156,45 @@ def test_limits_from_settings_follow_the_flags():
         GatewayLimits(header_timeout=0)
     with pytest.raises(ValueError, match="gateway-max-uploads"):
         Settings(gateway_max_uploads=0).check()
+
+
+def test_large_and_compressed_bodies_and_large_answers_are_handled_off_the_event_loop(http, client, monkeypatch):
+    """The event loop serves every connection: a body or answer of megabytes is parsed and encoded on a
+    JSON thread (the same request small, on the loop's own thread)."""
+    import gzip
+    import threading
+
+    from regserve.server.gateway import proxy, v2
+
+    rng = np.random.default_rng(31)
+    X = rng.normal(size=(400, 3))
+    client.train("house", X, X @ [1.0, 2.0, 3.0])
+    seen: list[tuple[str, str]] = []
+
+    def spied(module, name):
+        original = getattr(module, name)
+
+        def run(*args, **kwargs):
+            seen.append((name, threading.current_thread().name))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, run)
+
+    spied(proxy, "build_request")
+    spied(proxy, "json_answer")
+    spied(v2, "fill_infer_request")
+    small = json.dumps({"inputs": {"numColumns": 3, "values": X[:2].ravel().tolist()}}).encode()
+    rows = np.tile(X, (40, 1))  # 16,000 rows: a body of about 1 MB, an answer of about 300 KB
+    large = json.dumps({"inputs": {"numColumns": 3, "values": rows.ravel().tolist()}}).encode()
+    headers = {"content-type": "application/json"}
+    for body, extra in ((small, {}), (large, {}), (gzip.compress(small), {"content-encoding": "gzip"})):
+        assert http.post("/v1/models/house:predict", content=body, headers={**headers, **extra}).status_code == 200
+    infer = {"inputs": [{"name": "inputs", "shape": [2, 3], "datatype": "FP64", "data": X[:2].ravel().tolist()}]}
+    assert http.post("/v2/models/house/infer", json=infer).status_code == 200
+    infer["inputs"][0].update(shape=list(rows.shape), data=rows.ravel().tolist())
+    assert http.post("/v2/models/house/infer", json=infer).status_code == 200
+    on_threads = [name.startswith("regserve-gateway-json") for name in (thread for _, thread in seen)]
+    called = [name for name, _ in seen]
+    assert called == ["build_request", "json_answer"] * 3 + ["fill_infer_request"] * 2, seen
+    # Small body and answer on the loop; large body and large answer off it; a compressed body off it.
+    assert on_threads == [False, False, True, True, True, False, False, True], seen
