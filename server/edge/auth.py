@@ -23,13 +23,15 @@ from pathlib import Path
 from regserve.server.errors import PermissionDenied, Unauthenticated
 from regserve.server.rpc.methods import METHODS, Role
 
-__all__ = ["ADMIN", "ANONYMOUS", "PREDICT", "Principal", "TokenTable", "authorize", "role_allows"]
+__all__ = ["ADMIN", "ANONYMOUS", "PREDICT", "SENT_TWICE", "Principal", "TokenTable", "authorize", "role_allows"]
 
 PREDICT = Role.PREDICT.value
 ADMIN = Role.ADMIN.value
 ROLES = tuple(role.value for role in Role)
 
 _BEARER = "bearer "
+SENT_TWICE = "\0authorization sent twice"
+"""What the edge passes as the authorization of a call that carries it more than once (compared by identity)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,11 @@ class TokenTable:
         if not authorization:
             raise Unauthenticated(
                 "This call needs a bearer token in the authorization metadata.", reason="MISSING_TOKEN"
+            )
+        if authorization is SENT_TWICE:
+            raise Unauthenticated(
+                "The call carries the authorization metadata more than once; send one bearer token.",
+                reason="MALFORMED_TOKEN",
             )
         if authorization[:7].lower() != _BEARER:
             raise Unauthenticated("The authorization metadata must read 'Bearer <token>'.", reason="MALFORMED_TOKEN")

@@ -221,7 +221,8 @@ class Edge:
             if key == REQUEST_ID:
                 request_id = value[:MAX_REQUEST_ID]
             elif key == "authorization":
-                authorization = value
+                # Two entries are refused, not resolved: a proxy and the server could each read another.
+                authorization = value if authorization is None else auth.SENT_TWICE
         if not request_id:
             request_id = ID_PREFIX + hex(next(ID_COUNTER))[2:]  # ``request_id_for`` inline: a frame less per call
         if self._echo:

@@ -67,8 +67,20 @@ def _predict_request():
         (_bearer("not-a-token"), grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_TOKEN"),
         ((("authorization", ADMIN_TOKEN),), grpc.StatusCode.UNAUTHENTICATED, "MALFORMED_TOKEN"),
         (_bearer(PREDICT_TOKEN), grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED"),
+        # Two entries, whichever comes first: refused, not resolved to one of them.
+        (_bearer("not-a-token") + _bearer(ADMIN_TOKEN), grpc.StatusCode.UNAUTHENTICATED, "MALFORMED_TOKEN"),
+        (_bearer(ADMIN_TOKEN) + _bearer("not-a-token"), grpc.StatusCode.UNAUTHENTICATED, "MALFORMED_TOKEN"),
+        (_bearer(ADMIN_TOKEN) + _bearer(ADMIN_TOKEN), grpc.StatusCode.UNAUTHENTICATED, "MALFORMED_TOKEN"),
     ],
-    ids=["no-token", "wrong-token", "no-bearer-scheme", "predict-role-trains"],
+    ids=[
+        "no-token",
+        "wrong-token",
+        "no-bearer-scheme",
+        "predict-role-trains",
+        "wrong-then-right",
+        "right-then-wrong",
+        "twice",
+    ],
 )
 def test_train_is_refused_without_an_admin_token(secured, metadata, code, reason):
     stub = pb_grpc.RegressionServiceStub(secured)
