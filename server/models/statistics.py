@@ -408,7 +408,9 @@ def coefficient_statistics(model, inference: Inference, feature_names: list[str]
     names = (["(intercept)"] if k else []) + list(feature_names)
     se = np.sqrt(np.diag(inference.covariance))
     robust = np.sqrt(np.diag(inference.robust)) if inference.robust is not None else np.full(len(beta), math.nan)
-    statistic = beta / se
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # A fit with no residual has zero standard errors: its statistics are infinite, as statsmodels gives them.
+        statistic = beta / se
     if inference.kind == "linear":
         p_values = 2 * stats.t.sf(np.abs(statistic), inference.df_resid)
     else:

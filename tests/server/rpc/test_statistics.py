@@ -219,3 +219,16 @@ def test_each_version_without_statistics_says_why(client, admin, diabetes):
     with pytest.raises(FailedPrecondition) as refused:
         client.predict("fitted", np.ones((1, 3)), interval=0.9)
     assert "fitted parameters" in refused.value.message
+
+
+def test_a_fit_without_residuals_has_infinite_statistics_and_warns_nothing(client):
+    import warnings
+
+    X = np.arange(10.0)[:, None]
+    client.train("exact", X, 2 * X[:, 0] + 1)  # fitted to the last bit: every residual is 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        statistics = client.model_info("exact").statistics
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    got = _columns(statistics)
+    assert np.isinf(got["statistic"]).all() and (got["p_value"] == 0).all()
