@@ -57,7 +57,7 @@ from regserve.server.gateway.limits import GatewayLimits, UploadSlots
 from regserve.server.gateway.local import LocalDispatch
 from regserve.server.gateway.openapi import load_comments, openapi_document
 from regserve.server.gateway.proxy import Upstream, endpoint_for
-from regserve.server.gateway.rules import HttpRoute, contract_services, http_routes
+from regserve.server.gateway.rules import HttpRoute, contract_services, http_routes, sent_path
 from regserve.server.gateway.v2 import v2_http_routes, v2_routes
 from regserve.server.gateway.v2_openapi import add_v2_paths
 from regserve.server.observability.tracing import Tracing, TracingMiddleware
@@ -81,11 +81,6 @@ DOCS_STATIC = "/docs/static"
 def gateway_routes(services: Iterable[ServiceDescriptor] | None = None) -> list[HttpRoute]:
     """The HTTP routes the gateway serves: every binding of every method of ``services`` (default: regserve.v1)."""
     return http_routes(contract_services() if services is None else services)
-
-
-def _route_path(scope: Scope) -> str:
-    path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 class _RuleRoute(BaseRoute):
@@ -112,7 +107,7 @@ class _RuleRoute(BaseRoute):
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http":
             return Match.NONE, {}
-        values = self.route.path.match(_route_path(scope))
+        values = self.route.path.match(sent_path(scope))
         if values is None:
             return Match.NONE, {}
         child = {"endpoint": self.endpoint, "path_params": values, "route": self}
@@ -123,7 +118,7 @@ class _RuleRoute(BaseRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.route.answers(scope["method"]):
-            path = _route_path(scope)
+            path = sent_path(scope)
             allowed = sorted(
                 {m for r in self.siblings if r.route.path.match(path) is not None for m in r.route.allowed}
             )

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from regserve.server.gateway.rules import sent_path
 from regserve.server.rpc.status import DOMAIN, rich_status
 
 __all__ = [
@@ -174,10 +175,10 @@ async def http_exception_handler(request: Request, exc: HTTPException) -> Respon
     """Starlette's own 404 and 405 (and any other HTTPException) as google.rpc.Status JSON."""
     code, reason = _OWN_ERRORS.get(exc.status_code, (code_pb2.INVALID_ARGUMENT, "BAD_REQUEST"))
     if exc.status_code == 404:
-        message = f"no route for {request.method} {request.url.path}"
+        message = f"no route for {request.method} {sent_path(request.scope)}"
     elif exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
-        message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+        message = f"{request.method} is not allowed on {sent_path(request.scope)}; allowed: {allowed}"
     else:
         message = exc.detail
     error = GatewayError(code, message, reason, http_status=exc.status_code, headers=dict(exc.headers or {}))

@@ -16,8 +16,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
@@ -26,6 +28,17 @@ __all__ = ["HttpRoute", "PathTemplate", "contract_services", "http_routes", "res
 
 _SEGMENT = "[^/:]+"
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def sent_path(scope: Mapping[str, Any]) -> str:
+    """The request's path as the client sent it, percent-encoded (ASGI's ``raw_path``), without the root path.
+
+    Routes match this, not the decoded ``path``, in which ``%2F`` would already be a ``/``.
+    """
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else scope["path"]
+    root = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 @dataclass(frozen=True)
@@ -63,11 +76,15 @@ class PathTemplate:
         return cls(template, re.compile(pattern), tuple(variables))
 
     def match(self, path: str) -> dict[str, str] | None:
-        """The value of each variable when ``path`` matches the template, else None."""
+        """The value of each variable when ``path``, as sent (percent-encoded), matches the template, else None.
+
+        Segments are split before each variable's value is decoded, as grpc-gateway does: an
+        encoded ``/`` or ``:`` stays inside its segment instead of making another route's path.
+        """
         found = self.pattern.fullmatch(path)
         if found is None:
             return None
-        return {name: found.group(f"v{i}") for i, name in enumerate(self.variables)}
+        return {name: unquote(found.group(f"v{i}")) for i, name in enumerate(self.variables)}
 
     @property
     def openapi_path(self) -> str:

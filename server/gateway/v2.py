@@ -44,7 +44,7 @@ from regserve.server.gateway.errors import GatewayError, error_headers, http_sta
 from regserve.server.gateway.limits import GatewayLimits, decoded_body, is_large, is_large_answer, off_loop, read_body
 from regserve.server.gateway.local import LocalDispatch, peer_of
 from regserve.server.gateway.proxy import Upstream
-from regserve.server.gateway.rules import HttpRoute, PathTemplate
+from regserve.server.gateway.rules import HttpRoute, PathTemplate, sent_path
 from regserve.server.gateway.v2_codec import (
     HEADER_LENGTH,
     OutputChoice,
@@ -253,8 +253,7 @@ def _endpoint(
 
 
 def _path(scope: Scope) -> str:
-    path, root = scope["path"], scope.get("root_path", "")
-    path = path[len(root) :] if root and path.startswith(root) else path
+    path = sent_path(scope)
     # The protocol's own OpenAPI document writes the server metadata path as /v2/.
     return "/v2" if path == "/v2/" else path
 

@@ -111,10 +111,26 @@ def test_every_rpc_of_the_contract_has_a_route():
         ("/v1/{name=models/*}", "/v1/models/a/b", None),
         ("/v1/{name=files/**}", "/v1/files/a/b/c", {"name": "files/a/b/c"}),
         ("/v1/*/x/{spec.model}", "/v1/anything/x/m", {"spec.model": "m"}),
+        # Paths as sent: an encoded / or : stays in its segment; a value is decoded once matched.
+        ("/v1/models/{model}:predict", "/v1/models/house%3Apredict", None),
+        ("/v1/models/{model}/versions/{version}:promote", "/v1/models/a%2Fversions%2Fv1:promote", None),
+        ("/v1/models/{model}", "/v1/models/h%C3%A4us", {"model": "häus"}),
     ],
 )
 def test_path_templates_follow_the_http_rule_grammar(template, path, expected):
     assert PathTemplate.parse(template).match(path) == expected
+
+
+def test_an_encoded_slash_or_colon_does_not_reach_another_route(http, stub, linear_data):
+    """As grpc-gateway routes: a proxy's rule on the raw path and the gateway read the same path."""
+    X, y = linear_data
+    train(stub, "house", X, y)
+    for path in ("/v1/models/house%2Fversions%2Fv1:freeze", "/v1/models/house%3Apredict"):
+        answer = http.post(path, json={"reason": "x"})
+        assert answer.status_code in (404, 405), (path, answer.text)
+    models = http.get("/v1/models").json()["models"]
+    assert [m["model"] for m in models] == ["house"] and not models[0].get("frozen")
+    assert http.get("/v1/models/hous%65").json()["modelVersion"]["model"] == "house"  # a value is decoded
 
 
 # Every route answers as the gRPC call does.
