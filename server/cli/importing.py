@@ -48,6 +48,7 @@ import numpy as np
 from regserve.client import ModelAdminClient, NotFound
 from regserve.server.cli.commands import connection
 from regserve.server.cli.render import print_json, print_metrics
+from regserve.server.json_objects import DuplicateKey, unique_keys
 from regserve.v1 import types_pb2
 
 __all__ = ["FORMATS", "JSON_KEYS", "FittedModel", "ImportRefused", "cmd_import", "read_fitted", "trusted_types"]
@@ -369,23 +370,15 @@ def read_fitted(path: str | Path, file_format: str | None = None) -> FittedModel
         return _from_estimator(*_load_skops(path), lineage)
     try:
         # utf-8-sig: editors on Windows start UTF-8 files with a byte-order mark.
-        document = json.loads(content.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
+        document = json.loads(content.decode("utf-8-sig"), object_pairs_hook=unique_keys)
+    except DuplicateKey as exc:
+        raise ImportRefused(f"{path.name}: {exc}; give each key once") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ImportRefused(f"{path.name} is not a JSON document ({exc})") from exc
     return _from_document(document, lineage)
 
 
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refused when it names a key twice: which value was meant is not known."""
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise ImportRefused(f"the JSON document names {key!r} more than once in one object; give each key once")
-        seen.add(key)
-    return dict(pairs)
 
 
 def _serving_version(admin: ModelAdminClient, model: str) -> types_pb2.ModelVersion | None:

@@ -20,6 +20,7 @@ from google.rpc import code_pb2
 
 from regserve.server.gateway.errors import GatewayError
 from regserve.server.gateway.rules import HttpRoute, resolve_field_path
+from regserve.server.json_objects import unique_keys
 
 __all__ = ["build_request", "message_json", "parse_message", "response_json"]
 
@@ -29,7 +30,7 @@ _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 def parse_message(data: bytes | str | dict, message: Message, *, field: str = "") -> Message:
     """Merge JSON ``data`` into ``message`` (or into its ``field``); GatewayError 400 when it does not fit."""
     try:
-        value = json.loads(data) if isinstance(data, bytes | str) else data
+        value = json.loads(data, object_pairs_hook=unique_keys) if isinstance(data, bytes | str) else data
     except (ValueError, UnicodeDecodeError) as exc:
         raise GatewayError(code_pb2.INVALID_ARGUMENT, f"malformed JSON: {exc}", "MALFORMED_JSON") from exc
     except RecursionError:

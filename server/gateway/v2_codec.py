@@ -29,6 +29,7 @@ from regserve.server.inference.tensors import (
     out_of_range,
     version_parameter_refused,
 )
+from regserve.server.json_objects import unique_keys
 from regserve.server.registry.text_limits import shown
 
 __all__ = [
@@ -83,7 +84,7 @@ def _string(value: object, where: str) -> str:
 
 def _load_json(data: bytes | memoryview) -> dict:
     try:
-        value = json.loads(bytes(data))
+        value = json.loads(bytes(data), object_pairs_hook=unique_keys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _bad(f"malformed JSON: {exc}", "MALFORMED_JSON", "body", "send a JSON object") from None
     except RecursionError:

@@ -397,5 +397,5 @@ def test_a_json_document_with_a_byte_order_mark_reads_and_a_key_given_twice_is_r
     assert_predicts_as(client, "m", linear, X)
     capsys.readouterr()
     path.write_text('{"kind": "linear", "kind": "ridge", "coefficients": [[1.0]], "intercepts": [0]}')
-    with pytest.raises(ImportRefused, match="'kind' more than once"):
+    with pytest.raises(ImportRefused, match="'kind' is given twice"):
         read_fitted(path)

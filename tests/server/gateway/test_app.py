@@ -645,3 +645,16 @@ def test_an_error_the_gateway_answers_itself_carries_a_request_id(http):
         assert answer.status_code in (400, 404) and answer.headers["x-request-id"] == "trace-7"
     made = http.post("/v1/models/house:predict", content=b"{", headers={"content-type": "application/json"})
     assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])
+
+
+def test_a_json_body_naming_a_key_twice_is_refused_on_v1_and_v2(http, stub, linear_data):
+    X, y = linear_data
+    train(stub, "house", X, y)
+    row = ",".join(map(str, X[0]))
+    v1 = f'{{"inputs": {{"numColumns": 5, "values": [{row}]}}, "inputs": {{"numColumns": 5, "values": [{row}]}}}}'
+    v2 = f'{{"inputs": [{{"name": "inputs", "shape": [1, 5], "datatype": "FP64", "data": [{row}], "shape": [5, 1]}}]}}'
+    headers = {"content-type": "application/json"}
+    for path, body in (("/v1/models/house:predict", v1), ("/v2/models/house/infer", v2)):
+        answer = http.post(path, content=body.encode(), headers=headers)
+        assert answer.status_code == 400, (path, answer.text)
+        assert "given twice" in answer.text, answer.text
