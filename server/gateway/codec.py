@@ -20,7 +20,7 @@ from google.rpc import code_pb2
 
 from regserve.server.gateway.errors import GatewayError
 from regserve.server.gateway.rules import HttpRoute, resolve_field_path
-from regserve.server.json_objects import unique_keys
+from regserve.server.json_objects import json_error, unique_keys
 
 __all__ = ["build_request", "message_json", "parse_message", "response_json"]
 
@@ -32,7 +32,7 @@ def parse_message(data: bytes | str | dict, message: Message, *, field: str = ""
     try:
         value = json.loads(data, object_pairs_hook=unique_keys) if isinstance(data, bytes | str) else data
     except (ValueError, UnicodeDecodeError) as exc:
-        raise GatewayError(code_pb2.INVALID_ARGUMENT, f"malformed JSON: {exc}", "MALFORMED_JSON") from exc
+        raise GatewayError(code_pb2.INVALID_ARGUMENT, f"malformed JSON: {json_error(exc)}", "MALFORMED_JSON") from exc
     except RecursionError:
         raise GatewayError(code_pb2.INVALID_ARGUMENT, "malformed JSON: nested too deeply", "MALFORMED_JSON") from None
     if field:

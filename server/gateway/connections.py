@@ -310,12 +310,43 @@ def connection_bound(limits: GatewayLimits) -> int:
     return max(1, soft // 2)
 
 
+class _InvalidRequests(logging.Filter):
+    """Lets uvicorn's warning about an unparsable request through once per interval, with a count of the others:
+    a client sending garbage would otherwise write a log line per request."""
+
+    MESSAGE = "Invalid HTTP request received."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: float | None = None
+        self.held_back = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.MESSAGE:
+            return True
+        now = time.monotonic()
+        if self.last is not None and now - self.last < LOG_INTERVAL:
+            self.held_back += 1
+            return False
+        if self.held_back:
+            record.msg = f"{self.MESSAGE} (and %d more since the last report)"
+            record.args = (self.held_back,)
+        self.last, self.held_back = now, 0
+        return True
+
+
+_INVALID_REQUESTS = _InvalidRequests()
+
+
 def protocol_for(limits: GatewayLimits) -> type[GuardedHttpProtocol]:
     """The protocol class, for uvicorn's ``http`` setting, of a gateway with ``limits``."""
 
     class GatewayHttpProtocol(GuardedHttpProtocol):
         pass
 
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if _INVALID_REQUESTS not in uvicorn_log.filters:
+        uvicorn_log.addFilter(_INVALID_REQUESTS)
     GatewayHttpProtocol.limits = limits
     GatewayHttpProtocol.max_connections = connection_bound(limits)
     GatewayHttpProtocol.peers = {}

@@ -29,7 +29,7 @@ from regserve.server.inference.tensors import (
     out_of_range,
     version_parameter_refused,
 )
-from regserve.server.json_objects import unique_keys
+from regserve.server.json_objects import json_error, unique_keys
 from regserve.server.registry.text_limits import shown
 
 __all__ = [
@@ -86,7 +86,7 @@ def _load_json(data: bytes | memoryview) -> dict:
     try:
         value = json.loads(bytes(data), object_pairs_hook=unique_keys)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _bad(f"malformed JSON: {exc}", "MALFORMED_JSON", "body", "send a JSON object") from None
+        raise _bad(f"malformed JSON: {json_error(exc)}", "MALFORMED_JSON", "body", "send a JSON object") from None
     except RecursionError:
         raise _bad("malformed JSON: nested too deeply", "MALFORMED_JSON", "body", "send a JSON object") from None
     return _object(value, "the body")

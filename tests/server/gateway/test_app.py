@@ -658,3 +658,11 @@ def test_a_json_body_naming_a_key_twice_is_refused_on_v1_and_v2(http, stub, line
         answer = http.post(path, content=body.encode(), headers=headers)
         assert answer.status_code == 400, (path, answer.text)
         assert "given twice" in answer.text, answer.text
+
+
+def test_an_integer_too_long_for_python_is_refused_in_the_documents_terms(http):
+    body = b'{"inputs": {"numColumns": 1, "values": [' + b"9" * 5000 + b"]}}"
+    for path in ("/v1/models/house:predict", "/v2/models/house/infer"):
+        answer = http.post(path, content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 400 and "more than 4,300 digits" in answer.text, answer.text
+        assert "sys." not in answer.text

@@ -195,6 +195,17 @@ def test_running_out_of_descriptors_logs_one_line_per_interval(caplog):
     assert any("something else" in r.getMessage() for r in caplog.records)  # other errors are logged as before
 
 
+def test_requests_that_do_not_parse_are_answered_400_and_logged_once_per_interval(http, caplog):
+    with caplog.at_level(logging.WARNING, logger="uvicorn.error"):
+        for _ in range(20):
+            with connect(http) as conn:
+                conn.sendall(b"\x16\x03\x01 not HTTP at all\r\n\r\n")
+                status, _, _ = read_answer(conn)
+                assert status == 400
+    lines = [r for r in caplog.records if r.getMessage().startswith("Invalid HTTP request")]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+
+
 def test_the_connection_bound_fits_the_open_file_limit():
     import resource
 
