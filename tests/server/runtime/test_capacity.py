@@ -183,7 +183,7 @@ def test_pools_set_to_zero_run_on_the_servers_threads(tmp_path, linear_data):
 
 
 def _health(target: str) -> str:
-    """"answered" when a new connection's health check is answered, else the call's status code's name."""
+    """ "answered" when a new connection's health check is answered, else the call's status code's name."""
     with _own_connection(target) as channel:
         try:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
@@ -209,8 +209,7 @@ def test_silent_connections_are_capped_and_closed_after_the_handshake_timeout(tm
     app = start_server(tmp_path / "models", max_connections=4)
     target = f"127.0.0.1:{app.port}"
     try:
-        assert _health(target) == "answered"
-        # Connections that send nothing: those past the cap are closed as they arrive.
+        # Connections that send nothing, the first the server sees: those past the cap are closed as they arrive.
         silent = [socket.create_connection(("127.0.0.1", app.port)) for _ in range(8)]
         time.sleep(0.5)
         assert sum(_closed_by_server(sock, 0.05) for sock in silent) == 4
