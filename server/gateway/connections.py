@@ -12,7 +12,8 @@ the middle of its body, holds its connection and a file descriptor for ever.
 - while the gateway waits for body bytes, they must come within the body timeout
   (not while the gateway reads no more because its upstream is busy), and once the
   gateway has waited on a body for longer than the body timeout, the body must have come
-  at ``MIN_BODY_RATE`` on average over that wait;
+  at ``MIN_BODY_RATE`` on average over that wait (an NDJSON stream, whose lines come as
+  its client makes them, excepted: upload slots bound those);
 - past the connection bound, or past one client host's share of it, a new connection
   is answered 503 and closed at once;
 - an answer given before the body was read (413, 401) is followed by reading and
@@ -159,6 +160,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._peer: str | None = None
         self._body_waited = 0.0
         self._body_bytes = 0
+        self._least_rate = True
+        """Whether this request's body must come at ``MIN_BODY_RATE``: all but NDJSON streams."""
 
     # ------------------------------------------------------------ connection
 
@@ -217,7 +220,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._body_waited += self.loop.time() - started
             self._body_bytes += len(message.get("body", b""))
             waited = self._body_waited
-            if waited > self.limits.body_timeout and self._body_bytes < MIN_BODY_RATE * waited and self.in_body:
+            if (
+                self._least_rate
+                and waited > self.limits.body_timeout
+                and self._body_bytes < MIN_BODY_RATE * waited
+                and self.in_body
+            ):
                 self._expire("body, trickled below the least rate,")
             return message
 
@@ -269,6 +277,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._head_deadline = None
         super().on_headers_complete()
         self._body_waited, self._body_bytes = 0.0, 0
+        # A stream of NDJSON lines may come as slowly as its client makes them (an upload slot bounds those).
+        content_type = next((v for k, v in self.scope["headers"] if k == b"content-type"), b"")
+        self._least_rate = not content_type.lower().startswith(b"application/x-ndjson")
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # the cycle of this request, its app not started yet
             cycle.transport = cast(asyncio.Transport, _LingeringTransport(self.transport, self))

@@ -12,6 +12,7 @@ import logging
 import socket
 import time
 
+import numpy as np
 import pytest
 
 from regserve.server.gateway.app import EmbeddedGateway, GatewayLimits
@@ -112,6 +113,28 @@ def test_a_body_trickled_below_the_least_rate_is_closed(http):
             pass
         assert time.monotonic() - started < 5, "the trickled body kept its connection"
         assert closed_within(conn, 5)
+
+
+def test_an_ndjson_stream_of_slow_lines_is_not_held_to_the_least_rate(http):
+    """Lines of a stream come as their client makes them: each within the body timeout is enough."""
+    rng = np.random.default_rng(9)
+    headers = {"Content-Type": "application/x-ndjson", "Transfer-Encoding": "chunked"}
+    spec = {"spec": {"model": "slow", "kind": "MODEL_KIND_LINEAR"}}
+    with connect(http) as conn:
+        conn.sendall(head("POST", "/v1/models:train", headers) + chunk(json.dumps(spec).encode() + b"\n"))
+        for _ in range(8):  # 1.6 s of 0.2 s pauses, past the 0.5 s body timeout, at some 500 bytes/s
+            time.sleep(0.2)
+            X = rng.normal(size=(1, 2))
+            line = {
+                "chunk": {
+                    "features": {"numColumns": 2, "values": X.ravel().tolist()},
+                    "targets": {"values": X.sum(axis=1).tolist()},
+                }
+            }
+            conn.sendall(chunk(json.dumps(line).encode() + b"\n"))
+        conn.sendall(b"0\r\n\r\n")
+        status, _, answer = read_answer(conn)
+    assert status == 200, answer
 
 
 def test_one_host_holds_at_most_its_share_of_connections(target):
