@@ -61,7 +61,13 @@ from regserve.server.models.estimator import LinearModel
 from regserve.server.models.objective import Objective, make_objective
 from regserve.server.models.scoring import ModelScores
 from regserve.server.models.training.chunks import checked_features, checked_labels, checked_targets
-from regserve.server.models.training.fitting import _standardization, check_model_finite, fit_model, model_from_theta
+from regserve.server.models.training.fitting import (
+    _standardization,
+    check_model_finite,
+    fit_model,
+    model_from_theta,
+    settle_final_loss,
+)
 from regserve.server.models.training.labels import LabelTable
 from regserve.server.models.training.moments import Moments
 from regserve.server.models.training.sampling import RowGroups
@@ -547,9 +553,7 @@ def train_on_cluster(client, source: str, target: str, spec: TrainSpec, chunk_ro
     if separated:
         warnings.append(complete_separation_warning(total.train_rows))
         info.converged = False  # the tolerance was met only because the weights ran off
-    if info.final_loss is None and training.get("mse") is not None:
-        # The closed form's objective, as the trainer reports it: ½·MSE + (alpha/n)/2·‖w‖².
-        info.final_loss = 0.5 * training["mse"] + 0.5 * spec.l2(total.train_rows) * float((model.coef_**2).sum())
+    settle_final_loss(info, spec, model, training, total.train_rows)
     stats = Trainer._feature_stats(
         cast(Any, SimpleNamespace(_moments=(total.train, total.validation))), list(reading.features)
     )

@@ -138,6 +138,15 @@ def _solve_iteratively(spec: TrainSpec, objective: Objective, start: float) -> t
     )
 
 
+def settle_final_loss(
+    info: solvers.SolverInfo, spec: TrainSpec, model: LinearModel, training: dict, n_train: int
+) -> None:
+    """Give a closed-form fit, whose solver reports no loss, its objective ½·MSE + (alpha/n)/2·‖w‖² from the
+    ``training`` metrics of its ``n_train`` rows; a solver's own loss is left as it is."""
+    if info.final_loss is None and training.get("mse") is not None:
+        info.final_loss = 0.5 * training["mse"] + 0.5 * spec.l2(n_train) * float((model.coef_**2).sum())
+
+
 def check_model_finite(model: LinearModel, spec: TrainSpec) -> None:
     """Refuse a fit whose coefficients overflowed, so no unusable version is ever stored."""
     if np.isfinite(model.coef_).all() and np.isfinite(model.intercept_).all():

@@ -58,7 +58,7 @@ from regserve.server.models.scoring import ModelScores
 from regserve.server.models.training.budget import DEFAULT_LIMITS, RunSize, TrainingBudget, TrainingLimits
 from regserve.server.models.training.chunks import checked_features, checked_labels, checked_targets
 from regserve.server.models.training.drift_reference import DriftCounts, EdgeSample, build_drift_reference
-from regserve.server.models.training.fitting import check_model_finite, fit_model
+from regserve.server.models.training.fitting import check_model_finite, fit_model, settle_final_loss
 from regserve.server.models.training.labels import LabelTable
 from regserve.server.models.training.moments import Moments
 from regserve.server.models.training.sampling import RowGroups
@@ -314,10 +314,7 @@ class Trainer:
             # and a fit that stopped short is not the estimate they describe.
             scores = self._score(model, spool, folds, moments[0], edges, label_map, inference=not warnings)
             training, validation, model.inference, drift_counts, sample = scores
-            if info.final_loss is None and training.get("mse") is not None:
-                # The closed form's objective, ½·MSE + (alpha/n)/2·‖w‖², from the scoring pass.
-                l2 = spec.l2(self._n_train)
-                info.final_loss = 0.5 * training["mse"] + 0.5 * l2 * float((model.coef_**2).sum())
+            settle_final_loss(info, spec, model, training, self._n_train)
             cv = self._cross_validate(spool, classes, label_map) if spec.cv_folds else None
             confusion = training.get("confusion_matrix") if classes is not None else None
             reference = build_drift_reference(drift_counts, moments[0], confusion)
