@@ -7,7 +7,7 @@ import json
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from regserve.server.edge.request_ids import request_id_for
+from regserve.server.edge.request_ids import REQUEST_ID, request_id_for
 from regserve.server.gateway.codec import response_json
 from regserve.server.gateway.errors import status_from_rpc_error, status_response
 from regserve.server.gateway.rules import HttpRoute
@@ -37,7 +37,7 @@ def json_answer(route: HttpRoute, response, headers: dict[str, str]) -> Response
     return Response(body, media_type="application/json", headers=headers)
 
 
-_REQUEST_ID = b"x-request-id"
+_REQUEST_ID = REQUEST_ID.encode()
 
 
 class RequestIdOnErrors:

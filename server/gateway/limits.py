@@ -160,6 +160,17 @@ async def off_loop(large: bool, work: Callable[[], _T]) -> _T:
     return await asyncio.get_running_loop().run_in_executor(_JSON_THREADS, work)
 
 
+async def parse_body(request: Request, raw: bytes, limit: int, parse: Callable[[bytes], _T]) -> _T:
+    """``parse`` of the body ``raw`` of ``request`` without its Content-Encoding (``decoded_body``, within
+    ``limit``), on a JSON thread when the body is large or compressed."""
+    return await off_loop(is_large(len(raw), request), lambda: parse(decoded_body(request, raw, limit)))
+
+
+async def answer_of(response, make: Callable[[], _T]) -> _T:
+    """``make()``, the HTTP answer carrying the protobuf ``response``: on a JSON thread when its JSON is large."""
+    return await off_loop(is_large_answer(response), make)
+
+
 def content_encoding(request: Request) -> str:
     """The request's ``Content-Encoding``, lower case; ``identity`` when it names none."""
     return request.headers.get("content-encoding", "identity").strip().lower()

@@ -33,11 +33,9 @@ from regserve.server.gateway.errors import GatewayError
 from regserve.server.gateway.limits import (
     GatewayLimits,
     UploadSlots,
+    answer_of,
     content_encoding,
-    decoded_body,
-    is_large,
-    is_large_answer,
-    off_loop,
+    parse_body,
     read_body,
 )
 from regserve.server.gateway.local import LocalCallError, LocalDispatch, peer_of
@@ -215,17 +213,18 @@ def endpoint_for(
                     code_pb2.INVALID_ARGUMENT, "streaming routes take no query parameters", "UNEXPECTED_QUERY_PARAMETER"
                 )
             return await _upload_answer(request, path_values, options)
-        raw = None
+        query = request.query_params.multi_items()
         if route.body:
             _check_content_type(request, _JSON_TYPES)
             raw = await read_body(request, limits.max_body_bytes)
-        query = request.query_params.multi_items()
-
-        def parse():
-            body = None if raw is None else decoded_body(request, raw, limits.max_body_bytes)
-            return build_request(route, request_class, path_values, query, body)
-
-        message = await off_loop(raw is not None and is_large(len(raw), request), parse)
+            message = await parse_body(
+                request,
+                raw,
+                limits.max_body_bytes,
+                lambda body: build_request(route, request_class, path_values, query, body),
+            )
+        else:
+            message = build_request(route, request_class, path_values, query, None)
         if in_process is not None:
             return await _local_answer(route, in_process, message, options, peer_of(request.client))
         call = upstream.callable_for(route, request_class, response_class)(message, **options)
@@ -253,7 +252,7 @@ async def _local_answer(route: HttpRoute, local: LocalDispatch, message, options
     except LocalCallError as exc:
         return failed_call_answer(exc)
     headers = echoed_headers(sent)
-    return await off_loop(is_large_answer(response), lambda: json_answer(route, response, headers))
+    return await answer_of(response, lambda: json_answer(route, response, headers))
 
 
 async def _unary_answer(route: HttpRoute, call) -> Response:
@@ -263,4 +262,4 @@ async def _unary_answer(route: HttpRoute, call) -> Response:
         return failed_call_answer(exc)
     # regserve echoes the request id of a unary call in its trailing metadata.
     headers = echoed_headers((*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ())))
-    return await off_loop(is_large_answer(response), lambda: json_answer(route, response, headers))
+    return await answer_of(response, lambda: json_answer(route, response, headers))

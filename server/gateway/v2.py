@@ -21,6 +21,7 @@ with the HTTP status of the gRPC code (400, 404, 429, 503, ...).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from regserve.server.errors import RegserveError
 from regserve.server.gateway.answers import echoed_headers
 from regserve.server.gateway.call_options import call_options
 from regserve.server.gateway.errors import GatewayError, error_headers, http_status_for, status_from_rpc_error
-from regserve.server.gateway.limits import GatewayLimits, decoded_body, is_large, is_large_answer, off_loop, read_body
+from regserve.server.gateway.limits import GatewayLimits, answer_of, parse_body, read_body
 from regserve.server.gateway.local import LocalDispatch, peer_of
 from regserve.server.gateway.proxy import Upstream
 from regserve.server.gateway.rules import HttpRoute, PathTemplate, sent_path
@@ -217,15 +218,12 @@ def _endpoint(
                 _check_body_type(request)
                 length = _header_length(request)
                 raw = await read_body(request, limits.max_body_bytes)
-
-                def parse():
-                    body = decoded_body(request, raw, limits.max_body_bytes)
-                    if route.method.name == "ModelInfer":
-                        return fill_infer_request(message, body, length)
-                    fill_repository_request(message, body)
-                    return None
-
-                choice = await off_loop(is_large(len(raw), request), parse)
+                fill: Callable[[bytes], OutputChoice | None]
+                if route.method.name == "ModelInfer":
+                    fill = functools.partial(fill_infer_request, message, header_length=length)
+                else:
+                    fill = functools.partial(fill_repository_request, message)
+                choice = await parse_body(request, raw, limits.max_body_bytes, fill)
             if in_process is not None:
                 response, sent = await in_process.call(route.grpc_path, message, peer=peer, **options)
                 headers = echoed_headers(sent)
@@ -244,7 +242,7 @@ def _endpoint(
             failed = cast(grpc.Call, exc)
             sent = (*(failed.initial_metadata() or ()), *(failed.trailing_metadata() or ()))
             return error_answer(status_from_rpc_error(exc), headers=echoed_headers(sent))
-        return await off_loop(is_large_answer(response), lambda: answer(message, response, choice, headers))
+        return await answer_of(response, lambda: answer(message, response, choice, headers))
 
     return handle
 
