@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from regserve.server.datasets.arrow_arrays import numbers, row_major
 from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse_target_as_feature
 from regserve.server.errors import InvalidInput
 from regserve.server.models.class_labels import integer_text, whole_float_text_labels
@@ -234,8 +235,7 @@ def _arrays(batch: pa.RecordBatch, d: int, labels: bool) -> tuple[np.ndarray, np
     columns = batch.columns
     if any(column.null_count for column in columns):
         raise _BadRow
-    features = [pc.cast(c, pa.float64()) if pa.types.is_boolean(c.type) else c for c in columns[:d]]
-    X = np.column_stack([column.to_numpy() for column in features]) if d else np.empty((batch.num_rows, 0))
+    X = row_major([numbers(column) for column in columns[:d]], batch.num_rows)
     if not np.isfinite(X).all():
         raise _BadRow
     if len(columns) == d:
@@ -246,7 +246,7 @@ def _arrays(batch: pa.RecordBatch, d: int, labels: bool) -> tuple[np.ndarray, np
         if any(integer_text(text) != text for text in pc.unique(columns[d]).to_pylist()):
             target = whole_float_text_labels(target)
         return X, target
-    y = columns[d].to_numpy()
+    y = numbers(columns[d])
     if not np.isfinite(y).all():
         raise _BadRow
     return X, y
