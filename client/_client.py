@@ -120,7 +120,7 @@ class RegressionClient(Connection):
         features by its columns.  ``options`` are TrainSpec
         fields (alpha, c, standardize, learning_rate, epochs, batch_size, tolerance,
         max_iterations, validation_fraction, cv_folds, seed, promote, promotion_gate,
-        fit_intercept).
+        fit_intercept, and source: where the rows were read, stored as the version's source).
         When ``chunks`` raises, the call is cancelled, nothing is stored, and that
         exception reaches the caller.
         """

@@ -10,6 +10,7 @@ object per row; see ``render``).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -147,6 +148,8 @@ def cmd_train(args) -> int:
                 solver=args.solver,
                 feature_names=table.feature_names,
                 promotion_gate=args.promotion_gate,
+                # The absolute path: the version's lineage outlives this working directory.
+                source=f"regserve train of {os.path.abspath(args.file)}",
                 **_train_options(args),
             )
     if _json(args):

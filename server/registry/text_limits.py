@@ -18,6 +18,7 @@ __all__ = [
     "MODEL_NAME_MAX",
     "REASON_MAX",
     "ROUTING_KEY_MAX",
+    "SOURCE_MAX",
     "VERSION_NAME_MAX",
     "check_length",
     "check_lengths",
@@ -39,6 +40,8 @@ CLASS_LABEL_MAX = 256
 """A class label of a Train spec or chunk."""
 ROUTING_KEY_MAX = 256
 """The key that picks the arm of a traffic split."""
+SOURCE_MAX = 1024
+"""Where a version came from (a Train spec's or a fitted version's lineage source), kept in its metadata."""
 
 
 def too_long(field: str, limit: int, length: int, what: str = "") -> InvalidInput:

@@ -22,7 +22,7 @@ from regserve.server.errors import FieldViolation, InvalidInput, RegserveError
 from regserve.server.models.estimator import LinearModel
 from regserve.server.models.training.spec import MAX_CLASSES, MAX_FEATURES
 from regserve.server.registry.probe import probe_arrays
-from regserve.server.registry.text_limits import CLASS_LABEL_MAX, FEATURE_NAME_MAX, REASON_MAX
+from regserve.server.registry.text_limits import CLASS_LABEL_MAX, FEATURE_NAME_MAX, SOURCE_MAX
 from regserve.server.rpc.convert import (
     KIND_NAMES,
     KIND_VALUES,
@@ -34,10 +34,8 @@ from regserve.server.rpc.convert import (
 from regserve.v1 import model_service_pb2 as pb
 from regserve.v1 import types_pb2
 
-__all__ = ["FINGERPRINT_MAX", "METRIC_NAME_MAX", "ROWS_MAX", "SOURCE_MAX", "fitted_version"]
+__all__ = ["FINGERPRINT_MAX", "METRIC_NAME_MAX", "ROWS_MAX", "fitted_version"]
 
-SOURCE_MAX = REASON_MAX
-"""The lineage's description of the source, kept in the version's metadata."""
 FINGERPRINT_MAX = 128
 """The lineage's data fingerprint: room for any hex digest in common use."""
 ROWS_MAX = 2**63 - 1

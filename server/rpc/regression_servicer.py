@@ -21,7 +21,7 @@ from regserve.server.models.training import DEFAULT_LIMITS, Trainer, TrainingLim
 from regserve.server.observability.drift import DriftMonitor
 from regserve.server.observability.serving_stats import ServingStats
 from regserve.server.registry.store import ModelStore
-from regserve.server.registry.text_limits import shown
+from regserve.server.registry.text_limits import SOURCE_MAX, check_length, shown
 from regserve.server.rpc import convert, registry_messages, statistics_messages
 from regserve.server.rpc.status import maps_errors
 from regserve.v1 import regression_service_pb2 as pb
@@ -274,6 +274,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
             )
         model = _require_model(first.spec.model, "spec.model")
         spec = convert.spec_from_proto(first.spec)
+        source = check_length(first.spec.source, "spec.source", SOURCE_MAX)
         self._store.check_model_name(model)
         interrupt = _TrainingInterrupt(context, self._shutting_down, model)
         with Trainer(spec, spool_dir=self._spool_dir, limits=self._training_limits, interrupt=interrupt) as trainer:
@@ -288,7 +289,7 @@ class RegressionServicer(pb_grpc.RegressionServiceServicer):
                 trainer.add_chunk(*convert.train_chunk(request.chunk, spec.kind == "logistic"))
             result = trainer.finish()
         interrupt.check_now()
-        metadata = {**result.metadata, "regserve_version": __version__}
+        metadata = {**result.metadata, "regserve_version": __version__, **({"source": source} if source else {})}
         promote = first.spec.promote if first.spec.HasField("promote") else True
         stored, promoted, reason = self._store.add_version(
             model,

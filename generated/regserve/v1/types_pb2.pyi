@@ -87,7 +87,7 @@ class Problem(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class TrainSpec(_message.Message):
-    __slots__ = ("model", "kind", "solver", "feature_names", "alpha", "fit_intercept", "standardize", "learning_rate", "epochs", "batch_size", "tolerance", "max_iterations", "validation_fraction", "cv_folds", "seed", "class_labels", "promote", "promotion_gate", "c")
+    __slots__ = ("model", "kind", "solver", "feature_names", "alpha", "fit_intercept", "standardize", "learning_rate", "epochs", "batch_size", "tolerance", "max_iterations", "validation_fraction", "cv_folds", "seed", "class_labels", "promote", "promotion_gate", "c", "source")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SOLVER_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class TrainSpec(_message.Message):
     PROMOTE_FIELD_NUMBER: _ClassVar[int]
     PROMOTION_GATE_FIELD_NUMBER: _ClassVar[int]
     C_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     kind: ModelKind
     solver: Solver
@@ -126,7 +127,8 @@ class TrainSpec(_message.Message):
     promote: bool
     promotion_gate: bool
     c: float
-    def __init__(self, model: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., solver: _Optional[_Union[Solver, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., alpha: _Optional[float] = ..., fit_intercept: _Optional[bool] = ..., standardize: _Optional[bool] = ..., learning_rate: _Optional[float] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., tolerance: _Optional[float] = ..., max_iterations: _Optional[int] = ..., validation_fraction: _Optional[float] = ..., cv_folds: _Optional[int] = ..., seed: _Optional[int] = ..., class_labels: _Optional[_Iterable[str]] = ..., promote: _Optional[bool] = ..., promotion_gate: _Optional[bool] = ..., c: _Optional[float] = ...) -> None: ...
+    source: str
+    def __init__(self, model: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., solver: _Optional[_Union[Solver, str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., alpha: _Optional[float] = ..., fit_intercept: _Optional[bool] = ..., standardize: _Optional[bool] = ..., learning_rate: _Optional[float] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., tolerance: _Optional[float] = ..., max_iterations: _Optional[int] = ..., validation_fraction: _Optional[float] = ..., cv_folds: _Optional[int] = ..., seed: _Optional[int] = ..., class_labels: _Optional[_Iterable[str]] = ..., promote: _Optional[bool] = ..., promotion_gate: _Optional[bool] = ..., c: _Optional[float] = ..., source: _Optional[str] = ...) -> None: ...
 
 class TrainChunk(_message.Message):
     __slots__ = ("features", "targets", "labels")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from regserve.client import ModelAdminClient
+from regserve.client import InvalidArgument, ModelAdminClient
 from regserve.server.cli import main
 
 SEED = 31
@@ -63,3 +63,30 @@ def test_info_of_a_trained_version_names_its_rows_and_that_they_were_streamed(ta
     assert lines_of(info, "rows ") == [f"200 ({version.num_train} train, {version.num_validation} validation)"]
     assert version.num_validation > 0
     assert versions_table(target, "t", capsys) == {"v1": "200"}
+
+
+def test_regserve_train_names_the_file_it_read_as_the_versions_source(target, admin, capsys, tmp_path, monkeypatch):
+    rng = np.random.default_rng(SEED)
+    X = rng.normal(size=(50, 2))
+    rows = "\n".join(f"{a},{b},{2 * a - b}" for a, b in X)
+    (tmp_path / "rows.csv").write_text(f"a,b,y\n{rows}\n")
+    monkeypatch.chdir(tmp_path)
+    # A relative path is kept absolute: the lineage outlives the directory the command ran in.
+    assert main(["train", "rows.csv", "--server", target, "--model", "f", "--target", "y", "-o", "json"]) == 0
+    capsys.readouterr()
+    assert admin.get_version("f", "v1").source == f"regserve train of {tmp_path / 'rows.csv'}"
+    assert main(["info", "--server", target, "--model", "f"]) == 0
+    assert lines_of(capsys.readouterr().out, "source ") == [f"regserve train of {tmp_path / 'rows.csv'}"]
+
+
+def test_a_train_specs_source_is_stored_as_given_and_bounded(client, admin):
+    rng = np.random.default_rng(SEED)
+    X = rng.normal(size=(40, 2))
+    y = X @ [1.0, 2.0]
+    client.train("s", X, y, source="notebook 7, cell 3")
+    assert admin.get_version("s", "v1").source == "notebook 7, cell 3"
+    with pytest.raises(InvalidArgument) as caught:
+        client.train("s", X, y, source="x" * 1025)
+    assert caught.value.reason == "FIELD_TOO_LONG"
+    assert [field for field, _ in caught.value.field_violations] == ["spec.source"]
+    assert [version.version for version in admin.list_versions("s")] == ["v1"]
