@@ -29,6 +29,7 @@ from regserve.server.cli.render import (
     write_predictions_json,
 )
 from regserve.server.errors import InvalidInput
+from regserve.server.registry.text_limits import SOURCE_MAX
 from regserve.server.rpc.methods import SERVICE_NAMES
 from regserve.v1 import model_service_pb2, regression_service_pb2, types_pb2
 
@@ -106,6 +107,22 @@ def _open_table(args, source: str, target: str | None, classifier: bool = False,
     )
 
 
+def lineage_source(args, prefix: str, path: str, suffix: str = "") -> str:
+    """What a version made from the file at ``path`` records as its source: ``--source`` when given, else
+    ``prefix + path + suffix``.
+
+    The path is made printable (a name that is not UTF-8 keeps its bytes as escapes), and a
+    path too long for ``SOURCE_MAX`` loses its start, so the file's own name stays.
+    """
+    if args.source is not None:
+        return args.source
+    printable = os.fsencode(path).decode("utf-8", "backslashreplace")
+    room = SOURCE_MAX - len(prefix) - len(suffix)
+    if len(printable) > room:
+        printable = "…" + printable[len(printable) - room + 1 :]
+    return prefix + printable + suffix
+
+
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
@@ -149,7 +166,7 @@ def cmd_train(args) -> int:
                 feature_names=table.feature_names,
                 promotion_gate=args.promotion_gate,
                 # The absolute path: the version's lineage outlives this working directory.
-                source=f"regserve train of {os.path.abspath(args.file)}",
+                source=lineage_source(args, "regserve train of ", os.path.abspath(args.file)),
                 **_train_options(args),
             )
     if _json(args):

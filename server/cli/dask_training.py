@@ -55,6 +55,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from regserve.server.cli.commands import lineage_source
 from regserve.server.errors import InvalidInput
 from regserve.server.models import solvers
 from regserve.server.models.estimator import LinearModel
@@ -681,7 +682,9 @@ def _train_dask(args, options: dict, classifier: bool) -> int:
             scales=model.scale_,
             training=_scalars(result.training_metrics),
             validation=_scalars(result.validation_metrics or {}),
-            source=f"regserve train --dask of {where} ({result.rows} rows, {result.train_rows} training)",
+            source=lineage_source(
+                args, "regserve train --dask of ", where, f" ({result.rows} rows, {result.train_rows} training)"
+            ),
             data_fingerprint=result.fingerprint,
             promote=promote,
             promotion_gate=args.promotion_gate,

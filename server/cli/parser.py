@@ -258,6 +258,11 @@ def _add_model_commands(client_command) -> None:
         help="comma-separated feature columns, the only ones read besides the target (default: all the others)",
     )
     train.add_argument(
+        "--source",
+        help="where the rows came from, stored as the version's source (default: regserve train of the file's "
+        "absolute path); '' for none",
+    )
+    train.add_argument(
         "--dask",
         metavar="SCHEDULER",
         help="train on a Dask cluster (the dask extra): a scheduler's address, or local[:N] for N local workers; "

@@ -23,14 +23,21 @@ _BLOCKED_COLUMNS = 64
 
 
 def numbers(column: pa.Array, dtype: np.dtype | type = np.float64) -> np.ndarray:
-    """A column of numbers without nulls as a read-only array of ``dtype``, cast first when it is another type."""
-    arrow_type = pa.from_numpy_dtype(np.dtype(dtype))
+    """A column of numbers without nulls as a read-only array of ``dtype``, cast first when it is another type.
+
+    ``dtype`` is an integer or floating type: their Arrow buffers hold one value per item, as NumPy's do.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iuf":
+        raise ValueError(f"{dtype} is not an integer or floating type")
+    arrow_type = pa.from_numpy_dtype(dtype)
     if column.type != arrow_type:
         column = pc.cast(column, arrow_type)
     if column.null_count:
         raise ValueError("a column with nulls has no NumPy view")
-    size = np.dtype(dtype).itemsize
-    return np.frombuffer(column.buffers()[1], dtype=dtype, count=len(column), offset=column.offset * size)
+    view = np.frombuffer(column.buffers()[1], dtype=dtype, count=len(column), offset=column.offset * dtype.itemsize)
+    view.flags.writeable = False  # Arrow's memory, which other arrays of the batch may share
+    return view
 
 
 def row_major(columns: Sequence[np.ndarray], rows: int) -> np.ndarray:

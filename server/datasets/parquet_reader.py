@@ -27,7 +27,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from regserve.server.datasets.arrow_arrays import numbers, row_major
-from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse_target_as_feature
+from regserve.server.datasets.row_chunks import (
+    RowChunk,
+    Table,
+    rechunk,
+    refuse_target_as_feature,
+    require_utf8_name,
+)
 from regserve.server.errors import InvalidInput
 from regserve.server.models.class_labels import whole_number_labels
 
@@ -51,6 +57,8 @@ def parquet_files(source: str) -> list[str]:
         files = sorted(ds.dataset(source, format="parquet").files)
     else:
         files = [source] if os.path.exists(source) else []
+    for path in files:  # a directory's or a glob's files may have names the source does not
+        require_utf8_name(path)
     if not files:
         raise InvalidInput(
             f"no Parquet file at {source}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ import numpy as np
 from regserve.server.errors import InvalidInput
 from regserve.server.models.class_labels import whole_number_labels
 
-__all__ = ["RowChunk", "Table", "rechunk", "refuse_target_as_feature"]
+__all__ = ["RowChunk", "Table", "rechunk", "refuse_target_as_feature", "require_utf8_name"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,21 @@ def rechunk(pieces: Iterable[tuple[np.ndarray, np.ndarray | None]], chunk_rows: 
                 held, count, first = [], 0, first + chunk_rows
     if count:
         yield joined()
+
+
+def require_utf8_name(path: str) -> str:
+    """``path``, or InvalidInput ``FILE_NAME_NOT_UTF8`` when its name is not UTF-8, which pyarrow cannot open."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise InvalidInput(
+            f"{shown} has a name that is not UTF-8, and pyarrow, which reads the files, opens only UTF-8 names; "
+            "rename the file, or link it under a UTF-8 name (ln -s)",
+            reason="FILE_NAME_NOT_UTF8",
+            violations=[("file", f"not a UTF-8 name: {shown}")],
+        ) from None
+    return path
 
 
 def refuse_target_as_feature(target: str | None, feature_columns: Sequence[str] | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from regserve.server.datasets import csv_reader, parquet_reader
-from regserve.server.datasets.row_chunks import Table
+from regserve.server.datasets.row_chunks import Table, require_utf8_name
 
 __all__ = ["open_table", "table_columns"]
 
@@ -24,12 +24,14 @@ def open_table(
     feature_columns: Sequence[str] | None = None,
 ) -> Table:
     """Open ``source`` for streaming: Parquet when it is a directory, a glob or a ``.parquet`` file, else CSV."""
+    require_utf8_name(source)
     read = parquet_reader.read_parquet if parquet_reader.is_parquet(source) else csv_reader.read_csv
     return read(source, target, classifier=classifier, chunk_rows=chunk_rows, feature_columns=feature_columns)
 
 
 def table_columns(source: str) -> list[str]:
     """The column names of ``source`` (a CSV's header, or the first Parquet file's schema), reading no row."""
+    require_utf8_name(source)
     if parquet_reader.is_parquet(source):
         return parquet_reader.columns(source)
     return csv_reader.columns(source)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+from argparse import Namespace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from regserve.client import InvalidArgument, ModelAdminClient
 from regserve.server.cli import main
+from regserve.server.cli.commands import lineage_source
 
 SEED = 31
 
@@ -90,3 +96,46 @@ def test_a_train_specs_source_is_stored_as_given_and_bounded(client, admin):
     assert caught.value.reason == "FIELD_TOO_LONG"
     assert [field for field, _ in caught.value.field_violations] == ["spec.source"]
     assert [version.version for version in admin.list_versions("s")] == ["v1"]
+
+
+def _rows_csv(path) -> None:
+    rng = np.random.default_rng(SEED)
+    X = rng.normal(size=(30, 2))
+    path.write_bytes(("a,b,y\n" + "\n".join(f"{a},{b},{a - b}" for a, b in X) + "\n").encode())
+
+
+def test_a_file_name_pyarrow_cannot_open_is_refused_and_a_long_path_is_cut(target, admin, capsys, tmp_path):
+    latin1 = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9.csv"))
+    _rows_csv(Path(latin1))
+    assert main(["train", latin1, "--server", target, "--model", "l", "--target", "y", "-o", "json"]) == 1
+    error = json.loads(capsys.readouterr().err)
+    assert error["reason"] == "FILE_NAME_NOT_UTF8" and f"{tmp_path}/caf\\xe9.csv" in error["message"]
+    assert "l" not in [state.model for state in admin.list_models()]
+
+    deep = tmp_path.joinpath(*["d" * 200] * 6)  # 1,206 characters beneath tmp_path, within Linux's 4,096
+    deep.mkdir(parents=True)
+    _rows_csv(deep / "rows.csv")
+    assert main(["train", str(deep / "rows.csv"), "--server", target, "--model", "l", "--target", "y"]) == 0
+    capsys.readouterr()
+    source = admin.get_version("l", "v1").source
+    # Cut from its start to fit 1,024 characters, so the file's own name stays.
+    assert len(source) == 1024 and source.startswith("regserve train of …")
+    assert source.endswith(f"/{'d' * 200}/rows.csv")
+
+
+def test_the_source_option_replaces_the_path_or_leaves_none(target, admin, capsys, tmp_path):
+    _rows_csv(tmp_path / "rows.csv")
+    command = ["train", str(tmp_path / "rows.csv"), "--server", target, "--model", "o", "--target", "y"]
+    assert main([*command, "--source", "warehouse export of 2026-12-01"]) == 0
+    assert main([*command, "--source", ""]) == 0
+    capsys.readouterr()
+    assert [version.source for version in admin.list_versions("o")] == ["warehouse export of 2026-12-01", ""]
+
+
+def test_lineage_source_is_printable_fits_and_yields_to_the_option():
+    path = os.fsdecode(b"/data/caf\xe9/rows.parquet")  # a URL or a Dask worker's path is never opened here
+    assert lineage_source(Namespace(source=None), "of ", path) == "of /data/caf\\xe9/rows.parquet"
+    long = "/" + "x" * 2000 + "/rows.parquet"
+    cut = lineage_source(Namespace(source=None), "of ", long, " (5 rows)")
+    assert len(cut) == 1024 and cut.startswith("of …x") and cut.endswith("x/rows.parquet (5 rows)")
+    assert lineage_source(Namespace(source=""), "of ", long) == ""

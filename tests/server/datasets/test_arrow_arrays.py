@@ -33,6 +33,15 @@ def test_numbers_views_a_sliced_column_and_casts_other_types():
     assert kept.dtype == np.uint64 and int(kept[0]) == 2**63 + 1
     with pytest.raises(ValueError, match="nulls"):
         numbers(pa.array([1.0, None]))
+    with pytest.raises(ValueError, match="integer or floating"):
+        numbers(pa.array([True] * 16), np.bool_)  # Arrow packs booleans in bits
+
+
+def test_numbers_cannot_write_into_arrows_memory():
+    column = pa.array([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="read-only"):
+        numbers(column)[0] = 99.0
+    assert column.to_pylist() == [1.0, 2.0, 3.0]
 
 
 def test_reading_numeric_parquet_and_csv_does_not_import_pandas(tmp_path):
