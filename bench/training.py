@@ -24,9 +24,9 @@ in the header when set).
    rows beside scikit-learn's lbfgs ``LogisticRegression(C=1/(alpha*n))``.
 
 Figures 1 and 3 also time ``regserve train FILE.parquet`` (the CLI process from
-start to exit, reading the same rows from a Parquet file written beforehand), as
-many times as Train.  Their references (lstsq, scikit-learn's fit) run as many times as regserve's
-Train, and each side's figure is the median of its runs.
+start to exit, reading the same rows from a Parquet file written beforehand).
+Those runs and the references (lstsq, scikit-learn's fit) run as many times as
+regserve's Train, and each figure is the median of its runs.
 
 The table goes to stdout and bench/results/training.json.
 """
