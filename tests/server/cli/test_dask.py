@@ -239,8 +239,11 @@ def test_complete_separation_on_the_cluster_is_stored_as_a_warning_as_single_nod
     assert train(target, "separated", "sep_cluster", "label", *logistic, "--dask", "local:1") == 0
     single, cluster = client.model_info("sep_single"), client.model_info("sep_cluster")
     assert cluster.source.startswith(f"regserve train --dask of {folder} (")  # a relative path, made absolute
+    assert single.source == f"regserve train of {folder}"
     assert [w.reason for w in single.warnings] == [w.reason for w in cluster.warnings] == ["COMPLETE_SEPARATION"]
     assert not cluster.solver_report.converged and not single.solver_report.converged
-    # Penalised, the optimum exists: no warning.
-    assert train(target, folder, "sep_penalised", "label", "--kind", "logistic", "--dask", "local:1") == 0
-    assert not client.model_info("sep_penalised").warnings
+    # Penalised, the optimum exists: no warning. --source replaces the path on the cluster's version too.
+    cluster_run = ("--dask", "local:1", "--source", "nightly export")
+    assert train(target, folder, "sep_penalised", "label", "--kind", "logistic", *cluster_run) == 0
+    penalised = client.model_info("sep_penalised")
+    assert not penalised.warnings and penalised.source == "nightly export"
