@@ -28,6 +28,7 @@ from regserve.server.cli.render import (
     write_predictions,
     write_predictions_json,
 )
+from regserve.server.datasets.row_chunks import printable_path
 from regserve.server.errors import InvalidInput
 from regserve.server.registry.text_limits import SOURCE_MAX
 from regserve.server.rpc.methods import SERVICE_NAMES
@@ -116,7 +117,7 @@ def lineage_source(args, prefix: str, path: str, suffix: str = "") -> str:
     """
     if args.source is not None:
         return args.source
-    printable = os.fsencode(path).decode("utf-8", "backslashreplace")
+    printable = printable_path(path)
     room = SOURCE_MAX - len(prefix) - len(suffix)
     if len(printable) > room:
         printable = "…" + printable[len(printable) - room + 1 :]

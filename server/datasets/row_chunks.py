@@ -11,7 +11,7 @@ import numpy as np
 from regserve.server.errors import InvalidInput
 from regserve.server.models.class_labels import whole_number_labels
 
-__all__ = ["RowChunk", "Table", "rechunk", "refuse_target_as_feature", "require_utf8_name"]
+__all__ = ["RowChunk", "Table", "printable_path", "rechunk", "refuse_target_as_feature", "require_utf8_name"]
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,17 @@ def rechunk(pieces: Iterable[tuple[np.ndarray, np.ndarray | None]], chunk_rows: 
         yield joined()
 
 
+def printable_path(path: str) -> str:
+    """``path`` as text any message can carry: bytes of a name that is not UTF-8 as escapes (``\\xe9``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def require_utf8_name(path: str) -> str:
     """``path``, or InvalidInput ``FILE_NAME_NOT_UTF8`` when its name is not UTF-8, which pyarrow cannot open."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        shown = printable_path(path)
         raise InvalidInput(
             f"{shown} has a name that is not UTF-8, and pyarrow, which reads the files, opens only UTF-8 names; "
             "rename the file, or link it under a UTF-8 name (ln -s)",
