@@ -54,7 +54,11 @@ def parquet_files(source: str) -> list[str]:
     elif os.path.isdir(source):
         import pyarrow.dataset as ds  # imports pandas: a fifth of a second that only a directory needs
 
-        files = sorted(ds.dataset(source, format="parquet").files)
+        try:
+            files = sorted(ds.dataset(source, format="parquet").files)
+        except UnicodeDecodeError:  # pyarrow's listing decodes every name below the directory
+            _refuse_name_below(source)
+            raise
     else:
         files = [source] if os.path.exists(source) else []
     for path in files:  # a directory's or a glob's files may have names the source does not
@@ -66,6 +70,13 @@ def parquet_files(source: str) -> list[str]:
             violations=[("file", f"matches no file: {source}")],
         )
     return files
+
+
+def _refuse_name_below(directory: str) -> None:
+    """InvalidInput ``FILE_NAME_NOT_UTF8`` naming the first name below ``directory`` that is not UTF-8, if any."""
+    for root, folders, names in os.walk(os.fsencode(directory)):
+        for name in [*folders, *names]:
+            require_utf8_name(os.fsdecode(os.path.join(root, name)))
 
 
 def open_file(path: str, source=None) -> pq.ParquetFile:

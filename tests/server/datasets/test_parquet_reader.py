@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -190,3 +193,15 @@ def test_whole_float_labels_past_2_53_travel_as_text_in_every_batch(tmp_path):
     chunks = list(read_parquet(str(path), "y", classifier=True, feature_columns=["a"], chunk_rows=2).chunks)
     assert [chunk.target.dtype.kind for chunk in chunks] == ["U", "U"]
     assert chunks[0].target.tolist() == ["0", str(int(1e200))] and chunks[1].target.tolist() == ["0.5", str(int(1e200))]
+
+
+@pytest.mark.parametrize("pattern", [False, True])
+def test_a_file_name_that_is_not_utf8_is_refused_by_name_in_a_directory_or_a_glob(parts, pattern):
+    folder, _, _ = parts
+    odd = os.path.join(os.fsencode(folder), b"part-\xe9.parquet")
+    shutil.copy(folder / "part-0.parquet", os.fsdecode(odd))
+    source = str(folder / "*.parquet") if pattern else str(folder)
+    with pytest.raises(InvalidInput) as caught:
+        read_parquet(source, "y", feature_columns=["a", "b"])
+    assert caught.value.reason == "FILE_NAME_NOT_UTF8"
+    assert f"{folder}/part-\\xe9.parquet has a name that is not UTF-8" in str(caught.value)
