@@ -41,7 +41,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from regserve.server.gateway.errors import status_json
 from regserve.server.gateway.limits import GatewayLimits
 from regserve.server.rpc.status import rich_status
-from regserve.server.runtime.files import raise_open_file_limit
+from regserve.server.runtime.files import share_of_open_files
 
 __all__ = ["MAX_HEAD_BYTES", "GuardedHttpProtocol", "connection_bound", "protocol_for", "quiet_accept_errors"]
 
@@ -309,16 +309,7 @@ def connection_bound(limits: GatewayLimits) -> int:
     Raises the soft limit of open files to the hard limit first: the gRPC server and
     the gateway of one process share it.
     """
-    soft = raise_open_file_limit()
-    if soft < 0 or limits.max_connections <= soft // 2:
-        return limits.max_connections
-    logger.warning(
-        "the gateway holds at most %d connections, half the open-file limit of %d, not %d",
-        soft // 2,
-        soft,
-        limits.max_connections,
-    )
-    return max(1, soft // 2)
+    return share_of_open_files(limits.max_connections, 2, "the gateway")
 
 
 class _InvalidRequests(logging.Filter):

@@ -47,7 +47,7 @@ from regserve.server.rpc.model_servicer import ModelServicer
 from regserve.server.rpc.reflection import enable_reflection
 from regserve.server.rpc.regression_servicer import RegressionServicer
 from regserve.server.rpc.tls import server_credentials
-from regserve.server.runtime.files import raise_open_file_limit
+from regserve.server.runtime.files import share_of_open_files
 from regserve.server.runtime.sockets import METRICS, ListenerError, grpc_bind_failure
 from regserve.v1 import model_service_pb2_grpc, regression_service_pb2_grpc
 
@@ -178,16 +178,7 @@ def connection_cap(wanted: int) -> int:
     accept, file and socket of the process would fail (the registry's, the gateway's, the
     metrics'), so the cap leaves them three quarters.
     """
-    soft = raise_open_file_limit()
-    if soft < 0 or wanted <= soft // 4:
-        return wanted
-    logger.warning(
-        "the gRPC port holds at most %d connections, a quarter of the open-file limit of %d, not %d",
-        soft // 4,
-        soft,
-        wanted,
-    )
-    return max(1, soft // 4)
+    return share_of_open_files(wanted, 4, "the gRPC port")
 
 
 def create_server(settings: Settings, store: ModelStore | None = None, tracing: Tracing | None = None) -> Application:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import resource
 
-__all__ = ["raise_open_file_limit"]
+__all__ = ["raise_open_file_limit", "share_of_open_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,3 +21,22 @@ def raise_open_file_limit() -> int:
         except (ValueError, OSError):
             logger.info("could not raise the open-file limit from %d to %d", soft, wanted)
     return -1 if soft == resource.RLIM_INFINITY else soft
+
+
+def share_of_open_files(wanted: int, share: int, holder: str) -> int:
+    """``wanted`` connections for ``holder``, at most ``1/share`` of the open-file limit (raised first), and 1 or more.
+
+    A cut is logged as a warning: it names a limit the operator set higher.
+    """
+    soft = raise_open_file_limit()
+    if soft < 0 or wanted <= soft // share:
+        return wanted
+    logger.warning(
+        "%s holds at most %d connections, 1/%d of the open-file limit of %d, not %d",
+        holder,
+        soft // share,
+        share,
+        soft,
+        wanted,
+    )
+    return max(1, soft // share)
