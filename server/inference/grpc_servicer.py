@@ -41,6 +41,7 @@ from regserve.server.errors import FailedPrecondition, InvalidInput, RegserveErr
 from regserve.server.inference import tensors
 from regserve.server.inference.serving import ROUTING_KEY, SERVER_EXTENSIONS, SERVER_NAME, infer, infer_matrix
 from regserve.server.inference.tensors import Tensor
+from regserve.server.json_objects import unique_keys
 from regserve.server.models.prediction import Prediction
 from regserve.server.observability.drift import DriftMonitor
 from regserve.server.observability.serving_stats import ServingStats
@@ -375,6 +376,11 @@ def _repository_parameters(parameters, known: Sequence[str], call: str) -> str:
 _POLICY_HELP = 'send {"version_policy": {"specific": {"versions": [N]}}}'
 
 
+def _only(value: object, key: str) -> object:
+    """``value[key]`` when ``value`` is an object holding ``key`` and nothing else, else None."""
+    return value[key] if isinstance(value, dict) and value.keys() == {key} else None
+
+
 def _policy_version(value) -> str:
     """The one version a load's ``config`` parameter names, as Triton's model configuration does.
 
@@ -384,17 +390,12 @@ def _policy_version(value) -> str:
     """
     field = "parameters[config]"
     try:
-        document = json.loads(value.string_param) if value.WhichOneof("parameter_choice") == "string_param" else None
-    except ValueError:
+        text = value.string_param if value.WhichOneof("parameter_choice") == "string_param" else "null"
+        document = json.loads(text, object_pairs_hook=unique_keys)
+    except ValueError:  # DuplicateKey among them
         document = None
-    versions = None
-    if isinstance(document, dict) and set(document) == {"version_policy"}:
-        policy = document["version_policy"]
-        if isinstance(policy, dict) and set(policy) == {"specific"} and isinstance(policy["specific"], dict):
-            specific = policy["specific"]
-            if set(specific) == {"versions"} and isinstance(specific["versions"], list):
-                versions = specific["versions"]
-    if versions is None or len(versions) != 1:
+    versions = _only(_only(_only(document, "version_policy"), "specific"), "versions")
+    if not isinstance(versions, list) or len(versions) != 1:
         raise InvalidInput(
             "RepositoryModelLoad reads from 'config' only a version_policy that names one version, "
             "the version to serve; regserve trains models with Train",

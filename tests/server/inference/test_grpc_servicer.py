@@ -446,7 +446,15 @@ def test_repository_index_load_and_unload(lifecycle):
     assert _index(stub)[("iris", "v1")] == ("READY", "serving")
     load_config('{"version_policy": {"specific": {"versions": ["v2"]}}}')
     assert _index(stub)[("iris", "v2")] == ("READY", "serving")
-    for text in ("{}", "not json", '{"version_policy": {"specific": {"versions": [1, 2]}}}', '{"max_batch_size": 8}'):
+    duplicated = '{"version_policy": {"specific": {"versions": [1]}, "specific": {"versions": [2]}}}'
+    for text in (
+        "{}",
+        "not json",
+        '{"version_policy": {"specific": {"versions": [1, 2]}}}',
+        '{"max_batch_size": 8}',
+        '{"version_policy": {"specific": {"versions": "1"}}}',
+        duplicated,
+    ):
         code, info = _error(lambda text=text: load_config(text))
         assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_PARAMETER"), text
     code, info = _error(lambda: load_config('{"version_policy": {"specific": {"versions": [true]}}}'))
