@@ -10,6 +10,7 @@ object per row; see ``render``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -124,9 +125,19 @@ def lineage_source(args, prefix: str, path: str, suffix: str = "") -> str:
     return prefix + printable + suffix
 
 
-def cmd_train(args) -> int:
+def _progress_bar(args, table):
+    """A tqdm bar on stderr, or None with JSON output, where stderr carries only the error object a script parses.
+
+    tqdm is imported only for a bar: a script's run is spared its import.
+    """
+    if _json(args):
+        return None
     from tqdm import tqdm
 
+    return tqdm(total=table.size, unit=table.unit, unit_scale=True, desc=f"train {args.model}", file=sys.stderr)
+
+
+def cmd_train(args) -> int:
     if args.dask:
         # Only this path imports dask (the dask extra).
         from regserve.server.cli.dask_training import cmd_train_dask
@@ -143,22 +154,15 @@ def cmd_train(args) -> int:
     if table is None:
         return 1
     with _client(args) as client:
-        # With JSON output stderr carries only the error object a script parses.
-        bar = tqdm(
-            total=table.size,
-            unit=table.unit,
-            unit_scale=True,
-            desc=f"train {args.model}",
-            file=sys.stderr,
-            disable=_json(args),
-        )
+        bar = _progress_bar(args, table)
 
         def pairs():
             for chunk in table.chunks:
                 yield chunk.features, chunk.target
-                bar.update(table.done() - bar.n)
+                if bar is not None:
+                    bar.update(table.done() - bar.n)
 
-        with bar:
+        with bar or contextlib.nullcontext():
             response = client.train(
                 args.model,
                 chunks=pairs(),

@@ -27,10 +27,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from regserve.server.datasets.arrow_arrays import numbers, row_major
+from regserve.server.datasets.arrow_arrays import numbers, row_major, texts
 from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse_target_as_feature
 from regserve.server.errors import InvalidInput
 from regserve.server.models.class_labels import integer_text, whole_float_text_labels
@@ -241,9 +240,9 @@ def _arrays(batch: pa.RecordBatch, d: int, labels: bool) -> tuple[np.ndarray, np
     if len(columns) == d:
         return X, None
     if labels:
-        target = columns[d].to_numpy(zero_copy_only=False).astype(np.str_)
+        target = texts(columns[d])
         # The distinct labels by hashing, in C: only a block that writes a whole number as a float is respelled.
-        if any(integer_text(text) != text for text in pc.unique(columns[d]).to_pylist()):
+        if any(integer_text(text) != text for text in columns[d].unique().to_pylist()):
             target = whole_float_text_labels(target)
         return X, target
     y = numbers(columns[d])
@@ -345,7 +344,7 @@ def _cell_problems(cells: list[str], numeric: bool) -> np.ndarray:
         return problems
     filled = ["0" if cell == "" else cell for cell in cells]
     try:
-        values = pc.cast(pa.array(filled, pa.string()), pa.float64()).to_numpy()
+        values = pa.array(filled, pa.string()).cast(pa.float64()).to_numpy()
     except pa.ArrowInvalid:
         values = np.array([_parsed(cell) for cell in filled])
     problems[(problems == "") & np.isnan(values) & ~_spelled_nan(filled)] = "non-numeric"
@@ -362,7 +361,7 @@ def _boolean_problems(cells: list[str]) -> np.ndarray:
 def _parsed(cell: str) -> float:
     """The cell as pyarrow converts it to float64; NaN when it cannot (told apart by ``_spelled_nan``)."""
     try:
-        return float(pc.cast(pa.array([cell], pa.string()), pa.float64())[0].as_py())
+        return float(pa.array([cell], pa.string()).cast(pa.float64())[0].as_py())
     except pa.ArrowInvalid:
         return float("nan")
 

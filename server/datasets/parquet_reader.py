@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from regserve.server.datasets.arrow_arrays import numbers, row_major
+from regserve.server.datasets.arrow_arrays import numbers, row_major, texts
 from regserve.server.datasets.row_chunks import (
     RowChunk,
     Table,
@@ -246,9 +246,7 @@ def _labels(column: pa.Array) -> np.ndarray:
         spelled = values.astype(np.str_).astype(object)
         spelled[whole] = whole_number_labels(values[whole]).astype(object)
         return spelled.astype(np.str_)
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
-    return column.to_numpy(zero_copy_only=False).astype(np.str_)
+    return texts(column)
 
 
 def _arrays(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from regserve.server.datasets.arrow_arrays import numbers, row_major
+from regserve.server.datasets.arrow_arrays import numbers, row_major, texts
 
 
 @pytest.mark.parametrize("d", [0, 1, 7, 64, 65, 130])
@@ -44,20 +45,54 @@ def test_numbers_cannot_write_into_arrows_memory():
     assert column.to_pylist() == [1.0, 2.0, 3.0]
 
 
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.array(["setosa", "virginica", "setosa", "", "ünï", "virginica"]),
+        pa.array(["b", "a", "b", "c"], pa.large_string()).slice(1, 3),
+        pa.array(["no", "yes", "no"]).dictionary_encode(),
+        pa.array([True, False, True]),
+        pa.array([7, 3, 7], pa.int16()).dictionary_encode(),
+        pa.array([datetime.datetime(2026, 1, 2, 3, 4, 5)] * 2, pa.timestamp("us")),
+        pa.array([], pa.string()),
+    ],
+    ids=["string", "sliced large_string", "dictionary", "bool", "int dictionary", "timestamp", "empty"],
+)
+def test_texts_spells_every_value_as_pyarrows_own_conversion(column):
+    decoded = column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
+    expected = decoded.to_numpy(zero_copy_only=False).astype(np.str_)
+    got = texts(column)
+    assert got.dtype.kind == "U" and got.tolist() == expected.tolist()
+
+
+def test_texts_refuses_a_column_with_nulls():
+    with pytest.raises(ValueError, match="nulls"):
+        texts(pa.array(["a", None]))
+
+
 def test_reading_numeric_parquet_and_csv_does_not_import_pandas(tmp_path):
-    """pyarrow's ``to_numpy`` imports pandas, a quarter of a second of every ``regserve train``."""
+    """pyarrow's ``to_numpy`` imports pandas, a quarter of a second of every ``regserve train``, labels included."""
     pq.write_table(
         pa.table({"a": [1.0, 2.0], "b": pa.array([1, 2], pa.int16()), "y": [0.5, 1.5]}), tmp_path / "f.parquet"
     )
     pq.write_table(pa.table({"a": [1.0, 2.0], "y": [0, 1]}), tmp_path / "labels.parquet")
+    pq.write_table(pa.table({"a": [1.0, 2.0], "y": ["no", "yes"]}), tmp_path / "words.parquet")
     (tmp_path / "f.csv").write_text("a,b,y\n1,True,0.5\n2,False,1.5\n")
+    (tmp_path / "words.csv").write_text("a,y\n1,no\n2,yes\n")
     script = f"""
 import sys
 from regserve.server.datasets.tables import open_table
-expected = {{"f.parquet": [[1, 1], [2, 2]], "labels.parquet": [[1], [2]], "f.csv": [[1, 1], [2, 0]]}}
-for source, rows in expected.items():
-    (chunk,) = open_table({str(tmp_path)!r} + "/" + source, "y", classifier=source == "labels.parquet").chunks
-    assert chunk.features.tolist() == rows, (source, chunk)
+expected = {{
+    "f.parquet": ([[1, 1], [2, 2]], [0.5, 1.5]),
+    "labels.parquet": ([[1], [2]], [0, 1]),
+    "words.parquet": ([[1], [2]], ["no", "yes"]),
+    "f.csv": ([[1, 1], [2, 0]], [0.5, 1.5]),
+    "words.csv": ([[1], [2]], ["no", "yes"]),
+}}
+for source, (rows, target) in expected.items():
+    classifier = source in ("labels.parquet", "words.parquet", "words.csv")
+    (chunk,) = open_table({str(tmp_path)!r} + "/" + source, "y", classifier=classifier).chunks
+    assert chunk.features.tolist() == rows and chunk.target.tolist() == target, (source, chunk)
 print("pandas" in sys.modules)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
