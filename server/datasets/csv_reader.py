@@ -11,12 +11,13 @@ A feature column whose first block holds only booleans (pandas writes a ``bool``
 ``get_dummies``' among them, as True/False), or whose first cell is True or False, is read as
 1 and 0, as the Parquet reader and the client read booleans.
 
-A bad row (ragged, an empty cell, a cell that is not a number, NaN or infinity) stops the
-read.  pyarrow's streaming reader does not know physical line numbers, so the file is
-then read again from its start with Python's ``csv`` module, which counts them, up to
-the first bad row: the ``InvalidInput`` (reason ``MALFORMED_CSV``) names its line (the
-first physical line of the record), the column and the kind of fault.  Only a file that
-fails pays for that second pass.
+A bad row (ragged, an empty cell, a cell that is not a number, NaN or infinity, and in
+training rows a magnitude past the ±1e150 training takes) stops the read.  pyarrow's
+streaming reader does not know physical line numbers, so the file is then read again from
+its start with Python's ``csv`` module, which counts them, up to the first bad row: the
+``InvalidInput`` (reason ``MALFORMED_CSV``, or ``VALUE_TOO_LARGE`` as the server says it)
+names its line (the first physical line of the record), the column and the kind of fault.
+Only a file that fails pays for that second pass.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from regserve.server.datasets.arrow_arrays import numbers, row_major, texts
 from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse_target_as_feature
 from regserve.server.errors import InvalidInput
 from regserve.server.models.class_labels import integer_text, whole_float_text_labels
+from regserve.server.models.numeric import MAX_ABS_VALUE, trainable
 
 __all__ = ["BLOCK_BYTES", "columns", "read_csv"]
 
@@ -230,12 +232,14 @@ def _feature_columns(names: list[str], target: str | None, chosen: Sequence[str]
 
 
 def _arrays(batch: pa.RecordBatch, d: int, labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """A batch's features (n, d) and target (n,) or None; ``_BadRow`` for an empty or non-finite cell."""
+    """A batch's features (n, d) and target (n,) or None; ``_BadRow`` for an empty or non-finite cell, or a
+    magnitude past ``MAX_ABS_VALUE``, which the server would name only by its row in the stream."""
     columns = batch.columns
     if any(column.null_count for column in columns):
         raise _BadRow
     X = row_major([numbers(column) for column in columns[:d]], batch.num_rows)
-    if not np.isfinite(X).all():
+    # Rows with a target are training rows, held to the magnitudes training takes; Predict takes any finite value.
+    if not (trainable(X) if len(columns) > d else np.isfinite(X).all()):
         raise _BadRow
     if len(columns) == d:
         return X, None
@@ -246,7 +250,7 @@ def _arrays(batch: pa.RecordBatch, d: int, labels: bool) -> tuple[np.ndarray, np
             target = whole_float_text_labels(target)
         return X, target
     y = numbers(columns[d])
-    if not np.isfinite(y).all():
+    if not trainable(y):
         raise _BadRow
     return X, y
 
@@ -307,11 +311,15 @@ def _cell_error(
     boolean: set[int],
     target_index: int | None,
 ) -> InvalidInput | None:
-    """The error for the first bad cell of ``records`` (in row order, then column order), or None."""
+    """The error for the first bad cell of ``records`` (in row order, then column order), or None.
+
+    Training rows (those with a target) are also held to the magnitudes training takes.
+    """
+    bounded = target_index is not None
     first: tuple[int, int, str] | None = None  # (record, column, problem)
     for j in used:
         cells = [record[j] for record in records]
-        problems = _boolean_problems(cells) if j in boolean else _cell_problems(cells, j in numeric)
+        problems = _boolean_problems(cells) if j in boolean else _cell_problems(cells, j in numeric, bounded)
         bad = np.flatnonzero(problems != "")
         if bad.size and (first is None or bad[0] < first[0]):
             first = (int(bad[0]), j, str(problems[bad[0]]))
@@ -323,6 +331,7 @@ def _cell_error(
         "empty": "the cell is empty",
         "non-numeric": f"{text!r} is not a number",
         "non-boolean": f"{text!r} is not True or False, as the column's first rows are",
+        "too large": f"{text!r} lies past ±{MAX_ABS_VALUE:g}, the largest magnitude training takes",
     }.get(problem, f"{text!r} is not a finite number")
     if problem == "non-numeric" and j == target_index:
         detail += "; a regression target must be a number (train a classifier with --kind logistic)"
@@ -331,14 +340,15 @@ def _cell_error(
     message = f"line {line}, column {column!r}: {detail}"
     return InvalidInput(
         message,
-        reason="MALFORMED_CSV",
+        reason="VALUE_TOO_LARGE" if problem == "too large" else "MALFORMED_CSV",
         violations=[(column, f"line {line}: {problem} cell")],
         metadata={"line": line, "column": column, "problem": problem},
     )
 
 
-def _cell_problems(cells: list[str], numeric: bool) -> np.ndarray:
-    """Per cell: "" when fine, else "empty", "non-numeric" or "non-finite"; str array of shape (len(cells),)."""
+def _cell_problems(cells: list[str], numeric: bool, bounded: bool = False) -> np.ndarray:
+    """Per cell: "" when fine, else "empty", "non-numeric", "non-finite" or, when ``bounded``, "too large"
+    (past ``MAX_ABS_VALUE``); str array of shape (len(cells),)."""
     problems = np.array(["empty" if cell == "" else "" for cell in cells], dtype=object)
     if not numeric:
         return problems
@@ -349,6 +359,8 @@ def _cell_problems(cells: list[str], numeric: bool) -> np.ndarray:
         values = np.array([_parsed(cell) for cell in filled])
     problems[(problems == "") & np.isnan(values) & ~_spelled_nan(filled)] = "non-numeric"
     problems[(problems == "") & ~np.isfinite(values)] = "non-finite"
+    if bounded:
+        problems[(problems == "") & (np.abs(values) > MAX_ABS_VALUE)] = "too large"
     return problems
 
 

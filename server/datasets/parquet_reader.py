@@ -10,8 +10,9 @@ which sets its validation split and fold, is the same on every read.
 Feature columns must hold numbers (integers and decimals are read as float64); a
 classifier's target may be numbers (whole ones spelled as integers: 1.0 is the label "1", as
 the client's numbers are), strings, bools (labels "True" and "False", as pandas prints them) or
-a dictionary of those (pandas' ``category``).  A null or non-finite value is refused with its
-file, its 1-based row number in that file and its column.
+a dictionary of those (pandas' ``category``).  A null or non-finite value, or in training rows one
+past the ±1e150 training takes, is refused with its file, its 1-based row number in that file and its
+column.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from regserve.server.datasets.row_chunks import (
 )
 from regserve.server.errors import InvalidInput
 from regserve.server.models.class_labels import whole_number_labels
+from regserve.server.models.numeric import MAX_ABS_VALUE, trainable
 
 __all__ = ["columns", "default_features", "is_parquet", "parquet_files", "read_parquet"]
 
@@ -252,16 +254,19 @@ def _labels(column: pa.Array) -> np.ndarray:
 def _arrays(
     batch: pa.RecordBatch, path: str, first_row: int, d: int, labels: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """A batch's features (n, d) as float64 and target (n,), refusing nulls and non-finite values."""
+    """A batch's features (n, d) as float64 and target (n,), refusing nulls, non-finite values and magnitudes
+    past ``MAX_ABS_VALUE``, each named by file, row and column (the server could only count rows across files)."""
     values: list[np.ndarray] = []
+    # Rows with a target are training rows, held to the magnitudes training takes; Predict takes any finite value.
+    training = len(batch.columns) > d
     for j, column in enumerate(batch.columns):
         if column.null_count:
             _refuse(batch, j, path, first_row, column.is_null().to_numpy(zero_copy_only=False), "empty")
         if labels and j == d:
             break
         values.append(numbers(column))
-        if not np.isfinite(values[-1]).all():
-            _refuse(batch, j, path, first_row, ~np.isfinite(values[-1]), "non-finite")
+        if not (trainable(values[-1]) if training else np.isfinite(values[-1]).all()):
+            _refuse_values(batch, j, path, first_row, values[-1], training)
     X = row_major(values[:d], batch.num_rows)
     if len(batch.columns) == d:
         return X, None
@@ -281,18 +286,36 @@ _FAULTS = {
     "empty": ("the value is null", "empty value"),
     "non-finite": ("not finite", "non-finite value"),
     "empty label": ("the class label is empty", "empty label"),
+    "too large": ("", "value too large"),
 }
 """A fault's words in the message and in the field violation."""
 
 
-def _refuse(batch: pa.RecordBatch, j: int, path: str, first_row: int, bad: np.ndarray, problem: str) -> NoReturn:
-    """InvalidInput MALFORMED_PARQUET naming the first row of column ``j`` that ``bad`` marks."""
+def _refuse_values(
+    batch: pa.RecordBatch, j: int, path: str, first_row: int, values: np.ndarray, bounded: bool
+) -> NoReturn:
+    """``_refuse`` for the first value of column ``j`` that is not finite or, when ``bounded``, lies past
+    ±``MAX_ABS_VALUE``."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(values) <= MAX_ABS_VALUE) if bounded else ~np.isfinite(values)
+    value = float(values[int(np.argmax(bad))])
+    if not np.isfinite(value):
+        _refuse(batch, j, path, first_row, bad, "non-finite")
+    said = f"{value:g} lies past ±{MAX_ABS_VALUE:g}, the largest magnitude training takes"
+    _refuse(batch, j, path, first_row, bad, "too large", said)
+
+
+def _refuse(
+    batch: pa.RecordBatch, j: int, path: str, first_row: int, bad: np.ndarray, problem: str, said: str = ""
+) -> NoReturn:
+    """InvalidInput naming the first row of column ``j`` that ``bad`` marks: MALFORMED_PARQUET, or
+    VALUE_TOO_LARGE (the server's reason for the same refusal) for a magnitude past the bound."""
     row = first_row + int(np.argmax(bad)) + 1
     name = batch.schema.names[j]
-    said, violation = _FAULTS[problem]
+    default, violation = _FAULTS[problem]
     raise InvalidInput(
-        f"{path}, row {row}, column {name!r}: {said}",
-        reason="MALFORMED_PARQUET",
+        f"{path}, row {row}, column {name!r}: {said or default}",
+        reason="VALUE_TOO_LARGE" if problem == "too large" else "MALFORMED_PARQUET",
         violations=[(name, f"{path} row {row}: {violation}")],
         metadata={"file": path, "row": row, "column": name, "problem": problem},
     )

@@ -12,7 +12,10 @@ import numpy as np
 
 from regserve.server.errors import InvalidInput
 
-__all__ = ["all_finite", "check_finite"]
+__all__ = ["MAX_ABS_VALUE", "all_finite", "check_finite", "trainable"]
+
+MAX_ABS_VALUE = 1e150
+"""Largest magnitude accepted in training data: the square of anything larger overflows float64."""
 
 _TINY = 16
 """Arrays up to this many elements are checked element by element in Python."""
@@ -58,3 +61,11 @@ def check_finite(values: np.ndarray, field: str) -> None:
         violations=[(field, f"non-finite value at {where}")],
         metadata={"row": position[0], **({"column": position[1]} if len(position) > 1 else {})},
     )
+
+
+def trainable(values: np.ndarray) -> bool:
+    """True when every element of ``values`` is finite and within ±``MAX_ABS_VALUE``.
+
+    The whole array's extremes take two vectorised passes and no temporary, and a NaN carries through both.
+    """
+    return values.size == 0 or bool(values.min() >= -MAX_ABS_VALUE and values.max() <= MAX_ABS_VALUE)

@@ -10,12 +10,10 @@ import numpy as np
 
 from regserve.server.errors import InvalidInput
 from regserve.server.models.class_labels import whole_number_labels
+from regserve.server.models.numeric import MAX_ABS_VALUE, trainable
 from regserve.server.models.training.spec import MAX_FEATURES
 
 __all__ = ["MAX_ABS_VALUE", "check_finite", "checked_features", "checked_labels", "checked_targets"]
-
-MAX_ABS_VALUE = 1e150
-"""Largest magnitude accepted in training data: the square of anything larger overflows float64."""
 
 
 def checked_features(X: np.ndarray, y: np.ndarray, expected: int | None, first_row: int) -> np.ndarray:
@@ -76,8 +74,7 @@ def checked_targets(y: np.ndarray, first_row: int) -> np.ndarray:
 
 def check_finite(A: np.ndarray, field: str, first_row: int) -> None:
     """Refuse NaN, infinity and magnitudes whose squares overflow, naming the first bad row."""
-    # The whole array's extremes take two vectorised passes and no temporary, and a NaN carries through both.
-    if A.size == 0 or (A.min() >= -MAX_ABS_VALUE and A.max() <= MAX_ABS_VALUE):
+    if trainable(A):
         return
     with np.errstate(invalid="ignore"):
         bad = ~(np.abs(A) <= MAX_ABS_VALUE)

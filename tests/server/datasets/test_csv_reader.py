@@ -88,6 +88,24 @@ def test_a_bad_row_is_named_by_line_column_and_kind(tmp_path, body, line, column
     assert str(error).startswith(f"line {line}")
 
 
+@pytest.mark.parametrize(("cell_b", "cell_y", "column"), [("1e200", "6", "b"), ("5", "-1e151", "y")])
+def test_a_magnitude_past_what_training_takes_is_named_by_line_and_column(tmp_path, cell_b, cell_y, column):
+    path = tmp_path / "huge.csv"
+    path.write_text(f"a,b,y\n1,2,3\n4,{cell_b},{cell_y}\n")
+    with pytest.raises(InvalidInput) as refused:
+        _rows(path)
+    assert refused.value.reason == "VALUE_TOO_LARGE"  # the server's reason, here with the file's line
+    assert refused.value.metadata == {"line": "3", "column": column, "problem": "too large"}
+    assert str(refused.value).startswith(f"line 3, column {column!r}: ") and "1e+150" in str(refused.value)
+
+
+def test_rows_to_predict_may_hold_any_finite_magnitude(tmp_path):
+    path = tmp_path / "huge.csv"
+    path.write_text("a,b\n1,2\n4,1e200\n")
+    (chunk,) = read_csv(path, None).chunks
+    assert chunk.features.tolist() == [[1.0, 2.0], [4.0, 1e200]]
+
+
 def test_the_line_is_the_physical_line_past_blank_lines_and_quoted_newlines(tmp_path):
     path = tmp_path / "lines.csv"
     # Data rows 1-3 take lines 2-7: a blank line, then a label over three lines.

@@ -65,6 +65,21 @@ def test_a_null_is_refused_with_its_file_row_and_column(tmp_path):
     assert refused.value.metadata == {"file": str(path), "row": "3", "column": "a", "problem": "empty"}
 
 
+def test_a_magnitude_past_what_training_takes_is_refused_with_its_file_row_and_column(tmp_path):
+    for i, a in enumerate(([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, -3e150, 4.0])):
+        pq.write_table(pa.table({"a": a, "y": [1.0, 2.0, 3.0, 4.0]}), tmp_path / f"part-{i}.parquet", row_group_size=2)
+    with pytest.raises(InvalidInput) as refused:
+        list(read_parquet(str(tmp_path), "y").chunks)
+    path = str(tmp_path / "part-1.parquet")
+    assert refused.value.reason == "VALUE_TOO_LARGE"  # the server's reason, here with the file and its row
+    assert refused.value.metadata == {"file": path, "row": "3", "column": "a", "problem": "too large"}
+    said = "-3e+150 lies past ±1e+150, the largest magnitude training takes"
+    assert str(refused.value) == f"{path}, row 3, column 'a': {said}"
+    # Rows to predict (no target) may hold any finite value.
+    (chunk,) = read_parquet(path, None).chunks
+    assert chunk.features[:, 0].tolist() == [1.0, 2.0, -3e150, 4.0]
+
+
 def test_an_empty_label_is_refused_with_its_file_row_and_column(tmp_path):
     for i, labels in enumerate((["a", "b", "a", "b"], ["a", "b", "", "b"])):
         pq.write_table(pa.table({"x": [1.0, 2.0, 3.0, 4.0], "kind": labels}), tmp_path / f"part-{i}.parquet")
