@@ -17,7 +17,7 @@ import sys
 import numpy as np
 from grpc_health.v1 import health_pb2
 
-from regserve.client import ModelAdminClient, NotFound, RegressionClient
+from regserve.client import ModelAdminClient, NotFound, RegressionClient, RegserveError
 from regserve.server.cli.render import (
     print_failure,
     print_json,
@@ -202,19 +202,33 @@ def cmd_predict(args) -> int:
         # Each chunk's answers are printed as they arrive, so a file of any size streams through.
         rows = (chunk.features for chunk in table.chunks)
         checked = False
-        for prediction in client.iter_batch_predict(args.model, rows, version=args.version, interval=args.interval):
-            if not checked and prediction.version != info.version:
-                # A traffic split may answer with another version than ModelInfo described; its columns must match.
-                other = list(client.model_info(args.model, prediction.version).feature_names)
-                if other != names:
-                    raise InvalidInput(
-                        f"{args.model} {prediction.version} answered, whose features ({', '.join(other)}) are not "
-                        f"those of {info.version} ({', '.join(names)}) the columns were read for; give --version",
-                        reason="VERSION_FEATURES_DIFFER",
-                        violations=[("version", f"name one version: {info.version} or {prediction.version}")],
-                    )
-            checked = True
-            write(prediction)
+        try:
+            for prediction in client.iter_batch_predict(args.model, rows, version=args.version, interval=args.interval):
+                if not checked and prediction.version != info.version:
+                    # A traffic split may answer with another version than ModelInfo described; its columns must match.
+                    other = list(client.model_info(args.model, prediction.version).feature_names)
+                    if other != names:
+                        raise InvalidInput(
+                            f"{args.model} {prediction.version} answered, whose features ({', '.join(other)}) are "
+                            f"not those of {info.version} ({', '.join(names)}) the columns were read for; "
+                            "give --version",
+                            reason="VERSION_FEATURES_DIFFER",
+                            violations=[("version", f"name one version: {info.version} or {prediction.version}")],
+                        )
+                checked = True
+                write(prediction)
+        except RegserveError as exc:
+            # A split's other version with another feature count refuses the first chunk before it can answer.
+            expected = exc.metadata.get("expected", str(len(names)))
+            if checked or args.version or exc.reason != "FEATURE_COUNT_MISMATCH" or expected == str(len(names)):
+                raise
+            raise InvalidInput(
+                f"{args.model} answered with a version of {expected} features, not {info.version} "
+                f"({', '.join(names)}) the columns were read for: a traffic split routes to versions whose "
+                "features differ; give --version",
+                reason="VERSION_FEATURES_DIFFER",
+                violations=[("version", f"name one version, such as {info.version}")],
+            ) from None
     return 0
 
 

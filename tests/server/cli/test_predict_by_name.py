@@ -106,6 +106,28 @@ def test_a_split_answering_with_other_features_is_refused(target, client, houses
     assert status == 0 and len(lines) == len(y)
 
 
+def test_a_split_answering_with_another_feature_count_is_refused_the_same_way(target, client, houses, tmp_path, capsys):
+    X, y = houses
+    client.train("houses", X, y, feature_names=NAMES)
+    client.train("houses", X[:, :2], y, feature_names=NAMES[:2], promote=False)
+    with ModelAdminClient(target) as admin:
+        admin.set_split("houses", {"v2": 100.0})
+    path = _write(tmp_path / "all.csv", dict(zip(NAMES, X.T, strict=True)))
+    status, lines = _predict(target, path, "--output", "json")
+    error = json.loads(capsys.readouterr().err)
+    assert (status, lines, error["reason"]) == (1, [], "VERSION_FEATURES_DIFFER")
+    assert error["message"].startswith("houses answered with a version of 2 features, not v1 (bedrooms, bathrooms,")
+    status, lines = _predict(target, path, "--version", "v1")
+    assert status == 0 and len(lines) == len(y)
+    # A file whose own columns do not fit the version described keeps the server's refusal.
+    client.train("unnamed", X, y)
+    with ModelAdminClient(target) as admin:
+        admin.set_split("unnamed", {"v1": 100.0})
+    narrow = _write(tmp_path / "narrow.csv", {"a": X[:, 0], "b": X[:, 1]})
+    status = main(["predict", "--server", target, "--model", "unnamed", "--csv", str(narrow), "-o", "json"])
+    assert status == 1 and json.loads(capsys.readouterr().err)["reason"] == "FEATURE_COUNT_MISMATCH"
+
+
 def test_predict_prints_the_intervals_asked_for_as_the_client_gets_them(target, client, houses, tmp_path, capsys):
     X, y = houses
     client.train("houses", X, y, feature_names=NAMES)
