@@ -205,11 +205,8 @@ def _url_files(source: str) -> list[str]:
     if glob.has_magic(path):
         files = sorted(fs.glob(path))
     elif fs.isdir(path):
-        files = sorted(
-            name
-            for name in fs.find(path)
-            if name.lower().endswith(parquet_reader._SUFFIXES) and not name.rsplit("/", 1)[-1].startswith((".", "_"))
-        )
+        base = path.rstrip("/") + "/"
+        files = sorted(name for name in fs.find(path) if parquet_reader.in_directory(name.removeprefix(base)))
     else:
         files = [path] if fs.exists(path) else []
     if not files:

@@ -1,7 +1,7 @@
 """Streaming Parquet files of training rows: one file, a directory of them, or a glob.
 
-The files are read in a fixed order (sorted paths; a directory's files as
-``pyarrow.dataset`` discovers them, hidden and ``_``-prefixed ones left out), and each
+The files are read in a fixed order (sorted paths; a directory's files with a Parquet
+suffix, in it and below, hidden and ``_``-prefixed ones left out), and each
 file one row group at a time (``ParquetFile.read_row_group``), only the feature and
 target columns.  So memory is bounded by a row group, not the file (``iter_batches``
 was measured to hold more of a file the further it read), and a row's global index,
@@ -49,36 +49,32 @@ def is_parquet(source: str) -> bool:
     return glob.has_magic(source) or os.path.isdir(source) or source.lower().endswith(_SUFFIXES)
 
 
+def in_directory(relative: str) -> bool:
+    """Whether the file at ``relative`` (``/``-separated, below a directory given as the data) is one of its
+    Parquet files: a Parquet suffix, in any case, and no part hidden or beginning with ``_``, as Spark's
+    ``_SUCCESS`` and ``.crc`` files and pyarrow's own discovery leave out.  A README beside the files is no data."""
+    return relative.lower().endswith(_SUFFIXES) and not any(part.startswith((".", "_")) for part in relative.split("/"))
+
+
 def parquet_files(source: str) -> list[str]:
     """The files of ``source`` in reading order; InvalidInput when there are none."""
     if glob.has_magic(source):
         files = sorted(path for path in glob.glob(source, recursive=True) if os.path.isfile(path))
     elif os.path.isdir(source):
-        import pyarrow.dataset as ds  # imports pandas: a fifth of a second that only a directory needs
-
-        try:
-            files = sorted(ds.dataset(source, format="parquet").files)
-        except UnicodeDecodeError:  # pyarrow's listing decodes every name below the directory
-            _refuse_name_below(source)
-            raise
+        below = (os.path.join(root, name) for root, _, names in os.walk(source) for name in names)
+        files = sorted(path for path in below if in_directory(os.path.relpath(path, source).replace(os.sep, "/")))
     else:
         files = [source] if os.path.exists(source) else []
     for path in files:  # a directory's or a glob's files may have names the source does not
         require_utf8_name(path)
     if not files:
+        within = f" ({', '.join(_SUFFIXES)}; a glob names files of any name)" if os.path.isdir(source) else ""
         raise InvalidInput(
-            f"no Parquet file at {source}",
+            f"no Parquet file at {source}{within}",
             reason="NO_INPUT_FILES",
             violations=[("file", f"matches no file: {source}")],
         )
     return files
-
-
-def _refuse_name_below(directory: str) -> None:
-    """InvalidInput ``FILE_NAME_NOT_UTF8`` naming the first name below ``directory`` that is not UTF-8, if any."""
-    for root, folders, names in os.walk(os.fsencode(directory)):
-        for name in [*folders, *names]:
-            require_utf8_name(os.fsdecode(os.path.join(root, name)))
 
 
 def open_file(path: str, source=None) -> pq.ParquetFile:
@@ -172,7 +168,8 @@ def _check_schema(
     """InvalidInput unless ``schema`` has the columns, features numeric, the target as the kind needs.
 
     ``first`` names the file whose columns made ``features`` when none were chosen: then a
-    column that file lacks is refused too, since it would otherwise be dropped unseen.
+    column that file lacks is refused too, since it would otherwise be dropped unseen, and a
+    column of it this file lacks is refused as the same difference (``COLUMNS_DIFFER``).
     """
     if first is not None:
         extra = [name for name in default_features(schema, target) if name not in features]
@@ -185,6 +182,14 @@ def _check_schema(
                 metadata={"file": path, "column": extra[0], "first_file": first},
             )
     for name in [*features, *([target] if target is not None else [])]:
+        if name not in schema.names and first is not None and first != path:
+            raise InvalidInput(
+                f"{path} lacks the column {name!r}, which {first} has; the features are the first file's "
+                "columns, so give every file the same columns or choose the features with --feature-columns",
+                reason="COLUMNS_DIFFER",
+                violations=[("file", f"column {name!r} of {first} is not in {path}")],
+                metadata={"file": path, "column": name, "first_file": first},
+            )
         if name not in schema.names:
             raise InvalidInput(
                 f"{path} has no column {name!r}; its columns are {', '.join(schema.names)}",

@@ -71,7 +71,8 @@ def test_texts_refuses_a_column_with_nulls():
 
 
 def test_reading_numeric_parquet_and_csv_does_not_import_pandas(tmp_path):
-    """pyarrow's ``to_numpy`` imports pandas, a quarter of a second of every ``regserve train``, labels included."""
+    """pyarrow's ``to_numpy`` (and ``pyarrow.dataset``) import pandas, a quarter of a second of every
+    ``regserve train``: labels and directories included."""
     pq.write_table(
         pa.table({"a": [1.0, 2.0], "b": pa.array([1, 2], pa.int16()), "y": [0.5, 1.5]}), tmp_path / "f.parquet"
     )
@@ -79,6 +80,8 @@ def test_reading_numeric_parquet_and_csv_does_not_import_pandas(tmp_path):
     pq.write_table(pa.table({"a": [1.0, 2.0], "y": ["no", "yes"]}), tmp_path / "words.parquet")
     (tmp_path / "f.csv").write_text("a,b,y\n1,True,0.5\n2,False,1.5\n")
     (tmp_path / "words.csv").write_text("a,y\n1,no\n2,yes\n")
+    (tmp_path / "folder").mkdir()
+    pq.write_table(pa.table({"a": [1.0, 2.0], "y": [0.5, 1.5]}), tmp_path / "folder" / "part-0.parquet")
     script = f"""
 import sys
 from regserve.server.datasets.tables import open_table
@@ -88,6 +91,7 @@ expected = {{
     "words.parquet": ([[1], [2]], ["no", "yes"]),
     "f.csv": ([[1, 1], [2, 0]], [0.5, 1.5]),
     "words.csv": ([[1], [2]], ["no", "yes"]),
+    "folder": ([[1], [2]], [0.5, 1.5]),
 }}
 for source, (rows, target) in expected.items():
     classifier = source in ("labels.parquet", "words.parquet", "words.csv")

@@ -46,6 +46,28 @@ def test_a_directory_and_a_glob_read_every_file_in_order(parts):
         assert [c.first_row for c in chunks] == list(range(0, 1500, 200)) and table.done() == 1500
 
 
+def test_a_directory_reads_its_parquet_files_below_it_and_nothing_else(parts):
+    folder, X, y = parts
+    (folder / "0README.md").write_text("# rows\n")  # sorts first: it used to be read as Parquet
+    (folder / "a.csv").write_text("a,b,y\n1,2,3\n")
+    nested, hidden = folder / "more", folder / ".cache"
+    nested.mkdir()
+    hidden.mkdir()
+    shutil.copy(folder / "part-0.parquet", nested / "PART-3.PARQ")
+    shutil.copy(folder / "part-0.parquet", hidden / "part-9.parquet")
+    shutil.copy(folder / "part-0.parquet", folder / ".part-8.parquet")
+    table = read_parquet(str(folder), "y", feature_columns=["a", "b"])
+    got, target, _ = _all(table)
+    # In sorted path order: more/PART-3.PARQ before part-0.parquet.
+    assert np.array_equal(got, np.vstack([X[:500], X])) and np.array_equal(target, np.concatenate([y[:500], y]))
+    only_notes = folder / "notes"
+    only_notes.mkdir()
+    (only_notes / "README.md").write_text("")
+    with pytest.raises(InvalidInput) as refused:
+        read_parquet(str(only_notes), "y")
+    assert refused.value.reason == "NO_INPUT_FILES" and ".parquet, .parq, .pq" in str(refused.value)
+
+
 def test_one_file_and_projection_read_only_the_chosen_columns(parts):
     folder, X, _ = parts
     table = read_parquet(str(folder / "part-1.parquet"), "y", feature_columns=["b"])
