@@ -504,18 +504,23 @@ class RequestStream:
             self.failure = exc
             raise
 
-    def raise_error(self, exc: grpc.RpcError, request_id: str) -> NoReturn:
-        """Raise what the caller gets for the failed call: its own iterable's exception, or the typed one.
+    def end(self) -> None:
+        """Stop the read-ahead thread and wait for it to finish the item it is making.
 
-        First the read-ahead thread is stopped and waited for: left inside a reader's native
-        code (pyarrow's, say), it could outlive the interpreter of a process that exits on
-        the error, which then aborts.
+        Left inside a reader's native code (pyarrow's, say), the thread could outlive the
+        interpreter of a process that exits, on an error or once its caller stopped reading
+        answers (``regserve predict ... | head``), and the process would then abort.
         """
         with self._lock:
             self._ended = True
             ahead = self._ahead
         if ahead is not None:
             ahead.stop(wait=_STOP_WAIT)
+
+    def raise_error(self, exc: grpc.RpcError, request_id: str) -> NoReturn:
+        """Raise what the caller gets for the failed call: its own iterable's exception, or the typed one,
+        once the read-ahead thread has ended (``end``)."""
+        self.end()
         if self.failure is not None:
             raise self.failure from None
         raise from_rpc_error(exc, request_id) from exc

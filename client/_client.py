@@ -67,15 +67,21 @@ class RegressionClient(Connection):
         """Stream chunks of rows (each of shape (n_rows, n_features)); yield one Prediction per chunk, in order.
 
         When ``chunks`` raises, the call is cancelled and that exception reaches the caller.
+        Closing the iterator early (a ``break``) cancels the call and stops reading ``chunks``.
         """
         batch = BatchStream(model, version, routing_key, interval)
         requests = RequestStream(None, batch.request, chunks)
         metadata, request_id = self._call_metadata()
+        call = self._stub.BatchPredict(iter(requests), timeout=self.timeout, metadata=metadata)
         try:
-            for response in self._stub.BatchPredict(iter(requests), timeout=self.timeout, metadata=metadata):
+            for response in call:
                 yield batch.prediction(response)
         except grpc.RpcError as exc:
             requests.raise_error(exc, request_id)
+        finally:
+            # A caller that stops reading early (a break, a closed pipe) ends the call and the reading of chunks.
+            call.cancel()
+            requests.end()
 
     def batch_predict(self, model: str, X, *, chunk_rows: int = 10_000, version: str = "") -> np.ndarray:
         """Predict for a large X of shape (n_rows, n_features) through BatchPredict; returns shape (n_rows,).

@@ -97,6 +97,25 @@ def test_a_refused_call_waits_for_the_read_ahead_to_finish_its_chunk(client, lin
     assert not callers_threads()
 
 
+def test_answers_left_unread_end_the_call_and_the_reading_of_chunks(client, linear_data):
+    # ``regserve predict ... | head``: the pipe closes, the caller stops; no thread may stay in its reader.
+    X, y = linear_data
+    client.train("house", X, y)
+    reading = threading.Event()
+
+    def chunks():
+        for start in range(0, len(X), 50):
+            reading.set()
+            time.sleep(0.2)  # a slow reader: the thread is inside it when the caller stops
+            yield X[start : start + 50]
+
+    answers = client.iter_batch_predict("house", chunks())
+    first = next(answers)
+    assert first.values.shape == (50,) and reading.wait(5)
+    answers.close()
+    assert not [t for t in threading.enumerate() if t.name == "regserve-request" and t.is_alive()]
+
+
 def test_a_stalled_chunk_source_does_not_hold_the_process_open(target, tmp_path):
     # The chunks are read ahead in a thread; one still waiting on a source after the call has
     # ended (here by its deadline) must not keep the interpreter from exiting.
