@@ -185,7 +185,7 @@ def cmd_predict(args) -> int:
     write = write_predictions_json if _json(args) else write_predictions
     with _client(args) as client:
         if args.features is not None:
-            X = np.array([[float(v) for v in args.features.split(",")]])
+            X = np.array([args.features])
             write(client.predict(args.model, X, version=args.version, interval=args.interval))
             return 0
         try:

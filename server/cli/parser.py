@@ -15,6 +15,7 @@ from regserve.server.cli.render import print_error_json
 from regserve.server.cli.report import cmd_report
 from regserve.server.cli.server_commands import cmd_gateway, cmd_serve
 from regserve.server.config import Settings, add_arguments
+from regserve.server.errors import InvalidInput
 from regserve.v1 import types_pb2
 
 # The model kinds the contract names, as the client library spells them: MODEL_KIND_RIDGE is "ridge".
@@ -48,6 +49,28 @@ def _non_negative_int(text: str) -> int:
     return _counted_int(text, 0)
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names, each stripped; refused when empty or with an empty entry
+    (``a,,c``, a trailing comma), which would otherwise be dropped unseen."""
+    names = [name.strip() for name in text.split(",")]
+    if not any(names):
+        raise argparse.ArgumentTypeError("names nothing: give comma-separated names, or leave the flag out")
+    if "" in names:
+        raise argparse.ArgumentTypeError(f"has an empty name at position {names.index('') + 1}: {text!r}")
+    return names
+
+
+def _row(text: str) -> list[float]:
+    """One row of comma-separated numbers."""
+    row = []
+    for position, cell in enumerate(text.split(","), start=1):
+        try:
+            row.append(float(cell))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"value {position}, {cell.strip()!r}, is not a number") from None
+    return row
+
+
 def wants_json(argv: Sequence[str]) -> bool:
     """Whether ``argv`` asks for ``--output json`` (``-o json``): read before parsing, so usage errors are JSON too."""
     for flag, value in itertools.pairwise([*argv, ""]):
@@ -57,10 +80,11 @@ def wants_json(argv: Sequence[str]) -> bool:
 
 
 class _JsonErrorParser(argparse.ArgumentParser):
-    """An ArgumentParser that reports a usage error as the JSON error object, for ``--output json``."""
+    """An ArgumentParser that reports a usage error as the JSON error object (reason ``USAGE``, exit 2), for
+    ``--output json``."""
 
     def error(self, message: str) -> NoReturn:
-        print_error_json(f"{self.prog}: {message}")
+        print_error_json(InvalidInput(f"{self.prog}: {message}", reason="USAGE"))
         self.exit(2)
 
 
@@ -122,7 +146,7 @@ def build_parser(errors_as_json: bool = False) -> argparse.ArgumentParser:
     imported.add_argument("--promotion-gate", action="store_true", help="promote only if it validates no worse")
     imported.add_argument(
         "--feature-names",
-        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        type=_names,
         help="comma-separated feature names, in column order, in place of the file's (default: the file's; "
         "when it has none, the serving version's if as many)",
     )
@@ -254,7 +278,7 @@ def _add_model_commands(client_command) -> None:
     train.add_argument("--chunk-rows", type=_positive_int, default=65536, help="rows per streamed chunk")
     train.add_argument(
         "--feature-columns",
-        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        type=_names,
         help="comma-separated feature columns, the only ones read besides the target (default: all the others)",
     )
     train.add_argument(
@@ -273,7 +297,7 @@ def _add_model_commands(client_command) -> None:
     predict = client_command("predict", "print one prediction per line")
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", help="CSV file of feature rows with a header line")
-    source.add_argument("--features", help="one row as comma-separated numbers")
+    source.add_argument("--features", type=_row, help="one row as comma-separated numbers")
     predict.add_argument("--version", default="", help="a version to use instead of the serving one")
     predict.add_argument("--chunk-rows", type=_positive_int, default=10000)
     predict.add_argument(

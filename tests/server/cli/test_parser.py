@@ -117,8 +117,41 @@ def test_usage_errors_are_json_when_json_was_asked_for(capsys):
         build_parser(errors_as_json=True).parse_args(["versions", "-o", "json"])
     assert caught.value.code == 2
     error = json.loads(capsys.readouterr().err)
-    assert error["code"] is None
+    assert (error["code"], error["reason"]) == (None, "USAGE")
     assert error["message"] == "regserve versions: the following arguments are required: --model"
+
+
+_TRAIN = ["train", "f.csv", "--model", "m", "--target", "y"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["train", "f.csv", "--model", "m", "--target", "y", "--feature-columns", ""],
+            "--feature-columns: names nothing",
+        ),
+        (["train", "f.csv", "--model", "m", "--target", "y", "--feature-columns", "a,"], "empty name at position 2"),
+        (["import", "f.json", "--model", "m", "--feature-names", "a,,c"], "empty name at position 2: 'a,,c'"),
+        (["predict", "--model", "m", "--features", "1,2,abc"], "--features: value 3, 'abc', is not a number"),
+    ],
+)
+def test_lists_with_empty_or_bad_entries_are_usage_errors(argv, said, capsys):
+    # An empty entry used to be dropped unseen (all columns trained on for ''), a bad number to end in a traceback.
+    with pytest.raises(SystemExit) as caught:
+        build_parser(errors_as_json=True).parse_args([*argv, "-o", "json"])
+    error = json.loads(capsys.readouterr().err)
+    assert caught.value.code == 2 and error["reason"] == "USAGE" and said in error["message"]
+
+
+def test_lists_and_rows_are_parsed_entry_by_entry():
+    args = build_parser().parse_args(["train", "f.csv", "--model", "m", "--target", "y", "--feature-columns", " a, b"])
+    assert args.feature_columns == ["a", "b"]
+    assert build_parser().parse_args(["predict", "--model", "m", "--features=-1.5, 2,3e2"]).features == [
+        -1.5,
+        2.0,
+        300.0,
+    ]
 
 
 def test_the_connection_flags_may_come_before_the_command(target, capsys):
