@@ -63,6 +63,14 @@ def _rows(version: types_pb2.ModelVersion) -> str:
     return f"{version.num_samples} ({version.num_train} training, {version.num_validation} validation)"
 
 
+_SOLVER_FIELDS = {
+    types_pb2.SOLVER_GRADIENT_DESCENT: ("learning_rate", "epochs", "tolerance"),
+    types_pb2.SOLVER_SGD: ("learning_rate", "epochs", "batch_size", "tolerance"),
+    types_pb2.SOLVER_NEWTON: ("tolerance", "max_iterations"),
+}
+"""The settings each solver uses: the stored spec holds every one, and a closed-form fit uses none of these."""
+
+
 def _lineage(version: types_pb2.ModelVersion, sample_rows: int) -> list[tuple[str, str]]:
     spec, solver = version.spec, version.solver_report
     facts = [
@@ -83,7 +91,7 @@ def _lineage(version: types_pb2.ModelVersion, sample_rows: int) -> list[tuple[st
         ("standardized", "yes" if version.standardization.enabled else "no"),
         ("solver", types_pb2.Solver.Name(solver.solver).removeprefix("SOLVER_").lower()),
     ]
-    for field in ("alpha", "c", "validation_fraction", "cv_folds", "seed", "learning_rate", "epochs", "batch_size"):
+    for field in ("alpha", "c", "validation_fraction", "cv_folds", "seed", *_SOLVER_FIELDS.get(solver.solver, ())):
         if spec.HasField(field):
             facts.append((field.replace("_", " "), f"{getattr(spec, field):g}"))
     if solver.iterations:

@@ -146,6 +146,17 @@ def test_the_classifier_page_has_a_roc_area_per_class_and_the_cross_validation(p
     assert "3-fold CV mean" in text and "accuracy of the served predictions" in text
 
 
+def test_the_lineage_lists_the_settings_of_the_solver_used_and_no_others(pages):
+    def facts(text):
+        return dict(re.findall(r"<tr><td>([a-z ,]+)</td><td[^>]*>([^<]*)</td></tr>", text))
+
+    closed_form, newton = facts(pages["diabetes"]), facts(pages["iris"])
+    assert closed_form["solver"] == "closed_form" and closed_form["seed"] == "7"
+    assert not {"learning rate", "epochs", "batch size", "tolerance", "max iterations"} & set(closed_form)
+    assert newton["solver"] == "newton" and (newton["tolerance"], newton["max iterations"]) == ("1e-08", "100")
+    assert not {"learning rate", "epochs", "batch size"} & set(newton)
+
+
 def test_serving_statistics_are_shown_per_version(pages):
     text = pages["diabetes"]
     serving = text[text.index('<section id="serving">') :]
