@@ -162,7 +162,7 @@ def cmd_train(args) -> int:
                 if bar is not None:
                     bar.update(table.done() - bar.n)
 
-        with bar or contextlib.nullcontext():
+        with contextlib.nullcontext() if bar is None else bar:  # a tqdm of total 0 is falsy
             response = client.train(
                 args.model,
                 chunks=pairs(),

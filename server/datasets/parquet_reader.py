@@ -50,10 +50,18 @@ def is_parquet(source: str) -> bool:
 
 
 def in_directory(relative: str) -> bool:
-    """Whether the file at ``relative`` (``/``-separated, below a directory given as the data) is one of its
+    """Whether the file at ``relative`` (below a directory given as the data, ``/``-separated or the OS's) is one of its
     Parquet files: a Parquet suffix, in any case, and no part hidden or beginning with ``_``, as Spark's
     ``_SUCCESS`` and ``.crc`` files and pyarrow's own discovery leave out.  A README beside the files is no data."""
-    return relative.lower().endswith(_SUFFIXES) and not any(part.startswith((".", "_")) for part in relative.split("/"))
+    parts = relative.replace(os.sep, "/").split("/")
+    return relative.lower().endswith(_SUFFIXES) and not any(part.startswith((".", "_")) for part in parts)
+
+
+def _below(directory: str) -> Iterator[str]:
+    """The paths of the files in ``directory`` and below, not descending into folders ``in_directory`` leaves out."""
+    for root, folders, names in os.walk(directory):
+        folders[:] = [name for name in folders if not name.startswith((".", "_"))]
+        yield from (os.path.join(root, name) for name in names)
 
 
 def parquet_files(source: str) -> list[str]:
@@ -61,8 +69,7 @@ def parquet_files(source: str) -> list[str]:
     if glob.has_magic(source):
         files = sorted(path for path in glob.glob(source, recursive=True) if os.path.isfile(path))
     elif os.path.isdir(source):
-        below = (os.path.join(root, name) for root, _, names in os.walk(source) for name in names)
-        files = sorted(path for path in below if in_directory(os.path.relpath(path, source).replace(os.sep, "/")))
+        files = sorted(path for path in _below(source) if in_directory(os.path.relpath(path, source)))
     else:
         files = [source] if os.path.exists(source) else []
     for path in files:  # a directory's or a glob's files may have names the source does not
