@@ -100,36 +100,18 @@ class TokenTable:
     @classmethod
     def parse(cls, text: str) -> TokenTable:
         """Read ``role:token`` pairs separated by commas or newlines, or the JSON forms described above."""
-        stripped = text.strip()
-        if stripped.startswith(("{", "[")):
-            data = json.loads(stripped)
-            if isinstance(data, dict):
-                return cls((role, token) for token, role in data.items())
-            return cls((item["role"], item["token"]) for item in data)
-        pairs = []
-        for line in stripped.replace(",", "\n").splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            role, sep, token = line.partition(":")
-            if not sep:
-                raise ValueError("each token entry must read role:token")
-            pairs.append((role, token))
-        return cls(pairs)
+        return cls(_pairs(text))
 
     @classmethod
     def load(cls, tokens_file: str = "", tokens: str = "") -> TokenTable | None:
-        """The tokens of ``tokens_file`` and of the ``tokens`` string together; None when both are empty."""
+        """The tokens of ``tokens_file`` and of the ``tokens`` string together, as one table: a token under
+        two roles is refused across the two as within one; None when both are empty."""
         texts = [Path(tokens_file).read_text(encoding="utf-8")] if tokens_file else []
         if tokens.strip():
             texts.append(tokens)
         if not texts:
             return None
-        tables = [cls.parse(text) for text in texts]
-        table = tables[0]
-        for other in tables[1:]:
-            table._entries.extend(other._entries)
-        return table
+        return cls(pair for text in texts for pair in _pairs(text))
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an ``authorization`` header value; raises Unauthenticated."""
@@ -153,6 +135,34 @@ class TokenTable:
         if found is None:
             raise Unauthenticated("The bearer token is not known to this server.", reason="UNKNOWN_TOKEN")
         return found
+
+
+_JSON_FORMS = 'a JSON tokens document is {"TOKEN": "ROLE", ...} or [{"role": "ROLE", "token": "TOKEN"}, ...]'
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    """The (role, token) pairs of ``role:token`` entries separated by commas or newlines, or of a JSON document."""
+    stripped = text.strip()
+    if stripped.startswith(("{", "[")):
+        data = json.loads(stripped)
+        if isinstance(data, dict) and all(isinstance(role, str) for role in data.values()):
+            return [(role, token) for token, role in data.items()]
+        items = data if isinstance(data, list) else [None]
+        if not all(isinstance(item, dict) and isinstance(item.get("role"), str) for item in items):
+            raise ValueError(_JSON_FORMS)
+        if not all(isinstance(item.get("token"), str) for item in items):
+            raise ValueError(_JSON_FORMS)
+        return [(item["role"], item["token"]) for item in items]
+    pairs = []
+    for line in stripped.replace(",", "\n").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        role, sep, token = line.partition(":")
+        if not sep:
+            raise ValueError("each token entry must read role:token")
+        pairs.append((role, token))
+    return pairs
 
 
 def authorize(principal: Principal, method: str) -> None:

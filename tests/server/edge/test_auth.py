@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import grpc
 import numpy as np
@@ -150,6 +153,31 @@ def test_token_table_forms_and_mistakes():
     # The example Secret's values, applied unchanged.
     with pytest.raises(ValueError, match="still reads REPLACE-ME"):
         TokenTable.parse("admin:REPLACE-ME-admin-token,predict:REPLACE-ME-predict-token")
+
+
+@pytest.mark.parametrize(
+    "document",
+    ['{"admin": ["a1"], "predict": ["p1"]}', '[["admin", "a1"]]', '[{"role": "admin"}]', '[{"role": 1, "token": "t"}]'],
+)
+def test_a_json_tokens_document_of_another_shape_is_refused_saying_which_shapes_are_read(document):
+    with pytest.raises(ValueError, match=r'a JSON tokens document is \{"TOKEN": "ROLE", ...\}'):
+        TokenTable.parse(document)
+
+
+def test_a_token_under_two_roles_across_the_file_and_the_variable_refuses_to_start(tmp_path):
+    tokens_file = tmp_path / "tokens.txt"
+    tokens_file.write_text("predict:same\npredict:other\n")
+    with pytest.raises(ValueError, match="a token of role 'admin' is also a token of role 'predict'"):
+        TokenTable.load(str(tokens_file), "admin:same")
+    both = TokenTable.load(str(tokens_file), "admin:third")
+    assert both is not None and both.authenticate("Bearer same").role == "predict"
+    assert both.authenticate("Bearer third").role == "admin"
+    # The server itself, started as an operator would, refuses with that message and exits.
+    env = {**os.environ, "REGSERVE_TOKENS": "admin:same"}
+    command = [sys.executable, "-m", "regserve.server.cli", "serve", "--port", "0", "--metrics-port", "0"]
+    command += ["--model-dir", str(tmp_path / "models"), "--no-demo-models", "--tokens-file", str(tokens_file)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "is also a token of role 'predict'" in done.stderr
 
 
 def test_auth_flag_without_tokens_refuses_to_start(tmp_path):
