@@ -101,13 +101,25 @@ def datatype_of(dtype: np.dtype) -> str:
     return _KINDS_BY_DTYPE[dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype]
 
 
+_MAX_EXTENT = np.iinfo(np.intp).max // 16
+"""The largest product of a shape's non-zero dimensions: past it NumPy cannot lay out even an empty array of it."""
+
+
 def _element_count(shape: Sequence[int], field: str) -> int:
-    """The number of elements of ``shape``; a negative dimension is refused."""
+    """The number of elements of ``shape``; a negative dimension, or dimensions no array can have, are refused."""
     if shape and min(shape) < 0:
         raise InvalidInput(
             f"{field} has a negative dimension in shape {list(shape)}",
             reason="INVALID_SHAPE",
             violations=[(f"{field}.shape", "every dimension must be 0 or more")],
+            metadata={"shape": list(shape)},
+        )
+    if math.prod(dimension for dimension in shape if dimension) > _MAX_EXTENT:
+        # [2**32, 2**32, 0] holds no element, yet NumPy refuses to shape any array so.
+        raise InvalidInput(
+            f"{field} has shape {list(shape)}, whose dimensions no tensor can have",
+            reason="INVALID_SHAPE",
+            violations=[(f"{field}.shape", f"the product of the non-zero dimensions must be at most {_MAX_EXTENT}")],
             metadata={"shape": list(shape)},
         )
     return math.prod(shape)

@@ -121,6 +121,10 @@ def _shaped(datatype, shape, **contents):
         ([_shaped("FP32", [1, 4])], [b"\0" * 32], "RAW_LENGTH_MISMATCH"),
         ([_shaped("FP32", [2, 3])], [b"\0" * 24], "WRONG_SHAPE"),
         ([_shaped("FP64", [-1, 4])], [b""], "INVALID_SHAPE"),
+        # No element, but dimensions no array can have: NumPy refused to shape it, an INTERNAL error.
+        ([_shaped("FP64", [2**32, 2**32, 0])], [b""], "INVALID_SHAPE"),
+        ([_shaped("FP64", [0, 2**32, 2**32])], [b""], "INVALID_SHAPE"),
+        ([Input(name="sepal_length", datatype="FP64", shape=[2**32, 2**32, 0])], [b""], "INVALID_SHAPE"),
         ([_shaped("FP64", [0, 4])], [b""], "EMPTY_REQUEST"),
         ([_shaped("FP64", [1, 4], fp64_contents=[1, 2, 3, 4])], [b"\0" * 32], "AMBIGUOUS_CONTENTS"),
         ([_shaped("FP64", [1, 4], fp64_contents=[1, 2, 3])], [], "TENSOR_SIZE_MISMATCH"),

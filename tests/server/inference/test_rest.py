@@ -399,6 +399,7 @@ def test_a_compressed_body_is_bounded_after_decompression_and_must_be_whole(demo
             "AMBIGUOUS_CONTENTS",
         ),
         ({"inputs": [{"name": "inputs", "shape": [1, 2**70], "datatype": "FP64", "data": [1]}]}, "INVALID_SHAPE"),
+        ({"inputs": [{"name": "inputs", "shape": [2**32, 2**32, 0], "datatype": "FP64", "data": []}]}, "INVALID_SHAPE"),
         (infer_body(IRIS_ROWS, outputs=[{"name": "logits"}]), "UNKNOWN_OUTPUT"),
         (infer_body(IRIS_ROWS, parameters={"nested": {"a": 1}}), "INVALID_PARAMETER"),
         (
