@@ -204,6 +204,10 @@ def create_server(settings: Settings, store: ModelStore | None = None, tracing: 
     ]
     if settings.max_concurrent_streams > 0:
         options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
+        # grpc's overload protection counts a stream until the server has freed it, after the client saw it
+        # end, and refuses the client's next ones (REFUSED_STREAM, UNAVAILABLE) though it respects the limit:
+        # off, the limit is HTTP/2's, and a client's calls past it wait their turn on the connection.
+        options.append(("grpc.http.overload_protection", 0))
     if settings.max_connection_age > 0:
         # No grace option: grpc's default grace is unbounded, so a long Train stream on an aged connection is never cut.
         options.append(("grpc.max_connection_age_ms", round(settings.max_connection_age * 1000)))
