@@ -122,8 +122,8 @@ def status_from_rpc_error(error: grpc.RpcError) -> status_pb2.Status:
         # reached, or was closing.  Said with a reason a program can branch on.
         return rich_status(code.value[0], message, "UPSTREAM_UNAVAILABLE")
     # Other statuses without details are grpc's own limits (message size, concurrent calls, deadlines), which the
-    # in-process calls mirror: as they are.
-    return status_pb2.Status(code=code.value[0], message=message)
+    # in-process calls mirror: their code's name is the reason, so every error body has an ErrorInfo.
+    return rich_status(code.value[0], message, code.name)
 
 
 def status_json(status: status_pb2.Status) -> dict:

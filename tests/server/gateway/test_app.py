@@ -558,6 +558,7 @@ def test_an_in_process_call_past_its_deadline_is_504(app, target, stub, linear_d
         body = {"inputs": matrix(X[:1])}
         answer = http.post("/v1/models/house:predict", json=body, headers={"X-Timeout-Seconds": "0.000001"})
         assert answer.status_code == 504 and answer.json()["code"] == code_pb2.DEADLINE_EXCEEDED
+        assert reason(answer.json()) == "DEADLINE_EXCEEDED"  # grpc's own status, with an ErrorInfo as every other
         assert http.post("/v1/models/house:predict", json=body).status_code == 200
 
 
