@@ -194,6 +194,14 @@ _REPOSITORY_BODIES = {
 """The body schema and example of each repository route."""
 
 
+_READINESS = {
+    "ServerLive": {"live": False},
+    "ServerReady": {"ready": False},
+    "ModelReady": {"name": "iris", "ready": False},
+}
+"""The 400 answer of each health route: its own body, saying no."""
+
+
 def _operation(route) -> dict[str, Any]:
     rpc = route.method.name
     summary, answer = _SUMMARIES[rpc]
@@ -256,6 +264,10 @@ def _operation(route) -> dict[str, Any]:
     if ok_content:
         ok["content"] = ok_content
     operation["responses"] = {"200": ok, "default": error}
+    if rpc in _READINESS:
+        # Not ready is an answer in the ready body, not an error.
+        not_ready = {"application/json": {"schema": {"$ref": _REF + answer}, "example": _READINESS[rpc]}}
+        operation["responses"]["400"] = {"description": "Not ready.", "content": not_ready}
     return operation
 
 

@@ -581,6 +581,10 @@ def test_the_openapi_document_describes_v2_and_its_example_works(http, predict_c
     assert example == IRIS_REQUEST
     for path in ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready"):
         assert "get" in document["paths"][path], path
+    # Not ready is the route's own body with a 400, which the document says (not the error schema).
+    for path, schema in (("/v2/health/ready", "v2.Ready"), ("/v2/models/{name}/ready", "v2.ModelReady")):
+        not_ready = document["paths"][path]["get"]["responses"]["400"]["content"]["application/json"]
+        assert not_ready["schema"]["$ref"].endswith(schema), path
     answer = http.post("/v2/models/iris/infer", json=example)
     assert answer.status_code == 200, answer.text
     expected = predict_client.predict("iris", np.array(example["inputs"][0]["data"]))
