@@ -208,13 +208,8 @@ def cmd_predict(args) -> int:
                     # A traffic split may answer with another version than ModelInfo described; its columns must match.
                     other = list(client.model_info(args.model, prediction.version).feature_names)
                     if other != names:
-                        raise InvalidInput(
-                            f"{args.model} {prediction.version} answered, whose features ({', '.join(other)}) are "
-                            f"not those of {info.version} ({', '.join(names)}) the columns were read for; "
-                            "give --version",
-                            reason="VERSION_FEATURES_DIFFER",
-                            violations=[("version", f"name one version: {info.version} or {prediction.version}")],
-                        )
+                        answered = f"{prediction.version} answered, whose features ({', '.join(other)}) are"
+                        raise _features_differ(args.model, info, answered, f"{info.version} or {prediction.version}")
                 checked = True
                 write(prediction)
         except RegserveError as exc:
@@ -222,14 +217,19 @@ def cmd_predict(args) -> int:
             expected = exc.metadata.get("expected", str(len(names)))
             if checked or args.version or exc.reason != "FEATURE_COUNT_MISMATCH" or expected == str(len(names)):
                 raise
-            raise InvalidInput(
-                f"{args.model} answered with a version of {expected} features, not {info.version} "
-                f"({', '.join(names)}) the columns were read for: a traffic split routes to versions whose "
-                "features differ; give --version",
-                reason="VERSION_FEATURES_DIFFER",
-                violations=[("version", f"name one version, such as {info.version}")],
-            ) from None
+            answered = f"answered with a version of {expected} features, a split's other version:"
+            raise _features_differ(args.model, info, answered, f"such as {info.version}") from None
     return 0
+
+
+def _features_differ(model: str, info: types_pb2.ModelVersion, answered: str, versions: str) -> InvalidInput:
+    """VERSION_FEATURES_DIFFER: ``model`` ``answered`` with other features than ``info``'s, read from the file."""
+    return InvalidInput(
+        f"{model} {answered} not those of {info.version} ({', '.join(info.feature_names)}) the columns were read "
+        "for; give --version",
+        reason="VERSION_FEATURES_DIFFER",
+        violations=[("version", f"name one version, {versions}")],
+    )
 
 
 def _columns_read(path: str, columns: list[str], info: types_pb2.ModelVersion) -> list[str] | None:
