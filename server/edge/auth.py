@@ -147,12 +147,13 @@ def _pairs(text: str) -> list[tuple[str, str]]:
         data = json.loads(stripped)
         if isinstance(data, dict) and all(isinstance(role, str) for role in data.values()):
             return [(role, token) for token, role in data.items()]
-        items = data if isinstance(data, list) else [None]
-        if not all(isinstance(item, dict) and isinstance(item.get("role"), str) for item in items):
-            raise ValueError(_JSON_FORMS)
-        if not all(isinstance(item.get("token"), str) for item in items):
-            raise ValueError(_JSON_FORMS)
-        return [(item["role"], item["token"]) for item in items]
+        found: list[tuple[str, str]] = []
+        for item in data if isinstance(data, list) else [None]:
+            role, token = (item.get("role"), item.get("token")) if isinstance(item, dict) else (None, None)
+            if not (isinstance(role, str) and isinstance(token, str)):
+                raise ValueError(_JSON_FORMS)
+            found.append((role, token))
+        return found
     pairs = []
     for line in stripped.replace(",", "\n").splitlines():
         line = line.strip()
