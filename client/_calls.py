@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2
 
-from regserve.client._exceptions import from_rpc_error
+from regserve.client._exceptions import RegserveError, from_rpc_error
 from regserve.v1 import model_service_pb2 as admin_pb
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import types_pb2
@@ -47,6 +47,8 @@ __all__ = [
     "set_split",
     "status",
     "status_response",
+    "VersionFeaturesDiffer",
+    "same_feature_count",
     "same_features",
     "train_feature_names",
     "train_pairs",
@@ -337,14 +339,31 @@ def row_blocks(X, chunk_rows: int) -> Iterator[np.ndarray]:
     return (X[start : start + chunk_rows] for start in range(0, X.shape[0], chunk_rows))
 
 
+class VersionFeaturesDiffer(ValueError):
+    """A traffic split answered with a version that reads other features than the one the rows were ordered for."""
+
+
 def same_features(described: types_pb2.ModelVersion, answered: types_pb2.ModelVersion) -> None:
-    """ValueError when the version that answered (under a traffic split) reads other features than ``described``."""
+    """VersionFeaturesDiffer when the version that answered (under a traffic split) reads other features than
+    ``described``."""
     if list(answered.feature_names) != list(described.feature_names):
-        raise ValueError(
+        raise VersionFeaturesDiffer(
             f"{answered.model} {answered.version} answered, whose features ({', '.join(answered.feature_names)}) "
             f"are not those of {described.version} ({', '.join(described.feature_names)}) the columns were put "
             "in order for; name a version"
         )
+
+
+def same_feature_count(error: RegserveError, described: types_pb2.ModelVersion) -> None:
+    """VersionFeaturesDiffer when ``error`` refuses rows put in order for ``described`` for their count, and the
+    count it expected is not ``described``'s: a traffic split's other version, which refuses a stream's first
+    chunk before its answer could be compared (``same_features``)."""
+    count = error.metadata.get("expected")
+    if error.reason == "FEATURE_COUNT_MISMATCH" and count is not None and count != str(len(described.feature_names)):
+        raise VersionFeaturesDiffer(
+            f"{described.model} answered with a version of {count} features, not {described.version} "
+            f"({', '.join(described.feature_names)}) the columns were put in order for; name a version"
+        ) from error
 
 
 def join_values(parts: Sequence[np.ndarray]) -> np.ndarray:

@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2_grpc
 from regserve.client import _calls
 from regserve.client._calls import BatchStream, Prediction, RequestStream
 from regserve.client._channel import Connection
+from regserve.client._exceptions import InvalidArgument
 from regserve.v1 import regression_service_pb2 as pb
 from regserve.v1 import regression_service_pb2_grpc as pb_grpc
 from regserve.v1 import types_pb2
@@ -96,10 +97,14 @@ class RegressionClient(Connection):
         described = self.model_info(model, version)
         chunks = _calls.row_blocks(_calls.in_model_order(X, names, described), chunk_rows)
         parts: list[np.ndarray] = []
-        for prediction in self.iter_batch_predict(model, chunks, version=version):
-            if not parts and prediction.version != described.version:
-                _calls.same_features(described, self.model_info(model, prediction.version))
-            parts.append(prediction.values)
+        try:
+            for prediction in self.iter_batch_predict(model, chunks, version=version):
+                if not parts and prediction.version != described.version:
+                    _calls.same_features(described, self.model_info(model, prediction.version))
+                parts.append(prediction.values)
+        except InvalidArgument as exc:
+            _calls.same_feature_count(exc, described)
+            raise
         return _calls.join_values(parts)
 
     def train(

@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2_grpc
 from regserve.client import _calls
 from regserve.client._calls import BatchStream, Call, Prediction, RequestStream
 from regserve.client._channel import BaseConnection, channel_options
-from regserve.client._exceptions import from_rpc_error
+from regserve.client._exceptions import InvalidArgument, from_rpc_error
 from regserve.v1 import model_service_pb2 as admin_pb
 from regserve.v1 import model_service_pb2_grpc as admin_grpc
 from regserve.v1 import regression_service_pb2 as pb
@@ -237,10 +237,14 @@ class AsyncRegressionClient(AsyncConnection):
         described = await self.model_info(model, version)
         chunks = _calls.row_blocks(_calls.in_model_order(X, names, described), chunk_rows)
         parts: list[np.ndarray] = []
-        async for prediction in self.iter_batch_predict(model, chunks, version=version):
-            if not parts and prediction.version != described.version:
-                _calls.same_features(described, await self.model_info(model, prediction.version))
-            parts.append(prediction.values)
+        try:
+            async for prediction in self.iter_batch_predict(model, chunks, version=version):
+                if not parts and prediction.version != described.version:
+                    _calls.same_features(described, await self.model_info(model, prediction.version))
+                parts.append(prediction.values)
+        except InvalidArgument as exc:
+            _calls.same_feature_count(exc, described)
+            raise
         return _calls.join_values(parts)
 
     async def train(

@@ -17,7 +17,8 @@ import sys
 import numpy as np
 from grpc_health.v1 import health_pb2
 
-from regserve.client import ModelAdminClient, NotFound, RegressionClient, RegserveError
+from regserve.client import InvalidArgument, ModelAdminClient, NotFound, RegressionClient
+from regserve.client._calls import VersionFeaturesDiffer, same_feature_count, same_features
 from regserve.server.cli.render import (
     print_failure,
     print_json,
@@ -194,42 +195,39 @@ def cmd_predict(args) -> int:
             print_failure(f"regserve predict reads files with pyarrow: install regserve[files] ({exc})", _json(args))
             return 1
         info = client.model_info(args.model, args.version)
-        names = list(info.feature_names)
         chosen = _columns_read(args.csv, table_columns(args.csv), info)
         table = _open_table(args, args.csv, None, feature_columns=chosen)
         if table is None:
             return 1
         # Each chunk's answers are printed as they arrive, so a file of any size streams through.
         rows = (chunk.features for chunk in table.chunks)
-        checked = False
         try:
-            for prediction in client.iter_batch_predict(args.model, rows, version=args.version, interval=args.interval):
-                if not checked and prediction.version != info.version:
-                    # A traffic split may answer with another version than ModelInfo described; its columns must match.
-                    other = list(client.model_info(args.model, prediction.version).feature_names)
-                    if other != names:
-                        answered = f"{prediction.version} answered, whose features ({', '.join(other)}) are"
-                        raise _features_differ(args.model, info, answered, f"{info.version} or {prediction.version}")
-                checked = True
-                write(prediction)
-        except RegserveError as exc:
-            # A split's other version with another feature count refuses the first chunk before it can answer.
-            expected = exc.metadata.get("expected", str(len(names)))
-            if checked or args.version or exc.reason != "FEATURE_COUNT_MISMATCH" or expected == str(len(names)):
-                raise
-            answered = f"answered with a version of {expected} features, a split's other version:"
-            raise _features_differ(args.model, info, answered, f"such as {info.version}") from None
+            _write_batches(client, args, info, rows, write)
+        except VersionFeaturesDiffer as exc:
+            raise InvalidInput(
+                f"{exc} (--version)",
+                reason="VERSION_FEATURES_DIFFER",
+                violations=[("version", f"name one version, such as {info.version}")],
+            ) from None
     return 0
 
 
-def _features_differ(model: str, info: types_pb2.ModelVersion, answered: str, versions: str) -> InvalidInput:
-    """VERSION_FEATURES_DIFFER: ``model`` ``answered`` with other features than ``info``'s, read from the file."""
-    return InvalidInput(
-        f"{model} {answered} not those of {info.version} ({', '.join(info.feature_names)}) the columns were read "
-        "for; give --version",
-        reason="VERSION_FEATURES_DIFFER",
-        violations=[("version", f"name one version, {versions}")],
-    )
+def _write_batches(client: RegressionClient, args, info: types_pb2.ModelVersion, rows, write) -> None:
+    """BatchPredict ``rows``, read for the version ``info``, writing each chunk's answers as they arrive.
+
+    A traffic split may answer with another version than ModelInfo described: the client library's
+    checks refuse one that reads other features (VersionFeaturesDiffer).
+    """
+    answered = False
+    try:
+        for prediction in client.iter_batch_predict(args.model, rows, version=args.version, interval=args.interval):
+            if not answered and prediction.version != info.version:
+                same_features(info, client.model_info(args.model, prediction.version))
+            answered = True
+            write(prediction)
+    except InvalidArgument as exc:
+        same_feature_count(exc, info)
+        raise
 
 
 def _columns_read(path: str, columns: list[str], info: types_pb2.ModelVersion) -> list[str] | None:

@@ -74,5 +74,13 @@ def test_batch_predict_refuses_a_split_answering_with_other_features(client, tar
         admin.set_split("houses", {"v2": 100.0})
     with pytest.raises(ValueError, match="houses v2 answered, whose features"):
         client.batch_predict("houses", houses[NAMES])
+    # A split's version of another feature count refuses the first chunk before its answer can be compared.
+    client.train("houses", houses[NAMES[:2]], houses["price"], promote=False)
+    with ModelAdminClient(target) as admin:
+        admin.set_split("houses", {"v3": 100.0})
+    with pytest.raises(ValueError, match=r"houses answered with a version of 2 features, not v1 \(bedrooms"):
+        client.batch_predict("houses", houses[NAMES])
+    with ModelAdminClient(target) as admin:
+        admin.set_split("houses", {"v2": 100.0})
     expected = client.predict("houses", houses[NAMES].to_numpy(), version="v1").values
     np.testing.assert_allclose(client.batch_predict("houses", houses[NAMES], version="v2"), expected, rtol=1e-8)

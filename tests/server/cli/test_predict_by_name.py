@@ -116,8 +116,8 @@ def test_a_split_answering_with_another_feature_count_is_refused_the_same_way(ta
     status, lines = _predict(target, path, "--output", "json")
     error = json.loads(capsys.readouterr().err)
     assert (status, lines, error["reason"]) == (1, [], "VERSION_FEATURES_DIFFER")
-    assert error["message"].startswith("houses answered with a version of 2 features, a split's other version:")
-    assert "not those of v1 (bedrooms, bathrooms, sqft) the columns were read for; give --version" in error["message"]
+    assert error["message"].startswith("houses answered with a version of 2 features, not v1 (bedrooms, bathrooms,")
+    assert "sqft) the columns were put in order for; name a version (--version)" in error["message"]
     status, lines = _predict(target, path, "--version", "v1")
     assert status == 0 and len(lines) == len(y)
     # A file whose own columns do not fit the version described keeps the server's refusal.
