@@ -34,7 +34,7 @@ from regserve.server.datasets.arrow_arrays import numbers, row_major, texts
 from regserve.server.datasets.row_chunks import RowChunk, Table, rechunk, refuse_target_as_feature
 from regserve.server.errors import InvalidInput
 from regserve.server.models.class_labels import integer_text, whole_float_text_labels
-from regserve.server.models.numeric import MAX_ABS_VALUE, trainable
+from regserve.server.models.numeric import MAX_ABS_VALUE, trainable, untrainable
 
 __all__ = ["BLOCK_BYTES", "columns", "read_csv"]
 
@@ -360,7 +360,7 @@ def _cell_problems(cells: list[str], numeric: bool, bounded: bool = False) -> np
     problems[(problems == "") & np.isnan(values) & ~_spelled_nan(filled)] = "non-numeric"
     problems[(problems == "") & ~np.isfinite(values)] = "non-finite"
     if bounded:
-        problems[(problems == "") & (np.abs(values) > MAX_ABS_VALUE)] = "too large"
+        problems[(problems == "") & untrainable(values)] = "too large"  # the non-finite are named already
     return problems
 
 

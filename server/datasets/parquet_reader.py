@@ -37,7 +37,7 @@ from regserve.server.datasets.row_chunks import (
 )
 from regserve.server.errors import InvalidInput
 from regserve.server.models.class_labels import whole_number_labels
-from regserve.server.models.numeric import MAX_ABS_VALUE, trainable
+from regserve.server.models.numeric import MAX_ABS_VALUE, trainable, untrainable
 
 __all__ = ["columns", "default_features", "is_parquet", "parquet_files", "read_parquet"]
 
@@ -49,18 +49,22 @@ def is_parquet(source: str) -> bool:
     return glob.has_magic(source) or os.path.isdir(source) or source.lower().endswith(_SUFFIXES)
 
 
+_LEFT_OUT = (".", "_")
+"""Beginnings of the names, of files and folders, a directory's listing leaves out."""
+
+
 def in_directory(relative: str) -> bool:
     """Whether the file at ``relative`` (below a directory given as the data, ``/``-separated or the OS's) is one of its
     Parquet files: a Parquet suffix, in any case, and no part hidden or beginning with ``_``, as Spark's
     ``_SUCCESS`` and ``.crc`` files and pyarrow's own discovery leave out.  A README beside the files is no data."""
     parts = relative.replace(os.sep, "/").split("/")
-    return relative.lower().endswith(_SUFFIXES) and not any(part.startswith((".", "_")) for part in parts)
+    return relative.lower().endswith(_SUFFIXES) and not any(part.startswith(_LEFT_OUT) for part in parts)
 
 
 def _below(directory: str) -> Iterator[str]:
     """The paths of the files in ``directory`` and below, not descending into folders ``in_directory`` leaves out."""
     for root, folders, names in os.walk(directory):
-        folders[:] = [name for name in folders if not name.startswith((".", "_"))]
+        folders[:] = [name for name in folders if not name.startswith(_LEFT_OUT)]
         yield from (os.path.join(root, name) for name in names)
 
 
@@ -178,25 +182,21 @@ def _check_schema(
     column that file lacks is refused too, since it would otherwise be dropped unseen, and a
     column of it this file lacks is refused as the same difference (``COLUMNS_DIFFER``).
     """
-    if first is not None:
+    columns = [*features, *([target] if target is not None else [])]
+    if first is not None and path != first:
         extra = [name for name in default_features(schema, target) if name not in features]
-        if extra:
+        missing = [name for name in columns if name not in schema.names]
+        if extra or missing:
+            # Either way round, one file holds a column the other lacks.
+            name, has, lacks = (extra[0], path, first) if extra else (missing[0], first, path)
             raise InvalidInput(
-                f"{path} has the column {extra[0]!r}, which {first} does not have; the features are the first "
+                f"{has} has the column {name!r}, which {lacks} does not have; the features are the first "
                 "file's columns, so give every file the same columns or choose the features with --feature-columns",
                 reason="COLUMNS_DIFFER",
-                violations=[("file", f"column {extra[0]!r} of {path} is not in {first}")],
-                metadata={"file": path, "column": extra[0], "first_file": first},
-            )
-    for name in [*features, *([target] if target is not None else [])]:
-        if name not in schema.names and first is not None and first != path:
-            raise InvalidInput(
-                f"{path} lacks the column {name!r}, which {first} has; the features are the first file's "
-                "columns, so give every file the same columns or choose the features with --feature-columns",
-                reason="COLUMNS_DIFFER",
-                violations=[("file", f"column {name!r} of {first} is not in {path}")],
+                violations=[("file", f"column {name!r} of {has} is not in {lacks}")],
                 metadata={"file": path, "column": name, "first_file": first},
             )
+    for name in columns:
         if name not in schema.names:
             raise InvalidInput(
                 f"{path} has no column {name!r}; its columns are {', '.join(schema.names)}",
@@ -285,8 +285,8 @@ def _arrays(
     if not labels:
         return X, values[d]
     target = batch.column(d)
-    if pa.types.is_floating(target.type) and not np.isfinite(numbers(target)).all():
-        _refuse(batch, d, path, first_row, ~np.isfinite(numbers(target)), "non-finite")
+    if pa.types.is_floating(target.type) and not np.isfinite(floats := numbers(target)).all():
+        _refuse(batch, d, path, first_row, ~np.isfinite(floats), "non-finite")
     named = _labels(target)
     if named.dtype.kind == "U" and (empty := named == "").any():
         # Named here by file and row: the server could only count rows across every file.
@@ -308,8 +308,7 @@ def _refuse_values(
 ) -> NoReturn:
     """``_refuse`` for the first value of column ``j`` that is not finite or, when ``bounded``, lies past
     ±``MAX_ABS_VALUE``."""
-    with np.errstate(invalid="ignore"):
-        bad = ~(np.abs(values) <= MAX_ABS_VALUE) if bounded else ~np.isfinite(values)
+    bad = untrainable(values) if bounded else ~np.isfinite(values)
     value = float(values[int(np.argmax(bad))])
     if not np.isfinite(value):
         _refuse(batch, j, path, first_row, bad, "non-finite")

@@ -12,7 +12,7 @@ import numpy as np
 
 from regserve.server.errors import InvalidInput
 
-__all__ = ["MAX_ABS_VALUE", "all_finite", "check_finite", "trainable"]
+__all__ = ["MAX_ABS_VALUE", "all_finite", "check_finite", "trainable", "untrainable"]
 
 MAX_ABS_VALUE = 1e150
 """Largest magnitude accepted in training data: the square of anything larger overflows float64."""
@@ -69,3 +69,9 @@ def trainable(values: np.ndarray) -> bool:
     The whole array's extremes take two vectorised passes and no temporary, and a NaN carries through both.
     """
     return values.size == 0 or bool(values.min() >= -MAX_ABS_VALUE and values.max() <= MAX_ABS_VALUE)
+
+
+def untrainable(values: np.ndarray) -> np.ndarray:
+    """Per element of ``values``: True where it is NaN, infinite or past ±``MAX_ABS_VALUE`` (``trainable``'s faults)."""
+    with np.errstate(invalid="ignore"):
+        return ~(np.abs(values) <= MAX_ABS_VALUE)

@@ -10,7 +10,7 @@ import numpy as np
 
 from regserve.server.errors import InvalidInput
 from regserve.server.models.class_labels import whole_number_labels
-from regserve.server.models.numeric import MAX_ABS_VALUE, trainable
+from regserve.server.models.numeric import MAX_ABS_VALUE, trainable, untrainable
 from regserve.server.models.training.spec import MAX_FEATURES
 
 __all__ = ["MAX_ABS_VALUE", "check_finite", "checked_features", "checked_labels", "checked_targets"]
@@ -76,8 +76,7 @@ def check_finite(A: np.ndarray, field: str, first_row: int) -> None:
     """Refuse NaN, infinity and magnitudes whose squares overflow, naming the first bad row."""
     if trainable(A):
         return
-    with np.errstate(invalid="ignore"):
-        bad = ~(np.abs(A) <= MAX_ABS_VALUE)
+    bad = untrainable(A)
     if not bad.any():
         return
     row = int(np.argmax(bad.any(axis=1) if A.ndim == 2 else bad))
