@@ -114,15 +114,17 @@ def _element_count(shape: Sequence[int], field: str) -> int:
             violations=[(f"{field}.shape", "every dimension must be 0 or more")],
             metadata={"shape": list(shape)},
         )
-    if math.prod(dimension for dimension in shape if dimension) > _MAX_EXTENT:
-        # [2**32, 2**32, 0] holds no element, yet NumPy refuses to shape any array so.
+    count = math.prod(shape)
+    # [2**32, 2**32, 0] holds no element, yet NumPy refuses to shape any array so; a shape with elements meets
+    # the byte or element count of its data first, so only an empty one pays for the second product.
+    if count == 0 and math.prod(dimension for dimension in shape if dimension) > _MAX_EXTENT:
         raise InvalidInput(
             f"{field} has shape {list(shape)}, whose dimensions no tensor can have",
             reason="INVALID_SHAPE",
             violations=[(f"{field}.shape", f"the product of the non-zero dimensions must be at most {_MAX_EXTENT}")],
             metadata={"shape": list(shape)},
         )
-    return math.prod(shape)
+    return count
 
 
 def out_of_range(value: object, datatype: str, field: str) -> NoReturn:
@@ -172,7 +174,13 @@ def decode_raw(datatype: str, shape: Sequence[int], raw: bytes, field: str = "ra
 
 
 def decode_bytes(raw: bytes, count: int, field: str) -> np.ndarray:
-    """``count`` length-prefixed byte strings from ``raw``, as a flat object array."""
+    """``count`` length-prefixed byte strings from ``raw``, as a flat object array.
+
+    Each element takes at least its 4-byte length, so a ``count`` that ``raw`` cannot hold is
+    refused before the array is made: a shape alone must not claim the server's memory.
+    """
+    if count * _LENGTH.size > len(raw):
+        raise _not_bytes_elements(raw, count, field)
     out = np.empty(count, dtype=object)
     offset = 0
     for i in range(count):
@@ -187,7 +195,11 @@ def decode_bytes(raw: bytes, count: int, field: str) -> np.ndarray:
     else:
         if offset == len(raw):
             return out
-    raise InvalidInput(
+    raise _not_bytes_elements(raw, count, field)
+
+
+def _not_bytes_elements(raw: bytes, count: int, field: str) -> InvalidInput:
+    return InvalidInput(
         f"{field} does not hold {count} length-prefixed BYTES elements",
         reason="RAW_LENGTH_MISMATCH",
         violations=[(field, f"send {count} elements, each a 4-byte little-endian length and its bytes")],

@@ -125,6 +125,9 @@ def _shaped(datatype, shape, **contents):
         ([_shaped("FP64", [2**32, 2**32, 0])], [b""], "INVALID_SHAPE"),
         ([_shaped("FP64", [0, 2**32, 2**32])], [b""], "INVALID_SHAPE"),
         ([Input(name="sepal_length", datatype="FP64", shape=[2**32, 2**32, 0])], [b""], "INVALID_SHAPE"),
+        # BYTES elements take 4 bytes each at least: a shape alone may not make the server allocate its array.
+        ([_shaped("BYTES", [2**31, 4])], [b""], "RAW_LENGTH_MISMATCH"),
+        ([_shaped("BYTES", [2**40, 2**40])], [b"\0" * 8], "RAW_LENGTH_MISMATCH"),
         ([_shaped("FP64", [0, 4])], [b""], "EMPTY_REQUEST"),
         ([_shaped("FP64", [1, 4], fp64_contents=[1, 2, 3, 4])], [b"\0" * 32], "AMBIGUOUS_CONTENTS"),
         ([_shaped("FP64", [1, 4], fp64_contents=[1, 2, 3])], [], "TENSOR_SIZE_MISMATCH"),
