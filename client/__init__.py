@@ -18,7 +18,7 @@ the calls that change nothing on UNAVAILABLE; ``options`` and ``service_config``
 """
 
 from regserve.client._admin import ModelAdminClient
-from regserve.client._calls import Prediction
+from regserve.client._calls import Prediction, VersionFeaturesDiffer
 from regserve.client._channel import bearer_metadata, open_channel, tls_credentials
 from regserve.client._client import RegressionClient
 from regserve.client._exceptions import (
@@ -53,6 +53,7 @@ __all__ = [
     "ServerError",
     "Unauthenticated",
     "Unavailable",
+    "VersionFeaturesDiffer",
     "bearer_metadata",
     "default_service_config",
     "open_channel",

@@ -17,8 +17,8 @@ import sys
 import numpy as np
 from grpc_health.v1 import health_pb2
 
-from regserve.client import InvalidArgument, ModelAdminClient, NotFound, RegressionClient
-from regserve.client._calls import VersionFeaturesDiffer, same_feature_count, same_features
+from regserve.client import InvalidArgument, ModelAdminClient, NotFound, RegressionClient, VersionFeaturesDiffer
+from regserve.client._calls import same_feature_count, same_features
 from regserve.server.cli.render import (
     print_failure,
     print_json,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regserve.client import InvalidArgument, ModelAdminClient
+from regserve.client import InvalidArgument, ModelAdminClient, VersionFeaturesDiffer
 
 NAMES = ["bedrooms", "bathrooms", "sqft"]
 
@@ -78,7 +78,7 @@ def test_batch_predict_refuses_a_split_answering_with_other_features(client, tar
     client.train("houses", houses[NAMES[:2]], houses["price"], promote=False)
     with ModelAdminClient(target) as admin:
         admin.set_split("houses", {"v3": 100.0})
-    with pytest.raises(ValueError, match=r"houses answered with a version of 2 features, not v1 \(bedrooms"):
+    with pytest.raises(VersionFeaturesDiffer, match=r"houses answered with a version of 2 features, not v1 \(bedrooms"):
         client.batch_predict("houses", houses[NAMES])
     with ModelAdminClient(target) as admin:
         admin.set_split("houses", {"v2": 100.0})
